@@ -1,0 +1,271 @@
+//! `enrollca init`: create a data directory with a CA hierarchy, generated or imported.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail, ensure};
+use rand::RngCore;
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::ca::hierarchy::{self, Made};
+use crate::ca::{CaKey, IssuerId, KeyFamily, KeySpec, Passphrase};
+use crate::datadir::{DataDir, pem_certs, to_pem};
+use crate::store::{IssuerRecord, IssuerState, SledStore, Store};
+
+/// Where a CA comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Generate(KeySpec),
+    /// Certificate and key files. A root may come without its key (kept offline); then the
+    /// issuing CAs must be imported too.
+    Import {
+        cert: PathBuf,
+        key: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub root: Source,
+    pub rsa_issuer: Source,
+    pub ecdsa_issuer: Source,
+    pub organization: String,
+    pub passphrase: Option<Passphrase>,
+    /// Recorded in the new config.toml so `serve` finds the passphrase again.
+    pub passphrase_file: Option<PathBuf>,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self {
+            root: Source::Generate(KeySpec::EcP384),
+            rsa_issuer: Source::Generate(KeySpec::Rsa2048),
+            ecdsa_issuer: Source::Generate(KeySpec::EcP256),
+            organization: "enrollca".into(),
+            passphrase: None,
+            passphrase_file: None,
+        }
+    }
+}
+
+/// What init made, for the operator.
+#[derive(Debug)]
+pub struct InitReport {
+    pub root_fingerprint: String,
+    pub issuers: Vec<(KeyFamily, IssuerId)>,
+}
+
+/// Builds the directory beside `dir` and renames it into place, so a failed init leaves
+/// nothing behind and an existing directory is never touched.
+pub async fn init(dir: &DataDir, opts: InitOptions) -> anyhow::Result<InitReport> {
+    if !dir.is_vacant() {
+        bail!(
+            "{} already exists and is not empty; refusing to overwrite it",
+            dir.path().display()
+        );
+    }
+    let staging = DataDir::new(staging_path(dir.path()));
+    if staging.path().exists() {
+        std::fs::remove_dir_all(staging.path()).ok();
+    }
+    let result = build(&staging, &opts).await;
+    match result {
+        Ok(report) => {
+            if dir.path().exists() {
+                std::fs::remove_dir(dir.path())
+                    .with_context(|| format!("replacing empty {}", dir.path().display()))?;
+            }
+            std::fs::rename(staging.path(), dir.path()).with_context(|| {
+                format!("moving the new data directory to {}", dir.path().display())
+            })?;
+            Ok(report)
+        }
+        Err(e) => {
+            std::fs::remove_dir_all(staging.path()).ok();
+            Err(e)
+        }
+    }
+}
+
+fn staging_path(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map_or("enrollca-data".into(), |n| n.to_string_lossy().into_owned());
+    dir.with_file_name(format!(".{name}.init-{}", std::process::id()))
+}
+
+async fn build(dir: &DataDir, opts: &InitOptions) -> anyhow::Result<InitReport> {
+    dir.create_tree()
+        .with_context(|| format!("creating {}", dir.path().display()))?;
+    let pass = opts.passphrase.as_ref();
+    let suffix = hex::encode(rand::random::<[u8; 3]>());
+    let org = opts.organization.as_str();
+
+    let (root_der, root_key) = match &opts.root {
+        Source::Generate(spec) => {
+            let Made { cert_der, key } =
+                hierarchy::root(*spec, &format!("{org} Root CA {suffix}"), org)?;
+            (cert_der, Some(key))
+        }
+        Source::Import { cert, key } => {
+            let der = read_one_cert(cert)?;
+            let key = key.as_deref().map(|k| read_key(k, pass)).transpose()?;
+            check_root(&der, key.as_ref())?;
+            (der, key)
+        }
+    };
+    std::fs::write(dir.roots(), to_pem("CERTIFICATE", &root_der))?;
+    if let Some(key) = &root_key {
+        key.save(&dir.root_key(), pass)?;
+    }
+
+    let store = SledStore::open(&dir.db())?;
+    let mut issuers = Vec::new();
+    for (family, source, name) in [
+        (KeyFamily::Rsa, &opts.rsa_issuer, "SCEP"),
+        (KeyFamily::Ecdsa, &opts.ecdsa_issuer, "ACME"),
+    ] {
+        let Made { cert_der, key } = match source {
+            Source::Generate(spec) => {
+                ensure!(
+                    spec.family() == family,
+                    "the {family} issuer needs a {family} key type"
+                );
+                let root_key = root_key.as_ref().context(
+                    "the root key is not available: import the issuing CAs as well (--rsa-issuer-cert/--ecdsa-issuer-cert)",
+                )?;
+                hierarchy::issuing_ca(
+                    &root_der,
+                    root_key,
+                    *spec,
+                    &format!("{org} {name} Issuing CA {suffix}"),
+                    org,
+                )?
+            }
+            Source::Import { cert, key } => {
+                let cert_der = read_one_cert(cert)?;
+                let key_path = key
+                    .as_deref()
+                    .context("an imported issuing CA needs its key file")?;
+                let key = read_key(key_path, pass)?;
+                ensure!(
+                    key.family() == family,
+                    "{}: expected a {family} key",
+                    key_path.display()
+                );
+                check_issued_by(&cert_der, &root_der)?;
+                Made { cert_der, key }
+            }
+        };
+        let id = IssuerId::for_spki(&key.spki_der());
+        key.save(&dir.path().join(DataDir::issuer_key_rel(&id)), pass)?;
+        std::fs::write(dir.issuer_cert(&id), to_pem("CERTIFICATE", &cert_der))?;
+        store
+            .put_issuer(IssuerRecord {
+                id: id.clone(),
+                family,
+                state: IssuerState::Active,
+                cert_der,
+                key_file: DataDir::issuer_key_rel(&id),
+                created_at: OffsetDateTime::now_utc(),
+            })
+            .await?;
+        issuers.push((family, id));
+    }
+    store.flush().await?;
+    drop(store);
+
+    let mut token = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut token);
+    use base64::Engine;
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token);
+    crate::ca::keys::write_private(&dir.admin_token(), format!("{token}\n").as_bytes())?;
+    std::fs::write(
+        dir.config(),
+        default_config(opts.passphrase_file.as_deref()),
+    )?;
+
+    Ok(InitReport {
+        root_fingerprint: hierarchy::fingerprint(&root_der),
+        issuers,
+    })
+}
+
+fn default_config(passphrase_file: Option<&Path>) -> String {
+    let ca = match passphrase_file {
+        Some(p) => format!("[ca]\npassphrase_file = {:?}\n", p.display().to_string()),
+        None => "[ca]\n# passphrase_file = \"/run/secrets/enrollca-ca-passphrase\"\n".into(),
+    };
+    format!(
+        r#"# enrollca configuration. Every key can be overridden by ENROLLCA_<SECTION>_<KEY>.
+# See README.md, "Configuration", for the reference.
+
+[listen]
+http = "127.0.0.1:8080"
+https = "127.0.0.1:8443"
+# public_url = "http://ca.example.com"          # base URL written into certificates
+# public_https_url = "https://ca.example.com"
+
+{ca}
+[issuance]
+lifetime = "365days"
+backdate = "5m"
+
+[scep]
+# challenge = "change-me"
+
+[acme]
+http01_port = 80
+attestation_roots = []
+
+[log]
+level = "info"
+format = "text"
+"#
+    )
+}
+
+fn read_one_cert(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut certs = pem_certs(&pem).with_context(|| format!("{}: not PEM", path.display()))?;
+    ensure!(
+        certs.len() == 1,
+        "{}: expected one certificate, found {}",
+        path.display(),
+        certs.len()
+    );
+    Ok(certs.remove(0))
+}
+
+fn read_key(path: &Path, pass: Option<&Passphrase>) -> anyhow::Result<CaKey> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(CaKey::from_pem(&pem, pass, &path.display().to_string())?)
+}
+
+fn parse(der: &[u8]) -> anyhow::Result<X509Certificate<'_>> {
+    Ok(X509Certificate::from_der(der)
+        .map_err(|e| anyhow::anyhow!("unparsable certificate: {e}"))?
+        .1)
+}
+
+fn check_root(der: &[u8], key: Option<&CaKey>) -> anyhow::Result<()> {
+    let cert = parse(der)?;
+    ensure!(cert.is_ca(), "the root certificate is not a CA");
+    cert.verify_signature(None)
+        .map_err(|_| anyhow::anyhow!("the root certificate is not self-signed"))?;
+    if let Some(key) = key {
+        ensure!(
+            cert.public_key().raw == key.spki_der().as_slice(),
+            "the root key does not match the root certificate"
+        );
+    }
+    Ok(())
+}
+
+fn check_issued_by(der: &[u8], root_der: &[u8]) -> anyhow::Result<()> {
+    let (cert, root) = (parse(der)?, parse(root_der)?);
+    ensure!(cert.is_ca(), "the issuing CA certificate is not a CA");
+    cert.verify_signature(Some(root.public_key()))
+        .map_err(|_| anyhow::anyhow!("the issuing CA certificate was not signed by the root"))?;
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! Operator commands. sled admits one process, so commands talk to the running server through
+//! its authenticated API; when no server answers they open the data directory themselves.
+
+pub mod init;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+
+use crate::api::views::{CertPage, CertView, IssueBody, IssuedView, IssuerView, RevokeBody};
+use crate::ca::Serial;
+use crate::config::{Config, Log, LogFormat};
+use crate::datadir::DataDir;
+use crate::revocation::RevocationReason;
+use crate::store::{CertQuery, SledStore, Store};
+
+/// Installs the global tracing subscriber (`ENROLLCA_LOG` overrides `log.level`).
+pub fn init_logging(log: &Log) {
+    let filter = std::env::var("ENROLLCA_LOG").unwrap_or_else(|_| log.level.clone());
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = match log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// How a command reaches the CA state.
+pub enum Backend {
+    Remote(Remote),
+    Local(Arc<dyn Store>),
+}
+
+pub struct Remote {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Backend {
+    /// The running server if one answers at `url` (default: the configured HTTP listener),
+    /// otherwise the data directory opened directly.
+    pub async fn connect(dir: &DataDir, url: Option<String>) -> anyhow::Result<Self> {
+        let remote = Remote::new(dir, url)?;
+        match remote
+            .http
+            .get(format!("{}/healthz", remote.base))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(Self::Remote(remote)),
+            Err(e) if e.is_connect() => {
+                let store = SledStore::open(&dir.db()).with_context(|| {
+                    format!(
+                        "no server at {} and the data directory cannot be opened",
+                        remote.base
+                    )
+                })?;
+                Ok(Self::Local(Arc::new(store)))
+            }
+            Err(e) => Err(e).context(format!("contacting {}", remote.base)),
+        }
+    }
+
+    pub async fn issuers(&self) -> anyhow::Result<Vec<IssuerView>> {
+        match self {
+            Self::Remote(r) => r.get("/api/v1/issuers").await,
+            Self::Local(store) => store
+                .issuers()
+                .await?
+                .iter()
+                .map(IssuerView::from_record)
+                .collect(),
+        }
+    }
+
+    pub async fn certificates(&self, q: CertQuery) -> anyhow::Result<CertPage> {
+        match self {
+            Self::Remote(r) => {
+                let mut params = vec![("limit", q.limit.to_string())];
+                params.extend(q.device.map(|d| ("device", d.to_string())));
+                params.extend(q.issuer.map(|i| ("issuer", i.to_string())));
+                params.extend(q.after.map(|s| ("after", s.to_string())));
+                params.extend(q.status.map(|s| ("status", s.as_str().to_owned())));
+                r.finish(
+                    r.http
+                        .get(format!("{}/api/v1/certificates", r.base))
+                        .query(&params),
+                )
+                .await
+            }
+            Self::Local(store) => {
+                let now = OffsetDateTime::now_utc();
+                let page = store
+                    .certificates(CertQuery {
+                        now: Some(now),
+                        ..q
+                    })
+                    .await?;
+                Ok(CertPage {
+                    items: page
+                        .items
+                        .iter()
+                        .map(|r| CertView::new(r, now, false))
+                        .collect(),
+                    next: page.next,
+                })
+            }
+        }
+    }
+
+    pub async fn certificate(&self, serial: &Serial) -> anyhow::Result<CertView> {
+        match self {
+            Self::Remote(r) => r.get(&format!("/api/v1/certificates/{serial}")).await,
+            Self::Local(store) => {
+                let rec = store
+                    .certificate(serial)
+                    .await?
+                    .with_context(|| format!("no certificate with serial {serial}"))?;
+                Ok(CertView::new(&rec, OffsetDateTime::now_utc(), true))
+            }
+        }
+    }
+
+    pub async fn revoke(
+        &self,
+        serial: &Serial,
+        reason: RevocationReason,
+    ) -> anyhow::Result<CertView> {
+        match self {
+            Self::Remote(r) => {
+                r.post(
+                    &format!("/api/v1/certificates/{serial}/revoke"),
+                    &RevokeBody { reason },
+                )
+                .await
+            }
+            Self::Local(store) => {
+                let now = OffsetDateTime::now_utc();
+                let rec = store.revoke(serial, reason, now).await?;
+                Ok(CertView::new(&rec, now, false))
+            }
+        }
+    }
+
+    pub async fn issue(&self, body: &IssueBody) -> anyhow::Result<IssuedView> {
+        match self {
+            Self::Remote(r) => r.post("/api/v1/certificates", body).await,
+            Self::Local(_) => {
+                bail!("issuing needs the running server (its CA keys); start `enrollca serve`")
+            }
+        }
+    }
+}
+
+impl Remote {
+    fn new(dir: &DataDir, url: Option<String>) -> anyhow::Result<Self> {
+        let base = match url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => {
+                let config = Config::load(
+                    Some(dir.config()).filter(|p| p.is_file()).as_deref(),
+                    std::env::vars(),
+                )?;
+                format!("http://{}", config.listen.http)
+            }
+        };
+        let token = match std::env::var("ENROLLCA_TOKEN") {
+            Ok(t) => t,
+            Err(_) => std::fs::read_to_string(dir.admin_token()).with_context(|| {
+                format!(
+                    "reading the admin token {} (or set ENROLLCA_TOKEN)",
+                    dir.admin_token().display()
+                )
+            })?,
+        };
+        Ok(Self {
+            base,
+            token: token.trim().to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()?,
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.finish(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.finish(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    async fn finish<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .context("request to the server failed")?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if !status.is_success() {
+            let detail = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            bail!("server answered {status}: {detail}");
+        }
+        serde_json::from_slice(&bytes).context("unexpected answer from the server")
+    }
+}
+
+/// Resolves `--data`, defaulting to `./enrollca-data`.
+pub fn data_dir(arg: Option<PathBuf>) -> DataDir {
+    DataDir::new(arg.unwrap_or_else(|| PathBuf::from("enrollca-data")))
+}

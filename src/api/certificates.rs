@@ -1,0 +1,139 @@
+//! Certificates: issue (operator), list, show, revoke.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+
+use super::extract::{Json, Path, Query};
+use super::views::{CertPage, CertView, IssueBody, IssuedView, RevokeBody};
+use super::{Admin, ApiError};
+use crate::app::AppState;
+use crate::ca::csr::Csr;
+use crate::ca::{IssueRequest, IssuerId, Serial};
+use crate::datadir::to_pem;
+use crate::store::{CertQuery, DeviceId, Protocol, StatusFilter};
+
+pub async fn issue_certificate(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Json(body): Json<IssueBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let csr = Csr::from_pem(&body.csr)?;
+    let issued = state
+        .ca
+        .issue(IssueRequest {
+            csr,
+            template: state.template.clone(),
+            family: body.issuer,
+            device: body.device,
+            protocol: Protocol::Admin,
+            replaces: None,
+        })
+        .await?;
+    let mut chain_pem = to_pem("CERTIFICATE", &issued.record.der);
+    for der in &issued.chain {
+        chain_pem.push_str(&to_pem("CERTIFICATE", der));
+    }
+    let location = format!("/api/v1/certificates/{}", issued.record.serial);
+    let view = IssuedView {
+        certificate: CertView::new(&issued.record, state.ca.clock().now(), true),
+        chain_pem,
+    };
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(view),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    device: Option<String>,
+    issuer: Option<String>,
+    status: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn list_certificates(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Query(p): Query<ListParams>,
+) -> Result<axum::Json<CertPage>, ApiError> {
+    let bad = |what: &str, e: String| ApiError::BadRequest(format!("{what}: {e}"));
+    let now = state.ca.clock().now();
+    let query = CertQuery {
+        device: p
+            .device
+            .map(|d| d.parse::<DeviceId>())
+            .transpose()
+            .map_err(|e| bad("device", e))?,
+        issuer: p
+            .issuer
+            .map(|i| i.parse::<IssuerId>())
+            .transpose()
+            .map_err(|e| bad("issuer", e))?,
+        status: p
+            .status
+            .map(|s| s.parse::<StatusFilter>())
+            .transpose()
+            .map_err(|e| bad("status", e))?,
+        after: p
+            .after
+            .map(|s| s.parse::<Serial>())
+            .transpose()
+            .map_err(|e| bad("after", e.to_string()))?,
+        limit: p.limit.unwrap_or(100),
+        now: Some(now),
+    };
+    let page = state.ca.store().certificates(query).await?;
+    Ok(axum::Json(CertPage {
+        items: page
+            .items
+            .iter()
+            .map(|r| CertView::new(r, now, false))
+            .collect(),
+        next: page.next,
+    }))
+}
+
+fn parse_serial(s: &str) -> Result<Serial, ApiError> {
+    s.parse()
+        .map_err(|e| ApiError::BadRequest(format!("serial `{s}`: {e}")))
+}
+
+pub async fn get_certificate(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(serial): Path<String>,
+) -> Result<axum::Json<CertView>, ApiError> {
+    let serial = parse_serial(&serial)?;
+    let rec = state
+        .ca
+        .store()
+        .certificate(&serial)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no certificate with serial {serial}")))?;
+    Ok(axum::Json(CertView::new(
+        &rec,
+        state.ca.clock().now(),
+        true,
+    )))
+}
+
+pub async fn revoke_certificate(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(serial): Path<String>,
+    Json(body): Json<RevokeBody>,
+) -> Result<axum::Json<CertView>, ApiError> {
+    let serial = parse_serial(&serial)?;
+    let now = state.ca.clock().now();
+    let rec = state.ca.store().revoke(&serial, body.reason, now).await?;
+    tracing::info!(serial = %serial, reason = %body.reason, "revoked");
+    Ok(axum::Json(CertView::new(&rec, now, false)))
+}

@@ -1,0 +1,49 @@
+//! The JSON API under `/api/v1` that MDM servers and the `enrollca` CLI use.
+
+mod auth;
+mod certificates;
+mod extract;
+mod issuers;
+pub mod views;
+
+use crate::ca::csr::CsrError;
+use crate::ca::{IssueError, Serial};
+use crate::store::StoreError;
+
+pub use auth::{Admin, TokenHash};
+pub use certificates::{get_certificate, issue_certificate, list_certificates, revoke_certificate};
+pub use issuers::{list_events, list_issuers};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    BadCsr(#[from] CsrError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("certificate {0} is already revoked")]
+    AlreadyRevoked(Serial),
+    #[error(transparent)]
+    Issue(IssueError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<IssueError> for ApiError {
+    fn from(e: IssueError) -> Self {
+        Self::Issue(e)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(s) => Self::NotFound(format!("no certificate with serial {s}")),
+            StoreError::AlreadyRevoked(s) => Self::AlreadyRevoked(s),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}

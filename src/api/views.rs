@@ -1,0 +1,161 @@
+//! What the API returns (and the CLI reads back): stable JSON, independent of storage.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::ca::{Issuer, IssuerId, KeyFamily, Serial};
+use crate::datadir::to_pem;
+use crate::revocation::RevocationReason;
+use crate::store::{CertRecord, CertStatus, DeviceId, IssuerRecord, IssuerState, Protocol};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Good,
+    Revoked,
+    Expired,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Good => "good",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertView {
+    pub serial: Serial,
+    pub status: Status,
+    pub issuer: IssuerId,
+    pub subject: String,
+    pub sans: Vec<String>,
+    pub device: Option<DeviceId>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+    pub protocol: Protocol,
+    pub profile: String,
+    pub replaces: Option<Serial>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    pub revocation_reason: Option<RevocationReason>,
+    /// The certificate in PEM (single-certificate views only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pem: Option<String>,
+}
+
+impl CertView {
+    pub fn new(rec: &CertRecord, now: OffsetDateTime, with_pem: bool) -> Self {
+        let (status, revoked_at, revocation_reason) = match rec.status {
+            CertStatus::Revoked { at, reason } => (Status::Revoked, Some(at), Some(reason)),
+            CertStatus::Good if rec.is_expired(now) => (Status::Expired, None, None),
+            CertStatus::Good => (Status::Good, None, None),
+        };
+        Self {
+            serial: rec.serial.clone(),
+            status,
+            issuer: rec.issuer.clone(),
+            subject: rec.subject.clone(),
+            sans: rec.sans.clone(),
+            device: rec.device.clone(),
+            not_before: rec.not_before,
+            not_after: rec.not_after,
+            issued_at: rec.issued_at,
+            protocol: rec.protocol,
+            profile: rec.profile.clone(),
+            replaces: rec.replaces.clone(),
+            revoked_at,
+            revocation_reason,
+            pem: with_pem.then(|| to_pem("CERTIFICATE", &rec.der)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertPage {
+    pub items: Vec<CertView>,
+    pub next: Option<Serial>,
+}
+
+/// Answer to an issuance: the record and the PEM chain (leaf first) to hand to the client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssuedView {
+    pub certificate: CertView,
+    pub chain_pem: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssuerView {
+    pub id: IssuerId,
+    pub family: KeyFamily,
+    pub state: IssuerState,
+    pub subject: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    pub sha256_fingerprint: String,
+    pub pem: String,
+}
+
+impl IssuerView {
+    pub fn new(
+        id: &IssuerId,
+        family: KeyFamily,
+        state: IssuerState,
+        cert_der: &[u8],
+    ) -> anyhow::Result<Self> {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let (_, cert) =
+            X509Certificate::from_der(cert_der).map_err(|e| anyhow::anyhow!("issuer {id}: {e}"))?;
+        Ok(Self {
+            id: id.clone(),
+            family,
+            state,
+            subject: cert.subject().to_string(),
+            not_before: cert.validity().not_before.to_datetime(),
+            not_after: cert.validity().not_after.to_datetime(),
+            sha256_fingerprint: crate::ca::hierarchy::fingerprint(cert_der),
+            pem: to_pem("CERTIFICATE", cert_der),
+        })
+    }
+
+    pub fn from_record(rec: &IssuerRecord) -> anyhow::Result<Self> {
+        Self::new(&rec.id, rec.family, rec.state, &rec.cert_der)
+    }
+
+    pub fn from_issuer(i: &Issuer) -> anyhow::Result<Self> {
+        Self::new(i.id(), i.family(), i.state(), i.cert_der())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssueBody {
+    /// PKCS#10 request in PEM.
+    pub csr: String,
+    pub device: Option<DeviceId>,
+    /// Issuer line: `rsa` or `ecdsa` (default `ecdsa`).
+    #[serde(default = "default_family")]
+    pub issuer: KeyFamily,
+}
+
+fn default_family() -> KeyFamily {
+    KeyFamily::Ecdsa
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokeBody {
+    #[serde(default = "default_reason")]
+    pub reason: RevocationReason,
+}
+
+fn default_reason() -> RevocationReason {
+    RevocationReason::Unspecified
+}

@@ -1,0 +1,148 @@
+//! Wiring: config → store → issuers → services → listeners.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::init::{InitOptions, init};
+use crate::api::TokenHash;
+use crate::ca::hierarchy::fingerprint;
+use crate::ca::{Ca, Issuer, IssuerSet, KeyFamily};
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::datadir::{DataDir, passphrase, to_pem};
+use crate::metrics::Metrics;
+use crate::policy::Template;
+use crate::store::{SledStore, Store};
+
+/// What request handlers share.
+pub struct AppState {
+    pub ca: Arc<Ca>,
+    pub template: Arc<Template>,
+    pub metrics: Arc<Metrics>,
+    pub admin_token: TokenHash,
+    pub roots_pem: String,
+}
+
+/// Where `serve` runs from.
+pub struct ServeOptions {
+    pub data: DataDir,
+    pub config: Option<PathBuf>,
+}
+
+/// Runs the service until `shutdown` is cancelled, then drains and flushes.
+pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let dir = &opts.data;
+    if !dir.is_initialised() {
+        anyhow::ensure!(
+            dir.is_vacant(),
+            "{} is not an enrollca data directory (no ca/roots.pem) and is not empty",
+            dir.path().display()
+        );
+        eprintln!(
+            "enrollca: initialising a development CA in {} (use `enrollca init` for a production set-up)",
+            dir.path().display()
+        );
+        init(dir, InitOptions::default()).await?;
+    }
+    // An explicit --config must exist; the data directory's own config.toml is optional.
+    let config_path = opts
+        .config
+        .clone()
+        .or_else(|| Some(dir.config()).filter(|p| p.is_file()));
+    let config = Config::load(config_path.as_deref(), std::env::vars())?;
+    crate::admin::init_logging(&config.log);
+
+    let pass = passphrase(config.ca.passphrase_file.as_deref())?;
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.db()).map_err(|e| {
+        anyhow::anyhow!(
+            "{e} (is another enrollca process using {}?)",
+            dir.path().display()
+        )
+    })?);
+    let public_url = config.listen.public_url();
+    let mut issuers = Vec::new();
+    for record in store.issuers().await? {
+        let issuer = Issuer::load(&record, dir.path(), pass.as_ref(), &public_url)
+            .with_context(|| format!("loading issuer {}", record.id))?;
+        issuers.push(issuer);
+    }
+    let issuers = IssuerSet::new(issuers)?;
+    let ecdsa = issuers
+        .active(KeyFamily::Ecdsa)
+        .context("no active ECDSA issuer")?
+        .clone();
+    let tls = crate::http::tls::server_config(
+        &config,
+        dir,
+        pass.as_ref(),
+        (ecdsa.cert_der(), ecdsa.key()),
+    )?;
+
+    let roots = dir.read_roots()?;
+    let token = std::fs::read_to_string(dir.admin_token())
+        .with_context(|| format!("reading {}", dir.admin_token().display()))?;
+    let metrics = Arc::new(Metrics::default());
+    let ca = Arc::new(Ca::new(
+        issuers,
+        store.clone(),
+        Arc::new(SystemClock),
+        metrics.clone(),
+    ));
+    let state = Arc::new(AppState {
+        ca,
+        template: Arc::new(Template::device(
+            config.issuance.lifetime,
+            config.issuance.backdate,
+        )),
+        metrics,
+        admin_token: TokenHash::of(&token),
+        roots_pem: roots.iter().map(|r| to_pem("CERTIFICATE", r)).collect(),
+    });
+
+    let http = bind("listen.http", config.listen.http).await?;
+    let https = bind("listen.https", config.listen.https).await?;
+    let (http_addr, https_addr) = (http.local_addr()?, https.local_addr()?);
+    let router = crate::http::router::router(state);
+    let servers = [
+        tokio::spawn(crate::http::server::serve(
+            http,
+            None,
+            router.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(crate::http::server::serve(
+            https,
+            Some(tokio_rustls::TlsAcceptor::from(tls)),
+            router,
+            shutdown.clone(),
+        )),
+    ];
+
+    println!("enrollca {} ready", env!("CARGO_PKG_VERSION"));
+    println!(
+        "  http   http://{http_addr}   (SCEP /scep, API /api/v1, CRL /crl, OCSP /ocsp, /healthz, /metrics)"
+    );
+    println!("  https  https://{https_addr}  (ACME /acme/<profile>/directory)");
+    println!("  root   SHA256 {}", fingerprint(&roots[0]));
+    println!("  roots  http://{http_addr}/roots.pem");
+    println!("  admin token in {}", dir.admin_token().display());
+    tracing::info!(%http_addr, %https_addr, data = %dir.path().display(), "listening");
+
+    for server in servers {
+        server.await.context("listener task failed")?;
+    }
+    store.flush().await?;
+    tracing::info!("stopped; store flushed");
+    Ok(())
+}
+
+async fn bind(key: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{key} {addr}: cannot listen"))
+}

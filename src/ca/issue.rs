@@ -1,0 +1,244 @@
+//! `Ca::issue`: the only code that mints end-entity certificates.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rcgen::{
+    CertificateParams, CrlDistributionPoint, DistinguishedName, DnType, DnValue,
+    ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType, SerialNumber,
+};
+use time::OffsetDateTime;
+
+use super::csr::{Attr, Csr, San};
+use super::{ActiveIssuer, Ca, IssuerId, KeyFamily, Serial};
+use crate::policy::{Contents, Eku, PolicyError, Template};
+use crate::store::{CertRecord, CertStatus, DeviceId, Protocol, StoreError};
+
+/// Serial collisions are retried this often; with 127 random bits one retry is already
+/// astronomically unlikely, so running out means something is broken.
+const SERIAL_ATTEMPTS: usize = 3;
+
+pub struct IssueRequest {
+    pub csr: Csr,
+    pub template: Arc<Template>,
+    pub family: KeyFamily,
+    pub device: Option<DeviceId>,
+    pub protocol: Protocol,
+    pub replaces: Option<crate::ca::Serial>,
+}
+
+/// A certificate that is on disk and may be handed out.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub record: CertRecord,
+    /// The certificates above the leaf, issuing CA first (the root is not included).
+    pub chain: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("no active {0} issuer")]
+    NoIssuer(KeyFamily),
+    #[error("issuer {0} has expired")]
+    IssuerExpired(IssuerId),
+    #[error("signing failed: {0}")]
+    Sign(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl IssueError {
+    /// Label for the failures-by-reason metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Policy(_) => "policy",
+            Self::NoIssuer(_) => "no_issuer",
+            Self::IssuerExpired(_) => "issuer_expired",
+            Self::Sign(_) => "sign",
+            Self::Store(_) => "store",
+        }
+    }
+}
+
+impl Ca {
+    /// Signs a certificate for `req` with the active issuer of its family and records it.
+    /// Returns only after the certificate, its indexes and its event are durable.
+    pub async fn issue(&self, req: IssueRequest) -> Result<Issued, IssueError> {
+        let started = Instant::now();
+        let protocol = req.protocol;
+        let result = self.issue_inner(req).await;
+        self.metrics
+            .observe_issuance(protocol, &result, started.elapsed());
+        result
+    }
+
+    async fn issue_inner(&self, req: IssueRequest) -> Result<Issued, IssueError> {
+        let issuers = self.issuers();
+        let issuer = issuers
+            .active(req.family)
+            .ok_or(IssueError::NoIssuer(req.family))?
+            .clone();
+        let contents = req.template.apply(&req.csr)?;
+        let now = self.clock.now();
+        let not_before = (now - req.template.backdate).max(issuer.not_before());
+        let not_after = (now + req.template.lifetime).min(issuer.not_after());
+        if not_after <= now {
+            return Err(IssueError::IssuerExpired(issuer.id().clone()));
+        }
+        let req = Arc::new(req);
+        let contents = Arc::new(contents);
+        for _ in 0..SERIAL_ATTEMPTS {
+            let serial = Serial::random();
+            let der = self
+                .sign(&issuer, &req, &contents, &serial, not_before, not_after)
+                .await?;
+            let record = CertRecord {
+                serial,
+                issuer: issuer.id().clone(),
+                subject: contents.subject_string(),
+                sans: contents.sans.iter().map(San::to_string).collect(),
+                device: req.device.clone(),
+                not_before,
+                not_after,
+                issued_at: now,
+                protocol: req.protocol,
+                profile: req.template.name.clone(),
+                replaces: req.replaces.clone(),
+                status: CertStatus::Good,
+                der,
+            };
+            match self.store.insert_certificate(record.clone()).await {
+                Ok(_) => {
+                    tracing::info!(serial = %record.serial, issuer = %record.issuer,
+                        device = record.device.as_ref().map(DeviceId::as_str), "issued");
+                    return Ok(Issued {
+                        record,
+                        chain: vec![issuer.cert_der().to_vec()],
+                    });
+                }
+                Err(StoreError::DuplicateSerial(s)) => {
+                    tracing::warn!(serial = %s, "serial collision, drawing a new one");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IssueError::Sign("could not draw a unique serial".into()))
+    }
+
+    /// Builds and signs the certificate on the blocking pool (at most one job per core).
+    async fn sign(
+        &self,
+        issuer: &ActiveIssuer,
+        req: &Arc<IssueRequest>,
+        contents: &Arc<Contents>,
+        serial: &Serial,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Vec<u8>, IssueError> {
+        let permit = self
+            .signing
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| IssueError::Sign("shutting down".into()))?;
+        let (issuer, req, contents, serial) = (
+            issuer.clone(),
+            req.clone(),
+            contents.clone(),
+            serial.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let params = params(&issuer, &req, &contents, &serial, not_before, not_after)?;
+            let cert = params
+                .signed_by(&req.csr.spki, issuer.signer())
+                .map_err(|e| IssueError::Sign(e.to_string()))?;
+            Ok(cert.der().to_vec())
+        })
+        .await
+        .map_err(|e| IssueError::Sign(format!("signing task failed: {e}")))?
+    }
+}
+
+fn params(
+    issuer: &ActiveIssuer,
+    req: &IssueRequest,
+    contents: &Contents,
+    serial: &Serial,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams, IssueError> {
+    let mut p = CertificateParams::default();
+    p.serial_number = Some(SerialNumber::from_slice(serial.as_bytes()));
+    p.not_before = not_before;
+    p.not_after = not_after;
+    p.distinguished_name = distinguished_name(&contents.subject)?;
+    p.subject_alt_names = contents
+        .sans
+        .iter()
+        .map(san_type)
+        .collect::<Result<_, _>>()?;
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    if req.csr.key.is_rsa() {
+        p.key_usages.push(KeyUsagePurpose::KeyEncipherment);
+    }
+    p.extended_key_usages = req
+        .template
+        .eku
+        .iter()
+        .map(|e| match e {
+            Eku::ClientAuth => ExtendedKeyUsagePurpose::ClientAuth,
+            Eku::ServerAuth => ExtendedKeyUsagePurpose::ServerAuth,
+        })
+        .collect();
+    p.use_authority_key_identifier_extension = true;
+    p.crl_distribution_points = vec![CrlDistributionPoint {
+        uris: vec![issuer.crl_url.clone()],
+    }];
+    p.custom_extensions = vec![issuer.aia.clone()];
+    Ok(p)
+}
+
+pub(super) fn distinguished_name(
+    attrs: &[(Attr, String)],
+) -> Result<DistinguishedName, IssueError> {
+    let mut dn = DistinguishedName::new();
+    for (attr, value) in attrs {
+        let ty = match attr {
+            Attr::CommonName => DnType::CommonName,
+            Attr::Organization => DnType::OrganizationName,
+            Attr::OrganizationalUnit => DnType::OrganizationalUnitName,
+            Attr::Country => DnType::CountryName,
+            Attr::State => DnType::StateOrProvinceName,
+            Attr::Locality => DnType::LocalityName,
+            Attr::SerialNumber => DnType::CustomDnType(vec![2, 5, 4, 5]),
+            Attr::Other(_) => continue,
+        };
+        // Country and serialNumber are PrintableString by definition (RFC 5280 appendix A).
+        let value = match attr {
+            Attr::Country | Attr::SerialNumber => {
+                rcgen::string::PrintableString::try_from(value.as_str())
+                    .map(DnValue::PrintableString)
+                    .map_err(|_| PolicyError::BadAttribute(attr.label().to_owned()))?
+            }
+            _ => DnValue::Utf8String(value.clone()),
+        };
+        dn.push(ty, value);
+    }
+    Ok(dn)
+}
+
+fn san_type(san: &San) -> Result<SanType, IssueError> {
+    let ia5 = |v: &str| {
+        rcgen::string::Ia5String::try_from(v).map_err(|e| IssueError::Sign(e.to_string()))
+    };
+    Ok(match san {
+        San::Dns(v) => SanType::DnsName(ia5(v)?),
+        San::Email(v) => SanType::Rfc822Name(ia5(v)?),
+        San::Uri(v) => SanType::URI(ia5(v)?),
+        San::Ip(ip) => SanType::IpAddress(*ip),
+    })
+}

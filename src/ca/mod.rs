@@ -1,0 +1,81 @@
+//! The certificate authority: issuers, their keys, and the one function that mints
+//! end-entity certificates (`Ca::issue`).
+
+pub mod csr;
+pub mod hierarchy;
+mod issue;
+mod issuer;
+mod issuer_set;
+pub mod keys;
+mod serial;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Semaphore;
+
+pub use issue::{IssueError, IssueRequest, Issued};
+pub use issuer::{Issuer, IssuerId};
+pub use issuer_set::{ActiveIssuer, IssuerSet};
+pub use keys::{CaKey, KeyError, KeyFamily, KeySpec, Passphrase};
+pub use serial::{Serial, SerialError};
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("CA certificate: {0}")]
+    BadCaCert(String),
+    #[error("URL cannot go into a certificate: {0}")]
+    BadUrl(String),
+    #[error("issuer set: {0}")]
+    IssuerSet(String),
+    #[error("building certificate: {0}")]
+    Build(#[from] rcgen::Error),
+}
+
+/// The issuing service every protocol calls.
+pub struct Ca {
+    issuers: ArcSwap<IssuerSet>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    /// Bounds concurrent signing to the cores we have, so a burst of requests queues here
+    /// instead of spawning hundreds of blocking threads that fight over two CPUs.
+    signing: Arc<Semaphore>,
+}
+
+impl Ca {
+    pub fn new(
+        issuers: IssuerSet,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            issuers: ArcSwap::from_pointee(issuers),
+            store,
+            clock,
+            metrics,
+            signing: Arc::new(Semaphore::new(cores)),
+        }
+    }
+
+    /// The issuer set in force now; hold the returned `Arc` for the length of one request.
+    pub fn issuers(&self) -> Arc<IssuerSet> {
+        self.issuers.load_full()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+}

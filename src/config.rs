@@ -1,0 +1,558 @@
+//! Runtime configuration: TOML, strict, validated once at start-up.
+//!
+//! Every key can be overridden by an environment variable `ENROLLCA_<SECTION>_<KEY>` (docker
+//! users and scripts rely on this). The override table below is the single list of keys; an
+//! `ENROLLCA_*` variable that names no key is an error, like an unknown key in the file.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variables with the `ENROLLCA_` prefix that are not config keys.
+pub const RESERVED_ENV: &[&str] = &[
+    "ENROLLCA_DATA",
+    "ENROLLCA_CONFIG",
+    "ENROLLCA_CA_PASSPHRASE",
+    "ENROLLCA_URL",
+    "ENROLLCA_TOKEN",
+    "ENROLLCA_LOG",
+];
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: Listen,
+    pub tls: Tls,
+    pub ca: Ca,
+    pub issuance: Issuance,
+    pub scep: Scep,
+    pub acme: Acme,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// Plain HTTP: SCEP, MDM API, CRL, OCSP, health and metrics.
+    pub http: SocketAddr,
+    /// HTTPS: ACME (RFC 8555 requires TLS) and everything the HTTP listener serves.
+    pub https: SocketAddr,
+    /// Base URL written into certificates (CRL distribution point, OCSP). Defaults to the HTTP
+    /// listener's address; set it to the name devices and relying parties reach.
+    pub public_url: Option<String>,
+    /// Base URL of the HTTPS listener as clients see it (ACME directory URLs).
+    pub public_https_url: Option<String>,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            https: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            public_url: None,
+            public_https_url: None,
+        }
+    }
+}
+
+impl Listen {
+    pub fn public_url(&self) -> String {
+        base_url(self.public_url.as_deref(), "http", self.http)
+    }
+
+    pub fn public_https_url(&self) -> String {
+        base_url(self.public_https_url.as_deref(), "https", self.https)
+    }
+}
+
+fn base_url(configured: Option<&str>, scheme: &str, addr: SocketAddr) -> String {
+    match configured {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("{scheme}://{addr}"),
+    }
+}
+
+/// TLS server certificate for the HTTPS listener. Without both files a certificate for
+/// `localhost`/`127.0.0.1` issued by the enrollca root is generated in the data directory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ca {
+    /// File holding the passphrase of encrypted CA keys. `ENROLLCA_CA_PASSPHRASE` may carry
+    /// the passphrase itself instead; it is never accepted on the command line.
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Issuance {
+    /// Lifetime of issued end-entity certificates (clamped to the issuer's own validity).
+    #[serde(with = "humantime_serde")]
+    pub lifetime: Duration,
+    /// How far notBefore is set in the past, for devices whose clocks run slow.
+    #[serde(with = "humantime_serde")]
+    pub backdate: Duration,
+}
+
+impl Default for Issuance {
+    fn default() -> Self {
+        Self {
+            lifetime: Duration::from_secs(365 * 86_400),
+            backdate: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scep {
+    /// Static challenge password accepted by SCEP enrolment (optional).
+    pub challenge: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Acme {
+    /// Port the http-01 validator connects to (80 in real deployments; tests pick another).
+    pub http01_port: u16,
+    /// Extra PEM root files trusted for device attestation, beside the built-in Apple root.
+    pub attestation_roots: Vec<PathBuf>,
+}
+
+impl Default for Acme {
+    fn default() -> Self {
+        Self {
+            http01_port: 80,
+            attestation_roots: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// `tracing` filter directive, e.g. `info` or `enrollca=debug,info`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A secret string: never printed by `Debug`, compared in constant time.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Constant-time equality (length is not hidden, content is).
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(candidate).into()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+type Apply = fn(&mut Config, &str) -> Result<(), String>;
+
+/// The one list of configuration keys, used for environment overrides.
+const KEYS: &[(&str, Apply)] = &[
+    ("listen.http", |c, v| parse_into(&mut c.listen.http, v)),
+    ("listen.https", |c, v| parse_into(&mut c.listen.https, v)),
+    ("listen.public_url", |c, v| {
+        c.listen.public_url = non_empty(v);
+        Ok(())
+    }),
+    ("listen.public_https_url", |c, v| {
+        c.listen.public_https_url = non_empty(v);
+        Ok(())
+    }),
+    ("tls.cert", |c, v| {
+        c.tls.cert = non_empty(v).map(PathBuf::from);
+        Ok(())
+    }),
+    ("tls.key", |c, v| {
+        c.tls.key = non_empty(v).map(PathBuf::from);
+        Ok(())
+    }),
+    ("ca.passphrase_file", |c, v| {
+        c.ca.passphrase_file = non_empty(v).map(PathBuf::from);
+        Ok(())
+    }),
+    ("issuance.lifetime", |c, v| {
+        c.issuance.lifetime = parse_duration(v)?;
+        Ok(())
+    }),
+    ("issuance.backdate", |c, v| {
+        c.issuance.backdate = parse_duration(v)?;
+        Ok(())
+    }),
+    ("scep.challenge", |c, v| {
+        c.scep.challenge = non_empty(v).map(Secret::new);
+        Ok(())
+    }),
+    ("acme.http01_port", |c, v| {
+        parse_into(&mut c.acme.http01_port, v)
+    }),
+    ("acme.attestation_roots", |c, v| {
+        c.acme.attestation_roots = v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        Ok(())
+    }),
+    ("log.level", |c, v| {
+        c.log.level = v.to_owned();
+        Ok(())
+    }),
+    ("log.format", |c, v| {
+        c.log.format = match v {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            _ => return Err("expected `text` or `json`".into()),
+        };
+        Ok(())
+    }),
+];
+
+fn parse_into<T: std::str::FromStr>(slot: &mut T, v: &str) -> Result<(), String>
+where
+    T::Err: fmt::Display,
+{
+    *slot = v.trim().parse().map_err(|e: T::Err| e.to_string())?;
+    Ok(())
+}
+
+fn parse_duration(v: &str) -> Result<Duration, String> {
+    humantime::parse_duration(v.trim()).map_err(|e| e.to_string())
+}
+
+fn non_empty(v: &str) -> Option<String> {
+    let v = v.trim();
+    (!v.is_empty()).then(|| v.to_owned())
+}
+
+/// The environment variable that overrides `key` (`listen.http` → `ENROLLCA_LISTEN_HTTP`).
+pub fn env_var_for(key: &str) -> String {
+    format!("ENROLLCA_{}", key.replace('.', "_").to_uppercase())
+}
+
+/// Every configuration key, in the order of the reference in README.md.
+pub fn keys() -> impl Iterator<Item = &'static str> {
+    KEYS.iter().map(|(k, _)| *k)
+}
+
+impl Config {
+    /// Reads `path` (when given), applies `ENROLLCA_*` overrides from `env`, validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Self::parse(&text).map_err(|message| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message,
+                })?
+            }
+            None => Self::default(),
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    fn apply_env(
+        &mut self,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
+        for (var, value) in env {
+            if !var.starts_with("ENROLLCA_") || RESERVED_ENV.contains(&var.as_str()) {
+                continue;
+            }
+            let Some((_, apply)) = KEYS.iter().find(|(key, _)| env_var_for(key) == var) else {
+                return Err(ConfigError::Env {
+                    var,
+                    message: "names no configuration key (see README, Configuration)".into(),
+                });
+            };
+            apply(self, &value).map_err(|message| ConfigError::Env { var, message })?;
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.http == self.listen.https {
+            return Err(ConfigError::Invalid {
+                key: "listen.https",
+                message: format!("same address as listen.http ({})", self.listen.http),
+            });
+        }
+        for (key, url) in [
+            ("listen.public_url", &self.listen.public_url),
+            ("listen.public_https_url", &self.listen.public_https_url),
+        ] {
+            if let Some(url) = url {
+                check_url(key, url)?;
+            }
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "tls.cert",
+                message: "tls.cert and tls.key must be set together".into(),
+            });
+        }
+        for (key, path) in [
+            ("tls.cert", &self.tls.cert),
+            ("tls.key", &self.tls.key),
+            ("ca.passphrase_file", &self.ca.passphrase_file),
+        ] {
+            if let Some(path) = path {
+                check_file(key, path)?;
+            }
+        }
+        for path in &self.acme.attestation_roots {
+            check_file("acme.attestation_roots", path)?;
+        }
+        if self.issuance.lifetime < Duration::from_secs(60) {
+            return Err(ConfigError::Invalid {
+                key: "issuance.lifetime",
+                message: "must be at least 1 minute".into(),
+            });
+        }
+        if self.issuance.backdate > Duration::from_secs(86_400) {
+            return Err(ConfigError::Invalid {
+                key: "issuance.backdate",
+                message: "must be at most 1 day".into(),
+            });
+        }
+        if self
+            .scep
+            .challenge
+            .as_ref()
+            .is_some_and(|s| s.expose().is_empty())
+        {
+            return Err(ConfigError::Invalid {
+                key: "scep.challenge",
+                message: "must not be empty (omit the key to disable the static challenge)".into(),
+            });
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(ConfigError::Invalid {
+                key: "log.level",
+                message: e.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn check_url(key: &'static str, url: &str) -> Result<(), ConfigError> {
+    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.len() > "https://".len()
+        && !url.contains(char::is_whitespace);
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            key,
+            message: format!("`{url}` is not an http(s) URL"),
+        })
+    }
+}
+
+fn check_file(key: &'static str, path: &Path) -> Result<(), ConfigError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(ConfigError::Invalid {
+            key,
+            message: format!("{} is not a file", path.display()),
+        }),
+        Err(e) => Err(ConfigError::Invalid {
+            key,
+            message: format!("{}: {e}", path.display()),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_loopback() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.listen.http.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.listen.https.to_string(), "127.0.0.1:8443");
+        assert_eq!(c.acme.http01_port, 80);
+        assert_eq!(c.listen.public_url(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse("[listen]\nhtp = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(err.contains("unknown field `htp`"), "{err}");
+        let err = Config::parse("[lisen]\n").unwrap_err();
+        assert!(err.contains("unknown field `lisen`"), "{err}");
+    }
+
+    #[test]
+    fn bad_address_is_named() {
+        let err = Config::parse("[listen]\nhttp = \"nowhere\"\n").unwrap_err();
+        assert!(err.contains("http"), "{err}");
+        assert!(err.contains("invalid socket address"), "{err}");
+    }
+
+    #[test]
+    fn every_key_has_an_env_override() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("ENROLLCA_LISTEN_HTTP", "127.0.0.1:9000"),
+                ("ENROLLCA_LISTEN_HTTPS", "127.0.0.1:9443"),
+                ("ENROLLCA_LISTEN_PUBLIC_URL", "http://ca.example:9000/"),
+                ("ENROLLCA_SCEP_CHALLENGE", "s3cret"),
+                ("ENROLLCA_ACME_HTTP01_PORT", "5002"),
+                ("ENROLLCA_ISSUANCE_LIFETIME", "30d"),
+                ("ENROLLCA_LOG_FORMAT", "json"),
+                ("PATH", "/usr/bin"),
+                ("ENROLLCA_CA_PASSPHRASE", "not a key"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen.http.port(), 9000);
+        assert_eq!(c.listen.https.port(), 9443);
+        assert_eq!(c.listen.public_url(), "http://ca.example:9000");
+        assert!(c.scep.challenge.unwrap().matches(b"s3cret"));
+        assert_eq!(c.acme.http01_port, 5002);
+        assert_eq!(c.issuance.lifetime, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.log.format, LogFormat::Json);
+        // Every key in the table is a real key of the file format.
+        for key in keys() {
+            let (section, field) = key.split_once('.').unwrap();
+            let toml = format!("[{section}]\n{field} = 1\n");
+            let err = Config::parse(&toml).err().unwrap_or_default();
+            assert!(!err.contains("unknown field"), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn env_lists_are_comma_separated() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.pem"), dir.path().join("b.pem"));
+        std::fs::write(&a, "x").unwrap();
+        std::fs::write(&b, "x").unwrap();
+        let list = format!("{}, {}", a.display(), b.display());
+        let c = Config::load(None, env(&[("ENROLLCA_ACME_ATTESTATION_ROOTS", &list)])).unwrap();
+        assert_eq!(c.acme.attestation_roots, vec![a, b]);
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        let err = Config::load(None, env(&[("ENROLLCA_LISTEN_HTTP", "localhost")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("environment variable ENROLLCA_LISTEN_HTTP"),
+            "{err}"
+        );
+        let err = Config::load(None, env(&[("ENROLLCA_LISTEN_HTPP", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ENROLLCA_LISTEN_HTPP"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let err = Config::load(None, env(&[("ENROLLCA_TLS_CERT", "/nonexistent/cert.pem")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("config key `tls.cert`"), "{err}");
+        let err = Config::load(
+            None,
+            env(&[("ENROLLCA_ACME_ATTESTATION_ROOTS", "/nonexistent/root.pem")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("acme.attestation_roots"), "{err}");
+        let err = Config::load(None, env(&[("ENROLLCA_LISTEN_HTTPS", "127.0.0.1:8080")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen.https"), "{err}");
+    }
+
+    #[test]
+    fn secret_is_not_debug_printed() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(s.matches(b"hunter2"));
+        assert!(!s.matches(b"hunter3"));
+    }
+}

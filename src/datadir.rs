@@ -1,0 +1,137 @@
+//! The data directory: where every file enrollca owns lives, and nothing else.
+//!
+//! ```text
+//! config.toml           configuration (written by init; edit freely)
+//! admin-token           bearer token of the admin API (0600)
+//! ca/roots.pem          root certificate(s) clients should trust
+//! ca/root.key           root key (0600; absent when the root is kept offline)
+//! ca/issuers/<id>.pem   issuing CA certificates; <id>.key their keys (0600)
+//! tls/cert.pem, key.pem HTTPS certificate (generated unless tls.cert/tls.key are set)
+//! db/                   sled database
+//! ```
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::ca::{IssuerId, Passphrase};
+
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+
+    pub fn admin_token(&self) -> PathBuf {
+        self.root.join("admin-token")
+    }
+
+    pub fn roots(&self) -> PathBuf {
+        self.root.join("ca/roots.pem")
+    }
+
+    pub fn root_key(&self) -> PathBuf {
+        self.root.join("ca/root.key")
+    }
+
+    pub fn issuer_cert(&self, id: &IssuerId) -> PathBuf {
+        self.root.join(format!("ca/issuers/{id}.pem"))
+    }
+
+    /// Key path relative to the data directory, as the issuer record stores it.
+    pub fn issuer_key_rel(id: &IssuerId) -> String {
+        format!("ca/issuers/{id}.key")
+    }
+
+    pub fn tls_cert(&self) -> PathBuf {
+        self.root.join("tls/cert.pem")
+    }
+
+    pub fn tls_key(&self) -> PathBuf {
+        self.root.join("tls/key.pem")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.root.join("db")
+    }
+
+    pub fn is_initialised(&self) -> bool {
+        self.roots().is_file()
+    }
+
+    /// True when the directory is absent or empty: safe to initialise.
+    pub fn is_vacant(&self) -> bool {
+        match std::fs::read_dir(&self.root) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }
+    }
+
+    /// Creates the directory tree, owner-only.
+    pub fn create_tree(&self) -> std::io::Result<()> {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true).mode(0o700);
+        for sub in ["ca/issuers", "tls", "db"] {
+            b.create(self.root.join(sub))?;
+        }
+        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))
+    }
+
+    /// Root certificates in DER, in file order.
+    pub fn read_roots(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+        let pem = std::fs::read(self.roots())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.roots().display()))?;
+        let roots = pem_certs(&pem)?;
+        anyhow::ensure!(
+            !roots.is_empty(),
+            "{}: no certificate",
+            self.roots().display()
+        );
+        Ok(roots)
+    }
+}
+
+/// Every CERTIFICATE block of a PEM file, in DER.
+pub fn pem_certs(pem: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+    rustls_pemfile::certs(&mut &pem[..])
+        .map(|c| c.map(|c| c.to_vec()).map_err(anyhow::Error::from))
+        .collect()
+}
+
+pub fn to_pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// The CA key passphrase: `ENROLLCA_CA_PASSPHRASE`, else the file `ca.passphrase_file` names.
+pub fn passphrase(file: Option<&Path>) -> anyhow::Result<Option<Passphrase>> {
+    if let Ok(p) = std::env::var("ENROLLCA_CA_PASSPHRASE") {
+        return Ok(Passphrase::new(p));
+    }
+    match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("passphrase file {}: {e}", path.display()))?;
+            Ok(Passphrase::new(text))
+        }
+        None => Ok(None),
+    }
+}

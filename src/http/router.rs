@@ -1,0 +1,82 @@
+//! Every route enrollca serves, in one table.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+
+use super::middleware::observe;
+use crate::api::{self, ApiError};
+use crate::app::AppState;
+
+/// Largest request body accepted anywhere (CSRs, SCEP envelopes and JSON are far smaller).
+const MAX_BODY: usize = 1 << 20;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/roots.pem", get(roots))
+        .route("/ca/{file}", get(ca_certificate))
+        .route("/api/v1/issuers", get(api::list_issuers))
+        .route(
+            "/api/v1/certificates",
+            get(api::list_certificates).post(api::issue_certificate),
+        )
+        .route("/api/v1/certificates/{serial}", get(api::get_certificate))
+        .route(
+            "/api/v1/certificates/{serial}/revoke",
+            post(api::revoke_certificate),
+        )
+        .route("/api/v1/events", get(api::list_events))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    // Healthy means the store answers; a wedged writer shows up here.
+    match state.ca.store().flush().await {
+        Ok(()) => (StatusCode::OK, "ok\n"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n"),
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+async fn roots(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        state.roots_pem.clone(),
+    )
+}
+
+/// Issuer certificates in DER at the caIssuers URL the certificates carry.
+async fn ca_certificate(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no issuer certificate {file}"));
+    let id = file
+        .strip_suffix(".crt")
+        .and_then(|id| id.parse::<crate::ca::IssuerId>().ok())
+        .ok_or_else(not_found)?;
+    let issuers = state.ca.issuers();
+    let issuer = issuers.get(&id).ok_or_else(not_found)?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/pkix-cert")],
+        issuer.cert_der().to_vec(),
+    ))
+}

@@ -1,0 +1,17 @@
+//! enrollca: a certificate authority for device management.
+//!
+//! Devices enrol over SCEP and ACME; the MDM server reads issuance and revocation state
+//! through the API. See README.md for the architecture; each module's doc says its part.
+
+pub mod admin;
+pub mod api;
+pub mod app;
+pub mod ca;
+pub mod clock;
+pub mod config;
+pub mod datadir;
+pub mod http;
+pub mod metrics;
+pub mod policy;
+pub mod revocation;
+pub mod store;

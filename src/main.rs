@@ -1,0 +1,393 @@
+//! The `enrollca` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use enrollca::admin::init::{InitOptions, Source, init};
+use enrollca::admin::{Backend, data_dir};
+use enrollca::api::views::{CertView, IssueBody};
+use enrollca::app::{ServeOptions, serve};
+use enrollca::ca::{KeyFamily, KeySpec, Serial};
+use enrollca::datadir::passphrase;
+use enrollca::revocation::RevocationReason;
+use enrollca::store::{CertQuery, DeviceId, StatusFilter};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "enrollca",
+    version,
+    about = "Certificate authority for device enrolment (SCEP, ACME)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (creates a development CA in an empty data directory).
+    Serve {
+        /// Configuration file (default: <data>/config.toml when present).
+        #[arg(long, env = "ENROLLCA_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Create a data directory: generate or import the root and the issuing CAs.
+    Init(InitArgs),
+    /// CA certificates.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Issued certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Args)]
+struct DataArg {
+    /// Data directory.
+    #[arg(long, env = "ENROLLCA_DATA", default_value = "enrollca-data")]
+    data: PathBuf,
+}
+
+#[derive(Args)]
+struct Target {
+    #[command(flatten)]
+    data: DataArg,
+    /// Server base URL (default: http://<listen.http> from the configuration).
+    #[arg(long, env = "ENROLLCA_URL")]
+    url: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct InitArgs {
+    #[command(flatten)]
+    data: DataArg,
+    /// Organization name in the generated CA certificates.
+    #[arg(long, default_value = "enrollca")]
+    organization: String,
+    /// Key type of a generated root: p256, p384, rsa2048, rsa3072, rsa4096.
+    #[arg(long, default_value = "p384")]
+    root_key_type: KeySpec,
+    /// Import this root certificate (PEM) instead of generating one.
+    #[arg(long, requires = "root_key")]
+    root_cert: Option<PathBuf>,
+    /// The imported root's key (PEM). Leave out to keep the root offline; then import the
+    /// issuing CAs too.
+    #[arg(long)]
+    root_key: Option<PathBuf>,
+    /// RSA issuer (SCEP) key size: 2048, 3072 or 4096.
+    #[arg(long, default_value = "2048", value_parser = ["2048", "3072", "4096"])]
+    rsa_bits: String,
+    /// ECDSA issuer (ACME) curve: p256 or p384.
+    #[arg(long, default_value = "p256", value_parser = ["p256", "p384"])]
+    ec_curve: String,
+    #[arg(long, requires = "rsa_issuer_key")]
+    rsa_issuer_cert: Option<PathBuf>,
+    #[arg(long)]
+    rsa_issuer_key: Option<PathBuf>,
+    #[arg(long, requires = "ecdsa_issuer_key")]
+    ecdsa_issuer_cert: Option<PathBuf>,
+    #[arg(long)]
+    ecdsa_issuer_key: Option<PathBuf>,
+    /// Encrypt the CA keys with the passphrase in this file (or set ENROLLCA_CA_PASSPHRASE).
+    #[arg(long)]
+    passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Print the root certificate(s) in PEM, for clients' trust stores.
+    Root(DataArg),
+    /// List the issuing CAs and their state.
+    List(Target),
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// List certificates, optionally filtered.
+    List {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        device: Option<DeviceId>,
+        /// good, revoked or expired.
+        #[arg(long)]
+        status: Option<StatusFilter>,
+        #[arg(long)]
+        issuer: Option<enrollca::ca::IssuerId>,
+        /// Continue after this serial (the `next` of the previous page).
+        #[arg(long)]
+        after: Option<Serial>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show one certificate, with its PEM.
+    Show {
+        #[command(flatten)]
+        target: Target,
+        serial: Serial,
+    },
+    /// Revoke a certificate.
+    Revoke {
+        #[command(flatten)]
+        target: Target,
+        serial: Serial,
+        /// RFC 5280 reason, e.g. keyCompromise, superseded, cessationOfOperation.
+        #[arg(long, default_value = "unspecified")]
+        reason: RevocationReason,
+    },
+    /// Issue a certificate for a PKCS#10 request (needs the running server). Prints the PEM
+    /// chain, leaf first.
+    Issue {
+        #[command(flatten)]
+        target: Target,
+        /// The request, PEM.
+        #[arg(long)]
+        csr: PathBuf,
+        #[arg(long)]
+        device: Option<DeviceId>,
+        /// Issuer line: rsa or ecdsa.
+        #[arg(long, default_value = "ecdsa", value_parser = ["rsa", "ecdsa"])]
+        issuer: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("enrollca: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config, data } => {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            serve(
+                ServeOptions {
+                    data: data_dir(Some(data.data)),
+                    config,
+                },
+                shutdown,
+            )
+            .await
+        }
+        Command::Init(args) => run_init(args).await,
+        Command::Ca(CaCommand::Root(data)) => {
+            let dir = data_dir(Some(data.data));
+            let pem = std::fs::read_to_string(dir.roots())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", dir.roots().display()))?;
+            print!("{pem}");
+            Ok(())
+        }
+        Command::Ca(CaCommand::List(t)) => {
+            let backend = Backend::connect(&data_dir(Some(t.data.data)), t.url).await?;
+            let issuers = backend.issuers().await?;
+            if t.json {
+                println!("{}", serde_json::to_string_pretty(&issuers)?);
+            } else {
+                println!(
+                    "{:<16}  {:<6}  {:<8}  {:<20}  SUBJECT",
+                    "ID", "FAMILY", "STATE", "NOT AFTER"
+                );
+                for i in issuers {
+                    println!(
+                        "{:<16}  {:<6}  {:<8}  {:<20}  {}",
+                        i.id,
+                        i.family.to_string(),
+                        format!("{:?}", i.state).to_lowercase(),
+                        date(i.not_after),
+                        i.subject
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Cert(cmd) => run_cert(cmd).await,
+    }
+}
+
+async fn run_init(a: InitArgs) -> anyhow::Result<()> {
+    let import =
+        |cert: Option<PathBuf>, key: Option<PathBuf>| cert.map(|cert| Source::Import { cert, key });
+    let rsa_spec: KeySpec = format!("rsa{}", a.rsa_bits)
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    let ec_spec: KeySpec = a.ec_curve.parse().map_err(anyhow::Error::msg)?;
+    let opts = InitOptions {
+        root: import(a.root_cert, a.root_key).unwrap_or(Source::Generate(a.root_key_type)),
+        rsa_issuer: import(a.rsa_issuer_cert, a.rsa_issuer_key)
+            .unwrap_or(Source::Generate(rsa_spec)),
+        ecdsa_issuer: import(a.ecdsa_issuer_cert, a.ecdsa_issuer_key)
+            .unwrap_or(Source::Generate(ec_spec)),
+        organization: a.organization,
+        passphrase: passphrase(a.passphrase_file.as_deref())?,
+        passphrase_file: a
+            .passphrase_file
+            .map(|p| std::path::absolute(&p))
+            .transpose()?,
+    };
+    let dir = data_dir(Some(a.data.data));
+    let report = init(&dir, opts).await?;
+    println!("initialised {}", dir.path().display());
+    println!("  root SHA256 {}", report.root_fingerprint);
+    for (family, id) in report.issuers {
+        println!("  {family} issuer {id}");
+    }
+    println!("  admin token in {}", dir.admin_token().display());
+    Ok(())
+}
+
+async fn run_cert(cmd: CertCommand) -> anyhow::Result<()> {
+    match cmd {
+        CertCommand::List {
+            target,
+            device,
+            status,
+            issuer,
+            after,
+            limit,
+        } => {
+            let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;
+            let page = backend
+                .certificates(CertQuery {
+                    device,
+                    issuer,
+                    status,
+                    after,
+                    limit,
+                    now: None,
+                })
+                .await?;
+            if target.json {
+                println!("{}", serde_json::to_string_pretty(&page)?);
+            } else {
+                println!(
+                    "{:<32}  {:<8}  {:<16}  {:<20}  {:<20}  SUBJECT",
+                    "SERIAL", "STATUS", "ISSUER", "NOT AFTER", "DEVICE"
+                );
+                for c in &page.items {
+                    println!(
+                        "{:<32}  {:<8}  {:<16}  {:<20}  {:<20}  {}",
+                        c.serial.to_string(),
+                        c.status.as_str(),
+                        c.issuer,
+                        date(c.not_after),
+                        c.device.as_ref().map_or("-", |d| d.as_str()),
+                        c.subject
+                    );
+                }
+                if let Some(next) = page.next {
+                    println!("(more: --after {next})");
+                }
+            }
+            Ok(())
+        }
+        CertCommand::Show { target, serial } => {
+            let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;
+            let cert = backend.certificate(&serial).await?;
+            print_cert(&cert, target.json)
+        }
+        CertCommand::Revoke {
+            target,
+            serial,
+            reason,
+        } => {
+            let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;
+            let cert = backend.revoke(&serial, reason).await?;
+            print_cert(&cert, target.json)
+        }
+        CertCommand::Issue {
+            target,
+            csr,
+            device,
+            issuer,
+        } => {
+            let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;
+            let body = IssueBody {
+                csr: std::fs::read_to_string(&csr)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", csr.display()))?,
+                device,
+                issuer: if issuer == "rsa" {
+                    KeyFamily::Rsa
+                } else {
+                    KeyFamily::Ecdsa
+                },
+            };
+            let issued = backend.issue(&body).await?;
+            if target.json {
+                println!("{}", serde_json::to_string_pretty(&issued)?);
+            } else {
+                eprintln!("issued serial {}", issued.certificate.serial);
+                print!("{}", issued.chain_pem);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_cert(c: &CertView, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(c)?);
+        return Ok(());
+    }
+    println!("serial      {}", c.serial);
+    println!("status      {}", c.status.as_str());
+    if let (Some(at), Some(reason)) = (c.revoked_at, c.revocation_reason) {
+        println!("revoked     {} ({reason})", date(at));
+    }
+    println!("subject     {}", c.subject);
+    if !c.sans.is_empty() {
+        println!("names       {}", c.sans.join(", "));
+    }
+    println!(
+        "device      {}",
+        c.device.as_ref().map_or("-", |d| d.as_str())
+    );
+    println!("issuer      {}", c.issuer);
+    println!(
+        "valid       {} .. {}",
+        date(c.not_before),
+        date(c.not_after)
+    );
+    println!("protocol    {:?} (profile {})", c.protocol, c.profile);
+    if let Some(old) = &c.replaces {
+        println!("renews      {old}");
+    }
+    if let Some(pem) = &c.pem {
+        print!("{pem}");
+    }
+    Ok(())
+}
+
+fn date(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+/// SIGTERM or Ctrl-C: stop accepting, let in-flight requests finish, flush, exit 0.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutdown requested; draining");
+    shutdown.cancel();
+}

@@ -1,0 +1,120 @@
+//! Certificate templates: what a request may put into a certificate. Protocols hand the
+//! parsed request here; the result is all `ca::issue` needs besides the issuer.
+
+use std::time::Duration;
+
+use crate::ca::csr::{Attr, Csr, San};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    #[error("the request names no subject: it needs a common name or a subjectAltName")]
+    NoSubject,
+    #[error("subjectAltName {0} is not allowed by the profile")]
+    SanNotAllowed(String),
+    #[error("subject attribute {0} must be a PrintableString")]
+    BadAttribute(String),
+}
+
+/// Extended key usages a template may grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eku {
+    ClientAuth,
+    ServerAuth,
+}
+
+/// Which subjectAltName forms a profile copies from requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SanKinds {
+    pub dns: bool,
+    pub ip: bool,
+    pub email: bool,
+    pub uri: bool,
+}
+
+impl SanKinds {
+    fn allows(&self, san: &San) -> bool {
+        match san {
+            San::Dns(_) => self.dns,
+            San::Ip(_) => self.ip,
+            San::Email(_) => self.email,
+            San::Uri(_) => self.uri,
+        }
+    }
+}
+
+/// A certificate template (one per profile).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    pub name: String,
+    pub lifetime: Duration,
+    pub backdate: Duration,
+    /// Subject attributes copied from the request, in this order; others are dropped.
+    pub subject_attrs: Vec<Attr>,
+    pub sans: SanKinds,
+    pub eku: Vec<Eku>,
+}
+
+impl Template {
+    /// The device identity template: client authentication, subject and names from the request.
+    pub fn device(lifetime: Duration, backdate: Duration) -> Self {
+        Self {
+            name: "device".into(),
+            lifetime,
+            backdate,
+            subject_attrs: vec![
+                Attr::CommonName,
+                Attr::SerialNumber,
+                Attr::OrganizationalUnit,
+                Attr::Organization,
+                Attr::Locality,
+                Attr::State,
+                Attr::Country,
+            ],
+            sans: SanKinds {
+                dns: true,
+                ip: true,
+                email: true,
+                uri: true,
+            },
+            eku: vec![Eku::ClientAuth],
+        }
+    }
+
+    /// Filters the request through the template. A SAN the template forbids is an error, not
+    /// silently dropped: the client asked for something it will not get.
+    pub fn apply(&self, csr: &Csr) -> Result<Contents, PolicyError> {
+        let subject: Vec<(Attr, String)> = self
+            .subject_attrs
+            .iter()
+            .flat_map(|want| csr.subject.iter().filter(move |(a, _)| a == want))
+            .cloned()
+            .collect();
+        if let Some(bad) = csr.sans.iter().find(|s| !self.sans.allows(s)) {
+            return Err(PolicyError::SanNotAllowed(bad.to_string()));
+        }
+        let sans = csr.sans.clone();
+        let has_cn = subject.iter().any(|(a, _)| *a == Attr::CommonName);
+        if !has_cn && sans.is_empty() {
+            return Err(PolicyError::NoSubject);
+        }
+        Ok(Contents { subject, sans })
+    }
+}
+
+/// What the certificate will say about its subject.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contents {
+    pub subject: Vec<(Attr, String)>,
+    pub sans: Vec<San>,
+}
+
+impl Contents {
+    /// RFC 4514-style rendering (most specific first), for records and logs.
+    pub fn subject_string(&self) -> String {
+        self.subject
+            .iter()
+            .map(|(a, v)| format!("{}={}", a.label(), v))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}

@@ -1,0 +1,283 @@
+//! Durable state: certificates, their indexes, the event feed and the issuer set.
+//!
+//! The trait is what the service layers need, nothing more; sled is the embedded backend and
+//! a shared SQL backend can implement the same trait (the battery in `tests/store_battery.rs`
+//! runs against every backend). Each write is atomic and durable before it returns.
+
+mod sled;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::ca::{IssuerId, KeyFamily, Serial};
+use crate::revocation::RevocationReason;
+
+pub use self::sled::SledStore;
+
+/// Position in the event feed; the first event is 1 and there are no gaps.
+pub type Seq = u64;
+
+/// Longest page any listing returns.
+pub const MAX_PAGE: usize = 1000;
+
+/// The device a certificate belongs to, as the MDM names it (serial number, UDID, or its own id).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DeviceId(String);
+
+impl DeviceId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for DeviceId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.is_empty() || s.len() > 128 {
+            return Err("device id must be 1 to 128 bytes".into());
+        }
+        if s.chars().any(|c| c.is_control()) {
+            return Err("device id must not contain control characters".into());
+        }
+        Ok(Self(s))
+    }
+}
+
+impl std::str::FromStr for DeviceId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::try_from(s.to_owned())
+    }
+}
+
+impl From<DeviceId> for String {
+    fn from(d: DeviceId) -> String {
+        d.0
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeviceId({})", self.0)
+    }
+}
+
+/// How a certificate was requested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Scep,
+    Acme,
+    /// Issued by an operator through the admin API or CLI.
+    Admin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum CertStatus {
+    Good,
+    Revoked {
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+        reason: RevocationReason,
+    },
+}
+
+/// One issued certificate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CertRecord {
+    pub serial: Serial,
+    pub issuer: IssuerId,
+    pub subject: String,
+    pub sans: Vec<String>,
+    pub device: Option<DeviceId>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+    pub protocol: Protocol,
+    pub profile: String,
+    /// The certificate this one renews, when it is a renewal.
+    pub replaces: Option<Serial>,
+    pub status: CertStatus,
+    #[serde(with = "serde_bytes")]
+    pub der: Vec<u8>,
+}
+
+impl CertRecord {
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        self.not_after < now
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum EventKind {
+    Issued,
+    Renewed { replaces: Serial },
+    Revoked { reason: RevocationReason },
+}
+
+/// One entry of the ordered change feed the MDM follows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: Seq,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    #[serde(flatten)]
+    pub kind: EventKind,
+    pub serial: Serial,
+    pub issuer: IssuerId,
+    pub device: Option<DeviceId>,
+}
+
+/// Where an issuer stands in its line. Only `Active` issues certificates; `Next` is announced
+/// (SCEP GetNextCACert) before it takes over; `Retiring` still signs CRLs and OCSP for what it
+/// issued; `Retired` has nothing left that is valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IssuerState {
+    Active,
+    Next,
+    Retiring,
+    Retired,
+}
+
+/// An issuing CA as stored: its certificate and where its key lives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IssuerRecord {
+    pub id: IssuerId,
+    pub family: KeyFamily,
+    pub state: IssuerState,
+    #[serde(with = "serde_bytes")]
+    pub cert_der: Vec<u8>,
+    /// Key file, relative to the data directory.
+    pub key_file: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusFilter {
+    Good,
+    Revoked,
+    Expired,
+}
+
+impl StatusFilter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Good => "good",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+impl std::str::FromStr for StatusFilter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "good" => Ok(Self::Good),
+            "revoked" => Ok(Self::Revoked),
+            "expired" => Ok(Self::Expired),
+            _ => Err(format!("unknown status `{s}` (good, revoked, expired)")),
+        }
+    }
+}
+
+/// A certificate listing: filters, then a page in serial order after the cursor.
+#[derive(Debug, Clone, Default)]
+pub struct CertQuery {
+    pub device: Option<DeviceId>,
+    pub issuer: Option<IssuerId>,
+    pub status: Option<StatusFilter>,
+    /// `expired` and `good` are judged against this instant.
+    pub now: Option<OffsetDateTime>,
+    pub after: Option<Serial>,
+    pub limit: usize,
+}
+
+impl CertQuery {
+    pub fn matches(&self, rec: &CertRecord) -> bool {
+        let now = self.now.unwrap_or_else(OffsetDateTime::now_utc);
+        let status_ok = match self.status {
+            None => true,
+            Some(StatusFilter::Revoked) => matches!(rec.status, CertStatus::Revoked { .. }),
+            Some(StatusFilter::Good) => rec.status == CertStatus::Good && !rec.is_expired(now),
+            Some(StatusFilter::Expired) => rec.status == CertStatus::Good && rec.is_expired(now),
+        };
+        status_ok
+            && self
+                .device
+                .as_ref()
+                .is_none_or(|d| rec.device.as_ref() == Some(d))
+            && self.issuer.as_ref().is_none_or(|i| &rec.issuer == i)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Cursor for the next page, absent on the last.
+    pub next: Option<Serial>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("serial {0} already exists")]
+    DuplicateSerial(Serial),
+    #[error("no certificate with serial {0}")]
+    NotFound(Serial),
+    #[error("certificate {0} is already revoked")]
+    AlreadyRevoked(Serial),
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+    #[error("corrupt record in {tree}: {message}")]
+    Corrupt { tree: &'static str, message: String },
+    #[error("the store is shut down")]
+    Closed,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Records a certificate with its indexes and its `issued`/`renewed` event, atomically and
+    /// durably. Fails with `DuplicateSerial` (and writes nothing) if the serial exists.
+    async fn insert_certificate(&self, record: CertRecord) -> Result<Seq, StoreError>;
+
+    /// Marks a certificate revoked and appends the `revoked` event, atomically and durably.
+    async fn revoke(
+        &self,
+        serial: &Serial,
+        reason: RevocationReason,
+        at: OffsetDateTime,
+    ) -> Result<CertRecord, StoreError>;
+
+    async fn certificate(&self, serial: &Serial) -> Result<Option<CertRecord>, StoreError>;
+
+    async fn certificates(&self, query: CertQuery) -> Result<Page<CertRecord>, StoreError>;
+
+    /// Events with `seq > after`, in order, at most `limit`.
+    async fn events(&self, after: Seq, limit: usize) -> Result<Vec<Event>, StoreError>;
+
+    async fn issuers(&self) -> Result<Vec<IssuerRecord>, StoreError>;
+
+    /// Inserts or replaces an issuer record, durably.
+    async fn put_issuer(&self, record: IssuerRecord) -> Result<(), StoreError>;
+
+    /// Waits until everything acknowledged so far is on disk.
+    async fn flush(&self) -> Result<(), StoreError>;
+}

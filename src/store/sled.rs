@@ -1,0 +1,426 @@
+//! sled backend.
+//!
+//! All writes go through one writer thread: it takes every job queued, applies the batch as
+//! one multi-tree transaction, flushes once and only then answers each caller (group commit).
+//! Signing, the expensive part of issuance, stays fully parallel; the writer alone assigns
+//! event sequence numbers, so the feed has no gaps and uniqueness checks cannot race.
+//! Reads run on tokio's blocking pool.
+
+use std::collections::HashSet;
+use std::ops::Bound;
+use std::path::Path;
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::{Db, Transactional, Tree};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    CertQuery, CertRecord, CertStatus, Event, EventKind, IssuerRecord, MAX_PAGE, Page, Seq, Store,
+    StoreError,
+};
+use crate::ca::Serial;
+use crate::revocation::RevocationReason;
+
+/// Most jobs one commit takes; bounds transaction size and reply latency.
+const MAX_BATCH: usize = 512;
+/// Queue depth before callers wait (backpressure instead of unbounded memory).
+const QUEUE: usize = 4096;
+
+#[derive(Clone)]
+struct Trees {
+    certs: Tree,
+    by_device: Tree,
+    by_issuer: Tree,
+    events: Tree,
+    issuers: Tree,
+}
+
+pub struct SledStore {
+    db: Db,
+    trees: Trees,
+    jobs: mpsc::Sender<Job>,
+    writer: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+enum Op {
+    Insert(Box<CertRecord>),
+    Revoke {
+        serial: Serial,
+        reason: RevocationReason,
+        at: OffsetDateTime,
+    },
+    PutIssuer(Box<IssuerRecord>),
+    Flush,
+}
+
+enum Outcome {
+    Inserted(Seq),
+    Revoked(Box<CertRecord>),
+    Done,
+}
+
+struct Job {
+    op: Op,
+    reply: oneshot::Sender<Result<Outcome, StoreError>>,
+}
+
+impl SledStore {
+    /// Opens (or creates) the database in `dir` and starts its writer thread.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", dir.display())))?;
+        let tree = |name: &str| db.open_tree(name).map_err(backend);
+        let trees = Trees {
+            certs: tree("certs")?,
+            by_device: tree("by_device")?,
+            by_issuer: tree("by_issuer")?,
+            events: tree("events")?,
+            issuers: tree("issuers")?,
+        };
+        let next_seq = match trees.events.last().map_err(backend)? {
+            Some((key, _)) => decode_seq(&key)? + 1,
+            None => 1,
+        };
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        let writer = Writer {
+            db: db.clone(),
+            trees: trees.clone(),
+            next_seq,
+        };
+        let handle = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(Self {
+            db,
+            trees,
+            jobs,
+            writer: std::sync::Mutex::new(Some(handle)),
+        })
+    }
+
+    async fn submit(&self, op: Op) -> Result<Outcome, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job { op, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Trees) -> Result<T, StoreError> + Send + 'static,
+    {
+        let trees = self.trees.clone();
+        tokio::task::spawn_blocking(move || f(&trees))
+            .await
+            .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+
+    /// Size on disk, for metrics and operators.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer finish what is queued and exit; wait for it so
+        // the last acknowledged write is on disk before the database handle goes away.
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.jobs, closed));
+        if let Some(handle) = self.writer.lock().ok().and_then(|mut h| h.take()) {
+            let _ = handle.join();
+        }
+        let _ = self.db.flush();
+    }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    async fn insert_certificate(&self, record: CertRecord) -> Result<Seq, StoreError> {
+        match self.submit(Op::Insert(Box::new(record))).await? {
+            Outcome::Inserted(seq) => Ok(seq),
+            _ => unreachable!("insert answers Inserted"),
+        }
+    }
+
+    async fn revoke(
+        &self,
+        serial: &Serial,
+        reason: RevocationReason,
+        at: OffsetDateTime,
+    ) -> Result<CertRecord, StoreError> {
+        let op = Op::Revoke {
+            serial: serial.clone(),
+            reason,
+            at,
+        };
+        match self.submit(op).await? {
+            Outcome::Revoked(rec) => Ok(*rec),
+            _ => unreachable!("revoke answers Revoked"),
+        }
+    }
+
+    async fn certificate(&self, serial: &Serial) -> Result<Option<CertRecord>, StoreError> {
+        let serial = serial.clone();
+        self.read(move |t| get_cert(&t.certs, &serial)).await
+    }
+
+    async fn certificates(&self, query: CertQuery) -> Result<Page<CertRecord>, StoreError> {
+        self.read(move |t| list_certs(t, &query)).await
+    }
+
+    async fn events(&self, after: Seq, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        self.read(move |t| {
+            let start = after.saturating_add(1).to_be_bytes();
+            t.events
+                .range(start..)
+                .take(limit)
+                .map(|kv| decode("events", &kv.map_err(backend)?.1))
+                .collect()
+        })
+        .await
+    }
+
+    async fn issuers(&self) -> Result<Vec<IssuerRecord>, StoreError> {
+        self.read(|t| {
+            t.issuers
+                .iter()
+                .map(|kv| decode("issuers", &kv.map_err(backend)?.1))
+                .collect()
+        })
+        .await
+    }
+
+    async fn put_issuer(&self, record: IssuerRecord) -> Result<(), StoreError> {
+        self.submit(Op::PutIssuer(Box::new(record))).await.map(drop)
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.submit(Op::Flush).await.map(drop)
+    }
+}
+
+struct Writer {
+    db: Db,
+    trees: Trees,
+    next_seq: Seq,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(job) = rx.blocking_recv() {
+            batch.push(job);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let results = self.commit(&batch);
+            for (job, result) in batch.drain(..).zip(results) {
+                let _ = job.reply.send(result);
+            }
+        }
+    }
+
+    /// Applies the batch in one transaction, flushes, and returns one result per job.
+    fn commit(&mut self, batch: &[Job]) -> Vec<Result<Outcome, StoreError>> {
+        let t = &self.trees;
+        let first_seq = self.next_seq;
+        let outcome = (&t.certs, &t.by_device, &t.by_issuer, &t.events, &t.issuers).transaction(
+            |(certs, by_device, by_issuer, events, issuers)| {
+                let mut seq = first_seq;
+                let mut fresh = HashSet::new();
+                let mut results = Vec::with_capacity(batch.len());
+                for job in batch {
+                    let result = match &job.op {
+                        Op::Insert(rec) => {
+                            let key = rec.serial.as_bytes();
+                            if !fresh.insert(key) || certs.get(key)?.is_some() {
+                                Err(StoreError::DuplicateSerial(rec.serial.clone()))
+                            } else {
+                                certs.insert(key, encode(rec.as_ref()))?;
+                                if let Some(device) = &rec.device {
+                                    by_device.insert(index_key(device.as_str(), key), &[])?;
+                                }
+                                by_issuer.insert(index_key(rec.issuer.as_str(), key), &[])?;
+                                let kind = match &rec.replaces {
+                                    Some(old) => EventKind::Renewed {
+                                        replaces: old.clone(),
+                                    },
+                                    None => EventKind::Issued,
+                                };
+                                append_event(events, &mut seq, rec, kind, rec.issued_at)?;
+                                Ok(Outcome::Inserted(seq - 1))
+                            }
+                        }
+                        Op::Revoke { serial, reason, at } => match certs.get(serial.as_bytes())? {
+                            None => Err(StoreError::NotFound(serial.clone())),
+                            Some(bytes) => match decode::<CertRecord>("certs", &bytes) {
+                                Err(e) => Err(e),
+                                Ok(rec) if rec.status != CertStatus::Good => {
+                                    Err(StoreError::AlreadyRevoked(serial.clone()))
+                                }
+                                Ok(mut rec) => {
+                                    rec.status = CertStatus::Revoked {
+                                        at: *at,
+                                        reason: *reason,
+                                    };
+                                    certs.insert(serial.as_bytes(), encode(&rec))?;
+                                    let kind = EventKind::Revoked { reason: *reason };
+                                    append_event(events, &mut seq, &rec, kind, *at)?;
+                                    Ok(Outcome::Revoked(Box::new(rec)))
+                                }
+                            },
+                        },
+                        Op::PutIssuer(rec) => {
+                            issuers.insert(rec.id.as_str().as_bytes(), encode(rec.as_ref()))?;
+                            Ok(Outcome::Done)
+                        }
+                        Op::Flush => Ok(Outcome::Done),
+                    };
+                    results.push(result);
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>((results, seq))
+            },
+        );
+        let flushed = outcome.map_err(|e| match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => backend(e),
+        });
+        let flushed = flushed.and_then(|r| self.db.flush().map(|_| r).map_err(backend));
+        match flushed {
+            Ok((results, seq)) => {
+                self.next_seq = seq;
+                results
+            }
+            Err(e) => {
+                tracing::error!(error = %e, jobs = batch.len(), "store commit failed");
+                batch
+                    .iter()
+                    .map(|_| Err(StoreError::Backend(e.to_string())))
+                    .collect()
+            }
+        }
+    }
+}
+
+fn append_event(
+    events: &TransactionalTree,
+    seq: &mut Seq,
+    rec: &CertRecord,
+    kind: EventKind,
+    at: OffsetDateTime,
+) -> Result<(), sled::transaction::UnabortableTransactionError> {
+    let event = Event {
+        seq: *seq,
+        at,
+        kind,
+        serial: rec.serial.clone(),
+        issuer: rec.issuer.clone(),
+        device: rec.device.clone(),
+    };
+    events.insert(&seq.to_be_bytes(), encode(&event))?;
+    *seq += 1;
+    Ok(())
+}
+
+fn get_cert(certs: &Tree, serial: &Serial) -> Result<Option<CertRecord>, StoreError> {
+    certs
+        .get(serial.as_bytes())
+        .map_err(backend)?
+        .map(|bytes| decode("certs", &bytes))
+        .transpose()
+}
+
+fn list_certs(t: &Trees, q: &CertQuery) -> Result<Page<CertRecord>, StoreError> {
+    let limit = q.limit.clamp(1, MAX_PAGE);
+    // Walk the narrowest index; every candidate is then checked against the whole query.
+    let (index, prefix) = match (&q.device, &q.issuer) {
+        (Some(d), _) => (&t.by_device, index_key(d.as_str(), &[])),
+        (None, Some(i)) => (&t.by_issuer, index_key(i.as_str(), &[])),
+        (None, None) => (&t.certs, Vec::new()),
+    };
+    let start = match &q.after {
+        Some(after) => Bound::Excluded([prefix.as_slice(), after.as_bytes()].concat()),
+        None => Bound::Included(prefix.clone()),
+    };
+    let mut items = Vec::new();
+    let mut more = false;
+    for kv in index.range((start, Bound::Unbounded)) {
+        let (key, value) = kv.map_err(backend)?;
+        if !key.starts_with(&prefix) {
+            break;
+        }
+        let rec: CertRecord = if prefix.is_empty() {
+            decode("certs", &value)?
+        } else {
+            let serial =
+                Serial::from_bytes(&key[prefix.len()..]).map_err(|e| StoreError::Corrupt {
+                    tree: "index",
+                    message: e.to_string(),
+                })?;
+            get_cert(&t.certs, &serial)?.ok_or_else(|| StoreError::Corrupt {
+                tree: "index",
+                message: format!("index names missing certificate {serial}"),
+            })?
+        };
+        if q.matches(&rec) {
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(rec);
+        }
+    }
+    let next = more
+        .then(|| items.last().map(|r| r.serial.clone()))
+        .flatten();
+    Ok(Page { items, next })
+}
+
+/// Index key: length-prefixed owner, then the serial, so prefixes never collide.
+fn index_key(owner: &str, serial: &[u8]) -> Vec<u8> {
+    let owner = owner.as_bytes();
+    let len = u16::try_from(owner.len()).expect("owner ids are at most 128 bytes");
+    [&len.to_be_bytes()[..], owner, serial].concat()
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    ciborium::into_writer(value, &mut out).expect("CBOR encoding into a Vec cannot fail");
+    out
+}
+
+fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    ciborium::from_reader(bytes).map_err(|e| StoreError::Corrupt {
+        tree,
+        message: e.to_string(),
+    })
+}
+
+fn decode_seq(key: &[u8]) -> Result<Seq, StoreError> {
+    let bytes: [u8; 8] = key.try_into().map_err(|_| StoreError::Corrupt {
+        tree: "events",
+        message: "event key is not 8 bytes".into(),
+    })?;
+    Ok(Seq::from_be_bytes(bytes))
+}
+
+fn backend(e: sled::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
