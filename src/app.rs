@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::init::{InitOptions, init};
 use crate::api::TokenHash;
 use crate::ca::hierarchy::fingerprint;
-use crate::ca::{Ca, Issuer, IssuerSet, KeyFamily};
+use crate::ca::{Ca, Issuer, IssuerSet, KeyFamily, Passphrase};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::datadir::{DataDir, passphrase, to_pem};
@@ -57,6 +57,15 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
     let config = Config::load(config_path.as_deref(), std::env::vars())?;
     crate::admin::init_logging(&config.log);
 
+    // Bind first: a port in use fails before any key is touched, and an ephemeral port (0)
+    // is known before it is written into certificates.
+    let mut config = config;
+    let http = bind("listen.http", config.listen.http).await?;
+    let https = bind("listen.https", config.listen.https).await?;
+    let (http_addr, https_addr) = (http.local_addr()?, https.local_addr()?);
+    config.listen.http = http_addr;
+    config.listen.https = https_addr;
+
     let pass = passphrase(config.ca.passphrase_file.as_deref())?;
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.db()).map_err(|e| {
         anyhow::anyhow!(
@@ -64,18 +73,12 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
             dir.path().display()
         )
     })?);
-    let public_url = config.listen.public_url();
-    let mut issuers = Vec::new();
-    for record in store.issuers().await? {
-        let issuer = Issuer::load(&record, dir.path(), pass.as_ref(), &public_url)
-            .with_context(|| format!("loading issuer {}", record.id))?;
-        issuers.push(issuer);
-    }
-    let issuers = IssuerSet::new(issuers)?;
+    let metrics = Arc::new(Metrics::default());
+    let ca = Arc::new(open_ca(dir, &config, pass.as_ref(), store.clone(), metrics.clone()).await?);
+    let issuers = ca.issuers();
     let ecdsa = issuers
         .active(KeyFamily::Ecdsa)
-        .context("no active ECDSA issuer")?
-        .clone();
+        .context("no active ECDSA issuer")?;
     let tls = crate::http::tls::server_config(
         &config,
         dir,
@@ -86,13 +89,6 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
     let roots = dir.read_roots()?;
     let token = std::fs::read_to_string(dir.admin_token())
         .with_context(|| format!("reading {}", dir.admin_token().display()))?;
-    let metrics = Arc::new(Metrics::default());
-    let ca = Arc::new(Ca::new(
-        issuers,
-        store.clone(),
-        Arc::new(SystemClock),
-        metrics.clone(),
-    ));
     let state = Arc::new(AppState {
         ca,
         template: Arc::new(Template::device(
@@ -104,9 +100,6 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         roots_pem: roots.iter().map(|r| to_pem("CERTIFICATE", r)).collect(),
     });
 
-    let http = bind("listen.http", config.listen.http).await?;
-    let https = bind("listen.https", config.listen.https).await?;
-    let (http_addr, https_addr) = (http.local_addr()?, https.local_addr()?);
     let router = crate::http::router::router(state);
     let servers = [
         tokio::spawn(crate::http::server::serve(
@@ -139,6 +132,25 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
     store.flush().await?;
     tracing::info!("stopped; store flushed");
     Ok(())
+}
+
+/// Loads the issuers the store lists (keys from the data directory) into a ready `Ca`.
+pub async fn open_ca(
+    dir: &DataDir,
+    config: &Config,
+    pass: Option<&Passphrase>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Ca> {
+    let public_url = config.listen.public_url();
+    let mut issuers = Vec::new();
+    for record in store.issuers().await? {
+        let issuer = Issuer::load(&record, dir.path(), pass, &public_url)
+            .with_context(|| format!("loading issuer {}", record.id))?;
+        issuers.push(issuer);
+    }
+    let issuers = IssuerSet::new(issuers)?;
+    Ok(Ca::new(issuers, store, Arc::new(SystemClock), metrics))
 }
 
 async fn bind(key: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {

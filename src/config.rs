@@ -342,7 +342,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.listen.http == self.listen.https {
+        if self.listen.http == self.listen.https && self.listen.http.port() != 0 {
             return Err(ConfigError::Invalid {
                 key: "listen.https",
                 message: format!("same address as listen.http ({})", self.listen.http),

@@ -81,7 +81,12 @@ impl Ca {
             .ok_or(IssueError::NoIssuer(req.family))?
             .clone();
         let contents = req.template.apply(&req.csr)?;
-        let now = self.clock.now();
+        // Certificates carry whole seconds; the record says exactly what the certificate says.
+        let now = self
+            .clock
+            .now()
+            .replace_nanosecond(0)
+            .expect("0 is a valid nanosecond");
         let not_before = (now - req.template.backdate).max(issuer.not_before());
         let not_after = (now + req.template.lifetime).min(issuer.not_after());
         if not_after <= now {

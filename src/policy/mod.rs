@@ -48,7 +48,7 @@ pub struct Template {
     pub name: String,
     pub lifetime: Duration,
     pub backdate: Duration,
-    /// Subject attributes copied from the request, in this order; others are dropped.
+    /// Subject attributes copied from the request; others are dropped.
     pub subject_attrs: Vec<Attr>,
     pub sans: SanKinds,
     pub eku: Vec<Eku>,
@@ -83,10 +83,11 @@ impl Template {
     /// Filters the request through the template. A SAN the template forbids is an error, not
     /// silently dropped: the client asked for something it will not get.
     pub fn apply(&self, csr: &Csr) -> Result<Contents, PolicyError> {
-        let subject: Vec<(Attr, String)> = self
-            .subject_attrs
+        // The request's order is kept: some clients compare the subject they asked for.
+        let subject: Vec<(Attr, String)> = csr
+            .subject
             .iter()
-            .flat_map(|want| csr.subject.iter().filter(move |(a, _)| a == want))
+            .filter(|(a, _)| self.subject_attrs.contains(a))
             .cloned()
             .collect();
         if let Some(bad) = csr.sans.iter().find(|s| !self.sans.allows(s)) {

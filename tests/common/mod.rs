@@ -1,0 +1,249 @@
+//! Test harness: runs the real `enrollca` binary on 127.0.0.1 and drives it over HTTP.
+#![allow(dead_code)] // each test crate uses a different part of the harness
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_enrollca");
+
+/// `enrollca ARGS` with `envs`, to completion.
+pub fn enrollca(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .envs(envs.iter().copied())
+        .env_remove("ENROLLCA_CA_PASSPHRASE")
+        .output()
+        .expect("running enrollca")
+}
+
+pub fn run(cmd: &str, args: &[&str]) -> Output {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd}: {e}"))
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A data directory made by `enrollca init` with fast key types.
+pub fn init_dir(parent: &Path, extra: &[&str], envs: &[(&str, &str)]) -> PathBuf {
+    let data = parent.join("data");
+    let mut args = vec![
+        "init",
+        "--data",
+        data.to_str().unwrap(),
+        "--root-key-type",
+        "p256",
+    ];
+    args.extend_from_slice(extra);
+    let out = enrollca(&args, envs);
+    assert!(out.status.success(), "init failed: {}", stderr(&out));
+    data
+}
+
+pub struct Server {
+    child: Child,
+    pub data: PathBuf,
+    pub http: String,
+    pub https: String,
+    pub token: String,
+    pub banner: String,
+    pub client: reqwest::Client,
+}
+
+impl Server {
+    /// Starts `enrollca serve --data DATA` on ephemeral loopback ports.
+    pub fn start(data: &Path, envs: &[(&str, &str)]) -> Self {
+        Self::try_start(data, envs).unwrap_or_else(|e| panic!("server did not start: {e}"))
+    }
+
+    /// Starts the server, or returns what it printed on stderr when it exits instead.
+    pub fn try_start(data: &Path, envs: &[(&str, &str)]) -> Result<Self, String> {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--data", data.to_str().unwrap()]);
+        Self::spawn(cmd, data, envs)
+    }
+
+    /// `enrollca serve` with no arguments, run from `cwd`: the newcomer's command.
+    pub fn start_default(cwd: &Path) -> Self {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .current_dir(cwd)
+            .env_remove("ENROLLCA_DATA");
+        Self::spawn(cmd, &cwd.join("enrollca-data"), &[])
+            .unwrap_or_else(|e| panic!("server did not start: {e}"))
+    }
+
+    fn spawn(mut cmd: Command, data: &Path, envs: &[(&str, &str)]) -> Result<Self, String> {
+        cmd.env_remove("ENROLLCA_CA_PASSPHRASE")
+            .env("ENROLLCA_LISTEN_HTTP", "127.0.0.1:0")
+            .env("ENROLLCA_LISTEN_HTTPS", "127.0.0.1:0")
+            .env("ENROLLCA_LOG_LEVEL", "warn")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut banner = String::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(120)) {
+                Ok(line) => {
+                    banner.push_str(&line);
+                    banner.push('\n');
+                    if line.contains("admin token") {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+                    return Err(format!(
+                        "{}\n{banner}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
+            }
+        }
+        let addr = |scheme: &str| {
+            let marker = format!("{scheme}://");
+            let line = banner
+                .lines()
+                .find(|l| l.trim_start().starts_with(scheme) && l.contains(&marker))
+                .unwrap();
+            let start = line.find(&marker).unwrap();
+            line[start..].split_whitespace().next().unwrap().to_owned()
+        };
+        let (http, https) = (addr("http"), addr("https"));
+        let token = std::fs::read_to_string(data.join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Ok(Self {
+            child,
+            data: data.to_owned(),
+            http,
+            https,
+            token,
+            banner,
+            client: reqwest::Client::new(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        run("kill", &["-TERM", &self.child.id().to_string()]);
+        let status = self.child.wait().unwrap();
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            use std::io::Read;
+            e.read_to_string(&mut err).ok();
+        }
+        (status, err)
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.http)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(self.url(path)).bearer_auth(&self.token)
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(self.url(path)).bearer_auth(&self.token)
+    }
+
+    /// `enrollca ARGS --data DATA --url HTTP` against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--data", self.data.to_str().unwrap(), "--url", &self.http]);
+        enrollca(&all, &[])
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A key and CSR made by openssl. `key` is `ec:P-256`, `ec:P-384` or `rsa:2048`.
+pub fn openssl_csr(
+    dir: &Path,
+    name: &str,
+    key: &str,
+    subject: &str,
+    san: Option<&str>,
+) -> (PathBuf, String) {
+    let key_path = dir.join(format!("{name}.key"));
+    let csr_path = dir.join(format!("{name}.csr"));
+    let mut args: Vec<String> = vec!["req".into(), "-new".into(), "-nodes".into()];
+    match key.split_once(':').unwrap() {
+        ("ec", curve) => {
+            args.extend([
+                "-newkey".into(),
+                "ec".into(),
+                "-pkeyopt".into(),
+                format!("ec_paramgen_curve:{curve}"),
+            ]);
+        }
+        ("rsa", bits) => args.extend(["-newkey".into(), format!("rsa:{bits}")]),
+        _ => panic!("key type {key}"),
+    }
+    args.extend([
+        "-keyout".into(),
+        key_path.display().to_string(),
+        "-out".into(),
+        csr_path.display().to_string(),
+    ]);
+    args.extend(["-subj".into(), subject.into()]);
+    if let Some(san) = san {
+        args.extend(["-addext".into(), format!("subjectAltName={san}")]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run("openssl", &args);
+    assert!(out.status.success(), "openssl req: {}", stderr(&out));
+    (key_path, std::fs::read_to_string(csr_path).unwrap())
+}
+
+/// Splits a PEM bundle into its certificates, each written to DIR/NAME-i.pem.
+pub fn split_pem(dir: &Path, name: &str, bundle: &str) -> Vec<PathBuf> {
+    bundle
+        .split_inclusive("-----END CERTIFICATE-----\n")
+        .filter(|b| b.contains("BEGIN CERTIFICATE"))
+        .enumerate()
+        .map(|(i, pem)| {
+            let p = dir.join(format!("{name}-{i}.pem"));
+            std::fs::write(&p, pem.trim_start()).unwrap();
+            p
+        })
+        .collect()
+}
