@@ -10,13 +10,28 @@ use std::time::Duration;
 pub const BIN: &str = env!("CARGO_BIN_EXE_enrollca");
 
 /// `enrollca ARGS` with `envs`, to completion.
+/// `enrollca ARGS` with `envs`, to completion; killed after a minute so a command that
+/// should have failed (but serves instead) cannot hang the suite.
 pub fn enrollca(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args(args)
-        .envs(envs.iter().copied())
         .env_remove("ENROLLCA_CA_PASSPHRASE")
-        .output()
-        .expect("running enrollca")
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running enrollca");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+        .wait_with_output()
+        .expect("collecting enrollca output")
 }
 
 pub fn run(cmd: &str, args: &[&str]) -> Output {
@@ -84,8 +99,8 @@ impl Server {
     }
 
     fn spawn(mut cmd: Command, data: &Path, envs: &[(&str, &str)]) -> Result<Self, String> {
-        cmd.env_remove("ENROLLCA_CA_PASSPHRASE")
-            .env("ENROLLCA_LISTEN_HTTP", "127.0.0.1:0")
+        cmd.env_remove("ENROLLCA_CA_PASSPHRASE");
+        cmd.env("ENROLLCA_LISTEN_HTTP", "127.0.0.1:0")
             .env("ENROLLCA_LISTEN_HTTPS", "127.0.0.1:0")
             .env("ENROLLCA_LOG_LEVEL", "warn")
             .envs(envs.iter().copied())

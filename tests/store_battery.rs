@@ -1,0 +1,342 @@
+//! The storage battery: written against the `Store` trait only, run for every backend.
+//! A new backend joins by adding a `Backend` below; the tests stay as they are.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use enrollca::ca::{IssuerId, KeyFamily, Serial};
+use enrollca::revocation::RevocationReason;
+use enrollca::store::{
+    CertQuery, CertRecord, CertStatus, DeviceId, EventKind, IssuerRecord, IssuerState, Protocol,
+    SledStore, StatusFilter, Store, StoreError,
+};
+use time::{Duration, OffsetDateTime};
+
+/// A backend under test: opens (or reopens) a store rooted at `dir`.
+type Backend = fn(&Path) -> Arc<dyn Store>;
+
+const BACKENDS: &[(&str, Backend)] = &[("sled", |dir| Arc::new(SledStore::open(dir).unwrap()))];
+
+fn issuer(n: u8) -> IssuerId {
+    format!("{:016x}", n).parse().unwrap()
+}
+
+fn record(device: Option<&str>, issuer_n: u8) -> CertRecord {
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    CertRecord {
+        serial: Serial::random(),
+        issuer: issuer(issuer_n),
+        subject: "CN=device".into(),
+        sans: vec!["DNS:device.example".into()],
+        device: device.map(|d| d.parse::<DeviceId>().unwrap()),
+        not_before: now - Duration::minutes(5),
+        not_after: now + Duration::days(365),
+        issued_at: now,
+        protocol: Protocol::Admin,
+        profile: "device".into(),
+        replaces: None,
+        status: CertStatus::Good,
+        der: vec![0x30, 0x03, 0x02, 0x01, 0x01],
+    }
+}
+
+async fn all_events(store: &dyn Store) -> Vec<enrollca::store::Event> {
+    let mut out = Vec::new();
+    loop {
+        let after = out.last().map_or(0, |e: &enrollca::store::Event| e.seq);
+        let page = store.events(after, 1000).await.unwrap();
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
+}
+
+async fn for_each_backend<F, Fut>(test: F)
+where
+    F: Fn(Backend, &'static str, tempfile::TempDir) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for (name, backend) in BACKENDS {
+        test(*backend, name, tempfile::tempdir().unwrap()).await;
+    }
+}
+
+#[tokio::test]
+async fn insert_then_read_back_with_its_event() {
+    for_each_backend(|open, name, dir| async move {
+        let store = open(dir.path());
+        let rec = record(Some("dev-1"), 1);
+        let seq = store.insert_certificate(rec.clone()).await.unwrap();
+        assert_eq!(seq, 1, "{name}: the first event is 1");
+        assert_eq!(
+            store.certificate(&rec.serial).await.unwrap(),
+            Some(rec.clone())
+        );
+        let events = all_events(store.as_ref()).await;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, EventKind::Issued);
+        assert_eq!(events[0].serial, rec.serial);
+        assert_eq!(events[0].device, rec.device);
+
+        let mut renewal = record(Some("dev-1"), 1);
+        renewal.replaces = Some(rec.serial.clone());
+        assert_eq!(store.insert_certificate(renewal).await.unwrap(), 2);
+        let events = all_events(store.as_ref()).await;
+        assert_eq!(
+            events[1].kind,
+            EventKind::Renewed {
+                replaces: rec.serial.clone()
+            }
+        );
+        assert_eq!(store.certificate(&Serial::random()).await.unwrap(), None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn duplicate_serial_writes_nothing() {
+    for_each_backend(|open, name, dir| async move {
+        let store = open(dir.path());
+        let rec = record(Some("dev-1"), 1);
+        store.insert_certificate(rec.clone()).await.unwrap();
+        let mut dup = record(Some("dev-2"), 2);
+        dup.serial = rec.serial.clone();
+        let err = store.insert_certificate(dup).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::DuplicateSerial(ref s) if *s == rec.serial),
+            "{name}: {err}"
+        );
+        assert_eq!(all_events(store.as_ref()).await.len(), 1);
+        assert_eq!(store.certificate(&rec.serial).await.unwrap(), Some(rec));
+        let by_dev2 = store
+            .certificates(CertQuery {
+                device: Some("dev-2".parse().unwrap()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            by_dev2.items.is_empty(),
+            "{name}: no index entry for the refused record"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn revocation_is_recorded_once() {
+    for_each_backend(|open, name, dir| async move {
+        let store = open(dir.path());
+        let rec = record(None, 1);
+        store.insert_certificate(rec.clone()).await.unwrap();
+        let at = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let revoked = store
+            .revoke(&rec.serial, RevocationReason::KeyCompromise, at)
+            .await
+            .unwrap();
+        assert_eq!(
+            revoked.status,
+            CertStatus::Revoked {
+                at,
+                reason: RevocationReason::KeyCompromise
+            }
+        );
+        assert_eq!(store.certificate(&rec.serial).await.unwrap(), Some(revoked));
+
+        let again = store
+            .revoke(&rec.serial, RevocationReason::Superseded, at)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(again, StoreError::AlreadyRevoked(_)),
+            "{name}: {again}"
+        );
+        let missing = store
+            .revoke(&Serial::random(), RevocationReason::Unspecified, at)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(missing, StoreError::NotFound(_)),
+            "{name}: {missing}"
+        );
+
+        let events = all_events(store.as_ref()).await;
+        assert_eq!(events.len(), 2);
+        assert_eq!(
+            events[1].kind,
+            EventKind::Revoked {
+                reason: RevocationReason::KeyCompromise
+            }
+        );
+        assert_eq!(events[1].at, at);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn listings_filter_and_page_without_gaps_or_repeats() {
+    for_each_backend(|open, name, dir| async move {
+        let store = open(dir.path());
+        let mut dev_a = HashSet::new();
+        for i in 0..7 {
+            let rec = record(
+                Some(if i % 2 == 0 { "dev-a" } else { "dev-b" }),
+                (i % 3) as u8,
+            );
+            if i % 2 == 0 {
+                dev_a.insert(rec.serial.clone());
+            }
+            store.insert_certificate(rec).await.unwrap();
+        }
+        // A device id that is a prefix of another must not leak into its listing.
+        store
+            .insert_certificate(record(Some("dev-a2"), 0))
+            .await
+            .unwrap();
+        let mut expired = record(Some("dev-a"), 0);
+        expired.not_after = OffsetDateTime::now_utc() - Duration::days(1);
+        store.insert_certificate(expired.clone()).await.unwrap();
+        dev_a.insert(expired.serial.clone());
+
+        let mut seen = HashSet::new();
+        let mut after = None;
+        loop {
+            let q = CertQuery {
+                device: Some("dev-a".parse().unwrap()),
+                after,
+                limit: 2,
+                ..Default::default()
+            };
+            let page = store.certificates(q).await.unwrap();
+            assert!(page.items.len() <= 2);
+            for r in &page.items {
+                assert!(
+                    seen.insert(r.serial.clone()),
+                    "{name}: {} listed twice",
+                    r.serial
+                );
+            }
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, dev_a, "{name}");
+
+        let by_issuer = store
+            .certificates(CertQuery {
+                issuer: Some(issuer(1)),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(by_issuer.items.iter().all(|r| r.issuer == issuer(1)));
+        assert_eq!(by_issuer.items.len(), 2);
+        let exp = store
+            .certificates(CertQuery {
+                status: Some(StatusFilter::Expired),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            exp.items.iter().map(|r| &r.serial).collect::<Vec<_>>(),
+            vec![&expired.serial]
+        );
+        let good = store
+            .certificates(CertQuery {
+                device: Some("dev-a".parse().unwrap()),
+                status: Some(StatusFilter::Good),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(good.items.len(), 4);
+        let all = store
+            .certificates(CertQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.items.len(), 9);
+        assert!(all.next.is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_writers_get_a_gapless_feed() {
+    for_each_backend(|open, name, dir| async move {
+        let store = open(dir.path());
+        let mut tasks = Vec::new();
+        for i in 0..2000 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let rec = record(Some(&format!("dev-{}", i % 50)), 1);
+                let serial = rec.serial.clone();
+                (store.insert_certificate(rec).await.unwrap(), serial)
+            }));
+        }
+        let mut seqs = Vec::new();
+        for t in tasks {
+            seqs.push(t.await.unwrap());
+        }
+        let mut numbers: Vec<_> = seqs.iter().map(|(s, _)| *s).collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, (1..=2000).collect::<Vec<_>>(), "{name}");
+        let events = all_events(store.as_ref()).await;
+        assert_eq!(events.len(), 2000);
+        for (seq, serial) in &seqs {
+            assert_eq!(
+                &events[(*seq - 1) as usize].serial,
+                serial,
+                "{name}: event {seq} names its certificate"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn state_survives_reopening() {
+    for_each_backend(|open, name, dir| async move {
+        let rec = record(Some("dev-1"), 1);
+        let issuer_rec = IssuerRecord {
+            id: issuer(7),
+            family: KeyFamily::Rsa,
+            state: IssuerState::Active,
+            cert_der: vec![1, 2, 3],
+            key_file: "ca/issuers/x.key".into(),
+            created_at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
+        };
+        {
+            let store = open(dir.path());
+            store.insert_certificate(rec.clone()).await.unwrap();
+            store.put_issuer(issuer_rec.clone()).await.unwrap();
+            let retiring = IssuerRecord {
+                state: IssuerState::Retiring,
+                ..issuer_rec.clone()
+            };
+            store.put_issuer(retiring).await.unwrap();
+        }
+        let store = open(dir.path());
+        assert_eq!(store.certificate(&rec.serial).await.unwrap(), Some(rec));
+        let issuers = store.issuers().await.unwrap();
+        assert_eq!(issuers.len(), 1, "{name}: put_issuer replaces");
+        assert_eq!(issuers[0].state, IssuerState::Retiring);
+        // The feed continues where it stopped.
+        assert_eq!(
+            store.insert_certificate(record(None, 1)).await.unwrap(),
+            2,
+            "{name}"
+        );
+    })
+    .await;
+}
