@@ -29,7 +29,7 @@ pub async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Nex
         .metrics
         .observe_http(&route, method.as_str(), status, elapsed);
     span.in_scope(|| {
-        tracing::debug!(status, micros = elapsed.as_micros() as u64, "done");
+        tracing::info!(status, micros = elapsed.as_micros() as u64, "done");
     });
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);

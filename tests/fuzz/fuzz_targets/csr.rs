@@ -1,5 +1,6 @@
 //! Untrusted request bytes: PKCS#10 in DER and PEM, and serial numbers from URLs.
-//! `cargo fuzz run --fuzz-dir tests/fuzz csr tests/vectors/csr`
+//! `RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz csr CORPUS` (seed CORPUS from
+//! tests/vectors/csr; see README.md, Fuzzing).
 #![no_main]
 
 use enrollca::ca::Serial;
