@@ -105,14 +105,7 @@ impl Backend {
                         ..q
                     })
                     .await?;
-                Ok(CertPage {
-                    items: page
-                        .items
-                        .iter()
-                        .map(|r| CertView::new(r, now, false))
-                        .collect(),
-                    next: page.next,
-                })
+                Ok(CertPage::new(&page, now))
             }
         }
     }

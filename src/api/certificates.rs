@@ -91,14 +91,7 @@ pub async fn list_certificates(
         now: Some(now),
     };
     let page = state.ca.store().certificates(query).await?;
-    Ok(axum::Json(CertPage {
-        items: page
-            .items
-            .iter()
-            .map(|r| CertView::new(r, now, false))
-            .collect(),
-        next: page.next,
-    }))
+    Ok(axum::Json(CertPage::new(&page, now)))
 }
 
 fn parse_serial(s: &str) -> Result<Serial, ApiError> {

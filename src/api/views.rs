@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use crate::ca::{Issuer, IssuerId, KeyFamily, Serial};
 use crate::datadir::to_pem;
 use crate::revocation::RevocationReason;
-use crate::store::{CertRecord, CertStatus, DeviceId, IssuerRecord, IssuerState, Protocol};
+use crate::store::{CertRecord, CertStatus, DeviceId, IssuerRecord, IssuerState, Page, Protocol};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -82,6 +82,19 @@ impl CertView {
 pub struct CertPage {
     pub items: Vec<CertView>,
     pub next: Option<Serial>,
+}
+
+impl CertPage {
+    pub fn new(page: &Page<CertRecord>, now: OffsetDateTime) -> Self {
+        Self {
+            items: page
+                .items
+                .iter()
+                .map(|r| CertView::new(r, now, false))
+                .collect(),
+            next: page.next.clone(),
+        }
+    }
 }
 
 /// Answer to an issuance: the record and the PEM chain (leaf first) to hand to the client.

@@ -41,6 +41,23 @@ pub fn run(cmd: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("running {cmd}: {e}"))
 }
 
+/// The SHA-256 fingerprint openssl prints for a PEM certificate (`AA:BB:…`).
+pub fn openssl_fingerprint(pem: &Path) -> String {
+    let out = run(
+        "openssl",
+        &[
+            "x509",
+            "-noout",
+            "-fingerprint",
+            "-sha256",
+            "-in",
+            pem.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).trim().rsplit('=').next().unwrap().to_owned()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
