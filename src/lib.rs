@@ -14,4 +14,5 @@ pub mod http;
 pub mod metrics;
 pub mod policy;
 pub mod revocation;
+pub mod scep;
 pub mod store;

@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::cri_attributes::ParsedCriAttribute;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::oid_registry;
 use x509_parser::prelude::FromDer;
@@ -113,6 +114,8 @@ pub struct Csr {
     pub key: SubjectKey,
     pub subject: Vec<(Attr, String)>,
     pub sans: Vec<San>,
+    /// PKCS#9 challengePassword (SCEP carries its challenge here). A secret: never log it.
+    pub challenge: Option<crate::config::Secret>,
 }
 
 impl Csr {
@@ -159,11 +162,20 @@ impl Csr {
                 }
             }
         }
+        let challenge = info
+            .iter_attributes()
+            .find_map(|a| match a.parsed_attribute() {
+                ParsedCriAttribute::ChallengePassword(c) => {
+                    Some(crate::config::Secret::new(c.0.clone()))
+                }
+                _ => None,
+            });
         Ok(Self {
             spki,
             key,
             subject,
             sans,
+            challenge,
         })
     }
 

@@ -1,0 +1,522 @@
+//! SCEP on the wire (RFC 8894 §3): opening a pkiMessage (BER accepted, signature verified,
+//! envelope decrypted) and building CertRep replies (DER). Protocol only: no policy here.
+//!
+//! OpenSSL normalises BER to DER (its decoder is BER-tolerant, its encoder writes DER) and
+//! verifies the signerInfo; the typed `cms`/`der` structures give access to the SCEP
+//! attributes and build the replies; RustCrypto's CBC ciphers cover single DES, which
+//! OpenSSL 3 only opens with its legacy provider.
+
+use cbc::cipher::block_padding::Pkcs7 as Pkcs7Padding;
+use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use cms::cert::IssuerAndSerialNumber;
+use cms::content_info::{CmsVersion, ContentInfo};
+use cms::enveloped_data::{
+    EncryptedContentInfo, EnvelopedData, KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo,
+    RecipientInfos,
+};
+use cms::signed_data::{
+    EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
+};
+use const_oid::ObjectIdentifier;
+use const_oid::db::rfc5911::{
+    ID_CONTENT_TYPE, ID_DATA, ID_ENVELOPED_DATA, ID_MESSAGE_DIGEST, ID_SIGNED_DATA,
+};
+use const_oid::db::rfc5912::RSA_ENCRYPTION;
+use der::asn1::{OctetString, PrintableStringRef, SetOfVec, Utf8StringRef};
+use der::{Any, Decode, Encode, EncodeValue, Length, Tag, TagNumber, Tagged, Writer};
+use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Padding;
+use openssl::stack::Stack;
+use openssl::x509::X509;
+use openssl::x509::store::X509StoreBuilder;
+use rand::RngCore;
+use spki::AlgorithmIdentifierOwned;
+use x509_cert::Certificate;
+use x509_cert::attr::Attribute;
+
+use super::message::{Cipher, Digest, FailInfo, MessageType, PkiStatus, oid};
+
+/// What can be wrong with a message before it is decrypted: answered with HTTP 400.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error("not a PKCS#7 pkiMessage: {0}")]
+    Malformed(String),
+    #[error("the pkiMessage signature does not verify")]
+    BadSignature,
+    #[error("the pkiMessage lacks the {0} attribute")]
+    MissingAttribute(&'static str),
+    #[error("unknown SCEP messageType `{0}`")]
+    UnknownMessageType(String),
+    #[error("unsupported digest algorithm {0}")]
+    UnsupportedDigest(String),
+    #[error("unsupported content-encryption algorithm {0}")]
+    UnsupportedCipher(String),
+    #[error("the pkcsPKIEnvelope cannot be decrypted with this CA's key")]
+    Decrypt,
+    #[error("cannot build the reply: {0}")]
+    Encode(String),
+}
+
+fn malformed(e: impl std::fmt::Display) -> WireError {
+    WireError::Malformed(e.to_string())
+}
+
+/// A request whose signature verified; its envelope is still sealed.
+pub struct SignedRequest {
+    pub message_type: MessageType,
+    pub transaction_id: String,
+    pub sender_nonce: Vec<u8>,
+    pub digest: Digest,
+    /// The certificate that signed the request: self-signed for PKCSReq, an issued one for
+    /// renewals. Replies are encrypted to its key.
+    pub signer: X509,
+    pub envelope: Vec<u8>,
+}
+
+/// Opens the signed layer of a pkiMessage.
+pub fn open(body: &[u8]) -> Result<SignedRequest, WireError> {
+    let p7 = Pkcs7::from_der(body).map_err(|_| malformed("undecodable"))?;
+    let der = p7.to_der().map_err(malformed)?;
+    let no_certs = Stack::<X509>::new().map_err(malformed)?;
+    let store = X509StoreBuilder::new().map_err(malformed)?.build();
+    let mut envelope = Vec::new();
+    // NOVERIFY: the signer is usually self-signed; what matters here is that the message was
+    // signed by the key in the certificate it carries (policy decides what that key may get).
+    p7.verify(
+        &no_certs,
+        &store,
+        None,
+        Some(&mut envelope),
+        Pkcs7Flags::NOVERIFY,
+    )
+    .map_err(|_| WireError::BadSignature)?;
+    let signers = p7
+        .signers(&no_certs, Pkcs7Flags::empty())
+        .map_err(|_| WireError::BadSignature)?;
+    let signer = signers
+        .iter()
+        .next()
+        .ok_or(WireError::BadSignature)?
+        .to_owned();
+
+    let info = ContentInfo::from_der(&der).map_err(malformed)?;
+    if info.content_type != ID_SIGNED_DATA {
+        return Err(malformed("not SignedData"));
+    }
+    let sd: SignedData = info.content.decode_as().map_err(malformed)?;
+    let si = sd
+        .signer_infos
+        .0
+        .iter()
+        .next()
+        .ok_or_else(|| malformed("no signerInfo"))?;
+    let digest = Digest::from_oid(&si.digest_alg.oid)
+        .ok_or_else(|| WireError::UnsupportedDigest(si.digest_alg.oid.to_string()))?;
+    let attrs = si
+        .signed_attrs
+        .as_ref()
+        .ok_or(WireError::MissingAttribute("signedAttrs"))?;
+    let value = |id: ObjectIdentifier, name: &'static str| -> Result<&[u8], WireError> {
+        attrs
+            .iter()
+            .find(|a| a.oid == id)
+            .and_then(|a| a.values.iter().next())
+            .map(Any::value)
+            .ok_or(WireError::MissingAttribute(name))
+    };
+    let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).map_err(malformed);
+    let code = text(value(oid::MESSAGE_TYPE, "messageType")?)?;
+    let message_type = MessageType::from_code(&code).ok_or(WireError::UnknownMessageType(code))?;
+    let transaction_id = text(value(oid::TRANSACTION_ID, "transactionID")?)?;
+    if transaction_id.is_empty() || transaction_id.len() > 256 {
+        return Err(malformed("transactionID must be 1 to 256 characters"));
+    }
+    let sender_nonce = value(oid::SENDER_NONCE, "senderNonce")?.to_vec();
+    Ok(SignedRequest {
+        message_type,
+        transaction_id,
+        sender_nonce,
+        digest,
+        signer,
+        envelope,
+    })
+}
+
+/// Decrypts a pkcsPKIEnvelope addressed to `key`. Every way it can fail gives the same error
+/// after the same work, so the RSA padding check is no oracle.
+pub fn decrypt(envelope: &[u8], key: &PKey<Private>) -> Result<(Vec<u8>, Cipher), WireError> {
+    let der = Pkcs7::from_der(envelope)
+        .and_then(|p| p.to_der())
+        .map_err(|_| malformed("undecodable pkcsPKIEnvelope"))?;
+    let info = ContentInfo::from_der(&der).map_err(malformed)?;
+    if info.content_type != ID_ENVELOPED_DATA {
+        return Err(malformed("pkcsPKIEnvelope is not EnvelopedData"));
+    }
+    let ed: EnvelopedData = info.content.decode_as().map_err(malformed)?;
+    let alg = &ed.encrypted_content.content_enc_alg;
+    let cipher = Cipher::from_oid(&alg.oid)
+        .ok_or_else(|| WireError::UnsupportedCipher(alg.oid.to_string()))?;
+    let iv = alg
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as::<OctetString>().ok())
+        .filter(|iv| iv.as_bytes().len() == cipher.iv_len())
+        .ok_or_else(|| malformed("content-encryption IV missing or of the wrong length"))?;
+    let ciphertext = ed
+        .encrypted_content
+        .encrypted_content
+        .as_ref()
+        .ok_or_else(|| malformed("no encrypted content"))?;
+    let enc_key = ed
+        .recip_infos
+        .0
+        .iter()
+        .find_map(|ri| match ri {
+            RecipientInfo::Ktri(k) => Some(k.enc_key.as_bytes()),
+            _ => None,
+        })
+        .ok_or_else(|| malformed("no key-transport recipient"))?;
+
+    let mut content_key = rsa_decrypt(key, enc_key).filter(|k| k.len() == cipher.key_len());
+    let valid_key = content_key.is_some();
+    let content_key = content_key.get_or_insert_with(|| random(cipher.key_len()));
+    let plain = cbc_decrypt(cipher, content_key, iv.as_bytes(), ciphertext.as_bytes());
+    match plain {
+        Some(p) if valid_key => Ok((p, cipher)),
+        _ => Err(WireError::Decrypt),
+    }
+}
+
+fn rsa_decrypt(key: &PKey<Private>, data: &[u8]) -> Option<Vec<u8>> {
+    let mut d = openssl::encrypt::Decrypter::new(key).ok()?;
+    d.set_rsa_padding(Padding::PKCS1).ok()?;
+    let mut out = vec![0; d.decrypt_len(data).ok()?];
+    let n = d.decrypt(data, &mut out).ok()?;
+    out.truncate(n);
+    Some(out)
+}
+
+fn random(len: usize) -> Vec<u8> {
+    let mut v = vec![0; len];
+    rand::rngs::OsRng.fill_bytes(&mut v);
+    v
+}
+
+fn cbc_decrypt(cipher: Cipher, key: &[u8], iv: &[u8], data: &[u8]) -> Option<Vec<u8>> {
+    fn run<C>(key: &[u8], iv: &[u8], data: &[u8]) -> Option<Vec<u8>>
+    where
+        cbc::Decryptor<C>: KeyIvInit + BlockDecryptMut,
+        C: cbc::cipher::BlockDecryptMut + cbc::cipher::BlockCipher,
+    {
+        cbc::Decryptor::<C>::new_from_slices(key, iv)
+            .ok()?
+            .decrypt_padded_vec_mut::<Pkcs7Padding>(data)
+            .ok()
+    }
+    match cipher {
+        Cipher::Des => run::<des::Des>(key, iv, data),
+        Cipher::Des3 => run::<des::TdesEde3>(key, iv, data),
+        Cipher::Aes128 => run::<aes::Aes128>(key, iv, data),
+        Cipher::Aes192 => run::<aes::Aes192>(key, iv, data),
+        Cipher::Aes256 => run::<aes::Aes256>(key, iv, data),
+    }
+}
+
+fn cbc_encrypt(cipher: Cipher, key: &[u8], iv: &[u8], data: &[u8]) -> Vec<u8> {
+    fn run<C>(key: &[u8], iv: &[u8], data: &[u8]) -> Vec<u8>
+    where
+        cbc::Encryptor<C>: KeyIvInit + BlockEncryptMut,
+        C: cbc::cipher::BlockEncryptMut + cbc::cipher::BlockCipher,
+    {
+        cbc::Encryptor::<C>::new_from_slices(key, iv)
+            .expect("key and IV lengths come from the cipher")
+            .encrypt_padded_vec_mut::<Pkcs7Padding>(data)
+    }
+    match cipher {
+        Cipher::Des => run::<des::Des>(key, iv, data),
+        Cipher::Des3 => run::<des::TdesEde3>(key, iv, data),
+        Cipher::Aes128 => run::<aes::Aes128>(key, iv, data),
+        Cipher::Aes192 => run::<aes::Aes192>(key, iv, data),
+        Cipher::Aes256 => run::<aes::Aes256>(key, iv, data),
+    }
+}
+
+/// The CA identity that signs replies.
+pub struct ReplySigner<'a> {
+    pub cert_der: &'a [u8],
+    pub key: &'a PKey<Private>,
+}
+
+/// What the CertRep says.
+pub enum Outcome<'a> {
+    /// Issued: the certificates (issued one first, then its chain), encrypted to `recipient`.
+    Success {
+        certs: &'a [Vec<u8>],
+        recipient: &'a X509,
+        cipher: Cipher,
+    },
+    Failure(FailInfo),
+    Pending,
+}
+
+/// Builds a signed CertRep answering `req`: fresh senderNonce, the request's senderNonce as
+/// recipientNonce, its transactionID and digest; signature algorithm `rsaEncryption`.
+pub fn cert_rep(
+    signer: &ReplySigner,
+    req: &SignedRequest,
+    outcome: Outcome,
+) -> Result<Vec<u8>, WireError> {
+    let enc = |e: der::Error| WireError::Encode(e.to_string());
+    let (status, fail, content) = match outcome {
+        Outcome::Success {
+            certs,
+            recipient,
+            cipher,
+        } => {
+            let inner = degenerate(certs)?;
+            (
+                PkiStatus::Success,
+                None,
+                Some(envelope(&inner, recipient, cipher.for_reply())?),
+            )
+        }
+        Outcome::Failure(info) => (PkiStatus::Failure, Some(info), None),
+        Outcome::Pending => (PkiStatus::Pending, None, None),
+    };
+    let digest = openssl::hash::hash(req.digest.openssl(), content.as_deref().unwrap_or_default())
+        .map_err(|e| WireError::Encode(e.to_string()))?;
+
+    let mut attrs = vec![
+        attribute(ID_CONTENT_TYPE, Any::encode_from(&ID_DATA).map_err(enc)?)?,
+        attribute(ID_MESSAGE_DIGEST, octets(&digest)?)?,
+        attribute(oid::MESSAGE_TYPE, printable(MessageType::CertRep.code())?)?,
+        attribute(oid::PKI_STATUS, printable(status.code())?)?,
+        attribute(oid::TRANSACTION_ID, printable(&req.transaction_id)?)?,
+        attribute(oid::SENDER_NONCE, octets(&random(16))?)?,
+        attribute(oid::RECIPIENT_NONCE, octets(&req.sender_nonce)?)?,
+    ];
+    if let Some(info) = fail {
+        attrs.push(attribute(oid::FAIL_INFO, printable(info.code())?)?);
+    }
+    let attrs: SetOfVec<Attribute> = attrs.try_into().map_err(enc)?;
+    let mut signer_ctx = openssl::sign::Signer::new(req.digest.openssl(), signer.key)
+        .map_err(|e| WireError::Encode(e.to_string()))?;
+    signer_ctx
+        .set_rsa_padding(Padding::PKCS1)
+        .map_err(|e| WireError::Encode(e.to_string()))?;
+    let signature = signer_ctx
+        .sign_oneshot_to_vec(&attrs.to_der().map_err(enc)?)
+        .map_err(|e| WireError::Encode(e.to_string()))?;
+
+    let ca = Certificate::from_der(signer.cert_der).map_err(enc)?;
+    let digest_alg = AlgorithmIdentifierOwned {
+        oid: req.digest.oid(),
+        parameters: None,
+    };
+    let signer_info = SignerInfo {
+        version: CmsVersion::V1,
+        sid: SignerIdentifier::IssuerAndSerialNumber(issuer_and_serial(&ca)),
+        digest_alg: digest_alg.clone(),
+        signed_attrs: Some(attrs),
+        signature_algorithm: AlgorithmIdentifierOwned {
+            oid: RSA_ENCRYPTION,
+            parameters: Some(Any::null()),
+        },
+        signature: OctetString::new(signature).map_err(enc)?,
+        unsigned_attrs: None,
+    };
+    let sd = SignedData {
+        version: CmsVersion::V1,
+        digest_algorithms: vec![digest_alg].try_into().map_err(enc)?,
+        encap_content_info: EncapsulatedContentInfo {
+            econtent_type: ID_DATA,
+            econtent: content.map(|c| octets(&c)).transpose()?,
+        },
+        certificates: Some(cms::signed_data::CertificateSet(
+            vec![cms::cert::CertificateChoices::Certificate(ca)]
+                .try_into()
+                .map_err(enc)?,
+        )),
+        crls: None,
+        signer_infos: SignerInfos(vec![signer_info].try_into().map_err(enc)?),
+    };
+    content_info(ID_SIGNED_DATA, &sd)
+}
+
+/// A certs-only ("degenerate") SignedData, as GetCACert and CertRep carry them.
+pub fn degenerate(certs: &[Vec<u8>]) -> Result<Vec<u8>, WireError> {
+    let certs = certs
+        .iter()
+        .map(|c| Certificate::from_der(c))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| WireError::Encode(e.to_string()))?;
+    content_info(ID_SIGNED_DATA, &Degenerate(&certs))
+}
+
+/// Encrypts `content` to `recipient`'s RSA key in an EnvelopedData (key transport).
+fn envelope(content: &[u8], recipient: &X509, cipher: Cipher) -> Result<Vec<u8>, WireError> {
+    let enc = |e: der::Error| WireError::Encode(e.to_string());
+    let ssl = |e: openssl::error::ErrorStack| WireError::Encode(e.to_string());
+    let (key, iv) = (random(cipher.key_len()), random(cipher.iv_len()));
+    let ciphertext = cbc_encrypt(cipher, &key, &iv, content);
+    let public = recipient.public_key().map_err(ssl)?;
+    if public.rsa().is_err() {
+        return Err(WireError::Encode(
+            "the requester's certificate has no RSA key to encrypt to".into(),
+        ));
+    }
+    let mut e = openssl::encrypt::Encrypter::new(&public).map_err(ssl)?;
+    e.set_rsa_padding(Padding::PKCS1).map_err(ssl)?;
+    let mut enc_key = vec![0; e.encrypt_len(&key).map_err(ssl)?];
+    let n = e.encrypt(&key, &mut enc_key).map_err(ssl)?;
+    enc_key.truncate(n);
+
+    let rcpt = Certificate::from_der(&recipient.to_der().map_err(ssl)?).map_err(enc)?;
+    let ktri = KeyTransRecipientInfo {
+        version: CmsVersion::V0,
+        rid: RecipientIdentifier::IssuerAndSerialNumber(issuer_and_serial(&rcpt)),
+        key_enc_alg: AlgorithmIdentifierOwned {
+            oid: RSA_ENCRYPTION,
+            parameters: Some(Any::null()),
+        },
+        enc_key: OctetString::new(enc_key).map_err(enc)?,
+    };
+    let ed = EnvelopedData {
+        version: CmsVersion::V0,
+        originator_info: None,
+        recip_infos: RecipientInfos(vec![RecipientInfo::Ktri(ktri)].try_into().map_err(enc)?),
+        encrypted_content: EncryptedContentInfo {
+            content_type: ID_DATA,
+            content_enc_alg: AlgorithmIdentifierOwned {
+                oid: cipher.oid(),
+                parameters: Some(octets(&iv)?),
+            },
+            encrypted_content: Some(OctetString::new(ciphertext).map_err(enc)?),
+        },
+        unprotected_attrs: None,
+    };
+    content_info(ID_ENVELOPED_DATA, &ed)
+}
+
+fn issuer_and_serial(cert: &Certificate) -> IssuerAndSerialNumber {
+    IssuerAndSerialNumber {
+        issuer: cert.tbs_certificate.issuer.clone(),
+        serial_number: cert.tbs_certificate.serial_number.clone(),
+    }
+}
+
+fn content_info(
+    content_type: ObjectIdentifier,
+    content: &(impl EncodeValue + Tagged),
+) -> Result<Vec<u8>, WireError> {
+    let enc = |e: der::Error| WireError::Encode(e.to_string());
+    ContentInfo {
+        content_type,
+        content: Any::encode_from(content).map_err(enc)?,
+    }
+    .to_der()
+    .map_err(enc)
+}
+
+fn attribute(oid: ObjectIdentifier, value: Any) -> Result<Attribute, WireError> {
+    Ok(Attribute {
+        oid,
+        values: vec![value]
+            .try_into()
+            .map_err(|e: der::Error| WireError::Encode(e.to_string()))?,
+    })
+}
+
+fn octets(bytes: &[u8]) -> Result<Any, WireError> {
+    OctetString::new(bytes)
+        .and_then(|o| Any::encode_from(&o))
+        .map_err(|e| WireError::Encode(e.to_string()))
+}
+
+/// PrintableString where the text allows it (RFC 8894 says PrintableString), else UTF8String:
+/// a transactionID is echoed as the client wrote it.
+fn printable(s: &str) -> Result<Any, WireError> {
+    match PrintableStringRef::new(s) {
+        Ok(p) => Any::encode_from(&p),
+        Err(_) => Utf8StringRef::new(s).and_then(|u| Any::encode_from(&u)),
+    }
+    .map_err(|e| WireError::Encode(e.to_string()))
+}
+
+/// Certs-only SignedData whose `certificates` keep the given order (issued certificate first:
+/// clients take the first one). DER would sort a SET OF, hence this hand-ordered value.
+struct Degenerate<'a>(&'a [Certificate]);
+
+struct OrderedCerts<'a>(&'a [Certificate]);
+
+impl EncodeValue for OrderedCerts<'_> {
+    fn value_len(&self) -> der::Result<Length> {
+        self.0
+            .iter()
+            .try_fold(Length::ZERO, |acc, c| acc + c.encoded_len()?)
+    }
+
+    fn encode_value(&self, w: &mut impl Writer) -> der::Result<()> {
+        self.0.iter().try_for_each(|c| c.encode(w))
+    }
+}
+
+impl Tagged for OrderedCerts<'_> {
+    fn tag(&self) -> Tag {
+        // certificates [0] IMPLICIT CertificateSet
+        Tag::ContextSpecific {
+            constructed: true,
+            number: TagNumber::N0,
+        }
+    }
+}
+
+impl Degenerate<'_> {
+    fn fields(
+        &self,
+    ) -> (
+        CmsVersion,
+        SetOfVec<AlgorithmIdentifierOwned>,
+        EncapsulatedContentInfo,
+        OrderedCerts<'_>,
+        SetOfVec<SignerInfo>,
+    ) {
+        (
+            CmsVersion::V1,
+            SetOfVec::new(),
+            EncapsulatedContentInfo {
+                econtent_type: ID_DATA,
+                econtent: None,
+            },
+            OrderedCerts(self.0),
+            SetOfVec::new(),
+        )
+    }
+}
+
+impl EncodeValue for Degenerate<'_> {
+    fn value_len(&self) -> der::Result<Length> {
+        let (v, d, e, c, s) = self.fields();
+        v.encoded_len()?
+            + d.encoded_len()?
+            + e.encoded_len()?
+            + c.encoded_len()?
+            + s.encoded_len()?
+    }
+
+    fn encode_value(&self, w: &mut impl Writer) -> der::Result<()> {
+        let (v, d, e, c, s) = self.fields();
+        v.encode(w)?;
+        d.encode(w)?;
+        e.encode(w)?;
+        c.encode(w)?;
+        s.encode(w)
+    }
+}
+
+impl Tagged for Degenerate<'_> {
+    fn tag(&self) -> Tag {
+        Tag::Sequence
+    }
+}
