@@ -17,11 +17,13 @@ use crate::config::Config;
 use crate::datadir::{DataDir, passphrase, to_pem};
 use crate::metrics::Metrics;
 use crate::policy::Template;
+use crate::scep::ScepService;
 use crate::store::{SledStore, Store};
 
 /// What request handlers share.
 pub struct AppState {
     pub ca: Arc<Ca>,
+    pub scep: Arc<ScepService>,
     pub template: Arc<Template>,
     pub metrics: Arc<Metrics>,
     pub admin_token: TokenHash,
@@ -89,12 +91,19 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
     let roots = dir.read_roots()?;
     let token = std::fs::read_to_string(dir.admin_token())
         .with_context(|| format!("reading {}", dir.admin_token().display()))?;
+    let template = Arc::new(Template::device(
+        config.issuance.lifetime,
+        config.issuance.backdate,
+    ));
+    let scep = Arc::new(ScepService::new(
+        ca.clone(),
+        template.clone(),
+        config.scep.challenge.clone(),
+    ));
     let state = Arc::new(AppState {
         ca,
-        template: Arc::new(Template::device(
-            config.issuance.lifetime,
-            config.issuance.backdate,
-        )),
+        scep,
+        template,
         metrics,
         admin_token: TokenHash::of(&token),
         roots_pem: roots.iter().map(|r| to_pem("CERTIFICATE", r)).collect(),

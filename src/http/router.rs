@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use super::middleware::observe;
 use crate::api::{self, ApiError};
 use crate::app::AppState;
+use crate::scep;
 
 /// Largest request body accepted anywhere (CSRs, SCEP envelopes and JSON are far smaller).
 const MAX_BODY: usize = 1 << 20;
@@ -21,6 +22,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/roots.pem", get(roots))
         .route("/ca/{file}", get(ca_certificate))
+        .route("/scep", get(scep::handlers::get).post(scep::handlers::post))
         .route("/api/v1/issuers", get(api::list_issuers))
         .route(
             "/api/v1/certificates",

@@ -1,0 +1,133 @@
+//! `/scep`: the HTTP binding of SCEP (RFC 8894 §4.1). Errors before a message is opened are
+//! HTTP 400 with a plain-text reason; after that, answers are signed CertReps.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde::Deserialize;
+
+use super::service::ScepError;
+use crate::app::AppState;
+
+#[derive(Debug, Deserialize)]
+pub struct Params {
+    operation: Option<String>,
+    message: Option<String>,
+}
+
+fn plain(status: StatusCode, reason: impl Into<String>) -> Response {
+    let mut reason = reason.into();
+    reason.push('\n');
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        reason,
+    )
+        .into_response()
+}
+
+impl IntoResponse for ScepError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Wire(e) => plain(StatusCode::BAD_REQUEST, e.to_string()),
+            Self::NoIssuer => plain(StatusCode::SERVICE_UNAVAILABLE, self.to_string()),
+            Self::Internal(e) => {
+                tracing::error!(error = %e, "SCEP request failed");
+                plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; see the server log",
+                )
+            }
+        }
+    }
+}
+
+pub async fn get(State(state): State<Arc<AppState>>, Query(p): Query<Params>) -> Response {
+    match p.operation.as_deref() {
+        Some("GetCACaps") => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            state.scep.caps(),
+        )
+            .into_response(),
+        Some("GetCACert") => match state.scep.ca_cert() {
+            Ok(der) => {
+                ([(header::CONTENT_TYPE, "application/x-x509-ca-cert")], der).into_response()
+            }
+            Err(e) => e.into_response(),
+        },
+        Some("PKIOperation") => {
+            let Some(message) = p.message else {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    "PKIOperation by GET needs a message parameter",
+                );
+            };
+            // Form decoding turns an unescaped '+' into a space; base64 has no spaces.
+            let message: String = message
+                .chars()
+                .filter(|c| !c.is_whitespace() || *c == ' ')
+                .map(|c| if c == ' ' { '+' } else { c })
+                .collect();
+            match base64::engine::general_purpose::STANDARD.decode(message.as_bytes()) {
+                Ok(body) => pki_operation(&state, body).await,
+                Err(e) => plain(
+                    StatusCode::BAD_REQUEST,
+                    format!("message is not base64: {e}"),
+                ),
+            }
+        }
+        Some(other) => plain(
+            StatusCode::BAD_REQUEST,
+            format!("unknown SCEP operation `{other}`"),
+        ),
+        None => plain(StatusCode::BAD_REQUEST, "missing operation parameter"),
+    }
+}
+
+pub async fn post(
+    State(state): State<Arc<AppState>>,
+    Query(p): Query<Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match p.operation.as_deref() {
+        Some("PKIOperation") => {}
+        Some(other) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!("operation `{other}` is not a POST operation"),
+            );
+        }
+        None => return plain(StatusCode::BAD_REQUEST, "missing operation parameter"),
+    }
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct
+            .to_str()
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim();
+        if !matches!(ct, "application/x-pki-message" | "application/octet-stream") {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!("content type `{ct}` is not application/x-pki-message"),
+            );
+        }
+    }
+    if body.is_empty() {
+        return plain(StatusCode::BAD_REQUEST, "empty PKIOperation body");
+    }
+    pki_operation(&state, body.to_vec()).await
+}
+
+async fn pki_operation(state: &AppState, body: Vec<u8>) -> Response {
+    match state.scep.pki_operation(body).await {
+        Ok(reply) => ([(header::CONTENT_TYPE, "application/x-pki-message")], reply).into_response(),
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,195 @@
+//! SCEP enrolment policy: who may get a certificate, and the one place SCEP outcomes become
+//! CertRep statuses and failInfo codes.
+
+use std::sync::Arc;
+
+use super::message::{FailInfo, MessageType};
+use super::wire::{self, Outcome, ReplySigner, SignedRequest, WireError};
+use crate::ca::csr::{Csr, CsrError};
+use crate::ca::{Ca, IssueError, IssueRequest, KeyFamily};
+use crate::config::Secret;
+use crate::policy::Template;
+use crate::store::{DeviceId, Protocol};
+
+/// Capabilities advertised by GetCACaps: only what this server does.
+const CAPS: &[&str] = &[
+    "POSTPKIOperation",
+    "SHA-1",
+    "SHA-256",
+    "SHA-384",
+    "SHA-512",
+    "AES",
+    "DES3",
+    "SCEPStandard",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScepError {
+    /// The message could not be opened: HTTP 400 with the reason.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("no active RSA issuer to act as the SCEP CA")]
+    NoIssuer,
+    /// Our side failed after the request was understood: HTTP 500, details in the log.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub struct ScepService {
+    ca: Arc<Ca>,
+    template: Arc<Template>,
+    challenge: Option<Secret>,
+}
+
+/// Why a decrypted request is refused, before it becomes a failInfo.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("bad CSR: {0}")]
+    Csr(#[from] CsrError),
+    #[error("no challenge password is configured")]
+    NoChallengeConfigured,
+    #[error("wrong or missing challenge password")]
+    Challenge,
+    #[error("the request is signed with a key other than the CSR's")]
+    SignerKey,
+    #[error("message type {0:?} is not supported yet")]
+    Unsupported(MessageType),
+    #[error(transparent)]
+    Issue(IssueError),
+}
+
+impl Refusal {
+    fn fail_info(&self) -> FailInfo {
+        match self {
+            Self::Csr(CsrError::WeakKey(_) | CsrError::UnsupportedKey(_)) => FailInfo::BadAlg,
+            Self::Csr(CsrError::BadSignature) | Self::SignerKey => FailInfo::BadMessageCheck,
+            Self::Csr(_)
+            | Self::NoChallengeConfigured
+            | Self::Challenge
+            | Self::Unsupported(_)
+            | Self::Issue(_) => FailInfo::BadRequest,
+        }
+    }
+}
+
+impl ScepService {
+    pub fn new(ca: Arc<Ca>, template: Arc<Template>, challenge: Option<Secret>) -> Self {
+        Self {
+            ca,
+            template,
+            challenge,
+        }
+    }
+
+    pub fn caps(&self) -> String {
+        CAPS.iter().map(|c| format!("{c}\n")).collect()
+    }
+
+    /// The SCEP CA certificate (DER): the active RSA issuer, which decrypts and signs.
+    pub fn ca_cert(&self) -> Result<Vec<u8>, ScepError> {
+        let issuers = self.ca.issuers();
+        let rsa = issuers.active(KeyFamily::Rsa).ok_or(ScepError::NoIssuer)?;
+        Ok(rsa.cert_der().to_vec())
+    }
+
+    /// Handles a PKIOperation; every refusal of a decrypted request is a signed FAILURE.
+    pub async fn pki_operation(&self, body: Vec<u8>) -> Result<Vec<u8>, ScepError> {
+        let issuers = self.ca.issuers();
+        let rsa = issuers
+            .active(KeyFamily::Rsa)
+            .ok_or(ScepError::NoIssuer)?
+            .clone();
+        let blocking = rsa.clone();
+        let (req, content) = tokio::task::spawn_blocking(move || -> Result<_, WireError> {
+            let req = wire::open(&body)?;
+            let (content, cipher) = wire::decrypt(&req.envelope, blocking.key().pkey())?;
+            Ok((req, (content, cipher)))
+        })
+        .await
+        .map_err(|e| ScepError::Internal(e.to_string()))??;
+        let (content, cipher) = content;
+        tracing::info!(transaction = %req.transaction_id, message_type = ?req.message_type, ?cipher, digest = ?req.digest, "SCEP request");
+
+        let outcome = match self.handle(&req, &content).await {
+            Ok(certs) => Ok(certs),
+            Err(Refusal::Issue(
+                e @ (IssueError::Store(_)
+                | IssueError::Sign(_)
+                | IssueError::NoIssuer(_)
+                | IssueError::IssuerExpired(_)),
+            )) => {
+                return Err(ScepError::Internal(e.to_string()));
+            }
+            Err(refusal) => {
+                tracing::info!(transaction = %req.transaction_id, reason = %refusal, "SCEP request refused");
+                Err(refusal.fail_info())
+            }
+        };
+        tokio::task::spawn_blocking(move || {
+            let signer = ReplySigner {
+                cert_der: rsa.cert_der(),
+                key: rsa.key().pkey(),
+            };
+            let outcome = match &outcome {
+                Ok(certs) => Outcome::Success {
+                    certs,
+                    recipient: &req.signer,
+                    cipher,
+                },
+                Err(info) => Outcome::Failure(*info),
+            };
+            wire::cert_rep(&signer, &req, outcome)
+        })
+        .await
+        .map_err(|e| ScepError::Internal(e.to_string()))?
+        .map_err(|e| ScepError::Internal(e.to_string()))
+    }
+
+    /// Returns the certificates to send (issued first) or why not.
+    async fn handle(&self, req: &SignedRequest, content: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
+        match req.message_type {
+            MessageType::PkcsReq => self.enrol(req, content).await,
+            other => Err(Refusal::Unsupported(other)),
+        }
+    }
+
+    async fn enrol(&self, req: &SignedRequest, content: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
+        let csr = Csr::from_der(content)?;
+        let expected = self
+            .challenge
+            .as_ref()
+            .ok_or(Refusal::NoChallengeConfigured)?;
+        let presented = csr.challenge.as_ref().ok_or(Refusal::Challenge)?;
+        if !expected.matches(presented.expose().as_bytes()) {
+            return Err(Refusal::Challenge);
+        }
+        // A PKCSReq is signed with a throw-away certificate for the requested key: proof of
+        // possession of that key.
+        let signer_spki = req
+            .signer
+            .public_key()
+            .and_then(|k| k.public_key_to_der())
+            .ok();
+        if signer_spki.as_deref()
+            != Some(rcgen::PublicKeyData::subject_public_key_info(&csr.spki).as_slice())
+        {
+            return Err(Refusal::SignerKey);
+        }
+        let device = csr.common_name().and_then(|cn| cn.parse::<DeviceId>().ok());
+        let issued = self
+            .ca
+            .issue(IssueRequest {
+                csr,
+                template: self.template.clone(),
+                family: KeyFamily::Rsa,
+                device,
+                protocol: Protocol::Scep,
+                replaces: None,
+            })
+            .await
+            .map_err(Refusal::Issue)?;
+        let mut certs = vec![issued.record.der];
+        certs.extend(issued.chain);
+        Ok(certs)
+    }
+}
