@@ -1,5 +1,6 @@
-//! SCEP against the real binary: micromdm `scepclient` (Debian package `scep`) enrols and is
-//! refused; bad input gets HTTP 400 with a reason and writes nothing.
+//! SCEP against the real binary with real clients: micromdm `scepclient` (Debian `scep`),
+//! certmonger (a private daemon) and strongSwan `pki --scep`; each enrols and each reports a
+//! wrong challenge as refused. Bad input gets HTTP 400 with a reason and writes nothing.
 
 mod common;
 
@@ -231,4 +232,365 @@ async fn scep_bad_input_is_refused_before_anything_is_written() {
         assert!(body.contains(reason), "expected {reason:?}, got {body:?}");
     }
     assert_eq!(event_count(&server).await, 0);
+}
+
+/// A private certmonger: its own D-Bus session bus and state directories, so nothing lands in
+/// the system's certmonger; both processes are stopped by PID on drop.
+struct Certmonger {
+    dir: std::path::PathBuf,
+    bus_pid: u32,
+    daemon: std::process::Child,
+}
+
+impl Certmonger {
+    fn start(dir: &Path) -> Self {
+        for sub in ["requests", "cas", "local", "tmp"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let out = run(
+            "dbus-daemon",
+            &[
+                "--session",
+                "--fork",
+                &format!("--address=unix:path={}", dir.join("bus").display()),
+                "--print-pid=1",
+            ],
+        );
+        assert!(out.status.success(), "dbus-daemon: {}", stderr(&out));
+        let bus_pid = stdout(&out).trim().parse().unwrap();
+        let mut me = Self {
+            dir: dir.to_owned(),
+            bus_pid,
+            daemon: std::process::Command::new("true").spawn().unwrap(),
+        };
+        me.daemon = me
+            .command("certmonger")
+            .args(["-s", "-n", "-f"])
+            .spawn()
+            .unwrap();
+        // getcert talks to the daemon over the bus; wait until it answers.
+        for _ in 0..100 {
+            if me.getcert(&["list-cas"]).status.success() {
+                return me;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("certmonger did not come up");
+    }
+
+    fn command(&self, program: &str) -> std::process::Command {
+        let mut c = std::process::Command::new(program);
+        let d = |s: &str| self.dir.join(s).display().to_string();
+        c.env(
+            "DBUS_SESSION_BUS_ADDRESS",
+            format!("unix:path={}", d("bus")),
+        )
+        .env("CERTMONGER_REQUESTS_DIR", d("requests"))
+        .env("CERTMONGER_CAS_DIR", d("cas"))
+        .env("CERTMONGER_LOCAL_CA_DIR", d("local"))
+        .env("CERTMONGER_TMPDIR", d("tmp"));
+        c
+    }
+
+    /// `getcert COMMAND -s ARGS`, bounded in time.
+    fn getcert(&self, args: &[&str]) -> std::process::Output {
+        let mut c = self.command("timeout");
+        c.args(["60", "getcert", args[0], "-s"]).args(&args[1..]);
+        c.output().unwrap()
+    }
+
+    fn status(&self, id: &str) -> String {
+        stdout(&self.getcert(&["list", "-i", id]))
+    }
+}
+
+impl Drop for Certmonger {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        run("kill", &[&self.bus_pid.to_string()]);
+    }
+}
+
+fn request_id(out: &std::process::Output) -> String {
+    let text = stdout(out);
+    text.split('"')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no request id in {text}{}", stderr(out)))
+        .to_owned()
+}
+
+fn serial_of(cert: &Path) -> String {
+    let s = stdout(&run(
+        "openssl",
+        &["x509", "-noout", "-serial", "-in", cert.to_str().unwrap()],
+    ));
+    s.trim().trim_start_matches("serial=").to_lowercase()
+}
+
+#[tokio::test]
+async fn certmonger_enrols_resubmits_and_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let server = Server::start(&data, &[("ENROLLCA_SCEP_CHALLENGE", CHALLENGE)]);
+    let cm = Certmonger::start(&tmp.path().join("certmonger"));
+    let roots = data.join("ca/roots.pem");
+    let out = cm.getcert(&[
+        "add-scep-ca",
+        "-c",
+        "enrollca",
+        "-u",
+        &server.url("/scep"),
+        "-N",
+        roots.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let (key, cert) = (tmp.path().join("cm.key"), tmp.path().join("cm.pem"));
+    let out = cm.getcert(&[
+        "request",
+        "-c",
+        "enrollca",
+        "-k",
+        key.to_str().unwrap(),
+        "-f",
+        cert.to_str().unwrap(),
+        "-N",
+        "CN=device-cm",
+        "-L",
+        CHALLENGE,
+        "-w",
+    ]);
+    let id = request_id(&out);
+    let status = cm.status(&id);
+    assert!(status.contains("status: MONITORING"), "{status}");
+    let ca_der = reqwest::get(server.url("/scep?operation=GetCACert"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let issuer = tmp.path().join("issuer.der");
+    std::fs::write(&issuer, &ca_der).unwrap();
+    let issuer_pem = tmp.path().join("issuer.pem");
+    run(
+        "openssl",
+        &[
+            "x509",
+            "-inform",
+            "DER",
+            "-in",
+            issuer.to_str().unwrap(),
+            "-out",
+            issuer_pem.to_str().unwrap(),
+        ],
+    );
+    let verify = run(
+        "openssl",
+        &[
+            "verify",
+            "-CAfile",
+            roots.to_str().unwrap(),
+            "-untrusted",
+            issuer_pem.to_str().unwrap(),
+            cert.to_str().unwrap(),
+        ],
+    );
+    assert!(verify.status.success(), "{}", stdout(&verify));
+    let cert_pub = stdout(&run(
+        "openssl",
+        &["x509", "-noout", "-pubkey", "-in", cert.to_str().unwrap()],
+    ));
+    let key_pub = stdout(&run(
+        "openssl",
+        &["pkey", "-pubout", "-in", key.to_str().unwrap()],
+    ));
+    assert_eq!(cert_pub, key_pub);
+    let first = serial_of(&cert);
+
+    // Renewal: certmonger signs a PKCSReq for the same key with the certificate it holds.
+    let out = cm.getcert(&["resubmit", "-i", &id, "-w"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status = cm.status(&id);
+    assert!(status.contains("status: MONITORING"), "{status}");
+    let second = serial_of(&cert);
+    assert_ne!(first, second);
+    assert_eq!(
+        stdout(&run(
+            "openssl",
+            &["x509", "-noout", "-pubkey", "-in", cert.to_str().unwrap()]
+        )),
+        key_pub
+    );
+    let rec: Value = server
+        .get(&format!("/api/v1/certificates/{second}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        rec["replaces"],
+        first.as_str(),
+        "the renewal is linked to what it renews"
+    );
+    assert_eq!(rec["device"], "device-cm");
+    let events: Value = server
+        .get("/api/v1/events")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(events["events"][1]["type"], "renewed");
+
+    // Wrong challenge: certmonger reports the CA's refusal.
+    let events_before = event_count(&server).await;
+    let (key, cert) = (tmp.path().join("bad.key"), tmp.path().join("bad.pem"));
+    let out = cm.getcert(&[
+        "request",
+        "-c",
+        "enrollca",
+        "-k",
+        key.to_str().unwrap(),
+        "-f",
+        cert.to_str().unwrap(),
+        "-N",
+        "CN=intruder",
+        "-L",
+        "wrong",
+        "-w",
+    ]);
+    let status = cm.status(&request_id(&out));
+    assert!(status.contains("status: CA_REJECTED"), "{status}");
+    assert!(!cert.exists());
+    assert_eq!(event_count(&server).await, events_before);
+}
+
+#[tokio::test]
+async fn strongswan_enrols_with_3des_and_aes_and_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let server = Server::start(&data, &[("ENROLLCA_SCEP_CHALLENGE", CHALLENGE)]);
+    let d = tmp.path();
+    let ca = d.join("ca.pem");
+    let der = reqwest::get(server.url("/scep?operation=GetCACert"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    std::fs::write(d.join("ca.der"), &der).unwrap();
+    run(
+        "openssl",
+        &[
+            "x509",
+            "-inform",
+            "DER",
+            "-in",
+            d.join("ca.der").to_str().unwrap(),
+            "-out",
+            ca.to_str().unwrap(),
+        ],
+    );
+    let key = d.join("ss.key");
+    assert!(
+        run(
+            "openssl",
+            &["genrsa", "-out", key.to_str().unwrap(), "2048"]
+        )
+        .status
+        .success()
+    );
+
+    let roots = data.join("ca/roots.pem");
+    for cipher in ["des3", "aes"] {
+        let cert = d.join(format!("ss-{cipher}.der"));
+        let out = std::process::Command::new("pki")
+            .args([
+                "--scep",
+                "--url",
+                &server.url("/scep"),
+                "--in",
+                key.to_str().unwrap(),
+                "--dn",
+                &format!("CN=device-ss-{cipher}"),
+                "--password",
+                CHALLENGE,
+            ])
+            .args([
+                "--cacert-enc",
+                ca.to_str().unwrap(),
+                "--cacert-sig",
+                ca.to_str().unwrap(),
+                "--cacert",
+                roots.to_str().unwrap(),
+            ])
+            .args(["--cipher", cipher, "--digest", "sha256", "--outform", "der"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cipher}: {}", stderr(&out));
+        std::fs::write(&cert, &out.stdout).unwrap();
+        let verify = run(
+            "openssl",
+            &[
+                "verify",
+                "-CAfile",
+                roots.to_str().unwrap(),
+                "-untrusted",
+                ca.to_str().unwrap(),
+                cert.to_str().unwrap(),
+            ],
+        );
+        assert!(verify.status.success(), "{cipher}: {}", stdout(&verify));
+        let subject = stdout(&run(
+            "openssl",
+            &["x509", "-noout", "-subject", "-in", cert.to_str().unwrap()],
+        ));
+        assert!(
+            subject.contains(&format!("CN = device-ss-{cipher}")),
+            "{subject}"
+        );
+        let cert_pub = stdout(&run(
+            "openssl",
+            &["x509", "-noout", "-pubkey", "-in", cert.to_str().unwrap()],
+        ));
+        let key_pub = stdout(&run(
+            "openssl",
+            &["pkey", "-pubout", "-in", key.to_str().unwrap()],
+        ));
+        assert_eq!(cert_pub, key_pub);
+    }
+
+    let events_before = event_count(&server).await;
+    let out = std::process::Command::new("pki")
+        .args([
+            "--scep",
+            "--url",
+            &server.url("/scep"),
+            "--in",
+            key.to_str().unwrap(),
+            "--dn",
+            "CN=intruder",
+            "--password",
+            "wrong",
+        ])
+        .args([
+            "--cacert-enc",
+            ca.to_str().unwrap(),
+            "--cacert-sig",
+            ca.to_str().unwrap(),
+            "--cipher",
+            "aes",
+            "--digest",
+            "sha256",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("badRequest"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    assert_eq!(event_count(&server).await, events_before);
 }

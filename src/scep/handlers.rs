@@ -33,7 +33,10 @@ fn plain(status: StatusCode, reason: impl Into<String>) -> Response {
 impl IntoResponse for ScepError {
     fn into_response(self) -> Response {
         match self {
-            Self::Wire(e) => plain(StatusCode::BAD_REQUEST, e.to_string()),
+            Self::Wire(e) => {
+                tracing::info!(reason = %e, "SCEP message refused");
+                plain(StatusCode::BAD_REQUEST, e.to_string())
+            }
             Self::NoIssuer => plain(StatusCode::SERVICE_UNAVAILABLE, self.to_string()),
             Self::Internal(e) => {
                 tracing::error!(error = %e, "SCEP request failed");

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use super::message::{FailInfo, MessageType};
 use super::wire::{self, Outcome, ReplySigner, SignedRequest, WireError};
+use crate::ca::Serial;
 use crate::ca::csr::{Csr, CsrError};
 use crate::ca::{Ca, IssueError, IssueRequest, KeyFamily};
 use crate::config::Secret;
 use crate::policy::Template;
-use crate::store::{DeviceId, Protocol};
+use crate::store::{CertRecord, CertStatus, DeviceId, Protocol};
 
 /// Capabilities advertised by GetCACaps: only what this server does.
 const CAPS: &[&str] = &[
@@ -175,7 +176,11 @@ impl ScepService {
         {
             return Err(Refusal::SignerKey);
         }
-        let device = csr.common_name().and_then(|cn| cn.parse::<DeviceId>().ok());
+        let previous = self.previous_certificate(&req.signer).await;
+        let device = match &previous {
+            Some(old) => old.device.clone(),
+            None => csr.common_name().and_then(|cn| cn.parse::<DeviceId>().ok()),
+        };
         let issued = self
             .ca
             .issue(IssueRequest {
@@ -184,12 +189,24 @@ impl ScepService {
                 family: KeyFamily::Rsa,
                 device,
                 protocol: Protocol::Scep,
-                replaces: None,
+                replaces: previous.map(|old| old.serial),
             })
             .await
             .map_err(Refusal::Issue)?;
         let mut certs = vec![issued.record.der];
         certs.extend(issued.chain);
         Ok(certs)
+    }
+
+    /// The still-good certificate of ours that signed this request, when a client renews by
+    /// signing its PKCSReq with the certificate it holds (certmonger does). Being byte for byte
+    /// the certificate we recorded is proof enough that we issued it.
+    async fn previous_certificate(&self, signer: &openssl::x509::X509) -> Option<CertRecord> {
+        let serial = signer.serial_number().to_bn().ok()?.to_vec();
+        let serial = Serial::from_bytes(&serial).ok()?;
+        let record = self.ca.store().certificate(&serial).await.ok()??;
+        let now = self.ca.clock().now();
+        let good = record.status == CertStatus::Good && !record.is_expired(now);
+        (good && signer.to_der().ok()? == record.der).then_some(record)
     }
 }

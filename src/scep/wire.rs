@@ -10,10 +10,7 @@ use cbc::cipher::block_padding::Pkcs7 as Pkcs7Padding;
 use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use cms::cert::IssuerAndSerialNumber;
 use cms::content_info::{CmsVersion, ContentInfo};
-use cms::enveloped_data::{
-    EncryptedContentInfo, EnvelopedData, KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo,
-    RecipientInfos,
-};
+use cms::enveloped_data::{EncryptedContentInfo, EnvelopedData, RecipientInfo};
 use cms::signed_data::{
     EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
 };
@@ -22,8 +19,10 @@ use const_oid::db::rfc5911::{
     ID_CONTENT_TYPE, ID_DATA, ID_ENVELOPED_DATA, ID_MESSAGE_DIGEST, ID_SIGNED_DATA,
 };
 use const_oid::db::rfc5912::RSA_ENCRYPTION;
-use der::asn1::{OctetString, PrintableStringRef, SetOfVec, Utf8StringRef};
-use der::{Any, Decode, Encode, EncodeValue, Length, Tag, TagNumber, Tagged, Writer};
+use der::asn1::{OctetString, PrintableStringRef, SetOfVec, UintRef, Utf8StringRef};
+use der::{
+    Any, AnyRef, Decode, Encode, EncodeValue, Length, Sequence, Tag, TagNumber, Tagged, Writer,
+};
 use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Padding;
@@ -33,7 +32,7 @@ use openssl::x509::store::X509StoreBuilder;
 use rand::RngCore;
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
-use x509_cert::attr::Attribute;
+use x509_cert::attr::{Attribute, Attributes};
 
 use super::message::{Cipher, Digest, FailInfo, MessageType, PkiStatus, oid};
 
@@ -100,23 +99,9 @@ pub fn open(body: &[u8]) -> Result<SignedRequest, WireError> {
         .ok_or(WireError::BadSignature)?
         .to_owned();
 
-    let info = ContentInfo::from_der(&der).map_err(malformed)?;
-    if info.content_type != ID_SIGNED_DATA {
-        return Err(malformed("not SignedData"));
-    }
-    let sd: SignedData = info.content.decode_as().map_err(malformed)?;
-    let si = sd
-        .signer_infos
-        .0
-        .iter()
-        .next()
-        .ok_or_else(|| malformed("no signerInfo"))?;
-    let digest = Digest::from_oid(&si.digest_alg.oid)
-        .ok_or_else(|| WireError::UnsupportedDigest(si.digest_alg.oid.to_string()))?;
-    let attrs = si
-        .signed_attrs
-        .as_ref()
-        .ok_or(WireError::MissingAttribute("signedAttrs"))?;
+    let (digest_alg, attrs) = signer_attributes(&der)?;
+    let digest = Digest::from_oid(&digest_alg.oid)
+        .ok_or_else(|| WireError::UnsupportedDigest(digest_alg.oid.to_string()))?;
     let value = |id: ObjectIdentifier, name: &'static str| -> Result<&[u8], WireError> {
         attrs
             .iter()
@@ -141,6 +126,50 @@ pub fn open(body: &[u8]) -> Result<SignedRequest, WireError> {
         signer,
         envelope,
     })
+}
+
+/// The first signerInfo's digest algorithm and signed attributes. Only these are decoded:
+/// certificates and the signer identifier stay opaque, because clients' throw-away signer
+/// certificates break RFC 5280 limits (certmonger uses 32-octet serials) that the strict
+/// certificate types enforce, and OpenSSL has already matched and verified the signer.
+fn signer_attributes(der: &[u8]) -> Result<(AlgorithmIdentifierOwned, Attributes), WireError> {
+    let info = ContentInfo::from_der(der).map_err(malformed)?;
+    if info.content_type != ID_SIGNED_DATA {
+        return Err(malformed("not SignedData"));
+    }
+    // SignedData ::= SEQUENCE { version, digestAlgorithms, encapContentInfo,
+    //   certificates [0] OPTIONAL, crls [1] OPTIONAL, signerInfos SET OF SignerInfo }
+    let fields: Vec<AnyRef> = info.content.decode_as().map_err(malformed)?;
+    let signer_infos = fields
+        .last()
+        .filter(|f| f.tag() == Tag::Set)
+        .ok_or_else(|| malformed("no signerInfos"))?;
+    let signer_infos: Vec<AnyRef> = AnyRef::new(Tag::Sequence, signer_infos.value())
+        .and_then(|s| s.decode_as())
+        .map_err(malformed)?;
+    // SignerInfo ::= SEQUENCE { version, sid, digestAlgorithm, signedAttrs [0] IMPLICIT, … }
+    let si: Vec<AnyRef> = signer_infos
+        .first()
+        .ok_or_else(|| malformed("no signerInfo"))?
+        .decode_as()
+        .map_err(malformed)?;
+    let digest_alg: AlgorithmIdentifierOwned = si
+        .get(2)
+        .ok_or_else(|| malformed("signerInfo without digestAlgorithm"))?
+        .decode_as()
+        .map_err(malformed)?;
+    let signed_attrs_tag = Tag::ContextSpecific {
+        constructed: true,
+        number: TagNumber::N0,
+    };
+    let attrs = si
+        .get(3)
+        .filter(|a| a.tag() == signed_attrs_tag)
+        .ok_or(WireError::MissingAttribute("signedAttrs"))?;
+    let attrs: Attributes = AnyRef::new(Tag::Set, attrs.value())
+        .and_then(|a| a.decode_as())
+        .map_err(malformed)?;
+    Ok((digest_alg, attrs))
 }
 
 /// Decrypts a pkcsPKIEnvelope addressed to `key`. Every way it can fail gives the same error
@@ -331,7 +360,9 @@ pub fn cert_rep(
         digest_algorithms: vec![digest_alg].try_into().map_err(enc)?,
         encap_content_info: EncapsulatedContentInfo {
             econtent_type: ID_DATA,
-            econtent: content.map(|c| octets(&c)).transpose()?,
+            // Present even when empty (FAILURE, PENDING): OpenSSL's PKCS7_verify, which
+            // certmonger uses, refuses a SignedData without content.
+            econtent: Some(octets(content.as_deref().unwrap_or_default())?),
         },
         certificates: Some(cms::signed_data::CertificateSet(
             vec![cms::cert::CertificateChoices::Certificate(ca)]
@@ -372,20 +403,29 @@ fn envelope(content: &[u8], recipient: &X509, cipher: Cipher) -> Result<Vec<u8>,
     let n = e.encrypt(&key, &mut enc_key).map_err(ssl)?;
     enc_key.truncate(n);
 
-    let rcpt = Certificate::from_der(&recipient.to_der().map_err(ssl)?).map_err(enc)?;
-    let ktri = KeyTransRecipientInfo {
+    let issuer = recipient.issuer_name().to_der().map_err(ssl)?;
+    let serial = recipient
+        .serial_number()
+        .to_bn()
+        .map(|b| b.to_vec())
+        .map_err(ssl)?;
+    let ktri = RequesterKtri {
         version: CmsVersion::V0,
-        rid: RecipientIdentifier::IssuerAndSerialNumber(issuer_and_serial(&rcpt)),
+        rid: RequesterId {
+            issuer: AnyRef::from_der(&issuer).map_err(enc)?,
+            serial_number: UintRef::new(&serial).map_err(enc)?,
+        },
         key_enc_alg: AlgorithmIdentifierOwned {
             oid: RSA_ENCRYPTION,
             parameters: Some(Any::null()),
         },
         enc_key: OctetString::new(enc_key).map_err(enc)?,
-    };
-    let ed = EnvelopedData {
+    }
+    .to_der()
+    .map_err(enc)?;
+    let ed = RequesterEnvelope {
         version: CmsVersion::V0,
-        originator_info: None,
-        recip_infos: RecipientInfos(vec![RecipientInfo::Ktri(ktri)].try_into().map_err(enc)?),
+        recip_infos: AnyRef::new(Tag::Set, &ktri).map_err(enc)?,
         encrypted_content: EncryptedContentInfo {
             content_type: ID_DATA,
             content_enc_alg: AlgorithmIdentifierOwned {
@@ -394,9 +434,34 @@ fn envelope(content: &[u8], recipient: &X509, cipher: Cipher) -> Result<Vec<u8>,
             },
             encrypted_content: Some(OctetString::new(ciphertext).map_err(enc)?),
         },
-        unprotected_attrs: None,
     };
     content_info(ID_ENVELOPED_DATA, &ed)
+}
+
+/// EnvelopedData addressed to a requester (one key-transport recipient). Its own types
+/// because the requester's throw-away certificate may carry a serial longer than RFC 5280's
+/// 20 octets (certmonger: 32), which the strict `IssuerAndSerialNumber` refuses.
+#[derive(Sequence)]
+struct RequesterEnvelope<'a> {
+    version: CmsVersion,
+    /// SET OF RecipientInfo holding one encoded [`RequesterKtri`].
+    recip_infos: AnyRef<'a>,
+    encrypted_content: EncryptedContentInfo,
+}
+
+#[derive(Sequence)]
+struct RequesterKtri<'a> {
+    version: CmsVersion,
+    rid: RequesterId<'a>,
+    key_enc_alg: AlgorithmIdentifierOwned,
+    enc_key: OctetString,
+}
+
+/// IssuerAndSerialNumber with the issuer Name as encoded and any serial length.
+#[derive(Sequence)]
+struct RequesterId<'a> {
+    issuer: AnyRef<'a>,
+    serial_number: UintRef<'a>,
 }
 
 fn issuer_and_serial(cert: &Certificate) -> IssuerAndSerialNumber {
