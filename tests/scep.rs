@@ -11,23 +11,26 @@ use serde_json::Value;
 
 const CHALLENGE: &str = "pr1vate-challenge";
 
+/// Runs scepclient; an empty `challenge` leaves the flag out.
 fn scepclient(server: &Server, dir: &Path, cn: &str, challenge: &str) -> std::process::Output {
     std::fs::create_dir_all(dir).unwrap();
-    run(
-        "scepclient",
-        &[
-            "-server-url",
-            &server.url("/scep"),
-            "-challenge",
-            challenge,
-            "-private-key",
-            dir.join("key.pem").to_str().unwrap(),
+    let mut cmd = std::process::Command::new("scepclient");
+    cmd.args(["-server-url", &server.url("/scep")]);
+    if !challenge.is_empty() {
+        cmd.args(["-challenge", challenge]);
+    }
+    cmd.args(["-private-key", dir.join("key.pem").to_str().unwrap()])
+        .args([
             "-certificate",
             dir.join("cert.pem").to_str().unwrap(),
             "-cn",
             cn,
-        ],
-    )
+        ]);
+    cmd.output().unwrap()
+}
+
+fn dir_1(tmp: &tempfile::TempDir) -> std::path::PathBuf {
+    tmp.path().join("device-1")
 }
 
 async fn event_count(server: &Server) -> usize {
@@ -94,7 +97,7 @@ async fn scepclient_enrols_and_a_wrong_challenge_is_refused() {
         "{ca_text}"
     );
 
-    let dir = tmp.path().join("device-1");
+    let dir = dir_1(&tmp);
     let out = scepclient(&server, &dir, "device-1", CHALLENGE);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let cert = dir.join("cert.pem");
@@ -145,11 +148,7 @@ async fn scepclient_enrols_and_a_wrong_challenge_is_refused() {
     );
 
     // Recorded like every issuance: protocol, device, an `issued` event.
-    let serial = stdout(&run(
-        "openssl",
-        &["x509", "-noout", "-serial", "-in", cert.to_str().unwrap()],
-    ));
-    let serial = serial.trim().trim_start_matches("serial=").to_lowercase();
+    let serial = serial_of(&cert);
     let rec: Value = server
         .get(&format!("/api/v1/certificates/{serial}"))
         .send()
@@ -160,8 +159,49 @@ async fn scepclient_enrols_and_a_wrong_challenge_is_refused() {
         .unwrap();
     assert_eq!(rec["protocol"], "scep");
     assert_eq!(rec["device"], "device-1");
-    let events = event_count(&server).await;
-    assert_eq!(events, 1);
+    assert_eq!(event_count(&server).await, 1);
+
+    // Renewal: with a certificate in place scepclient sends a RenewalReq signed with it and
+    // no challenge; the replacement is linked to the old one, for the same device.
+    std::fs::remove_file(dir_1(&tmp).join("csr.pem")).unwrap();
+    let out = scepclient(&server, &dir_1(&tmp), "device-1", "");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let renewed = serial_of(&cert);
+    assert_ne!(renewed, serial);
+    let rec: Value = server
+        .get(&format!("/api/v1/certificates/{renewed}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rec["replaces"], serial.as_str());
+    assert_eq!(rec["device"], "device-1");
+    assert_eq!(event_count(&server).await, 2);
+
+    // A revoked certificate cannot renew itself.
+    let r = server
+        .post(&format!("/api/v1/certificates/{renewed}/revoke"))
+        .json(&serde_json::json!({"reason": "keyCompromise"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    std::fs::remove_file(dir_1(&tmp).join("csr.pem")).unwrap();
+    let out = scepclient(&server, &dir_1(&tmp), "device-1", "");
+    assert!(!out.status.success());
+    assert!(format!("{}{}", stdout(&out), stderr(&out)).contains("badRequest"));
+    assert_eq!(
+        serial_of(&cert),
+        renewed,
+        "the client keeps its certificate"
+    );
+    assert_eq!(
+        event_count(&server).await,
+        3,
+        "issued, renewed, revoked: the refused renewal wrote nothing"
+    );
 
     // A wrong challenge: the client reports the refusal, no certificate anywhere.
     let dir = tmp.path().join("device-2");
@@ -170,7 +210,7 @@ async fn scepclient_enrols_and_a_wrong_challenge_is_refused() {
     let said = format!("{}{}", stdout(&out), stderr(&out));
     assert!(said.contains("badRequest"), "{said}");
     assert!(!dir.join("cert.pem").exists());
-    assert_eq!(event_count(&server).await, events);
+    assert_eq!(event_count(&server).await, 3);
 }
 
 #[tokio::test]
@@ -318,6 +358,22 @@ fn request_id(out: &std::process::Output) -> String {
         .nth(1)
         .unwrap_or_else(|| panic!("no request id in {text}{}", stderr(out)))
         .to_owned()
+}
+
+fn serial_of_der(cert: &Path) -> String {
+    let s = stdout(&run(
+        "openssl",
+        &[
+            "x509",
+            "-inform",
+            "DER",
+            "-noout",
+            "-serial",
+            "-in",
+            cert.to_str().unwrap(),
+        ],
+    ));
+    s.trim().trim_start_matches("serial=").to_lowercase()
 }
 
 fn serial_of(cert: &Path) -> String {
@@ -564,7 +620,99 @@ async fn strongswan_enrols_with_3des_and_aes_and_is_refused() {
         assert_eq!(cert_pub, key_pub);
     }
 
+    // Renewal with a new key, signed with the old certificate and key.
+    let old = d.join("ss-aes.der");
+    let old_serial = serial_of_der(&old);
+    let new_key = d.join("ss-new.key");
+    assert!(
+        run(
+            "openssl",
+            &["genrsa", "-out", new_key.to_str().unwrap(), "2048"]
+        )
+        .status
+        .success()
+    );
+    let renew = |cert: &Path, cert_key: &Path| {
+        std::process::Command::new("pki")
+            .args([
+                "--scep",
+                "--url",
+                &server.url("/scep"),
+                "--in",
+                new_key.to_str().unwrap(),
+                "--dn",
+                "CN=device-ss-aes",
+            ])
+            .args([
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                cert_key.to_str().unwrap(),
+            ])
+            .args([
+                "--cacert-enc",
+                ca.to_str().unwrap(),
+                "--cacert-sig",
+                ca.to_str().unwrap(),
+            ])
+            .args(["--cipher", "aes", "--digest", "sha256", "--outform", "der"])
+            .output()
+            .unwrap()
+    };
+    let out = renew(&old, &key);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let renewed = d.join("ss-renewed.der");
+    std::fs::write(&renewed, &out.stdout).unwrap();
+    let cert_pub = stdout(&run(
+        "openssl",
+        &[
+            "x509",
+            "-inform",
+            "DER",
+            "-noout",
+            "-pubkey",
+            "-in",
+            renewed.to_str().unwrap(),
+        ],
+    ));
+    let key_pub = stdout(&run(
+        "openssl",
+        &["pkey", "-pubout", "-in", new_key.to_str().unwrap()],
+    ));
+    assert_eq!(cert_pub, key_pub, "the replacement certifies the new key");
+    let rec: Value = server
+        .get(&format!("/api/v1/certificates/{}", serial_of_der(&renewed)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rec["replaces"], old_serial.as_str());
+
+    // A certificate we never issued cannot renew.
     let events_before = event_count(&server).await;
+    let stranger = d.join("stranger.pem");
+    let out = run(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-key",
+            key.to_str().unwrap(),
+            "-subj",
+            "/CN=device-ss-aes",
+            "-days",
+            "30",
+            "-out",
+            stranger.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = renew(&stranger, &key);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("badRequest"), "{}", stderr(&out));
+
     let out = std::process::Command::new("pki")
         .args([
             "--scep",

@@ -22,6 +22,7 @@ const CAPS: &[&str] = &[
     "AES",
     "DES3",
     "SCEPStandard",
+    "Renewal",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,8 @@ enum Refusal {
     Challenge,
     #[error("the request is signed with a key other than the CSR's")]
     SignerKey,
+    #[error("renewal signed by a certificate this CA did not issue, or that is revoked or expired")]
+    NotRenewable,
     #[error("message type {0:?} is not supported yet")]
     Unsupported(MessageType),
     #[error(transparent)]
@@ -67,6 +70,7 @@ impl Refusal {
             Self::Csr(_)
             | Self::NoChallengeConfigured
             | Self::Challenge
+            | Self::NotRenewable
             | Self::Unsupported(_)
             | Self::Issue(_) => FailInfo::BadRequest,
         }
@@ -150,8 +154,20 @@ impl ScepService {
     async fn handle(&self, req: &SignedRequest, content: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
         match req.message_type {
             MessageType::PkcsReq => self.enrol(req, content).await,
+            MessageType::RenewalReq => self.renew(req, content).await,
             other => Err(Refusal::Unsupported(other)),
         }
+    }
+
+    /// RenewalReq: signed with a still-good certificate we issued (its key proves the device);
+    /// the CSR may carry a new key. The replacement goes to the same device, linked to the old.
+    async fn renew(&self, req: &SignedRequest, content: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
+        let csr = Csr::from_der(content)?;
+        let old = self
+            .previous_certificate(&req.signer)
+            .await
+            .ok_or(Refusal::NotRenewable)?;
+        self.issue(csr, old.device.clone(), Some(old.serial)).await
     }
 
     async fn enrol(&self, req: &SignedRequest, content: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
@@ -176,11 +192,22 @@ impl ScepService {
         {
             return Err(Refusal::SignerKey);
         }
+        // certmonger renews this way: a PKCSReq signed with the certificate it holds.
         let previous = self.previous_certificate(&req.signer).await;
         let device = match &previous {
             Some(old) => old.device.clone(),
             None => csr.common_name().and_then(|cn| cn.parse::<DeviceId>().ok()),
         };
+        self.issue(csr, device, previous.map(|old| old.serial))
+            .await
+    }
+
+    async fn issue(
+        &self,
+        csr: Csr,
+        device: Option<DeviceId>,
+        replaces: Option<Serial>,
+    ) -> Result<Vec<Vec<u8>>, Refusal> {
         let issued = self
             .ca
             .issue(IssueRequest {
@@ -189,7 +216,7 @@ impl ScepService {
                 family: KeyFamily::Rsa,
                 device,
                 protocol: Protocol::Scep,
-                replaces: previous.map(|old| old.serial),
+                replaces,
             })
             .await
             .map_err(Refusal::Issue)?;
