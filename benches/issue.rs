@@ -104,6 +104,7 @@ async fn measure(duration: Duration) -> (f64, f64) {
                             device: None,
                             protocol: Protocol::Admin,
                             replaces: None,
+                            consume: None,
                         };
                         ca.issue(req).await.expect("issuance failed");
                         done.fetch_add(1, Ordering::Relaxed);

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use enrollca::admin::init::{InitOptions, Source, init};
 use enrollca::admin::{Backend, data_dir};
-use enrollca::api::views::{CertView, IssueBody};
+use enrollca::api::views::{CertView, ChallengeBody, IssueBody};
 use enrollca::app::{ServeOptions, serve};
 use enrollca::ca::{KeyFamily, KeySpec, Serial};
 use enrollca::datadir::passphrase;
@@ -43,6 +43,24 @@ enum Command {
     /// Issued certificates.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// One-time SCEP challenges.
+    #[command(subcommand)]
+    Challenge(ChallengeCommand),
+}
+
+#[derive(Subcommand)]
+enum ChallengeCommand {
+    /// Mint a single-use challenge (printed once; only its hash is stored). Needs the server.
+    Create {
+        #[command(flatten)]
+        target: Target,
+        /// Bind it to this device: the certificate is recorded for it.
+        #[arg(long)]
+        device: Option<DeviceId>,
+        /// How long it stays usable, e.g. 15m, 1h, 7days (at most 30 days).
+        #[arg(long, default_value = "1h")]
+        ttl: humantime::Duration,
+    },
 }
 
 #[derive(Args)]
@@ -219,6 +237,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Cert(cmd) => run_cert(cmd).await,
+        Command::Challenge(ChallengeCommand::Create {
+            target,
+            device,
+            ttl,
+        }) => {
+            let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;
+            let body = ChallengeBody {
+                device,
+                ttl: Some(ttl.into()),
+            };
+            let minted = backend.create_challenge(&body).await?;
+            if target.json {
+                println!("{}", serde_json::to_string_pretty(&minted)?);
+            } else {
+                println!("{}", minted.challenge);
+                eprintln!("expires {}", date(minted.expires_at));
+            }
+            Ok(())
+        }
     }
 }
 

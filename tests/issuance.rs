@@ -72,6 +72,7 @@ async fn ten_thousand_concurrent_issuances_get_distinct_durable_serials() {
                     device: Some(format!("device-{}", i % 100).parse().unwrap()),
                     protocol: Protocol::Admin,
                     replaces: None,
+                    consume: None,
                 };
                 ca.issue(req).await.unwrap().record
             })
@@ -143,6 +144,7 @@ async fn validity_is_clamped_to_the_issuer() {
             device: None,
             protocol: Protocol::Admin,
             replaces: None,
+            consume: None,
         })
         .await
         .unwrap();

@@ -742,3 +742,76 @@ async fn strongswan_enrols_with_3des_and_aes_and_is_refused() {
     assert!(out.stdout.is_empty());
     assert_eq!(event_count(&server).await, events_before);
 }
+
+#[tokio::test]
+async fn one_time_challenges_enrol_once_per_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    // No static challenge: only minted ones open the door.
+    let server = Server::start(&data, &[]);
+    let mint = |args: &[&str]| {
+        let mut all = vec!["challenge", "create"];
+        all.extend_from_slice(args);
+        let out = server.cli(&all);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).trim().to_owned()
+    };
+
+    let challenge = mint(&["--device", "C02SERIAL01", "--ttl", "1h"]);
+    assert!(challenge.len() >= 32, "{challenge}");
+    let dir = tmp.path().join("a");
+    let out = scepclient(&server, &dir, "some-cn", &challenge);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let rec: Value = server
+        .get(&format!(
+            "/api/v1/certificates/{}",
+            serial_of(&dir.join("cert.pem"))
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        rec["device"], "C02SERIAL01",
+        "recorded for the device the challenge was minted for"
+    );
+    assert_eq!(event_count(&server).await, 1);
+
+    // Used: a second enrolment with it is refused and writes nothing.
+    let out = scepclient(&server, &tmp.path().join("b"), "other", &challenge);
+    assert!(!out.status.success());
+    assert!(format!("{}{}", stdout(&out), stderr(&out)).contains("badRequest"));
+    // Expired.
+    let short = mint(&["--ttl", "1s"]);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let out = scepclient(&server, &tmp.path().join("c"), "late", &short);
+    assert!(!out.status.success());
+    assert_eq!(event_count(&server).await, 1);
+
+    // The API refuses bad requests for challenges.
+    for (body, status) in [
+        (serde_json::json!({"ttl": "0s"}), 400),
+        (serde_json::json!({"ttl": "40days"}), 400),
+        (serde_json::json!({"ttl": "soon"}), 400),
+        (serde_json::json!({"colour": "blue"}), 400),
+        (serde_json::json!({"device": ""}), 400),
+    ] {
+        let r = server
+            .post("/api/v1/scep/challenges")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{body}");
+    }
+    let r = server
+        .client
+        .post(server.url("/api/v1/scep/challenges"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}

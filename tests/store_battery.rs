@@ -68,7 +68,7 @@ async fn insert_then_read_back_with_its_event() {
     for_each_backend(|open, name, dir| async move {
         let store = open(dir.path());
         let rec = record(Some("dev-1"), 1);
-        let seq = store.insert_certificate(rec.clone()).await.unwrap();
+        let seq = store.insert_certificate(rec.clone(), None).await.unwrap();
         assert_eq!(seq, 1, "{name}: the first event is 1");
         assert_eq!(
             store.certificate(&rec.serial).await.unwrap(),
@@ -82,7 +82,7 @@ async fn insert_then_read_back_with_its_event() {
 
         let mut renewal = record(Some("dev-1"), 1);
         renewal.replaces = Some(rec.serial.clone());
-        assert_eq!(store.insert_certificate(renewal).await.unwrap(), 2);
+        assert_eq!(store.insert_certificate(renewal, None).await.unwrap(), 2);
         let events = all_events(store.as_ref()).await;
         assert_eq!(
             events[1].kind,
@@ -100,10 +100,10 @@ async fn duplicate_serial_writes_nothing() {
     for_each_backend(|open, name, dir| async move {
         let store = open(dir.path());
         let rec = record(Some("dev-1"), 1);
-        store.insert_certificate(rec.clone()).await.unwrap();
+        store.insert_certificate(rec.clone(), None).await.unwrap();
         let mut dup = record(Some("dev-2"), 2);
         dup.serial = rec.serial.clone();
-        let err = store.insert_certificate(dup).await.unwrap_err();
+        let err = store.insert_certificate(dup, None).await.unwrap_err();
         assert!(
             matches!(err, StoreError::DuplicateSerial(ref s) if *s == rec.serial),
             "{name}: {err}"
@@ -131,7 +131,7 @@ async fn revocation_is_recorded_once() {
     for_each_backend(|open, name, dir| async move {
         let store = open(dir.path());
         let rec = record(None, 1);
-        store.insert_certificate(rec.clone()).await.unwrap();
+        store.insert_certificate(rec.clone(), None).await.unwrap();
         let at = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let revoked = store
             .revoke(&rec.serial, RevocationReason::KeyCompromise, at)
@@ -189,16 +189,19 @@ async fn listings_filter_and_page_without_gaps_or_repeats() {
             if i % 2 == 0 {
                 dev_a.insert(rec.serial.clone());
             }
-            store.insert_certificate(rec).await.unwrap();
+            store.insert_certificate(rec, None).await.unwrap();
         }
         // A device id that is a prefix of another must not leak into its listing.
         store
-            .insert_certificate(record(Some("dev-a2"), 0))
+            .insert_certificate(record(Some("dev-a2"), 0), None)
             .await
             .unwrap();
         let mut expired = record(Some("dev-a"), 0);
         expired.not_after = OffsetDateTime::now_utc() - Duration::days(1);
-        store.insert_certificate(expired.clone()).await.unwrap();
+        store
+            .insert_certificate(expired.clone(), None)
+            .await
+            .unwrap();
         dev_a.insert(expired.serial.clone());
 
         let mut seen = HashSet::new();
@@ -281,7 +284,7 @@ async fn concurrent_writers_get_a_gapless_feed() {
             tasks.push(tokio::spawn(async move {
                 let rec = record(Some(&format!("dev-{}", i % 50)), 1);
                 let serial = rec.serial.clone();
-                (store.insert_certificate(rec).await.unwrap(), serial)
+                (store.insert_certificate(rec, None).await.unwrap(), serial)
             }));
         }
         let mut seqs = Vec::new();
@@ -318,7 +321,7 @@ async fn state_survives_reopening() {
         };
         {
             let store = open(dir.path());
-            store.insert_certificate(rec.clone()).await.unwrap();
+            store.insert_certificate(rec.clone(), None).await.unwrap();
             store.put_issuer(issuer_rec.clone()).await.unwrap();
             let retiring = IssuerRecord {
                 state: IssuerState::Retiring,
@@ -333,10 +336,101 @@ async fn state_survives_reopening() {
         assert_eq!(issuers[0].state, IssuerState::Retiring);
         // The feed continues where it stopped.
         assert_eq!(
-            store.insert_certificate(record(None, 1)).await.unwrap(),
+            store
+                .insert_certificate(record(None, 1), None)
+                .await
+                .unwrap(),
             2,
             "{name}"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_time_challenges_are_used_once_and_only_with_a_write() {
+    use enrollca::store::{ChallengeHash, ChallengeRecord};
+    for_each_backend(|open, name, dir| async move {
+        let store = open(dir.path());
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let live = ChallengeHash::of(b"live");
+        let stale = ChallengeHash::of(b"stale");
+        let rec = |expires_at| ChallengeRecord {
+            device: Some("dev-1".parse().unwrap()),
+            created_at: now,
+            expires_at,
+        };
+        store
+            .put_challenge(live, rec(now + Duration::hours(1)))
+            .await
+            .unwrap();
+        store
+            .put_challenge(stale, rec(now - Duration::seconds(1)))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .challenge(&live)
+                .await
+                .unwrap()
+                .unwrap()
+                .device
+                .unwrap()
+                .as_str(),
+            "dev-1"
+        );
+        assert!(
+            store
+                .challenge(&ChallengeHash::of(b"never"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // Expired or unknown: refused, nothing written.
+        for hash in [stale, ChallengeHash::of(b"never")] {
+            let err = store
+                .insert_certificate(record(None, 1), Some(hash))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, StoreError::ChallengeUnavailable),
+                "{name}: {err}"
+            );
+        }
+        assert!(all_events(store.as_ref()).await.is_empty(), "{name}");
+
+        // A refused insert (duplicate serial) leaves the challenge usable.
+        let first = record(None, 1);
+        store.insert_certificate(first.clone(), None).await.unwrap();
+        let mut dup = record(None, 1);
+        dup.serial = first.serial.clone();
+        assert!(matches!(
+            store.insert_certificate(dup, Some(live)).await,
+            Err(StoreError::DuplicateSerial(_))
+        ));
+        assert!(store.challenge(&live).await.unwrap().is_some(), "{name}");
+
+        // Concurrent uses: exactly one wins, and the challenge is gone.
+        let attempts: Vec<_> = (0..20)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(
+                    async move { store.insert_certificate(record(None, 1), Some(live)).await },
+                )
+            })
+            .collect();
+        let mut won = 0;
+        for a in attempts {
+            match a.await.unwrap() {
+                Ok(_) => won += 1,
+                Err(StoreError::ChallengeUnavailable) => {}
+                Err(e) => panic!("{name}: {e}"),
+            }
+        }
+        assert_eq!(won, 1, "{name}");
+        assert!(store.challenge(&live).await.unwrap().is_none());
+        assert_eq!(all_events(store.as_ref()).await.len(), 2);
     })
     .await;
 }

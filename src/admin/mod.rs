@@ -11,7 +11,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
-use crate::api::views::{CertPage, CertView, IssueBody, IssuedView, IssuerView, RevokeBody};
+use crate::api::views::{
+    CertPage, CertView, ChallengeBody, ChallengeView, IssueBody, IssuedView, IssuerView, RevokeBody,
+};
 use crate::ca::Serial;
 use crate::config::{Config, Log, LogFormat};
 use crate::datadir::DataDir;
@@ -140,6 +142,15 @@ impl Backend {
                 let now = OffsetDateTime::now_utc();
                 let rec = store.revoke(serial, reason, now).await?;
                 Ok(CertView::new(&rec, now, false))
+            }
+        }
+    }
+
+    pub async fn create_challenge(&self, body: &ChallengeBody) -> anyhow::Result<ChallengeView> {
+        match self {
+            Self::Remote(r) => r.post("/api/v1/scep/challenges", body).await,
+            Self::Local(_) => {
+                bail!("minting challenges needs the running server; start `enrollca serve`")
             }
         }
     }

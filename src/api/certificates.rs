@@ -31,6 +31,7 @@ pub async fn issue_certificate(
             device: body.device,
             protocol: Protocol::Admin,
             replaces: None,
+            consume: None,
         })
         .await?;
     let mut chain_pem = to_pem("CERTIFICATE", &issued.record.der);

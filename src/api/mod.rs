@@ -2,6 +2,7 @@
 
 mod auth;
 mod certificates;
+mod challenges;
 mod extract;
 mod issuers;
 pub mod views;
@@ -12,6 +13,7 @@ use crate::store::StoreError;
 
 pub use auth::{Admin, TokenHash};
 pub use certificates::{get_certificate, issue_certificate, list_certificates, revoke_certificate};
+pub use challenges::create_challenge;
 pub use issuers::{list_events, list_issuers};
 
 #[derive(Debug, thiserror::Error)]

@@ -172,3 +172,23 @@ pub struct RevokeBody {
 fn default_reason() -> RevocationReason {
     RevocationReason::Unspecified
 }
+
+/// Request for a one-time SCEP challenge.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeBody {
+    /// Bind the challenge to this device: the certificate is recorded for it.
+    pub device: Option<DeviceId>,
+    /// How long it stays usable (default 1h, at most 30 days), e.g. `15m`, `2h`.
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<std::time::Duration>,
+}
+
+/// A freshly minted one-time challenge: shown once, stored only as a hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChallengeView {
+    pub challenge: String,
+    pub device: Option<DeviceId>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use super::csr::{Attr, Csr, San};
 use super::{ActiveIssuer, Ca, IssuerId, KeyFamily, Serial};
 use crate::policy::{Contents, Eku, PolicyError, Template};
-use crate::store::{CertRecord, CertStatus, DeviceId, Protocol, StoreError};
+use crate::store::{CertRecord, CertStatus, ChallengeHash, DeviceId, Protocol, StoreError};
 
 /// Serial collisions are retried this often; with 127 random bits one retry is already
 /// astronomically unlikely, so running out means something is broken.
@@ -25,6 +25,8 @@ pub struct IssueRequest {
     pub device: Option<DeviceId>,
     pub protocol: Protocol,
     pub replaces: Option<crate::ca::Serial>,
+    /// A one-time challenge this issuance uses up, in the same atomic write as the record.
+    pub consume: Option<ChallengeHash>,
 }
 
 /// A certificate that is on disk and may be handed out.
@@ -114,7 +116,11 @@ impl Ca {
                 status: CertStatus::Good,
                 der,
             };
-            match self.store.insert_certificate(record.clone()).await {
+            match self
+                .store
+                .insert_certificate(record.clone(), req.consume)
+                .await
+            {
                 Ok(_) => {
                     tracing::info!(serial = %record.serial, issuer = %record.issuer,
                         device = record.device.as_ref().map(DeviceId::as_str), "issued");

@@ -34,6 +34,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(api::revoke_certificate),
         )
         .route("/api/v1/events", get(api::list_events))
+        .route("/api/v1/scep/challenges", post(api::create_challenge))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(MAX_BODY))

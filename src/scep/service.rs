@@ -10,7 +10,7 @@ use crate::ca::csr::{Csr, CsrError};
 use crate::ca::{Ca, IssueError, IssueRequest, KeyFamily};
 use crate::config::Secret;
 use crate::policy::Template;
-use crate::store::{CertRecord, CertStatus, DeviceId, Protocol};
+use crate::store::{CertRecord, CertStatus, ChallengeHash, DeviceId, Protocol, StoreError};
 
 /// Capabilities advertised by GetCACaps: only what this server does.
 const CAPS: &[&str] = &[
@@ -43,13 +43,19 @@ pub struct ScepService {
     challenge: Option<Secret>,
 }
 
+/// What an accepted challenge grants.
+struct Grant {
+    /// The one-time challenge to use up with the issuance (none for the static challenge).
+    consume: Option<ChallengeHash>,
+    /// The device a one-time challenge was minted for.
+    device: Option<DeviceId>,
+}
+
 /// Why a decrypted request is refused, before it becomes a failInfo.
 #[derive(Debug, thiserror::Error)]
 enum Refusal {
     #[error("bad CSR: {0}")]
     Csr(#[from] CsrError),
-    #[error("no challenge password is configured")]
-    NoChallengeConfigured,
     #[error("wrong or missing challenge password")]
     Challenge,
     #[error("the request is signed with a key other than the CSR's")]
@@ -68,7 +74,6 @@ impl Refusal {
             Self::Csr(CsrError::WeakKey(_) | CsrError::UnsupportedKey(_)) => FailInfo::BadAlg,
             Self::Csr(CsrError::BadSignature) | Self::SignerKey => FailInfo::BadMessageCheck,
             Self::Csr(_)
-            | Self::NoChallengeConfigured
             | Self::Challenge
             | Self::NotRenewable
             | Self::Unsupported(_)
@@ -117,6 +122,10 @@ impl ScepService {
 
         let outcome = match self.handle(&req, &content).await {
             Ok(certs) => Ok(certs),
+            Err(Refusal::Issue(IssueError::Store(StoreError::ChallengeUnavailable))) => {
+                tracing::info!(transaction = %req.transaction_id, "one-time challenge already used");
+                Err(Refusal::Challenge.fail_info())
+            }
             Err(Refusal::Issue(
                 e @ (IssueError::Store(_)
                 | IssueError::Sign(_)
@@ -167,19 +176,14 @@ impl ScepService {
             .previous_certificate(&req.signer)
             .await
             .ok_or(Refusal::NotRenewable)?;
-        self.issue(csr, old.device.clone(), Some(old.serial)).await
+        self.issue(csr, old.device.clone(), Some(old.serial), None)
+            .await
     }
 
     async fn enrol(&self, req: &SignedRequest, content: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
         let csr = Csr::from_der(content)?;
-        let expected = self
-            .challenge
-            .as_ref()
-            .ok_or(Refusal::NoChallengeConfigured)?;
-        let presented = csr.challenge.as_ref().ok_or(Refusal::Challenge)?;
-        if !expected.matches(presented.expose().as_bytes()) {
-            return Err(Refusal::Challenge);
-        }
+        let presented = csr.challenge.clone().ok_or(Refusal::Challenge)?;
+        let grant = self.check_challenge(presented.expose().as_bytes()).await?;
         // A PKCSReq is signed with a throw-away certificate for the requested key: proof of
         // possession of that key.
         let signer_spki = req
@@ -194,12 +198,37 @@ impl ScepService {
         }
         // certmonger renews this way: a PKCSReq signed with the certificate it holds.
         let previous = self.previous_certificate(&req.signer).await;
-        let device = match &previous {
-            Some(old) => old.device.clone(),
-            None => csr.common_name().and_then(|cn| cn.parse::<DeviceId>().ok()),
-        };
-        self.issue(csr, device, previous.map(|old| old.serial))
+        let device = grant
+            .device
+            .or_else(|| previous.as_ref().and_then(|old| old.device.clone()))
+            .or_else(|| csr.common_name().and_then(|cn| cn.parse::<DeviceId>().ok()));
+        self.issue(csr, device, previous.map(|old| old.serial), grant.consume)
             .await
+    }
+
+    /// The static challenge, or a live one-time challenge (checked here so a bad one costs no
+    /// signature; used up atomically with the certificate's record).
+    async fn check_challenge(&self, presented: &[u8]) -> Result<Grant, Refusal> {
+        if self
+            .challenge
+            .as_ref()
+            .is_some_and(|c| c.matches(presented))
+        {
+            return Ok(Grant {
+                consume: None,
+                device: None,
+            });
+        }
+        let hash = ChallengeHash::of(presented);
+        let now = self.ca.clock().now();
+        match self.ca.store().challenge(&hash).await {
+            Ok(Some(c)) if c.expires_at > now => Ok(Grant {
+                consume: Some(hash),
+                device: c.device,
+            }),
+            Ok(_) => Err(Refusal::Challenge),
+            Err(e) => Err(Refusal::Issue(IssueError::Store(e))),
+        }
     }
 
     async fn issue(
@@ -207,6 +236,7 @@ impl ScepService {
         csr: Csr,
         device: Option<DeviceId>,
         replaces: Option<Serial>,
+        consume: Option<ChallengeHash>,
     ) -> Result<Vec<Vec<u8>>, Refusal> {
         let issued = self
             .ca
@@ -217,6 +247,7 @@ impl ScepService {
                 device,
                 protocol: Protocol::Scep,
                 replaces,
+                consume,
             })
             .await
             .map_err(Refusal::Issue)?;

@@ -169,6 +169,38 @@ pub struct IssuerRecord {
     pub created_at: OffsetDateTime,
 }
 
+/// A one-time enrolment secret, known to the store only by its SHA-256.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChallengeHash([u8; 32]);
+
+impl ChallengeHash {
+    pub fn of(secret: &[u8]) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, secret);
+        Self(digest.as_ref().try_into().expect("SHA-256 is 32 bytes"))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ChallengeHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChallengeHash(..)")
+    }
+}
+
+/// What a one-time challenge allows: one enrolment before it expires, optionally for one
+/// device only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChallengeRecord {
+    pub device: Option<DeviceId>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StatusFilter {
@@ -244,6 +276,8 @@ pub enum StoreError {
     NotFound(Serial),
     #[error("certificate {0} is already revoked")]
     AlreadyRevoked(Serial),
+    #[error("the one-time challenge is unknown, used or expired")]
+    ChallengeUnavailable,
     #[error("storage backend failed: {0}")]
     Backend(String),
     #[error("corrupt record in {tree}: {message}")]
@@ -255,8 +289,24 @@ pub enum StoreError {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Records a certificate with its indexes and its `issued`/`renewed` event, atomically and
-    /// durably. Fails with `DuplicateSerial` (and writes nothing) if the serial exists.
-    async fn insert_certificate(&self, record: CertRecord) -> Result<Seq, StoreError>;
+    /// durably; when `consume` names a one-time challenge, using it up is part of the same
+    /// write. Writes nothing and fails with `DuplicateSerial` if the serial exists, or with
+    /// `ChallengeUnavailable` if the challenge is unknown, used, or expired at `issued_at`.
+    async fn insert_certificate(
+        &self,
+        record: CertRecord,
+        consume: Option<ChallengeHash>,
+    ) -> Result<Seq, StoreError>;
+
+    /// Stores a one-time challenge, durably.
+    async fn put_challenge(
+        &self,
+        hash: ChallengeHash,
+        record: ChallengeRecord,
+    ) -> Result<(), StoreError>;
+
+    /// Looks a challenge up without using it (to refuse early, before any signing).
+    async fn challenge(&self, hash: &ChallengeHash) -> Result<Option<ChallengeRecord>, StoreError>;
 
     /// Marks a certificate revoked and appends the `revoked` event, atomically and durably.
     async fn revoke(

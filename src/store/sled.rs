@@ -20,8 +20,8 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    CertQuery, CertRecord, CertStatus, Event, EventKind, IssuerRecord, MAX_PAGE, Page, Seq, Store,
-    StoreError,
+    CertQuery, CertRecord, CertStatus, ChallengeHash, ChallengeRecord, Event, EventKind,
+    IssuerRecord, MAX_PAGE, Page, Seq, Store, StoreError,
 };
 use crate::ca::Serial;
 use crate::revocation::RevocationReason;
@@ -38,6 +38,7 @@ struct Trees {
     by_issuer: Tree,
     events: Tree,
     issuers: Tree,
+    challenges: Tree,
 }
 
 pub struct SledStore {
@@ -48,7 +49,8 @@ pub struct SledStore {
 }
 
 enum Op {
-    Insert(Box<CertRecord>),
+    Insert(Box<CertRecord>, Option<ChallengeHash>),
+    PutChallenge(ChallengeHash, Box<ChallengeRecord>),
     Revoke {
         serial: Serial,
         reason: RevocationReason,
@@ -84,6 +86,7 @@ impl SledStore {
             by_issuer: tree("by_issuer")?,
             events: tree("events")?,
             issuers: tree("issuers")?,
+            challenges: tree("challenges")?,
         };
         let next_seq = match trees.events.last().map_err(backend)? {
             Some((key, _)) => decode_seq(&key)? + 1,
@@ -148,8 +151,12 @@ impl Drop for SledStore {
 
 #[async_trait]
 impl Store for SledStore {
-    async fn insert_certificate(&self, record: CertRecord) -> Result<Seq, StoreError> {
-        match self.submit(Op::Insert(Box::new(record))).await? {
+    async fn insert_certificate(
+        &self,
+        record: CertRecord,
+        consume: Option<ChallengeHash>,
+    ) -> Result<Seq, StoreError> {
+        match self.submit(Op::Insert(Box::new(record), consume)).await? {
             Outcome::Inserted(seq) => Ok(seq),
             _ => unreachable!("insert answers Inserted"),
         }
@@ -204,6 +211,28 @@ impl Store for SledStore {
         .await
     }
 
+    async fn put_challenge(
+        &self,
+        hash: ChallengeHash,
+        record: ChallengeRecord,
+    ) -> Result<(), StoreError> {
+        self.submit(Op::PutChallenge(hash, Box::new(record)))
+            .await
+            .map(drop)
+    }
+
+    async fn challenge(&self, hash: &ChallengeHash) -> Result<Option<ChallengeRecord>, StoreError> {
+        let hash = *hash;
+        self.read(move |t| {
+            t.challenges
+                .get(hash.as_bytes())
+                .map_err(backend)?
+                .map(|v| decode("challenges", &v))
+                .transpose()
+        })
+        .await
+    }
+
     async fn put_issuer(&self, record: IssuerRecord) -> Result<(), StoreError> {
         self.submit(Op::PutIssuer(Box::new(record))).await.map(drop)
     }
@@ -241,18 +270,40 @@ impl Writer {
     fn commit(&mut self, batch: &[Job]) -> Vec<Result<Outcome, StoreError>> {
         let t = &self.trees;
         let first_seq = self.next_seq;
-        let outcome = (&t.certs, &t.by_device, &t.by_issuer, &t.events, &t.issuers).transaction(
-            |(certs, by_device, by_issuer, events, issuers)| {
+        let trees = (
+            &t.certs,
+            &t.by_device,
+            &t.by_issuer,
+            &t.events,
+            &t.issuers,
+            &t.challenges,
+        );
+        let outcome = trees.transaction(
+            |(certs, by_device, by_issuer, events, issuers, challenges)| {
                 let mut seq = first_seq;
                 let mut fresh = HashSet::new();
                 let mut results = Vec::with_capacity(batch.len());
                 for job in batch {
                     let result = match &job.op {
-                        Op::Insert(rec) => {
+                        Op::Insert(rec, consume) => {
                             let key = rec.serial.as_bytes();
-                            if !fresh.insert(key) || certs.get(key)?.is_some() {
+                            // Reads first; nothing is written unless every check passes.
+                            let challenge_ok = match consume {
+                                None => true,
+                                Some(hash) => challenges.get(hash.as_bytes())?.is_some_and(|v| {
+                                    decode::<ChallengeRecord>("challenges", &v)
+                                        .is_ok_and(|c| c.expires_at > rec.issued_at)
+                                }),
+                            };
+                            if !challenge_ok {
+                                Err(StoreError::ChallengeUnavailable)
+                            } else if fresh.contains(key) || certs.get(key)?.is_some() {
                                 Err(StoreError::DuplicateSerial(rec.serial.clone()))
                             } else {
+                                fresh.insert(key);
+                                if let Some(hash) = consume {
+                                    challenges.remove(hash.as_bytes())?;
+                                }
                                 certs.insert(key, encode(rec.as_ref()))?;
                                 if let Some(device) = &rec.device {
                                     by_device.insert(index_key(device.as_str(), key), &[])?;
@@ -287,6 +338,10 @@ impl Writer {
                                 }
                             },
                         },
+                        Op::PutChallenge(hash, rec) => {
+                            challenges.insert(hash.as_bytes(), encode(rec.as_ref()))?;
+                            Ok(Outcome::Done)
+                        }
                         Op::PutIssuer(rec) => {
                             issuers.insert(rec.id.as_str().as_bytes(), encode(rec.as_ref()))?;
                             Ok(Outcome::Done)
