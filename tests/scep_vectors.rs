@@ -3,7 +3,7 @@
 
 use enrollca::ca::csr::Csr;
 use enrollca::scep::message::{Cipher, Digest, MessageType};
-use enrollca::scep::wire::{self, Outcome, ReplySigner, WireError};
+use enrollca::scep::wire::{self, MessageSigner, Outcome, WireError};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
@@ -107,7 +107,7 @@ fn truncated_and_corrupted_requests_are_refused_cleanly() {
 fn replies_follow_the_interop_rules() {
     let ca_key = key("ca.key");
     let ca_der = X509::from_pem(&file("ca.pem")).unwrap().to_der().unwrap();
-    let signer = ReplySigner {
+    let signer = MessageSigner {
         cert_der: &ca_der,
         key: &ca_key,
     };

@@ -57,6 +57,12 @@ pub enum PkiStatus {
 }
 
 impl PkiStatus {
+    pub fn from_code(code: &str) -> Option<Self> {
+        [Self::Success, Self::Failure, Self::Pending]
+            .into_iter()
+            .find(|s| s.code() == code)
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             Self::Success => "0",
@@ -77,6 +83,18 @@ pub enum FailInfo {
 }
 
 impl FailInfo {
+    pub fn from_code(code: &str) -> Option<Self> {
+        [
+            Self::BadAlg,
+            Self::BadMessageCheck,
+            Self::BadRequest,
+            Self::BadTime,
+            Self::BadCertId,
+        ]
+        .into_iter()
+        .find(|f| f.code() == code)
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             Self::BadAlg => "0",

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::message::{FailInfo, MessageType};
-use super::wire::{self, Outcome, ReplySigner, SignedRequest, WireError};
+use super::wire::{self, MessageSigner, Outcome, SignedMessage, WireError};
 use crate::ca::Serial;
 use crate::ca::csr::{Csr, CsrError};
 use crate::ca::{Ca, IssueError, IssueRequest, KeyFamily};
@@ -62,6 +62,8 @@ enum Refusal {
     SignerKey,
     #[error("renewal signed by a certificate this CA did not issue, or that is revoked or expired")]
     NotRenewable,
+    #[error("no certificate of this CA matches the requested issuer and serial")]
+    UnknownCert,
     #[error("message type {0:?} is not supported yet")]
     Unsupported(MessageType),
     #[error(transparent)]
@@ -73,6 +75,7 @@ impl Refusal {
         match self {
             Self::Csr(CsrError::WeakKey(_) | CsrError::UnsupportedKey(_)) => FailInfo::BadAlg,
             Self::Csr(CsrError::BadSignature) | Self::SignerKey => FailInfo::BadMessageCheck,
+            Self::UnknownCert => FailInfo::BadCertId,
             Self::Csr(_)
             | Self::Challenge
             | Self::NotRenewable
@@ -140,7 +143,7 @@ impl ScepService {
             }
         };
         tokio::task::spawn_blocking(move || {
-            let signer = ReplySigner {
+            let signer = MessageSigner {
                 cert_der: rsa.cert_der(),
                 key: rsa.key().pkey(),
             };
@@ -160,17 +163,40 @@ impl ScepService {
     }
 
     /// Returns the certificates to send (issued first) or why not.
-    async fn handle(&self, req: &SignedRequest, content: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
+    async fn handle(&self, req: &SignedMessage, content: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
         match req.message_type {
             MessageType::PkcsReq => self.enrol(req, content).await,
             MessageType::RenewalReq => self.renew(req, content).await,
+            MessageType::GetCert => self.get_cert(content).await,
             other => Err(Refusal::Unsupported(other)),
         }
     }
 
+    /// GetCert: the certificate named by IssuerAndSerialNumber, if this CA issued it.
+    async fn get_cert(&self, content: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
+        use der::Decode;
+        let wanted = cms::cert::IssuerAndSerialNumber::from_der(content)
+            .map_err(|_| Refusal::UnknownCert)?;
+        let serial = Serial::from_bytes(wanted.serial_number.as_bytes())
+            .map_err(|_| Refusal::UnknownCert)?;
+        let record = self
+            .ca
+            .store()
+            .certificate(&serial)
+            .await
+            .map_err(|e| Refusal::Issue(IssueError::Store(e)))?
+            .ok_or(Refusal::UnknownCert)?;
+        let cert =
+            x509_cert::Certificate::from_der(&record.der).map_err(|_| Refusal::UnknownCert)?;
+        if cert.tbs_certificate.issuer != wanted.issuer {
+            return Err(Refusal::UnknownCert);
+        }
+        Ok(vec![record.der])
+    }
+
     /// RenewalReq: signed with a still-good certificate we issued (its key proves the device);
     /// the CSR may carry a new key. The replacement goes to the same device, linked to the old.
-    async fn renew(&self, req: &SignedRequest, content: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
+    async fn renew(&self, req: &SignedMessage, content: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
         let csr = Csr::from_der(content)?;
         let old = self
             .previous_certificate(&req.signer)
@@ -180,7 +206,7 @@ impl ScepService {
             .await
     }
 
-    async fn enrol(&self, req: &SignedRequest, content: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
+    async fn enrol(&self, req: &SignedMessage, content: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
         let csr = Csr::from_der(content)?;
         let presented = csr.challenge.clone().ok_or(Refusal::Challenge)?;
         let grant = self.check_challenge(presented.expose().as_bytes()).await?;

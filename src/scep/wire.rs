@@ -61,11 +61,15 @@ fn malformed(e: impl std::fmt::Display) -> WireError {
     WireError::Malformed(e.to_string())
 }
 
-/// A request whose signature verified; its envelope is still sealed.
-pub struct SignedRequest {
+/// A pkiMessage whose signature verified; its envelope (if any) is still sealed.
+pub struct SignedMessage {
     pub message_type: MessageType,
     pub transaction_id: String,
     pub sender_nonce: Vec<u8>,
+    /// Replies only.
+    pub recipient_nonce: Option<Vec<u8>>,
+    pub pki_status: Option<PkiStatus>,
+    pub fail_info: Option<FailInfo>,
     pub digest: Digest,
     /// The certificate that signed the request: self-signed for PKCSReq, an issued one for
     /// renewals. Replies are encrypted to its key.
@@ -73,8 +77,8 @@ pub struct SignedRequest {
     pub envelope: Vec<u8>,
 }
 
-/// Opens the signed layer of a pkiMessage.
-pub fn open(body: &[u8]) -> Result<SignedRequest, WireError> {
+/// Opens the signed layer of a pkiMessage (a request, or a CertRep for a client).
+pub fn open(body: &[u8]) -> Result<SignedMessage, WireError> {
     let p7 = Pkcs7::from_der(body).map_err(|_| malformed("undecodable"))?;
     let der = p7.to_der().map_err(malformed)?;
     let no_certs = Stack::<X509>::new().map_err(malformed)?;
@@ -118,10 +122,28 @@ pub fn open(body: &[u8]) -> Result<SignedRequest, WireError> {
         return Err(malformed("transactionID must be 1 to 256 characters"));
     }
     let sender_nonce = value(oid::SENDER_NONCE, "senderNonce")?.to_vec();
-    Ok(SignedRequest {
+    let recipient_nonce = value(oid::RECIPIENT_NONCE, "recipientNonce")
+        .ok()
+        .map(<[u8]>::to_vec);
+    let pki_status = match value(oid::PKI_STATUS, "pkiStatus") {
+        Ok(code) => {
+            Some(PkiStatus::from_code(&text(code)?).ok_or_else(|| malformed("unknown pkiStatus"))?)
+        }
+        Err(_) => None,
+    };
+    let fail_info = match value(oid::FAIL_INFO, "failInfo") {
+        Ok(code) => {
+            Some(FailInfo::from_code(&text(code)?).ok_or_else(|| malformed("unknown failInfo"))?)
+        }
+        Err(_) => None,
+    };
+    Ok(SignedMessage {
         message_type,
         transaction_id,
         sender_nonce,
+        recipient_nonce,
+        pki_status,
+        fail_info,
         digest,
         signer,
         envelope,
@@ -272,7 +294,7 @@ fn cbc_encrypt(cipher: Cipher, key: &[u8], iv: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 /// The CA identity that signs replies.
-pub struct ReplySigner<'a> {
+pub struct MessageSigner<'a> {
     pub cert_der: &'a [u8],
     pub key: &'a PKey<Private>,
 }
@@ -292,11 +314,10 @@ pub enum Outcome<'a> {
 /// Builds a signed CertRep answering `req`: fresh senderNonce, the request's senderNonce as
 /// recipientNonce, its transactionID and digest; signature algorithm `rsaEncryption`.
 pub fn cert_rep(
-    signer: &ReplySigner,
-    req: &SignedRequest,
+    signer: &MessageSigner,
+    req: &SignedMessage,
     outcome: Outcome,
 ) -> Result<Vec<u8>, WireError> {
-    let enc = |e: der::Error| WireError::Encode(e.to_string());
     let (status, fail, content) = match outcome {
         Outcome::Success {
             certs,
@@ -313,12 +334,7 @@ pub fn cert_rep(
         Outcome::Failure(info) => (PkiStatus::Failure, Some(info), None),
         Outcome::Pending => (PkiStatus::Pending, None, None),
     };
-    let digest = openssl::hash::hash(req.digest.openssl(), content.as_deref().unwrap_or_default())
-        .map_err(|e| WireError::Encode(e.to_string()))?;
-
     let mut attrs = vec![
-        attribute(ID_CONTENT_TYPE, Any::encode_from(&ID_DATA).map_err(enc)?)?,
-        attribute(ID_MESSAGE_DIGEST, octets(&digest)?)?,
         attribute(oid::MESSAGE_TYPE, printable(MessageType::CertRep.code())?)?,
         attribute(oid::PKI_STATUS, printable(status.code())?)?,
         attribute(oid::TRANSACTION_ID, printable(&req.transaction_id)?)?,
@@ -328,8 +344,56 @@ pub fn cert_rep(
     if let Some(info) = fail {
         attrs.push(attribute(oid::FAIL_INFO, printable(info.code())?)?);
     }
+    signed_message(
+        signer,
+        req.digest,
+        attrs,
+        content.as_deref().unwrap_or_default(),
+    )
+}
+
+/// A request as a client builds it (the project's own test client and load generator).
+pub struct NewRequest<'a> {
+    pub message_type: MessageType,
+    pub transaction_id: &'a str,
+    pub digest: Digest,
+    pub cipher: Cipher,
+    /// The CA certificate the content is encrypted to.
+    pub ca: &'a X509,
+    /// The message's content: a CSR (PKCSReq, RenewalReq), IssuerAndSerialNumber (GetCert)…
+    pub content: &'a [u8],
+}
+
+/// Builds a signed, encrypted request; returns it with its senderNonce.
+pub fn request(signer: &MessageSigner, r: &NewRequest) -> Result<(Vec<u8>, Vec<u8>), WireError> {
+    let nonce = random(16);
+    let attrs = vec![
+        attribute(oid::MESSAGE_TYPE, printable(r.message_type.code())?)?,
+        attribute(oid::TRANSACTION_ID, printable(r.transaction_id)?)?,
+        attribute(oid::SENDER_NONCE, octets(&nonce)?)?,
+    ];
+    let envelope = envelope(r.content, r.ca, r.cipher)?;
+    Ok((signed_message(signer, r.digest, attrs, &envelope)?, nonce))
+}
+
+/// SignedData over `content` with the SCEP attributes plus contentType and messageDigest,
+/// signed by `signer` (signature algorithm `rsaEncryption`, as strongSwan requires).
+fn signed_message(
+    signer: &MessageSigner,
+    digest_alg: Digest,
+    mut attrs: Vec<Attribute>,
+    content: &[u8],
+) -> Result<Vec<u8>, WireError> {
+    let enc = |e: der::Error| WireError::Encode(e.to_string());
+    let digest = openssl::hash::hash(digest_alg.openssl(), content)
+        .map_err(|e| WireError::Encode(e.to_string()))?;
+    attrs.push(attribute(
+        ID_CONTENT_TYPE,
+        Any::encode_from(&ID_DATA).map_err(enc)?,
+    )?);
+    attrs.push(attribute(ID_MESSAGE_DIGEST, octets(&digest)?)?);
     let attrs: SetOfVec<Attribute> = attrs.try_into().map_err(enc)?;
-    let mut signer_ctx = openssl::sign::Signer::new(req.digest.openssl(), signer.key)
+    let mut signer_ctx = openssl::sign::Signer::new(digest_alg.openssl(), signer.key)
         .map_err(|e| WireError::Encode(e.to_string()))?;
     signer_ctx
         .set_rsa_padding(Padding::PKCS1)
@@ -338,14 +402,14 @@ pub fn cert_rep(
         .sign_oneshot_to_vec(&attrs.to_der().map_err(enc)?)
         .map_err(|e| WireError::Encode(e.to_string()))?;
 
-    let ca = Certificate::from_der(signer.cert_der).map_err(enc)?;
+    let signer_cert = Certificate::from_der(signer.cert_der).map_err(enc)?;
     let digest_alg = AlgorithmIdentifierOwned {
-        oid: req.digest.oid(),
+        oid: digest_alg.oid(),
         parameters: None,
     };
     let signer_info = SignerInfo {
         version: CmsVersion::V1,
-        sid: SignerIdentifier::IssuerAndSerialNumber(issuer_and_serial(&ca)),
+        sid: SignerIdentifier::IssuerAndSerialNumber(issuer_and_serial(&signer_cert)),
         digest_alg: digest_alg.clone(),
         signed_attrs: Some(attrs),
         signature_algorithm: AlgorithmIdentifierOwned {
@@ -362,10 +426,10 @@ pub fn cert_rep(
             econtent_type: ID_DATA,
             // Present even when empty (FAILURE, PENDING): OpenSSL's PKCS7_verify, which
             // certmonger uses, refuses a SignedData without content.
-            econtent: Some(octets(content.as_deref().unwrap_or_default())?),
+            econtent: Some(octets(content)?),
         },
         certificates: Some(cms::signed_data::CertificateSet(
-            vec![cms::cert::CertificateChoices::Certificate(ca)]
+            vec![cms::cert::CertificateChoices::Certificate(signer_cert)]
                 .try_into()
                 .map_err(enc)?,
         )),

@@ -1,0 +1,350 @@
+//! The project's own SCEP client against the real binary: what the third-party clients do not
+//! exercise (every content cipher, SHA-512, GetCert) and the refusals with their failInfo.
+
+mod common;
+
+use common::*;
+use der::{Decode, Encode};
+use enrollca::scep::message::{Cipher, Digest, FailInfo, MessageType, PkiStatus};
+use enrollca::scep::wire::{self, MessageSigner, NewRequest, SignedMessage};
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+use serde_json::Value;
+
+const CHALLENGE: &str = "client-challenge";
+
+/// A device identity: RSA key, its self-signed certificate, and CSRs for it.
+struct Device {
+    key: PKey<Private>,
+    rcgen_key: rcgen::KeyPair,
+    cert_der: Vec<u8>,
+}
+
+impl Device {
+    fn new() -> Self {
+        let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let pkcs8 = key.private_key_to_pkcs8().unwrap();
+        let rcgen_key = rcgen::KeyPair::try_from(pkcs8.as_slice()).unwrap();
+        let cert = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&rcgen_key)
+            .unwrap();
+        Self {
+            key,
+            rcgen_key,
+            cert_der: cert.der().to_vec(),
+        }
+    }
+
+    fn csr(&self, cn: &str, challenge: &str) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        // `values` is the DER of SET OF { PrintableString }.
+        let value =
+            der::Any::encode_from(&der::asn1::PrintableStringRef::new(challenge).unwrap()).unwrap();
+        let value = der::asn1::SetOfVec::try_from(vec![value])
+            .unwrap()
+            .to_der()
+            .unwrap();
+        let attr = rcgen::Attribute {
+            oid: &[1, 2, 840, 113549, 1, 9, 7],
+            values: value,
+        };
+        params
+            .serialize_request_with_attributes(&self.rcgen_key, vec![attr])
+            .unwrap()
+            .der()
+            .to_vec()
+    }
+
+    fn signer(&self) -> MessageSigner<'_> {
+        MessageSigner {
+            cert_der: &self.cert_der,
+            key: &self.key,
+        }
+    }
+}
+
+struct Client<'a> {
+    server: &'a Server,
+    ca: X509,
+}
+
+impl<'a> Client<'a> {
+    async fn new(server: &'a Server) -> Self {
+        let der = reqwest::get(server.url("/scep?operation=GetCACert"))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        Self {
+            server,
+            ca: X509::from_der(&der).unwrap(),
+        }
+    }
+
+    fn build(
+        &self,
+        device: &Device,
+        message_type: MessageType,
+        content: &[u8],
+        cipher: Cipher,
+        digest: Digest,
+    ) -> (Vec<u8>, Vec<u8>) {
+        let req = NewRequest {
+            message_type,
+            transaction_id: "test-transaction-1",
+            digest,
+            cipher,
+            ca: &self.ca,
+            content,
+        };
+        wire::request(&device.signer(), &req).unwrap()
+    }
+
+    async fn post(&self, body: Vec<u8>) -> reqwest::Response {
+        self.server
+            .client
+            .post(self.server.url("/scep?operation=PKIOperation"))
+            .header("content-type", "application/x-pki-message")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Sends a request; returns the reply's signed layer and, on success, its certificates and
+    /// the cipher the reply used.
+    async fn exchange(
+        &self,
+        device: &Device,
+        message_type: MessageType,
+        content: &[u8],
+        cipher: Cipher,
+        digest: Digest,
+    ) -> (SignedMessage, Option<(Vec<X509>, Cipher)>) {
+        let (body, nonce) = self.build(device, message_type, content, cipher, digest);
+        let resp = self.post(body).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "application/x-pki-message");
+        let reply = wire::open(&resp.bytes().await.unwrap()).unwrap();
+        assert_eq!(reply.message_type, MessageType::CertRep);
+        assert_eq!(reply.transaction_id, "test-transaction-1");
+        assert_eq!(reply.recipient_nonce.as_deref(), Some(nonce.as_slice()));
+        assert_ne!(reply.sender_nonce, nonce);
+        assert_eq!(reply.digest, digest, "the reply uses the request's digest");
+        // Signed by the SCEP CA.
+        assert_eq!(reply.signer.to_der().unwrap(), self.ca.to_der().unwrap());
+        if reply.pki_status != Some(PkiStatus::Success) {
+            return (reply, None);
+        }
+        let (inner, used) = wire::decrypt(&reply.envelope, &device.key).unwrap();
+        let p7 = openssl::pkcs7::Pkcs7::from_der(&inner).unwrap();
+        let certs = p7
+            .signed()
+            .unwrap()
+            .certificates()
+            .unwrap()
+            .iter()
+            .map(|c| c.to_owned())
+            .collect();
+        (reply, Some((certs, used)))
+    }
+}
+
+async fn event_count(server: &Server) -> usize {
+    let v: Value = server
+        .get("/api/v1/events?limit=1000")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["events"].as_array().unwrap().len()
+}
+
+#[tokio::test]
+async fn every_cipher_and_digest_enrols_and_get_cert_finds_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let server = Server::start(&data, &[("ENROLLCA_SCEP_CHALLENGE", CHALLENGE)]);
+    let client = Client::new(&server).await;
+    let cases = [
+        (Cipher::Des, Digest::Sha1, Cipher::Des3),
+        (Cipher::Des3, Digest::Sha256, Cipher::Des3),
+        (Cipher::Aes128, Digest::Sha256, Cipher::Aes128),
+        (Cipher::Aes192, Digest::Sha384, Cipher::Aes192),
+        (Cipher::Aes256, Digest::Sha512, Cipher::Aes256),
+    ];
+    let mut issued = Vec::new();
+    for (cipher, digest, reply_cipher) in cases {
+        let device = Device::new();
+        let csr = device.csr(&format!("client-{cipher:?}"), CHALLENGE);
+        let (reply, certs) = client
+            .exchange(&device, MessageType::PkcsReq, &csr, cipher, digest)
+            .await;
+        assert_eq!(
+            reply.pki_status,
+            Some(PkiStatus::Success),
+            "{cipher:?}/{digest:?}: {:?}",
+            reply.fail_info
+        );
+        let (certs, used) = certs.unwrap();
+        assert_eq!(used, reply_cipher, "{cipher:?} answered with {used:?}");
+        assert_eq!(certs.len(), 2, "issued certificate and the SCEP CA");
+        assert!(
+            certs[0].public_key().unwrap().public_eq(&device.key),
+            "issued certificate first"
+        );
+        assert_eq!(certs[1].to_der().unwrap(), client.ca.to_der().unwrap());
+        issued.push((device, certs[0].clone()));
+    }
+
+    // GetCert: by issuer and serial, for a certificate we issued.
+    let (device, cert) = &issued[0];
+    let x509 = x509_cert::Certificate::from_der(&cert.to_der().unwrap()).unwrap();
+    let ias = cms::cert::IssuerAndSerialNumber {
+        issuer: x509.tbs_certificate.issuer.clone(),
+        serial_number: x509.tbs_certificate.serial_number.clone(),
+    };
+    let (reply, certs) = client
+        .exchange(
+            device,
+            MessageType::GetCert,
+            &ias.to_der().unwrap(),
+            Cipher::Aes256,
+            Digest::Sha256,
+        )
+        .await;
+    assert_eq!(reply.pki_status, Some(PkiStatus::Success));
+    assert_eq!(
+        certs.unwrap().0[0].to_der().unwrap(),
+        cert.to_der().unwrap()
+    );
+
+    let events = event_count(&server).await;
+    let unknown = cms::cert::IssuerAndSerialNumber {
+        issuer: x509.tbs_certificate.issuer.clone(),
+        serial_number: x509_cert::serial_number::SerialNumber::new(&[0x42; 16]).unwrap(),
+    };
+    let (reply, _) = client
+        .exchange(
+            device,
+            MessageType::GetCert,
+            &unknown.to_der().unwrap(),
+            Cipher::Aes256,
+            Digest::Sha256,
+        )
+        .await;
+    assert_eq!(reply.pki_status, Some(PkiStatus::Failure));
+    assert_eq!(reply.fail_info, Some(FailInfo::BadCertId));
+    assert_eq!(event_count(&server).await, events);
+}
+
+#[tokio::test]
+async fn refusals_carry_the_right_fail_info_and_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let server = Server::start(&data, &[("ENROLLCA_SCEP_CHALLENGE", CHALLENGE)]);
+    let client = Client::new(&server).await;
+    let (a, b) = (Device::new(), Device::new());
+
+    // Signed by one key, certificate requested for another: no proof of possession.
+    let (reply, _) = client
+        .exchange(
+            &a,
+            MessageType::PkcsReq,
+            &b.csr("mismatch", CHALLENGE),
+            Cipher::Aes128,
+            Digest::Sha256,
+        )
+        .await;
+    assert_eq!(
+        (reply.pki_status, reply.fail_info),
+        (Some(PkiStatus::Failure), Some(FailInfo::BadMessageCheck))
+    );
+
+    // RSA-1024 request (made by openssl, kept under tests/vectors).
+    let weak = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/vectors/csr/weak-rsa-1024.der"
+    ))
+    .unwrap();
+    let (reply, _) = client
+        .exchange(
+            &a,
+            MessageType::PkcsReq,
+            &weak,
+            Cipher::Aes128,
+            Digest::Sha256,
+        )
+        .await;
+    assert_eq!(reply.fail_info, Some(FailInfo::BadAlg));
+
+    // Garbage where the CSR should be.
+    let (reply, _) = client
+        .exchange(
+            &a,
+            MessageType::PkcsReq,
+            b"not a csr",
+            Cipher::Aes128,
+            Digest::Sha256,
+        )
+        .await;
+    assert_eq!(reply.fail_info, Some(FailInfo::BadRequest));
+
+    // No challenge, wrong challenge.
+    let (reply, _) = client
+        .exchange(
+            &a,
+            MessageType::PkcsReq,
+            &a.csr("nochallenge", "x"),
+            Cipher::Aes128,
+            Digest::Sha256,
+        )
+        .await;
+    assert_eq!(reply.fail_info, Some(FailInfo::BadRequest));
+
+    // A RenewalReq signed by a certificate we never issued.
+    let (reply, _) = client
+        .exchange(
+            &a,
+            MessageType::RenewalReq,
+            &a.csr("renew", CHALLENGE),
+            Cipher::Aes128,
+            Digest::Sha256,
+        )
+        .await;
+    assert_eq!(reply.fail_info, Some(FailInfo::BadRequest));
+
+    // A tampered signature cannot be opened: HTTP 400, before any reply is signed.
+    let (mut body, _) = client.build(
+        &a,
+        MessageType::PkcsReq,
+        &a.csr("tampered", CHALLENGE),
+        Cipher::Aes128,
+        Digest::Sha256,
+    );
+    let at = body.len() - 10;
+    body[at] ^= 0xff;
+    let resp = client.post(body).await;
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.unwrap().contains("signature"));
+
+    // Truncated.
+    let (body, _) = client.build(
+        &a,
+        MessageType::PkcsReq,
+        &a.csr("truncated", CHALLENGE),
+        Cipher::Aes128,
+        Digest::Sha256,
+    );
+    let resp = client.post(body[..body.len() / 2].to_vec()).await;
+    assert_eq!(resp.status(), 400);
+
+    assert_eq!(event_count(&server).await, 0, "no refusal wrote anything");
+}
