@@ -18,6 +18,7 @@ use crate::datadir::{DataDir, passphrase, to_pem};
 use crate::metrics::Metrics;
 use crate::policy::Template;
 use crate::scep::ScepService;
+use crate::scep::webhook::Webhook;
 use crate::store::{SledStore, Store};
 
 /// What request handlers share.
@@ -95,10 +96,16 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         config.issuance.lifetime,
         config.issuance.backdate,
     ));
+    let webhook = config
+        .scep
+        .webhook_url
+        .clone()
+        .map(|url| Webhook::new(url, config.scep.webhook_timeout));
     let scep = Arc::new(ScepService::new(
         ca.clone(),
         template.clone(),
         config.scep.challenge.clone(),
+        webhook,
     ));
     let state = Arc::new(AppState {
         ca,

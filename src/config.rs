@@ -112,11 +112,27 @@ impl Default for Issuance {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Scep {
     /// Static challenge password accepted by SCEP enrolment (optional).
     pub challenge: Option<Secret>,
+    /// Validation webhook: consulted for challenges that are neither the static one nor a
+    /// one-time one; enrolment proceeds only on a 2xx answer.
+    pub webhook_url: Option<String>,
+    /// How long the webhook may take before the request is refused.
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
+}
+
+impl Default for Scep {
+    fn default() -> Self {
+        Self {
+            challenge: None,
+            webhook_url: None,
+            webhook_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -241,6 +257,14 @@ const KEYS: &[(&str, Apply)] = &[
         c.scep.challenge = non_empty(v).map(Secret::new);
         Ok(())
     }),
+    ("scep.webhook_url", |c, v| {
+        c.scep.webhook_url = non_empty(v);
+        Ok(())
+    }),
+    ("scep.webhook_timeout", |c, v| {
+        c.scep.webhook_timeout = parse_duration(v)?;
+        Ok(())
+    }),
     ("acme.http01_port", |c, v| {
         parse_into(&mut c.acme.http01_port, v)
     }),
@@ -351,6 +375,7 @@ impl Config {
         for (key, url) in [
             ("listen.public_url", &self.listen.public_url),
             ("listen.public_https_url", &self.listen.public_https_url),
+            ("scep.webhook_url", &self.scep.webhook_url),
         ] {
             if let Some(url) = url {
                 check_url(key, url)?;
@@ -378,6 +403,14 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "issuance.lifetime",
                 message: "must be at least 1 minute".into(),
+            });
+        }
+        if self.scep.webhook_timeout < Duration::from_millis(100)
+            || self.scep.webhook_timeout > Duration::from_secs(60)
+        {
+            return Err(ConfigError::Invalid {
+                key: "scep.webhook_timeout",
+                message: "must be between 100ms and 60s".into(),
             });
         }
         if self.issuance.backdate > Duration::from_secs(86_400) {

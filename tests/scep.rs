@@ -815,3 +815,97 @@ async fn one_time_challenges_enrol_once_per_device() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_webhook_decides_within_its_timeout() {
+    use std::sync::{Arc, Mutex};
+    // The operator's validator: approves `yes` (naming the device), refuses `no`, and is too
+    // slow for `slow`.
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/validate",
+            axum::routing::post(
+                |axum::extract::State(seen): axum::extract::State<Arc<Mutex<Vec<Value>>>>,
+                 axum::Json(body): axum::Json<Value>| async move {
+                    seen.lock().unwrap().push(body.clone());
+                    match body["challenge"].as_str().unwrap() {
+                        "yes" => (axum::http::StatusCode::OK, r#"{"device":"WEBHOOK-DEV-1"}"#),
+                        "slow" => {
+                            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                            (axum::http::StatusCode::OK, "{}")
+                        }
+                        _ => (axum::http::StatusCode::FORBIDDEN, "no"),
+                    }
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/validate", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let server = Server::start(
+        &data,
+        &[
+            ("ENROLLCA_SCEP_WEBHOOK_URL", &url),
+            ("ENROLLCA_SCEP_WEBHOOK_TIMEOUT", "500ms"),
+        ],
+    );
+
+    let dir = tmp.path().join("yes");
+    let out = tokio::task::block_in_place(|| scepclient(&server, &dir, "webhook-device", "yes"));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let rec: Value = server
+        .get(&format!(
+            "/api/v1/certificates/{}",
+            serial_of(&dir.join("cert.pem"))
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        rec["device"], "WEBHOOK-DEV-1",
+        "the validator names the device"
+    );
+    {
+        let seen = seen.lock().unwrap();
+        let call = &seen[0];
+        assert_eq!(call["message_type"], "PKCSReq");
+        assert_eq!(call["common_name"], "webhook-device");
+        assert!(
+            call["csr"]
+                .as_str()
+                .unwrap()
+                .starts_with("-----BEGIN CERTIFICATE REQUEST-----")
+        );
+        assert!(!call["transaction_id"].as_str().unwrap().is_empty());
+    }
+
+    for (challenge, name) in [("no", "refused"), ("slow", "timed out")] {
+        let started = std::time::Instant::now();
+        let out = tokio::task::block_in_place(|| {
+            scepclient(&server, &tmp.path().join(challenge), "x", challenge)
+        });
+        assert!(!out.status.success(), "{name}");
+        assert!(
+            format!("{}{}", stdout(&out), stderr(&out)).contains("badRequest"),
+            "{name}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{name}: the timeout bounds the wait"
+        );
+    }
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    assert_eq!(
+        event_count(&server).await,
+        1,
+        "only the approved request wrote anything"
+    );
+}

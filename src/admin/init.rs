@@ -213,6 +213,8 @@ backdate = "5m"
 
 [scep]
 # challenge = "change-me"
+# webhook_url = "http://mdm.internal/scep/validate"
+webhook_timeout = "5s"
 
 [acme]
 http01_port = 80

@@ -3,6 +3,7 @@
 pub mod handlers;
 pub mod message;
 pub mod service;
+pub mod webhook;
 pub mod wire;
 
 pub use service::{ScepError, ScepService};

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::message::{FailInfo, MessageType};
+use super::webhook::{self, Webhook, WebhookError};
 use super::wire::{self, MessageSigner, Outcome, SignedMessage, WireError};
 use crate::ca::Serial;
 use crate::ca::csr::{Csr, CsrError};
@@ -41,6 +42,7 @@ pub struct ScepService {
     ca: Arc<Ca>,
     template: Arc<Template>,
     challenge: Option<Secret>,
+    webhook: Option<Webhook>,
 }
 
 /// What an accepted challenge grants.
@@ -62,6 +64,8 @@ enum Refusal {
     SignerKey,
     #[error("renewal signed by a certificate this CA did not issue, or that is revoked or expired")]
     NotRenewable,
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
     #[error("no certificate of this CA matches the requested issuer and serial")]
     UnknownCert,
     #[error("message type {0:?} is not supported yet")]
@@ -79,6 +83,7 @@ impl Refusal {
             Self::Csr(_)
             | Self::Challenge
             | Self::NotRenewable
+            | Self::Webhook(_)
             | Self::Unsupported(_)
             | Self::Issue(_) => FailInfo::BadRequest,
         }
@@ -86,11 +91,17 @@ impl Refusal {
 }
 
 impl ScepService {
-    pub fn new(ca: Arc<Ca>, template: Arc<Template>, challenge: Option<Secret>) -> Self {
+    pub fn new(
+        ca: Arc<Ca>,
+        template: Arc<Template>,
+        challenge: Option<Secret>,
+        webhook: Option<Webhook>,
+    ) -> Self {
         Self {
             ca,
             template,
             challenge,
+            webhook,
         }
     }
 
@@ -209,7 +220,9 @@ impl ScepService {
     async fn enrol(&self, req: &SignedMessage, content: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
         let csr = Csr::from_der(content)?;
         let presented = csr.challenge.clone().ok_or(Refusal::Challenge)?;
-        let grant = self.check_challenge(presented.expose().as_bytes()).await?;
+        let grant = self
+            .check_challenge(req, content, &csr, presented.expose())
+            .await?;
         // A PKCSReq is signed with a throw-away certificate for the requested key: proof of
         // possession of that key.
         let signer_spki = req
@@ -232,29 +245,53 @@ impl ScepService {
             .await
     }
 
-    /// The static challenge, or a live one-time challenge (checked here so a bad one costs no
-    /// signature; used up atomically with the certificate's record).
-    async fn check_challenge(&self, presented: &[u8]) -> Result<Grant, Refusal> {
+    /// The static challenge, a live one-time challenge (checked here so a bad one costs no
+    /// signature; used up atomically with the certificate's record), or the webhook's yes.
+    async fn check_challenge(
+        &self,
+        req: &SignedMessage,
+        content: &[u8],
+        csr: &Csr,
+        presented: &str,
+    ) -> Result<Grant, Refusal> {
         if self
             .challenge
             .as_ref()
-            .is_some_and(|c| c.matches(presented))
+            .is_some_and(|c| c.matches(presented.as_bytes()))
         {
             return Ok(Grant {
                 consume: None,
                 device: None,
             });
         }
-        let hash = ChallengeHash::of(presented);
+        let hash = ChallengeHash::of(presented.as_bytes());
         let now = self.ca.clock().now();
         match self.ca.store().challenge(&hash).await {
-            Ok(Some(c)) if c.expires_at > now => Ok(Grant {
-                consume: Some(hash),
-                device: c.device,
-            }),
-            Ok(_) => Err(Refusal::Challenge),
-            Err(e) => Err(Refusal::Issue(IssueError::Store(e))),
+            Ok(Some(c)) if c.expires_at > now => {
+                return Ok(Grant {
+                    consume: Some(hash),
+                    device: c.device,
+                });
+            }
+            Ok(_) => {}
+            Err(e) => return Err(Refusal::Issue(IssueError::Store(e))),
         }
+        let Some(webhook) = &self.webhook else {
+            return Err(Refusal::Challenge);
+        };
+        let details = webhook::Details {
+            transaction_id: &req.transaction_id,
+            message_type: "PKCSReq",
+            challenge: presented,
+            csr: crate::datadir::to_pem("CERTIFICATE REQUEST", content),
+            common_name: csr.common_name(),
+            sans: csr.sans.iter().map(ToString::to_string).collect(),
+        };
+        let device = webhook.approve(&details).await?;
+        Ok(Grant {
+            consume: None,
+            device,
+        })
     }
 
     async fn issue(

@@ -1,0 +1,73 @@
+//! External validation of SCEP requests (the Intune / step-ca "webhook" model): the request's
+//! details go to a URL the operator runs; a 2xx answer allows enrolment, anything else, or no
+//! answer in time, refuses it.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::DeviceId;
+
+/// What the validator is told.
+#[derive(Debug, Serialize)]
+pub struct Details<'a> {
+    pub transaction_id: &'a str,
+    pub message_type: &'static str,
+    /// The challenge password the device presented (the validator's to judge).
+    pub challenge: &'a str,
+    /// The PKCS#10 request, PEM.
+    pub csr: String,
+    pub common_name: Option<&'a str>,
+    pub sans: Vec<String>,
+}
+
+/// What a validator may answer with a 2xx (the body is optional).
+#[derive(Debug, Default, Deserialize)]
+struct Verdict {
+    /// The device the certificate is for, as the MDM knows it.
+    device: Option<DeviceId>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("the validation webhook refused the request (HTTP {0})")]
+    Refused(u16),
+    #[error("the validation webhook did not answer: {0}")]
+    Unreachable(String),
+}
+
+pub struct Webhook {
+    url: String,
+    client: reqwest::Client,
+}
+
+impl Webhook {
+    pub fn new(url: String, timeout: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("an HTTP client without TLS options builds");
+        Self { url, client }
+    }
+
+    /// Asks the validator; on approval returns the device it named, if any.
+    pub async fn approve(&self, details: &Details<'_>) -> Result<Option<DeviceId>, WebhookError> {
+        let resp = self
+            .client
+            .post(&self.url)
+            .json(details)
+            .send()
+            .await
+            .map_err(|e| WebhookError::Unreachable(e.without_url().to_string()))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(WebhookError::Refused(status.as_u16()));
+        }
+        // A body that is not a verdict still approves: the status is the answer.
+        let body = resp.bytes().await.unwrap_or_default();
+        Ok(serde_json::from_slice::<Verdict>(&body)
+            .unwrap_or_default()
+            .device)
+    }
+}
