@@ -5,67 +5,13 @@ mod common;
 
 use common::*;
 use der::{Decode, Encode};
+use enrollca::scep::client::Identity;
 use enrollca::scep::message::{Cipher, Digest, FailInfo, MessageType, PkiStatus};
-use enrollca::scep::wire::{self, MessageSigner, NewRequest, SignedMessage};
-use openssl::pkey::{PKey, Private};
+use enrollca::scep::wire::{self, NewRequest, SignedMessage};
 use openssl::x509::X509;
 use serde_json::Value;
 
 const CHALLENGE: &str = "client-challenge";
-
-/// A device identity: RSA key, its self-signed certificate, and CSRs for it.
-struct Device {
-    key: PKey<Private>,
-    rcgen_key: rcgen::KeyPair,
-    cert_der: Vec<u8>,
-}
-
-impl Device {
-    fn new() -> Self {
-        let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
-        let pkcs8 = key.private_key_to_pkcs8().unwrap();
-        let rcgen_key = rcgen::KeyPair::try_from(pkcs8.as_slice()).unwrap();
-        let cert = rcgen::CertificateParams::new(Vec::<String>::new())
-            .unwrap()
-            .self_signed(&rcgen_key)
-            .unwrap();
-        Self {
-            key,
-            rcgen_key,
-            cert_der: cert.der().to_vec(),
-        }
-    }
-
-    fn csr(&self, cn: &str, challenge: &str) -> Vec<u8> {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        // `values` is the DER of SET OF { PrintableString }.
-        let value =
-            der::Any::encode_from(&der::asn1::PrintableStringRef::new(challenge).unwrap()).unwrap();
-        let value = der::asn1::SetOfVec::try_from(vec![value])
-            .unwrap()
-            .to_der()
-            .unwrap();
-        let attr = rcgen::Attribute {
-            oid: &[1, 2, 840, 113549, 1, 9, 7],
-            values: value,
-        };
-        params
-            .serialize_request_with_attributes(&self.rcgen_key, vec![attr])
-            .unwrap()
-            .der()
-            .to_vec()
-    }
-
-    fn signer(&self) -> MessageSigner<'_> {
-        MessageSigner {
-            cert_der: &self.cert_der,
-            key: &self.key,
-        }
-    }
-}
 
 struct Client<'a> {
     server: &'a Server,
@@ -88,7 +34,7 @@ impl<'a> Client<'a> {
 
     fn build(
         &self,
-        device: &Device,
+        device: &Identity,
         message_type: MessageType,
         content: &[u8],
         cipher: Cipher,
@@ -120,7 +66,7 @@ impl<'a> Client<'a> {
     /// the cipher the reply used.
     async fn exchange(
         &self,
-        device: &Device,
+        device: &Identity,
         message_type: MessageType,
         content: &[u8],
         cipher: Cipher,
@@ -182,8 +128,10 @@ async fn every_cipher_and_digest_enrols_and_get_cert_finds_it() {
     ];
     let mut issued = Vec::new();
     for (cipher, digest, reply_cipher) in cases {
-        let device = Device::new();
-        let csr = device.csr(&format!("client-{cipher:?}"), CHALLENGE);
+        let device = Identity::generate().unwrap();
+        let csr = device
+            .csr(&format!("client-{cipher:?}"), Some(CHALLENGE))
+            .unwrap();
         let (reply, certs) = client
             .exchange(&device, MessageType::PkcsReq, &csr, cipher, digest)
             .await;
@@ -251,14 +199,14 @@ async fn refusals_carry_the_right_fail_info_and_write_nothing() {
     let data = init_dir(tmp.path(), &[], &[]);
     let server = Server::start(&data, &[("ENROLLCA_SCEP_CHALLENGE", CHALLENGE)]);
     let client = Client::new(&server).await;
-    let (a, b) = (Device::new(), Device::new());
+    let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
 
     // Signed by one key, certificate requested for another: no proof of possession.
     let (reply, _) = client
         .exchange(
             &a,
             MessageType::PkcsReq,
-            &b.csr("mismatch", CHALLENGE),
+            &b.csr("mismatch", Some(CHALLENGE)).unwrap(),
             Cipher::Aes128,
             Digest::Sha256,
         )
@@ -302,7 +250,7 @@ async fn refusals_carry_the_right_fail_info_and_write_nothing() {
         .exchange(
             &a,
             MessageType::PkcsReq,
-            &a.csr("nochallenge", "x"),
+            &a.csr("nochallenge", Some("x")).unwrap(),
             Cipher::Aes128,
             Digest::Sha256,
         )
@@ -314,7 +262,7 @@ async fn refusals_carry_the_right_fail_info_and_write_nothing() {
         .exchange(
             &a,
             MessageType::RenewalReq,
-            &a.csr("renew", CHALLENGE),
+            &a.csr("renew", Some(CHALLENGE)).unwrap(),
             Cipher::Aes128,
             Digest::Sha256,
         )
@@ -325,7 +273,7 @@ async fn refusals_carry_the_right_fail_info_and_write_nothing() {
     let (mut body, _) = client.build(
         &a,
         MessageType::PkcsReq,
-        &a.csr("tampered", CHALLENGE),
+        &a.csr("tampered", Some(CHALLENGE)).unwrap(),
         Cipher::Aes128,
         Digest::Sha256,
     );
@@ -339,7 +287,7 @@ async fn refusals_carry_the_right_fail_info_and_write_nothing() {
     let (body, _) = client.build(
         &a,
         MessageType::PkcsReq,
-        &a.csr("truncated", CHALLENGE),
+        &a.csr("truncated", Some(CHALLENGE)).unwrap(),
         Cipher::Aes128,
         Digest::Sha256,
     );

@@ -1,5 +1,6 @@
 //! SCEP (RFC 8894): wire format, message vocabulary, enrolment service and HTTP handlers.
 
+pub mod client;
 pub mod handlers;
 pub mod message;
 pub mod service;

@@ -1,0 +1,68 @@
+//! The client side of SCEP, for the project's own test client and load generator: a device
+//! identity (RSA key and its throw-away self-signed certificate) and its requests.
+
+use der::Encode;
+use openssl::pkey::{PKey, Private};
+
+use super::wire::MessageSigner;
+
+/// OID of PKCS#9 challengePassword.
+const CHALLENGE_PASSWORD: &[u64] = &[1, 2, 840, 113549, 1, 9, 7];
+
+pub struct Identity {
+    pub key: PKey<Private>,
+    rcgen_key: rcgen::KeyPair,
+    pub cert_der: Vec<u8>,
+}
+
+impl Identity {
+    /// A fresh RSA-2048 identity (what SCEP clients use).
+    pub fn generate() -> Result<Self, String> {
+        let key = openssl::rsa::Rsa::generate(2048)
+            .and_then(PKey::from_rsa)
+            .map_err(|e| e.to_string())?;
+        let pkcs8 = key.private_key_to_pkcs8().map_err(|e| e.to_string())?;
+        let rcgen_key = rcgen::KeyPair::try_from(pkcs8.as_slice()).map_err(|e| e.to_string())?;
+        let cert = rcgen::CertificateParams::new(Vec::<String>::new())
+            .and_then(|p| p.self_signed(&rcgen_key))
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            key,
+            rcgen_key,
+            cert_der: cert.der().to_vec(),
+        })
+    }
+
+    /// A PKCS#10 request for this identity's key, with a challengePassword when given.
+    pub fn csr(&self, common_name: &str, challenge: Option<&str>) -> Result<Vec<u8>, String> {
+        let mut params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        let mut attrs = Vec::new();
+        if let Some(challenge) = challenge {
+            // `values` is the DER of SET OF { PrintableString }.
+            let value = der::asn1::PrintableStringRef::new(challenge)
+                .and_then(|p| der::Any::encode_from(&p))
+                .and_then(|v| der::asn1::SetOfVec::try_from(vec![v]))
+                .and_then(|set| set.to_der())
+                .map_err(|e| e.to_string())?;
+            attrs.push(rcgen::Attribute {
+                oid: CHALLENGE_PASSWORD,
+                values: value,
+            });
+        }
+        params
+            .serialize_request_with_attributes(&self.rcgen_key, attrs)
+            .map(|csr| csr.der().to_vec())
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn signer(&self) -> MessageSigner<'_> {
+        MessageSigner {
+            cert_der: &self.cert_der,
+            key: &self.key,
+        }
+    }
+}
