@@ -1,0 +1,230 @@
+//! SCEP load generator: full PKCSReq enrolments against any SCEP server, each request distinct,
+//! validly signed and encrypted, so the server must decrypt, verify and sign every one.
+//! Only verified successes count: the reply's signature checks against the CA, its status is
+//! SUCCESS, and the certificate inside decrypts with the device key and certifies that key.
+//! Used by `benches/scep_vs_micromdm.sh`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use enrollca::scep::client::Identity;
+use enrollca::scep::message::{Cipher, Digest, MessageType, PkiStatus};
+use enrollca::scep::wire::{self, NewRequest};
+use openssl::x509::X509;
+use tokio::sync::Semaphore;
+
+#[derive(Parser)]
+#[command(about = "SCEP PKCSReq load generator")]
+struct Args {
+    /// SCEP endpoint, e.g. http://127.0.0.1:8080/scep
+    #[arg(long)]
+    url: String,
+    #[arg(long)]
+    challenge: String,
+    #[arg(long, default_value_t = 1000)]
+    requests: usize,
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Device keys to rotate through (RSA-2048 each).
+    #[arg(long, default_value_t = 32)]
+    identities: usize,
+    /// Content cipher of the requests: aes (AES-256) or des3.
+    #[arg(long, default_value = "aes", value_parser = ["aes", "des3"])]
+    cipher: String,
+    /// PID of the server, to report its CPU time per enrolment.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Label for the result line.
+    #[arg(long, default_value = "server")]
+    label: String,
+}
+
+struct Reply {
+    status: u16,
+    body: Vec<u8>,
+    latency: Duration,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let http = reqwest::Client::new();
+    let ca = fetch_ca(&http, &args.url).await?;
+    let cipher = if args.cipher == "des3" {
+        Cipher::Des3
+    } else {
+        Cipher::Aes256
+    };
+
+    let identities: Arc<Vec<Identity>> = Arc::new(
+        (0..args.identities.max(1))
+            .map(|_| Identity::generate().map_err(anyhow::Error::msg))
+            .collect::<Result<_, _>>()?,
+    );
+    let requests = build_requests(&identities, &ca, &args.challenge, args.requests, cipher)?;
+
+    let cpu_before = args.server_pid.map(cpu_seconds).transpose()?;
+    let started = Instant::now();
+    let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let mut tasks = Vec::with_capacity(requests.len());
+    for body in requests {
+        let permit = gate.clone().acquire_owned().await?;
+        let (http, url) = (http.clone(), format!("{}?operation=PKIOperation", args.url));
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let t = Instant::now();
+            let resp = http
+                .post(url)
+                .header("content-type", "application/x-pki-message")
+                .body(body)
+                .send()
+                .await;
+            match resp {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let body = r.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+                    Reply {
+                        status,
+                        body,
+                        latency: t.elapsed(),
+                    }
+                }
+                Err(_) => Reply {
+                    status: 0,
+                    body: Vec::new(),
+                    latency: t.elapsed(),
+                },
+            }
+        }));
+    }
+    let mut replies = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        replies.push(t.await?);
+    }
+    let wall = started.elapsed();
+    let cpu = match (args.server_pid, cpu_before) {
+        (Some(pid), Some(before)) => Some(cpu_seconds(pid)? - before),
+        _ => None,
+    };
+
+    // Verification happens after the clock stops, so it does not slow the load.
+    let mut serials = HashSet::new();
+    let (mut ok, mut failed, mut duplicates) = (0usize, 0usize, 0usize);
+    for (i, reply) in replies.iter().enumerate() {
+        match verify(reply, &ca, &identities[i % identities.len()]) {
+            Some(serial) => {
+                ok += 1;
+                if !serials.insert(serial) {
+                    duplicates += 1;
+                }
+            }
+            None => failed += 1,
+        }
+    }
+    let mut latencies: Vec<Duration> = replies.iter().map(|r| r.latency).collect();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "{label}: concurrency {c}: {ok} verified enrolments in {wall:.2}s = {rate:.1}/s; {failed} failed; {duplicates} duplicate serials; p50 {p50:.1} ms, p99 {p99:.1} ms{cpu}",
+        label = args.label,
+        c = args.concurrency,
+        wall = wall.as_secs_f64(),
+        rate = ok as f64 / wall.as_secs_f64(),
+        p50 = pct(0.50).as_secs_f64() * 1e3,
+        p99 = pct(0.99).as_secs_f64() * 1e3,
+        cpu = cpu.map_or(String::new(), |c| format!(
+            "; server CPU {:.2} ms/enrolment",
+            c * 1e3 / ok.max(1) as f64
+        )),
+    );
+    Ok(())
+}
+
+/// GetCACert: a single certificate, or the first of a CA/RA chain.
+async fn fetch_ca(http: &reqwest::Client, url: &str) -> anyhow::Result<X509> {
+    let resp = http
+        .get(format!("{url}?operation=GetCACert"))
+        .send()
+        .await?;
+    let der = resp.bytes().await?;
+    if let Ok(cert) = X509::from_der(&der) {
+        return Ok(cert);
+    }
+    let p7 = openssl::pkcs7::Pkcs7::from_der(&der)
+        .context("GetCACert answer is neither a certificate nor PKCS#7")?;
+    let certs = p7
+        .signed()
+        .and_then(|s| s.certificates())
+        .context("no certificates in GetCACert")?;
+    Ok(certs
+        .iter()
+        .next()
+        .context("empty GetCACert chain")?
+        .to_owned())
+}
+
+fn build_requests(
+    identities: &[Identity],
+    ca: &X509,
+    challenge: &str,
+    n: usize,
+    cipher: Cipher,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let run = rand::random::<u32>();
+    (0..n)
+        .map(|i| {
+            let id = &identities[i % identities.len()];
+            let csr = id
+                .csr(&format!("load-{run:08x}-{i}"), Some(challenge))
+                .map_err(anyhow::Error::msg)?;
+            let transaction_id = format!("{run:08x}{i:08}");
+            let req = NewRequest {
+                message_type: MessageType::PkcsReq,
+                transaction_id: &transaction_id,
+                digest: Digest::Sha256,
+                cipher,
+                ca,
+                content: &csr,
+            };
+            Ok(wire::request(&id.signer(), &req)?.0)
+        })
+        .collect()
+}
+
+/// The serial of the verified certificate, or None.
+fn verify(reply: &Reply, ca: &X509, id: &Identity) -> Option<Vec<u8>> {
+    if reply.status != 200 {
+        return None;
+    }
+    let msg = wire::open(&reply.body).ok()?;
+    if msg.pki_status != Some(PkiStatus::Success)
+        || msg.signer.to_der().ok()? != ca.to_der().ok()?
+    {
+        return None;
+    }
+    let (inner, _) = wire::decrypt(&msg.envelope, &id.key).ok()?;
+    let p7 = openssl::pkcs7::Pkcs7::from_der(&inner).ok()?;
+    let certs = p7.signed()?.certificates()?;
+    let cert = certs.iter().next()?;
+    if !cert.public_key().ok()?.public_eq(&id.key) {
+        return None;
+    }
+    Some(cert.serial_number().to_bn().ok()?.to_vec())
+}
+
+/// User + system CPU seconds of a process, from /proc.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').context("malformed /proc stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.len() < 13 {
+        bail!("malformed /proc stat");
+    }
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // USER_HZ is 100 on Linux whatever the kernel tick rate.
+    Ok(ticks / 100.0)
+}
