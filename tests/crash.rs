@@ -10,26 +10,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use common::*;
 use serde_json::{Value, json};
 
-async fn all_events(server: &Server) -> Vec<Value> {
-    let mut out: Vec<Value> = Vec::new();
-    loop {
-        let after = out.last().map_or(0, |e| e["seq"].as_u64().unwrap());
-        let v: Value = server
-            .get(&format!("/api/v1/events?after={after}&limit=1000"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let page = v["events"].as_array().unwrap().clone();
-        if page.is_empty() {
-            return out;
-        }
-        out.extend(page);
-    }
-}
-
 async fn all_serials(server: &Server) -> HashSet<String> {
     let mut out = HashSet::new();
     let mut after: Option<String> = None;
@@ -38,14 +18,7 @@ async fn all_serials(server: &Server) -> HashSet<String> {
         if let Some(a) = &after {
             path.push_str(&format!("&after={a}"));
         }
-        let v: Value = server
-            .get(&path)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = server.get_json(&path).await;
         for c in v["items"].as_array().unwrap() {
             out.insert(c["serial"].as_str().unwrap().to_owned());
         }
@@ -136,7 +109,7 @@ async fn kill_9_in_a_burst_loses_nothing_acknowledged() {
         );
 
         // One event per certificate, numbered 1..=n without gaps.
-        let events = all_events(&server).await;
+        let events = server.events().await;
         for (i, e) in events.iter().enumerate() {
             assert_eq!(
                 e["seq"].as_u64().unwrap(),
@@ -177,5 +150,5 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let server = Server::start(&data, &[]);
     let stored = all_serials(&server).await;
     assert!(acknowledged.iter().all(|s| stored.contains(s)));
-    assert_eq!(stored.len(), all_events(&server).await.len());
+    assert_eq!(stored.len(), server.events().await.len());
 }

@@ -33,18 +33,6 @@ fn dir_1(tmp: &tempfile::TempDir) -> std::path::PathBuf {
     tmp.path().join("device-1")
 }
 
-async fn event_count(server: &Server) -> usize {
-    let v: Value = server
-        .get("/api/v1/events?limit=1000")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["events"].as_array().unwrap().len()
-}
-
 #[tokio::test]
 async fn scepclient_enrols_and_a_wrong_challenge_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
@@ -150,16 +138,11 @@ async fn scepclient_enrols_and_a_wrong_challenge_is_refused() {
     // Recorded like every issuance: protocol, device, an `issued` event.
     let serial = serial_of(&cert);
     let rec: Value = server
-        .get(&format!("/api/v1/certificates/{serial}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/certificates/{serial}"))
+        .await;
     assert_eq!(rec["protocol"], "scep");
     assert_eq!(rec["device"], "device-1");
-    assert_eq!(event_count(&server).await, 1);
+    assert_eq!(server.events().await.len(), 1);
 
     // Renewal: with a certificate in place scepclient sends a RenewalReq signed with it and
     // no challenge; the replacement is linked to the old one, for the same device.
@@ -169,16 +152,11 @@ async fn scepclient_enrols_and_a_wrong_challenge_is_refused() {
     let renewed = serial_of(&cert);
     assert_ne!(renewed, serial);
     let rec: Value = server
-        .get(&format!("/api/v1/certificates/{renewed}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/certificates/{renewed}"))
+        .await;
     assert_eq!(rec["replaces"], serial.as_str());
     assert_eq!(rec["device"], "device-1");
-    assert_eq!(event_count(&server).await, 2);
+    assert_eq!(server.events().await.len(), 2);
 
     // A revoked certificate cannot renew itself.
     let r = server
@@ -198,7 +176,7 @@ async fn scepclient_enrols_and_a_wrong_challenge_is_refused() {
         "the client keeps its certificate"
     );
     assert_eq!(
-        event_count(&server).await,
+        server.events().await.len(),
         3,
         "issued, renewed, revoked: the refused renewal wrote nothing"
     );
@@ -210,7 +188,7 @@ async fn scepclient_enrols_and_a_wrong_challenge_is_refused() {
     let said = format!("{}{}", stdout(&out), stderr(&out));
     assert!(said.contains("badRequest"), "{said}");
     assert!(!dir.join("cert.pem").exists());
-    assert_eq!(event_count(&server).await, 3);
+    assert_eq!(server.events().await.len(), 3);
 }
 
 #[tokio::test]
@@ -271,7 +249,7 @@ async fn scep_bad_input_is_refused_before_anything_is_written() {
         let body = resp.text().await.unwrap();
         assert!(body.contains(reason), "expected {reason:?}, got {body:?}");
     }
-    assert_eq!(event_count(&server).await, 0);
+    assert_eq!(server.events().await.len(), 0);
 }
 
 /// A private certmonger: its own D-Bus session bus and state directories, so nothing lands in
@@ -479,31 +457,19 @@ async fn certmonger_enrols_resubmits_and_is_refused() {
         key_pub
     );
     let rec: Value = server
-        .get(&format!("/api/v1/certificates/{second}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/certificates/{second}"))
+        .await;
     assert_eq!(
         rec["replaces"],
         first.as_str(),
         "the renewal is linked to what it renews"
     );
     assert_eq!(rec["device"], "device-cm");
-    let events: Value = server
-        .get("/api/v1/events")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let events: Value = server.get_json("/api/v1/events").await;
     assert_eq!(events["events"][1]["type"], "renewed");
 
     // Wrong challenge: certmonger reports the CA's refusal.
-    let events_before = event_count(&server).await;
+    let events_before = server.events().await.len();
     let (key, cert) = (tmp.path().join("bad.key"), tmp.path().join("bad.pem"));
     let out = cm.getcert(&[
         "request",
@@ -522,7 +488,7 @@ async fn certmonger_enrols_resubmits_and_is_refused() {
     let status = cm.status(&request_id(&out));
     assert!(status.contains("status: CA_REJECTED"), "{status}");
     assert!(!cert.exists());
-    assert_eq!(event_count(&server).await, events_before);
+    assert_eq!(server.events().await.len(), events_before);
 }
 
 #[tokio::test]
@@ -681,17 +647,12 @@ async fn strongswan_enrols_with_3des_and_aes_and_is_refused() {
     ));
     assert_eq!(cert_pub, key_pub, "the replacement certifies the new key");
     let rec: Value = server
-        .get(&format!("/api/v1/certificates/{}", serial_of_der(&renewed)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/certificates/{}", serial_of_der(&renewed)))
+        .await;
     assert_eq!(rec["replaces"], old_serial.as_str());
 
     // A certificate we never issued cannot renew.
-    let events_before = event_count(&server).await;
+    let events_before = server.events().await.len();
     let stranger = d.join("stranger.pem");
     let out = run(
         "openssl",
@@ -740,7 +701,7 @@ async fn strongswan_enrols_with_3des_and_aes_and_is_refused() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("badRequest"), "{}", stderr(&out));
     assert!(out.stdout.is_empty());
-    assert_eq!(event_count(&server).await, events_before);
+    assert_eq!(server.events().await.len(), events_before);
 }
 
 #[tokio::test]
@@ -763,21 +724,16 @@ async fn one_time_challenges_enrol_once_per_device() {
     let out = scepclient(&server, &dir, "some-cn", &challenge);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let rec: Value = server
-        .get(&format!(
+        .get_json(&format!(
             "/api/v1/certificates/{}",
             serial_of(&dir.join("cert.pem"))
         ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(
         rec["device"], "C02SERIAL01",
         "recorded for the device the challenge was minted for"
     );
-    assert_eq!(event_count(&server).await, 1);
+    assert_eq!(server.events().await.len(), 1);
 
     // Used: a second enrolment with it is refused and writes nothing.
     let out = scepclient(&server, &tmp.path().join("b"), "other", &challenge);
@@ -788,7 +744,7 @@ async fn one_time_challenges_enrol_once_per_device() {
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let out = scepclient(&server, &tmp.path().join("c"), "late", &short);
     assert!(!out.status.success());
-    assert_eq!(event_count(&server).await, 1);
+    assert_eq!(server.events().await.len(), 1);
 
     // The API refuses bad requests for challenges.
     for (body, status) in [
@@ -859,16 +815,11 @@ async fn validation_webhook_decides_within_its_timeout() {
     let out = tokio::task::block_in_place(|| scepclient(&server, &dir, "webhook-device", "yes"));
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let rec: Value = server
-        .get(&format!(
+        .get_json(&format!(
             "/api/v1/certificates/{}",
             serial_of(&dir.join("cert.pem"))
         ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(
         rec["device"], "WEBHOOK-DEV-1",
         "the validator names the device"
@@ -904,7 +855,7 @@ async fn validation_webhook_decides_within_its_timeout() {
     }
     assert_eq!(seen.lock().unwrap().len(), 3);
     assert_eq!(
-        event_count(&server).await,
+        server.events().await.len(),
         1,
         "only the approved request wrote anything"
     );

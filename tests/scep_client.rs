@@ -9,7 +9,6 @@ use enrollca::scep::client::Identity;
 use enrollca::scep::message::{Cipher, Digest, FailInfo, MessageType, PkiStatus};
 use enrollca::scep::wire::{self, NewRequest, SignedMessage};
 use openssl::x509::X509;
-use serde_json::Value;
 
 const CHALLENGE: &str = "client-challenge";
 
@@ -101,18 +100,6 @@ impl<'a> Client<'a> {
     }
 }
 
-async fn event_count(server: &Server) -> usize {
-    let v: Value = server
-        .get("/api/v1/events?limit=1000")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["events"].as_array().unwrap().len()
-}
-
 #[tokio::test]
 async fn every_cipher_and_digest_enrols_and_get_cert_finds_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -174,7 +161,7 @@ async fn every_cipher_and_digest_enrols_and_get_cert_finds_it() {
         cert.to_der().unwrap()
     );
 
-    let events = event_count(&server).await;
+    let events = server.events().await.len();
     let unknown = cms::cert::IssuerAndSerialNumber {
         issuer: x509.tbs_certificate.issuer.clone(),
         serial_number: x509_cert::serial_number::SerialNumber::new(&[0x42; 16]).unwrap(),
@@ -190,7 +177,7 @@ async fn every_cipher_and_digest_enrols_and_get_cert_finds_it() {
         .await;
     assert_eq!(reply.pki_status, Some(PkiStatus::Failure));
     assert_eq!(reply.fail_info, Some(FailInfo::BadCertId));
-    assert_eq!(event_count(&server).await, events);
+    assert_eq!(server.events().await.len(), events);
 }
 
 #[tokio::test]
@@ -294,5 +281,5 @@ async fn refusals_carry_the_right_fail_info_and_write_nothing() {
     let resp = client.post(body[..body.len() / 2].to_vec()).await;
     assert_eq!(resp.status(), 400);
 
-    assert_eq!(event_count(&server).await, 0, "no refusal wrote anything");
+    assert_eq!(server.events().await.len(), 0, "no refusal wrote anything");
 }

@@ -239,13 +239,8 @@ async fn issued_certificates_verify_with_openssl() {
     // The record says what the certificate says.
     let serial = ec["certificate"]["serial"].as_str().unwrap();
     let shown: Value = server
-        .get(&format!("/api/v1/certificates/{serial}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/certificates/{serial}"))
+        .await;
     assert_eq!(shown["device"], "C02XK0AAJG5H");
     assert_eq!(shown["status"], "good");
     assert_eq!(shown["protocol"], "admin");
@@ -285,18 +280,6 @@ async fn issued_certificates_verify_with_openssl() {
     assert_eq!(issued, 3.0, "{metrics}");
 }
 
-async fn event_count(server: &Server) -> usize {
-    let v: Value = server
-        .get("/api/v1/events?limit=1000")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["events"].as_array().unwrap().len()
-}
-
 async fn problem(resp: reqwest::Response, status: u16, kind: &str) -> String {
     assert_eq!(resp.status(), status);
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
@@ -322,7 +305,7 @@ async fn api_refuses_bad_input_and_changes_nothing() {
         .await
         .unwrap();
     let serial = issued["certificate"]["serial"].as_str().unwrap().to_owned();
-    let events_before = event_count(&server).await;
+    let events_before = server.events().await.len();
 
     let c = &server.client;
     // Authentication.
@@ -443,24 +426,12 @@ async fn api_refuses_bad_input_and_changes_nothing() {
     problem(r, 404, "not-found").await;
 
     // None of that changed anything.
-    assert_eq!(event_count(&server).await, events_before);
+    assert_eq!(server.events().await.len(), events_before);
     let shown: Value = server
-        .get(&format!("/api/v1/certificates/{serial}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/certificates/{serial}"))
+        .await;
     assert_eq!(shown["status"], "good");
-    let all: Value = server
-        .get("/api/v1/certificates")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = server.get_json("/api/v1/certificates").await;
     assert_eq!(all["items"].as_array().unwrap().len(), 1);
 
     // A valid revocation is recorded once; a second one is a conflict that writes nothing.
@@ -481,15 +452,10 @@ async fn api_refuses_bad_input_and_changes_nothing() {
         .await
         .unwrap();
     problem(r, 409, "already-revoked").await;
-    assert_eq!(event_count(&server).await, events_before + 1);
+    assert_eq!(server.events().await.len(), events_before + 1);
     let events: Value = server
-        .get(&format!("/api/v1/events?after={events_before}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/events?after={events_before}"))
+        .await;
     assert_eq!(events["events"][0]["type"], "revoked");
     assert_eq!(events["events"][0]["reason"], "keyCompromise");
     assert_eq!(events["events"][0]["serial"], serial.as_str());
@@ -637,13 +603,8 @@ async fn cli_against_the_server_and_offline() {
     // The offline revocation is there when the server comes back.
     let server = Server::start(&data, &[]);
     let v: Value = server
-        .get(&format!("/api/v1/certificates/{serial2}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/certificates/{serial2}"))
+        .await;
     assert_eq!(v["status"], "revoked");
     assert_eq!(v["revocation_reason"], "superseded");
 }

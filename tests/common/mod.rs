@@ -208,6 +208,27 @@ impl Server {
         self.client.get(self.url(path)).bearer_auth(&self.token)
     }
 
+    /// GET an admin API path and parse the JSON answer.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.get(path).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// The whole event feed, page by page.
+    pub async fn events(&self) -> Vec<serde_json::Value> {
+        let mut out: Vec<serde_json::Value> = Vec::new();
+        loop {
+            let after = out.last().map_or(0, |e| e["seq"].as_u64().unwrap());
+            let page = self
+                .get_json(&format!("/api/v1/events?after={after}&limit=1000"))
+                .await;
+            let page = page["events"].as_array().unwrap().clone();
+            if page.is_empty() {
+                return out;
+            }
+            out.extend(page);
+        }
+    }
+
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.post(self.url(path)).bearer_auth(&self.token)
     }
