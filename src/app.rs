@@ -100,7 +100,9 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         .scep
         .webhook_url
         .clone()
-        .map(|url| Webhook::new(url, config.scep.webhook_timeout));
+        .map(|url| Webhook::new(url, config.scep.webhook_timeout))
+        .transpose()
+        .context("scep.webhook_url: cannot set up the HTTP client")?;
     let scep = Arc::new(ScepService::new(
         ca.clone(),
         template.clone(),

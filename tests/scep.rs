@@ -860,3 +860,98 @@ async fn validation_webhook_decides_within_its_timeout() {
         "only the approved request wrote anything"
     );
 }
+
+/// An HTTPS validator that approves everything, with a certificate from a test CA; returns
+/// its URL and the CA's PEM.
+async fn https_validator(cancel: tokio_util::sync::CancellationToken) -> (String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "validator test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+    )
+    .unwrap();
+    let app = axum::Router::new().route(
+        "/validate",
+        axum::routing::post(|| async { (axum::http::StatusCode::OK, r#"{"device":"TLS-DEV"}"#) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}/validate", listener.local_addr().unwrap());
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
+    tokio::spawn(enrollca::http::server::serve(
+        listener,
+        Some(acceptor),
+        app,
+        cancel,
+    ));
+    (url, ca.pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_webhook_over_https_verifies_the_validator() {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (url, ca_pem) = https_validator(cancel.clone()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let ca_file = tmp.path().join("validator-ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+
+    // Trusted through the system store (SSL_CERT_FILE points rustls-native-certs at it).
+    let server = Server::start(
+        &data,
+        &[
+            ("ENROLLCA_SCEP_WEBHOOK_URL", &url),
+            ("SSL_CERT_FILE", ca_file.to_str().unwrap()),
+        ],
+    );
+    let dir = tmp.path().join("trusted");
+    let out = tokio::task::block_in_place(|| scepclient(&server, &dir, "tls-device", "anything"));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let rec = server
+        .get_json(&format!(
+            "/api/v1/certificates/{}",
+            serial_of(&dir.join("cert.pem"))
+        ))
+        .await;
+    assert_eq!(rec["device"], "TLS-DEV");
+    drop(server);
+
+    // Not trusted: the validator cannot be authenticated, so nothing is approved.
+    let empty = tmp.path().join("no-roots.pem");
+    std::fs::write(&empty, "").unwrap();
+    let server = Server::start(
+        &data,
+        &[
+            ("ENROLLCA_SCEP_WEBHOOK_URL", &url),
+            ("SSL_CERT_FILE", empty.to_str().unwrap()),
+        ],
+    );
+    let out = tokio::task::block_in_place(|| {
+        scepclient(
+            &server,
+            &tmp.path().join("untrusted"),
+            "tls-device-2",
+            "anything",
+        )
+    });
+    assert!(!out.status.success());
+    assert!(format!("{}{}", stdout(&out), stderr(&out)).contains("badRequest"));
+    assert_eq!(server.events().await.len(), 1);
+    cancel.cancel();
+}

@@ -42,13 +42,14 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    pub fn new(url: String, timeout: Duration) -> Self {
+    /// HTTPS validators are authenticated against the system trust store (`SSL_CERT_FILE`
+    /// and `SSL_CERT_DIR` are honoured).
+    pub fn new(url: String, timeout: Duration) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("an HTTP client without TLS options builds");
-        Self { url, client }
+            .build()?;
+        Ok(Self { url, client })
     }
 
     /// Asks the validator; on approval returns the device it named, if any.
