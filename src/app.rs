@@ -118,6 +118,7 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         roots_pem: roots.iter().map(|r| to_pem("CERTIFICATE", r)).collect(),
     });
 
+    tokio::spawn(sweep_challenges(state.ca.clone(), shutdown.clone()));
     let router = crate::http::router::router(state);
     let servers = [
         tokio::spawn(crate::http::server::serve(
@@ -169,6 +170,25 @@ pub async fn open_ca(
     }
     let issuers = IssuerSet::new(issuers)?;
     Ok(Ca::new(issuers, store, Arc::new(SystemClock), metrics))
+}
+
+/// How often used-up-by-time one-time challenges are deleted.
+const CHALLENGE_SWEEP: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Deletes expired one-time challenges periodically, so minting one per device does not grow
+/// the store without bound.
+async fn sweep_challenges(ca: Arc<Ca>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(CHALLENGE_SWEEP);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => match ca.store().purge_challenges(ca.clock().now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "expired one-time challenges deleted"),
+                Err(e) => tracing::warn!(error = %e, "could not purge expired challenges"),
+            },
+            () = shutdown.cancelled() => return,
+        }
+    }
 }
 
 async fn bind(key: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {

@@ -434,3 +434,51 @@ async fn one_time_challenges_are_used_once_and_only_with_a_write() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn expired_challenges_are_purged_and_live_ones_kept() {
+    use enrollca::store::{ChallengeHash, ChallengeRecord};
+    for_each_backend(|open, name, dir| async move {
+        let store = open(dir.path());
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let rec = |expires_at| ChallengeRecord {
+            device: None,
+            created_at: now,
+            expires_at,
+        };
+        for i in 0..5u8 {
+            store
+                .put_challenge(
+                    ChallengeHash::of(&[b'e', i]),
+                    rec(now - Duration::minutes(1)),
+                )
+                .await
+                .unwrap();
+        }
+        store
+            .put_challenge(ChallengeHash::of(b"live"), rec(now + Duration::hours(1)))
+            .await
+            .unwrap();
+        assert_eq!(store.purge_challenges(now).await.unwrap(), 5, "{name}");
+        assert_eq!(store.purge_challenges(now).await.unwrap(), 0, "{name}");
+        assert!(
+            store
+                .challenge(&ChallengeHash::of(b"live"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .challenge(&ChallengeHash::of(&[b'e', 0]))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            all_events(store.as_ref()).await.is_empty(),
+            "{name}: purging is not an event"
+        );
+    })
+    .await;
+}

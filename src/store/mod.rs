@@ -179,6 +179,10 @@ impl ChallengeHash {
         Self(digest.as_ref().try_into().expect("SHA-256 is 32 bytes"))
     }
 
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -304,6 +308,9 @@ pub trait Store: Send + Sync + 'static {
         hash: ChallengeHash,
         record: ChallengeRecord,
     ) -> Result<(), StoreError>;
+
+    /// Deletes challenges that expired before `now`; returns how many.
+    async fn purge_challenges(&self, now: OffsetDateTime) -> Result<usize, StoreError>;
 
     /// Looks a challenge up without using it (to refuse early, before any signing).
     async fn challenge(&self, hash: &ChallengeHash) -> Result<Option<ChallengeRecord>, StoreError>;

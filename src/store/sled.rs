@@ -51,6 +51,8 @@ pub struct SledStore {
 enum Op {
     Insert(Box<CertRecord>, Option<ChallengeHash>),
     PutChallenge(ChallengeHash, Box<ChallengeRecord>),
+    /// Delete these challenges if they are still there and expired before the instant.
+    PurgeChallenges(Vec<ChallengeHash>, OffsetDateTime),
     Revoke {
         serial: Serial,
         reason: RevocationReason,
@@ -62,6 +64,7 @@ enum Op {
 
 enum Outcome {
     Inserted(Seq),
+    Purged(usize),
     Revoked(Box<CertRecord>),
     Done,
 }
@@ -221,6 +224,36 @@ impl Store for SledStore {
             .map(drop)
     }
 
+    async fn purge_challenges(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        // Find candidates with a read, then let the writer delete those still expired, so a
+        // challenge minted or used meanwhile is judged on its current state.
+        let expired = self
+            .read(move |t| {
+                let mut out = Vec::new();
+                for kv in t.challenges.iter() {
+                    let (key, value) = kv.map_err(backend)?;
+                    let rec: ChallengeRecord = decode("challenges", &value)?;
+                    if rec.expires_at <= now {
+                        let hash: [u8; 32] =
+                            key.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                                tree: "challenges",
+                                message: "key is not 32 bytes".into(),
+                            })?;
+                        out.push(ChallengeHash::from_bytes(hash));
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        match self.submit(Op::PurgeChallenges(expired, now)).await? {
+            Outcome::Purged(n) => Ok(n),
+            _ => unreachable!("purge answers Purged"),
+        }
+    }
+
     async fn challenge(&self, hash: &ChallengeHash) -> Result<Option<ChallengeRecord>, StoreError> {
         let hash = *hash;
         self.read(move |t| {
@@ -338,6 +371,20 @@ impl Writer {
                                 }
                             },
                         },
+                        Op::PurgeChallenges(hashes, now) => {
+                            let mut purged = 0;
+                            for hash in hashes {
+                                let expired = challenges.get(hash.as_bytes())?.is_some_and(|v| {
+                                    decode::<ChallengeRecord>("challenges", &v)
+                                        .is_ok_and(|c| c.expires_at <= *now)
+                                });
+                                if expired {
+                                    challenges.remove(hash.as_bytes())?;
+                                    purged += 1;
+                                }
+                            }
+                            Ok(Outcome::Purged(purged))
+                        }
                         Op::PutChallenge(hash, rec) => {
                             challenges.insert(hash.as_bytes(), encode(rec.as_ref()))?;
                             Ok(Outcome::Done)
