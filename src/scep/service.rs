@@ -10,7 +10,7 @@ use crate::ca::Serial;
 use crate::ca::csr::{Csr, CsrError};
 use crate::ca::{Ca, IssueError, IssueRequest, KeyFamily};
 use crate::config::Secret;
-use crate::policy::Template;
+use crate::policy::{PolicyError, Template};
 use crate::store::{CertRecord, CertStatus, ChallengeHash, DeviceId, Protocol, StoreError};
 
 /// Capabilities advertised by GetCACaps: only what this server does.
@@ -71,7 +71,10 @@ enum Refusal {
     #[error("message type {0:?} is not supported yet")]
     Unsupported(MessageType),
     #[error(transparent)]
-    Issue(IssueError),
+    Policy(#[from] PolicyError),
+    /// Our side failed: not the client's doing, answered with HTTP 500.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl Refusal {
@@ -85,7 +88,9 @@ impl Refusal {
             | Self::NotRenewable
             | Self::Webhook(_)
             | Self::Unsupported(_)
-            | Self::Issue(_) => FailInfo::BadRequest,
+            | Self::Policy(_)
+            // Internal never reaches a CertRep: pki_operation answers HTTP 500 first.
+            | Self::Internal(_) => FailInfo::BadRequest,
         }
     }
 }
@@ -124,30 +129,19 @@ impl ScepService {
             .ok_or(ScepError::NoIssuer)?
             .clone();
         let blocking = rsa.clone();
-        let (req, content) = tokio::task::spawn_blocking(move || -> Result<_, WireError> {
-            let req = wire::open(&body)?;
-            let (content, cipher) = wire::decrypt(&req.envelope, blocking.key().pkey())?;
-            Ok((req, (content, cipher)))
-        })
-        .await
-        .map_err(|e| ScepError::Internal(e.to_string()))??;
-        let (content, cipher) = content;
+        let (req, content, cipher) =
+            tokio::task::spawn_blocking(move || -> Result<_, WireError> {
+                let req = wire::open(&body)?;
+                let (content, cipher) = wire::decrypt(&req.envelope, blocking.key().pkey())?;
+                Ok((req, content, cipher))
+            })
+            .await
+            .map_err(|e| ScepError::Internal(e.to_string()))??;
         tracing::info!(transaction = %req.transaction_id, message_type = ?req.message_type, ?cipher, digest = ?req.digest, "SCEP request");
 
         let outcome = match self.handle(&req, &content).await {
             Ok(certs) => Ok(certs),
-            Err(Refusal::Issue(IssueError::Store(StoreError::ChallengeUnavailable))) => {
-                tracing::info!(transaction = %req.transaction_id, "one-time challenge already used");
-                Err(Refusal::Challenge.fail_info())
-            }
-            Err(Refusal::Issue(
-                e @ (IssueError::Store(_)
-                | IssueError::Sign(_)
-                | IssueError::NoIssuer(_)
-                | IssueError::IssuerExpired(_)),
-            )) => {
-                return Err(ScepError::Internal(e.to_string()));
-            }
+            Err(Refusal::Internal(e)) => return Err(ScepError::Internal(e)),
             Err(refusal) => {
                 tracing::info!(transaction = %req.transaction_id, reason = %refusal, "SCEP request refused");
                 Err(refusal.fail_info())
@@ -195,7 +189,7 @@ impl ScepService {
             .store()
             .certificate(&serial)
             .await
-            .map_err(|e| Refusal::Issue(IssueError::Store(e)))?
+            .map_err(|e| Refusal::Internal(e.to_string()))?
             .ok_or(Refusal::UnknownCert)?;
         let cert =
             x509_cert::Certificate::from_der(&record.der).map_err(|_| Refusal::UnknownCert)?;
@@ -274,7 +268,7 @@ impl ScepService {
                 });
             }
             Ok(_) => {}
-            Err(e) => return Err(Refusal::Issue(IssueError::Store(e))),
+            Err(e) => return Err(Refusal::Internal(e.to_string())),
         }
         let Some(webhook) = &self.webhook else {
             return Err(Refusal::Challenge);
@@ -313,7 +307,12 @@ impl ScepService {
                 consume,
             })
             .await
-            .map_err(Refusal::Issue)?;
+            .map_err(|e| match e {
+                IssueError::Policy(p) => Refusal::Policy(p),
+                // Used by a concurrent request between our check and the write.
+                IssueError::Store(StoreError::ChallengeUnavailable) => Refusal::Challenge,
+                other => Refusal::Internal(other.to_string()),
+            })?;
         let mut certs = vec![issued.record.der];
         certs.extend(issued.chain);
         Ok(certs)
