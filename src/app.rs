@@ -105,6 +105,7 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         .context("scep.webhook_url: cannot set up the HTTP client")?;
     let scep = Arc::new(ScepService::new(
         ca.clone(),
+        metrics.clone(),
         template.clone(),
         config.scep.challenge.clone(),
         webhook,

@@ -24,6 +24,11 @@ struct FailedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProtocolLabels {
     protocol: &'static str,
 }
@@ -41,6 +46,7 @@ pub struct Metrics {
     registry: Registry,
     issued: Family<IssuedLabels, Counter>,
     failed: Family<FailedLabels, Counter>,
+    scep_refused: Family<RefusalLabels, Counter>,
     issue_seconds: Histograms<ProtocolLabels>,
     http_seconds: Histograms<HttpLabels>,
 }
@@ -55,6 +61,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("enrollca");
         let issued = Family::<IssuedLabels, Counter>::default();
         let failed = Family::<FailedLabels, Counter>::default();
+        let scep_refused = Family::<RefusalLabels, Counter>::default();
         let issue_seconds: Histograms<ProtocolLabels> = Family::new_with_constructor(latency);
         let http_seconds: Histograms<HttpLabels> = Family::new_with_constructor(latency);
         registry.register("certificates_issued", "Certificates issued", issued.clone());
@@ -62,6 +69,11 @@ impl Default for Metrics {
             "issuance_failures",
             "Issuance attempts that failed, by reason",
             failed.clone(),
+        );
+        registry.register(
+            "scep_refusals",
+            "SCEP requests refused: by failInfo, or `unreadable` for messages answered with HTTP 400",
+            scep_refused.clone(),
         );
         registry.register(
             "issuance_duration_seconds",
@@ -77,6 +89,7 @@ impl Default for Metrics {
             registry,
             issued,
             failed,
+            scep_refused,
             issue_seconds,
             http_seconds,
         }
@@ -120,6 +133,12 @@ impl Metrics {
                     .inc();
             }
         }
+    }
+
+    pub fn observe_scep_refusal(&self, reason: &'static str) {
+        self.scep_refused
+            .get_or_create(&RefusalLabels { reason })
+            .inc();
     }
 
     pub fn observe_http(&self, route: &str, method: &str, status: u16, elapsed: Duration) {

@@ -282,4 +282,24 @@ async fn refusals_carry_the_right_fail_info_and_write_nothing() {
     assert_eq!(resp.status(), 400);
 
     assert_eq!(server.events().await.len(), 0, "no refusal wrote anything");
+
+    // Every refusal is counted by reason.
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (reason, count) in [
+        ("badMessageCheck", 1),
+        ("badAlg", 1),
+        ("badRequest", 3),
+        ("unreadable", 2),
+    ] {
+        let line = format!("enrollca_scep_refusals_total{{reason=\"{reason}\"}} {count}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing `{line}` in\n{metrics}"
+        );
+    }
 }

@@ -95,6 +95,17 @@ impl FailInfo {
         .find(|f| f.code() == code)
     }
 
+    /// The RFC 8894 name, for logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::BadAlg => "badAlg",
+            Self::BadMessageCheck => "badMessageCheck",
+            Self::BadRequest => "badRequest",
+            Self::BadTime => "badTime",
+            Self::BadCertId => "badCertId",
+        }
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             Self::BadAlg => "0",

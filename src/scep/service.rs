@@ -10,6 +10,7 @@ use crate::ca::Serial;
 use crate::ca::csr::{Csr, CsrError};
 use crate::ca::{Ca, IssueError, IssueRequest, KeyFamily};
 use crate::config::Secret;
+use crate::metrics::Metrics;
 use crate::policy::{PolicyError, Template};
 use crate::store::{CertRecord, CertStatus, ChallengeHash, DeviceId, Protocol, StoreError};
 
@@ -40,6 +41,7 @@ pub enum ScepError {
 
 pub struct ScepService {
     ca: Arc<Ca>,
+    metrics: Arc<Metrics>,
     template: Arc<Template>,
     challenge: Option<Secret>,
     webhook: Option<Webhook>,
@@ -98,12 +100,14 @@ impl Refusal {
 impl ScepService {
     pub fn new(
         ca: Arc<Ca>,
+        metrics: Arc<Metrics>,
         template: Arc<Template>,
         challenge: Option<Secret>,
         webhook: Option<Webhook>,
     ) -> Self {
         Self {
             ca,
+            metrics,
             template,
             challenge,
             webhook,
@@ -129,22 +133,25 @@ impl ScepService {
             .ok_or(ScepError::NoIssuer)?
             .clone();
         let blocking = rsa.clone();
+        let opened = tokio::task::spawn_blocking(move || -> Result<_, WireError> {
+            let req = wire::open(&body)?;
+            let (content, cipher) = wire::decrypt(&req.envelope, blocking.key().pkey())?;
+            Ok((req, content, cipher))
+        })
+        .await
+        .map_err(|e| ScepError::Internal(e.to_string()))?;
         let (req, content, cipher) =
-            tokio::task::spawn_blocking(move || -> Result<_, WireError> {
-                let req = wire::open(&body)?;
-                let (content, cipher) = wire::decrypt(&req.envelope, blocking.key().pkey())?;
-                Ok((req, content, cipher))
-            })
-            .await
-            .map_err(|e| ScepError::Internal(e.to_string()))??;
+            opened.inspect_err(|_| self.metrics.observe_scep_refusal("unreadable"))?;
         tracing::info!(transaction = %req.transaction_id, message_type = ?req.message_type, ?cipher, digest = ?req.digest, "SCEP request");
 
         let outcome = match self.handle(&req, &content).await {
             Ok(certs) => Ok(certs),
             Err(Refusal::Internal(e)) => return Err(ScepError::Internal(e)),
             Err(refusal) => {
-                tracing::info!(transaction = %req.transaction_id, reason = %refusal, "SCEP request refused");
-                Err(refusal.fail_info())
+                let info = refusal.fail_info();
+                tracing::info!(transaction = %req.transaction_id, reason = %refusal, fail_info = info.name(), "SCEP request refused");
+                self.metrics.observe_scep_refusal(info.name());
+                Err(info)
             }
         };
         tokio::task::spawn_blocking(move || {
