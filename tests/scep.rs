@@ -55,27 +55,7 @@ async fn scepclient_enrols_and_a_wrong_challenge_is_refused() {
     ] {
         assert!(caps.lines().any(|l| l == cap), "{cap} missing from {caps}");
     }
-    let ca = reqwest::get(server.url("/scep?operation=GetCACert"))
-        .await
-        .unwrap();
-    assert_eq!(ca.headers()["content-type"], "application/x-x509-ca-cert");
-    let ca_der = ca.bytes().await.unwrap();
-    let ca_path = tmp.path().join("scep-ca.der");
-    std::fs::write(&ca_path, &ca_der).unwrap();
-    let ca_pem = tmp.path().join("scep-ca.pem");
-    let out = run(
-        "openssl",
-        &[
-            "x509",
-            "-inform",
-            "DER",
-            "-in",
-            ca_path.to_str().unwrap(),
-            "-out",
-            ca_pem.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success());
+    let ca_pem = server.scep_ca_pem(tmp.path()).await;
     let ca_text = stdout(&run(
         "openssl",
         &["x509", "-noout", "-text", "-in", ca_pem.to_str().unwrap()],
@@ -90,24 +70,10 @@ async fn scepclient_enrols_and_a_wrong_challenge_is_refused() {
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let cert = dir.join("cert.pem");
     let roots = data.join("ca/roots.pem");
-    let verify = run(
-        "openssl",
-        &[
-            "verify",
-            "-purpose",
-            "sslclient",
-            "-CAfile",
-            roots.to_str().unwrap(),
-            "-untrusted",
-            ca_pem.to_str().unwrap(),
-            cert.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        verify.status.success(),
-        "{}{}",
-        stdout(&verify),
-        stderr(&verify)
+    assert_chain_verifies(
+        roots.to_str().unwrap(),
+        ca_pem.to_str().unwrap(),
+        cert.to_str().unwrap(),
     );
     let subject = stdout(&run(
         "openssl",
@@ -398,39 +364,12 @@ async fn certmonger_enrols_resubmits_and_is_refused() {
     let id = request_id(&out);
     let status = cm.status(&id);
     assert!(status.contains("status: MONITORING"), "{status}");
-    let ca_der = reqwest::get(server.url("/scep?operation=GetCACert"))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let issuer = tmp.path().join("issuer.der");
-    std::fs::write(&issuer, &ca_der).unwrap();
-    let issuer_pem = tmp.path().join("issuer.pem");
-    run(
-        "openssl",
-        &[
-            "x509",
-            "-inform",
-            "DER",
-            "-in",
-            issuer.to_str().unwrap(),
-            "-out",
-            issuer_pem.to_str().unwrap(),
-        ],
+    let issuer_pem = server.scep_ca_pem(tmp.path()).await;
+    assert_chain_verifies(
+        roots.to_str().unwrap(),
+        issuer_pem.to_str().unwrap(),
+        cert.to_str().unwrap(),
     );
-    let verify = run(
-        "openssl",
-        &[
-            "verify",
-            "-CAfile",
-            roots.to_str().unwrap(),
-            "-untrusted",
-            issuer_pem.to_str().unwrap(),
-            cert.to_str().unwrap(),
-        ],
-    );
-    assert!(verify.status.success(), "{}", stdout(&verify));
     let cert_pub = stdout(&run(
         "openssl",
         &["x509", "-noout", "-pubkey", "-in", cert.to_str().unwrap()],
@@ -497,26 +436,7 @@ async fn strongswan_enrols_with_3des_and_aes_and_is_refused() {
     let data = init_dir(tmp.path(), &[], &[]);
     let server = Server::start(&data, &[("ENROLLCA_SCEP_CHALLENGE", CHALLENGE)]);
     let d = tmp.path();
-    let ca = d.join("ca.pem");
-    let der = reqwest::get(server.url("/scep?operation=GetCACert"))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    std::fs::write(d.join("ca.der"), &der).unwrap();
-    run(
-        "openssl",
-        &[
-            "x509",
-            "-inform",
-            "DER",
-            "-in",
-            d.join("ca.der").to_str().unwrap(),
-            "-out",
-            ca.to_str().unwrap(),
-        ],
-    );
+    let ca = server.scep_ca_pem(d).await;
     let key = d.join("ss.key");
     assert!(
         run(
@@ -555,18 +475,11 @@ async fn strongswan_enrols_with_3des_and_aes_and_is_refused() {
             .unwrap();
         assert!(out.status.success(), "{cipher}: {}", stderr(&out));
         std::fs::write(&cert, &out.stdout).unwrap();
-        let verify = run(
-            "openssl",
-            &[
-                "verify",
-                "-CAfile",
-                roots.to_str().unwrap(),
-                "-untrusted",
-                ca.to_str().unwrap(),
-                cert.to_str().unwrap(),
-            ],
+        assert_chain_verifies(
+            roots.to_str().unwrap(),
+            ca.to_str().unwrap(),
+            cert.to_str().unwrap(),
         );
-        assert!(verify.status.success(), "{cipher}: {}", stdout(&verify));
         let subject = stdout(&run(
             "openssl",
             &["x509", "-noout", "-subject", "-in", cert.to_str().unwrap()],

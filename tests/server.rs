@@ -124,24 +124,10 @@ async fn issue_and_verify(
     let chain = split_pem(dir, &name, body["chain_pem"].as_str().unwrap());
     assert_eq!(chain.len(), 2, "leaf and issuing CA");
     let roots = server.data.join("ca/roots.pem");
-    let verify = run(
-        "openssl",
-        &[
-            "verify",
-            "-purpose",
-            "sslclient",
-            "-CAfile",
-            roots.to_str().unwrap(),
-            "-untrusted",
-            chain[1].to_str().unwrap(),
-            chain[0].to_str().unwrap(),
-        ],
-    );
-    assert!(
-        verify.status.success(),
-        "{}{}",
-        stdout(&verify),
-        stderr(&verify)
+    assert_chain_verifies(
+        roots.to_str().unwrap(),
+        chain[1].to_str().unwrap(),
+        chain[0].to_str().unwrap(),
     );
 
     let text = stdout(&run(

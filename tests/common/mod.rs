@@ -229,6 +229,36 @@ impl Server {
         }
     }
 
+    /// SCEP GetCACert, which must be a single DER certificate, converted by openssl to a PEM
+    /// file in `dir`.
+    pub async fn scep_ca_pem(&self, dir: &Path) -> PathBuf {
+        let resp = reqwest::get(self.url("/scep?operation=GetCACert"))
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["content-type"], "application/x-x509-ca-cert");
+        let der_path = dir.join("scep-ca.der");
+        std::fs::write(&der_path, resp.bytes().await.unwrap()).unwrap();
+        let pem_path = dir.join("scep-ca.pem");
+        let out = run(
+            "openssl",
+            &[
+                "x509",
+                "-inform",
+                "DER",
+                "-in",
+                der_path.to_str().unwrap(),
+                "-out",
+                pem_path.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "GetCACert is not a DER certificate: {}",
+            stderr(&out)
+        );
+        pem_path
+    }
+
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.post(self.url(path)).bearer_auth(&self.token)
     }
@@ -285,6 +315,30 @@ pub fn openssl_csr(
     let out = run("openssl", &args);
     assert!(out.status.success(), "openssl req: {}", stderr(&out));
     (key_path, std::fs::read_to_string(csr_path).unwrap())
+}
+
+/// `openssl verify` (an independent verifier) of `leaf` through `intermediate` to `roots`, for
+/// TLS client authentication; fails the test with openssl's words.
+pub fn assert_chain_verifies(roots: &str, intermediate: &str, leaf: &str) {
+    let out = run(
+        "openssl",
+        &[
+            "verify",
+            "-purpose",
+            "sslclient",
+            "-CAfile",
+            roots,
+            "-untrusted",
+            intermediate,
+            leaf,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "openssl verify {leaf}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 }
 
 /// Splits a PEM bundle into its certificates, each written to DIR/NAME-i.pem.
