@@ -57,12 +57,11 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         .config
         .clone()
         .or_else(|| Some(dir.config()).filter(|p| p.is_file()));
-    let config = Config::load(config_path.as_deref(), std::env::vars())?;
+    let mut config = Config::load(config_path.as_deref(), std::env::vars())?;
     crate::admin::init_logging(&config.log);
 
     // Bind first: a port in use fails before any key is touched, and an ephemeral port (0)
     // is known before it is written into certificates.
-    let mut config = config;
     let http = bind("listen.http", config.listen.http).await?;
     let https = bind("listen.https", config.listen.https).await?;
     let (http_addr, https_addr) = (http.local_addr()?, https.local_addr()?);

@@ -205,6 +205,13 @@ pub struct ChallengeRecord {
     pub expires_at: OffsetDateTime,
 }
 
+impl ChallengeRecord {
+    /// Usable at `at`: the one rule for using, checking and purging challenges.
+    pub fn is_live(&self, at: OffsetDateTime) -> bool {
+        self.expires_at > at
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StatusFilter {

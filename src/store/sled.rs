@@ -233,7 +233,7 @@ impl Store for SledStore {
                 for kv in t.challenges.iter() {
                     let (key, value) = kv.map_err(backend)?;
                     let rec: ChallengeRecord = decode("challenges", &value)?;
-                    if rec.expires_at <= now {
+                    if !rec.is_live(now) {
                         let hash: [u8; 32] =
                             key.as_ref().try_into().map_err(|_| StoreError::Corrupt {
                                 tree: "challenges",
@@ -325,7 +325,7 @@ impl Writer {
                                 None => true,
                                 Some(hash) => challenges.get(hash.as_bytes())?.is_some_and(|v| {
                                     decode::<ChallengeRecord>("challenges", &v)
-                                        .is_ok_and(|c| c.expires_at > rec.issued_at)
+                                        .is_ok_and(|c| c.is_live(rec.issued_at))
                                 }),
                             };
                             if !challenge_ok {
@@ -376,7 +376,7 @@ impl Writer {
                             for hash in hashes {
                                 let expired = challenges.get(hash.as_bytes())?.is_some_and(|v| {
                                     decode::<ChallengeRecord>("challenges", &v)
-                                        .is_ok_and(|c| c.expires_at <= *now)
+                                        .is_ok_and(|c| !c.is_live(*now))
                                 });
                                 if expired {
                                     challenges.remove(hash.as_bytes())?;
