@@ -34,10 +34,10 @@ pub async fn issue_certificate(
             consume: None,
         })
         .await?;
-    let mut chain_pem = to_pem("CERTIFICATE", &issued.record.der);
-    for der in &issued.chain {
-        chain_pem.push_str(&to_pem("CERTIFICATE", der));
-    }
+    let chain_pem = issued
+        .certificates()
+        .map(|der| to_pem("CERTIFICATE", der))
+        .collect();
     let location = format!("/api/v1/certificates/{}", issued.record.serial);
     let view = IssuedView {
         certificate: CertView::new(&issued.record, state.ca.clock().now(), true),

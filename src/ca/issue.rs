@@ -37,6 +37,13 @@ pub struct Issued {
     pub chain: Vec<Vec<u8>>,
 }
 
+impl Issued {
+    /// The issued certificate, then its chain: the order clients expect.
+    pub fn certificates(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(self.record.der.as_slice()).chain(self.chain.iter().map(Vec::as_slice))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IssueError {
     #[error(transparent)]

@@ -69,11 +69,15 @@ pub async fn get(State(state): State<Arc<AppState>>, Query(p): Query<Params>) ->
                     "PKIOperation by GET needs a message parameter",
                 );
             };
-            // Form decoding turns an unescaped '+' into a space; base64 has no spaces.
+            // Form decoding turns an unescaped '+' into a space; other whitespace is line
+            // wrapping. base64 has neither.
             let message: String = message
                 .chars()
-                .filter(|c| !c.is_whitespace() || *c == ' ')
-                .map(|c| if c == ' ' { '+' } else { c })
+                .filter_map(|c| match c {
+                    ' ' => Some('+'),
+                    c if c.is_whitespace() => None,
+                    c => Some(c),
+                })
                 .collect();
             match base64::engine::general_purpose::STANDARD.decode(message.as_bytes()) {
                 Ok(body) => pki_operation(&state, body).await,

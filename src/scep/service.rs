@@ -220,10 +220,6 @@ impl ScepService {
 
     async fn enrol(&self, req: &SignedMessage, content: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
         let csr = Csr::from_der(content)?;
-        let presented = csr.challenge.clone().ok_or(Refusal::Challenge)?;
-        let grant = self
-            .check_challenge(req, content, &csr, presented.expose())
-            .await?;
         // A PKCSReq is signed with a throw-away certificate for the requested key: proof of
         // possession of that key.
         let signer_spki = req
@@ -236,6 +232,11 @@ impl ScepService {
         {
             return Err(Refusal::SignerKey);
         }
+        // Only then the challenge: it may cost a store read or a call to the validator.
+        let presented = csr.challenge.as_ref().ok_or(Refusal::Challenge)?;
+        let grant = self
+            .check_challenge(req, content, &csr, presented.expose())
+            .await?;
         // certmonger renews this way: a PKCSReq signed with the certificate it holds.
         let previous = self.previous_certificate(&req.signer).await;
         let device = grant
@@ -268,7 +269,7 @@ impl ScepService {
         let hash = ChallengeHash::of(presented.as_bytes());
         let now = self.ca.clock().now();
         match self.ca.store().challenge(&hash).await {
-            Ok(Some(c)) if c.expires_at > now => {
+            Ok(Some(c)) if c.is_live(now) => {
                 return Ok(Grant {
                     consume: Some(hash),
                     device: c.device,
@@ -320,9 +321,7 @@ impl ScepService {
                 IssueError::Store(StoreError::ChallengeUnavailable) => Refusal::Challenge,
                 other => Refusal::Internal(other.to_string()),
             })?;
-        let mut certs = vec![issued.record.der];
-        certs.extend(issued.chain);
-        Ok(certs)
+        Ok(issued.certificates().map(<[u8]>::to_vec).collect())
     }
 
     /// The still-good certificate of ours that signed this request, when a client renews by
