@@ -104,7 +104,8 @@ async fn measure(duration: Duration) -> (f64, f64) {
                             device: None,
                             protocol: Protocol::Admin,
                             replaces: None,
-                            consume: None,
+                            account: None,
+                            linked: Default::default(),
                         };
                         ca.issue(req).await.expect("issuance failed");
                         done.fetch_add(1, Ordering::Relaxed);

@@ -72,7 +72,8 @@ async fn ten_thousand_concurrent_issuances_get_distinct_durable_serials() {
                     device: Some(format!("device-{}", i % 100).parse().unwrap()),
                     protocol: Protocol::Admin,
                     replaces: None,
-                    consume: None,
+                    account: None,
+                    linked: Default::default(),
                 };
                 ca.issue(req).await.unwrap().record
             })
@@ -144,7 +145,8 @@ async fn validity_is_clamped_to_the_issuer() {
             device: None,
             protocol: Protocol::Admin,
             replaces: None,
-            consume: None,
+            account: None,
+            linked: Default::default(),
         })
         .await
         .unwrap();

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use enrollca::ca::{IssuerId, KeyFamily, Serial};
 use enrollca::revocation::RevocationReason;
 use enrollca::store::{
-    CertQuery, CertRecord, CertStatus, DeviceId, EventKind, IssuerRecord, IssuerState, Protocol,
-    SledStore, StatusFilter, Store, StoreError,
+    CertQuery, CertRecord, CertStatus, DeviceId, DocKey, DocKind, DocWrite, EventKind, Expect,
+    IssuerRecord, IssuerState, Linked, Protocol, SledStore, StatusFilter, Store, StoreError,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -36,6 +36,7 @@ fn record(device: Option<&str>, issuer_n: u8) -> CertRecord {
         protocol: Protocol::Admin,
         profile: "device".into(),
         replaces: None,
+        account: None,
         status: CertStatus::Good,
         der: vec![0x30, 0x03, 0x02, 0x01, 0x01],
     }
@@ -68,7 +69,10 @@ async fn insert_then_read_back_with_its_event() {
     for_each_backend(|open, name, dir| async move {
         let store = open(dir.path());
         let rec = record(Some("dev-1"), 1);
-        let seq = store.insert_certificate(rec.clone(), None).await.unwrap();
+        let seq = store
+            .insert_certificate(rec.clone(), Linked::default())
+            .await
+            .unwrap();
         assert_eq!(seq, 1, "{name}: the first event is 1");
         assert_eq!(
             store.certificate(&rec.serial).await.unwrap(),
@@ -82,7 +86,13 @@ async fn insert_then_read_back_with_its_event() {
 
         let mut renewal = record(Some("dev-1"), 1);
         renewal.replaces = Some(rec.serial.clone());
-        assert_eq!(store.insert_certificate(renewal, None).await.unwrap(), 2);
+        assert_eq!(
+            store
+                .insert_certificate(renewal, Linked::default())
+                .await
+                .unwrap(),
+            2
+        );
         let events = all_events(store.as_ref()).await;
         assert_eq!(
             events[1].kind,
@@ -100,10 +110,16 @@ async fn duplicate_serial_writes_nothing() {
     for_each_backend(|open, name, dir| async move {
         let store = open(dir.path());
         let rec = record(Some("dev-1"), 1);
-        store.insert_certificate(rec.clone(), None).await.unwrap();
+        store
+            .insert_certificate(rec.clone(), Linked::default())
+            .await
+            .unwrap();
         let mut dup = record(Some("dev-2"), 2);
         dup.serial = rec.serial.clone();
-        let err = store.insert_certificate(dup, None).await.unwrap_err();
+        let err = store
+            .insert_certificate(dup, Linked::default())
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, StoreError::DuplicateSerial(ref s) if *s == rec.serial),
             "{name}: {err}"
@@ -131,7 +147,10 @@ async fn revocation_is_recorded_once() {
     for_each_backend(|open, name, dir| async move {
         let store = open(dir.path());
         let rec = record(None, 1);
-        store.insert_certificate(rec.clone(), None).await.unwrap();
+        store
+            .insert_certificate(rec.clone(), Linked::default())
+            .await
+            .unwrap();
         let at = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let revoked = store
             .revoke(&rec.serial, RevocationReason::KeyCompromise, at)
@@ -189,17 +208,20 @@ async fn listings_filter_and_page_without_gaps_or_repeats() {
             if i % 2 == 0 {
                 dev_a.insert(rec.serial.clone());
             }
-            store.insert_certificate(rec, None).await.unwrap();
+            store
+                .insert_certificate(rec, Linked::default())
+                .await
+                .unwrap();
         }
         // A device id that is a prefix of another must not leak into its listing.
         store
-            .insert_certificate(record(Some("dev-a2"), 0), None)
+            .insert_certificate(record(Some("dev-a2"), 0), Linked::default())
             .await
             .unwrap();
         let mut expired = record(Some("dev-a"), 0);
         expired.not_after = OffsetDateTime::now_utc() - Duration::days(1);
         store
-            .insert_certificate(expired.clone(), None)
+            .insert_certificate(expired.clone(), Linked::default())
             .await
             .unwrap();
         dev_a.insert(expired.serial.clone());
@@ -284,7 +306,13 @@ async fn concurrent_writers_get_a_gapless_feed() {
             tasks.push(tokio::spawn(async move {
                 let rec = record(Some(&format!("dev-{}", i % 50)), 1);
                 let serial = rec.serial.clone();
-                (store.insert_certificate(rec, None).await.unwrap(), serial)
+                (
+                    store
+                        .insert_certificate(rec, Linked::default())
+                        .await
+                        .unwrap(),
+                    serial,
+                )
             }));
         }
         let mut seqs = Vec::new();
@@ -321,7 +349,10 @@ async fn state_survives_reopening() {
         };
         {
             let store = open(dir.path());
-            store.insert_certificate(rec.clone(), None).await.unwrap();
+            store
+                .insert_certificate(rec.clone(), Linked::default())
+                .await
+                .unwrap();
             store.put_issuer(issuer_rec.clone()).await.unwrap();
             let retiring = IssuerRecord {
                 state: IssuerState::Retiring,
@@ -337,7 +368,7 @@ async fn state_survives_reopening() {
         // The feed continues where it stopped.
         assert_eq!(
             store
-                .insert_certificate(record(None, 1), None)
+                .insert_certificate(record(None, 1), Linked::default())
                 .await
                 .unwrap(),
             2,
@@ -390,7 +421,7 @@ async fn one_time_challenges_are_used_once_and_only_with_a_write() {
         // Expired or unknown: refused, nothing written.
         for hash in [stale, ChallengeHash::of(b"never")] {
             let err = store
-                .insert_certificate(record(None, 1), Some(hash))
+                .insert_certificate(record(None, 1), Linked::challenge(hash))
                 .await
                 .unwrap_err();
             assert!(
@@ -402,11 +433,14 @@ async fn one_time_challenges_are_used_once_and_only_with_a_write() {
 
         // A refused insert (duplicate serial) leaves the challenge usable.
         let first = record(None, 1);
-        store.insert_certificate(first.clone(), None).await.unwrap();
+        store
+            .insert_certificate(first.clone(), Linked::default())
+            .await
+            .unwrap();
         let mut dup = record(None, 1);
         dup.serial = first.serial.clone();
         assert!(matches!(
-            store.insert_certificate(dup, Some(live)).await,
+            store.insert_certificate(dup, Linked::challenge(live)).await,
             Err(StoreError::DuplicateSerial(_))
         ));
         assert!(store.challenge(&live).await.unwrap().is_some(), "{name}");
@@ -415,9 +449,11 @@ async fn one_time_challenges_are_used_once_and_only_with_a_write() {
         let attempts: Vec<_> = (0..20)
             .map(|_| {
                 let store = store.clone();
-                tokio::spawn(
-                    async move { store.insert_certificate(record(None, 1), Some(live)).await },
-                )
+                tokio::spawn(async move {
+                    store
+                        .insert_certificate(record(None, 1), Linked::challenge(live))
+                        .await
+                })
             })
             .collect();
         let mut won = 0;
@@ -478,6 +514,149 @@ async fn expired_challenges_are_purged_and_live_ones_kept() {
         assert!(
             all_events(store.as_ref()).await.is_empty(),
             "{name}: purging is not an event"
+        );
+    })
+    .await;
+}
+
+fn put(kind: DocKind, id: &str, expect: Expect, value: &[u8]) -> DocWrite {
+    DocWrite {
+        key: DocKey::new(kind, id),
+        expect,
+        value: Some(value.to_vec()),
+    }
+}
+
+#[tokio::test]
+async fn documents_are_compare_and_swap_and_all_or_nothing() {
+    for_each_backend(|open, name, dir| async move {
+        let store = open(dir.path());
+        let order = DocKey::new(DocKind::AcmeOrder, "o1");
+        store
+            .write_docs(vec![
+                put(DocKind::AcmeOrder, "o1", Expect::Absent, b"pending"),
+                put(DocKind::AcmeAccountOrder, "a1/o1", Expect::Absent, b""),
+            ])
+            .await
+            .unwrap();
+        let doc = store.doc(&order).await.unwrap().unwrap();
+        assert_eq!(
+            (doc.value.as_slice(), doc.version),
+            (&b"pending"[..], 1),
+            "{name}"
+        );
+
+        // A second creation, a stale version, or one unmet expectation among several: refused,
+        // and nothing of the batch is written.
+        let stale = [
+            vec![put(DocKind::AcmeOrder, "o1", Expect::Absent, b"x")],
+            vec![put(DocKind::AcmeOrder, "o1", Expect::Version(7), b"x")],
+            vec![
+                put(DocKind::AcmeAuthz, "z1", Expect::Absent, b"x"),
+                put(DocKind::AcmeOrder, "o1", Expect::Version(2), b"x"),
+            ],
+        ];
+        for writes in stale {
+            let err = store.write_docs(writes).await.unwrap_err();
+            assert!(matches!(err, StoreError::Conflict { .. }), "{name}: {err}");
+        }
+        let z1 = DocKey::new(DocKind::AcmeAuthz, "z1");
+        assert!(store.doc(&z1).await.unwrap().is_none(), "{name}");
+
+        // Concurrent read-modify-write: exactly one of them wins.
+        let racers: Vec<_> = (0..16)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let w = put(DocKind::AcmeOrder, "o1", Expect::Version(1), &[i]);
+                    store.write_docs(vec![w]).await
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for r in racers {
+            won += usize::from(r.await.unwrap().is_ok());
+        }
+        assert_eq!(won, 1, "{name}");
+        assert_eq!(store.doc(&order).await.unwrap().unwrap().version, 2);
+
+        // A certificate linked to a document commits only if the document is as expected.
+        let err = store
+            .insert_certificate(
+                record(None, 1),
+                Linked::docs(vec![put(
+                    DocKind::AcmeOrder,
+                    "o1",
+                    Expect::Version(1),
+                    b"valid",
+                )]),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{name}");
+        assert!(all_events(store.as_ref()).await.is_empty(), "{name}");
+        store
+            .insert_certificate(
+                record(None, 1),
+                Linked::docs(vec![put(
+                    DocKind::AcmeOrder,
+                    "o1",
+                    Expect::Version(2),
+                    b"valid",
+                )]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.doc(&order).await.unwrap().unwrap().value, b"valid");
+
+        // Listing by prefix, in id order, with a cursor; other kinds do not leak in.
+        for id in ["a1/o3", "a1/o2", "a2/o9"] {
+            store
+                .write_docs(vec![put(
+                    DocKind::AcmeAccountOrder,
+                    id,
+                    Expect::Absent,
+                    b"",
+                )])
+                .await
+                .unwrap();
+        }
+        let ids = |v: Vec<(String, enrollca::store::Doc)>| {
+            v.into_iter().map(|(id, _)| id).collect::<Vec<_>>()
+        };
+        let a1 = store
+            .docs(DocKind::AcmeAccountOrder, "a1/", None, 10)
+            .await
+            .unwrap();
+        assert_eq!(ids(a1), ["a1/o1", "a1/o2", "a1/o3"], "{name}");
+        let page = store
+            .docs(DocKind::AcmeAccountOrder, "a1/", Some("a1/o1"), 1)
+            .await
+            .unwrap();
+        assert_eq!(ids(page), ["a1/o2"], "{name}");
+
+        // Deletion, and the state survives reopening.
+        store
+            .write_docs(vec![DocWrite {
+                key: DocKey::new(DocKind::AcmeAccountOrder, "a2/o9"),
+                expect: Expect::Version(1),
+                value: None,
+            }])
+            .await
+            .unwrap();
+        drop(store);
+        let store = open(dir.path());
+        assert!(
+            store
+                .docs(DocKind::AcmeAccountOrder, "a2/", None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store.doc(&order).await.unwrap().unwrap().version,
+            3,
+            "{name}"
         );
     })
     .await;

@@ -31,7 +31,8 @@ pub async fn issue_certificate(
             device: body.device,
             protocol: Protocol::Admin,
             replaces: None,
-            consume: None,
+            account: None,
+            linked: Default::default(),
         })
         .await?;
     let chain_pem = issued

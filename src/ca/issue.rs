@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use super::csr::{Attr, Csr, San};
 use super::{ActiveIssuer, Ca, IssuerId, KeyFamily, Serial};
 use crate::policy::{Contents, Eku, PolicyError, Template};
-use crate::store::{CertRecord, CertStatus, ChallengeHash, DeviceId, Protocol, StoreError};
+use crate::store::{CertRecord, CertStatus, DeviceId, Linked, Protocol, StoreError};
 
 /// Serial collisions are retried this often; with 127 random bits one retry is already
 /// astronomically unlikely, so running out means something is broken.
@@ -25,8 +25,11 @@ pub struct IssueRequest {
     pub device: Option<DeviceId>,
     pub protocol: Protocol,
     pub replaces: Option<crate::ca::Serial>,
-    /// A one-time challenge this issuance uses up, in the same atomic write as the record.
-    pub consume: Option<ChallengeHash>,
+    /// The ACME account ordering it.
+    pub account: Option<String>,
+    /// What commits with the record, in the same atomic write (a one-time challenge used up,
+    /// an order completed).
+    pub linked: Linked,
 }
 
 /// A certificate that is on disk and may be handed out.
@@ -120,12 +123,13 @@ impl Ca {
                 protocol: req.protocol,
                 profile: req.template.name.clone(),
                 replaces: req.replaces.clone(),
+                account: req.account.clone(),
                 status: CertStatus::Good,
                 der,
             };
             match self
                 .store
-                .insert_certificate(record.clone(), req.consume)
+                .insert_certificate(record.clone(), req.linked.clone())
                 .await
             {
                 Ok(_) => {

@@ -12,7 +12,7 @@ use crate::ca::{Ca, IssueError, IssueRequest, KeyFamily};
 use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyError, Template};
-use crate::store::{CertRecord, CertStatus, ChallengeHash, DeviceId, Protocol, StoreError};
+use crate::store::{CertRecord, CertStatus, ChallengeHash, DeviceId, Linked, Protocol, StoreError};
 
 /// Capabilities advertised by GetCACaps: only what this server does.
 const CAPS: &[&str] = &[
@@ -312,7 +312,8 @@ impl ScepService {
                 device,
                 protocol: Protocol::Scep,
                 replaces,
-                consume,
+                account: None,
+                linked: consume.map(Linked::challenge).unwrap_or_default(),
             })
             .await
             .map_err(|e| match e {

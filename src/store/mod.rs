@@ -111,6 +111,9 @@ pub struct CertRecord {
     pub profile: String,
     /// The certificate this one renews, when it is a renewal.
     pub replaces: Option<Serial>,
+    /// The ACME account that ordered it (its id), for ACME certificates.
+    #[serde(default)]
+    pub account: Option<String>,
     pub status: CertStatus,
     #[serde(with = "serde_bytes")]
     pub der: Vec<u8>,
@@ -212,6 +215,96 @@ impl ChallengeRecord {
     }
 }
 
+/// Protocol state the store keeps for a service without interpreting it (ACME accounts,
+/// orders, ...). Each kind is its own key space; the tag is part of the on-disk key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DocKind {
+    AcmeAccount,
+    /// Account key thumbprint (scoped by profile) → account id; keeps keys unique.
+    AcmeAccountKey,
+    AcmeOrder,
+    /// `account/order` → nothing: an account's orders in id order.
+    AcmeAccountOrder,
+    AcmeAuthz,
+    AcmeEabKey,
+}
+
+impl DocKind {
+    pub fn tag(self) -> u8 {
+        match self {
+            Self::AcmeAccount => 1,
+            Self::AcmeAccountKey => 2,
+            Self::AcmeOrder => 3,
+            Self::AcmeAccountOrder => 4,
+            Self::AcmeAuthz => 5,
+            Self::AcmeEabKey => 6,
+        }
+    }
+}
+
+/// A document's address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DocKey {
+    pub kind: DocKind,
+    pub id: String,
+}
+
+impl DocKey {
+    pub fn new(kind: DocKind, id: impl Into<String>) -> Self {
+        Self {
+            kind,
+            id: id.into(),
+        }
+    }
+}
+
+/// A stored document with its version, which counts the writes it has seen (from 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Doc {
+    pub value: Vec<u8>,
+    pub version: u64,
+}
+
+/// What a write expects to find, so that concurrent read-modify-write cycles cannot both win.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    Absent,
+    Version(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocWrite {
+    pub key: DocKey,
+    pub expect: Expect,
+    /// The new value; `None` deletes.
+    pub value: Option<Vec<u8>>,
+}
+
+/// What commits, or fails, together with a certificate's record.
+#[derive(Debug, Clone, Default)]
+pub struct Linked {
+    /// A one-time challenge the issuance uses up.
+    pub consume: Option<ChallengeHash>,
+    /// Documents updated in the same write (e.g. the ACME order that now names the certificate).
+    pub docs: Vec<DocWrite>,
+}
+
+impl Linked {
+    pub fn challenge(hash: ChallengeHash) -> Self {
+        Self {
+            consume: Some(hash),
+            docs: Vec::new(),
+        }
+    }
+
+    pub fn docs(docs: Vec<DocWrite>) -> Self {
+        Self {
+            consume: None,
+            docs,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StatusFilter {
@@ -289,6 +382,9 @@ pub enum StoreError {
     AlreadyRevoked(Serial),
     #[error("the one-time challenge is unknown, used or expired")]
     ChallengeUnavailable,
+    /// A document was not in the state the write expected (someone else changed it first).
+    #[error("{kind:?} {id} changed concurrently")]
+    Conflict { kind: DocKind, id: String },
     #[error("storage backend failed: {0}")]
     Backend(String),
     #[error("corrupt record in {tree}: {message}")]
@@ -300,14 +396,29 @@ pub enum StoreError {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Records a certificate with its indexes and its `issued`/`renewed` event, atomically and
-    /// durably; when `consume` names a one-time challenge, using it up is part of the same
-    /// write. Writes nothing and fails with `DuplicateSerial` if the serial exists, or with
-    /// `ChallengeUnavailable` if the challenge is unknown, used, or expired at `issued_at`.
+    /// durably, together with everything `linked` names. Writes nothing and fails with
+    /// `DuplicateSerial` if the serial exists, `ChallengeUnavailable` if the challenge to use
+    /// up is unknown, used, or expired at `issued_at`, or `Conflict` if a linked document
+    /// changed.
     async fn insert_certificate(
         &self,
         record: CertRecord,
-        consume: Option<ChallengeHash>,
+        linked: Linked,
     ) -> Result<Seq, StoreError>;
+
+    async fn doc(&self, key: &DocKey) -> Result<Option<Doc>, StoreError>;
+
+    /// Documents of `kind` whose id starts with `prefix`, in id order after `after`.
+    async fn docs(
+        &self,
+        kind: DocKind,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Doc)>, StoreError>;
+
+    /// Applies every write or none, durably; `Conflict` names the first unmet expectation.
+    async fn write_docs(&self, writes: Vec<DocWrite>) -> Result<(), StoreError>;
 
     /// Stores a one-time challenge, durably.
     async fn put_challenge(

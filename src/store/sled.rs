@@ -20,8 +20,9 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    CertQuery, CertRecord, CertStatus, ChallengeHash, ChallengeRecord, Event, EventKind,
-    IssuerRecord, MAX_PAGE, Page, Seq, Store, StoreError,
+    CertQuery, CertRecord, CertStatus, ChallengeHash, ChallengeRecord, Doc, DocKey, DocKind,
+    DocWrite, Event, EventKind, Expect, IssuerRecord, Linked, MAX_PAGE, Page, Seq, Store,
+    StoreError,
 };
 use crate::ca::Serial;
 use crate::revocation::RevocationReason;
@@ -39,6 +40,7 @@ struct Trees {
     events: Tree,
     issuers: Tree,
     challenges: Tree,
+    docs: Tree,
 }
 
 pub struct SledStore {
@@ -49,7 +51,8 @@ pub struct SledStore {
 }
 
 enum Op {
-    Insert(Box<CertRecord>, Option<ChallengeHash>),
+    Insert(Box<CertRecord>, Linked),
+    WriteDocs(Vec<DocWrite>),
     PutChallenge(ChallengeHash, Box<ChallengeRecord>),
     /// Delete these challenges if they are still there and expired before the instant.
     PurgeChallenges(Vec<ChallengeHash>, OffsetDateTime),
@@ -90,6 +93,7 @@ impl SledStore {
             events: tree("events")?,
             issuers: tree("issuers")?,
             challenges: tree("challenges")?,
+            docs: tree("docs")?,
         };
         let next_seq = match trees.events.last().map_err(backend)? {
             Some((key, _)) => decode_seq(&key)? + 1,
@@ -157,9 +161,9 @@ impl Store for SledStore {
     async fn insert_certificate(
         &self,
         record: CertRecord,
-        consume: Option<ChallengeHash>,
+        linked: Linked,
     ) -> Result<Seq, StoreError> {
-        match self.submit(Op::Insert(Box::new(record), consume)).await? {
+        match self.submit(Op::Insert(Box::new(record), linked)).await? {
             Outcome::Inserted(seq) => Ok(seq),
             _ => unreachable!("insert answers Inserted"),
         }
@@ -266,6 +270,53 @@ impl Store for SledStore {
         .await
     }
 
+    async fn doc(&self, key: &DocKey) -> Result<Option<Doc>, StoreError> {
+        let key = doc_key(key);
+        self.read(move |t| {
+            t.docs
+                .get(key)
+                .map_err(backend)?
+                .map(|v| decode_doc(&v))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn docs(
+        &self,
+        kind: DocKind,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Doc)>, StoreError> {
+        let prefix = doc_key(&DocKey::new(kind, prefix));
+        let start = match after {
+            Some(after) => Bound::Excluded(doc_key(&DocKey::new(kind, after))),
+            None => Bound::Included(prefix.clone()),
+        };
+        let limit = limit.clamp(1, MAX_PAGE);
+        self.read(move |t| {
+            let mut out = Vec::new();
+            for kv in t.docs.range((start, Bound::Unbounded)) {
+                let (key, value) = kv.map_err(backend)?;
+                if !key.starts_with(&prefix) || out.len() == limit {
+                    break;
+                }
+                let id = String::from_utf8(key[1..].to_vec()).map_err(|_| StoreError::Corrupt {
+                    tree: "docs",
+                    message: "document id is not UTF-8".into(),
+                })?;
+                out.push((id, decode_doc(&value)?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn write_docs(&self, writes: Vec<DocWrite>) -> Result<(), StoreError> {
+        self.submit(Op::WriteDocs(writes)).await.map(drop)
+    }
+
     async fn put_issuer(&self, record: IssuerRecord) -> Result<(), StoreError> {
         self.submit(Op::PutIssuer(Box::new(record))).await.map(drop)
     }
@@ -310,18 +361,20 @@ impl Writer {
             &t.events,
             &t.issuers,
             &t.challenges,
+            &t.docs,
         );
         let outcome = trees.transaction(
-            |(certs, by_device, by_issuer, events, issuers, challenges)| {
+            |(certs, by_device, by_issuer, events, issuers, challenges, docs)| {
                 let mut seq = first_seq;
                 let mut fresh = HashSet::new();
                 let mut results = Vec::with_capacity(batch.len());
                 for job in batch {
                     let result = match &job.op {
-                        Op::Insert(rec, consume) => {
+                        Op::Insert(rec, linked) => {
                             let key = rec.serial.as_bytes();
                             // Reads first; nothing is written unless every check passes.
-                            let challenge_ok = match consume {
+                            let docs_ok = check_docs(docs, &linked.docs)?;
+                            let challenge_ok = match linked.consume {
                                 None => true,
                                 Some(hash) => challenges.get(hash.as_bytes())?.is_some_and(|v| {
                                     decode::<ChallengeRecord>("challenges", &v)
@@ -330,13 +383,16 @@ impl Writer {
                             };
                             if !challenge_ok {
                                 Err(StoreError::ChallengeUnavailable)
+                            } else if let Err(e) = docs_ok {
+                                Err(e)
                             } else if fresh.contains(key) || certs.get(key)?.is_some() {
                                 Err(StoreError::DuplicateSerial(rec.serial.clone()))
                             } else {
                                 fresh.insert(key);
-                                if let Some(hash) = consume {
+                                if let Some(hash) = linked.consume {
                                     challenges.remove(hash.as_bytes())?;
                                 }
+                                apply_docs(docs, &linked.docs)?;
                                 certs.insert(key, encode(rec.as_ref()))?;
                                 if let Some(device) = &rec.device {
                                     by_device.insert(index_key(device.as_str(), key), &[])?;
@@ -389,6 +445,13 @@ impl Writer {
                             challenges.insert(hash.as_bytes(), encode(rec.as_ref()))?;
                             Ok(Outcome::Done)
                         }
+                        Op::WriteDocs(writes) => match check_docs(docs, writes)? {
+                            Ok(()) => {
+                                apply_docs(docs, writes)?;
+                                Ok(Outcome::Done)
+                            }
+                            Err(e) => Err(e),
+                        },
                         Op::PutIssuer(rec) => {
                             issuers.insert(rec.id.as_str().as_bytes(), encode(rec.as_ref()))?;
                             Ok(Outcome::Done)
@@ -427,7 +490,7 @@ fn append_event(
     rec: &CertRecord,
     kind: EventKind,
     at: OffsetDateTime,
-) -> Result<(), sled::transaction::UnabortableTransactionError> {
+) -> TxResult<()> {
     let event = Event {
         seq: *seq,
         at,
@@ -439,6 +502,67 @@ fn append_event(
     events.insert(&seq.to_be_bytes(), encode(&event))?;
     *seq += 1;
     Ok(())
+}
+
+type TxResult<T> = Result<T, sled::transaction::UnabortableTransactionError>;
+
+/// Checks every expectation before anything is written; the outer error is sled's, the inner
+/// one the caller's conflict.
+fn check_docs(docs: &TransactionalTree, writes: &[DocWrite]) -> TxResult<Result<(), StoreError>> {
+    for w in writes {
+        let current = docs.get(doc_key(&w.key))?;
+        let met = match (w.expect, &current) {
+            (Expect::Absent, None) => true,
+            (Expect::Version(v), Some(bytes)) => decode_version(bytes) == Some(v),
+            _ => false,
+        };
+        if !met {
+            return Ok(Err(StoreError::Conflict {
+                kind: w.key.kind,
+                id: w.key.id.clone(),
+            }));
+        }
+    }
+    Ok(Ok(()))
+}
+
+fn apply_docs(docs: &TransactionalTree, writes: &[DocWrite]) -> TxResult<()> {
+    for w in writes {
+        let key = doc_key(&w.key);
+        match &w.value {
+            None => {
+                docs.remove(key)?;
+            }
+            Some(value) => {
+                let version = match w.expect {
+                    Expect::Absent => 1,
+                    Expect::Version(v) => v + 1,
+                };
+                docs.insert(key, [&version.to_be_bytes()[..], value].concat())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Document key: the kind's tag byte, then the id.
+fn doc_key(key: &DocKey) -> Vec<u8> {
+    [&[key.kind.tag()][..], key.id.as_bytes()].concat()
+}
+
+fn decode_version(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
+}
+
+fn decode_doc(bytes: &[u8]) -> Result<Doc, StoreError> {
+    let version = decode_version(bytes).ok_or_else(|| StoreError::Corrupt {
+        tree: "docs",
+        message: "document shorter than its version".into(),
+    })?;
+    Ok(Doc {
+        value: bytes[8..].to_vec(),
+        version,
+    })
 }
 
 fn get_cert(certs: &Tree, serial: &Serial) -> Result<Option<CertRecord>, StoreError> {
