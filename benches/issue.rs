@@ -105,7 +105,8 @@ async fn measure(duration: Duration) -> (f64, f64) {
                             protocol: Protocol::Admin,
                             replaces: None,
                             account: None,
-                            linked: Default::default(),
+                            consume: None,
+                            completes: None,
                         };
                         ca.issue(req).await.expect("issuance failed");
                         done.fetch_add(1, Ordering::Relaxed);

@@ -8,6 +8,8 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::acme::http01::Http01;
+use crate::acme::{AcmeService, Profile};
 use crate::admin::init::{InitOptions, init};
 use crate::api::TokenHash;
 use crate::ca::hierarchy::fingerprint;
@@ -24,6 +26,7 @@ use crate::store::{SledStore, Store};
 /// What request handlers share.
 pub struct AppState {
     pub ca: Arc<Ca>,
+    pub acme: Arc<AcmeService>,
     pub scep: Arc<ScepService>,
     pub template: Arc<Template>,
     pub metrics: Arc<Metrics>,
@@ -109,8 +112,10 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         config.scep.challenge.clone(),
         webhook,
     ));
+    let acme = Arc::new(acme_service(&config, ca.clone())?);
     let state = Arc::new(AppState {
         ca,
+        acme,
         scep,
         template,
         metrics,
@@ -170,6 +175,36 @@ pub async fn open_ca(
     }
     let issuers = IssuerSet::new(issuers)?;
     Ok(Ca::new(issuers, store, Arc::new(SystemClock), metrics))
+}
+
+/// The ACME service with one profile per configured directory.
+fn acme_service(config: &Config, ca: Arc<Ca>) -> anyhow::Result<AcmeService> {
+    let profiles = config
+        .acme
+        .profiles
+        .iter()
+        .map(|(name, p)| {
+            let template = Template::server(
+                name,
+                p.lifetime.unwrap_or(config.issuance.lifetime),
+                config.issuance.backdate,
+            );
+            let profile = Profile {
+                name: name.clone(),
+                config: p.clone(),
+                template: Arc::new(template),
+            };
+            (name.clone(), profile)
+        })
+        .collect();
+    let http01 =
+        Http01::new(config.acme.http01_port).context("setting up the http-01 validator")?;
+    Ok(AcmeService::new(
+        ca,
+        profiles,
+        http01,
+        config.listen.public_https_url(),
+    ))
 }
 
 /// How often used-up-by-time one-time challenges are deleted.

@@ -4,12 +4,16 @@
 //! users and scripts rely on this). The override table below is the single list of keys; an
 //! `ENROLLCA_*` variable that names no key is an error, like an unknown key in the file.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::acme::model::ChallengeType;
+use crate::ca::KeyFamily;
 
 /// Environment variables with the `ENROLLCA_` prefix that are not config keys.
 pub const RESERVED_ENV: &[&str] = &[
@@ -142,6 +146,9 @@ pub struct Acme {
     pub http01_port: u16,
     /// Extra PEM root files trusted for device attestation, beside the built-in Apple root.
     pub attestation_roots: Vec<PathBuf>,
+    /// Named profiles, each served at `/acme/<name>/directory`. Setting any replaces the
+    /// built-in `default` profile.
+    pub profiles: BTreeMap<String, AcmeProfile>,
 }
 
 impl Default for Acme {
@@ -149,6 +156,46 @@ impl Default for Acme {
         Self {
             http01_port: 80,
             attestation_roots: Vec::new(),
+            profiles: BTreeMap::from([("default".to_owned(), AcmeProfile::default())]),
+        }
+    }
+}
+
+/// What one ACME directory issues, and to whom.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcmeProfile {
+    /// DNS names it issues for: each entry allows that name and every name under it.
+    pub dns_names: Vec<String>,
+    /// IP addresses it issues for.
+    pub ip_addresses: Vec<IpAddr>,
+    /// Challenge types offered for each identifier.
+    pub challenges: Vec<ChallengeType>,
+    /// Certificate lifetime; `issuance.lifetime` when absent.
+    #[serde(with = "humantime_serde::option")]
+    pub lifetime: Option<Duration>,
+    /// Which issuer line signs its certificates.
+    pub issuer: KeyFamily,
+    /// Accounts must be bound to an operator-issued key (RFC 8555 §7.3.4).
+    pub external_account_required: bool,
+    /// Terms of service URL; when set, new accounts must agree to it.
+    pub terms_of_service: Option<String>,
+}
+
+impl Default for AcmeProfile {
+    /// The development profile: names under `localhost` and the loopback addresses, http-01.
+    fn default() -> Self {
+        Self {
+            dns_names: vec!["localhost".into()],
+            ip_addresses: vec![
+                IpAddr::from([127, 0, 0, 1]),
+                IpAddr::from(Ipv6Addr::LOCALHOST),
+            ],
+            challenges: vec![ChallengeType::Http01],
+            lifetime: None,
+            issuer: KeyFamily::Ecdsa,
+            external_account_required: false,
+            terms_of_service: None,
         }
     }
 }
@@ -394,6 +441,28 @@ impl Config {
         ] {
             if let Some(path) = path {
                 check_file(key, path)?;
+            }
+        }
+        for (name, profile) in &self.acme.profiles {
+            let name_ok = !name.is_empty()
+                && name.len() <= 32
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !name_ok {
+                return Err(ConfigError::Invalid {
+                    key: "acme.profiles",
+                    message: format!("profile name `{name}`: use 1-32 of a-z, 0-9 and -"),
+                });
+            }
+            if profile.challenges.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "acme.profiles",
+                    message: format!("profile `{name}` offers no challenge type"),
+                });
+            }
+            if let Some(url) = &profile.terms_of_service {
+                check_url("acme.profiles.terms_of_service", url)?;
             }
         }
         for path in &self.acme.attestation_roots {

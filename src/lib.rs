@@ -3,6 +3,7 @@
 //! Devices enrol over SCEP and ACME; the MDM server reads issuance and revocation state
 //! through the API. See README.md for the architecture; each module's doc says its part.
 
+pub mod acme;
 pub mod admin;
 pub mod api;
 pub mod app;

@@ -73,7 +73,8 @@ async fn ten_thousand_concurrent_issuances_get_distinct_durable_serials() {
                     protocol: Protocol::Admin,
                     replaces: None,
                     account: None,
-                    linked: Default::default(),
+                    consume: None,
+                    completes: None,
                 };
                 ca.issue(req).await.unwrap().record
             })
@@ -146,7 +147,8 @@ async fn validity_is_clamped_to_the_issuer() {
             protocol: Protocol::Admin,
             replaces: None,
             account: None,
-            linked: Default::default(),
+            consume: None,
+            completes: None,
         })
         .await
         .unwrap();

@@ -32,7 +32,8 @@ pub async fn issue_certificate(
             protocol: Protocol::Admin,
             replaces: None,
             account: None,
-            linked: Default::default(),
+            consume: None,
+            completes: None,
         })
         .await?;
     let chain_pem = issued

@@ -3,6 +3,7 @@
 mod auth;
 mod certificates;
 mod challenges;
+mod eab;
 mod extract;
 mod issuers;
 pub mod views;
@@ -14,6 +15,7 @@ use crate::store::StoreError;
 pub use auth::{Admin, TokenHash};
 pub use certificates::{get_certificate, issue_certificate, list_certificates, revoke_certificate};
 pub use challenges::create_challenge;
+pub use eab::{EabView, create_eab_key};
 pub use issuers::{list_events, list_issuers};
 
 #[derive(Debug, thiserror::Error)]

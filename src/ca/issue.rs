@@ -12,11 +12,16 @@ use time::OffsetDateTime;
 use super::csr::{Attr, Csr, San};
 use super::{ActiveIssuer, Ca, IssuerId, KeyFamily, Serial};
 use crate::policy::{Contents, Eku, PolicyError, Template};
-use crate::store::{CertRecord, CertStatus, DeviceId, Linked, Protocol, StoreError};
+use crate::store::{
+    CertRecord, CertStatus, ChallengeHash, DeviceId, DocWrite, Linked, Protocol, StoreError,
+};
 
 /// Serial collisions are retried this often; with 127 random bits one retry is already
 /// astronomically unlikely, so running out means something is broken.
 const SERIAL_ATTEMPTS: usize = 3;
+
+/// Builds the documents that commit together with a certificate's record.
+pub type Completion = Box<dyn Fn(&CertRecord) -> Vec<DocWrite> + Send + Sync>;
 
 pub struct IssueRequest {
     pub csr: Csr,
@@ -27,9 +32,11 @@ pub struct IssueRequest {
     pub replaces: Option<crate::ca::Serial>,
     /// The ACME account ordering it.
     pub account: Option<String>,
-    /// What commits with the record, in the same atomic write (a one-time challenge used up,
-    /// an order completed).
-    pub linked: Linked,
+    /// A one-time challenge this issuance uses up, in the same atomic write as the record.
+    pub consume: Option<ChallengeHash>,
+    /// Documents written in that same write, built once the record exists (an ACME order
+    /// that becomes valid and names its certificate).
+    pub completes: Option<Completion>,
 }
 
 /// A certificate that is on disk and may be handed out.
@@ -71,6 +78,18 @@ impl IssueError {
             Self::Sign(_) => "sign",
             Self::Store(_) => "store",
         }
+    }
+}
+
+/// What the store commits with `record`.
+fn linked(req: &IssueRequest, record: &CertRecord) -> Linked {
+    Linked {
+        consume: req.consume,
+        docs: req
+            .completes
+            .as_ref()
+            .map(|f| f(record))
+            .unwrap_or_default(),
     }
 }
 
@@ -129,7 +148,7 @@ impl Ca {
             };
             match self
                 .store
-                .insert_certificate(record.clone(), req.linked.clone())
+                .insert_certificate(record.clone(), linked(&req, &record))
                 .await
             {
                 Ok(_) => {

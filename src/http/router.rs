@@ -35,10 +35,38 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/events", get(api::list_events))
         .route("/api/v1/scep/challenges", post(api::create_challenge))
+        .route("/api/v1/acme/eab-keys", post(api::create_eab_key))
+        .merge(acme_routes(state.clone()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// ACME resources (RFC 8555 §7.1), each under its profile's directory.
+fn acme_routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    use crate::acme::handlers as h;
+    Router::new()
+        .route("/acme/{profile}/directory", get(h::directory))
+        .route(
+            "/acme/{profile}/new-nonce",
+            get(h::new_nonce).head(h::new_nonce),
+        )
+        .route("/acme/{profile}/new-account", post(h::new_account))
+        .route("/acme/{profile}/account/{id}", post(h::account))
+        .route(
+            "/acme/{profile}/account/{id}/orders",
+            post(h::account_orders),
+        )
+        .route("/acme/{profile}/key-change", post(h::key_change))
+        .route("/acme/{profile}/new-order", post(h::new_order))
+        .route("/acme/{profile}/order/{id}", post(h::order))
+        .route("/acme/{profile}/order/{id}/finalize", post(h::finalize))
+        .route("/acme/{profile}/authz/{id}", post(h::authorization))
+        .route("/acme/{profile}/chall/{authz}/{kind}", post(h::challenge))
+        .route("/acme/{profile}/cert/{serial}", post(h::certificate))
+        .route("/acme/{profile}/revoke-cert", post(h::revoke))
+        .layer(axum::middleware::from_fn_with_state(state, h::headers))
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {

@@ -80,6 +80,24 @@ impl Template {
         }
     }
 
+    /// The ACME server template: names only (as SANs, the common name if the request has
+    /// one), server and client authentication.
+    pub fn server(name: &str, lifetime: Duration, backdate: Duration) -> Self {
+        Self {
+            name: name.to_owned(),
+            lifetime,
+            backdate,
+            subject_attrs: vec![Attr::CommonName],
+            sans: SanKinds {
+                dns: true,
+                ip: true,
+                email: false,
+                uri: false,
+            },
+            eku: vec![Eku::ServerAuth, Eku::ClientAuth],
+        }
+    }
+
     /// Filters the request through the template. A SAN the template forbids is an error, not
     /// silently dropped: the client asked for something it will not get.
     pub fn apply(&self, csr: &Csr) -> Result<Contents, PolicyError> {

@@ -12,7 +12,7 @@ use crate::ca::{Ca, IssueError, IssueRequest, KeyFamily};
 use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyError, Template};
-use crate::store::{CertRecord, CertStatus, ChallengeHash, DeviceId, Linked, Protocol, StoreError};
+use crate::store::{CertRecord, CertStatus, ChallengeHash, DeviceId, Protocol, StoreError};
 
 /// Capabilities advertised by GetCACaps: only what this server does.
 const CAPS: &[&str] = &[
@@ -313,7 +313,8 @@ impl ScepService {
                 protocol: Protocol::Scep,
                 replaces,
                 account: None,
-                linked: consume.map(Linked::challenge).unwrap_or_default(),
+                consume,
+                completes: None,
             })
             .await
             .map_err(|e| match e {

@@ -1,0 +1,373 @@
+//! Accounts (RFC 8555 §7.3): creation with optional External Account Binding, lookup by
+//! key, update, deactivation and key rollover.
+
+use serde::Deserialize;
+
+use super::error::{AcmeError, ProblemType};
+use super::jws::{Binding, Jwk, Jws, KeyRef};
+use super::model::{Account, AccountStatus, EabKey};
+use super::service::{AcmeService, KeyUse, Profile, Signer, Stored, put, random_id};
+use crate::store::{DocKind, DocWrite, Expect, StoreError};
+
+/// Most contacts an account may list.
+const MAX_CONTACTS: usize = 10;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewAccount {
+    #[serde(default)]
+    contact: Vec<String>,
+    #[serde(default)]
+    terms_of_service_agreed: bool,
+    #[serde(default)]
+    only_return_existing: bool,
+    external_account_binding: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct AccountUpdate {
+    contact: Option<Vec<String>>,
+    status: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyChange {
+    account: String,
+    old_key: Jwk,
+}
+
+/// A freshly minted EAB key, shown once.
+pub struct NewEabKey {
+    pub kid: String,
+    pub hmac_key: Vec<u8>,
+}
+
+impl AcmeService {
+    /// newAccount: returns the account and whether it was created now.
+    pub async fn new_account(
+        &self,
+        profile: &Profile,
+        jws: &Jws,
+        url: &str,
+    ) -> Result<(Account, bool), AcmeError> {
+        let Signer::Key(jwk) = self.authenticate(profile, jws, url, KeyUse::Jwk).await? else {
+            unreachable!("KeyUse::Jwk yields a key")
+        };
+        let req: NewAccount = jws.json()?;
+        if let Some(existing) = self.account_by_key(profile, &jwk).await? {
+            return Ok((existing.value, false));
+        }
+        if req.only_return_existing {
+            return Err(AcmeError::new(
+                ProblemType::AccountDoesNotExist,
+                "no account has this key",
+            ));
+        }
+        if profile.config.terms_of_service.is_some() && !req.terms_of_service_agreed {
+            return Err(AcmeError::malformed(
+                "this profile requires agreeing to its terms of service (termsOfServiceAgreed)",
+            ));
+        }
+        check_contacts(&req.contact)?;
+        let id = random_id(16);
+        let mut writes = Vec::new();
+        let eab_kid = match (
+            &req.external_account_binding,
+            profile.config.external_account_required,
+        ) {
+            (None, true) => {
+                return Err(AcmeError::new(
+                    ProblemType::ExternalAccountRequired,
+                    format!(
+                        "profile `{}` requires an external account binding",
+                        profile.name
+                    ),
+                ));
+            }
+            (None, false) => None,
+            (Some(binding), _) => {
+                let (kid, write) = self.bind(profile, binding, &jwk, url, &id).await?;
+                writes.push(write);
+                Some(kid)
+            }
+        };
+        let account = Account {
+            id: id.clone(),
+            profile: profile.name.clone(),
+            key: jwk.clone(),
+            status: AccountStatus::Valid,
+            contact: req.contact,
+            eab_kid,
+            created_at: self.now(),
+        };
+        writes.push(put(DocKind::AcmeAccount, &id, None, &account));
+        writes.push(put(
+            DocKind::AcmeAccountKey,
+            &key_id(profile, &jwk),
+            None,
+            &id,
+        ));
+        match self.store().write_docs(writes).await {
+            Ok(()) => {
+                tracing::info!(account = %id, profile = %profile.name, "ACME account created");
+                Ok((account, true))
+            }
+            // The same key registered concurrently: that account is the answer.
+            Err(StoreError::Conflict {
+                kind: DocKind::AcmeAccountKey,
+                ..
+            }) => match self.account_by_key(profile, &jwk).await? {
+                Some(existing) => Ok((existing.value, false)),
+                None => Err(AcmeError::internal("account key index changed underfoot")),
+            },
+            Err(StoreError::Conflict { .. }) => Err(AcmeError::unauthorized(
+                "the external account key was used concurrently",
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Checks an External Account Binding and returns the write that uses its key up.
+    async fn bind(
+        &self,
+        profile: &Profile,
+        value: &serde_json::Value,
+        jwk: &Jwk,
+        url: &str,
+        account: &str,
+    ) -> Result<(String, DocWrite), AcmeError> {
+        let binding = Binding::parse(value)?;
+        if binding.url != url {
+            return Err(AcmeError::unauthorized(
+                "the external account binding was signed for another URL",
+            ));
+        }
+        let refused = || AcmeError::unauthorized("the external account binding does not verify");
+        let stored: Stored<EabKey> = self
+            .load(DocKind::AcmeEabKey, &binding.kid)
+            .await?
+            .ok_or_else(refused)?;
+        if stored.value.profile != profile.name {
+            return Err(refused());
+        }
+        binding
+            .verify(&stored.value.hmac_key)
+            .map_err(|_| refused())?;
+        if stored.value.account.is_some() {
+            return Err(AcmeError::unauthorized(
+                "the external account key is already bound to an account",
+            ));
+        }
+        if binding.jwk != *jwk {
+            return Err(AcmeError::unauthorized(
+                "the external account binding vouches for a different key",
+            ));
+        }
+        let mut used = stored.value;
+        used.account = Some(account.to_owned());
+        let write = put(
+            DocKind::AcmeEabKey,
+            &binding.kid,
+            Some(stored.version),
+            &used,
+        );
+        Ok((binding.kid, write))
+    }
+
+    async fn account_by_key(
+        &self,
+        profile: &Profile,
+        jwk: &Jwk,
+    ) -> Result<Option<Stored<Account>>, AcmeError> {
+        let Some(id) = self
+            .load::<String>(DocKind::AcmeAccountKey, &key_id(profile, jwk))
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.load(DocKind::AcmeAccount, &id.value).await
+    }
+
+    /// POST to the account URL: read (POST-as-GET), update contacts, or deactivate.
+    pub async fn update_account(
+        &self,
+        profile: &Profile,
+        id: &str,
+        jws: &Jws,
+        url: &str,
+    ) -> Result<Account, AcmeError> {
+        let account = self.account_signer(profile, jws, url).await?;
+        if account.value.id != id {
+            return Err(AcmeError::unauthorized("an account may only manage itself"));
+        }
+        if jws.is_post_as_get() {
+            return Ok(account.value);
+        }
+        let req: AccountUpdate = jws.json()?;
+        let mut next = account.value.clone();
+        match req.status.as_deref() {
+            None | Some("valid") => {}
+            Some("deactivated") => next.status = AccountStatus::Deactivated,
+            Some(other) => {
+                return Err(AcmeError::malformed(format!(
+                    "an account cannot be set to `{other}`"
+                )));
+            }
+        }
+        if let Some(contact) = req.contact {
+            check_contacts(&contact)?;
+            next.contact = contact;
+        }
+        if next == account.value {
+            return Ok(next);
+        }
+        self.store()
+            .write_docs(vec![put(
+                DocKind::AcmeAccount,
+                id,
+                Some(account.version),
+                &next,
+            )])
+            .await
+            .map_err(conflict_is_retryable)?;
+        if next.status == AccountStatus::Deactivated {
+            tracing::info!(account = %id, "ACME account deactivated");
+        }
+        Ok(next)
+    }
+
+    /// keyChange (RFC 8555 §7.3.5): the inner JWS, signed by the new key, names the account
+    /// and its old key; the swap of key and index is one write.
+    pub async fn key_change(
+        &self,
+        profile: &Profile,
+        jws: &Jws,
+        url: &str,
+    ) -> Result<Account, AcmeError> {
+        let account = self.account_signer(profile, jws, url).await?;
+        let inner = Jws::parse(&jws.payload)?;
+        let KeyRef::Jwk(new_key) = &inner.header.key else {
+            return Err(AcmeError::malformed(
+                "the inner JWS must carry the new key as `jwk`",
+            ));
+        };
+        if inner.header.url != url {
+            return Err(AcmeError::malformed(
+                "the inner JWS `url` must equal the outer one",
+            ));
+        }
+        inner.verify(new_key)?;
+        let req: KeyChange = inner.json()?;
+        if req.account != self.url(&profile.name, &format!("account/{}", account.value.id)) {
+            return Err(AcmeError::unauthorized(
+                "the inner JWS names another account",
+            ));
+        }
+        if req.old_key != account.value.key {
+            return Err(AcmeError::unauthorized(
+                "`oldKey` is not the account's current key",
+            ));
+        }
+        if let Some(holder) = self.account_by_key(profile, new_key).await? {
+            let location = self.url(&profile.name, &format!("account/{}", holder.value.id));
+            return Err(AcmeError::key_in_use(location));
+        }
+        let old_index = key_id(profile, &account.value.key);
+        let old_version = self
+            .store()
+            .doc(&crate::store::DocKey::new(
+                DocKind::AcmeAccountKey,
+                &old_index,
+            ))
+            .await?
+            .map(|d| d.version)
+            .ok_or_else(|| AcmeError::internal("account key index is missing"))?;
+        let mut next = account.value.clone();
+        next.key = new_key.clone();
+        let writes = vec![
+            put(DocKind::AcmeAccount, &next.id, Some(account.version), &next),
+            DocWrite {
+                key: crate::store::DocKey::new(DocKind::AcmeAccountKey, old_index),
+                expect: Expect::Version(old_version),
+                value: None,
+            },
+            put(
+                DocKind::AcmeAccountKey,
+                &key_id(profile, new_key),
+                None,
+                &next.id,
+            ),
+        ];
+        self.store()
+            .write_docs(writes)
+            .await
+            .map_err(conflict_is_retryable)?;
+        tracing::info!(account = %next.id, "ACME account key changed");
+        Ok(next)
+    }
+
+    /// Mints an External Account Binding key for `profile` (admin API).
+    pub async fn mint_eab_key(&self, profile: &str) -> Result<NewEabKey, AcmeError> {
+        let profile = self.profile(profile)?;
+        let kid = random_id(16);
+        let mut hmac_key = vec![0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut hmac_key);
+        let record = EabKey {
+            profile: profile.name.clone(),
+            hmac_key: hmac_key.clone(),
+            created_at: self.now(),
+            account: None,
+        };
+        self.store()
+            .write_docs(vec![put(DocKind::AcmeEabKey, &kid, None, &record)])
+            .await?;
+        tracing::info!(kid = %kid, profile = %profile.name, "EAB key minted");
+        Ok(NewEabKey { kid, hmac_key })
+    }
+}
+
+/// Key index id: keys are unique per profile (each profile is its own directory).
+fn key_id(profile: &Profile, jwk: &Jwk) -> String {
+    format!("{}/{}", profile.name, jwk.thumbprint())
+}
+
+/// A concurrent change to the same resource: the client should simply try again.
+pub(super) fn conflict_is_retryable(e: StoreError) -> AcmeError {
+    match e {
+        StoreError::Conflict { .. } => {
+            AcmeError::malformed("the resource changed concurrently; retry the request")
+        }
+        other => other.into(),
+    }
+}
+
+/// RFC 8555 §7.3: `mailto:` with one plain address, nothing else.
+fn check_contacts(contacts: &[String]) -> Result<(), AcmeError> {
+    if contacts.len() > MAX_CONTACTS {
+        return Err(AcmeError::new(
+            ProblemType::InvalidContact,
+            format!("at most {MAX_CONTACTS} contacts"),
+        ));
+    }
+    for c in contacts {
+        let Some(addr) = c.strip_prefix("mailto:") else {
+            return Err(AcmeError::new(
+                ProblemType::UnsupportedContact,
+                format!("contact `{c}`: only mailto: is supported"),
+            ));
+        };
+        let valid = addr.len() <= 254
+            && !addr.contains(['?', ',', ' ', '<', '>'])
+            && addr.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty() && domain.contains('.') && !domain.contains('@')
+            });
+        if !valid {
+            return Err(AcmeError::new(
+                ProblemType::InvalidContact,
+                format!("contact `{c}` is not a single email address"),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,473 @@
+//! HTTP face of the ACME server: request envelopes in, RFC 8555 resource objects out.
+//! Every response carries a fresh `Replay-Nonce` and the directory link (`headers`).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::error::AcmeError;
+use super::jws::Jws;
+use super::model::{Account, Authorization, AuthzStatus, ChallengeType, Identifier, OrderState};
+use super::orders::OrderView;
+use super::service::AcmeService;
+use crate::app::AppState;
+use crate::http::problem::AcmeProblem;
+
+/// How long clients are asked to wait before polling a resource that is still changing.
+const RETRY_AFTER_SECS: &str = "1";
+
+/// Adds `Replay-Nonce`, `Cache-Control: no-store` and the directory `Link` to every ACME
+/// response, errors included (clients retry `badNonce` with the nonce it carries).
+pub async fn headers(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let profile = req
+        .uri()
+        .path()
+        .strip_prefix("/acme/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default()
+        .to_owned();
+    let mut response = next.run(req).await;
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&state.acme.nonce()) {
+        h.insert("replay-nonce", v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if state.acme.profile(&profile).is_ok() {
+        let link = format!("<{}>;rel=\"index\"", state.acme.url(&profile, "directory"));
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            h.append(header::LINK, v);
+        }
+    }
+    response
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Directory {
+    new_nonce: String,
+    new_account: String,
+    new_order: String,
+    revoke_cert: String,
+    key_change: String,
+    meta: Meta,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Meta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    terms_of_service: Option<String>,
+    external_account_required: bool,
+}
+
+pub async fn directory(
+    State(state): State<Arc<AppState>>,
+    Path(profile): Path<String>,
+) -> Result<Response, AcmeError> {
+    let acme = &state.acme;
+    let p = acme.profile(&profile)?;
+    let url = |path: &str| acme.url(&profile, path);
+    Ok(axum::Json(Directory {
+        new_nonce: url("new-nonce"),
+        new_account: url("new-account"),
+        new_order: url("new-order"),
+        revoke_cert: url("revoke-cert"),
+        key_change: url("key-change"),
+        meta: Meta {
+            terms_of_service: p.config.terms_of_service.clone(),
+            external_account_required: p.config.external_account_required,
+        },
+    })
+    .into_response())
+}
+
+/// HEAD answers 200 and GET 204 (RFC 8555 §7.2); the nonce itself is added by `headers`.
+pub async fn new_nonce(
+    State(state): State<Arc<AppState>>,
+    Path(profile): Path<String>,
+    method: Method,
+) -> Result<StatusCode, AcmeError> {
+    state.acme.profile(&profile)?;
+    Ok(if method == Method::HEAD {
+        StatusCode::OK
+    } else {
+        StatusCode::NO_CONTENT
+    })
+}
+
+/// A POSTed JWS, with the URL it must have been signed for.
+struct Signed {
+    jws: Jws,
+    url: String,
+}
+
+fn signed(
+    acme: &AcmeService,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Signed, AcmeError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type.split(';').next().map(str::trim) != Some("application/jose+json") {
+        return Err(AcmeError {
+            status: Some(415),
+            ..AcmeError::malformed("requests must be application/jose+json")
+        });
+    }
+    let jws = Jws::parse(body)?;
+    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+    Ok(Signed {
+        jws,
+        url: format!("{}{path_and_query}", acme.base),
+    })
+}
+
+fn location(url: &str) -> [(header::HeaderName, String); 1] {
+    [(header::LOCATION, url.to_owned())]
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AccountJson {
+    status: super::model::AccountStatus,
+    contact: Vec<String>,
+    orders: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_account_binding: Option<String>,
+}
+
+fn account_json(acme: &AcmeService, account: &Account) -> AccountJson {
+    AccountJson {
+        status: account.status,
+        contact: account.contact.clone(),
+        orders: acme.url(&account.profile, &format!("account/{}/orders", account.id)),
+        created_at: account.created_at,
+        external_account_binding: account.eab_kid.clone(),
+    }
+}
+
+pub async fn new_account(
+    State(state): State<Arc<AppState>>,
+    Path(profile): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AcmeError> {
+    let acme = &state.acme;
+    let p = acme.profile(&profile)?;
+    let req = signed(acme, &uri, &headers, &body)?;
+    let (account, created) = acme.new_account(p, &req.jws, &req.url).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let url = acme.url(&profile, &format!("account/{}", account.id));
+    Ok((
+        status,
+        location(&url),
+        axum::Json(account_json(acme, &account)),
+    )
+        .into_response())
+}
+
+pub async fn account(
+    State(state): State<Arc<AppState>>,
+    Path((profile, id)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AcmeError> {
+    let acme = &state.acme;
+    let p = acme.profile(&profile)?;
+    let req = signed(acme, &uri, &headers, &body)?;
+    let account = acme.update_account(p, &id, &req.jws, &req.url).await?;
+    Ok(axum::Json(account_json(acme, &account)).into_response())
+}
+
+pub async fn key_change(
+    State(state): State<Arc<AppState>>,
+    Path(profile): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AcmeError> {
+    let acme = &state.acme;
+    let p = acme.profile(&profile)?;
+    let req = signed(acme, &uri, &headers, &body)?;
+    let account = acme.key_change(p, &req.jws, &req.url).await?;
+    Ok(axum::Json(account_json(acme, &account)).into_response())
+}
+
+#[derive(serde::Deserialize)]
+pub struct OrdersCursor {
+    cursor: Option<String>,
+}
+
+pub async fn account_orders(
+    State(state): State<Arc<AppState>>,
+    Path((profile, id)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<OrdersCursor>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AcmeError> {
+    let acme = &state.acme;
+    let p = acme.profile(&profile)?;
+    let req = signed(acme, &uri, &headers, &body)?;
+    let (ids, next) = acme
+        .account_orders(p, &id, q.cursor.as_deref(), &req.jws, &req.url)
+        .await?;
+    let orders: Vec<String> = ids
+        .iter()
+        .map(|o| acme.url(&profile, &format!("order/{o}")))
+        .collect();
+    let mut response = axum::Json(serde_json::json!({ "orders": orders })).into_response();
+    if let Some(next) = next {
+        let link = format!(
+            "<{}?cursor={next}>;rel=\"next\"",
+            acme.url(&profile, &format!("account/{id}/orders"))
+        );
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            response.headers_mut().append(header::LINK, v);
+        }
+    }
+    Ok(response)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OrderJson {
+    status: super::model::OrderStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    expires: OffsetDateTime,
+    identifiers: Vec<Identifier>,
+    authorizations: Vec<String>,
+    finalize: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<AcmeProblem>,
+}
+
+fn order_response(
+    acme: &AcmeService,
+    profile: &str,
+    view: OrderView,
+    status: StatusCode,
+) -> Response {
+    let o = &view.order;
+    let (certificate, error) = match &o.state {
+        OrderState::Valid { certificate } => (
+            Some(acme.url(profile, &format!("cert/{certificate}"))),
+            None,
+        ),
+        OrderState::Invalid { error } => (None, Some(AcmeProblem::from(error))),
+        _ => (None, None),
+    };
+    let body = OrderJson {
+        status: view.status,
+        expires: o.expires,
+        identifiers: o.identifiers.clone(),
+        authorizations: o
+            .authorizations
+            .iter()
+            .map(|a| acme.url(profile, &format!("authz/{a}")))
+            .collect(),
+        finalize: acme.url(profile, &format!("order/{}/finalize", o.id)),
+        certificate,
+        error,
+    };
+    let url = acme.url(profile, &format!("order/{}", o.id));
+    let mut response = (status, location(&url), axum::Json(body)).into_response();
+    if view.status == super::model::OrderStatus::Processing {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECS),
+        );
+    }
+    response
+}
+
+pub async fn new_order(
+    State(state): State<Arc<AppState>>,
+    Path(profile): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AcmeError> {
+    let acme = &state.acme;
+    let p = acme.profile(&profile)?;
+    let req = signed(acme, &uri, &headers, &body)?;
+    let view = acme.new_order(p, &req.jws, &req.url).await?;
+    Ok(order_response(acme, &profile, view, StatusCode::CREATED))
+}
+
+pub async fn order(
+    State(state): State<Arc<AppState>>,
+    Path((profile, id)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AcmeError> {
+    let acme = &state.acme;
+    let p = acme.profile(&profile)?;
+    let req = signed(acme, &uri, &headers, &body)?;
+    let view = acme.order(p, &id, &req.jws, &req.url).await?;
+    Ok(order_response(acme, &profile, view, StatusCode::OK))
+}
+
+pub async fn finalize(
+    State(state): State<Arc<AppState>>,
+    Path((profile, id)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AcmeError> {
+    let acme = &state.acme;
+    let p = acme.profile(&profile)?;
+    let req = signed(acme, &uri, &headers, &body)?;
+    let view = acme.finalize(p, &id, &req.jws, &req.url).await?;
+    Ok(order_response(acme, &profile, view, StatusCode::OK))
+}
+
+#[derive(Serialize)]
+struct ChallengeJson {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    url: String,
+    status: super::model::ChallengeStatus,
+    token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    validated: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<AcmeProblem>,
+}
+
+fn challenge_json(
+    acme: &AcmeService,
+    profile: &str,
+    authz: &Authorization,
+    kind: ChallengeType,
+) -> Option<ChallengeJson> {
+    let c = authz.challenge(kind)?;
+    Some(ChallengeJson {
+        kind: c.kind.name(),
+        url: acme.url(profile, &format!("chall/{}/{}", authz.id, c.kind.name())),
+        status: c.status,
+        token: c.token.clone(),
+        validated: c.validated.and_then(|t| t.format(&Rfc3339).ok()),
+        error: c.error.as_ref().map(AcmeProblem::from),
+    })
+}
+
+#[derive(Serialize)]
+struct AuthzJson {
+    identifier: Identifier,
+    status: AuthzStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    expires: OffsetDateTime,
+    challenges: Vec<ChallengeJson>,
+}
+
+pub async fn authorization(
+    State(state): State<Arc<AppState>>,
+    Path((profile, id)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AcmeError> {
+    let acme = &state.acme;
+    let p = acme.profile(&profile)?;
+    let req = signed(acme, &uri, &headers, &body)?;
+    let authz = acme.authorization(p, &id, &req.jws, &req.url).await?;
+    let status = authz.status_at(acme.now());
+    let body = AuthzJson {
+        identifier: authz.identifier.clone(),
+        status,
+        expires: authz.expires,
+        challenges: authz
+            .challenges
+            .iter()
+            .filter_map(|c| challenge_json(acme, &profile, &authz, c.kind))
+            .collect(),
+    };
+    let mut response = axum::Json(body).into_response();
+    let processing = authz
+        .challenges
+        .iter()
+        .any(|c| c.status == super::model::ChallengeStatus::Processing);
+    if status == AuthzStatus::Pending && processing {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECS),
+        );
+    }
+    Ok(response)
+}
+
+pub async fn challenge(
+    State(state): State<Arc<AppState>>,
+    Path((profile, authz_id, kind)): Path<(String, String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AcmeError> {
+    let acme = &state.acme;
+    let p = acme.profile(&profile)?;
+    let req = signed(acme, &uri, &headers, &body)?;
+    let (authz, kind) = acme
+        .challenge(p, &authz_id, &kind, &req.jws, &req.url)
+        .await?;
+    let body = challenge_json(acme, &profile, &authz, kind)
+        .ok_or_else(|| AcmeError::not_found("challenge"))?;
+    let up = format!(
+        "<{}>;rel=\"up\"",
+        acme.url(&profile, &format!("authz/{authz_id}"))
+    );
+    Ok(([(header::LINK, up)], axum::Json(body)).into_response())
+}
+
+pub async fn certificate(
+    State(state): State<Arc<AppState>>,
+    Path((profile, serial)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AcmeError> {
+    let acme = &state.acme;
+    let p = acme.profile(&profile)?;
+    let req = signed(acme, &uri, &headers, &body)?;
+    let pem = acme.certificate(p, &serial, &req.jws, &req.url).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
+        pem,
+    )
+        .into_response())
+}
+
+pub async fn revoke(
+    State(state): State<Arc<AppState>>,
+    Path(profile): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AcmeError> {
+    let acme = &state.acme;
+    let p = acme.profile(&profile)?;
+    let req = signed(acme, &uri, &headers, &body)?;
+    acme.revoke(p, &req.jws, &req.url).await?;
+    Ok(StatusCode::OK.into_response())
+}

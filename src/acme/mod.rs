@@ -1,0 +1,16 @@
+//! ACME (RFC 8555): JWS envelopes, nonces, accounts, orders, http-01 validation,
+//! finalization and revocation, served per named profile at `/acme/<profile>/directory`.
+
+mod accounts;
+pub mod error;
+pub mod handlers;
+pub mod http01;
+pub mod jws;
+pub mod model;
+pub mod nonce;
+mod orders;
+pub mod service;
+
+pub use accounts::NewEabKey;
+pub use error::{AcmeError, ProblemType};
+pub use service::{AcmeService, Profile};

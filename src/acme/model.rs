@@ -1,0 +1,322 @@
+//! ACME resources (RFC 8555 §7.1) as stored, with their states as enums. Statuses that
+//! follow from time or from other resources (an order is `ready` when its authorizations are
+//! valid; anything pending past `expires` is no longer usable) are computed, never stored, so
+//! they cannot disagree.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::error::AcmeError;
+use super::jws::Jwk;
+use crate::ca::Serial;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum IdentifierType {
+    #[serde(rename = "dns")]
+    Dns,
+    #[serde(rename = "ip")]
+    Ip,
+}
+
+/// An identifier as a client names it; `parse` normalises it (lowercase names, canonical
+/// addresses) so equal names compare equal.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Identifier {
+    #[serde(rename = "type")]
+    pub kind: IdentifierType,
+    pub value: String,
+}
+
+impl Identifier {
+    pub fn dns(name: &str) -> Self {
+        Self {
+            kind: IdentifierType::Dns,
+            value: name.to_ascii_lowercase(),
+        }
+    }
+
+    pub fn ip(addr: IpAddr) -> Self {
+        Self {
+            kind: IdentifierType::Ip,
+            value: addr.to_string(),
+        }
+    }
+
+    /// Checks the syntax; whether the profile allows it is policy, decided elsewhere.
+    pub fn normalised(&self) -> Result<Self, String> {
+        match self.kind {
+            IdentifierType::Ip => self
+                .value
+                .parse::<IpAddr>()
+                .map(Self::ip)
+                .map_err(|_| format!("`{}` is not an IP address", self.value)),
+            IdentifierType::Dns => {
+                let name = self.value.to_ascii_lowercase();
+                if name.starts_with("*.") {
+                    return Err(format!("wildcard `{name}` cannot be validated by http-01"));
+                }
+                let label_ok = |l: &str| {
+                    (1..=63).contains(&l.len())
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                };
+                let ok = name.len() <= 253
+                    && name.split('.').all(label_ok)
+                    && name.parse::<IpAddr>().is_err();
+                if ok {
+                    Ok(Self::dns(&name))
+                } else {
+                    Err(format!("`{}` is not a valid DNS name", self.value))
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for Identifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            IdentifierType::Dns => "dns",
+            IdentifierType::Ip => "ip",
+        };
+        write!(f, "{kind}:{}", self.value)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountStatus {
+    Valid,
+    Deactivated,
+    Revoked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    pub profile: String,
+    pub key: Jwk,
+    pub status: AccountStatus,
+    pub contact: Vec<String>,
+    /// The external account key this account was bound with.
+    pub eab_kid: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderStatus {
+    Pending,
+    Ready,
+    Processing,
+    Valid,
+    Invalid,
+}
+
+/// What is stored of an order's progress; `pending` and `ready` are derived from its
+/// authorizations while it is `Open`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderState {
+    Open,
+    /// Finalize accepted the CSR; the certificate is being signed.
+    Processing,
+    Valid {
+        certificate: Serial,
+    },
+    Invalid {
+        error: AcmeError,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: String,
+    pub account: String,
+    pub identifiers: Vec<Identifier>,
+    pub authorizations: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires: OffsetDateTime,
+    pub state: OrderState,
+}
+
+impl Order {
+    /// The status a client sees at `now`, given the statuses of its authorizations.
+    pub fn status(&self, authzs: &[AuthzStatus], now: OffsetDateTime) -> OrderStatus {
+        match self.state {
+            OrderState::Processing => OrderStatus::Processing,
+            OrderState::Valid { .. } => OrderStatus::Valid,
+            OrderState::Invalid { .. } => OrderStatus::Invalid,
+            OrderState::Open if self.expires <= now => OrderStatus::Invalid,
+            OrderState::Open if authzs.iter().all(|s| *s == AuthzStatus::Valid) => {
+                OrderStatus::Ready
+            }
+            OrderState::Open
+                if authzs
+                    .iter()
+                    .all(|s| *s == AuthzStatus::Pending || *s == AuthzStatus::Valid) =>
+            {
+                OrderStatus::Pending
+            }
+            OrderState::Open => OrderStatus::Invalid,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthzStatus {
+    Pending,
+    Valid,
+    Invalid,
+    Deactivated,
+    Expired,
+    Revoked,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChallengeType {
+    #[serde(rename = "http-01")]
+    Http01,
+}
+
+impl ChallengeType {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Http01 => "http-01",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "http-01" => Some(Self::Http01),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChallengeStatus {
+    Pending,
+    Processing,
+    Valid,
+    Invalid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    pub kind: ChallengeType,
+    pub token: String,
+    pub status: ChallengeStatus,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub validated: Option<OffsetDateTime>,
+    pub error: Option<AcmeError>,
+}
+
+/// An authorization belongs to exactly one order here (no reuse across orders), so its
+/// changes never have to be reconciled with another order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authorization {
+    pub id: String,
+    pub account: String,
+    pub order: String,
+    pub identifier: Identifier,
+    /// `Pending`, `Valid`, `Invalid` or `Deactivated`; expiry is derived.
+    pub status: AuthzStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires: OffsetDateTime,
+    pub challenges: Vec<Challenge>,
+}
+
+impl Authorization {
+    pub fn status_at(&self, now: OffsetDateTime) -> AuthzStatus {
+        match self.status {
+            AuthzStatus::Pending | AuthzStatus::Valid if self.expires <= now => {
+                AuthzStatus::Expired
+            }
+            s => s,
+        }
+    }
+
+    pub fn challenge(&self, kind: ChallengeType) -> Option<&Challenge> {
+        self.challenges.iter().find(|c| c.kind == kind)
+    }
+}
+
+/// An External Account Binding key minted by an operator for one profile; used once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EabKey {
+    pub profile: String,
+    #[serde(with = "serde_bytes")]
+    pub hmac_key: Vec<u8>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The account it was bound to, once used.
+    pub account: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_normalised_or_refused() {
+        let dns = |v: &str| Identifier {
+            kind: IdentifierType::Dns,
+            value: v.into(),
+        };
+        assert_eq!(
+            dns("Host.LocalHost").normalised().unwrap().value,
+            "host.localhost"
+        );
+        for bad in [
+            "",
+            "a..b",
+            "-a.b",
+            "*.b.c",
+            "a_b.c",
+            "127.0.0.1",
+            &"a".repeat(64),
+        ] {
+            assert!(dns(bad).normalised().is_err(), "{bad}");
+        }
+        let ip = Identifier {
+            kind: IdentifierType::Ip,
+            value: "::0001".into(),
+        };
+        assert_eq!(ip.normalised().unwrap().value, "::1");
+    }
+
+    #[test]
+    fn order_status_follows_its_authorizations_and_time() {
+        let now = OffsetDateTime::now_utc();
+        let order = Order {
+            id: "o".into(),
+            account: "a".into(),
+            identifiers: vec![],
+            authorizations: vec![],
+            created_at: now,
+            expires: now + time::Duration::hours(1),
+            state: OrderState::Open,
+        };
+        use AuthzStatus as A;
+        assert_eq!(
+            order.status(&[A::Valid, A::Pending], now),
+            OrderStatus::Pending
+        );
+        assert_eq!(order.status(&[A::Valid, A::Valid], now), OrderStatus::Ready);
+        assert_eq!(
+            order.status(&[A::Valid, A::Invalid], now),
+            OrderStatus::Invalid
+        );
+        let later = now + time::Duration::hours(2);
+        assert_eq!(order.status(&[A::Valid], later), OrderStatus::Invalid);
+    }
+}

@@ -1,0 +1,674 @@
+//! Orders, authorizations and challenges (RFC 8555 §7.4–7.5), finalization, certificate
+//! download and revocation (§7.6).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use time::Duration;
+
+use super::accounts::conflict_is_retryable;
+use super::error::{AcmeError, ProblemType, Subproblem};
+use super::jws::Jws;
+use super::model::{
+    Account, Authorization, AuthzStatus, Challenge, ChallengeStatus, ChallengeType, Identifier,
+    Order, OrderState, OrderStatus,
+};
+use super::service::{AcmeService, KeyUse, Profile, Signer, Stored, put, random_id};
+use crate::ca::csr::{Csr, San};
+use crate::ca::{IssueError, IssueRequest, Serial};
+use crate::revocation::RevocationReason;
+use crate::store::{CertRecord, DocKind, Protocol, StoreError};
+
+/// How long an order (and its authorizations) may take to complete.
+const ORDER_LIFETIME: Duration = Duration::hours(24);
+/// Most identifiers in one order.
+const MAX_IDENTIFIERS: usize = 100;
+/// Orders per page of an account's order list.
+pub const ORDERS_PAGE: usize = 100;
+/// Re-reads when a validation result meets a concurrent change of its authorization.
+const COMMIT_ATTEMPTS: usize = 5;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewOrder {
+    identifiers: Vec<Identifier>,
+    not_before: Option<String>,
+    not_after: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Finalize {
+    csr: String,
+}
+
+#[derive(Deserialize)]
+struct Revoke {
+    certificate: String,
+    reason: Option<u8>,
+}
+
+#[derive(Deserialize)]
+struct AuthzUpdate {
+    status: String,
+}
+
+/// An order with the statuses of its authorizations, as a client sees it now.
+pub struct OrderView {
+    pub order: Order,
+    pub status: OrderStatus,
+}
+
+impl AcmeService {
+    pub async fn new_order(
+        &self,
+        profile: &Profile,
+        jws: &Jws,
+        url: &str,
+    ) -> Result<OrderView, AcmeError> {
+        let account = self.account_signer(profile, jws, url).await?.value;
+        let req: NewOrder = jws.json()?;
+        if req.not_before.is_some() || req.not_after.is_some() {
+            return Err(AcmeError::malformed(
+                "notBefore and notAfter are not supported; the profile sets the validity",
+            ));
+        }
+        if req.identifiers.is_empty() || req.identifiers.len() > MAX_IDENTIFIERS {
+            return Err(AcmeError::malformed(format!(
+                "an order names 1 to {MAX_IDENTIFIERS} identifiers"
+            )));
+        }
+        let identifiers = self.check_identifiers(profile, &req.identifiers)?;
+        let now = self.now();
+        let expires = (now + ORDER_LIFETIME).replace_nanosecond(0).unwrap_or(now);
+        let order_id = random_id(16);
+        let authzs: Vec<Authorization> = identifiers
+            .iter()
+            .map(|identifier| Authorization {
+                id: random_id(16),
+                account: account.id.clone(),
+                order: order_id.clone(),
+                identifier: identifier.clone(),
+                status: AuthzStatus::Pending,
+                expires,
+                challenges: profile
+                    .config
+                    .challenges
+                    .iter()
+                    .map(|kind| Challenge {
+                        kind: *kind,
+                        token: random_id(32),
+                        status: ChallengeStatus::Pending,
+                        validated: None,
+                        error: None,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let order = Order {
+            id: order_id.clone(),
+            account: account.id.clone(),
+            identifiers,
+            authorizations: authzs.iter().map(|a| a.id.clone()).collect(),
+            created_at: now,
+            expires,
+            state: OrderState::Open,
+        };
+        let mut writes: Vec<_> = authzs
+            .iter()
+            .map(|a| put(DocKind::AcmeAuthz, &a.id, None, a))
+            .collect();
+        writes.push(put(DocKind::AcmeOrder, &order_id, None, &order));
+        writes.push(put(
+            DocKind::AcmeAccountOrder,
+            &format!("{}/{}", account.id, order_id),
+            None,
+            &(),
+        ));
+        self.store().write_docs(writes).await?;
+        Ok(OrderView {
+            order,
+            status: OrderStatus::Pending,
+        })
+    }
+
+    /// Normalised, deduplicated and sorted identifiers, or a rejection naming each bad one.
+    fn check_identifiers(
+        &self,
+        profile: &Profile,
+        requested: &[Identifier],
+    ) -> Result<Vec<Identifier>, AcmeError> {
+        let mut ok = BTreeSet::new();
+        let mut subproblems = Vec::new();
+        for id in requested {
+            match id
+                .normalised()
+                .map_err(|e| AcmeError::new(ProblemType::RejectedIdentifier, e))
+                .and_then(|n| profile.allows(&n).map(|()| n))
+            {
+                Ok(n) => {
+                    ok.insert(n);
+                }
+                Err(e) => subproblems.push(Subproblem {
+                    kind: e.kind,
+                    detail: e.detail,
+                    identifier: id.clone(),
+                }),
+            }
+        }
+        if subproblems.is_empty() {
+            return Ok(ok.into_iter().collect());
+        }
+        let mut err = AcmeError::new(
+            ProblemType::RejectedIdentifier,
+            format!(
+                "{} of the order's identifiers cannot be issued by profile `{}`",
+                subproblems.len(),
+                profile.name
+            ),
+        );
+        err.subproblems = subproblems;
+        Err(err)
+    }
+
+    /// An order read by its owner.
+    pub async fn order(
+        &self,
+        profile: &Profile,
+        id: &str,
+        jws: &Jws,
+        url: &str,
+    ) -> Result<OrderView, AcmeError> {
+        let account = self.account_signer(profile, jws, url).await?.value;
+        let order = self.owned_order(&account, id).await?;
+        self.view(order.value).await
+    }
+
+    async fn owned_order(&self, account: &Account, id: &str) -> Result<Stored<Order>, AcmeError> {
+        let order: Stored<Order> = self
+            .load(DocKind::AcmeOrder, id)
+            .await?
+            .ok_or_else(|| AcmeError::not_found("order"))?;
+        if order.value.account != account.id {
+            return Err(AcmeError::unauthorized(
+                "the order belongs to another account",
+            ));
+        }
+        Ok(order)
+    }
+
+    async fn view(&self, order: Order) -> Result<OrderView, AcmeError> {
+        let now = self.now();
+        let mut statuses = Vec::with_capacity(order.authorizations.len());
+        for id in &order.authorizations {
+            let authz: Stored<Authorization> =
+                self.load(DocKind::AcmeAuthz, id).await?.ok_or_else(|| {
+                    AcmeError::internal(format!("order {} lost authz {id}", order.id))
+                })?;
+            statuses.push(authz.value.status_at(now));
+        }
+        let status = order.status(&statuses, now);
+        Ok(OrderView { order, status })
+    }
+
+    /// The account's orders, a page after `cursor` (an order id).
+    pub async fn account_orders(
+        &self,
+        profile: &Profile,
+        account_id: &str,
+        cursor: Option<&str>,
+        jws: &Jws,
+        url: &str,
+    ) -> Result<(Vec<String>, Option<String>), AcmeError> {
+        let account = self.account_signer(profile, jws, url).await?.value;
+        if account.id != account_id {
+            return Err(AcmeError::unauthorized(
+                "an account may only list its own orders",
+            ));
+        }
+        let prefix = format!("{account_id}/");
+        let after = cursor.map(|c| format!("{prefix}{c}"));
+        let page = self
+            .store()
+            .docs(
+                DocKind::AcmeAccountOrder,
+                &prefix,
+                after.as_deref(),
+                ORDERS_PAGE + 1,
+            )
+            .await?;
+        let mut ids: Vec<String> = page
+            .into_iter()
+            .map(|(key, _)| key[prefix.len()..].to_owned())
+            .collect();
+        let next = (ids.len() > ORDERS_PAGE).then(|| {
+            ids.truncate(ORDERS_PAGE);
+            ids.last().cloned().unwrap_or_default()
+        });
+        Ok((ids, next))
+    }
+
+    /// POST to an authorization: read it, or deactivate it.
+    pub async fn authorization(
+        &self,
+        profile: &Profile,
+        id: &str,
+        jws: &Jws,
+        url: &str,
+    ) -> Result<Authorization, AcmeError> {
+        let account = self.account_signer(profile, jws, url).await?.value;
+        let authz = self.owned_authz(&account, id).await?;
+        if jws.is_post_as_get() {
+            return Ok(authz.value);
+        }
+        let req: AuthzUpdate = jws.json()?;
+        if req.status != "deactivated" {
+            return Err(AcmeError::malformed(
+                "an authorization can only be deactivated",
+            ));
+        }
+        let now = self.now();
+        if !matches!(
+            authz.value.status_at(now),
+            AuthzStatus::Pending | AuthzStatus::Valid
+        ) {
+            return Err(AcmeError::malformed(format!(
+                "the authorization is {:?} and cannot be deactivated",
+                authz.value.status_at(now)
+            )));
+        }
+        let mut next = authz.value;
+        next.status = AuthzStatus::Deactivated;
+        self.store()
+            .write_docs(vec![put(
+                DocKind::AcmeAuthz,
+                id,
+                Some(authz.version),
+                &next,
+            )])
+            .await
+            .map_err(conflict_is_retryable)?;
+        Ok(next)
+    }
+
+    async fn owned_authz(
+        &self,
+        account: &Account,
+        id: &str,
+    ) -> Result<Stored<Authorization>, AcmeError> {
+        let authz: Stored<Authorization> = self
+            .load(DocKind::AcmeAuthz, id)
+            .await?
+            .ok_or_else(|| AcmeError::not_found("authorization"))?;
+        if authz.value.account != account.id {
+            return Err(AcmeError::unauthorized(
+                "the authorization belongs to another account",
+            ));
+        }
+        Ok(authz)
+    }
+
+    /// POST to a challenge: an empty object asks the server to validate it (once); an empty
+    /// payload reads it. Validation runs in the background; clients poll.
+    pub async fn challenge(
+        &self,
+        profile: &Profile,
+        authz_id: &str,
+        kind: &str,
+        jws: &Jws,
+        url: &str,
+    ) -> Result<(Authorization, ChallengeType), AcmeError> {
+        let account = self.account_signer(profile, jws, url).await?.value;
+        let kind = ChallengeType::parse(kind).ok_or_else(|| AcmeError::not_found("challenge"))?;
+        let authz = self.owned_authz(&account, authz_id).await?;
+        let challenge = authz
+            .value
+            .challenge(kind)
+            .ok_or_else(|| AcmeError::not_found("challenge"))?;
+        if jws.is_post_as_get() {
+            return Ok((authz.value, kind));
+        }
+        let _: serde_json::Map<String, serde_json::Value> = jws.json()?;
+        let now = self.now();
+        if challenge.status != ChallengeStatus::Pending
+            || authz.value.status_at(now) != AuthzStatus::Pending
+        {
+            // Already answered (or no longer answerable): report, do not start again.
+            return Ok((authz.value, kind));
+        }
+        let mut next = authz.value.clone();
+        for c in next.challenges.iter_mut().filter(|c| c.kind == kind) {
+            c.status = ChallengeStatus::Processing;
+        }
+        self.store()
+            .write_docs(vec![put(
+                DocKind::AcmeAuthz,
+                authz_id,
+                Some(authz.version),
+                &next,
+            )])
+            .await
+            .map_err(conflict_is_retryable)?;
+        let token = challenge.token.clone();
+        let key_authorization = format!("{token}.{}", account.key.thumbprint());
+        let identifier = next.identifier.clone();
+        let (http01, store, clock) = (
+            Arc::clone(&self.http01),
+            Arc::clone(self.store()),
+            Arc::clone(self.ca.clock()),
+        );
+        let authz_id = authz_id.to_owned();
+        tokio::spawn(async move {
+            let outcome = match kind {
+                ChallengeType::Http01 => {
+                    http01
+                        .validate(&identifier, &token, &key_authorization)
+                        .await
+                }
+            };
+            if let Err(e) = &outcome {
+                tracing::info!(authz = %authz_id, %identifier, problem = %e, "challenge failed");
+            }
+            let now = clock.now();
+            if let Err(e) = record_outcome(&*store, &authz_id, kind, outcome, now).await {
+                tracing::error!(authz = %authz_id, error = %e, "could not record a validation");
+            }
+        });
+        Ok((next, kind))
+    }
+
+    /// finalize: the CSR must name exactly the order's identifiers; the certificate and the
+    /// order's completion are one write.
+    pub async fn finalize(
+        &self,
+        profile: &Profile,
+        id: &str,
+        jws: &Jws,
+        url: &str,
+    ) -> Result<OrderView, AcmeError> {
+        let account = self.account_signer(profile, jws, url).await?.value;
+        let order = self.owned_order(&account, id).await?;
+        let view = self.view(order.value.clone()).await?;
+        if view.status != OrderStatus::Ready {
+            return Err(AcmeError::new(
+                ProblemType::OrderNotReady,
+                format!("the order is {:?}, not ready", view.status).to_lowercase(),
+            ));
+        }
+        let req: Finalize = jws.json()?;
+        let der = URL_SAFE_NO_PAD
+            .decode(req.csr.trim_end_matches('='))
+            .map_err(|_| AcmeError::new(ProblemType::BadCsr, "`csr` is not base64url"))?;
+        let csr = Csr::from_der(&der)?;
+        check_csr_names(&csr, &order.value.identifiers)?;
+
+        let mut processing = order.value.clone();
+        processing.state = OrderState::Processing;
+        self.store()
+            .write_docs(vec![put(
+                DocKind::AcmeOrder,
+                id,
+                Some(order.version),
+                &processing,
+            )])
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict { .. } => AcmeError::new(
+                    ProblemType::OrderNotReady,
+                    "the order is already being finalized",
+                ),
+                other => other.into(),
+            })?;
+        let processing_version = order.version + 1;
+        let done = processing.clone();
+        let order_id = id.to_owned();
+        let issued = self
+            .ca
+            .issue(IssueRequest {
+                csr,
+                template: profile.template.clone(),
+                family: profile.config.issuer,
+                device: None,
+                protocol: Protocol::Acme,
+                replaces: None,
+                account: Some(account.id.clone()),
+                consume: None,
+                completes: Some(Box::new(move |record: &CertRecord| {
+                    let mut valid = done.clone();
+                    valid.state = OrderState::Valid {
+                        certificate: record.serial.clone(),
+                    };
+                    vec![put(
+                        DocKind::AcmeOrder,
+                        &order_id,
+                        Some(processing_version),
+                        &valid,
+                    )]
+                })),
+            })
+            .await;
+        match issued {
+            Ok(issued) => {
+                let mut valid = processing;
+                valid.state = OrderState::Valid {
+                    certificate: issued.record.serial,
+                };
+                Ok(OrderView {
+                    order: valid,
+                    status: OrderStatus::Valid,
+                })
+            }
+            Err(e) => {
+                let problem = match &e {
+                    IssueError::Policy(p) => AcmeError::new(ProblemType::BadCsr, p.to_string()),
+                    other => AcmeError::internal(other),
+                };
+                let mut failed = processing;
+                failed.state = OrderState::Invalid {
+                    error: problem.clone(),
+                };
+                self.store()
+                    .write_docs(vec![put(
+                        DocKind::AcmeOrder,
+                        id,
+                        Some(processing_version),
+                        &failed,
+                    )])
+                    .await?;
+                Err(problem)
+            }
+        }
+    }
+
+    /// The certificate chain (PEM, leaf first) for its account.
+    pub async fn certificate(
+        &self,
+        profile: &Profile,
+        serial: &str,
+        jws: &Jws,
+        url: &str,
+    ) -> Result<String, AcmeError> {
+        let account = self.account_signer(profile, jws, url).await?.value;
+        let serial: Serial = serial
+            .parse()
+            .map_err(|_| AcmeError::not_found("certificate"))?;
+        let record = self
+            .store()
+            .certificate(&serial)
+            .await?
+            .filter(|r| r.protocol == Protocol::Acme)
+            .ok_or_else(|| AcmeError::not_found("certificate"))?;
+        if record.account.as_deref() != Some(account.id.as_str()) {
+            return Err(AcmeError::unauthorized(
+                "the certificate belongs to another account",
+            ));
+        }
+        let issuers = self.ca.issuers();
+        let issuer = issuers.get(&record.issuer).ok_or_else(|| {
+            AcmeError::internal(format!("issuer {} is not loaded", record.issuer))
+        })?;
+        Ok([record.der.as_slice(), issuer.cert_der()]
+            .iter()
+            .map(|der| crate::datadir::to_pem("CERTIFICATE", der))
+            .collect())
+    }
+
+    /// revokeCert (RFC 8555 §7.6): by the account that ordered the certificate, or by a JWS
+    /// signed with the certificate's own key.
+    pub async fn revoke(&self, profile: &Profile, jws: &Jws, url: &str) -> Result<(), AcmeError> {
+        let signer = self.authenticate(profile, jws, url, KeyUse::Either).await?;
+        let req: Revoke = jws.json()?;
+        let der = URL_SAFE_NO_PAD
+            .decode(req.certificate.trim_end_matches('='))
+            .map_err(|_| AcmeError::malformed("`certificate` is not base64url DER"))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|_| AcmeError::malformed("`certificate` is not an X.509 certificate"))?;
+        let unknown = || AcmeError::not_found("certificate issued by this CA");
+        let serial = Serial::from_bytes(cert.raw_serial()).map_err(|_| unknown())?;
+        let record = self
+            .store()
+            .certificate(&serial)
+            .await?
+            .filter(|r| r.der == der)
+            .ok_or_else(unknown)?;
+        let allowed = match &signer {
+            Signer::Account(a) => record.account.as_deref() == Some(a.value.id.as_str()),
+            Signer::Key(jwk) => jwk.is_key_of(cert.public_key()),
+        };
+        if !allowed {
+            return Err(AcmeError::unauthorized(
+                "only the ordering account or the certificate's key may revoke it",
+            ));
+        }
+        let reason = match req.reason {
+            None => RevocationReason::Unspecified,
+            Some(code) => RevocationReason::from_code(code)
+                .filter(|r| {
+                    !matches!(
+                        r,
+                        RevocationReason::CaCompromise
+                            | RevocationReason::CertificateHold
+                            | RevocationReason::AaCompromise
+                    )
+                })
+                .ok_or_else(|| {
+                    AcmeError::new(
+                        ProblemType::BadRevocationReason,
+                        format!("reason code {code} is not accepted (0, 1, 3, 4, 5, 9)"),
+                    )
+                })?,
+        };
+        match self.store().revoke(&serial, reason, self.now()).await {
+            Ok(_) => {
+                tracing::info!(%serial, reason = %reason, "revoked over ACME");
+                Ok(())
+            }
+            Err(StoreError::AlreadyRevoked(_)) => Err(AcmeError::new(
+                ProblemType::AlreadyRevoked,
+                format!("certificate {serial} is already revoked"),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The names a CSR asks for (subjectAltNames and the common name) must be exactly the order's.
+fn check_csr_names(csr: &Csr, identifiers: &[Identifier]) -> Result<(), AcmeError> {
+    let mut asked = BTreeSet::new();
+    for san in &csr.sans {
+        match san {
+            San::Dns(name) => asked.insert(Identifier::dns(name)),
+            San::Ip(ip) => asked.insert(Identifier::ip(*ip)),
+            other => {
+                return Err(AcmeError::new(
+                    ProblemType::BadCsr,
+                    format!("the CSR asks for {other}, which an order cannot authorize"),
+                ));
+            }
+        };
+    }
+    if let Some(cn) = csr.common_name() {
+        let id = match cn.parse() {
+            Ok(ip) => Identifier::ip(ip),
+            Err(_) => Identifier::dns(cn),
+        };
+        if !identifiers.contains(&id) {
+            return Err(AcmeError::new(
+                ProblemType::BadCsr,
+                format!("the CSR's common name `{cn}` is not one of the order's identifiers"),
+            ));
+        }
+        asked.insert(id);
+    }
+    let ordered: BTreeSet<Identifier> = identifiers.iter().cloned().collect();
+    if asked != ordered {
+        let list = |s: &BTreeSet<Identifier>| {
+            s.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(AcmeError::new(
+            ProblemType::BadCsr,
+            format!(
+                "the CSR names [{}] but the order is for [{}]",
+                list(&asked),
+                list(&ordered)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes a validation's result into its authorization, if it is still waiting for it.
+async fn record_outcome(
+    store: &dyn crate::store::Store,
+    authz_id: &str,
+    kind: ChallengeType,
+    outcome: Result<(), AcmeError>,
+    now: time::OffsetDateTime,
+) -> Result<(), StoreError> {
+    for _ in 0..COMMIT_ATTEMPTS {
+        let key = crate::store::DocKey::new(DocKind::AcmeAuthz, authz_id);
+        let Some(doc) = store.doc(&key).await? else {
+            return Ok(());
+        };
+        let Ok(current) = super::service::decode::<Authorization>(doc) else {
+            return Ok(());
+        };
+        let mut next = current.value;
+        if next.status_at(now) != AuthzStatus::Pending {
+            return Ok(());
+        }
+        let valid = outcome.is_ok();
+        for c in next.challenges.iter_mut().filter(|c| c.kind == kind) {
+            c.status = if valid {
+                ChallengeStatus::Valid
+            } else {
+                ChallengeStatus::Invalid
+            };
+            c.validated = valid.then_some(now);
+            c.error = outcome.clone().err();
+        }
+        next.status = if valid {
+            AuthzStatus::Valid
+        } else {
+            AuthzStatus::Invalid
+        };
+        match store
+            .write_docs(vec![put(
+                DocKind::AcmeAuthz,
+                authz_id,
+                Some(current.version),
+                &next,
+            )])
+            .await
+        {
+            Err(StoreError::Conflict { .. }) => continue,
+            other => return other,
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! The ACME server's decisions: who is asking (JWS + nonce + account), what they may have
+//! (profile policy) and what changes (stored documents). Bytes and JSON shapes are the
+//! handlers' business; everything here works on verified requests and typed resources.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+
+use super::error::{AcmeError, ProblemType};
+use super::http01::Http01;
+use super::jws::{Jwk, Jws, KeyRef};
+use super::model::{Account, AccountStatus, Identifier, IdentifierType};
+use super::nonce::Nonces;
+use crate::ca::Ca;
+use crate::config::AcmeProfile;
+use crate::policy::Template;
+use crate::store::{Doc, DocKey, DocKind, DocWrite, Expect, Store};
+
+/// A profile as the service uses it: its configuration and certificate template.
+pub struct Profile {
+    pub name: String,
+    pub config: AcmeProfile,
+    pub template: Arc<Template>,
+}
+
+impl Profile {
+    /// Whether policy lets this profile issue for `id` (already normalised).
+    pub fn allows(&self, id: &Identifier) -> Result<(), AcmeError> {
+        let allowed = match id.kind {
+            IdentifierType::Dns => self.config.dns_names.iter().any(|base| {
+                let base = base.trim_end_matches('.').to_ascii_lowercase();
+                id.value == base || id.value.ends_with(&format!(".{base}"))
+            }),
+            IdentifierType::Ip => self
+                .config
+                .ip_addresses
+                .iter()
+                .any(|ip| ip.to_string() == id.value),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(AcmeError::new(
+                ProblemType::RejectedIdentifier,
+                format!("profile `{}` does not issue for {id}", self.name),
+            ))
+        }
+    }
+}
+
+/// A document with the version it was read at, for the compare-and-swap that writes it back.
+#[derive(Debug, Clone)]
+pub struct Stored<T> {
+    pub value: T,
+    pub version: u64,
+}
+
+/// Who signed a request.
+pub enum Signer {
+    Account(Stored<Account>),
+    /// A key not (necessarily) bound to an account: newAccount, revocation by certificate key.
+    Key(Jwk),
+}
+
+/// Which key reference a resource takes (RFC 8555 §6.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    Kid,
+    Jwk,
+    Either,
+}
+
+pub struct AcmeService {
+    pub(super) ca: Arc<Ca>,
+    pub(super) profiles: BTreeMap<String, Profile>,
+    pub(super) nonces: Nonces,
+    pub(super) http01: Arc<Http01>,
+    /// Public base URL of the HTTPS listener, without a trailing slash.
+    pub(super) base: String,
+}
+
+impl AcmeService {
+    pub fn new(
+        ca: Arc<Ca>,
+        profiles: BTreeMap<String, Profile>,
+        http01: Http01,
+        base: String,
+    ) -> Self {
+        Self {
+            ca,
+            profiles,
+            nonces: Nonces::default(),
+            http01: Arc::new(http01),
+            base,
+        }
+    }
+
+    pub fn profile(&self, name: &str) -> Result<&Profile, AcmeError> {
+        self.profiles
+            .get(name)
+            .ok_or_else(|| AcmeError::not_found(&format!("ACME profile `{name}`")))
+    }
+
+    pub fn profiles(&self) -> impl Iterator<Item = &Profile> {
+        self.profiles.values()
+    }
+
+    pub fn nonce(&self) -> String {
+        self.nonces.issue()
+    }
+
+    /// `https://host/acme/<profile>/<path>`: every URL the server hands out.
+    pub fn url(&self, profile: &str, path: &str) -> String {
+        format!("{}/acme/{profile}/{path}", self.base)
+    }
+
+    pub(super) fn store(&self) -> &Arc<dyn Store> {
+        self.ca.store()
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        self.ca.clock().now()
+    }
+
+    /// Checks a request's envelope and signature: the URL it was signed for, its nonce, its
+    /// key (and account). Every check is a rejection when it fails; none is skipped.
+    pub async fn authenticate(
+        &self,
+        profile: &Profile,
+        jws: &Jws,
+        request_url: &str,
+        key_use: KeyUse,
+    ) -> Result<Signer, AcmeError> {
+        if jws.header.url != request_url {
+            return Err(AcmeError::unauthorized(format!(
+                "the JWS `url` is {}, but the request went to {request_url}",
+                jws.header.url
+            )));
+        }
+        let Some(nonce) = &jws.header.nonce else {
+            return Err(AcmeError::new(
+                ProblemType::BadNonce,
+                "the JWS has no nonce",
+            ));
+        };
+        if !self.nonces.consume(nonce) {
+            return Err(AcmeError::new(
+                ProblemType::BadNonce,
+                "the nonce is unknown, used or expired; retry with the one in Replay-Nonce",
+            ));
+        }
+        match (&jws.header.key, key_use) {
+            (KeyRef::Jwk(jwk), KeyUse::Jwk | KeyUse::Either) => {
+                jws.verify(jwk)?;
+                Ok(Signer::Key(jwk.clone()))
+            }
+            (KeyRef::Kid(kid), KeyUse::Kid | KeyUse::Either) => {
+                let account = self.account_by_kid(profile, kid).await?;
+                if account.value.status != AccountStatus::Valid {
+                    return Err(AcmeError::unauthorized(format!(
+                        "the account is {:?}",
+                        account.value.status
+                    )));
+                }
+                jws.verify(&account.value.key)?;
+                Ok(Signer::Account(account))
+            }
+            (KeyRef::Jwk(_), KeyUse::Kid) => Err(AcmeError::malformed(
+                "this resource needs `kid` (the account URL), not `jwk`",
+            )),
+            (KeyRef::Kid(_), KeyUse::Jwk) => Err(AcmeError::malformed(
+                "this resource needs `jwk` (the new key), not `kid`",
+            )),
+        }
+    }
+
+    /// Like `authenticate`, for resources only an account may use.
+    pub async fn account_signer(
+        &self,
+        profile: &Profile,
+        jws: &Jws,
+        request_url: &str,
+    ) -> Result<Stored<Account>, AcmeError> {
+        match self
+            .authenticate(profile, jws, request_url, KeyUse::Kid)
+            .await?
+        {
+            Signer::Account(a) => Ok(a),
+            Signer::Key(_) => unreachable!("KeyUse::Kid yields an account"),
+        }
+    }
+
+    async fn account_by_kid(
+        &self,
+        profile: &Profile,
+        kid: &str,
+    ) -> Result<Stored<Account>, AcmeError> {
+        let missing = || {
+            AcmeError::new(
+                ProblemType::AccountDoesNotExist,
+                format!("no account {kid} in profile `{}`", profile.name),
+            )
+        };
+        let prefix = self.url(&profile.name, "account/");
+        let id = kid.strip_prefix(&prefix).ok_or_else(missing)?;
+        let account: Stored<Account> = self
+            .load(DocKind::AcmeAccount, id)
+            .await?
+            .ok_or_else(missing)?;
+        if account.value.profile != profile.name {
+            return Err(missing());
+        }
+        Ok(account)
+    }
+
+    pub(super) async fn load<T: DeserializeOwned>(
+        &self,
+        kind: DocKind,
+        id: &str,
+    ) -> Result<Option<Stored<T>>, AcmeError> {
+        self.store()
+            .doc(&DocKey::new(kind, id))
+            .await?
+            .map(decode)
+            .transpose()
+    }
+}
+
+pub(super) fn decode<T: DeserializeOwned>(doc: Doc) -> Result<Stored<T>, AcmeError> {
+    let value = ciborium::from_reader(doc.value.as_slice())
+        .map_err(|e| AcmeError::internal(format!("corrupt ACME document: {e}")))?;
+    Ok(Stored {
+        value,
+        version: doc.version,
+    })
+}
+
+pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    ciborium::into_writer(value, &mut out).expect("CBOR encoding into a Vec cannot fail");
+    out
+}
+
+/// A write of `value` that expects the document absent (`None`) or at `version`.
+pub(super) fn put<T: Serialize>(
+    kind: DocKind,
+    id: &str,
+    version: Option<u64>,
+    value: &T,
+) -> DocWrite {
+    DocWrite {
+        key: DocKey::new(kind, id),
+        expect: version.map_or(Expect::Absent, Expect::Version),
+        value: Some(encode(value)),
+    }
+}
+
+/// A random identifier or token: 16 bytes (128 bits), unguessable.
+pub(super) fn random_id(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    URL_SAFE_NO_PAD.encode(buf)
+}
