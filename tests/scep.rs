@@ -83,23 +83,7 @@ async fn scepclient_enrols_and_a_wrong_challenge_is_refused() {
         subject.contains("CN = device-1") && subject.contains("O = scep-client"),
         "{subject}"
     );
-    let cert_pub = stdout(&run(
-        "openssl",
-        &["x509", "-noout", "-pubkey", "-in", cert.to_str().unwrap()],
-    ));
-    let key_pub = stdout(&run(
-        "openssl",
-        &[
-            "pkey",
-            "-pubout",
-            "-in",
-            dir.join("key.pem").to_str().unwrap(),
-        ],
-    ));
-    assert_eq!(
-        cert_pub, key_pub,
-        "the certificate certifies the client's key"
-    );
+    assert_certifies_key(&cert, &dir.join("key.pem"));
 
     // Recorded like every issuance: protocol, device, an `issued` event.
     let serial = serial_of(&cert);
@@ -320,14 +304,6 @@ fn serial_of_der(cert: &Path) -> String {
     s.trim().trim_start_matches("serial=").to_lowercase()
 }
 
-fn serial_of(cert: &Path) -> String {
-    let s = stdout(&run(
-        "openssl",
-        &["x509", "-noout", "-serial", "-in", cert.to_str().unwrap()],
-    ));
-    s.trim().trim_start_matches("serial=").to_lowercase()
-}
-
 #[tokio::test]
 async fn certmonger_enrols_resubmits_and_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
@@ -370,15 +346,7 @@ async fn certmonger_enrols_resubmits_and_is_refused() {
         issuer_pem.to_str().unwrap(),
         cert.to_str().unwrap(),
     );
-    let cert_pub = stdout(&run(
-        "openssl",
-        &["x509", "-noout", "-pubkey", "-in", cert.to_str().unwrap()],
-    ));
-    let key_pub = stdout(&run(
-        "openssl",
-        &["pkey", "-pubout", "-in", key.to_str().unwrap()],
-    ));
-    assert_eq!(cert_pub, key_pub);
+    assert_certifies_key(&cert, &key);
     let first = serial_of(&cert);
 
     // Renewal: certmonger signs a PKCSReq for the same key with the certificate it holds.
@@ -388,13 +356,7 @@ async fn certmonger_enrols_resubmits_and_is_refused() {
     assert!(status.contains("status: MONITORING"), "{status}");
     let second = serial_of(&cert);
     assert_ne!(first, second);
-    assert_eq!(
-        stdout(&run(
-            "openssl",
-            &["x509", "-noout", "-pubkey", "-in", cert.to_str().unwrap()]
-        )),
-        key_pub
-    );
+    assert_certifies_key(&cert, &key);
     let rec: Value = server
         .get_json(&format!("/api/v1/certificates/{second}"))
         .await;
@@ -488,15 +450,7 @@ async fn strongswan_enrols_with_3des_and_aes_and_is_refused() {
             subject.contains(&format!("CN = device-ss-{cipher}")),
             "{subject}"
         );
-        let cert_pub = stdout(&run(
-            "openssl",
-            &["x509", "-noout", "-pubkey", "-in", cert.to_str().unwrap()],
-        ));
-        let key_pub = stdout(&run(
-            "openssl",
-            &["pkey", "-pubout", "-in", key.to_str().unwrap()],
-        ));
-        assert_eq!(cert_pub, key_pub);
+        assert_certifies_key(&cert, &key);
     }
 
     // Renewal with a new key, signed with the old certificate and key.

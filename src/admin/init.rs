@@ -220,6 +220,16 @@ webhook_timeout = "5s"
 http01_port = 80
 attestation_roots = []
 
+# One directory per profile: https://<host>/acme/<name>/directory.
+[acme.profiles.default]
+dns_names = ["localhost"]       # each allows itself and every name under it
+ip_addresses = ["127.0.0.1", "::1"]
+challenges = ["http-01"]
+issuer = "ecdsa"
+external_account_required = false
+# lifetime = "90days"           # default: issuance.lifetime
+# terms_of_service = "https://ca.example.com/terms"
+
 [log]
 level = "info"
 format = "text"
@@ -270,4 +280,15 @@ fn check_issued_by(der: &[u8], root_der: &[u8]) -> anyhow::Result<()> {
     cert.verify_signature(Some(root.public_key()))
         .map_err(|_| anyhow::anyhow!("the issuing CA certificate was not signed by the root"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_written_config_is_the_built_in_default() {
+        let written = crate::config::Config::parse(&default_config(None)).unwrap();
+        assert_eq!(written, crate::config::Config::default());
+    }
 }

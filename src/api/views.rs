@@ -43,6 +43,9 @@ pub struct CertView {
     pub protocol: Protocol,
     pub profile: String,
     pub replaces: Option<Serial>,
+    /// The ACME account that ordered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
     pub revocation_reason: Option<RevocationReason>,
@@ -71,6 +74,7 @@ impl CertView {
             protocol: rec.protocol,
             profile: rec.profile.clone(),
             replaces: rec.replaces.clone(),
+            account: rec.account.clone(),
             revoked_at,
             revocation_reason,
             pem: with_pem.then(|| to_pem("CERTIFICATE", &rec.der)),

@@ -1,6 +1,8 @@
 //! Test harness: runs the real `enrollca` binary on 127.0.0.1 and drives it over HTTP.
 #![allow(dead_code)] // each test crate uses a different part of the harness
 
+pub mod acme;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -278,6 +280,44 @@ impl Drop for Server {
     }
 }
 
+/// A port nothing listens on right now (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// openssl's reading: `cert` (PEM) certifies the public half of the private key in `key`.
+pub fn assert_certifies_key(cert: &Path, key: &Path) {
+    let cert_pub = run(
+        "openssl",
+        &["x509", "-noout", "-pubkey", "-in", cert.to_str().unwrap()],
+    );
+    let key_pub = run(
+        "openssl",
+        &["pkey", "-pubout", "-in", key.to_str().unwrap()],
+    );
+    assert!(cert_pub.status.success() && key_pub.status.success());
+    assert_eq!(
+        stdout(&cert_pub),
+        stdout(&key_pub),
+        "{} does not certify the key in {}",
+        cert.display(),
+        key.display()
+    );
+}
+
+/// The serial number of a PEM certificate, lowercase hex as the API prints it.
+pub fn serial_of(cert: &Path) -> String {
+    let s = stdout(&run(
+        "openssl",
+        &["x509", "-noout", "-serial", "-in", cert.to_str().unwrap()],
+    ));
+    s.trim().trim_start_matches("serial=").to_lowercase()
+}
+
 /// A key and CSR made by openssl. `key` is `ec:P-256`, `ec:P-384` or `rsa:2048`.
 pub fn openssl_csr(
     dir: &Path,
@@ -320,12 +360,17 @@ pub fn openssl_csr(
 /// `openssl verify` (an independent verifier) of `leaf` through `intermediate` to `roots`, for
 /// TLS client authentication; fails the test with openssl's words.
 pub fn assert_chain_verifies(roots: &str, intermediate: &str, leaf: &str) {
+    assert_chain_verifies_for("sslclient", roots, intermediate, leaf);
+}
+
+/// `assert_chain_verifies` for another openssl `-purpose` (e.g. `sslserver`).
+pub fn assert_chain_verifies_for(purpose: &str, roots: &str, intermediate: &str, leaf: &str) {
     let out = run(
         "openssl",
         &[
             "verify",
             "-purpose",
-            "sslclient",
+            purpose,
             "-CAfile",
             roots,
             "-untrusted",

@@ -1,0 +1,349 @@
+//! A small ACME client for what the real clients cannot do: send malformed, replayed and
+//! misdirected requests on purpose, and answer http-01 from inside the test.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use serde_json::{Value, json};
+
+use super::Server;
+
+/// A P-256 account key.
+pub struct Key {
+    pair: EcdsaKeyPair,
+    pub pkcs8: Vec<u8>,
+}
+
+impl Key {
+    pub fn p256() -> Self {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .unwrap()
+            .as_ref()
+            .to_vec();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng).unwrap();
+        Self { pair, pkcs8 }
+    }
+
+    /// A P-256 key from PKCS#8 (e.g. a certificate's key, to revoke with it).
+    pub fn from_pkcs8(pkcs8: &[u8]) -> Self {
+        let pair = EcdsaKeyPair::from_pkcs8(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            pkcs8,
+            &SystemRandom::new(),
+        )
+        .unwrap();
+        Self {
+            pair,
+            pkcs8: pkcs8.to_vec(),
+        }
+    }
+
+    pub fn jwk(&self) -> Value {
+        let point = self.pair.public_key().as_ref();
+        json!({"kty": "EC", "crv": "P-256", "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..])})
+    }
+
+    pub fn thumbprint(&self) -> String {
+        let j = self.jwk();
+        let canonical = format!(
+            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+            j["x"].as_str().unwrap(),
+            j["y"].as_str().unwrap()
+        );
+        B64.encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            canonical.as_bytes(),
+        ))
+    }
+
+    pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
+        self.pair
+            .sign(&SystemRandom::new(), msg)
+            .unwrap()
+            .as_ref()
+            .to_vec()
+    }
+}
+
+/// Deliberate deviations from a well-formed request.
+#[derive(Default)]
+pub struct Tweak<'a> {
+    /// `Some(None)` leaves the nonce out; `Some(Some(n))` sends `n`.
+    pub nonce: Option<Option<String>>,
+    /// The `url` header value, instead of the request URL.
+    pub url: Option<String>,
+    /// The `alg` header value, instead of ES256.
+    pub alg: Option<&'a str>,
+    /// Name the key by `jwk` even though the client has an account.
+    pub force_jwk: bool,
+    /// Name this account URL as `kid`.
+    pub kid: Option<String>,
+    /// Sign with this key instead of the account key.
+    pub signer: Option<&'a Key>,
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Response {
+    /// The ACME problem type without its URN prefix.
+    pub fn problem(&self) -> &str {
+        self.body["type"]
+            .as_str()
+            .and_then(|t| t.strip_prefix("urn:ietf:params:acme:error:"))
+            .unwrap_or_else(|| panic!("not an ACME problem: {} {}", self.status, self.text))
+    }
+
+    pub fn location(&self) -> String {
+        self.headers["location"].to_str().unwrap().to_owned()
+    }
+}
+
+pub struct Client {
+    pub http: reqwest::Client,
+    pub dir: Value,
+    pub key: Key,
+    pub kid: Option<String>,
+    nonce: Option<String>,
+}
+
+impl Client {
+    /// A client of `profile`'s directory, trusting the server's roots.
+    pub async fn new(server: &Server, profile: &str) -> Self {
+        let roots = reqwest::get(server.url("/roots.pem"))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&roots).unwrap())
+            .build()
+            .unwrap();
+        let dir = http
+            .get(format!("{}/acme/{profile}/directory", server.https))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Self {
+            http,
+            dir,
+            key: Key::p256(),
+            kid: None,
+            nonce: None,
+        }
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        self.dir[name].as_str().unwrap().to_owned()
+    }
+
+    pub async fn fresh_nonce(&mut self) -> String {
+        if let Some(n) = self.nonce.take() {
+            return n;
+        }
+        let resp = self.http.head(self.url("newNonce")).send().await.unwrap();
+        resp.headers()["replay-nonce"].to_str().unwrap().to_owned()
+    }
+
+    /// Signs `payload` (None: POST-as-GET) for `url` and sends it.
+    pub async fn post(&mut self, url: &str, payload: Option<Value>) -> Response {
+        self.post_with(url, payload, Tweak::default()).await
+    }
+
+    /// The JWS body `post_with` would send.
+    pub async fn jws(&mut self, url: &str, payload: Option<Value>, tweak: &Tweak<'_>) -> Value {
+        let nonce = match &tweak.nonce {
+            Some(n) => n.clone(),
+            None => Some(self.fresh_nonce().await),
+        };
+        let signer = tweak.signer.unwrap_or(&self.key);
+        let mut protected = json!({
+            "alg": tweak.alg.unwrap_or("ES256"),
+            "url": tweak.url.clone().unwrap_or_else(|| url.to_owned()),
+        });
+        if let Some(n) = nonce {
+            protected["nonce"] = json!(n);
+        }
+        match (&tweak.kid, &self.kid, tweak.force_jwk) {
+            (Some(kid), _, _) => protected["kid"] = json!(kid),
+            (None, Some(kid), false) => protected["kid"] = json!(kid),
+            _ => protected["jwk"] = signer.jwk(),
+        }
+        sign(signer, &protected, payload.as_ref())
+    }
+
+    pub async fn post_with(
+        &mut self,
+        url: &str,
+        payload: Option<Value>,
+        tweak: Tweak<'_>,
+    ) -> Response {
+        let body = self.jws(url, payload, &tweak).await;
+        self.send(url, &body).await
+    }
+
+    pub async fn send(&mut self, url: &str, body: &Value) -> Response {
+        let resp = self
+            .http
+            .post(url)
+            .header("content-type", "application/jose+json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        self.nonce = headers
+            .get("replay-nonce")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Response {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    /// newAccount; remembers the account URL.
+    pub async fn register(&mut self) -> Response {
+        let url = self.url("newAccount");
+        let resp = self
+            .post(&url, Some(json!({"termsOfServiceAgreed": true})))
+            .await;
+        assert!(
+            matches!(resp.status, 200 | 201),
+            "newAccount: {}",
+            resp.text
+        );
+        self.kid = Some(resp.location());
+        resp
+    }
+
+    /// newOrder for DNS names; returns (order URL, order).
+    pub async fn order(&mut self, names: &[&str]) -> (String, Value) {
+        let ids: Vec<Value> = names
+            .iter()
+            .map(|n| json!({"type": "dns", "value": n}))
+            .collect();
+        let url = self.url("newOrder");
+        let resp = self.post(&url, Some(json!({"identifiers": ids}))).await;
+        assert_eq!(resp.status, 201, "newOrder: {}", resp.text);
+        (resp.location(), resp.body)
+    }
+
+    /// Answers every http-01 challenge of the order through `responder` and waits until the
+    /// order leaves `pending`; returns the order.
+    pub async fn authorize(
+        &mut self,
+        order_url: &str,
+        order: &Value,
+        responder: &Responder,
+    ) -> Value {
+        for authz in order["authorizations"].as_array().unwrap() {
+            let authz = self.post(authz.as_str().unwrap(), None).await.body;
+            let ch = authz["challenges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "http-01")
+                .unwrap()
+                .clone();
+            let token = ch["token"].as_str().unwrap();
+            responder.serve(token, &format!("{token}.{}", self.key.thumbprint()));
+            let resp = self
+                .post(ch["url"].as_str().unwrap(), Some(json!({})))
+                .await;
+            assert_eq!(resp.status, 200, "challenge: {}", resp.text);
+        }
+        self.poll(order_url, "pending").await
+    }
+
+    /// POST-as-GET `url` until its status is no longer `while_status`.
+    pub async fn poll(&mut self, url: &str, while_status: &str) -> Value {
+        for _ in 0..200 {
+            let body = self.post(url, None).await.body;
+            if body["status"] != while_status {
+                return body;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("{url} stayed {while_status}");
+    }
+}
+
+/// Flattened JWS by `key` over `protected` and `payload` (None: empty payload).
+pub fn sign(key: &Key, protected: &Value, payload: Option<&Value>) -> Value {
+    let p = B64.encode(protected.to_string());
+    let pl = payload
+        .map(|v| B64.encode(v.to_string()))
+        .unwrap_or_default();
+    let sig = key.sign(format!("{p}.{pl}").as_bytes());
+    json!({"protected": p, "payload": pl, "signature": B64.encode(sig)})
+}
+
+/// A DER CSR for `names` with a fresh P-256 key (rcgen).
+pub fn csr(names: &[&str]) -> (Vec<u8>, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    // Names only, as certbot sends them (rcgen would add a placeholder common name).
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let der = params.serialize_request(&key).unwrap().der().to_vec();
+    (der, key)
+}
+
+/// An http-01 responder on 127.0.0.1: serves the key authorizations it is given.
+#[derive(Clone)]
+pub struct Responder {
+    answers: Arc<Mutex<HashMap<String, String>>>,
+    pub port: u16,
+}
+
+impl Responder {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answers: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+        let shared = answers.clone();
+        let app = axum::Router::new().route(
+            "/.well-known/acme-challenge/{token}",
+            axum::routing::get(
+                move |axum::extract::Path(token): axum::extract::Path<String>| {
+                    let shared = shared.clone();
+                    async move {
+                        match shared.lock().unwrap().get(&token) {
+                            Some(a) => (axum::http::StatusCode::OK, a.clone()),
+                            None => (axum::http::StatusCode::NOT_FOUND, String::new()),
+                        }
+                    }
+                },
+            ),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { answers, port }
+    }
+
+    pub fn serve(&self, token: &str, key_authorization: &str) {
+        self.answers
+            .lock()
+            .unwrap()
+            .insert(token.to_owned(), key_authorization.to_owned());
+    }
+}
