@@ -8,7 +8,7 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use common::acme::{Client, Key, Responder, Tweak, csr, sign};
+use common::acme::{Client, Key, Responder, Tweak, csr};
 use common::*;
 use serde_json::{Value, json};
 
@@ -432,7 +432,7 @@ async fn broken_requests_are_refused_with_their_problem_and_change_nothing() {
                 .contains(&json!("ES256"))
         );
     }
-    let stranger = Key::p256();
+    let stranger = Key::generate();
     let r = c
         .post_with(
             &new_order,
@@ -705,7 +705,7 @@ async fn accounts_update_roll_their_key_deactivate_and_revoke_by_certificate_key
     );
     let ring_key = {
         let pkcs8 = cert_key.serialize_der();
-        Key::from_pkcs8(&pkcs8)
+        Key::from_pkcs8(&pkcs8).unwrap()
     };
     let mut holder = Client::new(&server, "default").await;
     holder.key = ring_key;
@@ -718,12 +718,11 @@ async fn accounts_update_roll_their_key_deactivate_and_revoke_by_certificate_key
     assert_eq!(r.status, 200, "{}", r.text);
 
     // Key rollover: the inner JWS is signed by the new key and names the old one.
-    let new_key = Key::p256();
+    let new_key = Key::generate();
     let key_change = c.url("keyChange");
-    let inner = sign(
-        &new_key,
-        &json!({"alg": "ES256", "jwk": new_key.jwk(), "url": key_change}),
-        Some(&json!({"account": kid, "oldKey": c.key.jwk()})),
+    let inner = new_key.jws(
+        &json!({"alg": "ES256", "jwk": new_key.jwk_json(), "url": key_change}),
+        Some(&json!({"account": kid, "oldKey": c.key.jwk_json()})),
     );
     let r = c.post(&key_change, Some(inner)).await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -745,10 +744,9 @@ async fn accounts_update_roll_their_key_deactivate_and_revoke_by_certificate_key
     // A key that already belongs to another account: 409 with that account's Location.
     let mut other = Client::new(&server, "default").await;
     other.register().await;
-    let inner = sign(
-        &other.key,
-        &json!({"alg": "ES256", "jwk": other.key.jwk(), "url": key_change}),
-        Some(&json!({"account": kid, "oldKey": c.key.jwk()})),
+    let inner = other.key.jws(
+        &json!({"alg": "ES256", "jwk": other.key.jwk_json(), "url": key_change}),
+        Some(&json!({"account": kid, "oldKey": c.key.jwk_json()})),
     );
     let r = c.post(&key_change, Some(inner)).await;
     assert_eq!(r.status, 409);
@@ -823,7 +821,7 @@ async fn external_account_binding_is_required_where_configured() {
     let r = c
         .post(
             &new_account,
-            Some(json!({"externalAccountBinding": binding(b"wrong", &c.key.jwk())})),
+            Some(json!({"externalAccountBinding": binding(b"wrong", &c.key.jwk_json())})),
         )
         .await;
     assert_eq!(r.problem(), "unauthorized");
@@ -852,7 +850,7 @@ async fn external_account_binding_is_required_where_configured() {
     let r = c
         .post(
             &new_account,
-            Some(json!({"externalAccountBinding": binding(&mac, &c.key.jwk())})),
+            Some(json!({"externalAccountBinding": binding(&mac, &c.key.jwk_json())})),
         )
         .await;
     assert_eq!(r.problem(), "unauthorized");

@@ -2,6 +2,7 @@
 //! finalization and revocation, served per named profile at `/acme/<profile>/directory`.
 
 mod accounts;
+pub mod client;
 pub mod error;
 pub mod handlers;
 pub mod http01;

@@ -4,72 +4,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::{Value, json};
 
 use super::Server;
 
-/// A P-256 account key.
-pub struct Key {
-    pair: EcdsaKeyPair,
-    pub pkcs8: Vec<u8>,
-}
-
-impl Key {
-    pub fn p256() -> Self {
-        let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .unwrap()
-            .as_ref()
-            .to_vec();
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng).unwrap();
-        Self { pair, pkcs8 }
-    }
-
-    /// A P-256 key from PKCS#8 (e.g. a certificate's key, to revoke with it).
-    pub fn from_pkcs8(pkcs8: &[u8]) -> Self {
-        let pair = EcdsaKeyPair::from_pkcs8(
-            &ECDSA_P256_SHA256_FIXED_SIGNING,
-            pkcs8,
-            &SystemRandom::new(),
-        )
-        .unwrap();
-        Self {
-            pair,
-            pkcs8: pkcs8.to_vec(),
-        }
-    }
-
-    pub fn jwk(&self) -> Value {
-        let point = self.pair.public_key().as_ref();
-        json!({"kty": "EC", "crv": "P-256", "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..])})
-    }
-
-    pub fn thumbprint(&self) -> String {
-        let j = self.jwk();
-        let canonical = format!(
-            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-            j["x"].as_str().unwrap(),
-            j["y"].as_str().unwrap()
-        );
-        B64.encode(ring::digest::digest(
-            &ring::digest::SHA256,
-            canonical.as_bytes(),
-        ))
-    }
-
-    pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
-        self.pair
-            .sign(&SystemRandom::new(), msg)
-            .unwrap()
-            .as_ref()
-            .to_vec()
-    }
-}
+/// The test's account keys are the load generator's.
+pub use enrollca::acme::client::AccountKey as Key;
 
 /// Deliberate deviations from a well-formed request.
 #[derive(Default)]
@@ -141,7 +81,7 @@ impl Client {
         Self {
             http,
             dir,
-            key: Key::p256(),
+            key: Key::generate(),
             kid: None,
             nonce: None,
         }
@@ -181,9 +121,9 @@ impl Client {
         match (&tweak.kid, &self.kid, tweak.force_jwk) {
             (Some(kid), _, _) => protected["kid"] = json!(kid),
             (None, Some(kid), false) => protected["kid"] = json!(kid),
-            _ => protected["jwk"] = signer.jwk(),
+            _ => protected["jwk"] = signer.jwk_json(),
         }
-        sign(signer, &protected, payload.as_ref())
+        signer.jws(&protected, payload.as_ref())
     }
 
     pub async fn post_with(
@@ -265,7 +205,7 @@ impl Client {
                 .unwrap()
                 .clone();
             let token = ch["token"].as_str().unwrap();
-            responder.serve(token, &format!("{token}.{}", self.key.thumbprint()));
+            responder.serve(token, &self.key.key_authorization(token));
             let resp = self
                 .post(ch["url"].as_str().unwrap(), Some(json!({})))
                 .await;
@@ -285,16 +225,6 @@ impl Client {
         }
         panic!("{url} stayed {while_status}");
     }
-}
-
-/// Flattened JWS by `key` over `protected` and `payload` (None: empty payload).
-pub fn sign(key: &Key, protected: &Value, payload: Option<&Value>) -> Value {
-    let p = B64.encode(protected.to_string());
-    let pl = payload
-        .map(|v| B64.encode(v.to_string()))
-        .unwrap_or_default();
-    let sig = key.sign(format!("{p}.{pl}").as_bytes());
-    json!({"protected": p, "payload": pl, "signature": B64.encode(sig)})
 }
 
 /// A DER CSR for `names` with a fresh P-256 key (rcgen).
