@@ -467,6 +467,104 @@ mod tests {
         assert_eq!(es256_readings(&[0; 65]).count(), 0);
     }
 
+    use ring::rand::SystemRandom;
+    use ring::signature::{self as sig, KeyPair};
+
+    fn ec_jwk(pair: &sig::EcdsaKeyPair, p384: bool) -> Jwk {
+        let point = pair.public_key().as_ref();
+        let half = (point.len() - 1) / 2;
+        let (x, y) = (point[1..=half].to_vec(), point[half + 1..].to_vec());
+        if p384 {
+            Jwk::P384 { x, y }
+        } else {
+            Jwk::P256 { x, y }
+        }
+    }
+
+    #[test]
+    fn every_accepted_algorithm_verifies_and_rejects_a_changed_message() {
+        let rng = SystemRandom::new();
+        let msg = b"protected.payload";
+        let mut cases: Vec<(Alg, Jwk, Vec<u8>)> = Vec::new();
+        for (alg, ring_alg, p384) in [
+            (Alg::Es256, &sig::ECDSA_P256_SHA256_FIXED_SIGNING, false),
+            (Alg::Es384, &sig::ECDSA_P384_SHA384_FIXED_SIGNING, true),
+        ] {
+            let pkcs8 = sig::EcdsaKeyPair::generate_pkcs8(ring_alg, &rng).unwrap();
+            let pair = sig::EcdsaKeyPair::from_pkcs8(ring_alg, pkcs8.as_ref(), &rng).unwrap();
+            let s = pair.sign(&rng, msg).unwrap().as_ref().to_vec();
+            cases.push((alg, ec_jwk(&pair, p384), s));
+        }
+        let pkcs8 = sig::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let ed = sig::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let x = ed.public_key().as_ref().to_vec();
+        cases.push((
+            Alg::EdDsa,
+            Jwk::Ed25519 { x },
+            ed.sign(msg).as_ref().to_vec(),
+        ));
+        let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+        let pkey = openssl::pkey::PKey::from_rsa(rsa.clone()).unwrap();
+        let mut signer =
+            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &pkey).unwrap();
+        let rs = signer.sign_oneshot_to_vec(msg).unwrap();
+        let jwk = Jwk::Rsa {
+            n: rsa.n().to_vec(),
+            e: rsa.e().to_vec(),
+        };
+        cases.push((Alg::Rs256, jwk, rs));
+
+        for (alg, jwk, s) in &cases {
+            assert_eq!(jwk.verify(*alg, msg, s), Ok(()), "{alg:?}");
+            assert_eq!(
+                jwk.verify(*alg, b"protected.payloaD", s),
+                Err(JwsError::BadSignature)
+            );
+            // The JWK survives a JSON round trip unchanged.
+            let back: Jwk = serde_json::from_value(serde_json::to_value(jwk).unwrap()).unwrap();
+            assert_eq!(&back, jwk);
+        }
+        // A key used with another key type's algorithm is refused, not tried.
+        let (_, p256, s) = &cases[0];
+        assert!(matches!(
+            p256.verify(Alg::Rs256, msg, s),
+            Err(JwsError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn apple_style_short_es256_signatures_verify() {
+        // Apple drops leading zero bytes of r and s; about 1 signature in 128 has one.
+        let rng = SystemRandom::new();
+        let alg = &sig::ECDSA_P256_SHA256_FIXED_SIGNING;
+        let pkcs8 = sig::EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
+        let pair = sig::EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).unwrap();
+        let jwk = ec_jwk(&pair, false);
+        let (mut short_r, mut short_s) = (false, false);
+        for i in 0..20_000u32 {
+            let msg = i.to_be_bytes();
+            let full = pair.sign(&rng, &msg).unwrap().as_ref().to_vec();
+            let (r, s) = full.split_at(32);
+            if r[0] != 0 && s[0] != 0 {
+                continue;
+            }
+            let strip = |v: &[u8]| v[v.iter().position(|b| *b != 0).unwrap_or(v.len())..].to_vec();
+            let apple = [strip(r), strip(s)].concat();
+            assert_eq!(
+                jwk.verify(Alg::Es256, &msg, &apple),
+                Ok(()),
+                "{}",
+                hex::encode(&full)
+            );
+            short_r |= r[0] == 0;
+            short_s |= s[0] == 0;
+            if short_r && short_s {
+                return;
+            }
+        }
+        panic!("no short r and s in 20000 signatures (odds below 1e-30)");
+    }
+
     #[test]
     fn thumbprint_matches_rfc_7638_example() {
         // RFC 7638 §3.1.
