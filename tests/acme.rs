@@ -320,7 +320,16 @@ async fn an_unreachable_http01_responder_invalidates_the_order_and_nothing_is_is
 }
 
 /// A server with an http-01 responder, and a client with a ready order for `name`.
-async fn ready_order(tmp: &Path, name: &str) -> (Server, Responder, Client, String, Value) {
+async fn ready_order(
+    tmp: &Path,
+    name: &str,
+) -> (
+    Server,
+    enrollca::acme::client::Http01Responder,
+    Client,
+    String,
+    Value,
+) {
     let responder = Responder::start().await;
     let data = init_dir(tmp, &[], &[]);
     let server = Server::start(

@@ -1,5 +1,8 @@
-//! The client half of a JWS, for the load generator and the tests: a P-256 account key that
-//! signs flattened JWS the way RFC 8555 clients do.
+//! The client side, for the load generator and the tests: a P-256 account key that signs
+//! flattened JWS the way RFC 8555 clients do, and an http-01 responder.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -74,5 +77,50 @@ impl AccountKey {
             None => h["jwk"] = self.jwk_json(),
         }
         h
+    }
+}
+
+/// Answers http-01 on 127.0.0.1 with the key authorizations it is given.
+#[derive(Clone)]
+pub struct Http01Responder {
+    answers: Arc<Mutex<HashMap<String, String>>>,
+    pub port: u16,
+}
+
+impl Http01Responder {
+    /// Listens on 127.0.0.1:`port` (0 picks a free one).
+    pub async fn start(port: u16) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let port = listener.local_addr()?.port();
+        let answers: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+        let shared = answers.clone();
+        let app = axum::Router::new().route(
+            "/.well-known/acme-challenge/{token}",
+            axum::routing::get(
+                move |axum::extract::Path(token): axum::extract::Path<String>| {
+                    let answer = shared.lock().ok().and_then(|a| a.get(&token).cloned());
+                    async move {
+                        match answer {
+                            Some(a) => (axum::http::StatusCode::OK, a),
+                            None => (axum::http::StatusCode::NOT_FOUND, String::new()),
+                        }
+                    }
+                },
+            ),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Self { answers, port })
+    }
+
+    pub fn serve(&self, token: &str, key_authorization: String) {
+        if let Ok(mut a) = self.answers.lock() {
+            a.insert(token.to_owned(), key_authorization);
+        }
+    }
+
+    pub fn forget(&self, token: &str) {
+        if let Ok(mut a) = self.answers.lock() {
+            a.remove(token);
+        }
     }
 }

@@ -8,8 +8,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
+use enrollca::metrics::cpu_seconds;
 use enrollca::scep::client::Identity;
 use enrollca::scep::message::{Cipher, Digest, MessageType, PkiStatus};
 use enrollca::scep::wire::{self, NewRequest};
@@ -213,18 +214,4 @@ fn verify(reply: &Reply, ca: &X509, id: &Identity) -> Option<Vec<u8>> {
         return None;
     }
     Some(cert.serial_number().to_bn().ok()?.to_vec())
-}
-
-/// User + system CPU seconds of a process, from /proc.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')').context("malformed /proc stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    if fields.len() < 13 {
-        bail!("malformed /proc stat");
-    }
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    // USER_HZ is 100 on Linux whatever the kernel tick rate.
-    Ok(ticks / 100.0)
 }

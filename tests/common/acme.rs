@@ -1,15 +1,22 @@
 //! A small ACME client for what the real clients cannot do: send malformed, replayed and
 //! misdirected requests on purpose, and answer http-01 from inside the test.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
+use enrollca::acme::client::Http01Responder;
 use serde_json::{Value, json};
 
 use super::Server;
 
 /// The test's account keys are the load generator's.
 pub use enrollca::acme::client::AccountKey as Key;
+
+/// The test's http-01 responder is the load generator's.
+pub struct Responder;
+
+impl Responder {
+    pub async fn start() -> Http01Responder {
+        Http01Responder::start(0).await.unwrap()
+    }
+}
 
 /// Deliberate deviations from a well-formed request.
 #[derive(Default)]
@@ -193,7 +200,7 @@ impl Client {
         &mut self,
         order_url: &str,
         order: &Value,
-        responder: &Responder,
+        responder: &Http01Responder,
     ) -> Value {
         for authz in order["authorizations"].as_array().unwrap() {
             let authz = self.post(authz.as_str().unwrap(), None).await.body;
@@ -205,7 +212,7 @@ impl Client {
                 .unwrap()
                 .clone();
             let token = ch["token"].as_str().unwrap();
-            responder.serve(token, &self.key.key_authorization(token));
+            responder.serve(token, self.key.key_authorization(token));
             let resp = self
                 .post(ch["url"].as_str().unwrap(), Some(json!({})))
                 .await;
@@ -237,43 +244,4 @@ pub fn csr(names: &[&str]) -> (Vec<u8>, rcgen::KeyPair) {
     params.distinguished_name = rcgen::DistinguishedName::new();
     let der = params.serialize_request(&key).unwrap().der().to_vec();
     (der, key)
-}
-
-/// An http-01 responder on 127.0.0.1: serves the key authorizations it is given.
-#[derive(Clone)]
-pub struct Responder {
-    answers: Arc<Mutex<HashMap<String, String>>>,
-    pub port: u16,
-}
-
-impl Responder {
-    pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let answers: Arc<Mutex<HashMap<String, String>>> = Arc::default();
-        let shared = answers.clone();
-        let app = axum::Router::new().route(
-            "/.well-known/acme-challenge/{token}",
-            axum::routing::get(
-                move |axum::extract::Path(token): axum::extract::Path<String>| {
-                    let shared = shared.clone();
-                    async move {
-                        match shared.lock().unwrap().get(&token) {
-                            Some(a) => (axum::http::StatusCode::OK, a.clone()),
-                            None => (axum::http::StatusCode::NOT_FOUND, String::new()),
-                        }
-                    }
-                },
-            ),
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { answers, port }
-    }
-
-    pub fn serve(&self, token: &str, key_authorization: &str) {
-        self.answers
-            .lock()
-            .unwrap()
-            .insert(token.to_owned(), key_authorization.to_owned());
-    }
 }

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# ACME order throughput, enrollca beside Let's Encrypt's pebble (Debian package `pebble`), in
+# one run, same machine, same load generator (target/release/enrollca-acme-load: a new account,
+# an order for a fresh name, http-01 answered in-process, finalize, download; a flow counts only
+# if the certificate names the identifier and certifies the CSR's key).
+# pebble runs with PEBBLE_VA_NOSLEEP=1, no nonce rejection and no authorization reuse, and
+# resolves names through pebble-challtestsrv (every name -> 127.0.0.1); enrollca resolves
+# *.localhost to loopback itself. Everything listens on 127.0.0.1 only.
+#
+#   bash benches/acme_vs_pebble.sh [ORDERS] [CONCURRENCY...]     (default: 1000 orders, c=16)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+orders=${1:-1000}
+shift || true
+concurrencies=("${@:-16}")
+command -v pebble >/dev/null || { echo "install the Debian package pebble" >&2; exit 1; }
+cargo build --release --quiet --bin enrollca --bin enrollca-acme-load
+bin=$PWD/target/release
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ -n "${KEEP:-}" ] || rm -rf "$work"; [ -n "${KEEP:-}" ] && echo "kept $work"
+}
+trap cleanup EXIT
+
+# pebble's TLS certificate, under a throwaway root (rustls refuses a self-signed leaf).
+cd "$work"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout tlsroot.key \
+  -out tlsroot.pem -days 2 -subj "/CN=bench TLS root" 2>/dev/null
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout pebble.key \
+  -out pebble.csr -subj /CN=localhost 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' >ext.cnf
+openssl x509 -req -in pebble.csr -CA tlsroot.pem -CAkey tlsroot.key -CAcreateserial -days 2 \
+  -extfile ext.cnf -out pebble.pem 2>/dev/null
+cat >pebble.json <<EOF
+{"pebble": {"listenAddress": "127.0.0.1:14000", "managementListenAddress": "127.0.0.1:15000",
+  "certificate": "$work/pebble.pem", "privateKey": "$work/pebble.key",
+  "httpPort": 5012, "tlsPort": 5013, "ocspResponderURL": "", "externalAccountBindingRequired": false}}
+EOF
+pebble-challtestsrv -defaultIPv6 "" -dns01 127.0.0.1:8053 -http01 "" -https01 "" -tlsalpn01 "" \
+  -management 127.0.0.1:8055 >challtestsrv.log 2>&1 </dev/null &
+pids+=($!)
+PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0 \
+  pebble -config pebble.json -dnsserver 127.0.0.1:8053 >pebble.log 2>&1 </dev/null &
+pids+=($!)
+pebble_pid=$!
+
+"$bin/enrollca" init --data "$work/data" >/dev/null
+ENROLLCA_ACME_HTTP01_PORT=5012 ENROLLCA_LOG_LEVEL=warn ENROLLCA_LISTEN_HTTP=127.0.0.1:18091 \
+  ENROLLCA_LISTEN_HTTPS=127.0.0.1:18444 "$bin/enrollca" serve --data "$work/data" >enrollca.log 2>&1 </dev/null &
+pids+=($!)
+enrollca_pid=$!
+
+for _ in $(seq 100); do
+  curl -fsS -o /dev/null --cacert tlsroot.pem https://127.0.0.1:14000/dir 2>/dev/null \
+    && curl -fsS -o /dev/null http://127.0.0.1:18091/healthz 2>/dev/null && break
+  sleep 0.1
+done
+for p in "${pids[@]}"; do
+  kill -0 "$p" 2>/dev/null || { echo "a server exited:" >&2; cat ./*.log >&2; exit 1; }
+done
+curl -fsS http://127.0.0.1:18091/roots.pem >enrollca-roots.pem
+
+for c in "${concurrencies[@]}"; do
+  "$bin/enrollca-acme-load" --directory https://127.0.0.1:14000/dir --ca-file tlsroot.pem \
+    --http01-port 5012 --orders "$orders" --concurrency "$c" --server-pid "$pebble_pid" --label pebble
+  "$bin/enrollca-acme-load" --directory https://127.0.0.1:18444/acme/default/directory \
+    --ca-file enrollca-roots.pem --http01-port 5012 --orders "$orders" --concurrency "$c" \
+    --server-pid "$enrollca_pid" --label enrollca
+done

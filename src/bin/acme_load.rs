@@ -1,0 +1,311 @@
+//! ACME load generator: complete http-01 order flows against any RFC 8555 server (a new
+//! account, an order for a fresh name, the challenge answered by an in-process responder,
+//! finalize, download). A flow counts only when the downloaded certificate names the ordered
+//! identifier and certifies the key of the CSR. Used by `benches/acme_vs_pebble.sh`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use clap::Parser;
+use enrollca::acme::client::{AccountKey, Http01Responder};
+use enrollca::metrics::cpu_seconds;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+#[derive(Parser)]
+#[command(about = "ACME http-01 order-flow load generator")]
+struct Args {
+    /// Directory URL, e.g. https://127.0.0.1:8443/acme/default/directory
+    #[arg(long)]
+    directory: String,
+    /// PEM file of the roots that sign the server's TLS certificate.
+    #[arg(long)]
+    ca_file: std::path::PathBuf,
+    /// Port to answer http-01 on (127.0.0.1), where the server's validator connects.
+    #[arg(long)]
+    http01_port: u16,
+    /// Names are `o<N>-<run>.<suffix>`.
+    #[arg(long, default_value = "bench.localhost")]
+    suffix: String,
+    #[arg(long, default_value_t = 500)]
+    orders: usize,
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Pause between polls of a pending order.
+    #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
+    poll: Duration,
+    /// PID of the server, to report its CPU time per order.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    #[arg(long, default_value = "server")]
+    label: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let roots = std::fs::read(&args.ca_file)
+        .with_context(|| format!("reading {}", args.ca_file.display()))?;
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&roots)?)
+        .pool_max_idle_per_host(args.concurrency * 2)
+        .build()?;
+    let dir: Value = http.get(&args.directory).send().await?.json().await?;
+    let answers = Http01Responder::start(args.http01_port)
+        .await
+        .with_context(|| format!("http-01 responder on 127.0.0.1:{}", args.http01_port))?;
+    let run = format!("{:08x}", rand::random::<u32>());
+    let ctx = Arc::new(Ctx {
+        http,
+        dir,
+        answers,
+        poll: args.poll,
+    });
+
+    let cpu_before = args.server_pid.map(cpu_seconds).transpose()?;
+    let started = Instant::now();
+    let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let mut tasks = Vec::with_capacity(args.orders);
+    for i in 0..args.orders {
+        let permit = gate.clone().acquire_owned().await?;
+        let ctx = ctx.clone();
+        let name = format!("o{i}-{run}.{}", args.suffix);
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let t = Instant::now();
+            let result = ctx.flow(&name).await;
+            (result, t.elapsed())
+        }));
+    }
+    let (mut ok, mut failed) = (0usize, 0usize);
+    let mut latencies = Vec::with_capacity(tasks.len());
+    let mut first_error = None;
+    for t in tasks {
+        let (result, latency) = t.await?;
+        latencies.push(latency);
+        match result {
+            Ok(()) => ok += 1,
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let wall = started.elapsed();
+    let cpu = match (args.server_pid, cpu_before) {
+        (Some(pid), Some(before)) => Some(cpu_seconds(pid)? - before),
+        _ => None,
+    };
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "{label}: concurrency {c}: {ok} verified orders in {wall:.2}s = {rate:.1}/s; {failed} failed; p50 {p50:.1} ms, p99 {p99:.1} ms{cpu}",
+        label = args.label,
+        c = args.concurrency,
+        wall = wall.as_secs_f64(),
+        rate = ok as f64 / wall.as_secs_f64(),
+        p50 = pct(0.50).as_secs_f64() * 1e3,
+        p99 = pct(0.99).as_secs_f64() * 1e3,
+        cpu = cpu.map_or(String::new(), |c| format!(
+            "; server CPU {:.2} ms/order",
+            c * 1e3 / ok.max(1) as f64
+        )),
+    );
+    if let Some(e) = first_error {
+        eprintln!("{}: first failure: {e:#}", args.label);
+    }
+    Ok(())
+}
+
+struct Ctx {
+    http: reqwest::Client,
+    dir: Value,
+    answers: Http01Responder,
+    poll: Duration,
+}
+
+/// One account's conversation: its key, its account URL and the nonce to use next.
+struct Session<'a> {
+    ctx: &'a Ctx,
+    key: AccountKey,
+    kid: Option<String>,
+    nonce: Option<String>,
+}
+
+struct Reply {
+    location: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> anyhow::Result<Value> {
+        serde_json::from_slice(&self.body).context("reply is not JSON")
+    }
+}
+
+impl Ctx {
+    fn url(&self, name: &str) -> anyhow::Result<&str> {
+        self.dir[name].as_str().context("directory lacks a URL")
+    }
+
+    async fn flow(&self, name: &str) -> anyhow::Result<()> {
+        let mut s = Session {
+            ctx: self,
+            key: AccountKey::generate(),
+            kid: None,
+            nonce: None,
+        };
+        let acct = s
+            .post(
+                self.url("newAccount")?,
+                Some(json!({"termsOfServiceAgreed": true})),
+            )
+            .await?;
+        s.kid = Some(acct.location.context("newAccount gave no Location")?);
+
+        let ids = json!({"identifiers": [{"type": "dns", "value": name}]});
+        let order = s.post(self.url("newOrder")?, Some(ids)).await?;
+        let order_url = order
+            .location
+            .clone()
+            .context("newOrder gave no Location")?;
+        let order = order.json()?;
+        let authz_url = order["authorizations"][0]
+            .as_str()
+            .context("no authorization")?;
+        let authz = s.post(authz_url, None).await?.json()?;
+        let challenge = authz["challenges"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "http-01"))
+            .context("no http-01 challenge")?;
+        let token = challenge["token"].as_str().context("no token")?.to_owned();
+        self.answers.serve(&token, s.key.key_authorization(&token));
+        s.post(
+            challenge["url"].as_str().context("no challenge URL")?,
+            Some(json!({})),
+        )
+        .await?;
+        let order = s.poll(&order_url, &["pending"]).await;
+        self.answers.forget(&token);
+        let order = order?;
+        if order["status"] != "ready" {
+            bail!("order {order_url} is {} after validation", order["status"]);
+        }
+
+        let cert_key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()])?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let csr = params.serialize_request(&cert_key)?;
+        let finalize = order["finalize"].as_str().context("no finalize URL")?;
+        let csr_b64 = URL_SAFE_NO_PAD.encode(csr.der());
+        let order = s
+            .post(finalize, Some(json!({"csr": csr_b64})))
+            .await?
+            .json()?;
+        let order = if order["status"] == "valid" {
+            order
+        } else {
+            s.poll(&order_url, &["ready", "processing"]).await?
+        };
+        let cert_url = order["certificate"]
+            .as_str()
+            .context("valid order has no certificate")?;
+        let chain = s.post(cert_url, None).await?;
+        verify(&chain.body, name, cert_key.public_key_raw())
+    }
+}
+
+impl Session<'_> {
+    async fn nonce(&mut self) -> anyhow::Result<String> {
+        if let Some(n) = self.nonce.take() {
+            return Ok(n);
+        }
+        let resp = self.ctx.http.head(self.ctx.url("newNonce")?).send().await?;
+        Ok(resp
+            .headers()
+            .get("replay-nonce")
+            .context("newNonce gave no nonce")?
+            .to_str()?
+            .to_owned())
+    }
+
+    /// Signs and sends; one retry on badNonce (servers may reject nonces at will).
+    async fn post(&mut self, url: &str, payload: Option<Value>) -> anyhow::Result<Reply> {
+        for _ in 0..2 {
+            let nonce = self.nonce().await?;
+            let header = self.key.header(url, &nonce, self.kid.as_deref());
+            let body = self.key.jws(&header, payload.as_ref());
+            let resp = self
+                .ctx
+                .http
+                .post(url)
+                .header("content-type", "application/jose+json")
+                .body(body.to_string())
+                .send()
+                .await?;
+            let status = resp.status().as_u16();
+            let header = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            self.nonce = header("replay-nonce");
+            let location = header("location");
+            let body = resp.bytes().await?.to_vec();
+            if status < 300 {
+                return Ok(Reply {
+                    location,
+                    body,
+                });
+            }
+            let problem = String::from_utf8_lossy(&body).into_owned();
+            if !problem.contains("badNonce") {
+                bail!("{url}: HTTP {status}: {problem}");
+            }
+        }
+        bail!("{url}: badNonce twice")
+    }
+
+    /// POST-as-GET until the status leaves `while_in`.
+    async fn poll(&mut self, url: &str, while_in: &[&str]) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let body = self.post(url, None).await?.json()?;
+            let status = body["status"].as_str().unwrap_or_default();
+            if !while_in.contains(&status) {
+                return Ok(body);
+            }
+            if Instant::now() > deadline {
+                bail!("{url} stayed {status} for 30 s");
+            }
+            tokio::time::sleep(self.ctx.poll).await;
+        }
+    }
+}
+
+/// The chain's first certificate names `name` and certifies `public_key` (raw point).
+fn verify(pem_chain: &[u8], name: &str, public_key: &[u8]) -> anyhow::Result<()> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem_chain).context("no PEM certificate")?;
+    let cert = pem.parse_x509().context("unparsable certificate")?;
+    if cert.public_key().subject_public_key.data.as_ref() != public_key {
+        bail!("the certificate does not certify the CSR's key");
+    }
+    let names = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value.general_names.iter().any(
+                |n| matches!(n, x509_parser::extensions::GeneralName::DNSName(d) if *d == name),
+            )
+        })
+        .unwrap_or(false);
+    if !names {
+        bail!("the certificate does not name {name}");
+    }
+    Ok(())
+}
