@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::policy::Template;
 use crate::scep::ScepService;
 use crate::scep::webhook::Webhook;
-use crate::store::{SledStore, Store};
+use crate::store::{DocCache, SledStore, Store};
 
 /// What request handlers share.
 pub struct AppState {
@@ -72,12 +72,14 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
     config.listen.https = https_addr;
 
     let pass = passphrase(config.ca.passphrase_file.as_deref())?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.db()).map_err(|e| {
+    let sled = SledStore::open(&dir.db()).map_err(|e| {
         anyhow::anyhow!(
             "{e} (is another enrollca process using {}?)",
             dir.path().display()
         )
-    })?);
+    })?;
+    // This process owns the database, so documents may be cached in front of it.
+    let store: Arc<dyn Store> = Arc::new(DocCache::new(sled));
     let metrics = Arc::new(Metrics::default());
     let ca = Arc::new(open_ca(dir, &config, pass.as_ref(), store.clone(), metrics.clone()).await?);
     let issuers = ca.issuers();

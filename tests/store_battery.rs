@@ -8,15 +8,22 @@ use std::sync::Arc;
 use enrollca::ca::{IssuerId, KeyFamily, Serial};
 use enrollca::revocation::RevocationReason;
 use enrollca::store::{
-    CertQuery, CertRecord, CertStatus, DeviceId, DocKey, DocKind, DocWrite, EventKind, Expect,
-    IssuerRecord, IssuerState, Linked, Protocol, SledStore, StatusFilter, Store, StoreError,
+    CertQuery, CertRecord, CertStatus, DeviceId, DocCache, DocKey, DocKind, DocWrite, EventKind,
+    Expect, IssuerRecord, IssuerState, Linked, Protocol, SledStore, StatusFilter, Store,
+    StoreError,
 };
 use time::{Duration, OffsetDateTime};
 
 /// A backend under test: opens (or reopens) a store rooted at `dir`.
 type Backend = fn(&Path) -> Arc<dyn Store>;
 
-const BACKENDS: &[(&str, Backend)] = &[("sled", |dir| Arc::new(SledStore::open(dir).unwrap()))];
+const BACKENDS: &[(&str, Backend)] = &[
+    ("sled", |dir| Arc::new(SledStore::open(dir).unwrap())),
+    // What `serve` runs: sled behind the document cache.
+    ("sled+cache", |dir| {
+        Arc::new(DocCache::new(SledStore::open(dir).unwrap()))
+    }),
+];
 
 fn issuer(n: u8) -> IssuerId {
     format!("{:016x}", n).parse().unwrap()

@@ -14,7 +14,9 @@ use time::format_description::well_known::Rfc3339;
 
 use super::error::AcmeError;
 use super::jws::Jws;
-use super::model::{Account, Authorization, AuthzStatus, ChallengeType, Identifier, OrderState};
+use super::model::{
+    Account, Authorization, AuthzStatus, ChallengeStatus, ChallengeType, Identifier, OrderState,
+};
 use super::orders::OrderView;
 use super::service::AcmeService;
 use crate::app::AppState;
@@ -348,7 +350,7 @@ struct ChallengeJson {
     #[serde(rename = "type")]
     kind: &'static str,
     url: String,
-    status: super::model::ChallengeStatus,
+    status: &'static str,
     token: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     validated: Option<String>,
@@ -363,10 +365,16 @@ fn challenge_json(
     kind: ChallengeType,
 ) -> Option<ChallengeJson> {
     let c = authz.challenge(kind)?;
+    let status = match c.status {
+        ChallengeStatus::Pending if acme.is_validating(&authz.id) => "processing",
+        ChallengeStatus::Pending => "pending",
+        ChallengeStatus::Valid => "valid",
+        ChallengeStatus::Invalid => "invalid",
+    };
     Some(ChallengeJson {
         kind: c.kind.name(),
         url: acme.url(profile, &format!("chall/{}/{}", authz.id, c.kind.name())),
-        status: c.status,
+        status,
         token: c.token.clone(),
         validated: c.validated.and_then(|t| t.format(&Rfc3339).ok()),
         error: c.error.as_ref().map(AcmeProblem::from),
@@ -405,11 +413,7 @@ pub async fn authorization(
             .collect(),
     };
     let mut response = axum::Json(body).into_response();
-    let processing = authz
-        .challenges
-        .iter()
-        .any(|c| c.status == super::model::ChallengeStatus::Processing);
-    if status == AuthzStatus::Pending && processing {
+    if status == AuthzStatus::Pending && acme.is_validating(&authz.id) {
         response.headers_mut().insert(
             header::RETRY_AFTER,
             HeaderValue::from_static(RETRY_AFTER_SECS),

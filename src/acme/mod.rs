@@ -6,6 +6,7 @@ pub mod client;
 pub mod error;
 pub mod handlers;
 pub mod http01;
+mod in_flight;
 pub mod jws;
 pub mod model;
 pub mod nonce;

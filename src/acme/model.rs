@@ -119,12 +119,10 @@ pub enum OrderStatus {
 }
 
 /// What is stored of an order's progress; `pending` and `ready` are derived from its
-/// authorizations while it is `Open`.
+/// authorizations while it is `Open`, `processing` from a finalization running.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderState {
     Open,
-    /// Finalize accepted the CSR; the certificate is being signed.
-    Processing,
     Valid {
         certificate: Serial,
     },
@@ -147,10 +145,16 @@ pub struct Order {
 }
 
 impl Order {
-    /// The status a client sees at `now`, given the statuses of its authorizations.
-    pub fn status(&self, authzs: &[AuthzStatus], now: OffsetDateTime) -> OrderStatus {
+    /// The status a client sees at `now`, given the statuses of its authorizations and
+    /// whether a finalization is running.
+    pub fn status(
+        &self,
+        authzs: &[AuthzStatus],
+        finalizing: bool,
+        now: OffsetDateTime,
+    ) -> OrderStatus {
         match self.state {
-            OrderState::Processing => OrderStatus::Processing,
+            OrderState::Open if finalizing => OrderStatus::Processing,
             OrderState::Valid { .. } => OrderStatus::Valid,
             OrderState::Invalid { .. } => OrderStatus::Invalid,
             OrderState::Open if self.expires <= now => OrderStatus::Invalid,
@@ -201,11 +205,12 @@ impl ChallengeType {
     }
 }
 
+/// A challenge's stored status; `processing` is what a pending one looks like while its
+/// validation runs (see `in_flight`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChallengeStatus {
     Pending,
-    Processing,
     Valid,
     Invalid,
 }
@@ -308,15 +313,25 @@ mod tests {
         };
         use AuthzStatus as A;
         assert_eq!(
-            order.status(&[A::Valid, A::Pending], now),
+            order.status(&[A::Valid, A::Pending], false, now),
             OrderStatus::Pending
         );
-        assert_eq!(order.status(&[A::Valid, A::Valid], now), OrderStatus::Ready);
         assert_eq!(
-            order.status(&[A::Valid, A::Invalid], now),
+            order.status(&[A::Valid, A::Valid], false, now),
+            OrderStatus::Ready
+        );
+        assert_eq!(
+            order.status(&[A::Valid], true, now),
+            OrderStatus::Processing
+        );
+        assert_eq!(
+            order.status(&[A::Valid, A::Invalid], false, now),
             OrderStatus::Invalid
         );
         let later = now + time::Duration::hours(2);
-        assert_eq!(order.status(&[A::Valid], later), OrderStatus::Invalid);
+        assert_eq!(
+            order.status(&[A::Valid], false, later),
+            OrderStatus::Invalid
+        );
     }
 }

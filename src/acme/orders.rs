@@ -209,7 +209,7 @@ impl AcmeService {
                 })?;
             statuses.push(authz.value.status_at(now));
         }
-        let status = order.status(&statuses, now);
+        let status = order.status(&statuses, self.finalizing.contains(&order.id), now);
         Ok(OrderView { order, status })
     }
 
@@ -338,22 +338,13 @@ impl AcmeService {
             // Already answered (or no longer answerable): report, do not start again.
             return Ok((authz.value, kind));
         }
-        let mut next = authz.value.clone();
-        for c in next.challenges.iter_mut().filter(|c| c.kind == kind) {
-            c.status = ChallengeStatus::Processing;
-        }
-        self.store()
-            .write_docs(vec![put(
-                DocKind::AcmeAuthz,
-                authz_id,
-                Some(authz.version),
-                &next,
-            )])
-            .await
-            .map_err(conflict_is_retryable)?;
+        let Some(running) = self.validating.start(authz_id) else {
+            // Another request started it; this one reports it.
+            return Ok((authz.value, kind));
+        };
         let token = challenge.token.clone();
         let key_authorization = format!("{token}.{}", account.key.thumbprint());
-        let identifier = next.identifier.clone();
+        let identifier = authz.value.identifier.clone();
         let (http01, store, clock) = (
             Arc::clone(&self.http01),
             Arc::clone(self.store()),
@@ -375,8 +366,9 @@ impl AcmeService {
             if let Err(e) = record_outcome(&*store, &authz_id, kind, outcome, now).await {
                 tracing::error!(authz = %authz_id, error = %e, "could not record a validation");
             }
+            drop(running);
         });
-        Ok((next, kind))
+        Ok((authz.value, kind))
     }
 
     /// finalize: the CSR must name exactly the order's identifiers; the certificate and the
@@ -404,25 +396,14 @@ impl AcmeService {
         let csr = Csr::from_der(&der)?;
         check_csr_names(&csr, &order.value.identifiers)?;
 
-        let mut processing = order.value.clone();
-        processing.state = OrderState::Processing;
-        self.store()
-            .write_docs(vec![put(
-                DocKind::AcmeOrder,
-                id,
-                Some(order.version),
-                &processing,
-            )])
-            .await
-            .map_err(|e| match e {
-                StoreError::Conflict { .. } => AcmeError::new(
-                    ProblemType::OrderNotReady,
-                    "the order is already being finalized",
-                ),
-                other => other.into(),
-            })?;
-        let processing_version = order.version + 1;
-        let done = processing.clone();
+        let Some(running) = self.finalizing.start(id) else {
+            return Err(AcmeError::new(
+                ProblemType::OrderNotReady,
+                "the order is already being finalized",
+            ));
+        };
+        let ready_version = order.version;
+        let done = order.value.clone();
         let order_id = id.to_owned();
         let issued = self
             .ca
@@ -443,15 +424,15 @@ impl AcmeService {
                     vec![put(
                         DocKind::AcmeOrder,
                         &order_id,
-                        Some(processing_version),
+                        Some(ready_version),
                         &valid,
                     )]
                 })),
             })
             .await;
-        match issued {
+        let outcome = match issued {
             Ok(issued) => {
-                let mut valid = processing;
+                let mut valid = order.value;
                 valid.state = OrderState::Valid {
                     certificate: issued.record.serial,
                 };
@@ -460,12 +441,17 @@ impl AcmeService {
                     status: OrderStatus::Valid,
                 })
             }
+            // Another finalization won the race for the order.
+            Err(IssueError::Store(StoreError::Conflict { .. })) => Err(AcmeError::new(
+                ProblemType::OrderNotReady,
+                "the order was finalized concurrently",
+            )),
             Err(e) => {
                 let problem = match &e {
                     IssueError::Policy(p) => AcmeError::new(ProblemType::BadCsr, p.to_string()),
                     other => AcmeError::internal(other),
                 };
-                let mut failed = processing;
+                let mut failed = order.value;
                 failed.state = OrderState::Invalid {
                     error: problem.clone(),
                 };
@@ -473,13 +459,15 @@ impl AcmeService {
                     .write_docs(vec![put(
                         DocKind::AcmeOrder,
                         id,
-                        Some(processing_version),
+                        Some(ready_version),
                         &failed,
                     )])
                     .await?;
                 Err(problem)
             }
-        }
+        };
+        drop(running);
+        outcome
     }
 
     /// The certificate chain (PEM, leaf first) for its account.

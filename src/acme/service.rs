@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 
 use super::error::{AcmeError, ProblemType};
 use super::http01::Http01;
+use super::in_flight::InFlight;
 use super::jws::{Jwk, Jws, KeyRef};
 use super::model::{Account, AccountStatus, Identifier, IdentifierType};
 use super::nonce::Nonces;
@@ -81,6 +82,10 @@ pub struct AcmeService {
     pub(super) profiles: BTreeMap<String, Profile>,
     pub(super) nonces: Nonces,
     pub(super) http01: Arc<Http01>,
+    /// Authorizations being validated.
+    pub(super) validating: InFlight,
+    /// Orders being finalized.
+    pub(super) finalizing: InFlight,
     /// Public base URL of the HTTPS listener, without a trailing slash.
     pub(super) base: String,
 }
@@ -97,6 +102,8 @@ impl AcmeService {
             profiles,
             nonces: Nonces::default(),
             http01: Arc::new(http01),
+            validating: InFlight::default(),
+            finalizing: InFlight::default(),
             base,
         }
     }
@@ -109,6 +116,11 @@ impl AcmeService {
 
     pub fn profiles(&self) -> impl Iterator<Item = &Profile> {
         self.profiles.values()
+    }
+
+    /// Whether a validation of this authorization is running (its challenge is `processing`).
+    pub fn is_validating(&self, authz: &str) -> bool {
+        self.validating.contains(authz)
     }
 
     pub fn nonce(&self) -> String {

@@ -257,10 +257,7 @@ impl Session<'_> {
             let location = header("location");
             let body = resp.bytes().await?.to_vec();
             if status < 300 {
-                return Ok(Reply {
-                    location,
-                    body,
-                });
+                return Ok(Reply { location, body });
             }
             let problem = String::from_utf8_lossy(&body).into_owned();
             if !problem.contains("badNonce") {

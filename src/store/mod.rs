@@ -4,6 +4,7 @@
 //! a shared SQL backend can implement the same trait (the battery in `tests/store_battery.rs`
 //! runs against every backend). Each write is atomic and durable before it returns.
 
+mod doc_cache;
 mod sled;
 
 use std::fmt;
@@ -15,6 +16,7 @@ use time::OffsetDateTime;
 use crate::ca::{IssuerId, KeyFamily, Serial};
 use crate::revocation::RevocationReason;
 
+pub use self::doc_cache::DocCache;
 pub use self::sled::SledStore;
 
 /// Position in the event feed; the first event is 1 and there are no gaps.

@@ -1,0 +1,176 @@
+//! A write-through cache of documents in front of any store, for the one process that owns
+//! the store (the embedded default). ACME touches the same few documents (account, order,
+//! authorizations) several times per request flow; serving them from memory saves a trip to
+//! the blocking pool each time. Everything else passes straight through.
+//!
+//! Correctness rests on three rules: the cache learns a document's new state only from a write
+//! that succeeded; a read fills an entry only if no entry exists (a concurrent write always
+//! wins); and deletions leave a tombstone, so a read that started before a delete cannot bring
+//! the document back. A store shared by several processes must not be wrapped.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::{
+    CertQuery, CertRecord, ChallengeHash, ChallengeRecord, Doc, DocKey, DocKind, DocWrite, Event,
+    Expect, IssuerRecord, Linked, Page, Seq, Store, StoreError,
+};
+use crate::ca::Serial;
+use crate::revocation::RevocationReason;
+
+/// Entries held before the cache starts over (a few hundred bytes each).
+const CAPACITY: usize = 100_000;
+
+pub struct DocCache<S> {
+    inner: S,
+    /// `None` is a known-absent document (a tombstone).
+    docs: Mutex<HashMap<DocKey, Option<Doc>>>,
+    /// Bumped when the cache is emptied, so reads that began before do not refill it with
+    /// what may since have changed.
+    generation: AtomicU64,
+}
+
+impl<S: Store> DocCache<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            docs: Mutex::default(),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DocKey, Option<Doc>>> {
+        self.docs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records what successful writes left behind.
+    fn learn(&self, writes: &[DocWrite]) {
+        let mut docs = self.lock();
+        if docs.len() + writes.len() > CAPACITY {
+            docs.clear();
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        for w in writes {
+            let state = w.value.as_ref().map(|value| Doc {
+                value: value.clone(),
+                version: match w.expect {
+                    Expect::Absent => 1,
+                    Expect::Version(v) => v + 1,
+                },
+            });
+            docs.insert(w.key.clone(), state);
+        }
+    }
+
+    /// After a failed write the cache may be behind the store: forget those documents, and
+    /// keep reads already under way from refilling them with what they saw before.
+    fn forget(&self, writes: &[DocWrite]) {
+        let mut docs = self.lock();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        for w in writes {
+            docs.remove(&w.key);
+        }
+    }
+}
+
+#[async_trait]
+impl<S: Store> Store for DocCache<S> {
+    async fn insert_certificate(
+        &self,
+        record: CertRecord,
+        linked: Linked,
+    ) -> Result<Seq, StoreError> {
+        let writes = linked.docs.clone();
+        let result = self.inner.insert_certificate(record, linked).await;
+        match &result {
+            Ok(_) => self.learn(&writes),
+            Err(_) => self.forget(&writes),
+        }
+        result
+    }
+
+    async fn doc(&self, key: &DocKey) -> Result<Option<Doc>, StoreError> {
+        if let Some(state) = self.lock().get(key) {
+            return Ok(state.clone());
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let found = self.inner.doc(key).await?;
+        let mut docs = self.lock();
+        if self.generation.load(Ordering::SeqCst) == generation && docs.len() < CAPACITY {
+            docs.entry(key.clone()).or_insert_with(|| found.clone());
+        }
+        Ok(found)
+    }
+
+    async fn docs(
+        &self,
+        kind: DocKind,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Doc)>, StoreError> {
+        self.inner.docs(kind, prefix, after, limit).await
+    }
+
+    async fn write_docs(&self, writes: Vec<DocWrite>) -> Result<(), StoreError> {
+        let result = self.inner.write_docs(writes.clone()).await;
+        match &result {
+            Ok(()) => self.learn(&writes),
+            Err(_) => self.forget(&writes),
+        }
+        result
+    }
+
+    async fn put_challenge(
+        &self,
+        hash: ChallengeHash,
+        record: ChallengeRecord,
+    ) -> Result<(), StoreError> {
+        self.inner.put_challenge(hash, record).await
+    }
+
+    async fn purge_challenges(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        self.inner.purge_challenges(now).await
+    }
+
+    async fn challenge(&self, hash: &ChallengeHash) -> Result<Option<ChallengeRecord>, StoreError> {
+        self.inner.challenge(hash).await
+    }
+
+    async fn revoke(
+        &self,
+        serial: &Serial,
+        reason: RevocationReason,
+        at: OffsetDateTime,
+    ) -> Result<CertRecord, StoreError> {
+        self.inner.revoke(serial, reason, at).await
+    }
+
+    async fn certificate(&self, serial: &Serial) -> Result<Option<CertRecord>, StoreError> {
+        self.inner.certificate(serial).await
+    }
+
+    async fn certificates(&self, query: CertQuery) -> Result<Page<CertRecord>, StoreError> {
+        self.inner.certificates(query).await
+    }
+
+    async fn events(&self, after: Seq, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.inner.events(after, limit).await
+    }
+
+    async fn issuers(&self) -> Result<Vec<IssuerRecord>, StoreError> {
+        self.inner.issuers().await
+    }
+
+    async fn put_issuer(&self, record: IssuerRecord) -> Result<(), StoreError> {
+        self.inner.put_issuer(record).await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush().await
+    }
+}
