@@ -191,14 +191,13 @@ fn acme_service(config: &Config, ca: Arc<Ca>) -> anyhow::Result<AcmeService> {
                 p.lifetime.unwrap_or(config.issuance.lifetime),
                 config.issuance.backdate,
             );
-            let profile = Profile {
+            Profile {
                 name: name.clone(),
                 config: p.clone(),
                 template: Arc::new(template),
-            };
-            (name.clone(), profile)
+            }
         })
-        .collect();
+        .collect::<Vec<_>>();
     let http01 =
         Http01::new(config.acme.http01_port).context("setting up the http-01 validator")?;
     Ok(AcmeService::new(

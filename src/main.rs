@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use enrollca::admin::init::{InitOptions, Source, init};
 use enrollca::admin::{Backend, data_dir};
+use enrollca::api::EabBody;
 use enrollca::api::views::{CertView, ChallengeBody, IssueBody};
 use enrollca::app::{ServeOptions, serve};
 use enrollca::ca::{KeyFamily, KeySpec, Serial};
@@ -46,6 +47,22 @@ enum Command {
     /// One-time SCEP challenges.
     #[command(subcommand)]
     Challenge(ChallengeCommand),
+    /// ACME administration.
+    #[command(subcommand)]
+    Acme(AcmeCommand),
+}
+
+#[derive(Subcommand)]
+enum AcmeCommand {
+    /// Mint an External Account Binding key for a profile (shown once; used by one account).
+    /// Needs the server.
+    EabKey {
+        #[command(flatten)]
+        target: Target,
+        /// The ACME profile the key is for.
+        #[arg(long, default_value = "default")]
+        profile: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -237,6 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Cert(cmd) => run_cert(cmd).await,
+        Command::Acme(cmd) => run_acme(cmd).await,
         Command::Challenge(ChallengeCommand::Create {
             target,
             device,
@@ -257,6 +275,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn run_acme(cmd: AcmeCommand) -> anyhow::Result<()> {
+    let AcmeCommand::EabKey { target, profile } = cmd;
+    let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;
+    let key = backend.create_eab_key(&EabBody { profile }).await?;
+    if target.json {
+        println!("{}", serde_json::to_string_pretty(&key)?);
+    } else {
+        println!("kid       {}", key.kid);
+        println!("hmac key  {}", key.hmac_key);
+        println!("directory {}", key.directory);
+    }
+    Ok(())
 }
 
 async fn run_init(a: InitArgs) -> anyhow::Result<()> {

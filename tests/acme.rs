@@ -811,7 +811,12 @@ async fn external_account_binding_is_required_where_configured() {
         .await
         .unwrap();
     assert_eq!(unauth.status(), 401);
-    let eab: Value = mint("partners").await.unwrap().json().await.unwrap();
+    assert_eq!(mint("partners").await.unwrap().status(), 201);
+    // The operator's way: the CLI, through the running server.
+    let out = server.cli(&["acme", "eab-key", "--profile", "partners", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let eab: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(eab["directory"], directory(&server, "partners"));
     let (eab_kid, hmac) = (
         eab["kid"].as_str().unwrap(),
         eab["hmac_key"].as_str().unwrap(),

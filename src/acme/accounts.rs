@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::error::{AcmeError, ProblemType};
 use super::jws::{Binding, Jwk, Jws, KeyRef};
 use super::model::{Account, AccountStatus, EabKey};
-use super::service::{AcmeService, KeyUse, Profile, Signer, Stored, put, random_id};
+use super::service::{AcmeService, KeyUse, Profile, Signed, Signer, Stored, put, random_id};
 use crate::store::{DocKind, DocWrite, Expect, StoreError};
 
 /// Most contacts an account may list.
@@ -45,13 +45,9 @@ pub struct NewEabKey {
 
 impl AcmeService {
     /// newAccount: returns the account and whether it was created now.
-    pub async fn new_account(
-        &self,
-        profile: &Profile,
-        jws: &Jws,
-        url: &str,
-    ) -> Result<(Account, bool), AcmeError> {
-        let Signer::Key(jwk) = self.authenticate(profile, jws, url, KeyUse::Jwk).await? else {
+    pub async fn new_account(&self, req: &Signed) -> Result<(Account, bool), AcmeError> {
+        let (profile, jws, url) = (&*req.profile, &req.jws, req.url.as_str());
+        let Signer::Key(jwk) = self.authenticate(req, KeyUse::Jwk).await? else {
             unreachable!("KeyUse::Jwk yields a key")
         };
         let req: NewAccount = jws.json()?;
@@ -190,14 +186,9 @@ impl AcmeService {
     }
 
     /// POST to the account URL: read (POST-as-GET), update contacts, or deactivate.
-    pub async fn update_account(
-        &self,
-        profile: &Profile,
-        id: &str,
-        jws: &Jws,
-        url: &str,
-    ) -> Result<Account, AcmeError> {
-        let account = self.account_signer(profile, jws, url).await?;
+    pub async fn update_account(&self, req: &Signed, id: &str) -> Result<Account, AcmeError> {
+        let jws = &req.jws;
+        let account = self.account_signer(req).await?;
         if account.value.id != id {
             return Err(AcmeError::unauthorized("an account may only manage itself"));
         }
@@ -239,13 +230,9 @@ impl AcmeService {
 
     /// keyChange (RFC 8555 §7.3.5): the inner JWS, signed by the new key, names the account
     /// and its old key; the swap of key and index is one write.
-    pub async fn key_change(
-        &self,
-        profile: &Profile,
-        jws: &Jws,
-        url: &str,
-    ) -> Result<Account, AcmeError> {
-        let account = self.account_signer(profile, jws, url).await?;
+    pub async fn key_change(&self, req: &Signed) -> Result<Account, AcmeError> {
+        let (profile, jws, url) = (&*req.profile, &req.jws, req.url.as_str());
+        let account = self.account_signer(req).await?;
         let inner = Jws::parse(&jws.payload)?;
         let KeyRef::Jwk(new_key) = &inner.header.key else {
             return Err(AcmeError::malformed(

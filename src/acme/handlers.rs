@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -18,7 +18,7 @@ use super::model::{
     Account, Authorization, AuthzStatus, ChallengeStatus, ChallengeType, Identifier, OrderState,
 };
 use super::orders::OrderView;
-use super::service::AcmeService;
+use super::service::{AcmeService, Signed};
 use crate::app::AppState;
 use crate::http::problem::AcmeProblem;
 
@@ -104,34 +104,42 @@ pub async fn new_nonce(
     })
 }
 
-/// A POSTed JWS, with the URL it must have been signed for.
-struct Signed {
-    jws: Jws,
-    url: String,
-}
+/// Every POST to an ACME resource: its profile (from the path), the JWS (only
+/// `application/jose+json`) and the URL it must have been signed for.
+impl FromRequest<Arc<AppState>> for Signed {
+    type Rejection = AcmeError;
 
-fn signed(
-    acme: &AcmeService,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<Signed, AcmeError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if content_type.split(';').next().map(str::trim) != Some("application/jose+json") {
-        return Err(AcmeError {
-            status: Some(415),
-            ..AcmeError::malformed("requests must be application/jose+json")
-        });
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, AcmeError> {
+        let acme = &state.acme;
+        let name = req
+            .uri()
+            .path()
+            .strip_prefix("/acme/")
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default();
+        let profile = acme.profile(name)?.clone();
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if content_type.split(';').next().map(str::trim) != Some("application/jose+json") {
+            return Err(AcmeError {
+                status: Some(415),
+                ..AcmeError::malformed("requests must be application/jose+json")
+            });
+        }
+        let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let url = format!("{}{path_and_query}", acme.base);
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| AcmeError::malformed(e.body_text()))?;
+        Ok(Self {
+            profile,
+            jws: Jws::parse(&body)?,
+            url,
+        })
     }
-    let jws = Jws::parse(body)?;
-    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
-    Ok(Signed {
-        jws,
-        url: format!("{}{path_and_query}", acme.base),
-    })
 }
 
 fn location(url: &str) -> [(header::HeaderName, String); 1] {
@@ -163,14 +171,10 @@ fn account_json(acme: &AcmeService, account: &Account) -> AccountJson {
 pub async fn new_account(
     State(state): State<Arc<AppState>>,
     Path(profile): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    req: Signed,
 ) -> Result<Response, AcmeError> {
     let acme = &state.acme;
-    let p = acme.profile(&profile)?;
-    let req = signed(acme, &uri, &headers, &body)?;
-    let (account, created) = acme.new_account(p, &req.jws, &req.url).await?;
+    let (account, created) = acme.new_account(&req).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -187,29 +191,20 @@ pub async fn new_account(
 
 pub async fn account(
     State(state): State<Arc<AppState>>,
-    Path((profile, id)): Path<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    Path((_, id)): Path<(String, String)>,
+    req: Signed,
 ) -> Result<Response, AcmeError> {
     let acme = &state.acme;
-    let p = acme.profile(&profile)?;
-    let req = signed(acme, &uri, &headers, &body)?;
-    let account = acme.update_account(p, &id, &req.jws, &req.url).await?;
+    let account = acme.update_account(&req, &id).await?;
     Ok(axum::Json(account_json(acme, &account)).into_response())
 }
 
 pub async fn key_change(
     State(state): State<Arc<AppState>>,
-    Path(profile): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    req: Signed,
 ) -> Result<Response, AcmeError> {
     let acme = &state.acme;
-    let p = acme.profile(&profile)?;
-    let req = signed(acme, &uri, &headers, &body)?;
-    let account = acme.key_change(p, &req.jws, &req.url).await?;
+    let account = acme.key_change(&req).await?;
     Ok(axum::Json(account_json(acme, &account)).into_response())
 }
 
@@ -222,16 +217,10 @@ pub async fn account_orders(
     State(state): State<Arc<AppState>>,
     Path((profile, id)): Path<(String, String)>,
     axum::extract::Query(q): axum::extract::Query<OrdersCursor>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    req: Signed,
 ) -> Result<Response, AcmeError> {
     let acme = &state.acme;
-    let p = acme.profile(&profile)?;
-    let req = signed(acme, &uri, &headers, &body)?;
-    let (ids, next) = acme
-        .account_orders(p, &id, q.cursor.as_deref(), &req.jws, &req.url)
-        .await?;
+    let (ids, next) = acme.account_orders(&req, &id, q.cursor.as_deref()).await?;
     let orders: Vec<String> = ids
         .iter()
         .map(|o| acme.url(&profile, &format!("order/{o}")))
@@ -306,42 +295,30 @@ fn order_response(
 pub async fn new_order(
     State(state): State<Arc<AppState>>,
     Path(profile): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    req: Signed,
 ) -> Result<Response, AcmeError> {
     let acme = &state.acme;
-    let p = acme.profile(&profile)?;
-    let req = signed(acme, &uri, &headers, &body)?;
-    let view = acme.new_order(p, &req.jws, &req.url).await?;
+    let view = acme.new_order(&req).await?;
     Ok(order_response(acme, &profile, view, StatusCode::CREATED))
 }
 
 pub async fn order(
     State(state): State<Arc<AppState>>,
     Path((profile, id)): Path<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    req: Signed,
 ) -> Result<Response, AcmeError> {
     let acme = &state.acme;
-    let p = acme.profile(&profile)?;
-    let req = signed(acme, &uri, &headers, &body)?;
-    let view = acme.order(p, &id, &req.jws, &req.url).await?;
+    let view = acme.order(&req, &id).await?;
     Ok(order_response(acme, &profile, view, StatusCode::OK))
 }
 
 pub async fn finalize(
     State(state): State<Arc<AppState>>,
     Path((profile, id)): Path<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    req: Signed,
 ) -> Result<Response, AcmeError> {
     let acme = &state.acme;
-    let p = acme.profile(&profile)?;
-    let req = signed(acme, &uri, &headers, &body)?;
-    let view = acme.finalize(p, &id, &req.jws, &req.url).await?;
+    let view = acme.finalize(&req, &id).await?;
     Ok(order_response(acme, &profile, view, StatusCode::OK))
 }
 
@@ -393,14 +370,10 @@ struct AuthzJson {
 pub async fn authorization(
     State(state): State<Arc<AppState>>,
     Path((profile, id)): Path<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    req: Signed,
 ) -> Result<Response, AcmeError> {
     let acme = &state.acme;
-    let p = acme.profile(&profile)?;
-    let req = signed(acme, &uri, &headers, &body)?;
-    let authz = acme.authorization(p, &id, &req.jws, &req.url).await?;
+    let authz = acme.authorization(&req, &id).await?;
     let status = authz.status_at(acme.now());
     let body = AuthzJson {
         identifier: authz.identifier.clone(),
@@ -425,16 +398,10 @@ pub async fn authorization(
 pub async fn challenge(
     State(state): State<Arc<AppState>>,
     Path((profile, authz_id, kind)): Path<(String, String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    req: Signed,
 ) -> Result<Response, AcmeError> {
     let acme = &state.acme;
-    let p = acme.profile(&profile)?;
-    let req = signed(acme, &uri, &headers, &body)?;
-    let (authz, kind) = acme
-        .challenge(p, &authz_id, &kind, &req.jws, &req.url)
-        .await?;
+    let (authz, kind) = acme.challenge(&req, &authz_id, &kind).await?;
     let body = challenge_json(acme, &profile, &authz, kind)
         .ok_or_else(|| AcmeError::not_found("challenge"))?;
     let up = format!(
@@ -446,15 +413,11 @@ pub async fn challenge(
 
 pub async fn certificate(
     State(state): State<Arc<AppState>>,
-    Path((profile, serial)): Path<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    Path((_, serial)): Path<(String, String)>,
+    req: Signed,
 ) -> Result<Response, AcmeError> {
     let acme = &state.acme;
-    let p = acme.profile(&profile)?;
-    let req = signed(acme, &uri, &headers, &body)?;
-    let pem = acme.certificate(p, &serial, &req.jws, &req.url).await?;
+    let pem = acme.certificate(&req, &serial).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
         pem,
@@ -464,14 +427,9 @@ pub async fn certificate(
 
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
-    Path(profile): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    req: Signed,
 ) -> Result<Response, AcmeError> {
     let acme = &state.acme;
-    let p = acme.profile(&profile)?;
-    let req = signed(acme, &uri, &headers, &body)?;
-    acme.revoke(p, &req.jws, &req.url).await?;
+    acme.revoke(&req).await?;
     Ok(StatusCode::OK.into_response())
 }

@@ -123,12 +123,8 @@ pub enum OrderStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderState {
     Open,
-    Valid {
-        certificate: Serial,
-    },
-    Invalid {
-        error: AcmeError,
-    },
+    Valid { certificate: Serial },
+    Invalid { error: AcmeError },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,12 +11,11 @@ use time::Duration;
 
 use super::accounts::conflict_is_retryable;
 use super::error::{AcmeError, ProblemType, Subproblem};
-use super::jws::Jws;
 use super::model::{
     Account, Authorization, AuthzStatus, Challenge, ChallengeStatus, ChallengeType, Identifier,
     Order, OrderState, OrderStatus,
 };
-use super::service::{AcmeService, KeyUse, Profile, Signer, Stored, put, random_id};
+use super::service::{AcmeService, KeyUse, Profile, Signed, Signer, Stored, put, random_id};
 use crate::ca::csr::{Csr, San};
 use crate::ca::{IssueError, IssueRequest, Serial};
 use crate::revocation::RevocationReason;
@@ -62,13 +61,9 @@ pub struct OrderView {
 }
 
 impl AcmeService {
-    pub async fn new_order(
-        &self,
-        profile: &Profile,
-        jws: &Jws,
-        url: &str,
-    ) -> Result<OrderView, AcmeError> {
-        let account = self.account_signer(profile, jws, url).await?.value;
+    pub async fn new_order(&self, req: &Signed) -> Result<OrderView, AcmeError> {
+        let (profile, jws) = (&*req.profile, &req.jws);
+        let account = self.account_signer(req).await?.value;
         let req: NewOrder = jws.json()?;
         if req.not_before.is_some() || req.not_after.is_some() {
             return Err(AcmeError::malformed(
@@ -174,14 +169,8 @@ impl AcmeService {
     }
 
     /// An order read by its owner.
-    pub async fn order(
-        &self,
-        profile: &Profile,
-        id: &str,
-        jws: &Jws,
-        url: &str,
-    ) -> Result<OrderView, AcmeError> {
-        let account = self.account_signer(profile, jws, url).await?.value;
+    pub async fn order(&self, req: &Signed, id: &str) -> Result<OrderView, AcmeError> {
+        let account = self.account_signer(req).await?.value;
         let order = self.owned_order(&account, id).await?;
         self.view(order.value).await
     }
@@ -216,13 +205,11 @@ impl AcmeService {
     /// The account's orders, a page after `cursor` (an order id).
     pub async fn account_orders(
         &self,
-        profile: &Profile,
+        req: &Signed,
         account_id: &str,
         cursor: Option<&str>,
-        jws: &Jws,
-        url: &str,
     ) -> Result<(Vec<String>, Option<String>), AcmeError> {
-        let account = self.account_signer(profile, jws, url).await?.value;
+        let account = self.account_signer(req).await?.value;
         if account.id != account_id {
             return Err(AcmeError::unauthorized(
                 "an account may only list its own orders",
@@ -251,14 +238,9 @@ impl AcmeService {
     }
 
     /// POST to an authorization: read it, or deactivate it.
-    pub async fn authorization(
-        &self,
-        profile: &Profile,
-        id: &str,
-        jws: &Jws,
-        url: &str,
-    ) -> Result<Authorization, AcmeError> {
-        let account = self.account_signer(profile, jws, url).await?.value;
+    pub async fn authorization(&self, req: &Signed, id: &str) -> Result<Authorization, AcmeError> {
+        let jws = &req.jws;
+        let account = self.account_signer(req).await?.value;
         let authz = self.owned_authz(&account, id).await?;
         if jws.is_post_as_get() {
             return Ok(authz.value);
@@ -314,13 +296,12 @@ impl AcmeService {
     /// payload reads it. Validation runs in the background; clients poll.
     pub async fn challenge(
         &self,
-        profile: &Profile,
+        req: &Signed,
         authz_id: &str,
         kind: &str,
-        jws: &Jws,
-        url: &str,
     ) -> Result<(Authorization, ChallengeType), AcmeError> {
-        let account = self.account_signer(profile, jws, url).await?.value;
+        let jws = &req.jws;
+        let account = self.account_signer(req).await?.value;
         let kind = ChallengeType::parse(kind).ok_or_else(|| AcmeError::not_found("challenge"))?;
         let authz = self.owned_authz(&account, authz_id).await?;
         let challenge = authz
@@ -373,14 +354,9 @@ impl AcmeService {
 
     /// finalize: the CSR must name exactly the order's identifiers; the certificate and the
     /// order's completion are one write.
-    pub async fn finalize(
-        &self,
-        profile: &Profile,
-        id: &str,
-        jws: &Jws,
-        url: &str,
-    ) -> Result<OrderView, AcmeError> {
-        let account = self.account_signer(profile, jws, url).await?.value;
+    pub async fn finalize(&self, req: &Signed, id: &str) -> Result<OrderView, AcmeError> {
+        let (profile, jws) = (&*req.profile, &req.jws);
+        let account = self.account_signer(req).await?.value;
         let order = self.owned_order(&account, id).await?;
         let view = self.view(order.value.clone()).await?;
         if view.status != OrderStatus::Ready {
@@ -471,14 +447,8 @@ impl AcmeService {
     }
 
     /// The certificate chain (PEM, leaf first) for its account.
-    pub async fn certificate(
-        &self,
-        profile: &Profile,
-        serial: &str,
-        jws: &Jws,
-        url: &str,
-    ) -> Result<String, AcmeError> {
-        let account = self.account_signer(profile, jws, url).await?.value;
+    pub async fn certificate(&self, req: &Signed, serial: &str) -> Result<String, AcmeError> {
+        let account = self.account_signer(req).await?.value;
         let serial: Serial = serial
             .parse()
             .map_err(|_| AcmeError::not_found("certificate"))?;
@@ -505,8 +475,9 @@ impl AcmeService {
 
     /// revokeCert (RFC 8555 §7.6): by the account that ordered the certificate, or by a JWS
     /// signed with the certificate's own key.
-    pub async fn revoke(&self, profile: &Profile, jws: &Jws, url: &str) -> Result<(), AcmeError> {
-        let signer = self.authenticate(profile, jws, url, KeyUse::Either).await?;
+    pub async fn revoke(&self, req: &Signed) -> Result<(), AcmeError> {
+        let jws = &req.jws;
+        let signer = self.authenticate(req, KeyUse::Either).await?;
         let req: Revoke = jws.json()?;
         let der = URL_SAFE_NO_PAD
             .decode(req.certificate.trim_end_matches('='))

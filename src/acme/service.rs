@@ -55,6 +55,14 @@ impl Profile {
     }
 }
 
+/// A POSTed JWS with the profile whose URL it was sent to and that URL: what every
+/// resource after the directory receives.
+pub struct Signed {
+    pub profile: Arc<Profile>,
+    pub jws: Jws,
+    pub url: String,
+}
+
 /// A document with the version it was read at, for the compare-and-swap that writes it back.
 #[derive(Debug, Clone)]
 pub struct Stored<T> {
@@ -79,7 +87,7 @@ pub enum KeyUse {
 
 pub struct AcmeService {
     pub(super) ca: Arc<Ca>,
-    pub(super) profiles: BTreeMap<String, Profile>,
+    pub(super) profiles: BTreeMap<String, Arc<Profile>>,
     pub(super) nonces: Nonces,
     pub(super) http01: Arc<Http01>,
     /// Authorizations being validated.
@@ -93,13 +101,16 @@ pub struct AcmeService {
 impl AcmeService {
     pub fn new(
         ca: Arc<Ca>,
-        profiles: BTreeMap<String, Profile>,
+        profiles: impl IntoIterator<Item = Profile>,
         http01: Http01,
         base: String,
     ) -> Self {
         Self {
             ca,
-            profiles,
+            profiles: profiles
+                .into_iter()
+                .map(|p| (p.name.clone(), Arc::new(p)))
+                .collect(),
             nonces: Nonces::default(),
             http01: Arc::new(http01),
             validating: InFlight::default(),
@@ -108,14 +119,10 @@ impl AcmeService {
         }
     }
 
-    pub fn profile(&self, name: &str) -> Result<&Profile, AcmeError> {
+    pub fn profile(&self, name: &str) -> Result<&Arc<Profile>, AcmeError> {
         self.profiles
             .get(name)
             .ok_or_else(|| AcmeError::not_found(&format!("ACME profile `{name}`")))
-    }
-
-    pub fn profiles(&self) -> impl Iterator<Item = &Profile> {
-        self.profiles.values()
     }
 
     /// Whether a validation of this authorization is running (its challenge is `processing`).
@@ -142,13 +149,8 @@ impl AcmeService {
 
     /// Checks a request's envelope and signature: the URL it was signed for, its nonce, its
     /// key (and account). Every check is a rejection when it fails; none is skipped.
-    pub async fn authenticate(
-        &self,
-        profile: &Profile,
-        jws: &Jws,
-        request_url: &str,
-        key_use: KeyUse,
-    ) -> Result<Signer, AcmeError> {
+    pub async fn authenticate(&self, req: &Signed, key_use: KeyUse) -> Result<Signer, AcmeError> {
+        let (profile, jws, request_url) = (&*req.profile, &req.jws, req.url.as_str());
         if jws.header.url != request_url {
             return Err(AcmeError::unauthorized(format!(
                 "the JWS `url` is {}, but the request went to {request_url}",
@@ -193,16 +195,8 @@ impl AcmeService {
     }
 
     /// Like `authenticate`, for resources only an account may use.
-    pub async fn account_signer(
-        &self,
-        profile: &Profile,
-        jws: &Jws,
-        request_url: &str,
-    ) -> Result<Stored<Account>, AcmeError> {
-        match self
-            .authenticate(profile, jws, request_url, KeyUse::Kid)
-            .await?
-        {
+    pub async fn account_signer(&self, req: &Signed) -> Result<Stored<Account>, AcmeError> {
+        match self.authenticate(req, KeyUse::Kid).await? {
             Signer::Account(a) => Ok(a),
             Signer::Key(_) => unreachable!("KeyUse::Kid yields an account"),
         }

@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use crate::api::views::{
     CertPage, CertView, ChallengeBody, ChallengeView, IssueBody, IssuedView, IssuerView, RevokeBody,
 };
+use crate::api::{EabBody, EabView};
 use crate::ca::Serial;
 use crate::config::{Config, Log, LogFormat};
 use crate::datadir::DataDir;
@@ -151,6 +152,15 @@ impl Backend {
             Self::Remote(r) => r.post("/api/v1/scep/challenges", body).await,
             Self::Local(_) => {
                 bail!("minting challenges needs the running server; start `enrollca serve`")
+            }
+        }
+    }
+
+    pub async fn create_eab_key(&self, body: &EabBody) -> anyhow::Result<EabView> {
+        match self {
+            Self::Remote(r) => r.post("/api/v1/acme/eab-keys", body).await,
+            Self::Local(_) => {
+                bail!("minting EAB keys needs the running server; start `enrollca serve`")
             }
         }
     }

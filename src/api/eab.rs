@@ -11,7 +11,7 @@ use super::extract::Json;
 use super::{Admin, ApiError};
 use crate::app::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EabBody {
     pub profile: String,

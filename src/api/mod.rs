@@ -15,7 +15,7 @@ use crate::store::StoreError;
 pub use auth::{Admin, TokenHash};
 pub use certificates::{get_certificate, issue_certificate, list_certificates, revoke_certificate};
 pub use challenges::create_challenge;
-pub use eab::{EabView, create_eab_key};
+pub use eab::{EabBody, EabView, create_eab_key};
 pub use issuers::{list_events, list_issuers};
 
 #[derive(Debug, thiserror::Error)]

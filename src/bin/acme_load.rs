@@ -4,6 +4,7 @@
 //! identifier and certifies the key of the CSR. Used by `benches/acme_vs_pebble.sh`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -14,6 +15,9 @@ use enrollca::acme::client::{AccountKey, Http01Responder};
 use enrollca::metrics::cpu_seconds;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
+
+/// Failures after which no further flows are started.
+const MAX_FAILURES: usize = 20;
 
 #[derive(Parser)]
 #[command(about = "ACME http-01 order-flow load generator")]
@@ -52,6 +56,8 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&roots)?)
         .pool_max_idle_per_host(args.concurrency * 2)
+        // A server that stops answering shows up as failures, not as a hung benchmark.
+        .timeout(Duration::from_secs(30))
         .build()?;
     let dir: Value = http.get(&args.directory).send().await?.json().await?;
     let answers = Http01Responder::start(args.http01_port)
@@ -63,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
         dir,
         answers,
         poll: args.poll,
+        failures: AtomicUsize::new(0),
     });
 
     let cpu_before = args.server_pid.map(cpu_seconds).transpose()?;
@@ -71,12 +78,21 @@ async fn main() -> anyhow::Result<()> {
     let mut tasks = Vec::with_capacity(args.orders);
     for i in 0..args.orders {
         let permit = gate.clone().acquire_owned().await?;
+        // A server that stopped answering would otherwise take the whole run's length in
+        // timeouts; what was launched is still counted.
+        if ctx.failures.load(Ordering::Relaxed) >= MAX_FAILURES {
+            eprintln!("{}: {MAX_FAILURES} failures, stopping early", args.label);
+            break;
+        }
         let ctx = ctx.clone();
         let name = format!("o{i}-{run}.{}", args.suffix);
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
             let t = Instant::now();
             let result = ctx.flow(&name).await;
+            if result.is_err() {
+                ctx.failures.fetch_add(1, Ordering::Relaxed);
+            }
             (result, t.elapsed())
         }));
     }
@@ -125,6 +141,7 @@ struct Ctx {
     dir: Value,
     answers: Http01Responder,
     poll: Duration,
+    failures: AtomicUsize,
 }
 
 /// One account's conversation: its key, its account URL and the nonce to use next.
