@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod datadir;
 pub mod http;
+pub mod loadgen;
 pub mod metrics;
 pub mod policy;
 pub mod revocation;

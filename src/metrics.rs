@@ -159,17 +159,3 @@ impl Metrics {
         out
     }
 }
-
-/// User + system CPU seconds a process has used, from /proc: the load generators report the
-/// server's CPU per operation with it.
-pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    use anyhow::Context;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')').context("malformed /proc stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    anyhow::ensure!(fields.len() >= 13, "malformed /proc stat");
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    // USER_HZ is 100 on Linux whatever the kernel tick rate.
-    Ok(ticks / 100.0)
-}

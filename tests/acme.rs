@@ -14,15 +14,18 @@ use serde_json::{Value, json};
 
 /// The server's roots as a file, for clients that take a CA bundle.
 async fn roots_file(server: &Server, dir: &Path) -> String {
-    let pem = reqwest::get(server.url("/roots.pem"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let pem = server.roots_pem().await;
     let path = dir.join("roots.pem");
     std::fs::write(&path, pem).unwrap();
     path.to_str().unwrap().to_owned()
+}
+
+/// A server whose http-01 validator fetches from `port`, and its roots as a file.
+async fn acme_server(tmp: &Path, port: u16) -> (Server, String) {
+    let data = init_dir(tmp, &[], &[]);
+    let server = Server::start(&data, &[("ENROLLCA_ACME_HTTP01_PORT", &port.to_string())]);
+    let roots = roots_file(&server, tmp).await;
+    (server, roots)
 }
 
 fn directory(server: &Server, profile: &str) -> String {
@@ -86,10 +89,8 @@ fn lego(
 #[tokio::test]
 async fn lego_enrols_renews_and_revokes_with_ec_and_rsa_keys() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = init_dir(tmp.path(), &[], &[]);
     let port = free_port();
-    let server = Server::start(&data, &[("ENROLLCA_ACME_HTTP01_PORT", &port.to_string())]);
-    let roots = roots_file(&server, tmp.path()).await;
+    let (server, roots) = acme_server(tmp.path(), port).await;
 
     for key_type in ["ec256", "rsa2048"] {
         let dir = tmp.path().join(key_type);
@@ -157,10 +158,8 @@ fn certbot(dir: &Path, roots: &str, args: &[&str]) -> std::process::Output {
 #[tokio::test]
 async fn certbot_enrols_renews_and_revokes() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = init_dir(tmp.path(), &[], &[]);
     let port = free_port();
-    let server = Server::start(&data, &[("ENROLLCA_ACME_HTTP01_PORT", &port.to_string())]);
-    let roots = roots_file(&server, tmp.path()).await;
+    let (server, roots) = acme_server(tmp.path(), port).await;
     let dir = tmp.path().join("certbot");
     let dir_url = directory(&server, "default");
     let port_s = port.to_string();
@@ -270,10 +269,7 @@ async fn certbot_enrols_renews_and_revokes() {
 #[tokio::test]
 async fn an_unreachable_http01_responder_invalidates_the_order_and_nothing_is_issued() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = init_dir(tmp.path(), &[], &[]);
-    let closed = free_port();
-    let server = Server::start(&data, &[("ENROLLCA_ACME_HTTP01_PORT", &closed.to_string())]);
-    let roots = roots_file(&server, tmp.path()).await;
+    let (server, roots) = acme_server(tmp.path(), free_port()).await;
 
     // lego answers on another port than the one the server fetches from.
     let out = lego(
@@ -331,11 +327,7 @@ async fn ready_order(
     Value,
 ) {
     let responder = Responder::start().await;
-    let data = init_dir(tmp, &[], &[]);
-    let server = Server::start(
-        &data,
-        &[("ENROLLCA_ACME_HTTP01_PORT", &responder.port.to_string())],
-    );
+    let (server, _) = acme_server(tmp, responder.port).await;
     let mut c = Client::new(&server, "default").await;
     c.register().await;
     let (order_url, order) = c.order(&[name]).await;

@@ -33,12 +33,7 @@ async fn serve_from_an_empty_directory() {
 
     // The roots served over HTTP are what `ca root` prints, and the banner's fingerprint is
     // the root's as openssl computes it.
-    let roots = reqwest::get(server.url("/roots.pem"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let roots = server.roots_pem().await;
     let printed = enrollca(&["ca", "root", "--data", data.to_str().unwrap()], &[]);
     assert_eq!(stdout(&printed), roots);
     let fp = openssl_fingerprint(&data.join("ca/roots.pem"));

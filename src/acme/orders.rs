@@ -176,16 +176,44 @@ impl AcmeService {
     }
 
     async fn owned_order(&self, account: &Account, id: &str) -> Result<Stored<Order>, AcmeError> {
-        let order: Stored<Order> = self
-            .load(DocKind::AcmeOrder, id)
+        self.owned(account, (DocKind::AcmeOrder, "order"), id, |o: &Order| {
+            &o.account
+        })
+        .await
+    }
+
+    async fn owned_authz(
+        &self,
+        account: &Account,
+        id: &str,
+    ) -> Result<Stored<Authorization>, AcmeError> {
+        self.owned(
+            account,
+            (DocKind::AcmeAuthz, "authorization"),
+            id,
+            |a: &Authorization| &a.account,
+        )
+        .await
+    }
+
+    /// A resource of `account`'s; another account's is `unauthorized`, a missing one 404.
+    async fn owned<T: serde::de::DeserializeOwned>(
+        &self,
+        account: &Account,
+        (kind, what): (DocKind, &str),
+        id: &str,
+        owner: fn(&T) -> &String,
+    ) -> Result<Stored<T>, AcmeError> {
+        let doc: Stored<T> = self
+            .load(kind, id)
             .await?
-            .ok_or_else(|| AcmeError::not_found("order"))?;
-        if order.value.account != account.id {
-            return Err(AcmeError::unauthorized(
-                "the order belongs to another account",
-            ));
+            .ok_or_else(|| AcmeError::not_found(what))?;
+        if *owner(&doc.value) != account.id {
+            return Err(AcmeError::unauthorized(format!(
+                "the {what} belongs to another account"
+            )));
         }
-        Ok(order)
+        Ok(doc)
     }
 
     async fn view(&self, order: Order) -> Result<OrderView, AcmeError> {
@@ -273,23 +301,6 @@ impl AcmeService {
             .await
             .map_err(conflict_is_retryable)?;
         Ok(next)
-    }
-
-    async fn owned_authz(
-        &self,
-        account: &Account,
-        id: &str,
-    ) -> Result<Stored<Authorization>, AcmeError> {
-        let authz: Stored<Authorization> = self
-            .load(DocKind::AcmeAuthz, id)
-            .await?
-            .ok_or_else(|| AcmeError::not_found("authorization"))?;
-        if authz.value.account != account.id {
-            return Err(AcmeError::unauthorized(
-                "the authorization belongs to another account",
-            ));
-        }
-        Ok(authz)
     }
 
     /// POST to a challenge: an empty object asks the server to validate it (once); an empty

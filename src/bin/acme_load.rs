@@ -12,7 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::Parser;
 use enrollca::acme::client::{AccountKey, Http01Responder};
-use enrollca::metrics::cpu_seconds;
+use enrollca::loadgen::{Report, cpu_seconds};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
@@ -115,21 +115,18 @@ async fn main() -> anyhow::Result<()> {
         (Some(pid), Some(before)) => Some(cpu_seconds(pid)? - before),
         _ => None,
     };
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
-    println!(
-        "{label}: concurrency {c}: {ok} verified orders in {wall:.2}s = {rate:.1}/s; {failed} failed; p50 {p50:.1} ms, p99 {p99:.1} ms{cpu}",
-        label = args.label,
-        c = args.concurrency,
-        wall = wall.as_secs_f64(),
-        rate = ok as f64 / wall.as_secs_f64(),
-        p50 = pct(0.50).as_secs_f64() * 1e3,
-        p99 = pct(0.99).as_secs_f64() * 1e3,
-        cpu = cpu.map_or(String::new(), |c| format!(
-            "; server CPU {:.2} ms/order",
-            c * 1e3 / ok.max(1) as f64
-        )),
-    );
+    let report = Report {
+        label: &args.label,
+        concurrency: args.concurrency,
+        unit: "order",
+        ok,
+        failed,
+        notes: Vec::new(),
+        wall,
+        latencies,
+        server_cpu: cpu,
+    };
+    println!("{}", report.line());
     if let Some(e) = first_error {
         eprintln!("{}: first failure: {e:#}", args.label);
     }

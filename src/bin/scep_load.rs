@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use enrollca::metrics::cpu_seconds;
+use enrollca::loadgen::{Report, cpu_seconds};
 use enrollca::scep::client::Identity;
 use enrollca::scep::message::{Cipher, Digest, MessageType, PkiStatus};
 use enrollca::scep::wire::{self, NewRequest};
@@ -125,22 +125,19 @@ async fn main() -> anyhow::Result<()> {
             None => failed += 1,
         }
     }
-    let mut latencies: Vec<Duration> = replies.iter().map(|r| r.latency).collect();
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
-    println!(
-        "{label}: concurrency {c}: {ok} verified enrolments in {wall:.2}s = {rate:.1}/s; {failed} failed; {duplicates} duplicate serials; p50 {p50:.1} ms, p99 {p99:.1} ms{cpu}",
-        label = args.label,
-        c = args.concurrency,
-        wall = wall.as_secs_f64(),
-        rate = ok as f64 / wall.as_secs_f64(),
-        p50 = pct(0.50).as_secs_f64() * 1e3,
-        p99 = pct(0.99).as_secs_f64() * 1e3,
-        cpu = cpu.map_or(String::new(), |c| format!(
-            "; server CPU {:.2} ms/enrolment",
-            c * 1e3 / ok.max(1) as f64
-        )),
-    );
+    let latencies: Vec<Duration> = replies.iter().map(|r| r.latency).collect();
+    let report = Report {
+        label: &args.label,
+        concurrency: args.concurrency,
+        unit: "enrolment",
+        ok,
+        failed,
+        notes: vec![format!("{duplicates} duplicate serials")],
+        wall,
+        latencies,
+        server_cpu: cpu,
+    };
+    println!("{}", report.line());
     Ok(())
 }
 

@@ -67,14 +67,9 @@ pub struct Client {
 impl Client {
     /// A client of `profile`'s directory, trusting the server's roots.
     pub async fn new(server: &Server, profile: &str) -> Self {
-        let roots = reqwest::get(server.url("/roots.pem"))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let roots = server.roots_pem().await;
         let http = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&roots).unwrap())
+            .add_root_certificate(reqwest::Certificate::from_pem(roots.as_bytes()).unwrap())
             .build()
             .unwrap();
         let dir = http

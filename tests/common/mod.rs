@@ -202,6 +202,16 @@ impl Server {
         self.child.wait().unwrap();
     }
 
+    /// The roots the server publishes at `/roots.pem`.
+    pub async fn roots_pem(&self) -> String {
+        reqwest::get(self.url("/roots.pem"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.http)
     }
