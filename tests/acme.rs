@@ -349,33 +349,7 @@ async fn broken_requests_are_refused_with_their_problem_and_change_nothing() {
     let before = count_orders(c.post(&orders_url, None).await.body);
     assert_eq!(before, 1);
 
-    // Nonces: missing, unknown, and reused.
-    let r = c
-        .post_with(
-            &new_order,
-            Some(order_body.clone()),
-            Tweak {
-                nonce: Some(None),
-                ..Default::default()
-            },
-        )
-        .await;
-    assert_eq!((r.status, r.problem()), (400, "badNonce"));
-    assert!(
-        r.headers.contains_key("replay-nonce"),
-        "badNonce carries a fresh nonce"
-    );
-    let r = c
-        .post_with(
-            &new_order,
-            Some(order_body.clone()),
-            Tweak {
-                nonce: Some(Some("AAAAAAAAAAAAAAAAAAAAAA".into())),
-                ..Default::default()
-            },
-        )
-        .await;
-    assert_eq!(r.problem(), "badNonce");
+    // Each break of the envelope rules, on an otherwise good newOrder.
     let used = c.fresh_nonce().await;
     let ok = c
         .post_with(
@@ -388,93 +362,109 @@ async fn broken_requests_are_refused_with_their_problem_and_change_nothing() {
         )
         .await;
     assert_eq!(ok.status, 200);
-    let r = c
-        .post_with(
-            &new_order,
-            Some(order_body.clone()),
+    let stranger = Key::generate();
+    let unknown = format!("{}/acme/default/account/nobody", server.https);
+    let t = Tweak::default;
+    let cases = [
+        (
+            "no nonce",
+            Tweak {
+                nonce: Some(None),
+                ..t()
+            },
+            400,
+            "badNonce",
+        ),
+        (
+            "unknown nonce",
+            Tweak {
+                nonce: Some(Some("AAAAAAAAAAAAAAAAAAAAAA".into())),
+                ..t()
+            },
+            400,
+            "badNonce",
+        ),
+        (
+            "reused nonce",
             Tweak {
                 nonce: Some(Some(used)),
-                ..Default::default()
+                ..t()
             },
-        )
-        .await;
-    assert_eq!(r.problem(), "badNonce", "a nonce works once");
-
-    // The signed URL must be the requested one.
-    let r = c
-        .post_with(
-            &new_order,
-            Some(order_body.clone()),
+            400,
+            "badNonce",
+        ),
+        (
+            "url of another resource",
             Tweak {
                 url: Some(c.url("revokeCert")),
-                ..Default::default()
+                ..t()
             },
-        )
-        .await;
-    assert_eq!((r.status, r.problem()), (403, "unauthorized"));
-
-    // Algorithms: none, a MAC, and the signature of another key.
-    for alg in ["none", "HS256"] {
-        let r = c
-            .post_with(
-                &new_order,
-                Some(order_body.clone()),
-                Tweak {
-                    alg: Some(alg),
-                    ..Default::default()
-                },
-            )
-            .await;
-        assert_eq!(r.problem(), "badSignatureAlgorithm", "{alg}");
-        assert!(
-            r.body["algorithms"]
-                .as_array()
-                .unwrap()
-                .contains(&json!("ES256"))
-        );
-    }
-    let stranger = Key::generate();
-    let r = c
-        .post_with(
-            &new_order,
-            Some(order_body.clone()),
+            403,
+            "unauthorized",
+        ),
+        (
+            "alg none",
+            Tweak {
+                alg: Some("none"),
+                ..t()
+            },
+            400,
+            "badSignatureAlgorithm",
+        ),
+        (
+            "alg HS256",
+            Tweak {
+                alg: Some("HS256"),
+                ..t()
+            },
+            400,
+            "badSignatureAlgorithm",
+        ),
+        (
+            "another key's signature",
             Tweak {
                 signer: Some(&stranger),
-                ..Default::default()
+                ..t()
             },
-        )
-        .await;
-    assert_eq!(r.problem(), "malformed");
-    assert!(
-        r.body["detail"].as_str().unwrap().contains("signature"),
-        "{}",
-        r.text
-    );
-
-    // kid of an unknown account; jwk where kid is required.
-    let unknown = format!("{}/acme/default/account/nobody", server.https);
-    let r = c
-        .post_with(
-            &new_order,
-            Some(order_body.clone()),
+            400,
+            "malformed",
+        ),
+        (
+            "kid of no account",
             Tweak {
                 kid: Some(unknown),
-                ..Default::default()
+                ..t()
             },
-        )
-        .await;
-    assert_eq!(r.problem(), "accountDoesNotExist");
-    let r = c
-        .post_with(
-            &new_order,
-            Some(order_body.clone()),
+            400,
+            "accountDoesNotExist",
+        ),
+        (
+            "jwk where kid is required",
             Tweak {
                 force_jwk: true,
-                ..Default::default()
+                ..t()
             },
-        )
-        .await;
-    assert_eq!(r.problem(), "malformed");
+            400,
+            "malformed",
+        ),
+    ];
+    for (what, tweak, status, problem) in cases {
+        let r = c
+            .post_with(&new_order, Some(order_body.clone()), tweak)
+            .await;
+        assert_eq!(
+            (r.status, r.problem()),
+            (status, problem),
+            "{what}: {}",
+            r.text
+        );
+        // Every answer carries a fresh nonce, so clients can retry badNonce.
+        assert!(r.headers.contains_key("replay-nonce"), "{what}");
+        if problem == "badSignatureAlgorithm" {
+            let algs = r.body["algorithms"].as_array().unwrap();
+            assert!(algs.contains(&json!("ES256")), "{what}: {}", r.text);
+        }
+    }
 
     // Not JOSE at all, and the wrong content type.
     let r = c.send(&new_order, &json!({"hello": "world"})).await;
@@ -865,4 +855,48 @@ async fn external_account_binding_is_required_where_configured() {
         "{}",
         r.text
     );
+}
+
+#[tokio::test]
+async fn ip_identifiers_are_validated_at_the_address_and_issued_as_ip_sans() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_server, _responder, mut c, order_url, order) = ready_order(tmp.path(), "127.0.0.1").await;
+    assert_eq!(
+        order["identifiers"][0],
+        json!({"type": "ip", "value": "127.0.0.1"})
+    );
+    let (der, _) = csr(&["127.0.0.1"]);
+    let done = c
+        .post(
+            order["finalize"].as_str().unwrap(),
+            Some(json!({"csr": B64.encode(der)})),
+        )
+        .await;
+    assert_eq!(done.body["status"], "valid", "{}", done.text);
+    let chain = c
+        .post(done.body["certificate"].as_str().unwrap(), None)
+        .await
+        .text;
+    let leaf = tmp.path().join("ip.pem");
+    std::fs::write(
+        &leaf,
+        chain
+            .split_inclusive("-----END CERTIFICATE-----\n")
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let text = stdout(&run(
+        "openssl",
+        &[
+            "x509",
+            "-noout",
+            "-ext",
+            "subjectAltName",
+            "-in",
+            leaf.to_str().unwrap(),
+        ],
+    ));
+    assert!(text.contains("IP Address:127.0.0.1"), "{text}");
+    assert_eq!(c.post(&order_url, None).await.body["status"], "valid");
 }

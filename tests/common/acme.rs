@@ -177,11 +177,18 @@ impl Client {
         resp
     }
 
-    /// newOrder for DNS names; returns (order URL, order).
+    /// newOrder for names (`ip` identifiers for addresses, `dns` otherwise).
     pub async fn order(&mut self, names: &[&str]) -> (String, Value) {
         let ids: Vec<Value> = names
             .iter()
-            .map(|n| json!({"type": "dns", "value": n}))
+            .map(|n| {
+                let kind = if n.parse::<std::net::IpAddr>().is_ok() {
+                    "ip"
+                } else {
+                    "dns"
+                };
+                json!({"type": kind, "value": n})
+            })
             .collect();
         let url = self.url("newOrder");
         let resp = self.post(&url, Some(json!({"identifiers": ids}))).await;
