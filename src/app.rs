@@ -125,7 +125,11 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         roots_pem: roots.iter().map(|r| to_pem("CERTIFICATE", r)).collect(),
     });
 
-    tokio::spawn(sweep_challenges(state.ca.clone(), shutdown.clone()));
+    tokio::spawn(sweep(
+        state.ca.clone(),
+        state.acme.clone(),
+        shutdown.clone(),
+    ));
     let router = crate::http::router::router(state);
     let servers = [
         tokio::spawn(crate::http::server::serve(
@@ -208,20 +212,27 @@ fn acme_service(config: &Config, ca: Arc<Ca>) -> anyhow::Result<AcmeService> {
     ))
 }
 
-/// How often used-up-by-time one-time challenges are deleted.
-const CHALLENGE_SWEEP: std::time::Duration = std::time::Duration::from_secs(600);
+/// How often expired one-time challenges and ACME orders are deleted.
+const SWEEP: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Deletes expired one-time challenges periodically, so minting one per device does not grow
-/// the store without bound.
-async fn sweep_challenges(ca: Arc<Ca>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(CHALLENGE_SWEEP);
+/// Deletes expired one-time challenges and ACME orders periodically, so minting a challenge
+/// per device or an order per renewal does not grow the store without bound.
+async fn sweep(ca: Arc<Ca>, acme: Arc<AcmeService>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(SWEEP);
     loop {
         tokio::select! {
-            _ = tick.tick() => match ca.store().purge_challenges(ca.clock().now()).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(purged = n, "expired one-time challenges deleted"),
-                Err(e) => tracing::warn!(error = %e, "could not purge expired challenges"),
-            },
+            _ = tick.tick() => {
+                match ca.store().purge_challenges(ca.clock().now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "expired one-time challenges deleted"),
+                    Err(e) => tracing::warn!(error = %e, "could not purge expired challenges"),
+                }
+                match acme.purge_expired().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "expired ACME orders deleted"),
+                    Err(e) => tracing::warn!(error = %e, "could not purge expired ACME orders"),
+                }
+            }
             () = shutdown.cancelled() => return,
         }
     }

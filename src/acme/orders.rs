@@ -7,7 +7,7 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
-use time::Duration;
+use time::{Duration, OffsetDateTime};
 
 use super::accounts::conflict_is_retryable;
 use super::error::{AcmeError, ProblemType, Subproblem};
@@ -19,7 +19,9 @@ use super::service::{AcmeService, KeyUse, Profile, Signed, Signer, Stored, put, 
 use crate::ca::csr::{Csr, San};
 use crate::ca::{IssueError, IssueRequest, Serial};
 use crate::revocation::RevocationReason;
-use crate::store::{CertRecord, DocKind, Protocol, StoreError};
+use crate::store::{
+    CertRecord, DocKey, DocKind, DocWrite, Expect, MAX_PAGE, Protocol, Store, StoreError,
+};
 
 /// How long an order (and its authorizations) may take to complete.
 const ORDER_LIFETIME: Duration = Duration::hours(24);
@@ -29,6 +31,9 @@ const MAX_IDENTIFIERS: usize = 100;
 pub const ORDERS_PAGE: usize = 100;
 /// Re-reads when a validation result meets a concurrent change of its authorization.
 const COMMIT_ATTEMPTS: usize = 5;
+/// How long an order is kept once it has expired (clients may still read a finished order;
+/// its certificate stays downloadable by serial whatever happens to the order).
+const RETENTION: Duration = Duration::days(7);
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -61,6 +66,11 @@ pub struct OrderView {
 }
 
 impl AcmeService {
+    /// The periodic sweep's part for ACME: expired orders go (see `purge_expired`).
+    pub async fn purge_expired(&self) -> Result<usize, StoreError> {
+        purge_expired(self.store().as_ref(), self.now()).await
+    }
+
     pub async fn new_order(&self, req: &Signed) -> Result<OrderView, AcmeError> {
         let (profile, jws) = (&*req.profile, &req.jws);
         let account = self.account_signer(req).await?.value;
@@ -592,13 +602,61 @@ fn check_csr_names(csr: &Csr, identifiers: &[Identifier]) -> Result<(), AcmeErro
     Ok(())
 }
 
+/// Deletes orders that expired more than `RETENTION` before `now`, with their authorizations
+/// and their place in the account's order list; returns how many orders went. An order that
+/// changes meanwhile is left for the next sweep.
+pub async fn purge_expired(store: &dyn Store, now: OffsetDateTime) -> Result<usize, StoreError> {
+    let cutoff = now - RETENTION;
+    let mut after: Option<String> = None;
+    let mut purged = 0;
+    loop {
+        let page = store
+            .docs(DocKind::AcmeOrder, "", after.as_deref(), MAX_PAGE)
+            .await?;
+        let Some((last, _)) = page.last() else {
+            return Ok(purged);
+        };
+        after = Some(last.clone());
+        for (id, doc) in page {
+            let version = doc.version;
+            let Ok(order) = super::service::decode::<Order>(doc) else {
+                continue;
+            };
+            if order.value.expires > cutoff {
+                continue;
+            }
+            let delete = |kind, id: &str, version| DocWrite {
+                key: DocKey::new(kind, id),
+                expect: Expect::Version(version),
+                value: None,
+            };
+            let index = format!("{}/{id}", order.value.account);
+            let mut writes = vec![
+                delete(DocKind::AcmeOrder, &id, version),
+                // Index entries are written once, never updated.
+                delete(DocKind::AcmeAccountOrder, &index, 1),
+            ];
+            for authz in &order.value.authorizations {
+                if let Some(doc) = store.doc(&DocKey::new(DocKind::AcmeAuthz, authz)).await? {
+                    writes.push(delete(DocKind::AcmeAuthz, authz, doc.version));
+                }
+            }
+            match store.write_docs(writes).await {
+                Ok(()) => purged += 1,
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 /// Writes a validation's result into its authorization, if it is still waiting for it.
 async fn record_outcome(
     store: &dyn crate::store::Store,
     authz_id: &str,
     kind: ChallengeType,
     outcome: Result<(), AcmeError>,
-    now: time::OffsetDateTime,
+    now: OffsetDateTime,
 ) -> Result<(), StoreError> {
     for _ in 0..COMMIT_ATTEMPTS {
         let key = crate::store::DocKey::new(DocKind::AcmeAuthz, authz_id);
@@ -641,4 +699,71 @@ async fn record_outcome(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acme::model::IdentifierType;
+    use crate::store::SledStore;
+
+    fn order(id: &str, expires: OffsetDateTime) -> (Order, Authorization) {
+        let identifier = Identifier {
+            kind: IdentifierType::Dns,
+            value: format!("{id}.localhost"),
+        };
+        let authz = Authorization {
+            id: format!("z-{id}"),
+            account: "acct".into(),
+            order: id.into(),
+            identifier: identifier.clone(),
+            status: AuthzStatus::Pending,
+            expires,
+            challenges: Vec::new(),
+        };
+        let order = Order {
+            id: id.into(),
+            account: "acct".into(),
+            identifiers: vec![identifier],
+            authorizations: vec![authz.id.clone()],
+            created_at: expires - ORDER_LIFETIME,
+            expires,
+            state: OrderState::Open,
+        };
+        (order, authz)
+    }
+
+    #[tokio::test]
+    async fn expired_orders_go_with_their_authorizations_and_index_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let now = OffsetDateTime::now_utc();
+        for (id, expires) in [
+            ("old", now - Duration::days(8)),
+            ("recent", now - Duration::days(1)),
+        ] {
+            let (o, a) = order(id, expires);
+            let writes = vec![
+                put(DocKind::AcmeOrder, id, None, &o),
+                put(DocKind::AcmeAuthz, &a.id, None, &a),
+                put(DocKind::AcmeAccountOrder, &format!("acct/{id}"), None, &()),
+            ];
+            store.write_docs(writes).await.unwrap();
+        }
+        assert_eq!(purge_expired(&store, now).await.unwrap(), 1);
+        let gone = |kind, id: &str| {
+            let key = DocKey::new(kind, id);
+            let store = &store;
+            async move { store.doc(&key).await.unwrap().is_none() }
+        };
+        assert!(gone(DocKind::AcmeOrder, "old").await);
+        assert!(gone(DocKind::AcmeAuthz, "z-old").await);
+        assert!(gone(DocKind::AcmeAccountOrder, "acct/old").await);
+        assert!(
+            !gone(DocKind::AcmeOrder, "recent").await,
+            "kept within retention"
+        );
+        assert!(!gone(DocKind::AcmeAuthz, "z-recent").await);
+        assert_eq!(purge_expired(&store, now).await.unwrap(), 0);
+    }
 }
