@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::datadir::{DataDir, passphrase, to_pem};
 use crate::metrics::Metrics;
 use crate::policy::Template;
+use crate::revocation::Crls;
 use crate::scep::ScepService;
 use crate::scep::webhook::Webhook;
 use crate::store::{DocCache, SledStore, Store};
@@ -26,6 +27,7 @@ use crate::store::{DocCache, SledStore, Store};
 /// What request handlers share.
 pub struct AppState {
     pub ca: Arc<Ca>,
+    pub crls: Arc<Crls>,
     pub acme: Arc<AcmeService>,
     pub scep: Arc<ScepService>,
     pub template: Arc<Template>,
@@ -115,8 +117,10 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         webhook,
     ));
     let acme = Arc::new(acme_service(&config, ca.clone())?);
+    let crls = Arc::new(Crls::new(ca.clone(), CRL_LIFETIME));
     let state = Arc::new(AppState {
         ca,
+        crls,
         acme,
         scep,
         template,
@@ -211,6 +215,10 @@ fn acme_service(config: &Config, ca: Arc<Ca>) -> anyhow::Result<AcmeService> {
         config.listen.public_https_url(),
     ))
 }
+
+/// thisUpdate to nextUpdate of every CRL; a new one is signed after half of it, or as soon as
+/// a certificate of its issuer is revoked.
+const CRL_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// How often expired one-time challenges and ACME orders are deleted.
 const SWEEP: std::time::Duration = std::time::Duration::from_secs(600);

@@ -540,7 +540,7 @@ impl AcmeService {
                     )
                 })?,
         };
-        match self.store().revoke(&serial, reason, self.now()).await {
+        match self.ca.revoke(&serial, reason, self.now()).await {
             Ok(_) => {
                 tracing::info!(%serial, reason = %reason, "revoked over ACME");
                 Ok(())

@@ -129,7 +129,7 @@ pub async fn revoke_certificate(
 ) -> Result<axum::Json<CertView>, ApiError> {
     let serial = parse_serial(&serial)?;
     let now = state.ca.clock().now();
-    let rec = state.ca.store().revoke(&serial, body.reason, now).await?;
+    let rec = state.ca.revoke(&serial, body.reason, now).await?;
     tracing::info!(serial = %serial, reason = %body.reason, "revoked");
     Ok(axum::Json(CertView::new(&rec, now, false)))
 }

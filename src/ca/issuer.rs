@@ -192,6 +192,15 @@ impl Issuer {
     pub(super) fn signer(&self) -> &rcgen::Issuer<'static, CaKey> {
         &self.signer
     }
+
+    /// Signs a CRL for this issuer's certificates (any state: a retiring issuer still must).
+    /// CPU work: call it off the reactor.
+    pub fn sign_crl(
+        &self,
+        params: &rcgen::CertificateRevocationListParams,
+    ) -> Result<Vec<u8>, CaError> {
+        Ok(params.signed_by(&self.signer)?.der().to_vec())
+    }
 }
 
 /// Authority Information Access (RFC 5280 §4.2.2.1): where to ask OCSP and fetch the issuer.

@@ -22,6 +22,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/roots.pem", get(roots))
         .route("/ca/{file}", get(ca_certificate))
+        .route("/crl/{file}", get(crl))
         .route("/scep", get(scep::handlers::get).post(scep::handlers::post))
         .route("/api/v1/issuers", get(api::list_issuers))
         .route(
@@ -109,5 +110,25 @@ async fn ca_certificate(
     Ok((
         [(header::CONTENT_TYPE, "application/pkix-cert")],
         issuer.cert_der().to_vec(),
+    ))
+}
+
+/// The issuer's current CRL in DER, at the CRL distribution point the certificates carry.
+async fn crl(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no CRL {file}"));
+    let id = file
+        .strip_suffix(".crl")
+        .and_then(|id| id.parse::<crate::ca::IssuerId>().ok())
+        .ok_or_else(not_found)?;
+    let crl = state.crls.get(&id).await.map_err(|e| match e {
+        crate::revocation::CrlError::UnknownIssuer(_) => not_found(),
+        other => ApiError::Internal(other.to_string()),
+    })?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/pkix-crl")],
+        crl.der.clone(),
     ))
 }

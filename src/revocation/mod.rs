@@ -1,5 +1,7 @@
-//! Revocation: reasons now; CRL and OCSP signing build on the store's revocation records.
+//! Revocation: reasons, and the CRLs signed from the store's revocation records.
 
+pub mod crl;
 mod reason;
 
+pub use crl::{Crl, CrlError, Crls};
 pub use reason::RevocationReason;

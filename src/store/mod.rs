@@ -229,6 +229,8 @@ pub enum DocKind {
     AcmeAccountOrder,
     AcmeAuthz,
     AcmeEabKey,
+    /// Issuer id → the last CRL number it signed (CRL numbers only ever grow).
+    CrlNumber,
 }
 
 impl DocKind {
@@ -240,6 +242,7 @@ impl DocKind {
             Self::AcmeAccountOrder => 4,
             Self::AcmeAuthz => 5,
             Self::AcmeEabKey => 6,
+            Self::CrlNumber => 7,
         }
     }
 }

@@ -1,0 +1,213 @@
+//! CRLs (RFC 5280 §5), one per issuer, at the URL every certificate carries. A CRL is signed
+//! on demand and then served from memory until a revocation of that issuer's certificates
+//! makes it stale, or half its validity has passed; concurrent requests for a stale CRL
+//! wait for one signing instead of each starting their own.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
+use time::OffsetDateTime;
+
+use super::RevocationReason;
+use crate::ca::{Ca, IssuerId};
+use crate::store::{
+    CertQuery, CertStatus, DocKey, DocKind, DocWrite, Expect, MAX_PAGE, StatusFilter, StoreError,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CrlError {
+    #[error("no issuer {0}")]
+    UnknownIssuer(IssuerId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("signing the CRL failed: {0}")]
+    Sign(String),
+}
+
+/// A signed CRL and what it was made from.
+#[derive(Debug)]
+pub struct Crl {
+    pub der: Vec<u8>,
+    pub number: u64,
+    pub this_update: OffsetDateTime,
+    pub next_update: OffsetDateTime,
+    /// `Ca::revocation_count` when the revoked list was read.
+    revocations: u64,
+}
+
+pub struct Crls {
+    ca: Arc<Ca>,
+    lifetime: Duration,
+    cache: Mutex<HashMap<IssuerId, Arc<Crl>>>,
+    /// One signing at a time; whoever waited finds the fresh CRL in the cache.
+    signing: tokio::sync::Mutex<()>,
+}
+
+impl Crls {
+    /// `lifetime` is the span from thisUpdate to nextUpdate.
+    pub fn new(ca: Arc<Ca>, lifetime: Duration) -> Self {
+        Self {
+            ca,
+            lifetime,
+            cache: Mutex::default(),
+            signing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The current CRL of `issuer`, signed now if the cached one is stale.
+    pub async fn get(&self, issuer: &IssuerId) -> Result<Arc<Crl>, CrlError> {
+        if let Some(crl) = self.fresh(issuer) {
+            return Ok(crl);
+        }
+        let _one = self.signing.lock().await;
+        if let Some(crl) = self.fresh(issuer) {
+            return Ok(crl);
+        }
+        let crl = Arc::new(self.sign(issuer).await?);
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(issuer.clone(), crl.clone());
+        Ok(crl)
+    }
+
+    fn fresh(&self, issuer: &IssuerId) -> Option<Arc<Crl>> {
+        let crl = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(issuer)?
+            .clone();
+        let refresh_at = crl.this_update + (crl.next_update - crl.this_update) / 2;
+        let current = crl.revocations == self.ca.revocation_count(issuer)
+            && self.ca.clock().now() < refresh_at;
+        current.then_some(crl)
+    }
+
+    async fn sign(&self, id: &IssuerId) -> Result<Crl, CrlError> {
+        let issuers = self.ca.issuers();
+        let issuer = issuers
+            .get(id)
+            .ok_or_else(|| CrlError::UnknownIssuer(id.clone()))?
+            .clone();
+        // Counted before reading: a revocation that lands meanwhile makes this CRL stale.
+        let revocations = self.ca.revocation_count(id);
+        let now = self
+            .ca
+            .clock()
+            .now()
+            .replace_nanosecond(0)
+            .expect("0 is a valid nanosecond");
+        let revoked = self.revoked(id, now).await?;
+        let number = self.next_number(id).await?;
+        let this_update = now;
+        let next_update = now + self.lifetime;
+        let params = CertificateRevocationListParams {
+            this_update,
+            next_update,
+            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs: revoked,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let der = tokio::task::spawn_blocking(move || issuer.sign_crl(&params))
+            .await
+            .map_err(|e| CrlError::Sign(e.to_string()))?
+            .map_err(|e| CrlError::Sign(e.to_string()))?;
+        tracing::info!(issuer = %id, number, "CRL signed");
+        Ok(Crl {
+            der,
+            number,
+            this_update,
+            next_update,
+            revocations,
+        })
+    }
+
+    /// The issuer's revoked certificates that have not expired (an expired certificate
+    /// needs no CRL entry, RFC 5280 §3.3).
+    async fn revoked(
+        &self,
+        id: &IssuerId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<RevokedCertParams>, CrlError> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .ca
+                .store()
+                .certificates(CertQuery {
+                    issuer: Some(id.clone()),
+                    status: Some(StatusFilter::Revoked),
+                    after,
+                    limit: MAX_PAGE,
+                    ..CertQuery::default()
+                })
+                .await?;
+            for rec in &page.items {
+                if let CertStatus::Revoked { at, reason } = rec.status {
+                    if rec.not_after > now {
+                        out.push(RevokedCertParams {
+                            serial_number: SerialNumber::from_slice(rec.serial.as_bytes()),
+                            revocation_time: at,
+                            reason_code: Some(reason_code(reason)),
+                            invalidity_date: None,
+                        });
+                    }
+                }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// The next CRL number for `id`, durably, so numbers keep growing across restarts.
+    async fn next_number(&self, id: &IssuerId) -> Result<u64, StoreError> {
+        let store = self.ca.store();
+        let key = DocKey::new(DocKind::CrlNumber, id.as_str());
+        let (number, expect) = match store.doc(&key).await? {
+            Some(doc) => {
+                let last = doc
+                    .value
+                    .as_slice()
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt {
+                        tree: "docs",
+                        message: format!("CRL number of {id} is not 8 bytes"),
+                    })?;
+                (last + 1, Expect::Version(doc.version))
+            }
+            None => (1, Expect::Absent),
+        };
+        store
+            .write_docs(vec![DocWrite {
+                key,
+                expect,
+                value: Some(number.to_be_bytes().to_vec()),
+            }])
+            .await?;
+        Ok(number)
+    }
+}
+
+fn reason_code(reason: RevocationReason) -> rcgen::RevocationReason {
+    use RevocationReason as R;
+    use rcgen::RevocationReason as C;
+    match reason {
+        R::Unspecified => C::Unspecified,
+        R::KeyCompromise => C::KeyCompromise,
+        R::CaCompromise => C::CaCompromise,
+        R::AffiliationChanged => C::AffiliationChanged,
+        R::Superseded => C::Superseded,
+        R::CessationOfOperation => C::CessationOfOperation,
+        R::CertificateHold => C::CertificateHold,
+        R::PrivilegeWithdrawn => C::PrivilegeWithdrawn,
+        R::AaCompromise => C::AaCompromise,
+    }
+}
