@@ -109,15 +109,16 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         .map(|url| Webhook::new(url, config.scep.webhook_timeout))
         .transpose()
         .context("scep.webhook_url: cannot set up the HTTP client")?;
+    let crls = Arc::new(Crls::new(ca.clone(), CRL_LIFETIME));
     let scep = Arc::new(ScepService::new(
         ca.clone(),
+        crls.clone(),
         metrics.clone(),
         template.clone(),
         config.scep.challenge.clone(),
         webhook,
     ));
     let acme = Arc::new(acme_service(&config, ca.clone())?);
-    let crls = Arc::new(Crls::new(ca.clone(), CRL_LIFETIME));
     let state = Arc::new(AppState {
         ca,
         crls,

@@ -1,5 +1,6 @@
 //! The project's own SCEP client against the real binary: what the third-party clients do not
-//! exercise (every content cipher, SHA-512, GetCert) and the refusals with their failInfo.
+//! exercise (every content cipher, SHA-512, GetCert, GetCRL) and the refusals with their
+//! failInfo.
 
 mod common;
 
@@ -71,6 +72,33 @@ impl<'a> Client<'a> {
         cipher: Cipher,
         digest: Digest,
     ) -> (SignedMessage, Option<(Vec<X509>, Cipher)>) {
+        let (reply, inner) = self
+            .exchange_raw(device, message_type, content, cipher, digest)
+            .await;
+        let Some((inner, used)) = inner else {
+            return (reply, None);
+        };
+        let p7 = openssl::pkcs7::Pkcs7::from_der(&inner).unwrap();
+        let certs = p7
+            .signed()
+            .unwrap()
+            .certificates()
+            .unwrap()
+            .iter()
+            .map(|c| c.to_owned())
+            .collect();
+        (reply, Some((certs, used)))
+    }
+
+    /// `exchange`, returning the decrypted content of a successful reply as it is.
+    async fn exchange_raw(
+        &self,
+        device: &Identity,
+        message_type: MessageType,
+        content: &[u8],
+        cipher: Cipher,
+        digest: Digest,
+    ) -> (SignedMessage, Option<(Vec<u8>, Cipher)>) {
         let (body, nonce) = self.build(device, message_type, content, cipher, digest);
         let resp = self.post(body).await;
         assert_eq!(resp.status(), 200);
@@ -87,21 +115,12 @@ impl<'a> Client<'a> {
             return (reply, None);
         }
         let (inner, used) = wire::decrypt(&reply.envelope, &device.key).unwrap();
-        let p7 = openssl::pkcs7::Pkcs7::from_der(&inner).unwrap();
-        let certs = p7
-            .signed()
-            .unwrap()
-            .certificates()
-            .unwrap()
-            .iter()
-            .map(|c| c.to_owned())
-            .collect();
-        (reply, Some((certs, used)))
+        (reply, Some((inner, used)))
     }
 }
 
 #[tokio::test]
-async fn every_cipher_and_digest_enrols_and_get_cert_finds_it() {
+async fn every_cipher_and_digest_enrols_and_get_cert_and_get_crl_answer() {
     let tmp = tempfile::tempdir().unwrap();
     let data = init_dir(tmp.path(), &[], &[]);
     let server = Server::start(&data, &[("ENROLLCA_SCEP_CHALLENGE", CHALLENGE)]);
@@ -178,6 +197,65 @@ async fn every_cipher_and_digest_enrols_and_get_cert_finds_it() {
     assert_eq!(reply.pki_status, Some(PkiStatus::Failure));
     assert_eq!(reply.fail_info, Some(FailInfo::BadCertId));
     assert_eq!(server.events().await.len(), events);
+
+    // GetCRL for the SCEP CA: a CRL in the reply that openssl verifies and that lists a
+    // certificate revoked a moment ago.
+    let serial = hex_serial(cert);
+    let resp = server
+        .post(&format!("/api/v1/certificates/{serial}/revoke"))
+        .json(&serde_json::json!({"reason": "cessationOfOperation"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (reply, inner) = client
+        .exchange_raw(
+            device,
+            MessageType::GetCrl,
+            &ias.to_der().unwrap(),
+            Cipher::Aes256,
+            Digest::Sha256,
+        )
+        .await;
+    assert_eq!(reply.pki_status, Some(PkiStatus::Success));
+    let (inner, _) = inner.unwrap();
+    let info = cms::content_info::ContentInfo::from_der(&inner).unwrap();
+    let sd: cms::signed_data::SignedData = info.content.decode_as().unwrap();
+    let crls = sd.crls.expect("a CRL in the reply").0.into_vec();
+    let cms::revocation::RevocationInfoChoice::Crl(crl) = &crls[0] else {
+        panic!("not a CRL");
+    };
+    let crl_path = tmp.path().join("getcrl.der");
+    std::fs::write(&crl_path, crl.to_der().unwrap()).unwrap();
+    let cafile = tmp.path().join("scep-cafile.pem");
+    let ca_pem = String::from_utf8(client.ca.to_pem().unwrap()).unwrap();
+    std::fs::write(&cafile, format!("{}{ca_pem}", server.roots_pem().await)).unwrap();
+    let out = run(
+        "openssl",
+        &[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            crl_path.to_str().unwrap(),
+            "-CAfile",
+            cafile.to_str().unwrap(),
+            "-noout",
+            "-text",
+        ],
+    );
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(out.status.success() && text.contains("verify OK"), "{text}");
+    assert!(
+        text.contains(&format!("Serial Number: {}", serial.to_uppercase())),
+        "{text}"
+    );
+    assert!(text.contains("Cessation Of Operation"), "{text}");
+}
+
+/// A certificate's serial as the API names it (lowercase hex).
+fn hex_serial(cert: &X509) -> String {
+    hex::encode(cert.serial_number().to_bn().unwrap().to_vec())
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 use enrollca::ca::csr::Csr;
 use enrollca::scep::message::{Cipher, Digest, MessageType};
-use enrollca::scep::wire::{self, MessageSigner, Outcome, WireError};
+use enrollca::scep::wire::{self, MessageSigner, Outcome, Payload, WireError};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
@@ -118,11 +118,12 @@ fn replies_follow_the_interop_rules() {
     // Any two certificates will do to check order: the CA, then a self-signed stand-in.
     let other = req.signer.to_der().unwrap();
     let certs = vec![other.clone(), ca_der.clone()];
+    let payload = Payload::Certs(certs.clone());
     let reply = wire::cert_rep(
         &signer,
         &req,
         Outcome::Success {
-            certs: &certs,
+            payload: &payload,
             recipient: &req.signer,
             cipher,
         },

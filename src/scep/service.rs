@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use super::message::{FailInfo, MessageType};
 use super::webhook::{self, Webhook, WebhookError};
-use super::wire::{self, MessageSigner, Outcome, SignedMessage, WireError};
+use super::wire::{self, MessageSigner, Outcome, Payload, SignedMessage, WireError};
 use crate::ca::Serial;
 use crate::ca::csr::{Csr, CsrError};
 use crate::ca::{Ca, IssueError, IssueRequest, KeyFamily};
 use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyError, Template};
+use crate::revocation::Crls;
 use crate::store::{CertRecord, CertStatus, ChallengeHash, DeviceId, Protocol, StoreError};
 
 /// Capabilities advertised by GetCACaps: only what this server does.
@@ -41,6 +42,7 @@ pub enum ScepError {
 
 pub struct ScepService {
     ca: Arc<Ca>,
+    crls: Arc<Crls>,
     metrics: Arc<Metrics>,
     template: Arc<Template>,
     challenge: Option<Secret>,
@@ -100,6 +102,7 @@ impl Refusal {
 impl ScepService {
     pub fn new(
         ca: Arc<Ca>,
+        crls: Arc<Crls>,
         metrics: Arc<Metrics>,
         template: Arc<Template>,
         challenge: Option<Secret>,
@@ -107,6 +110,7 @@ impl ScepService {
     ) -> Self {
         Self {
             ca,
+            crls,
             metrics,
             template,
             challenge,
@@ -160,8 +164,8 @@ impl ScepService {
                 key: rsa.key().pkey(),
             };
             let outcome = match &outcome {
-                Ok(certs) => Outcome::Success {
-                    certs,
+                Ok(payload) => Outcome::Success {
+                    payload,
                     recipient: &req.signer,
                     cipher,
                 },
@@ -174,14 +178,40 @@ impl ScepService {
         .map_err(|e| ScepError::Internal(e.to_string()))
     }
 
-    /// Returns the certificates to send (issued first) or why not.
-    async fn handle(&self, req: &SignedMessage, content: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
+    /// Returns what to send or why not.
+    async fn handle(&self, req: &SignedMessage, content: &[u8]) -> Result<Payload, Refusal> {
         match req.message_type {
-            MessageType::PkcsReq => self.enrol(req, content).await,
-            MessageType::RenewalReq => self.renew(req, content).await,
-            MessageType::GetCert => self.get_cert(content).await,
+            MessageType::PkcsReq => self.enrol(req, content).await.map(Payload::Certs),
+            MessageType::RenewalReq => self.renew(req, content).await.map(Payload::Certs),
+            MessageType::GetCert => self.get_cert(content).await.map(Payload::Certs),
+            MessageType::GetCrl => self.get_crl(content).await.map(Payload::Crl),
             other => Err(Refusal::Unsupported(other)),
         }
+    }
+
+    /// GetCRL: the current CRL of the issuer named in IssuerAndSerialNumber (any of ours,
+    /// retiring ones included: their certificates still need revocation status).
+    async fn get_crl(&self, content: &[u8]) -> Result<Vec<u8>, Refusal> {
+        use der::{Decode, Encode};
+        let wanted = cms::cert::IssuerAndSerialNumber::from_der(content)
+            .map_err(|_| Refusal::UnknownCert)?;
+        let wanted_name = wanted.issuer.to_der().map_err(|_| Refusal::UnknownCert)?;
+        let issuers = self.ca.issuers();
+        let issuer = issuers
+            .iter()
+            .find(|i| {
+                x509_cert::Certificate::from_der(i.cert_der())
+                    .ok()
+                    .and_then(|c| c.tbs_certificate.subject.to_der().ok())
+                    .is_some_and(|subject| subject == wanted_name)
+            })
+            .ok_or(Refusal::UnknownCert)?;
+        let crl = self
+            .crls
+            .get(issuer.id())
+            .await
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
+        Ok(crl.der.clone())
     }
 
     /// GetCert: the certificate named by IssuerAndSerialNumber, if this CA issued it.

@@ -299,11 +299,19 @@ pub struct MessageSigner<'a> {
     pub key: &'a PKey<Private>,
 }
 
+/// What a successful CertRep carries.
+pub enum Payload {
+    /// Certificates, the issued (or asked-for) one first, then its chain.
+    Certs(Vec<Vec<u8>>),
+    /// A CRL (GetCRL), DER.
+    Crl(Vec<u8>),
+}
+
 /// What the CertRep says.
 pub enum Outcome<'a> {
-    /// Issued: the certificates (issued one first, then its chain), encrypted to `recipient`.
+    /// Success: the payload, in a degenerate SignedData encrypted to `recipient`.
     Success {
-        certs: &'a [Vec<u8>],
+        payload: &'a Payload,
         recipient: &'a X509,
         cipher: Cipher,
     },
@@ -320,11 +328,14 @@ pub fn cert_rep(
 ) -> Result<Vec<u8>, WireError> {
     let (status, fail, content) = match outcome {
         Outcome::Success {
-            certs,
+            payload,
             recipient,
             cipher,
         } => {
-            let inner = degenerate(certs)?;
+            let inner = match payload {
+                Payload::Certs(certs) => degenerate(certs)?,
+                Payload::Crl(crl) => degenerate_crl(crl)?,
+            };
             (
                 PkiStatus::Success,
                 None,
@@ -447,6 +458,26 @@ pub fn degenerate(certs: &[Vec<u8>]) -> Result<Vec<u8>, WireError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| WireError::Encode(e.to_string()))?;
     content_info(ID_SIGNED_DATA, &Degenerate(&certs))
+}
+
+/// A SignedData with no signers and no certificates whose `crls` hold one CRL (GetCRL).
+pub fn degenerate_crl(crl: &[u8]) -> Result<Vec<u8>, WireError> {
+    use cms::revocation::{RevocationInfoChoice, RevocationInfoChoices};
+    let enc = |e: der::Error| WireError::Encode(e.to_string());
+    let list = x509_cert::crl::CertificateList::from_der(crl).map_err(enc)?;
+    let crls = SetOfVec::try_from(vec![RevocationInfoChoice::Crl(list)]).map_err(enc)?;
+    let sd = SignedData {
+        version: CmsVersion::V1,
+        digest_algorithms: SetOfVec::new(),
+        encap_content_info: EncapsulatedContentInfo {
+            econtent_type: ID_DATA,
+            econtent: None,
+        },
+        certificates: None,
+        crls: Some(RevocationInfoChoices(crls)),
+        signer_infos: SignerInfos(SetOfVec::new()),
+    };
+    content_info(ID_SIGNED_DATA, &sd)
 }
 
 /// Encrypts `content` to `recipient`'s RSA key in an EnvelopedData (key transport).
