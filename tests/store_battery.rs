@@ -668,3 +668,37 @@ async fn documents_are_compare_and_swap_and_all_or_nothing() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn documents_can_use_up_a_challenge_in_the_same_write() {
+    use enrollca::store::{ChallengeHash, ChallengeRecord};
+    for_each_backend(|open, name, dir| async move {
+        let store = open(dir.path());
+        let now = OffsetDateTime::now_utc();
+        let hash = ChallengeHash::of(b"one-time");
+        let rec = ChallengeRecord {
+            device: None,
+            created_at: now,
+            expires_at: now + Duration::hours(1),
+        };
+        store.put_challenge(hash, rec).await.unwrap();
+        let write = |id: &str| vec![put(DocKind::ScepPending, id, Expect::Absent, b"waiting")];
+        store.commit_docs(write("t1"), Some(hash)).await.unwrap();
+        assert!(
+            store.challenge(&hash).await.unwrap().is_none(),
+            "{name}: used up"
+        );
+        // A second use is refused, and its document is not written.
+        let err = store
+            .commit_docs(write("t2"), Some(hash))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::ChallengeUnavailable),
+            "{name}: {err}"
+        );
+        let t2 = DocKey::new(DocKind::ScepPending, "t2");
+        assert!(store.doc(&t2).await.unwrap().is_none(), "{name}");
+    })
+    .await;
+}

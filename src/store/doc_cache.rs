@@ -116,8 +116,12 @@ impl<S: Store> Store for DocCache<S> {
         self.inner.docs(kind, prefix, after, limit).await
     }
 
-    async fn write_docs(&self, writes: Vec<DocWrite>) -> Result<(), StoreError> {
-        let result = self.inner.write_docs(writes.clone()).await;
+    async fn commit_docs(
+        &self,
+        writes: Vec<DocWrite>,
+        consume: Option<ChallengeHash>,
+    ) -> Result<(), StoreError> {
+        let result = self.inner.commit_docs(writes.clone(), consume).await;
         match &result {
             Ok(()) => self.learn(&writes),
             Err(_) => self.forget(&writes),

@@ -231,6 +231,8 @@ pub enum DocKind {
     AcmeEabKey,
     /// Issuer id → the last CRL number it signed (CRL numbers only ever grow).
     CrlNumber,
+    /// SCEP transaction id → an enrolment waiting for an operator's decision.
+    ScepPending,
 }
 
 impl DocKind {
@@ -243,6 +245,7 @@ impl DocKind {
             Self::AcmeAuthz => 5,
             Self::AcmeEabKey => 6,
             Self::CrlNumber => 7,
+            Self::ScepPending => 8,
         }
     }
 }
@@ -423,7 +426,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(String, Doc)>, StoreError>;
 
     /// Applies every write or none, durably; `Conflict` names the first unmet expectation.
-    async fn write_docs(&self, writes: Vec<DocWrite>) -> Result<(), StoreError>;
+    async fn write_docs(&self, writes: Vec<DocWrite>) -> Result<(), StoreError> {
+        self.commit_docs(writes, None).await
+    }
+
+    /// `write_docs` that also uses up a one-time challenge (as `insert_certificate` does), for
+    /// requests that consume their challenge before any certificate exists (SCEP requests
+    /// waiting for approval).
+    async fn commit_docs(
+        &self,
+        writes: Vec<DocWrite>,
+        consume: Option<ChallengeHash>,
+    ) -> Result<(), StoreError>;
 
     /// Stores a one-time challenge, durably.
     async fn put_challenge(

@@ -52,7 +52,7 @@ pub struct SledStore {
 
 enum Op {
     Insert(Box<CertRecord>, Linked),
-    WriteDocs(Vec<DocWrite>),
+    WriteDocs(Vec<DocWrite>, Option<ChallengeHash>),
     PutChallenge(ChallengeHash, Box<ChallengeRecord>),
     /// Delete these challenges if they are still there and expired before the instant.
     PurgeChallenges(Vec<ChallengeHash>, OffsetDateTime),
@@ -313,8 +313,12 @@ impl Store for SledStore {
         .await
     }
 
-    async fn write_docs(&self, writes: Vec<DocWrite>) -> Result<(), StoreError> {
-        self.submit(Op::WriteDocs(writes)).await.map(drop)
+    async fn commit_docs(
+        &self,
+        writes: Vec<DocWrite>,
+        consume: Option<ChallengeHash>,
+    ) -> Result<(), StoreError> {
+        self.submit(Op::WriteDocs(writes, consume)).await.map(drop)
     }
 
     async fn put_issuer(&self, record: IssuerRecord) -> Result<(), StoreError> {
@@ -374,13 +378,7 @@ impl Writer {
                             let key = rec.serial.as_bytes();
                             // Reads first; nothing is written unless every check passes.
                             let docs_ok = check_docs(docs, &linked.docs)?;
-                            let challenge_ok = match linked.consume {
-                                None => true,
-                                Some(hash) => challenges.get(hash.as_bytes())?.is_some_and(|v| {
-                                    decode::<ChallengeRecord>("challenges", &v)
-                                        .is_ok_and(|c| c.is_live(rec.issued_at))
-                                }),
-                            };
+                            let challenge_ok = usable(challenges, linked.consume, rec.issued_at)?;
                             if !challenge_ok {
                                 Err(StoreError::ChallengeUnavailable)
                             } else if let Err(e) = docs_ok {
@@ -445,13 +443,23 @@ impl Writer {
                             challenges.insert(hash.as_bytes(), encode(rec.as_ref()))?;
                             Ok(Outcome::Done)
                         }
-                        Op::WriteDocs(writes) => match check_docs(docs, writes)? {
-                            Ok(()) => {
-                                apply_docs(docs, writes)?;
-                                Ok(Outcome::Done)
+                        Op::WriteDocs(writes, consume) => {
+                            let now = OffsetDateTime::now_utc();
+                            if !usable(challenges, *consume, now)? {
+                                Err(StoreError::ChallengeUnavailable)
+                            } else {
+                                match check_docs(docs, writes)? {
+                                    Ok(()) => {
+                                        if let Some(hash) = consume {
+                                            challenges.remove(hash.as_bytes())?;
+                                        }
+                                        apply_docs(docs, writes)?;
+                                        Ok(Outcome::Done)
+                                    }
+                                    Err(e) => Err(e),
+                                }
                             }
-                            Err(e) => Err(e),
-                        },
+                        }
                         Op::PutIssuer(rec) => {
                             issuers.insert(rec.id.as_str().as_bytes(), encode(rec.as_ref()))?;
                             Ok(Outcome::Done)
@@ -505,6 +513,20 @@ fn append_event(
 }
 
 type TxResult<T> = Result<T, sled::transaction::UnabortableTransactionError>;
+
+/// Whether the one-time challenge to use up (if any) exists and is live at `at`.
+fn usable(
+    challenges: &TransactionalTree,
+    consume: Option<ChallengeHash>,
+    at: OffsetDateTime,
+) -> TxResult<bool> {
+    let Some(hash) = consume else {
+        return Ok(true);
+    };
+    Ok(challenges
+        .get(hash.as_bytes())?
+        .is_some_and(|v| decode::<ChallengeRecord>("challenges", &v).is_ok_and(|c| c.is_live(at))))
+}
 
 /// Checks every expectation before anything is written; the outer error is sled's, the inner
 /// one the caller's conflict.
