@@ -113,6 +113,7 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
     let scep = Arc::new(ScepService::new(
         ca.clone(),
         crls.clone(),
+        config.scep.approval,
         metrics.clone(),
         template.clone(),
         config.scep.challenge.clone(),

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::acme::model::ChallengeType;
 use crate::ca::KeyFamily;
+use crate::scep::pending::Approval;
 
 /// Environment variables with the `ENROLLCA_` prefix that are not config keys.
 pub const RESERVED_ENV: &[&str] = &[
@@ -127,6 +128,9 @@ pub struct Scep {
     /// How long the webhook may take before the request is refused.
     #[serde(with = "humantime_serde")]
     pub webhook_timeout: Duration,
+    /// `manual`: accepted enrolments wait (PENDING) until an operator approves or rejects
+    /// them; clients collect the result with CertPoll.
+    pub approval: Approval,
 }
 
 impl Default for Scep {
@@ -135,6 +139,7 @@ impl Default for Scep {
             challenge: None,
             webhook_url: None,
             webhook_timeout: Duration::from_secs(5),
+            approval: Approval::Automatic,
         }
     }
 }
@@ -310,6 +315,14 @@ const KEYS: &[(&str, Apply)] = &[
     }),
     ("scep.webhook_timeout", |c, v| {
         c.scep.webhook_timeout = parse_duration(v)?;
+        Ok(())
+    }),
+    ("scep.approval", |c, v| {
+        c.scep.approval = match v.trim() {
+            "automatic" => Approval::Automatic,
+            "manual" => Approval::Manual,
+            _ => return Err("expected `automatic` or `manual`".into()),
+        };
         Ok(())
     }),
     ("acme.http01_port", |c, v| {

@@ -50,6 +50,30 @@ enum Command {
     /// ACME administration.
     #[command(subcommand)]
     Acme(AcmeCommand),
+    /// SCEP enrolments held for manual approval (`scep.approval = "manual"`).
+    #[command(subcommand)]
+    Scep(ScepCommand),
+}
+
+#[derive(Subcommand)]
+enum ScepCommand {
+    /// List enrolments waiting for a decision. Needs the server.
+    Pending {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Issue the certificate of a held enrolment; the device collects it by polling.
+    Approve {
+        #[command(flatten)]
+        target: Target,
+        transaction_id: String,
+    },
+    /// Refuse a held enrolment; the device's next poll gets FAILURE.
+    Reject {
+        #[command(flatten)]
+        target: Target,
+        transaction_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -255,6 +279,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Cert(cmd) => run_cert(cmd).await,
         Command::Acme(cmd) => run_acme(cmd).await,
+        Command::Scep(cmd) => run_scep(cmd).await,
         Command::Challenge(ChallengeCommand::Create {
             target,
             device,
@@ -275,6 +300,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn run_scep(cmd: ScepCommand) -> anyhow::Result<()> {
+    let (target, decision) = match cmd {
+        ScepCommand::Pending { target } => (target, None),
+        ScepCommand::Approve {
+            target,
+            transaction_id,
+        } => (target, Some((transaction_id, true))),
+        ScepCommand::Reject {
+            target,
+            transaction_id,
+        } => (target, Some((transaction_id, false))),
+    };
+    let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;
+    let Some((id, approve)) = decision else {
+        let held = backend.held().await?;
+        if target.json {
+            println!("{}", serde_json::to_string_pretty(&held)?);
+        } else {
+            for h in held.items {
+                let device = h.device.as_ref().map_or("-", |d| d.as_str());
+                println!(
+                    "{}  {}  {device}  {}",
+                    h.transaction_id,
+                    date(h.received_at),
+                    h.subject
+                );
+            }
+        }
+        return Ok(());
+    };
+    let decided = backend.decide(&id, approve).await?;
+    if target.json {
+        println!("{}", serde_json::to_string_pretty(&decided)?);
+    } else {
+        match &decided.serial {
+            Some(serial) => println!("{id} approved: certificate {serial}"),
+            None => println!("{id} {}", decided.state),
+        }
+    }
+    Ok(())
 }
 
 async fn run_acme(cmd: AcmeCommand) -> anyhow::Result<()> {

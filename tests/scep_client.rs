@@ -16,6 +16,7 @@ const CHALLENGE: &str = "client-challenge";
 struct Client<'a> {
     server: &'a Server,
     ca: X509,
+    transaction: String,
 }
 
 impl<'a> Client<'a> {
@@ -29,6 +30,32 @@ impl<'a> Client<'a> {
         Self {
             server,
             ca: X509::from_der(&der).unwrap(),
+            transaction: "test-transaction-1".into(),
+        }
+    }
+
+    /// `exchange` with AES-256 and SHA-256.
+    async fn send(
+        &self,
+        device: &Identity,
+        message_type: MessageType,
+        content: &[u8],
+    ) -> (SignedMessage, Option<(Vec<X509>, Cipher)>) {
+        self.exchange(
+            device,
+            message_type,
+            content,
+            Cipher::Aes256,
+            Digest::Sha256,
+        )
+        .await
+    }
+
+    /// The same client, speaking in another SCEP transaction.
+    fn in_transaction(self, id: &str) -> Self {
+        Self {
+            transaction: id.into(),
+            ..self
         }
     }
 
@@ -42,7 +69,7 @@ impl<'a> Client<'a> {
     ) -> (Vec<u8>, Vec<u8>) {
         let req = NewRequest {
             message_type,
-            transaction_id: "test-transaction-1",
+            transaction_id: &self.transaction,
             digest,
             cipher,
             ca: &self.ca,
@@ -105,7 +132,7 @@ impl<'a> Client<'a> {
         assert_eq!(resp.headers()["content-type"], "application/x-pki-message");
         let reply = wire::open(&resp.bytes().await.unwrap()).unwrap();
         assert_eq!(reply.message_type, MessageType::CertRep);
-        assert_eq!(reply.transaction_id, "test-transaction-1");
+        assert_eq!(reply.transaction_id, self.transaction);
         assert_eq!(reply.recipient_nonce.as_deref(), Some(nonce.as_slice()));
         assert_ne!(reply.sender_nonce, nonce);
         assert_eq!(reply.digest, digest, "the reply uses the request's digest");
@@ -380,4 +407,119 @@ async fn refusals_carry_the_right_fail_info_and_write_nothing() {
             "missing `{line}` in\n{metrics}"
         );
     }
+}
+
+/// RFC 8894 §3.2.3: what CertPoll carries.
+#[derive(der::Sequence)]
+struct IssuerAndSubject {
+    issuer: x509_cert::name::Name,
+    subject: x509_cert::name::Name,
+}
+
+#[tokio::test]
+async fn held_enrolments_wait_for_the_operator_and_are_collected_by_cert_poll() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let server = Server::start(
+        &data,
+        &[
+            ("ENROLLCA_SCEP_CHALLENGE", CHALLENGE),
+            ("ENROLLCA_SCEP_APPROVAL", "manual"),
+        ],
+    );
+    let a = Client::new(&server).await.in_transaction("tx-a");
+    let (device_a, device_b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let csr_a = device_a.csr("held-a", Some(CHALLENGE)).unwrap();
+    // CertPoll carries IssuerAndSubject; the server goes by the transaction id and signer.
+    let poll_body = |client: &Client<'_>, cn: &str| {
+        let issuer = x509_cert::Certificate::from_der(&client.ca.to_der().unwrap())
+            .unwrap()
+            .tbs_certificate
+            .subject;
+        let subject: x509_cert::name::Name = format!("CN={cn}").parse().unwrap();
+        IssuerAndSubject { issuer, subject }.to_der().unwrap()
+    };
+
+    // Accepted for review: PENDING, nothing issued.
+    let (reply, _) = a.send(&device_a, MessageType::PkcsReq, &csr_a).await;
+    assert_eq!(reply.pki_status, Some(PkiStatus::Pending));
+    let (reply, _) = a
+        .send(&device_a, MessageType::CertPoll, &poll_body(&a, "held-a"))
+        .await;
+    assert_eq!(reply.pki_status, Some(PkiStatus::Pending));
+    assert!(server.events().await.is_empty());
+
+    // Only the key that asked may poll.
+    let (reply, _) = a
+        .send(&device_b, MessageType::CertPoll, &poll_body(&a, "held-a"))
+        .await;
+    assert_eq!(
+        (reply.pki_status, reply.fail_info),
+        (Some(PkiStatus::Failure), Some(FailInfo::BadMessageCheck))
+    );
+
+    // The operator sees it and approves it with the CLI.
+    let out = server.cli(&["scep", "pending", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let held: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(held["items"][0]["transaction_id"], "tx-a");
+    assert_eq!(held["items"][0]["state"], "waiting");
+    let out = server.cli(&["scep", "approve", "tx-a"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("approved: certificate"),
+        "{}",
+        stdout(&out)
+    );
+
+    // The next poll collects the certificate, for the requested key, issued first.
+    let (reply, certs) = a
+        .send(&device_a, MessageType::CertPoll, &poll_body(&a, "held-a"))
+        .await;
+    assert_eq!(reply.pki_status, Some(PkiStatus::Success));
+    let (certs, _) = certs.unwrap();
+    assert!(certs[0].public_key().unwrap().public_eq(&device_a.key));
+    assert_eq!(certs[1].to_der().unwrap(), a.ca.to_der().unwrap());
+    // Sending the same PKCSReq again is answered like a poll, not a second certificate.
+    let (reply, again) = a.send(&device_a, MessageType::PkcsReq, &csr_a).await;
+    assert_eq!(reply.pki_status, Some(PkiStatus::Success));
+    assert_eq!(
+        again.unwrap().0[0].to_der().unwrap(),
+        certs[0].to_der().unwrap()
+    );
+    assert_eq!(server.events().await.len(), 1);
+
+    // A rejected one: FAILURE on the next poll; a second decision is a conflict.
+    let b = Client::new(&server).await.in_transaction("tx-b");
+    let csr_b = device_b.csr("held-b", Some(CHALLENGE)).unwrap();
+    let (reply, _) = b.send(&device_b, MessageType::PkcsReq, &csr_b).await;
+    assert_eq!(reply.pki_status, Some(PkiStatus::Pending));
+    let resp = server
+        .post("/api/v1/scep/pending/tx-b/reject")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (reply, _) = b
+        .send(&device_b, MessageType::CertPoll, &poll_body(&b, "held-b"))
+        .await;
+    assert_eq!(
+        (reply.pki_status, reply.fail_info),
+        (Some(PkiStatus::Failure), Some(FailInfo::BadRequest))
+    );
+    let resp = server
+        .post("/api/v1/scep/pending/tx-b/approve")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409);
+    let resp = server
+        .post("/api/v1/scep/pending/nope/approve")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(server.events().await.len(), 1, "refusals issued nothing");
+    let waiting = server.get_json("/api/v1/scep/pending").await;
+    assert!(waiting["items"].as_array().unwrap().is_empty());
 }

@@ -6,8 +6,8 @@ use serde::Deserialize;
 use super::error::{AcmeError, ProblemType};
 use super::jws::{Binding, Jwk, Jws, KeyRef};
 use super::model::{Account, AccountStatus, EabKey};
-use super::service::{AcmeService, KeyUse, Profile, Signed, Signer, Stored, put, random_id};
-use crate::store::{DocKind, DocWrite, Expect, StoreError};
+use super::service::{AcmeService, KeyUse, Profile, Signed, Signer, random_id};
+use crate::store::{DocKind, DocWrite, Expect, StoreError, Stored};
 
 /// Most contacts an account may list.
 const MAX_CONTACTS: usize = 10;
@@ -97,8 +97,8 @@ impl AcmeService {
             eab_kid,
             created_at: self.now(),
         };
-        writes.push(put(DocKind::AcmeAccount, &id, None, &account));
-        writes.push(put(
+        writes.push(DocWrite::put(DocKind::AcmeAccount, &id, None, &account));
+        writes.push(DocWrite::put(
             DocKind::AcmeAccountKey,
             &key_id(profile, &jwk),
             None,
@@ -162,7 +162,7 @@ impl AcmeService {
         }
         let mut used = stored.value;
         used.account = Some(account.to_owned());
-        let write = put(
+        let write = DocWrite::put(
             DocKind::AcmeEabKey,
             &binding.kid,
             Some(stored.version),
@@ -214,7 +214,7 @@ impl AcmeService {
             return Ok(next);
         }
         self.store()
-            .write_docs(vec![put(
+            .write_docs(vec![DocWrite::put(
                 DocKind::AcmeAccount,
                 id,
                 Some(account.version),
@@ -273,13 +273,13 @@ impl AcmeService {
         let mut next = account.value.clone();
         next.key = new_key.clone();
         let writes = vec![
-            put(DocKind::AcmeAccount, &next.id, Some(account.version), &next),
+            DocWrite::put(DocKind::AcmeAccount, &next.id, Some(account.version), &next),
             DocWrite {
                 key: crate::store::DocKey::new(DocKind::AcmeAccountKey, old_index),
                 expect: Expect::Version(old_version),
                 value: None,
             },
-            put(
+            DocWrite::put(
                 DocKind::AcmeAccountKey,
                 &key_id(profile, new_key),
                 None,
@@ -307,7 +307,12 @@ impl AcmeService {
             account: None,
         };
         self.store()
-            .write_docs(vec![put(DocKind::AcmeEabKey, &kid, None, &record)])
+            .write_docs(vec![DocWrite::put(
+                DocKind::AcmeEabKey,
+                &kid,
+                None,
+                &record,
+            )])
             .await?;
         tracing::info!(kid = %kid, profile = %profile.name, "EAB key minted");
         Ok(NewEabKey { kid, hmac_key })

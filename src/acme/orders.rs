@@ -15,12 +15,12 @@ use super::model::{
     Account, Authorization, AuthzStatus, Challenge, ChallengeStatus, ChallengeType, Identifier,
     Order, OrderState, OrderStatus,
 };
-use super::service::{AcmeService, KeyUse, Profile, Signed, Signer, Stored, put, random_id};
+use super::service::{AcmeService, KeyUse, Profile, Signed, Signer, random_id};
 use crate::ca::csr::{Csr, San};
 use crate::ca::{IssueError, IssueRequest, Serial};
 use crate::revocation::RevocationReason;
 use crate::store::{
-    CertRecord, DocKey, DocKind, DocWrite, Expect, MAX_PAGE, Protocol, Store, StoreError,
+    CertRecord, DocKey, DocKind, DocWrite, Expect, MAX_PAGE, Protocol, Store, StoreError, Stored,
 };
 
 /// How long an order (and its authorizations) may take to complete.
@@ -123,10 +123,10 @@ impl AcmeService {
         };
         let mut writes: Vec<_> = authzs
             .iter()
-            .map(|a| put(DocKind::AcmeAuthz, &a.id, None, a))
+            .map(|a| DocWrite::put(DocKind::AcmeAuthz, &a.id, None, a))
             .collect();
-        writes.push(put(DocKind::AcmeOrder, &order_id, None, &order));
-        writes.push(put(
+        writes.push(DocWrite::put(DocKind::AcmeOrder, &order_id, None, &order));
+        writes.push(DocWrite::put(
             DocKind::AcmeAccountOrder,
             &format!("{}/{}", account.id, order_id),
             None,
@@ -302,7 +302,7 @@ impl AcmeService {
         let mut next = authz.value;
         next.status = AuthzStatus::Deactivated;
         self.store()
-            .write_docs(vec![put(
+            .write_docs(vec![DocWrite::put(
                 DocKind::AcmeAuthz,
                 id,
                 Some(authz.version),
@@ -418,7 +418,7 @@ impl AcmeService {
                     valid.state = OrderState::Valid {
                         certificate: record.serial.clone(),
                     };
-                    vec![put(
+                    vec![DocWrite::put(
                         DocKind::AcmeOrder,
                         &order_id,
                         Some(ready_version),
@@ -453,7 +453,7 @@ impl AcmeService {
                     error: problem.clone(),
                 };
                 self.store()
-                    .write_docs(vec![put(
+                    .write_docs(vec![DocWrite::put(
                         DocKind::AcmeOrder,
                         id,
                         Some(ready_version),
@@ -619,7 +619,7 @@ pub async fn purge_expired(store: &dyn Store, now: OffsetDateTime) -> Result<usi
         after = Some(last.clone());
         for (id, doc) in page {
             let version = doc.version;
-            let Ok(order) = super::service::decode::<Order>(doc) else {
+            let Ok(order) = doc.decode::<Order>() else {
                 continue;
             };
             if order.value.expires > cutoff {
@@ -663,7 +663,7 @@ async fn record_outcome(
         let Some(doc) = store.doc(&key).await? else {
             return Ok(());
         };
-        let Ok(current) = super::service::decode::<Authorization>(doc) else {
+        let Ok(current) = doc.decode::<Authorization>() else {
             return Ok(());
         };
         let mut next = current.value;
@@ -686,7 +686,7 @@ async fn record_outcome(
             AuthzStatus::Invalid
         };
         match store
-            .write_docs(vec![put(
+            .write_docs(vec![DocWrite::put(
                 DocKind::AcmeAuthz,
                 authz_id,
                 Some(current.version),
@@ -744,9 +744,9 @@ mod tests {
         ] {
             let (o, a) = order(id, expires);
             let writes = vec![
-                put(DocKind::AcmeOrder, id, None, &o),
-                put(DocKind::AcmeAuthz, &a.id, None, &a),
-                put(DocKind::AcmeAccountOrder, &format!("acct/{id}"), None, &()),
+                DocWrite::put(DocKind::AcmeOrder, id, None, &o),
+                DocWrite::put(DocKind::AcmeAuthz, &a.id, None, &a),
+                DocWrite::put(DocKind::AcmeAccountOrder, &format!("acct/{id}"), None, &()),
             ];
             store.write_docs(writes).await.unwrap();
         }

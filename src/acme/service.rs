@@ -8,7 +8,6 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
@@ -21,7 +20,7 @@ use super::nonce::Nonces;
 use crate::ca::Ca;
 use crate::config::AcmeProfile;
 use crate::policy::Template;
-use crate::store::{Doc, DocKey, DocKind, DocWrite, Expect, Store};
+use crate::store::{Doc, DocKey, DocKind, Store, Stored};
 
 /// A profile as the service uses it: its configuration and certificate template.
 pub struct Profile {
@@ -61,13 +60,6 @@ pub struct Signed {
     pub profile: Arc<Profile>,
     pub jws: Jws,
     pub url: String,
-}
-
-/// A document with the version it was read at, for the compare-and-swap that writes it back.
-#[derive(Debug, Clone)]
-pub struct Stored<T> {
-    pub value: T,
-    pub version: u64,
 }
 
 /// Who signed a request.
@@ -233,37 +225,9 @@ impl AcmeService {
         self.store()
             .doc(&DocKey::new(kind, id))
             .await?
-            .map(decode)
+            .map(Doc::decode)
             .transpose()
-    }
-}
-
-pub(super) fn decode<T: DeserializeOwned>(doc: Doc) -> Result<Stored<T>, AcmeError> {
-    let value = ciborium::from_reader(doc.value.as_slice())
-        .map_err(|e| AcmeError::internal(format!("corrupt ACME document: {e}")))?;
-    Ok(Stored {
-        value,
-        version: doc.version,
-    })
-}
-
-pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    ciborium::into_writer(value, &mut out).expect("CBOR encoding into a Vec cannot fail");
-    out
-}
-
-/// A write of `value` that expects the document absent (`None`) or at `version`.
-pub(super) fn put<T: Serialize>(
-    kind: DocKind,
-    id: &str,
-    version: Option<u64>,
-    value: &T,
-) -> DocWrite {
-    DocWrite {
-        key: DocKey::new(kind, id),
-        expect: version.map_or(Expect::Absent, Expect::Version),
-        value: Some(encode(value)),
+            .map_err(Into::into)
     }
 }
 

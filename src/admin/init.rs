@@ -215,6 +215,7 @@ backdate = "5m"
 # challenge = "change-me"
 # webhook_url = "http://mdm.internal/scep/validate"
 webhook_timeout = "5s"
+approval = "automatic"             # or "manual": enrolments wait for `enrollca scep approve`
 
 [acme]
 http01_port = 80

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use crate::api::views::{
     CertPage, CertView, ChallengeBody, ChallengeView, IssueBody, IssuedView, IssuerView, RevokeBody,
 };
-use crate::api::{EabBody, EabView};
+use crate::api::{EabBody, EabView, HeldList, HeldView};
 use crate::ca::Serial;
 use crate::config::{Config, Log, LogFormat};
 use crate::datadir::DataDir;
@@ -153,6 +153,26 @@ impl Backend {
             Self::Local(_) => {
                 bail!("minting challenges needs the running server; start `enrollca serve`")
             }
+        }
+    }
+
+    /// SCEP enrolments waiting for approval.
+    pub async fn held(&self) -> anyhow::Result<HeldList> {
+        match self {
+            Self::Remote(r) => r.get("/api/v1/scep/pending").await,
+            Self::Local(_) => bail!("held enrolments are managed through the running server"),
+        }
+    }
+
+    /// Approves (issues) or rejects a held SCEP enrolment.
+    pub async fn decide(&self, transaction_id: &str, approve: bool) -> anyhow::Result<HeldView> {
+        let verb = if approve { "approve" } else { "reject" };
+        match self {
+            Self::Remote(r) => {
+                let path = format!("/api/v1/scep/pending/{transaction_id}/{verb}");
+                r.post(&path, &serde_json::json!({})).await
+            }
+            Self::Local(_) => bail!("approving needs the running server; start `enrollca serve`"),
         }
     }
 

@@ -5,6 +5,7 @@ mod certificates;
 mod challenges;
 mod eab;
 mod extract;
+mod held;
 mod issuers;
 pub mod views;
 
@@ -16,6 +17,7 @@ pub use auth::{Admin, TokenHash};
 pub use certificates::{get_certificate, issue_certificate, list_certificates, revoke_certificate};
 pub use challenges::create_challenge;
 pub use eab::{EabBody, EabView, create_eab_key};
+pub use held::{HeldList, HeldView, approve_held, list_held, reject_held};
 pub use issuers::{list_events, list_issuers};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("certificate {0} is already revoked")]
     AlreadyRevoked(Serial),
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Issue(IssueError),
     #[error("{0}")]

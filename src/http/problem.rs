@@ -48,6 +48,7 @@ impl From<&ApiError> for Problem {
             ApiError::AlreadyRevoked(_) => {
                 Self::new(S::CONFLICT, "already-revoked", "Already revoked", detail)
             }
+            ApiError::Conflict(_) => Self::new(S::CONFLICT, "conflict", "Conflict", detail),
             ApiError::Issue(IssueError::Policy(_)) => {
                 Self::new(S::FORBIDDEN, "policy", "Refused by policy", detail)
             }

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod handlers;
 pub mod message;
+pub mod pending;
 pub mod service;
 pub mod webhook;
 pub mod wire;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::message::{FailInfo, MessageType};
+use super::pending::{Approval, Decision, PendingRequest};
 use super::webhook::{self, Webhook, WebhookError};
 use super::wire::{self, MessageSigner, Outcome, Payload, SignedMessage, WireError};
 use crate::ca::Serial;
@@ -13,7 +14,10 @@ use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyError, Template};
 use crate::revocation::Crls;
-use crate::store::{CertRecord, CertStatus, ChallengeHash, DeviceId, Protocol, StoreError};
+use crate::store::{
+    CertRecord, CertStatus, ChallengeHash, DeviceId, DocKey, DocKind, DocWrite, Protocol,
+    StoreError, Stored,
+};
 
 /// Capabilities advertised by GetCACaps: only what this server does.
 const CAPS: &[&str] = &[
@@ -43,6 +47,7 @@ pub enum ScepError {
 pub struct ScepService {
     ca: Arc<Ca>,
     crls: Arc<Crls>,
+    approval: Approval,
     metrics: Arc<Metrics>,
     template: Arc<Template>,
     challenge: Option<Secret>,
@@ -55,6 +60,19 @@ struct Grant {
     consume: Option<ChallengeHash>,
     /// The device a one-time challenge was minted for.
     device: Option<DeviceId>,
+}
+
+/// Why an operator's decision could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum DecisionError {
+    #[error("no held enrolment with this transaction id")]
+    NotFound,
+    #[error("the enrolment has already been decided")]
+    AlreadyDecided,
+    #[error(transparent)]
+    Policy(PolicyError),
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// Why a decrypted request is refused, before it becomes a failInfo.
@@ -72,6 +90,8 @@ enum Refusal {
     Webhook(#[from] WebhookError),
     #[error("no certificate of this CA matches the requested issuer and serial")]
     UnknownCert,
+    #[error("an operator rejected the enrolment")]
+    Rejected,
     #[error("message type {0:?} is not supported yet")]
     Unsupported(MessageType),
     #[error(transparent)]
@@ -89,6 +109,7 @@ impl Refusal {
             Self::UnknownCert => FailInfo::BadCertId,
             Self::Csr(_)
             | Self::Challenge
+            | Self::Rejected
             | Self::NotRenewable
             | Self::Webhook(_)
             | Self::Unsupported(_)
@@ -103,6 +124,7 @@ impl ScepService {
     pub fn new(
         ca: Arc<Ca>,
         crls: Arc<Crls>,
+        approval: Approval,
         metrics: Arc<Metrics>,
         template: Arc<Template>,
         challenge: Option<Secret>,
@@ -111,6 +133,7 @@ impl ScepService {
         Self {
             ca,
             crls,
+            approval,
             metrics,
             template,
             challenge,
@@ -149,7 +172,7 @@ impl ScepService {
         tracing::info!(transaction = %req.transaction_id, message_type = ?req.message_type, ?cipher, digest = ?req.digest, "SCEP request");
 
         let outcome = match self.handle(&req, &content).await {
-            Ok(certs) => Ok(certs),
+            Ok(answer) => Ok(answer),
             Err(Refusal::Internal(e)) => return Err(ScepError::Internal(e)),
             Err(refusal) => {
                 let info = refusal.fail_info();
@@ -164,11 +187,12 @@ impl ScepService {
                 key: rsa.key().pkey(),
             };
             let outcome = match &outcome {
-                Ok(payload) => Outcome::Success {
+                Ok(Some(payload)) => Outcome::Success {
                     payload,
                     recipient: &req.signer,
                     cipher,
                 },
+                Ok(None) => Outcome::Pending,
                 Err(info) => Outcome::Failure(*info),
             };
             wire::cert_rep(&signer, &req, outcome)
@@ -178,14 +202,109 @@ impl ScepService {
         .map_err(|e| ScepError::Internal(e.to_string()))
     }
 
-    /// Returns what to send or why not.
-    async fn handle(&self, req: &SignedMessage, content: &[u8]) -> Result<Payload, Refusal> {
-        match req.message_type {
-            MessageType::PkcsReq => self.enrol(req, content).await.map(Payload::Certs),
-            MessageType::RenewalReq => self.renew(req, content).await.map(Payload::Certs),
-            MessageType::GetCert => self.get_cert(content).await.map(Payload::Certs),
-            MessageType::GetCrl => self.get_crl(content).await.map(Payload::Crl),
-            other => Err(Refusal::Unsupported(other)),
+    /// Returns what to send (`None`: PENDING) or why not.
+    async fn handle(
+        &self,
+        req: &SignedMessage,
+        content: &[u8],
+    ) -> Result<Option<Payload>, Refusal> {
+        let payload = match req.message_type {
+            MessageType::PkcsReq => return self.enrol(req, content).await,
+            MessageType::CertPoll => return self.poll(req).await,
+            MessageType::RenewalReq => Payload::Certs(self.renew(req, content).await?),
+            MessageType::GetCert => Payload::Certs(self.get_cert(content).await?),
+            MessageType::GetCrl => Payload::Crl(self.get_crl(content).await?),
+            other => return Err(Refusal::Unsupported(other)),
+        };
+        Ok(Some(payload))
+    }
+
+    /// CertPoll: the state of an enrolment held for approval, asked by the key that sent it.
+    async fn poll(&self, req: &SignedMessage) -> Result<Option<Payload>, Refusal> {
+        let held = self
+            .held(&req.transaction_id)
+            .await?
+            .ok_or(Refusal::UnknownCert)?;
+        if req.signer.to_der().ok().as_deref() != Some(held.value.signer.as_slice()) {
+            return Err(Refusal::SignerKey);
+        }
+        self.answer_for(&held.value).await
+    }
+
+    async fn answer_for(&self, held: &PendingRequest) -> Result<Option<Payload>, Refusal> {
+        match &held.decision {
+            Decision::Waiting => Ok(None),
+            Decision::Rejected => Err(Refusal::Rejected),
+            Decision::Approved { serial } => {
+                let record = self
+                    .ca
+                    .store()
+                    .certificate(serial)
+                    .await
+                    .map_err(|e| Refusal::Internal(e.to_string()))?
+                    .ok_or_else(|| Refusal::Internal(format!("approved {serial} is missing")))?;
+                let issuers = self.ca.issuers();
+                let mut certs = vec![record.der];
+                certs.extend(issuers.get(&record.issuer).map(|i| i.cert_der().to_vec()));
+                Ok(Some(Payload::Certs(certs)))
+            }
+        }
+    }
+
+    async fn held(&self, transaction_id: &str) -> Result<Option<Stored<PendingRequest>>, Refusal> {
+        let doc = self
+            .ca
+            .store()
+            .doc(&DocKey::new(DocKind::ScepPending, transaction_id))
+            .await
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
+        doc.map(|d| d.decode())
+            .transpose()
+            .map_err(|e| Refusal::Internal(e.to_string()))
+    }
+
+    /// Holds an accepted enrolment for an operator; its one-time challenge is spent now. A
+    /// client that sends the same PKCSReq again is answered as if it polled.
+    async fn hold(
+        &self,
+        req: &SignedMessage,
+        content: &[u8],
+        csr: &Csr,
+        device: Option<DeviceId>,
+        consume: Option<ChallengeHash>,
+    ) -> Result<Option<Payload>, Refusal> {
+        let signer = req
+            .signer
+            .to_der()
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
+        if let Some(held) = self.held(&req.transaction_id).await? {
+            if held.value.signer != signer {
+                return Err(Refusal::SignerKey);
+            }
+            return self.answer_for(&held.value).await;
+        }
+        let pending = PendingRequest {
+            transaction_id: req.transaction_id.clone(),
+            csr: content.to_vec(),
+            signer,
+            subject: csr
+                .subject
+                .iter()
+                .map(|(a, v)| format!("{}={v}", a.label()))
+                .collect::<Vec<_>>()
+                .join(","),
+            device,
+            received_at: self.ca.clock().now(),
+            decision: Decision::Waiting,
+        };
+        let write = DocWrite::put(DocKind::ScepPending, &req.transaction_id, None, &pending);
+        match self.ca.store().commit_docs(vec![write], consume).await {
+            Ok(()) => {
+                tracing::info!(transaction = %req.transaction_id, "SCEP enrolment held for approval");
+                Ok(None)
+            }
+            Err(StoreError::ChallengeUnavailable) => Err(Refusal::Challenge),
+            Err(e) => Err(Refusal::Internal(e.to_string())),
         }
     }
 
@@ -248,7 +367,7 @@ impl ScepService {
             .await
     }
 
-    async fn enrol(&self, req: &SignedMessage, content: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
+    async fn enrol(&self, req: &SignedMessage, content: &[u8]) -> Result<Option<Payload>, Refusal> {
         let csr = Csr::from_der(content)?;
         // A PKCSReq is signed with a throw-away certificate for the requested key: proof of
         // possession of that key.
@@ -273,8 +392,13 @@ impl ScepService {
             .device
             .or_else(|| previous.as_ref().and_then(|old| old.device.clone()))
             .or_else(|| csr.common_name().and_then(|cn| cn.parse::<DeviceId>().ok()));
-        self.issue(csr, device, previous.map(|old| old.serial), grant.consume)
-            .await
+        if self.approval == Approval::Manual && previous.is_none() {
+            return self.hold(req, content, &csr, device, grant.consume).await;
+        }
+        let certs = self
+            .issue(csr, device, previous.map(|old| old.serial), grant.consume)
+            .await?;
+        Ok(Some(Payload::Certs(certs)))
     }
 
     /// The static challenge, a live one-time challenge (checked here so a bad one costs no
@@ -354,6 +478,113 @@ impl ScepService {
                 other => Refusal::Internal(other.to_string()),
             })?;
         Ok(issued.certificates().map(<[u8]>::to_vec).collect())
+    }
+
+    /// Enrolments held for approval, oldest transaction ids first; `waiting_only` leaves out
+    /// those already decided.
+    pub async fn held_requests(
+        &self,
+        waiting_only: bool,
+    ) -> Result<Vec<PendingRequest>, ScepError> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .ca
+                .store()
+                .docs(
+                    DocKind::ScepPending,
+                    "",
+                    after.as_deref(),
+                    crate::store::MAX_PAGE,
+                )
+                .await
+                .map_err(|e| ScepError::Internal(e.to_string()))?;
+            let Some((last, _)) = page.last() else {
+                return Ok(out);
+            };
+            after = Some(last.clone());
+            for (_, doc) in page {
+                let held: PendingRequest = doc
+                    .decode()
+                    .map_err(|e| ScepError::Internal(e.to_string()))?
+                    .value;
+                if !waiting_only || held.decision == Decision::Waiting {
+                    out.push(held);
+                }
+            }
+        }
+    }
+
+    /// An operator's decision on a held enrolment. Approval issues the certificate and
+    /// records the decision in the same write; the client collects it with CertPoll.
+    pub async fn decide(
+        &self,
+        transaction_id: &str,
+        approve: bool,
+    ) -> Result<PendingRequest, DecisionError> {
+        let held = self
+            .held(transaction_id)
+            .await
+            .map_err(|e| DecisionError::Internal(e.to_string()))?
+            .ok_or(DecisionError::NotFound)?;
+        if held.value.decision != Decision::Waiting {
+            return Err(DecisionError::AlreadyDecided);
+        }
+        let version = held.version;
+        let mut decided = held.value;
+        if !approve {
+            decided.decision = Decision::Rejected;
+            let write = DocWrite::put(
+                DocKind::ScepPending,
+                transaction_id,
+                Some(version),
+                &decided,
+            );
+            return match self.ca.store().write_docs(vec![write]).await {
+                Ok(()) => Ok(decided),
+                Err(StoreError::Conflict { .. }) => Err(DecisionError::AlreadyDecided),
+                Err(e) => Err(DecisionError::Internal(e.to_string())),
+            };
+        }
+        let csr =
+            Csr::from_der(&decided.csr).map_err(|e| DecisionError::Internal(e.to_string()))?;
+        let (id, record) = (transaction_id.to_owned(), decided.clone());
+        let issued = self
+            .ca
+            .issue(IssueRequest {
+                csr,
+                template: self.template.clone(),
+                family: KeyFamily::Rsa,
+                device: decided.device.clone(),
+                protocol: Protocol::Scep,
+                replaces: None,
+                account: None,
+                consume: None,
+                completes: Some(Box::new(move |cert: &CertRecord| {
+                    let mut approved = record.clone();
+                    approved.decision = Decision::Approved {
+                        serial: cert.serial.clone(),
+                    };
+                    vec![DocWrite::put(
+                        DocKind::ScepPending,
+                        &id,
+                        Some(version),
+                        &approved,
+                    )]
+                })),
+            })
+            .await
+            .map_err(|e| match e {
+                IssueError::Store(StoreError::Conflict { .. }) => DecisionError::AlreadyDecided,
+                IssueError::Policy(p) => DecisionError::Policy(p),
+                other => DecisionError::Internal(other.to_string()),
+            })?;
+        decided.decision = Decision::Approved {
+            serial: issued.record.serial,
+        };
+        tracing::info!(transaction = %transaction_id, "held SCEP enrolment approved");
+        Ok(decided)
     }
 
     /// The still-good certificate of ours that signed this request, when a client renews by

@@ -273,6 +273,29 @@ pub struct Doc {
     pub version: u64,
 }
 
+/// A document decoded, with the version it was read at (for the compare-and-swap that
+/// writes it back).
+#[derive(Debug, Clone)]
+pub struct Stored<T> {
+    pub value: T,
+    pub version: u64,
+}
+
+impl Doc {
+    /// Documents are CBOR, like every record of the store.
+    pub fn decode<T: serde::de::DeserializeOwned>(self) -> Result<Stored<T>, StoreError> {
+        let value =
+            ciborium::from_reader(self.value.as_slice()).map_err(|e| StoreError::Corrupt {
+                tree: "docs",
+                message: e.to_string(),
+            })?;
+        Ok(Stored {
+            value,
+            version: self.version,
+        })
+    }
+}
+
 /// What a write expects to find, so that concurrent read-modify-write cycles cannot both win.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
@@ -286,6 +309,19 @@ pub struct DocWrite {
     pub expect: Expect,
     /// The new value; `None` deletes.
     pub value: Option<Vec<u8>>,
+}
+
+impl DocWrite {
+    /// Writes `value` (CBOR), expecting the document absent (`None`) or at `version`.
+    pub fn put<T: Serialize>(kind: DocKind, id: &str, version: Option<u64>, value: &T) -> Self {
+        let mut bytes = Vec::with_capacity(256);
+        ciborium::into_writer(value, &mut bytes).expect("CBOR encoding into a Vec cannot fail");
+        Self {
+            key: DocKey::new(kind, id),
+            expect: version.map_or(Expect::Absent, Expect::Version),
+            value: Some(bytes),
+        }
+    }
 }
 
 /// What commits, or fails, together with a certificate's record.

@@ -1,0 +1,131 @@
+//! SCEP enrolments held for manual approval (`scep.approval = "manual"`): list, approve,
+//! reject. The device collects the outcome with CertPoll.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::extract::Path;
+use super::{Admin, ApiError};
+use crate::app::AppState;
+use crate::ca::{IssueError, Serial};
+use crate::datadir::to_pem;
+use crate::scep::pending::{Decision, PendingRequest};
+use crate::scep::service::DecisionError;
+use crate::store::DeviceId;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HeldView {
+    pub transaction_id: String,
+    pub subject: String,
+    pub device: Option<DeviceId>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    /// `waiting`, `approved` or `rejected`.
+    pub state: String,
+    /// The issued certificate, once approved.
+    pub serial: Option<Serial>,
+    pub csr_pem: String,
+}
+
+impl From<PendingRequest> for HeldView {
+    fn from(p: PendingRequest) -> Self {
+        let (state, serial) = match p.decision {
+            Decision::Waiting => ("waiting", None),
+            Decision::Approved { serial } => ("approved", Some(serial)),
+            Decision::Rejected => ("rejected", None),
+        };
+        Self {
+            transaction_id: p.transaction_id,
+            subject: p.subject,
+            device: p.device,
+            received_at: p.received_at,
+            state: state.into(),
+            serial,
+            csr_pem: to_pem("CERTIFICATE REQUEST", &p.csr),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HeldList {
+    pub items: Vec<HeldView>,
+}
+
+/// The enrolments still waiting for a decision.
+pub async fn list_held(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+) -> Result<axum::Json<HeldList>, ApiError> {
+    let held = state
+        .scep
+        .held_requests(true)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(axum::Json(HeldList {
+        items: held.into_iter().map(HeldView::from).collect(),
+    }))
+}
+
+pub async fn approve_held(
+    admin: Admin,
+    state: State<Arc<AppState>>,
+    path: Path<String>,
+) -> Result<axum::Json<HeldView>, ApiError> {
+    decide(admin, state, path, true).await
+}
+
+pub async fn reject_held(
+    admin: Admin,
+    state: State<Arc<AppState>>,
+    path: Path<String>,
+) -> Result<axum::Json<HeldView>, ApiError> {
+    decide(admin, state, path, false).await
+}
+
+async fn decide(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    approve: bool,
+) -> Result<axum::Json<HeldView>, ApiError> {
+    let decided = state.scep.decide(&id, approve).await.map_err(|e| match e {
+        DecisionError::NotFound => ApiError::NotFound(format!("no held enrolment {id}")),
+        DecisionError::AlreadyDecided => ApiError::Conflict(e.to_string()),
+        DecisionError::Policy(p) => ApiError::Issue(IssueError::Policy(p)),
+        DecisionError::Internal(m) => ApiError::Internal(m),
+    })?;
+    Ok(axum::Json(decided.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_view_names_the_decision() {
+        let serial = Serial::random();
+        let held = PendingRequest {
+            transaction_id: "t".into(),
+            csr: vec![1, 2, 3],
+            signer: vec![],
+            subject: "CN=x".into(),
+            device: None,
+            received_at: OffsetDateTime::UNIX_EPOCH,
+            decision: Decision::Approved {
+                serial: serial.clone(),
+            },
+        };
+        let view = HeldView::from(held);
+        assert_eq!(
+            (view.state.as_str(), view.serial),
+            ("approved", Some(serial))
+        );
+        assert!(
+            view.csr_pem
+                .starts_with("-----BEGIN CERTIFICATE REQUEST-----")
+        );
+    }
+}
