@@ -3,6 +3,7 @@
 mod auth;
 mod certificates;
 mod challenges;
+mod devices;
 mod eab;
 mod extract;
 mod held;
@@ -16,6 +17,9 @@ use crate::store::StoreError;
 pub use auth::{Admin, TokenHash};
 pub use certificates::{get_certificate, issue_certificate, list_certificates, revoke_certificate};
 pub use challenges::create_challenge;
+pub use devices::{
+    DeviceRevokedView, DeviceView, ValidateView, Verdict, get_device, revoke_device, validate,
+};
 pub use eab::{EabBody, EabView, create_eab_key};
 pub use held::{HeldList, HeldView, approve_held, list_held, reject_held};
 pub use issuers::{list_events, list_issuers};

@@ -35,6 +35,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(api::revoke_certificate),
         )
         .route("/api/v1/events", get(api::list_events))
+        .route("/api/v1/validate", post(api::validate))
+        .route("/api/v1/devices/{id}", get(api::get_device))
+        .route("/api/v1/devices/{id}/revoke", post(api::revoke_device))
         .route("/api/v1/scep/challenges", post(api::create_challenge))
         .route("/api/v1/scep/pending", get(api::list_held))
         .route("/api/v1/scep/pending/{id}/approve", post(api::approve_held))

@@ -1,0 +1,234 @@
+//! What an MDM asks about its devices: is this client certificate still good, which
+//! certificates does a device hold, and revoke them all (unenrolment).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::extract::{Json, Path};
+use super::views::{CertView, RevokeBody};
+use super::{Admin, ApiError};
+use crate::app::AppState;
+use crate::ca::{IssuerId, Serial};
+use crate::revocation::RevocationReason;
+use crate::store::{CertQuery, CertStatus, DeviceId, MAX_PAGE, StatusFilter};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateBody {
+    /// The client certificate: PEM, or base64 DER.
+    pub certificate: String,
+}
+
+/// The verdict on a presented certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Good,
+    Revoked,
+    Expired,
+    /// Signed by one of our issuers, but not a certificate we recorded.
+    Unknown,
+    /// Not signed by any of our issuers.
+    NotOurs,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ValidateView {
+    pub status: Verdict,
+    pub serial: Option<Serial>,
+    pub issuer: Option<IssuerId>,
+    pub device: Option<DeviceId>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub not_after: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    pub revocation_reason: Option<RevocationReason>,
+}
+
+impl ValidateView {
+    fn verdict(status: Verdict) -> Self {
+        Self {
+            status,
+            serial: None,
+            issuer: None,
+            device: None,
+            not_after: None,
+            revoked_at: None,
+            revocation_reason: None,
+        }
+    }
+}
+
+/// `POST /api/v1/validate`: what an MDM calls when a device connects with a client
+/// certificate. The certificate must be byte for byte one we issued and recorded.
+pub async fn validate(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Json(body): Json<ValidateBody>,
+) -> Result<axum::Json<ValidateView>, ApiError> {
+    let der = certificate_der(&body.certificate)?;
+    let (rest, cert) = X509Certificate::from_der(&der)
+        .map_err(|e| ApiError::BadRequest(format!("not an X.509 certificate: {e}")))?;
+    if !rest.is_empty() {
+        return Err(ApiError::BadRequest(
+            "trailing bytes after the certificate".into(),
+        ));
+    }
+    let issuers = state.ca.issuers();
+    let issuer = issuers.iter().find(|i| {
+        X509Certificate::from_der(i.cert_der()).is_ok_and(|(_, ca)| {
+            ca.subject() == cert.issuer() && cert.verify_signature(Some(ca.public_key())).is_ok()
+        })
+    });
+    let Some(issuer) = issuer else {
+        return Ok(axum::Json(ValidateView::verdict(Verdict::NotOurs)));
+    };
+    let record = match Serial::from_bytes(cert.raw_serial()) {
+        Ok(serial) => state.ca.store().certificate(&serial).await?,
+        Err(_) => None,
+    };
+    let Some(record) = record.filter(|r| r.der == der) else {
+        return Ok(axum::Json(ValidateView {
+            issuer: Some(issuer.id().clone()),
+            ..ValidateView::verdict(Verdict::Unknown)
+        }));
+    };
+    let now = state.ca.clock().now();
+    let (status, revoked_at, revocation_reason) = match record.status {
+        CertStatus::Revoked { at, reason } => (Verdict::Revoked, Some(at), Some(reason)),
+        CertStatus::Good if record.is_expired(now) => (Verdict::Expired, None, None),
+        CertStatus::Good => (Verdict::Good, None, None),
+    };
+    Ok(axum::Json(ValidateView {
+        status,
+        serial: Some(record.serial),
+        issuer: Some(record.issuer),
+        device: record.device,
+        not_after: Some(record.not_after),
+        revoked_at,
+        revocation_reason,
+    }))
+}
+
+/// PEM, or the base64 of DER.
+fn certificate_der(text: &str) -> Result<Vec<u8>, ApiError> {
+    let text = text.trim();
+    if text.starts_with("-----BEGIN") {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(text.as_bytes())
+            .map_err(|e| ApiError::BadRequest(format!("unreadable PEM: {e}")))?;
+        if pem.label != "CERTIFICATE" {
+            return Err(ApiError::BadRequest(format!(
+                "PEM holds a {}, not a CERTIFICATE",
+                pem.label
+            )));
+        }
+        return Ok(pem.contents);
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|_| ApiError::BadRequest("certificate is neither PEM nor base64 DER".into()))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeviceView {
+    pub device: DeviceId,
+    /// Newest first.
+    pub certificates: Vec<CertView>,
+}
+
+/// Every certificate of a device, newest first.
+async fn device_certificates(
+    state: &AppState,
+    device: &DeviceId,
+) -> Result<Vec<crate::store::CertRecord>, ApiError> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = state
+            .ca
+            .store()
+            .certificates(CertQuery {
+                device: Some(device.clone()),
+                after,
+                limit: MAX_PAGE,
+                ..CertQuery::default()
+            })
+            .await?;
+        out.extend(page.items);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    out.sort_by_key(|r| std::cmp::Reverse(r.issued_at));
+    Ok(out)
+}
+
+/// `GET /api/v1/devices/{id}`.
+pub async fn get_device(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<DeviceId>,
+) -> Result<axum::Json<DeviceView>, ApiError> {
+    let records = device_certificates(&state, &id).await?;
+    if records.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "no certificates for device {id}"
+        )));
+    }
+    let now = state.ca.clock().now();
+    Ok(axum::Json(DeviceView {
+        certificates: records
+            .iter()
+            .map(|r| CertView::new(r, now, false))
+            .collect(),
+        device: id,
+    }))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeviceRevokedView {
+    pub device: DeviceId,
+    pub revoked: Vec<Serial>,
+}
+
+/// `POST /api/v1/devices/{id}/revoke`: every certificate of the device that is still good
+/// (on unenrolment, loss, theft).
+pub async fn revoke_device(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<DeviceId>,
+    Json(body): Json<RevokeBody>,
+) -> Result<axum::Json<DeviceRevokedView>, ApiError> {
+    let records = device_certificates(&state, &id).await?;
+    if records.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "no certificates for device {id}"
+        )));
+    }
+    let now = state.ca.clock().now();
+    let query = CertQuery {
+        status: Some(StatusFilter::Good),
+        now: Some(now),
+        ..CertQuery::default()
+    };
+    let mut revoked = Vec::new();
+    for rec in records.iter().filter(|r| query.matches(r)) {
+        match state.ca.revoke(&rec.serial, body.reason, now).await {
+            Ok(r) => revoked.push(r.serial),
+            // Revoked meanwhile by someone else: the goal is met.
+            Err(crate::store::StoreError::AlreadyRevoked(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    tracing::info!(device = %id, count = revoked.len(), "device revoked");
+    Ok(axum::Json(DeviceRevokedView {
+        device: id,
+        revoked,
+    }))
+}

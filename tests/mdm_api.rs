@@ -1,0 +1,179 @@
+//! What the MDM server asks the real binary: is this client certificate good, which
+//! certificates does a device hold, revoke a device; and the refusals for bad input.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// Issues a certificate for `device` through the admin API; returns (serial, leaf PEM).
+async fn issue(server: &Server, dir: &Path, name: &str, device: &str) -> (String, String) {
+    let (_, csr) = openssl_csr(dir, name, "ec:P-256", &format!("/CN={name}"), None);
+    let resp = server
+        .post("/api/v1/certificates")
+        .json(&json!({"csr": csr, "device": device, "issuer": "ecdsa"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let body: Value = resp.json().await.unwrap();
+    let chain = body["chain_pem"].as_str().unwrap();
+    let leaf = chain
+        .split_inclusive("-----END CERTIFICATE-----\n")
+        .next()
+        .unwrap();
+    (
+        body["certificate"]["serial"].as_str().unwrap().to_owned(),
+        leaf.to_owned(),
+    )
+}
+
+async fn validate(server: &Server, certificate: &str) -> reqwest::Response {
+    server
+        .post("/api/v1/validate")
+        .json(&json!({ "certificate": certificate }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn validate_and_device_revocation_tell_the_mdm_what_it_needs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let server = Server::start(&data, &[]);
+    let dir = tmp.path();
+    let (first, first_pem) = issue(&server, dir, "d1-old", "DEVICE-1").await;
+    let (second, second_pem) = issue(&server, dir, "d1-new", "DEVICE-1").await;
+    let (other, _) = issue(&server, dir, "d2", "DEVICE-2").await;
+
+    // A good certificate, as PEM and as base64 DER: good, with its device.
+    let v: Value = validate(&server, &first_pem).await.json().await.unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["device"].as_str()),
+        (Some("good"), Some("DEVICE-1"))
+    );
+    assert_eq!(v["serial"], first.as_str());
+    let b64: String = first_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let v: Value = validate(&server, &b64).await.json().await.unwrap();
+    assert_eq!(v["status"], "good");
+
+    // A certificate of another CA: not ours. Garbage: 400 with the reason.
+    let foreign = dir.join("foreign.pem");
+    let out = run(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            dir.join("foreign.key").to_str().unwrap(),
+            "-out",
+            foreign.to_str().unwrap(),
+            "-subj",
+            "/CN=elsewhere",
+            "-days",
+            "1",
+        ],
+    );
+    assert!(out.status.success());
+    let foreign_pem = std::fs::read_to_string(&foreign).unwrap();
+    let v: Value = validate(&server, &foreign_pem).await.json().await.unwrap();
+    assert_eq!(v["status"], "not-ours");
+    for bad in [
+        "",
+        "not base64 !!",
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    ] {
+        let resp = validate(&server, bad).await;
+        assert_eq!(resp.status(), 400, "{bad:?}");
+        let p: Value = resp.json().await.unwrap();
+        assert_eq!(p["type"], "urn:enrollca:problem:bad-request");
+    }
+
+    // The device's certificates, newest first.
+    let d: Value = server.get_json("/api/v1/devices/DEVICE-1").await;
+    let serials: Vec<&str> = d["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["serial"].as_str().unwrap())
+        .collect();
+    assert_eq!(serials.len(), 2);
+    assert!(serials.contains(&first.as_str()) && serials.contains(&second.as_str()));
+    let issued: Vec<&str> = d["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["issued_at"].as_str().unwrap())
+        .collect();
+    assert!(issued[0] >= issued[1], "newest first: {issued:?}");
+
+    // One revoked by serial, then the whole device: only what was still good is revoked.
+    let resp = server
+        .post(&format!("/api/v1/certificates/{first}/revoke"))
+        .json(&json!({"reason": "superseded"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = server
+        .post("/api/v1/devices/DEVICE-1/revoke")
+        .json(&json!({"reason": "cessationOfOperation"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let r: Value = resp.json().await.unwrap();
+    assert_eq!(r["revoked"], json!([second]));
+    let v: Value = validate(&server, &second_pem).await.json().await.unwrap();
+    assert_eq!(v["status"], "revoked");
+    assert_eq!(v["revocation_reason"], "cessationOfOperation");
+    let v: Value = validate(&server, &first_pem).await.json().await.unwrap();
+    assert_eq!(
+        v["revocation_reason"], "superseded",
+        "the earlier revocation stands"
+    );
+    let rec = server
+        .get_json(&format!("/api/v1/certificates/{other}"))
+        .await;
+    assert_eq!(rec["status"], "good", "other devices are untouched");
+    let revoked = server
+        .events()
+        .await
+        .iter()
+        .filter(|e| e["type"] == "revoked")
+        .count();
+    assert_eq!(revoked, 2);
+
+    // Unknown device, bad reason, no token.
+    let resp = server.get("/api/v1/devices/NOBODY").send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let resp = server
+        .post("/api/v1/devices/DEVICE-2/revoke")
+        .json(&json!({"reason": "becauseISaidSo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let rec = server
+        .get_json(&format!("/api/v1/certificates/{other}"))
+        .await;
+    assert_eq!(rec["status"], "good", "a refused request changes nothing");
+    let resp = reqwest::Client::new()
+        .post(server.url("/api/v1/validate"))
+        .json(&json!({"certificate": first_pem}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
