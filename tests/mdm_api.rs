@@ -177,3 +177,37 @@ async fn validate_and_device_revocation_tell_the_mdm_what_it_needs() {
         .unwrap();
     assert_eq!(resp.status(), 401);
 }
+
+#[tokio::test]
+async fn the_event_feed_long_polls_until_something_happens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let server = Server::start(&data, &[]);
+
+    // A reader waiting at the end of the feed is answered by the next event.
+    let poll = server.get("/api/v1/events?after=0&wait=30s").send();
+    let waiting = tokio::spawn(async move { poll.await.unwrap().json::<Value>().await.unwrap() });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "with nothing to report, the request waits"
+    );
+    let (serial, _) = issue(&server, tmp.path(), "late", "DEVICE-9").await;
+    let page = waiting.await.unwrap();
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{page}");
+    assert_eq!(
+        (events[0]["seq"].as_u64(), events[0]["serial"].as_str()),
+        (Some(1), Some(serial.as_str()))
+    );
+
+    // Nothing new within the wait: an empty page. Past the limit: refused.
+    let page: Value = server.get_json("/api/v1/events?after=1&wait=1s").await;
+    assert!(page["events"].as_array().unwrap().is_empty());
+    let resp = server
+        .get("/api/v1/events?after=1&wait=2m")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}

@@ -75,12 +75,15 @@ where
 async fn insert_then_read_back_with_its_event() {
     for_each_backend(|open, name, dir| async move {
         let store = open(dir.path());
+        let newest = store.newest_event();
+        assert_eq!(*newest.borrow(), 0, "{name}: an empty feed");
         let rec = record(Some("dev-1"), 1);
         let seq = store
             .insert_certificate(rec.clone(), Linked::default())
             .await
             .unwrap();
         assert_eq!(seq, 1, "{name}: the first event is 1");
+        assert_eq!(*newest.borrow(), 1, "{name}: readers hear of it");
         assert_eq!(
             store.certificate(&rec.serial).await.unwrap(),
             Some(rec.clone())
@@ -369,6 +372,10 @@ async fn state_survives_reopening() {
         }
         let store = open(dir.path());
         assert_eq!(store.certificate(&rec.serial).await.unwrap(), Some(rec));
+        assert!(
+            *store.newest_event().borrow() > 0,
+            "{name}: the newest event is known"
+        );
         let issuers = store.issuers().await.unwrap();
         assert_eq!(issuers.len(), 1, "{name}: put_issuer replaces");
         assert_eq!(issuers[0].state, IssuerState::Retiring);

@@ -1,6 +1,7 @@
 //! Issuers and the event feed.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -30,7 +31,13 @@ pub struct EventParams {
     #[serde(default)]
     after: Seq,
     limit: Option<usize>,
+    /// Long poll: with nothing after `after`, wait up to this long (at most 60s) for events.
+    #[serde(default, with = "humantime_serde")]
+    wait: Option<Duration>,
 }
+
+/// Longest a feed request may wait for news.
+const MAX_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct EventPage {
@@ -42,10 +49,21 @@ pub async fn list_events(
     State(state): State<Arc<AppState>>,
     Query(p): Query<EventParams>,
 ) -> Result<axum::Json<EventPage>, ApiError> {
-    let events = state
-        .ca
-        .store()
-        .events(p.after, p.limit.unwrap_or(100))
-        .await?;
+    let store = state.ca.store();
+    let limit = p.limit.unwrap_or(100);
+    let wait = p.wait.unwrap_or_default();
+    if wait > MAX_WAIT {
+        return Err(ApiError::BadRequest("wait must be at most 60s".into()));
+    }
+    // Subscribed before reading, so an event written in between still wakes us.
+    let mut newest = store.newest_event();
+    let events = store.events(p.after, limit).await?;
+    if !events.is_empty() || wait.is_zero() {
+        return Ok(axum::Json(EventPage { events }));
+    }
+    let news = newest.wait_for(|seq| *seq > p.after);
+    // Time out, or the store closing, both answer with what there is: nothing new.
+    let _ = tokio::time::timeout(wait, news).await;
+    let events = store.events(p.after, limit).await?;
     Ok(axum::Json(EventPage { events }))
 }

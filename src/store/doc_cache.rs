@@ -177,4 +177,8 @@ impl<S: Store> Store for DocCache<S> {
     async fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush().await
     }
+
+    fn newest_event(&self) -> tokio::sync::watch::Receiver<Seq> {
+        self.inner.newest_event()
+    }
 }

@@ -510,4 +510,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Waits until everything acknowledged so far is on disk.
     async fn flush(&self) -> Result<(), StoreError>;
+
+    /// The sequence number of the newest durable event, updated as events are written (for
+    /// long-polling readers of the feed).
+    fn newest_event(&self) -> tokio::sync::watch::Receiver<Seq>;
 }

@@ -47,6 +47,7 @@ pub struct SledStore {
     db: Db,
     trees: Trees,
     jobs: mpsc::Sender<Job>,
+    newest: tokio::sync::watch::Receiver<Seq>,
     writer: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -100,10 +101,12 @@ impl SledStore {
             None => 1,
         };
         let (jobs, rx) = mpsc::channel(QUEUE);
+        let (announce, newest) = tokio::sync::watch::channel(next_seq - 1);
         let writer = Writer {
             db: db.clone(),
             trees: trees.clone(),
             next_seq,
+            announce,
         };
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
@@ -113,6 +116,7 @@ impl SledStore {
             db,
             trees,
             jobs,
+            newest,
             writer: std::sync::Mutex::new(Some(handle)),
         })
     }
@@ -328,12 +332,18 @@ impl Store for SledStore {
     async fn flush(&self) -> Result<(), StoreError> {
         self.submit(Op::Flush).await.map(drop)
     }
+
+    fn newest_event(&self) -> tokio::sync::watch::Receiver<Seq> {
+        self.newest.clone()
+    }
 }
 
 struct Writer {
     db: Db,
     trees: Trees,
     next_seq: Seq,
+    /// Tells feed readers the newest durable event, after each flush.
+    announce: tokio::sync::watch::Sender<Seq>,
 }
 
 impl Writer {
@@ -478,6 +488,9 @@ impl Writer {
         let flushed = flushed.and_then(|r| self.db.flush().map(|_| r).map_err(backend));
         match flushed {
             Ok((results, seq)) => {
+                if seq != self.next_seq {
+                    self.announce.send_replace(seq - 1);
+                }
                 self.next_seq = seq;
                 results
             }
