@@ -648,27 +648,18 @@ async fn accounts_update_roll_their_key_deactivate_and_revoke_by_certificate_key
         .await;
     assert_eq!((again.status, again.location()), (200, kid.clone()));
     let mut fresh = Client::new(&server, "default").await;
-    let r = fresh
-        .post(
-            &fresh.url("newAccount"),
-            Some(json!({"onlyReturnExisting": true})),
-        )
-        .await;
-    assert_eq!(r.problem(), "accountDoesNotExist");
-    let r = fresh
-        .post(
-            &fresh.url("newAccount"),
-            Some(json!({"contact": ["tel:+1555"]})),
-        )
-        .await;
-    assert_eq!(r.problem(), "unsupportedContact");
-    let r = fresh
-        .post(
-            &fresh.url("newAccount"),
-            Some(json!({"contact": ["mailto:not-an-address"]})),
-        )
-        .await;
-    assert_eq!(r.problem(), "invalidContact");
+    let new_account = fresh.url("newAccount");
+    for (payload, problem) in [
+        (json!({"onlyReturnExisting": true}), "accountDoesNotExist"),
+        (json!({"contact": ["tel:+1555"]}), "unsupportedContact"),
+        (
+            json!({"contact": ["mailto:not-an-address"]}),
+            "invalidContact",
+        ),
+    ] {
+        let r = fresh.post(&new_account, Some(payload)).await;
+        assert_eq!(r.problem(), problem);
+    }
 
     // Contact update.
     let r = c

@@ -460,15 +460,8 @@ impl ScepService {
         let issued = self
             .ca
             .issue(IssueRequest {
-                csr,
-                template: self.template.clone(),
-                family: KeyFamily::Rsa,
-                device,
-                protocol: Protocol::Scep,
-                replaces,
-                account: None,
                 consume,
-                completes: None,
+                ..self.request(csr, device, replaces)
             })
             .await
             .map_err(|e| match e {
@@ -553,14 +546,6 @@ impl ScepService {
         let issued = self
             .ca
             .issue(IssueRequest {
-                csr,
-                template: self.template.clone(),
-                family: KeyFamily::Rsa,
-                device: decided.device.clone(),
-                protocol: Protocol::Scep,
-                replaces: None,
-                account: None,
-                consume: None,
                 completes: Some(Box::new(move |cert: &CertRecord| {
                     let mut approved = record.clone();
                     approved.decision = Decision::Approved {
@@ -573,6 +558,7 @@ impl ScepService {
                         &approved,
                     )]
                 })),
+                ..self.request(csr, decided.device.clone(), None)
             })
             .await
             .map_err(|e| match e {
@@ -585,6 +571,27 @@ impl ScepService {
         };
         tracing::info!(transaction = %transaction_id, "held SCEP enrolment approved");
         Ok(decided)
+    }
+
+    /// An issuance of a SCEP certificate: the device template, the RSA issuer line (the SCEP
+    /// CA signs what it answers for).
+    fn request(
+        &self,
+        csr: Csr,
+        device: Option<DeviceId>,
+        replaces: Option<Serial>,
+    ) -> IssueRequest {
+        IssueRequest {
+            csr,
+            template: self.template.clone(),
+            family: KeyFamily::Rsa,
+            device,
+            protocol: Protocol::Scep,
+            replaces,
+            account: None,
+            consume: None,
+            completes: None,
+        }
     }
 
     /// The still-good certificate of ours that signed this request, when a client renews by

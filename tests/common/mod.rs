@@ -409,3 +409,25 @@ pub fn split_pem(dir: &Path, name: &str, bundle: &str) -> Vec<PathBuf> {
         })
         .collect()
 }
+
+/// openssl's text form of a DER CRL, after it verified the CRL's signature against `cafile`
+/// (roots and the issuing CA); fails the test with openssl's words otherwise.
+pub fn openssl_verified_crl(der: &Path, cafile: &Path) -> String {
+    let out = run(
+        "openssl",
+        &[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            der.to_str().unwrap(),
+            "-CAfile",
+            cafile.to_str().unwrap(),
+            "-noout",
+            "-text",
+        ],
+    );
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(out.status.success() && all.contains("verify OK"), "{all}");
+    all
+}
