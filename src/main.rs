@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use enrollca::admin::init::{InitOptions, Source, init};
 use enrollca::admin::{Backend, data_dir};
-use enrollca::api::EabBody;
 use enrollca::api::views::{CertView, ChallengeBody, IssueBody};
+use enrollca::api::{EabBody, Scope, TokenBody};
 use enrollca::app::{ServeOptions, serve};
 use enrollca::ca::{KeyFamily, KeySpec, Serial};
 use enrollca::datadir::passphrase;
@@ -53,6 +53,29 @@ enum Command {
     /// SCEP enrolments held for manual approval (`scep.approval = "manual"`).
     #[command(subcommand)]
     Scep(ScepCommand),
+    /// Scoped API tokens for MDM servers and scripts.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint a token (printed once; only its hash is stored). Needs the server.
+    Create {
+        #[command(flatten)]
+        target: Target,
+        /// Who it is for, e.g. the MDM's name.
+        #[arg(long)]
+        name: String,
+        /// read, revoke, enroll-admin (repeat for several).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<Scope>,
+    },
+    /// List tokens: id, name, scopes. Needs the server.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Subcommand)]
@@ -280,6 +303,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cert(cmd) => run_cert(cmd).await,
         Command::Acme(cmd) => run_acme(cmd).await,
         Command::Scep(cmd) => run_scep(cmd).await,
+        Command::Token(cmd) => run_token(cmd).await,
         Command::Challenge(ChallengeCommand::Create {
             target,
             device,
@@ -300,6 +324,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn run_token(cmd: TokenCommand) -> anyhow::Result<()> {
+    match cmd {
+        TokenCommand::Create {
+            target,
+            name,
+            scopes,
+        } => {
+            let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;
+            let minted = backend.create_token(&TokenBody { name, scopes }).await?;
+            if target.json {
+                println!("{}", serde_json::to_string_pretty(&minted)?);
+            } else {
+                println!("{}", minted.token.unwrap_or_default());
+                eprintln!("token {} ({})", minted.id, minted.name);
+            }
+        }
+        TokenCommand::List { target } => {
+            let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;
+            let list = backend.tokens().await?;
+            if target.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for t in list.items {
+                    let scopes: Vec<String> = t
+                        .scopes
+                        .iter()
+                        .filter_map(|s| serde_json::to_value(s).ok())
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect();
+                    println!(
+                        "{}  {}  {}  {}",
+                        t.id,
+                        date(t.created_at),
+                        t.name,
+                        scopes.join(",")
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn run_scep(cmd: ScepCommand) -> anyhow::Result<()> {

@@ -211,3 +211,105 @@ async fn the_event_feed_long_polls_until_something_happens() {
         .unwrap();
     assert_eq!(resp.status(), 400);
 }
+
+#[tokio::test]
+async fn scoped_tokens_allow_what_they_name_and_nothing_more() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let server = Server::start(&data, &[]);
+    let (serial, _) = issue(&server, tmp.path(), "scoped", "DEVICE-S").await;
+
+    // Minted with the CLI (read) and the API (revoke); the secret is shown once.
+    let out = server.cli(&[
+        "token",
+        "create",
+        "--name",
+        "mdm-reader",
+        "--scope",
+        "read",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let minted: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let reader = minted["token"].as_str().unwrap().to_owned();
+    let resp = server
+        .post("/api/v1/tokens")
+        .json(&json!({"name": "mdm-revoker", "scopes": ["revoke"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let revoker = resp.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let http = reqwest::Client::new();
+    let as_token = |token: &str, req: reqwest::RequestBuilder| req.bearer_auth(token.to_owned());
+    let status = |resp: reqwest::Response| resp.status().as_u16();
+    let revoke_url = server.url(&format!("/api/v1/certificates/{serial}/revoke"));
+
+    // read: reads, and is refused (403, with the missing scope named) anything else.
+    let get = as_token(&reader, http.get(server.url("/api/v1/certificates")));
+    assert_eq!(status(get.send().await.unwrap()), 200);
+    let resp = as_token(&reader, http.post(&revoke_url).json(&json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let p: Value = resp.json().await.unwrap();
+    assert_eq!(p["type"], "urn:enrollca:problem:forbidden");
+    assert!(p["detail"].as_str().unwrap().contains("revoke"), "{p}");
+    let mint = as_token(&reader, http.post(server.url("/api/v1/tokens")))
+        .json(&json!({"name": "x", "scopes": ["read"]}));
+    assert_eq!(
+        status(mint.send().await.unwrap()),
+        403,
+        "only the admin token mints"
+    );
+    let rec = server
+        .get_json(&format!("/api/v1/certificates/{serial}"))
+        .await;
+    assert_eq!(
+        rec["status"], "good",
+        "the refused revocation changed nothing"
+    );
+
+    // revoke: revokes, and cannot read.
+    let resp = as_token(&revoker, http.post(&revoke_url).json(&json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let get = as_token(&revoker, http.get(server.url("/api/v1/certificates")));
+    assert_eq!(status(get.send().await.unwrap()), 403);
+
+    // Unknown tokens are 401; bad scopes are 400; the list never shows secrets.
+    let get = as_token("not-a-token", http.get(server.url("/api/v1/certificates")));
+    assert_eq!(status(get.send().await.unwrap()), 401);
+    for scopes in [json!(["manage"]), json!(["everything"]), json!([])] {
+        let resp = server
+            .post("/api/v1/tokens")
+            .json(&json!({"name": "bad", "scopes": scopes}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{scopes}");
+    }
+    let out = server.cli(&["token", "list", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let list: Value = serde_json::from_str(&text).unwrap();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert!(names.contains(&"mdm-reader") && names.contains(&"mdm-revoker"));
+    assert!(
+        !text.contains(&reader) && !text.contains(&revoker),
+        "secrets are not listed"
+    );
+}

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use crate::api::views::{
     CertPage, CertView, ChallengeBody, ChallengeView, IssueBody, IssuedView, IssuerView, RevokeBody,
 };
-use crate::api::{EabBody, EabView, HeldList, HeldView};
+use crate::api::{EabBody, EabView, HeldList, HeldView, TokenBody, TokenList, TokenView};
 use crate::ca::Serial;
 use crate::config::{Config, Log, LogFormat};
 use crate::datadir::DataDir;
@@ -153,6 +153,20 @@ impl Backend {
             Self::Local(_) => {
                 bail!("minting challenges needs the running server; start `enrollca serve`")
             }
+        }
+    }
+
+    pub async fn create_token(&self, body: &TokenBody) -> anyhow::Result<TokenView> {
+        match self {
+            Self::Remote(r) => r.post("/api/v1/tokens", body).await,
+            Self::Local(_) => bail!("minting tokens goes through the running server"),
+        }
+    }
+
+    pub async fn tokens(&self) -> anyhow::Result<TokenList> {
+        match self {
+            Self::Remote(r) => r.get("/api/v1/tokens").await,
+            Self::Local(_) => bail!("tokens are listed through the running server"),
         }
     }
 

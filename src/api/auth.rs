@@ -1,14 +1,20 @@
-//! Bearer-token authentication. Only the SHA-256 of the token is held in memory and compared,
-//! in constant time.
+//! Bearer-token authentication with scopes. Tokens are held only as their SHA-256 and
+//! compared in constant time (the bootstrap admin token) or looked up by hash (scoped tokens
+//! minted through the API). A handler states the scope it needs in its signature:
+//! `_: Can<Revoke>`.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
 
 use super::ApiError;
 use crate::app::AppState;
+use crate::store::{DocKey, DocKind};
 
 #[derive(Clone)]
 pub struct TokenHash([u8; 32]);
@@ -22,12 +28,72 @@ impl TokenHash {
     fn matches(&self, presented: &str) -> bool {
         Self::of(presented).0.ct_eq(&self.0).into()
     }
+
+    /// The store key of a scoped token: the hex of its hash.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
 }
 
-/// Proof that the request carried the admin token.
-pub struct Admin;
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// Certificates, devices, issuers, the event feed, validation.
+    Read,
+    /// Revoke certificates and devices.
+    Revoke,
+    /// Mint SCEP challenges and EAB keys, decide held enrolments, issue as an operator.
+    EnrollAdmin,
+    /// Mint and list tokens: the bootstrap admin token only.
+    Manage,
+}
 
-impl FromRequestParts<Arc<AppState>> for Admin {
+impl std::str::FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned()))
+            .map_err(|_| format!("unknown scope `{s}` (read, revoke, enroll-admin)"))
+    }
+}
+
+/// A scoped token as stored (keyed by the hex SHA-256 of the token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A scope a handler requires, as a type.
+pub trait Required {
+    const SCOPE: Scope;
+}
+
+pub struct Read;
+pub struct Revoke;
+pub struct EnrollAdmin;
+pub struct Manage;
+
+impl Required for Read {
+    const SCOPE: Scope = Scope::Read;
+}
+impl Required for Revoke {
+    const SCOPE: Scope = Scope::Revoke;
+}
+impl Required for EnrollAdmin {
+    const SCOPE: Scope = Scope::EnrollAdmin;
+}
+impl Required for Manage {
+    const SCOPE: Scope = Scope::Manage;
+}
+
+/// Proof that the request carried a token with scope `S`: 401 without a known token, 403
+/// with one that lacks the scope.
+pub struct Can<S: Required>(PhantomData<S>);
+
+impl<S: Required> FromRequestParts<Arc<AppState>> for Can<S> {
     type Rejection = ApiError;
 
     async fn from_request_parts(
@@ -41,9 +107,28 @@ impl FromRequestParts<Arc<AppState>> for Admin {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(ApiError::Unauthorized)?;
         if state.admin_token.matches(presented) {
-            Ok(Admin)
+            return Ok(Self(PhantomData));
+        }
+        let key = DocKey::new(DocKind::ApiToken, TokenHash::of(presented).hex());
+        let record: TokenRecord = state
+            .ca
+            .store()
+            .doc(&key)
+            .await?
+            .ok_or(ApiError::Unauthorized)?
+            .decode()?
+            .value;
+        if record.scopes.contains(&S::SCOPE) {
+            Ok(Self(PhantomData))
         } else {
-            Err(ApiError::Unauthorized)
+            Err(ApiError::Forbidden(format!(
+                "token `{}` lacks the `{}` scope",
+                record.name,
+                serde_json::to_value(S::SCOPE)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            )))
         }
     }
 }

@@ -7,9 +7,10 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 
+use super::ApiError;
+use super::auth::{Can, EnrollAdmin, Read, Revoke};
 use super::extract::{Json, Path, Query};
 use super::views::{CertPage, CertView, IssueBody, IssuedView, RevokeBody};
-use super::{Admin, ApiError};
 use crate::app::AppState;
 use crate::ca::csr::Csr;
 use crate::ca::{IssueRequest, IssuerId, Serial};
@@ -17,7 +18,7 @@ use crate::datadir::to_pem;
 use crate::store::{CertQuery, DeviceId, Protocol, StatusFilter};
 
 pub async fn issue_certificate(
-    _: Admin,
+    _: Can<EnrollAdmin>,
     State(state): State<Arc<AppState>>,
     Json(body): Json<IssueBody>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -63,7 +64,7 @@ pub struct ListParams {
 }
 
 pub async fn list_certificates(
-    _: Admin,
+    _: Can<Read>,
     State(state): State<Arc<AppState>>,
     Query(p): Query<ListParams>,
 ) -> Result<axum::Json<CertPage>, ApiError> {
@@ -103,7 +104,7 @@ fn parse_serial(s: &str) -> Result<Serial, ApiError> {
 }
 
 pub async fn get_certificate(
-    _: Admin,
+    _: Can<Read>,
     State(state): State<Arc<AppState>>,
     Path(serial): Path<String>,
 ) -> Result<axum::Json<CertView>, ApiError> {
@@ -122,7 +123,7 @@ pub async fn get_certificate(
 }
 
 pub async fn revoke_certificate(
-    _: Admin,
+    _: Can<Revoke>,
     State(state): State<Arc<AppState>>,
     Path(serial): Path<String>,
     Json(body): Json<RevokeBody>,

@@ -8,9 +8,10 @@ use axum::http::StatusCode;
 use base64::Engine;
 use rand::RngCore;
 
+use super::ApiError;
+use super::auth::{Can, EnrollAdmin};
 use super::extract::Json;
 use super::views::{ChallengeBody, ChallengeView};
-use super::{Admin, ApiError};
 use crate::app::AppState;
 use crate::store::{ChallengeHash, ChallengeRecord};
 
@@ -18,7 +19,7 @@ const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 const MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
 
 pub async fn create_challenge(
-    _: Admin,
+    _: Can<EnrollAdmin>,
     State(state): State<Arc<AppState>>,
     Json(body): Json<ChallengeBody>,
 ) -> Result<(StatusCode, axum::Json<ChallengeView>), ApiError> {

@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use super::ApiError;
+use super::auth::{Can, Read, Revoke};
 use super::extract::{Json, Path};
 use super::views::{CertView, RevokeBody};
-use super::{Admin, ApiError};
 use crate::app::AppState;
 use crate::ca::{IssuerId, Serial};
 use crate::revocation::RevocationReason;
@@ -67,7 +68,7 @@ impl ValidateView {
 /// `POST /api/v1/validate`: what an MDM calls when a device connects with a client
 /// certificate. The certificate must be byte for byte one we issued and recorded.
 pub async fn validate(
-    _: Admin,
+    _: Can<Read>,
     State(state): State<Arc<AppState>>,
     Json(body): Json<ValidateBody>,
 ) -> Result<axum::Json<ValidateView>, ApiError> {
@@ -171,7 +172,7 @@ async fn device_certificates(
 
 /// `GET /api/v1/devices/{id}`.
 pub async fn get_device(
-    _: Admin,
+    _: Can<Read>,
     State(state): State<Arc<AppState>>,
     Path(id): Path<DeviceId>,
 ) -> Result<axum::Json<DeviceView>, ApiError> {
@@ -200,7 +201,7 @@ pub struct DeviceRevokedView {
 /// `POST /api/v1/devices/{id}/revoke`: every certificate of the device that is still good
 /// (on unenrolment, loss, theft).
 pub async fn revoke_device(
-    _: Admin,
+    _: Can<Revoke>,
     State(state): State<Arc<AppState>>,
     Path(id): Path<DeviceId>,
     Json(body): Json<RevokeBody>,

@@ -7,8 +7,9 @@ use axum::http::StatusCode;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use super::ApiError;
+use super::auth::{Can, EnrollAdmin};
 use super::extract::Json;
-use super::{Admin, ApiError};
 use crate::app::AppState;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -28,7 +29,7 @@ pub struct EabView {
 }
 
 pub async fn create_eab_key(
-    _: Admin,
+    _: Can<EnrollAdmin>,
     State(state): State<Arc<AppState>>,
     Json(body): Json<EabBody>,
 ) -> Result<(StatusCode, axum::Json<EabView>), ApiError> {

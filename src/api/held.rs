@@ -7,8 +7,9 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::ApiError;
+use super::auth::{Can, EnrollAdmin, Read};
 use super::extract::Path;
-use super::{Admin, ApiError};
 use crate::app::AppState;
 use crate::ca::{IssueError, Serial};
 use crate::datadir::to_pem;
@@ -56,7 +57,7 @@ pub struct HeldList {
 
 /// The enrolments still waiting for a decision.
 pub async fn list_held(
-    _: Admin,
+    _: Can<Read>,
     State(state): State<Arc<AppState>>,
 ) -> Result<axum::Json<HeldList>, ApiError> {
     let held = state
@@ -70,7 +71,7 @@ pub async fn list_held(
 }
 
 pub async fn approve_held(
-    admin: Admin,
+    admin: Can<EnrollAdmin>,
     state: State<Arc<AppState>>,
     path: Path<String>,
 ) -> Result<axum::Json<HeldView>, ApiError> {
@@ -78,7 +79,7 @@ pub async fn approve_held(
 }
 
 pub async fn reject_held(
-    admin: Admin,
+    admin: Can<EnrollAdmin>,
     state: State<Arc<AppState>>,
     path: Path<String>,
 ) -> Result<axum::Json<HeldView>, ApiError> {
@@ -86,7 +87,7 @@ pub async fn reject_held(
 }
 
 async fn decide(
-    _: Admin,
+    _: Can<EnrollAdmin>,
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     approve: bool,

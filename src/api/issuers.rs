@@ -6,14 +6,15 @@ use std::time::Duration;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
+use super::ApiError;
+use super::auth::{Can, Read};
 use super::extract::Query;
 use super::views::IssuerView;
-use super::{Admin, ApiError};
 use crate::app::AppState;
 use crate::store::{Event, Seq};
 
 pub async fn list_issuers(
-    _: Admin,
+    _: Can<Read>,
     State(state): State<Arc<AppState>>,
 ) -> Result<axum::Json<Vec<IssuerView>>, ApiError> {
     let set = state.ca.issuers();
@@ -45,7 +46,7 @@ pub struct EventPage {
 }
 
 pub async fn list_events(
-    _: Admin,
+    _: Can<Read>,
     State(state): State<Arc<AppState>>,
     Query(p): Query<EventParams>,
 ) -> Result<axum::Json<EventPage>, ApiError> {

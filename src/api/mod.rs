@@ -1,6 +1,6 @@
 //! The JSON API under `/api/v1` that MDM servers and the `enrollca` CLI use.
 
-mod auth;
+pub mod auth;
 mod certificates;
 mod challenges;
 mod devices;
@@ -8,13 +8,14 @@ mod eab;
 mod extract;
 mod held;
 mod issuers;
+mod tokens;
 pub mod views;
 
 use crate::ca::csr::CsrError;
 use crate::ca::{IssueError, Serial};
 use crate::store::StoreError;
 
-pub use auth::{Admin, TokenHash};
+pub use auth::{Scope, TokenHash, TokenRecord};
 pub use certificates::{get_certificate, issue_certificate, list_certificates, revoke_certificate};
 pub use challenges::create_challenge;
 pub use devices::{
@@ -23,11 +24,14 @@ pub use devices::{
 pub use eab::{EabBody, EabView, create_eab_key};
 pub use held::{HeldList, HeldView, approve_held, list_held, reject_held};
 pub use issuers::{list_events, list_issuers};
+pub use tokens::{TokenBody, TokenList, TokenView, create_token, list_tokens};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     BadRequest(String),
     #[error(transparent)]

@@ -38,6 +38,7 @@ impl From<&ApiError> for Problem {
             ApiError::Unauthorized => {
                 Self::new(S::UNAUTHORIZED, "unauthorized", "Unauthorized", detail)
             }
+            ApiError::Forbidden(_) => Self::new(S::FORBIDDEN, "forbidden", "Forbidden", detail),
             ApiError::BadRequest(_) => {
                 Self::new(S::BAD_REQUEST, "bad-request", "Bad request", detail)
             }

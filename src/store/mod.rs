@@ -233,6 +233,8 @@ pub enum DocKind {
     CrlNumber,
     /// SCEP transaction id → an enrolment waiting for an operator's decision.
     ScepPending,
+    /// Hex SHA-256 of an API token → its name and scopes.
+    ApiToken,
 }
 
 impl DocKind {
@@ -246,6 +248,7 @@ impl DocKind {
             Self::AcmeEabKey => 6,
             Self::CrlNumber => 7,
             Self::ScepPending => 8,
+            Self::ApiToken => 9,
         }
     }
 }

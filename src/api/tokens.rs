@@ -1,0 +1,122 @@
+//! Scoped API tokens, minted by the holder of the admin token for MDM servers and scripts
+//! that should read, or revoke, and nothing more. A token is shown once; only its hash is
+//! stored.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use base64::Engine;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::ApiError;
+use super::auth::{Can, Manage, Scope, TokenHash, TokenRecord};
+use super::extract::Json;
+use crate::app::AppState;
+use crate::store::{DocKind, DocWrite, MAX_PAGE};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    pub name: String,
+    pub scopes: Vec<Scope>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TokenView {
+    /// The first 16 hex digits of the token's SHA-256: names it without revealing it.
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Only in the answer that mints it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl TokenView {
+    fn new(hash_hex: &str, record: TokenRecord, token: Option<String>) -> Self {
+        Self {
+            id: hash_hex[..16].to_owned(),
+            name: record.name,
+            scopes: record.scopes,
+            created_at: record.created_at,
+            token,
+        }
+    }
+}
+
+pub async fn create_token(
+    _: Can<Manage>,
+    State(state): State<Arc<AppState>>,
+    Json(body): Json<TokenBody>,
+) -> Result<(StatusCode, axum::Json<TokenView>), ApiError> {
+    if body.name.trim().is_empty() || body.name.len() > 64 {
+        return Err(ApiError::BadRequest(
+            "name must be 1 to 64 characters".into(),
+        ));
+    }
+    if body.scopes.is_empty() || body.scopes.contains(&Scope::Manage) {
+        return Err(ApiError::BadRequest(
+            "scopes: one or more of read, revoke, enroll-admin (manage stays with the admin token)"
+                .into(),
+        ));
+    }
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    let hash = TokenHash::of(&token).hex();
+    let mut scopes = body.scopes;
+    scopes.sort();
+    scopes.dedup();
+    let record = TokenRecord {
+        name: body.name.trim().to_owned(),
+        scopes,
+        created_at: state
+            .ca
+            .clock()
+            .now()
+            .replace_nanosecond(0)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+    };
+    state
+        .ca
+        .store()
+        .write_docs(vec![DocWrite::put(DocKind::ApiToken, &hash, None, &record)])
+        .await?;
+    tracing::info!(name = %record.name, scopes = ?record.scopes, "API token minted");
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(TokenView::new(&hash, record, Some(token))),
+    ))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TokenList {
+    pub items: Vec<TokenView>,
+}
+
+pub async fn list_tokens(
+    _: Can<Manage>,
+    State(state): State<Arc<AppState>>,
+) -> Result<axum::Json<TokenList>, ApiError> {
+    let mut items = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = state
+            .ca
+            .store()
+            .docs(DocKind::ApiToken, "", after.as_deref(), MAX_PAGE)
+            .await?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        for (hash, doc) in page {
+            let record: TokenRecord = doc.decode()?.value;
+            items.push(TokenView::new(&hash, record, None));
+        }
+    }
+    Ok(axum::Json(TokenList { items }))
+}
