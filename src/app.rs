@@ -222,11 +222,12 @@ fn acme_service(config: &Config, ca: Arc<Ca>) -> anyhow::Result<AcmeService> {
 /// a certificate of its issuer is revoked.
 const CRL_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// How often expired one-time challenges and ACME orders are deleted.
+/// How often expiries are noted and expired one-time challenges and ACME orders deleted.
 const SWEEP: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Deletes expired one-time challenges and ACME orders periodically, so minting a challenge
-/// per device or an order per renewal does not grow the store without bound.
+/// Periodically: notes certificates that have expired in the event feed, and deletes expired
+/// one-time challenges and ACME orders, so minting a challenge per device or an order per
+/// renewal does not grow the store without bound.
 async fn sweep(ca: Arc<Ca>, acme: Arc<AcmeService>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(SWEEP);
     loop {
@@ -236,6 +237,11 @@ async fn sweep(ca: Arc<Ca>, acme: Arc<AcmeService>, shutdown: CancellationToken)
                     Ok(0) => {}
                     Ok(n) => tracing::info!(purged = n, "expired one-time challenges deleted"),
                     Err(e) => tracing::warn!(error = %e, "could not purge expired challenges"),
+                }
+                match ca.store().expire(ca.clock().now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(count = n, "expired certificates noted in the feed"),
+                    Err(e) => tracing::warn!(error = %e, "could not note expired certificates"),
                 }
                 match acme.purge_expired().await {
                     Ok(0) => {}

@@ -709,3 +709,42 @@ async fn documents_can_use_up_a_challenge_in_the_same_write() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn expiry_is_noted_once_for_certificates_still_good() {
+    for_each_backend(|open, name, dir| async move {
+        let store = open(dir.path());
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let expired = |device| {
+            let mut r = record(Some(device), 1);
+            r.not_before = now - Duration::days(30);
+            r.not_after = now - Duration::days(1);
+            r
+        };
+        let (gone, revoked, live) = (expired("dev-e1"), expired("dev-e2"), record(None, 1));
+        for rec in [&gone, &revoked, &live] {
+            store
+                .insert_certificate(rec.clone(), Linked::default())
+                .await
+                .unwrap();
+        }
+        store
+            .revoke(&revoked.serial, RevocationReason::KeyCompromise, now)
+            .await
+            .unwrap();
+        assert_eq!(store.expire(now).await.unwrap(), 1, "{name}");
+        assert_eq!(store.expire(now).await.unwrap(), 0, "{name}: once");
+        let events = all_events(store.as_ref()).await;
+        let last = events.last().unwrap();
+        assert_eq!(
+            (&last.kind, &last.serial),
+            (&EventKind::Expired, &gone.serial),
+            "{name}"
+        );
+        assert_eq!(last.device.as_ref().map(|d| d.as_str()), Some("dev-e1"));
+        // The live certificate's turn comes when its time does.
+        let later = live.not_after + Duration::seconds(1);
+        assert_eq!(store.expire(later).await.unwrap(), 1, "{name}");
+    })
+    .await;
+}

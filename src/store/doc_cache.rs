@@ -145,6 +145,10 @@ impl<S: Store> Store for DocCache<S> {
         self.inner.challenge(hash).await
     }
 
+    async fn expire(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        self.inner.expire(now).await
+    }
+
     async fn revoke(
         &self,
         serial: &Serial,

@@ -131,8 +131,14 @@ impl CertRecord {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum EventKind {
     Issued,
-    Renewed { replaces: Serial },
-    Revoked { reason: RevocationReason },
+    Renewed {
+        replaces: Serial,
+    },
+    Revoked {
+        reason: RevocationReason,
+    },
+    /// Its notAfter has passed (noted by the periodic sweep, for certificates still good).
+    Expired,
 }
 
 /// One entry of the ordered change feed the MDM follows.
@@ -490,6 +496,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Looks a challenge up without using it (to refuse early, before any signing).
     async fn challenge(&self, hash: &ChallengeHash) -> Result<Option<ChallengeRecord>, StoreError>;
+
+    /// Appends an `expired` event for each certificate whose notAfter is before `now`, once
+    /// per certificate, skipping revoked ones; returns how many.
+    async fn expire(&self, now: OffsetDateTime) -> Result<usize, StoreError>;
 
     /// Marks a certificate revoked and appends the `revoked` event, atomically and durably.
     async fn revoke(

@@ -41,6 +41,8 @@ struct Trees {
     issuers: Tree,
     challenges: Tree,
     docs: Tree,
+    /// notAfter ‖ serial → nothing: certificates whose `expired` event is still to come.
+    by_expiry: Tree,
 }
 
 pub struct SledStore {
@@ -55,6 +57,8 @@ enum Op {
     Insert(Box<CertRecord>, Linked),
     WriteDocs(Vec<DocWrite>, Option<ChallengeHash>),
     PutChallenge(ChallengeHash, Box<ChallengeRecord>),
+    /// Note the expiry of these certificates (candidates read from `by_expiry`).
+    Expire(Vec<Vec<u8>>, OffsetDateTime),
     /// Delete these challenges if they are still there and expired before the instant.
     PurgeChallenges(Vec<ChallengeHash>, OffsetDateTime),
     Revoke {
@@ -95,7 +99,9 @@ impl SledStore {
             issuers: tree("issuers")?,
             challenges: tree("challenges")?,
             docs: tree("docs")?,
+            by_expiry: tree("by_expiry")?,
         };
+        backfill_expiry(&trees)?;
         let next_seq = match trees.events.last().map_err(backend)? {
             Some((key, _)) => decode_seq(&key)? + 1,
             None => 1,
@@ -170,6 +176,27 @@ impl Store for SledStore {
         match self.submit(Op::Insert(Box::new(record), linked)).await? {
             Outcome::Inserted(seq) => Ok(seq),
             _ => unreachable!("insert answers Inserted"),
+        }
+    }
+
+    async fn expire(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        let until = (now.unix_timestamp() as u64 ^ (1 << 63)).to_be_bytes();
+        let due = self
+            .read(move |t| {
+                t.by_expiry
+                    .range(..until)
+                    .keys()
+                    .take(MAX_BATCH)
+                    .map(|k| k.map(|k| k.to_vec()).map_err(backend))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        match self.submit(Op::Expire(due, now)).await? {
+            Outcome::Purged(n) => Ok(n),
+            _ => unreachable!("expire answers Purged"),
         }
     }
 
@@ -376,9 +403,10 @@ impl Writer {
             &t.issuers,
             &t.challenges,
             &t.docs,
+            &t.by_expiry,
         );
         let outcome = trees.transaction(
-            |(certs, by_device, by_issuer, events, issuers, challenges, docs)| {
+            |(certs, by_device, by_issuer, events, issuers, challenges, docs, by_expiry)| {
                 let mut seq = first_seq;
                 let mut fresh = HashSet::new();
                 let mut results = Vec::with_capacity(batch.len());
@@ -406,6 +434,7 @@ impl Writer {
                                     by_device.insert(index_key(device.as_str(), key), &[])?;
                                 }
                                 by_issuer.insert(index_key(rec.issuer.as_str(), key), &[])?;
+                                by_expiry.insert(expiry_key(rec), &[])?;
                                 let kind = match &rec.replaces {
                                     Some(old) => EventKind::Renewed {
                                         replaces: old.clone(),
@@ -435,6 +464,25 @@ impl Writer {
                                 }
                             },
                         },
+                        Op::Expire(keys, now) => {
+                            let mut noted = 0;
+                            for key in keys {
+                                if by_expiry.remove(key.as_slice())?.is_none() {
+                                    continue;
+                                }
+                                let Some(bytes) = certs.get(&key[8..])? else {
+                                    continue;
+                                };
+                                let Ok(rec) = decode::<CertRecord>("certs", &bytes) else {
+                                    continue;
+                                };
+                                if rec.status == CertStatus::Good {
+                                    append_event(events, &mut seq, &rec, EventKind::Expired, *now)?;
+                                    noted += 1;
+                                }
+                            }
+                            Ok(Outcome::Purged(noted))
+                        }
                         Op::PurgeChallenges(hashes, now) => {
                             let mut purged = 0;
                             for hash in hashes {
@@ -652,6 +700,28 @@ fn list_certs(t: &Trees, q: &CertQuery) -> Result<Page<CertRecord>, StoreError> 
         .then(|| items.last().map(|r| r.serial.clone()))
         .flatten();
     Ok(Page { items, next })
+}
+
+/// Expiry index key: notAfter in seconds (sign bit flipped, so byte order is time order),
+/// then the serial.
+fn expiry_key(rec: &CertRecord) -> Vec<u8> {
+    let secs = rec.not_after.unix_timestamp() as u64 ^ (1 << 63);
+    [&secs.to_be_bytes()[..], rec.serial.as_bytes()].concat()
+}
+
+/// Databases written before the expiry index existed get it built once, on open.
+fn backfill_expiry(t: &Trees) -> Result<(), StoreError> {
+    if !t.by_expiry.is_empty() || t.certs.is_empty() {
+        return Ok(());
+    }
+    for kv in t.certs.iter() {
+        let rec: CertRecord = decode("certs", &kv.map_err(backend)?.1)?;
+        if rec.status == CertStatus::Good {
+            t.by_expiry.insert(expiry_key(&rec), &[]).map_err(backend)?;
+        }
+    }
+    t.by_expiry.flush().map_err(backend)?;
+    Ok(())
 }
 
 /// Index key: length-prefixed owner, then the serial, so prefixes never collide.
