@@ -76,6 +76,12 @@ enum TokenCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Withdraw a token at once, by the id `token list` shows. Needs the server.
+    Revoke {
+        #[command(flatten)]
+        target: Target,
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -341,6 +347,11 @@ async fn run_token(cmd: TokenCommand) -> anyhow::Result<()> {
                 println!("{}", minted.token.unwrap_or_default());
                 eprintln!("token {} ({})", minted.id, minted.name);
             }
+        }
+        TokenCommand::Revoke { target, id } => {
+            let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;
+            backend.delete_token(&id).await?;
+            println!("token {id} withdrawn");
         }
         TokenCommand::List { target } => {
             let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;

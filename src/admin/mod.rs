@@ -163,6 +163,13 @@ impl Backend {
         }
     }
 
+    pub async fn delete_token(&self, id: &str) -> anyhow::Result<()> {
+        match self {
+            Self::Remote(r) => r.delete(&format!("/api/v1/tokens/{id}")).await,
+            Self::Local(_) => bail!("tokens are withdrawn through the running server"),
+        }
+    }
+
     pub async fn tokens(&self) -> anyhow::Result<TokenList> {
         match self {
             Self::Remote(r) => r.get("/api/v1/tokens").await,
@@ -253,7 +260,19 @@ impl Remote {
             .await
     }
 
+    async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+            .await
+            .map(drop)
+    }
+
     async fn finish<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let bytes = self.send(req).await?;
+        serde_json::from_slice(&bytes).context("unexpected answer from the server")
+    }
+
+    /// Sends with the token; a refusal becomes an error carrying the problem's detail.
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<bytes::Bytes> {
         let resp = req
             .bearer_auth(&self.token)
             .send()
@@ -268,7 +287,7 @@ impl Remote {
                 .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
             bail!("server answered {status}: {detail}");
         }
-        serde_json::from_slice(&bytes).context("unexpected answer from the server")
+        Ok(bytes)
     }
 }
 

@@ -24,7 +24,7 @@ pub use devices::{
 pub use eab::{EabBody, EabView, create_eab_key};
 pub use held::{HeldList, HeldView, approve_held, list_held, reject_held};
 pub use issuers::{list_events, list_issuers};
-pub use tokens::{TokenBody, TokenList, TokenView, create_token, list_tokens};
+pub use tokens::{TokenBody, TokenList, TokenView, create_token, delete_token, list_tokens};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

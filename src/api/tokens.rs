@@ -13,9 +13,9 @@ use time::OffsetDateTime;
 
 use super::ApiError;
 use super::auth::{Can, Manage, Scope, TokenHash, TokenRecord};
-use super::extract::Json;
+use super::extract::{Json, Path};
 use crate::app::AppState;
-use crate::store::{DocKind, DocWrite, MAX_PAGE};
+use crate::store::{DocKey, DocKind, DocWrite, Expect, MAX_PAGE};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,4 +119,29 @@ pub async fn list_tokens(
         }
     }
     Ok(axum::Json(TokenList { items }))
+}
+
+/// Withdraws a token at once; `id` is the 16-digit id `list_tokens` shows.
+pub async fn delete_token(
+    _: Can<Manage>,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no token {id}"));
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(not_found());
+    }
+    let store = state.ca.store();
+    let found = store.docs(DocKind::ApiToken, &id, None, 2).await?;
+    let [(hash, doc)] = found.as_slice() else {
+        return Err(not_found());
+    };
+    let delete = DocWrite {
+        key: DocKey::new(DocKind::ApiToken, hash.as_str()),
+        expect: Expect::Version(doc.version),
+        value: None,
+    };
+    store.write_docs(vec![delete]).await?;
+    tracing::info!(token = %id, "API token withdrawn");
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -39,6 +39,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/tokens",
             get(api::list_tokens).post(api::create_token),
         )
+        .route(
+            "/api/v1/tokens/{id}",
+            axum::routing::delete(api::delete_token),
+        )
         .route("/api/v1/validate", post(api::validate))
         .route("/api/v1/devices/{id}", get(api::get_device))
         .route("/api/v1/devices/{id}/revoke", post(api::revoke_device))
