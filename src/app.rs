@@ -131,6 +131,11 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         roots_pem: roots.iter().map(|r| to_pem("CERTIFICATE", r)).collect(),
     });
 
+    if let (Some(url), Some(secret)) = (&config.events.webhook_url, &config.events.webhook_secret) {
+        let webhook = crate::notify::Webhook::new(url.clone(), secret, store.clone())
+            .context("events.webhook_url: cannot set up the HTTP client")?;
+        tokio::spawn(webhook.run(shutdown.clone()));
+    }
     tokio::spawn(sweep(
         state.ca.clone(),
         state.acme.clone(),

@@ -35,6 +35,7 @@ pub struct Config {
     pub issuance: Issuance,
     pub scep: Scep,
     pub acme: Acme,
+    pub events: Events,
     pub log: Log,
 }
 
@@ -205,6 +206,16 @@ impl Default for AcmeProfile {
     }
 }
 
+/// Pushing the event feed to the MDM.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Events {
+    /// Every event is POSTed here, in order, at least once (retried with backoff).
+    pub webhook_url: Option<String>,
+    /// Key of the `X-Enrollca-Signature: sha256=<hex HMAC>` header over each body.
+    pub webhook_secret: Option<Secret>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
@@ -337,6 +348,14 @@ const KEYS: &[(&str, Apply)] = &[
             .collect();
         Ok(())
     }),
+    ("events.webhook_url", |c, v| {
+        c.events.webhook_url = non_empty(v);
+        Ok(())
+    }),
+    ("events.webhook_secret", |c, v| {
+        c.events.webhook_secret = non_empty(v).map(Secret::new);
+        Ok(())
+    }),
     ("log.level", |c, v| {
         c.log.level = v.to_owned();
         Ok(())
@@ -436,6 +455,7 @@ impl Config {
             ("listen.public_url", &self.listen.public_url),
             ("listen.public_https_url", &self.listen.public_https_url),
             ("scep.webhook_url", &self.scep.webhook_url),
+            ("events.webhook_url", &self.events.webhook_url),
         ] {
             if let Some(url) = url {
                 check_url(key, url)?;
@@ -510,6 +530,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "scep.challenge",
                 message: "must not be empty (omit the key to disable the static challenge)".into(),
+            });
+        }
+        if self.events.webhook_url.is_some() && self.events.webhook_secret.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "events.webhook_secret",
+                message: "events.webhook_url needs a secret to sign deliveries with".into(),
             });
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
@@ -661,6 +687,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listen.https"), "{err}");
+        let hook = [("ENROLLCA_EVENTS_WEBHOOK_URL", "http://mdm.internal/hook")];
+        let err = Config::load(None, env(&hook)).unwrap_err().to_string();
+        assert!(err.contains("events.webhook_secret"), "{err}");
+        let err = Config::load(None, env(&[("ENROLLCA_SCEP_APPROVAL", "sometimes")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ENROLLCA_SCEP_APPROVAL") && err.contains("manual"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod datadir;
 pub mod http;
 pub mod loadgen;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod revocation;
 pub mod scep;

@@ -313,3 +313,90 @@ async fn scoped_tokens_allow_what_they_name_and_nothing_more() {
         "secrets are not listed"
     );
 }
+
+/// A webhook receiver on `port`: keeps every event it is sent, checking each signature.
+async fn receiver(port: u16, secret: &'static str) -> std::sync::Arc<std::sync::Mutex<Vec<Value>>> {
+    use axum::http::{HeaderMap, StatusCode};
+    let got: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+    let keep = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let keep = keep.clone();
+            async move {
+                let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+                let sig = headers["x-enrollca-signature"].to_str().unwrap();
+                let tag = hex::decode(sig.strip_prefix("sha256=").unwrap()).unwrap();
+                if ring::hmac::verify(&key, &body, &tag).is_err() {
+                    return StatusCode::UNAUTHORIZED;
+                }
+                let delivery: Value = serde_json::from_slice(&body).unwrap();
+                keep.lock()
+                    .unwrap()
+                    .extend(delivery["events"].as_array().unwrap().clone());
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    got
+}
+
+#[tokio::test]
+async fn events_reach_the_webhook_in_order_after_it_was_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let server = Server::start(
+        &data,
+        &[
+            ("ENROLLCA_EVENTS_WEBHOOK_URL", &url),
+            ("ENROLLCA_EVENTS_WEBHOOK_SECRET", "hook-key"),
+        ],
+    );
+    // Three events while nobody listens: deliveries fail and are retried.
+    let mut serials = Vec::new();
+    for i in 0..3 {
+        serials.push(
+            issue(&server, tmp.path(), &format!("w{i}"), "DEVICE-W")
+                .await
+                .0,
+        );
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let got = receiver(port, "hook-key").await;
+    let wait_for = |n: usize| {
+        let got = got.clone();
+        async move {
+            for _ in 0..600 {
+                if got.lock().unwrap().len() >= n {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!(
+                "the webhook got {} of {n} events",
+                got.lock().unwrap().len()
+            );
+        }
+    };
+    wait_for(3).await;
+    // One more once the receiver is up: pushed without waiting for a retry.
+    let resp = server
+        .post(&format!("/api/v1/certificates/{}/revoke", serials[0]))
+        .json(&json!({"reason": "keyCompromise"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    wait_for(4).await;
+    let events = got.lock().unwrap().clone();
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3, 4], "in order, each once here");
+    assert_eq!(events[3]["type"], "revoked");
+    assert_eq!(events[0]["serial"], serials[0].as_str());
+}

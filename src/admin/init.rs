@@ -231,6 +231,10 @@ external_account_required = false
 # lifetime = "90days"           # default: issuance.lifetime
 # terms_of_service = "https://ca.example.com/terms"
 
+[events]
+# webhook_url = "https://mdm.internal/enrollca/events"   # every event POSTed, in order
+# webhook_secret = "change-me"                            # HMAC-SHA256 key of the signature
+
 [log]
 level = "info"
 format = "text"

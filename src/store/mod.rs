@@ -241,6 +241,8 @@ pub enum DocKind {
     ScepPending,
     /// Hex SHA-256 of an API token → its name and scopes.
     ApiToken,
+    /// Webhook URL → the last event sequence it acknowledged.
+    WebhookCursor,
 }
 
 impl DocKind {
@@ -255,6 +257,7 @@ impl DocKind {
             Self::CrlNumber => 7,
             Self::ScepPending => 8,
             Self::ApiToken => 9,
+            Self::WebhookCursor => 10,
         }
     }
 }

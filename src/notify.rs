@@ -1,0 +1,136 @@
+//! Pushes the event feed to the MDM's webhook: every event, in order, at least once.
+//!
+//! The feed itself is the outbox: events are durable and sequenced before anyone hears of
+//! them, so delivery only needs a durable cursor (the last sequence the receiver
+//! acknowledged with a 2xx). A batch is retried with growing pauses until it is accepted;
+//! nothing later is sent before it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Secret;
+use crate::store::{DocKey, DocKind, DocWrite, Event, Seq, Store, StoreError};
+
+/// Events per delivery.
+const BATCH: usize = 100;
+const FIRST_PAUSE: Duration = Duration::from_millis(500);
+const LONGEST_PAUSE: Duration = Duration::from_secs(60);
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The signature header: `sha256=` and the hex HMAC-SHA256 of the body under the secret.
+pub const SIGNATURE_HEADER: &str = "x-enrollca-signature";
+
+#[derive(Serialize)]
+struct Delivery<'a> {
+    events: &'a [Event],
+}
+
+pub struct Webhook {
+    url: String,
+    key: ring::hmac::Key,
+    http: reqwest::Client,
+    store: Arc<dyn Store>,
+}
+
+impl Webhook {
+    pub fn new(url: String, secret: &Secret, store: Arc<dyn Store>) -> anyhow::Result<Self> {
+        Ok(Self {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.expose().as_bytes()),
+            http: reqwest::Client::builder()
+                .timeout(TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+            url,
+            store,
+        })
+    }
+
+    /// Delivers until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut cursor = match self.cursor().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "event webhook: cannot read its cursor; not delivering");
+                return;
+            }
+        };
+        let mut newest = self.store.newest_event();
+        let mut pause = FIRST_PAUSE;
+        loop {
+            let batch = match self.store.events(cursor.0, BATCH).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event webhook: cannot read the feed");
+                    Vec::new()
+                }
+            };
+            if batch.is_empty() {
+                let after = cursor.0;
+                tokio::select! {
+                    _ = newest.wait_for(|seq| *seq > after) => continue,
+                    () = shutdown.cancelled() => return,
+                }
+            }
+            let last = batch.last().map_or(cursor.0, |e| e.seq);
+            match self.deliver(&batch).await {
+                Ok(()) => match self.advance(&mut cursor, last).await {
+                    Ok(()) => pause = FIRST_PAUSE,
+                    Err(e) => tracing::warn!(error = %e, "event webhook: cannot store its cursor"),
+                },
+                Err(why) => {
+                    tracing::info!(%why, first = batch[0].seq, retry_in = ?pause, "event webhook delivery failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                    pause = (pause * 2).min(LONGEST_PAUSE);
+                }
+            }
+        }
+    }
+
+    async fn deliver(&self, events: &[Event]) -> Result<(), String> {
+        let body = serde_json::to_vec(&Delivery { events }).map_err(|e| e.to_string())?;
+        let signature = hex::encode(ring::hmac::sign(&self.key, &body).as_ref());
+        let resp = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header(SIGNATURE_HEADER, format!("sha256={signature}"))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("answered HTTP {}", resp.status()))
+        }
+    }
+
+    /// The acknowledged sequence and the version of the document holding it.
+    async fn cursor(&self) -> Result<(Seq, Option<u64>), StoreError> {
+        let doc = self.store.doc(&self.key_of_cursor()).await?;
+        Ok(match doc {
+            Some(d) => {
+                let stored = d.decode::<Seq>()?;
+                (stored.value, Some(stored.version))
+            }
+            None => (0, None),
+        })
+    }
+
+    async fn advance(&self, cursor: &mut (Seq, Option<u64>), to: Seq) -> Result<(), StoreError> {
+        let write = DocWrite::put(DocKind::WebhookCursor, &self.url, cursor.1, &to);
+        self.store.write_docs(vec![write]).await?;
+        *cursor = (to, Some(cursor.1.map_or(1, |v| v + 1)));
+        Ok(())
+    }
+
+    fn key_of_cursor(&self) -> DocKey {
+        DocKey::new(DocKind::WebhookCursor, self.url.as_str())
+    }
+}
