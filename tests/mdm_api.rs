@@ -100,6 +100,41 @@ async fn validate_and_device_revocation_tell_the_mdm_what_it_needs() {
         assert_eq!(p["type"], "urn:enrollca:problem:bad-request");
     }
 
+    // Signed with our issuer's key outside enrollca (never recorded): unknown, not good.
+    let good: Value = validate(&server, &first_pem).await.json().await.unwrap();
+    let issuer_id = good["issuer"].as_str().unwrap().to_owned();
+    let issuers = data.join("ca/issuers");
+    let (_, csr) = openssl_csr(dir, "stray", "ec:P-256", "/CN=stray", None);
+    std::fs::write(dir.join("stray.csr"), csr).unwrap();
+    let stray = dir.join("stray.pem");
+    let out = run(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            dir.join("stray.csr").to_str().unwrap(),
+            "-CA",
+            issuers.join(format!("{issuer_id}.pem")).to_str().unwrap(),
+            "-CAkey",
+            issuers.join(format!("{issuer_id}.key")).to_str().unwrap(),
+            "-days",
+            "1",
+            "-out",
+            stray.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = validate(&server, &std::fs::read_to_string(&stray).unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["issuer"].as_str()),
+        (Some("unknown"), Some(issuer_id.as_str()))
+    );
+
     // The device's certificates, newest first.
     let d: Value = server.get_json("/api/v1/devices/DEVICE-1").await;
     let serials: Vec<&str> = d["certificates"]
