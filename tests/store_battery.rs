@@ -260,6 +260,15 @@ async fn listings_filter_and_page_without_gaps_or_repeats() {
             }
         }
         assert_eq!(seen, dev_a, "{name}");
+        let all = store
+            .all_certificates(CertQuery {
+                device: Some("dev-a".parse().unwrap()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let all: HashSet<_> = all.into_iter().map(|r| r.serial).collect();
+        assert_eq!(all, dev_a, "{name}: all pages, once each");
 
         let by_issuer = store
             .certificates(CertQuery {
@@ -648,6 +657,11 @@ async fn documents_are_compare_and_swap_and_all_or_nothing() {
             .await
             .unwrap();
         assert_eq!(ids(page), ["a1/o2"], "{name}");
+        let all = store
+            .all_docs(DocKind::AcmeAccountOrder, "a1/")
+            .await
+            .unwrap();
+        assert_eq!(ids(all), ["a1/o1", "a1/o2", "a1/o3"], "{name}");
 
         // Deletion, and the state survives reopening.
         store

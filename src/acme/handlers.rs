@@ -28,13 +28,7 @@ const RETRY_AFTER_SECS: &str = "1";
 /// Adds `Replay-Nonce`, `Cache-Control: no-store` and the directory `Link` to every ACME
 /// response, errors included (clients retry `badNonce` with the nonce it carries).
 pub async fn headers(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let profile = req
-        .uri()
-        .path()
-        .strip_prefix("/acme/")
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or_default()
-        .to_owned();
+    let profile = profile_in(req.uri().path()).to_owned();
     let mut response = next.run(req).await;
     let h = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&state.acme.nonce()) {
@@ -48,6 +42,13 @@ pub async fn headers(State(state): State<Arc<AppState>>, req: Request, next: Nex
         }
     }
     response
+}
+
+/// The profile an `/acme/<profile>/…` path names (empty for any other path).
+fn profile_in(path: &str) -> &str {
+    path.strip_prefix("/acme/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default()
 }
 
 #[derive(Serialize)]
@@ -111,13 +112,7 @@ impl FromRequest<Arc<AppState>> for Signed {
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, AcmeError> {
         let acme = &state.acme;
-        let name = req
-            .uri()
-            .path()
-            .strip_prefix("/acme/")
-            .and_then(|rest| rest.split('/').next())
-            .unwrap_or_default();
-        let profile = acme.profile(name)?.clone();
+        let profile = acme.profile(profile_in(req.uri().path()))?.clone();
         let content_type = req
             .headers()
             .get(header::CONTENT_TYPE)

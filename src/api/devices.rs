@@ -16,7 +16,7 @@ use super::views::{CertView, RevokeBody};
 use crate::app::AppState;
 use crate::ca::{IssuerId, Serial};
 use crate::revocation::RevocationReason;
-use crate::store::{CertQuery, CertStatus, DeviceId, MAX_PAGE, StatusFilter};
+use crate::store::{CertQuery, CertStatus, DeviceId, StatusFilter};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,25 +147,14 @@ async fn device_certificates(
     state: &AppState,
     device: &DeviceId,
 ) -> Result<Vec<crate::store::CertRecord>, ApiError> {
-    let mut out = Vec::new();
-    let mut after = None;
-    loop {
-        let page = state
-            .ca
-            .store()
-            .certificates(CertQuery {
-                device: Some(device.clone()),
-                after,
-                limit: MAX_PAGE,
-                ..CertQuery::default()
-            })
-            .await?;
-        out.extend(page.items);
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
+    let mut out = state
+        .ca
+        .store()
+        .all_certificates(CertQuery {
+            device: Some(device.clone()),
+            ..CertQuery::default()
+        })
+        .await?;
     out.sort_by_key(|r| std::cmp::Reverse(r.issued_at));
     Ok(out)
 }

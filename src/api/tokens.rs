@@ -15,7 +15,7 @@ use super::ApiError;
 use super::auth::{Can, Manage, Scope, TokenHash, TokenRecord};
 use super::extract::{Json, Path};
 use crate::app::AppState;
-use crate::store::{DocKey, DocKind, DocWrite, Expect, MAX_PAGE};
+use crate::store::{DocKey, DocKind, DocWrite, Expect};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,19 +104,9 @@ pub async fn list_tokens(
     State(state): State<Arc<AppState>>,
 ) -> Result<axum::Json<TokenList>, ApiError> {
     let mut items = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = state
-            .ca
-            .store()
-            .docs(DocKind::ApiToken, "", after.as_deref(), MAX_PAGE)
-            .await?;
-        let Some((last, _)) = page.last() else { break };
-        after = Some(last.clone());
-        for (hash, doc) in page {
-            let record: TokenRecord = doc.decode()?.value;
-            items.push(TokenView::new(&hash, record, None));
-        }
+    for (hash, doc) in state.ca.store().all_docs(DocKind::ApiToken, "").await? {
+        let record: TokenRecord = doc.decode()?.value;
+        items.push(TokenView::new(&hash, record, None));
     }
     Ok(axum::Json(TokenList { items }))
 }

@@ -12,9 +12,7 @@ use time::OffsetDateTime;
 
 use super::RevocationReason;
 use crate::ca::{Ca, IssuerId};
-use crate::store::{
-    CertQuery, CertStatus, DocKey, DocKind, DocWrite, Expect, MAX_PAGE, StatusFilter, StoreError,
-};
+use crate::store::{CertQuery, CertStatus, DocKey, DocKind, DocWrite, StatusFilter, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CrlError {
@@ -133,64 +131,47 @@ impl Crls {
         id: &IssuerId,
         now: OffsetDateTime,
     ) -> Result<Vec<RevokedCertParams>, CrlError> {
-        let mut out = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .ca
-                .store()
-                .certificates(CertQuery {
-                    issuer: Some(id.clone()),
-                    status: Some(StatusFilter::Revoked),
-                    after,
-                    limit: MAX_PAGE,
-                    ..CertQuery::default()
-                })
-                .await?;
-            for rec in &page.items {
-                if let CertStatus::Revoked { at, reason } = rec.status {
-                    if rec.not_after > now {
-                        out.push(RevokedCertParams {
-                            serial_number: SerialNumber::from_slice(rec.serial.as_bytes()),
-                            revocation_time: at,
-                            reason_code: Some(reason_code(reason)),
-                            invalidity_date: None,
-                        });
-                    }
-                }
-            }
-            match page.next {
-                Some(next) => after = Some(next),
-                None => return Ok(out),
-            }
-        }
+        let revoked = self
+            .ca
+            .store()
+            .all_certificates(CertQuery {
+                issuer: Some(id.clone()),
+                status: Some(StatusFilter::Revoked),
+                ..CertQuery::default()
+            })
+            .await?;
+        Ok(revoked
+            .iter()
+            .filter(|rec| rec.not_after > now)
+            .filter_map(|rec| match rec.status {
+                CertStatus::Revoked { at, reason } => Some(RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(rec.serial.as_bytes()),
+                    revocation_time: at,
+                    reason_code: Some(reason_code(reason)),
+                    invalidity_date: None,
+                }),
+                CertStatus::Good => None,
+            })
+            .collect())
     }
 
     /// The next CRL number for `id`, durably, so numbers keep growing across restarts.
     async fn next_number(&self, id: &IssuerId) -> Result<u64, StoreError> {
         let store = self.ca.store();
-        let key = DocKey::new(DocKind::CrlNumber, id.as_str());
-        let (number, expect) = match store.doc(&key).await? {
-            Some(doc) => {
-                let last = doc
-                    .value
-                    .as_slice()
-                    .try_into()
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| StoreError::Corrupt {
-                        tree: "docs",
-                        message: format!("CRL number of {id} is not 8 bytes"),
-                    })?;
-                (last + 1, Expect::Version(doc.version))
-            }
-            None => (1, Expect::Absent),
-        };
+        let last = store
+            .doc(&DocKey::new(DocKind::CrlNumber, id.as_str()))
+            .await?
+            .map(|doc| doc.decode::<u64>())
+            .transpose()?;
+        let number = last.as_ref().map_or(1, |l| l.value + 1);
+        let version = last.map(|l| l.version);
         store
-            .write_docs(vec![DocWrite {
-                key,
-                expect,
-                value: Some(number.to_be_bytes().to_vec()),
-            }])
+            .write_docs(vec![DocWrite::put(
+                DocKind::CrlNumber,
+                id.as_str(),
+                version,
+                &number,
+            )])
             .await?;
         Ok(number)
     }

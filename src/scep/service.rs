@@ -479,34 +479,21 @@ impl ScepService {
         &self,
         waiting_only: bool,
     ) -> Result<Vec<PendingRequest>, ScepError> {
+        let internal = |e: StoreError| ScepError::Internal(e.to_string());
+        let docs = self
+            .ca
+            .store()
+            .all_docs(DocKind::ScepPending, "")
+            .await
+            .map_err(internal)?;
         let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .ca
-                .store()
-                .docs(
-                    DocKind::ScepPending,
-                    "",
-                    after.as_deref(),
-                    crate::store::MAX_PAGE,
-                )
-                .await
-                .map_err(|e| ScepError::Internal(e.to_string()))?;
-            let Some((last, _)) = page.last() else {
-                return Ok(out);
-            };
-            after = Some(last.clone());
-            for (_, doc) in page {
-                let held: PendingRequest = doc
-                    .decode()
-                    .map_err(|e| ScepError::Internal(e.to_string()))?
-                    .value;
-                if !waiting_only || held.decision == Decision::Waiting {
-                    out.push(held);
-                }
+        for (_, doc) in docs {
+            let held: PendingRequest = doc.decode().map_err(internal)?.value;
+            if !waiting_only || held.decision == Decision::Waiting {
+                out.push(held);
             }
         }
+        Ok(out)
     }
 
     /// An operator's decision on a held enrolment. Approval issues the certificate and

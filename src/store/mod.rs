@@ -473,6 +473,23 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(String, Doc)>, StoreError>;
 
+    /// Every document of `kind` whose id starts with `prefix`, in id order, read page by page.
+    async fn all_docs(
+        &self,
+        kind: DocKind,
+        prefix: &str,
+    ) -> Result<Vec<(String, Doc)>, StoreError> {
+        let mut out: Vec<(String, Doc)> = Vec::new();
+        loop {
+            let after = out.last().map(|(id, _)| id.clone());
+            let page = self.docs(kind, prefix, after.as_deref(), MAX_PAGE).await?;
+            if page.is_empty() {
+                return Ok(out);
+            }
+            out.extend(page);
+        }
+    }
+
     /// Applies every write or none, durably; `Conflict` names the first unmet expectation.
     async fn write_docs(&self, writes: Vec<DocWrite>) -> Result<(), StoreError> {
         self.commit_docs(writes, None).await
@@ -515,6 +532,22 @@ pub trait Store: Send + Sync + 'static {
     async fn certificate(&self, serial: &Serial) -> Result<Option<CertRecord>, StoreError>;
 
     async fn certificates(&self, query: CertQuery) -> Result<Page<CertRecord>, StoreError>;
+
+    /// Every certificate `query` matches, read page by page (its `after` and `limit` are
+    /// replaced).
+    async fn all_certificates(&self, mut query: CertQuery) -> Result<Vec<CertRecord>, StoreError> {
+        query.after = None;
+        query.limit = MAX_PAGE;
+        let mut out = Vec::new();
+        loop {
+            let page = self.certificates(query.clone()).await?;
+            out.extend(page.items);
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
 
     /// Events with `seq > after`, in order, at most `limit`.
     async fn events(&self, after: Seq, limit: usize) -> Result<Vec<Event>, StoreError>;
