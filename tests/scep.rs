@@ -260,6 +260,21 @@ impl Certmonger {
         c
     }
 
+    /// `getcert request` from the enrollca CA, waiting for the outcome.
+    fn request(
+        &self,
+        key: &Path,
+        cert: &Path,
+        subject: &str,
+        challenge: &str,
+    ) -> std::process::Output {
+        let (key, cert) = (key.to_str().unwrap(), cert.to_str().unwrap());
+        self.getcert(&[
+            "request", "-c", "enrollca", "-k", key, "-f", cert, "-N", subject, "-L", challenge,
+            "-w",
+        ])
+    }
+
     /// `getcert COMMAND -s ARGS`, bounded in time.
     fn getcert(&self, args: &[&str]) -> std::process::Output {
         let mut c = self.command("timeout");
@@ -323,20 +338,7 @@ async fn certmonger_enrols_resubmits_and_is_refused() {
     assert!(out.status.success(), "{}", stderr(&out));
 
     let (key, cert) = (tmp.path().join("cm.key"), tmp.path().join("cm.pem"));
-    let out = cm.getcert(&[
-        "request",
-        "-c",
-        "enrollca",
-        "-k",
-        key.to_str().unwrap(),
-        "-f",
-        cert.to_str().unwrap(),
-        "-N",
-        "CN=device-cm",
-        "-L",
-        CHALLENGE,
-        "-w",
-    ]);
+    let out = cm.request(&key, &cert, "CN=device-cm", CHALLENGE);
     let id = request_id(&out);
     let status = cm.status(&id);
     assert!(status.contains("status: MONITORING"), "{status}");
@@ -372,20 +374,7 @@ async fn certmonger_enrols_resubmits_and_is_refused() {
     // Wrong challenge: certmonger reports the CA's refusal.
     let events_before = server.events().await.len();
     let (key, cert) = (tmp.path().join("bad.key"), tmp.path().join("bad.pem"));
-    let out = cm.getcert(&[
-        "request",
-        "-c",
-        "enrollca",
-        "-k",
-        key.to_str().unwrap(),
-        "-f",
-        cert.to_str().unwrap(),
-        "-N",
-        "CN=intruder",
-        "-L",
-        "wrong",
-        "-w",
-    ]);
+    let out = cm.request(&key, &cert, "CN=intruder", "wrong");
     let status = cm.status(&request_id(&out));
     assert!(status.contains("status: CA_REJECTED"), "{status}");
     assert!(!cert.exists());

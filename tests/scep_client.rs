@@ -266,73 +266,51 @@ async fn refusals_carry_the_right_fail_info_and_write_nothing() {
     let client = Client::new(&server).await;
     let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
 
-    // Signed by one key, certificate requested for another: no proof of possession.
-    let (reply, _) = client
-        .exchange(
-            &a,
-            MessageType::PkcsReq,
-            &b.csr("mismatch", Some(CHALLENGE)).unwrap(),
-            Cipher::Aes128,
-            Digest::Sha256,
-        )
-        .await;
-    assert_eq!(
-        (reply.pki_status, reply.fail_info),
-        (Some(PkiStatus::Failure), Some(FailInfo::BadMessageCheck))
-    );
-
     // RSA-1024 request (made by openssl, kept under tests/vectors).
     let weak = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/vectors/csr/weak-rsa-1024.der"
     ))
     .unwrap();
-    let (reply, _) = client
-        .exchange(
-            &a,
+    let cases = [
+        // Signed by one key, certificate requested for another: no proof of possession.
+        (
+            "signer's key is not the CSR's",
             MessageType::PkcsReq,
-            &weak,
-            Cipher::Aes128,
-            Digest::Sha256,
-        )
-        .await;
-    assert_eq!(reply.fail_info, Some(FailInfo::BadAlg));
-
-    // Garbage where the CSR should be.
-    let (reply, _) = client
-        .exchange(
-            &a,
+            b.csr("mismatch", Some(CHALLENGE)).unwrap(),
+            FailInfo::BadMessageCheck,
+        ),
+        ("RSA-1024", MessageType::PkcsReq, weak, FailInfo::BadAlg),
+        (
+            "garbage where the CSR should be",
             MessageType::PkcsReq,
-            b"not a csr",
-            Cipher::Aes128,
-            Digest::Sha256,
-        )
-        .await;
-    assert_eq!(reply.fail_info, Some(FailInfo::BadRequest));
-
-    // No challenge, wrong challenge.
-    let (reply, _) = client
-        .exchange(
-            &a,
+            b"not a csr".to_vec(),
+            FailInfo::BadRequest,
+        ),
+        (
+            "wrong challenge",
             MessageType::PkcsReq,
-            &a.csr("nochallenge", Some("x")).unwrap(),
-            Cipher::Aes128,
-            Digest::Sha256,
-        )
-        .await;
-    assert_eq!(reply.fail_info, Some(FailInfo::BadRequest));
-
-    // A RenewalReq signed by a certificate we never issued.
-    let (reply, _) = client
-        .exchange(
-            &a,
+            a.csr("nochallenge", Some("x")).unwrap(),
+            FailInfo::BadRequest,
+        ),
+        // A RenewalReq signed by a certificate we never issued.
+        (
+            "renewal by a stranger",
             MessageType::RenewalReq,
-            &a.csr("renew", Some(CHALLENGE)).unwrap(),
-            Cipher::Aes128,
-            Digest::Sha256,
-        )
-        .await;
-    assert_eq!(reply.fail_info, Some(FailInfo::BadRequest));
+            a.csr("renew", Some(CHALLENGE)).unwrap(),
+            FailInfo::BadRequest,
+        ),
+    ];
+    for (what, kind, content, fail_info) in cases {
+        let (reply, _) = client
+            .exchange(&a, kind, &content, Cipher::Aes128, Digest::Sha256)
+            .await;
+        assert_eq!(
+            (reply.pki_status, reply.fail_info),
+            (Some(PkiStatus::Failure), Some(fail_info)),
+            "{what}"
+        );
+    }
 
     // A tampered signature cannot be opened: HTTP 400, before any reply is signed.
     let (mut body, _) = client.build(
