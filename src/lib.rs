@@ -7,6 +7,7 @@ pub mod acme;
 pub mod admin;
 pub mod api;
 pub mod app;
+pub mod attest;
 pub mod ca;
 pub mod clock;
 pub mod config;

@@ -139,7 +139,7 @@ impl Csr {
         }
         let info = &req.certification_request_info;
         let spki_info = &info.subject_pki;
-        let key = classify_key(spki_info)?;
+        let key = SubjectKey::of(spki_info)?;
         req.verify_signature().map_err(|_| CsrError::BadSignature)?;
         let spki = rcgen::SubjectPublicKeyInfo::from_der(spki_info.raw)
             .map_err(|e| CsrError::UnsupportedKey(e.to_string()))?;
@@ -187,40 +187,43 @@ impl Csr {
     }
 }
 
-fn classify_key(spki: &x509_parser::x509::SubjectPublicKeyInfo) -> Result<SubjectKey, CsrError> {
-    let alg = &spki.algorithm.algorithm;
-    if *alg == oid_registry::OID_PKCS1_RSAENCRYPTION {
-        match spki.parsed() {
-            Ok(PublicKey::RSA(rsa)) => {
-                let bits = rsa.key_size();
-                if bits < MIN_RSA_BITS {
-                    Err(CsrError::WeakKey(bits))
-                } else if bits > MAX_RSA_BITS {
-                    Err(CsrError::UnsupportedKey(format!("RSA-{bits}")))
-                } else {
-                    Ok(SubjectKey::Rsa { bits })
+impl SubjectKey {
+    /// The kind of key a SubjectPublicKeyInfo holds, refusing weak and unsupported ones.
+    pub fn of(spki: &x509_parser::x509::SubjectPublicKeyInfo) -> Result<Self, CsrError> {
+        let alg = &spki.algorithm.algorithm;
+        if *alg == oid_registry::OID_PKCS1_RSAENCRYPTION {
+            match spki.parsed() {
+                Ok(PublicKey::RSA(rsa)) => {
+                    let bits = rsa.key_size();
+                    if bits < MIN_RSA_BITS {
+                        Err(CsrError::WeakKey(bits))
+                    } else if bits > MAX_RSA_BITS {
+                        Err(CsrError::UnsupportedKey(format!("RSA-{bits}")))
+                    } else {
+                        Ok(SubjectKey::Rsa { bits })
+                    }
                 }
+                _ => Err(CsrError::Malformed("bad RSA public key".into())),
             }
-            _ => Err(CsrError::Malformed("bad RSA public key".into())),
+        } else if *alg == oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok());
+            match curve {
+                Some(c) if c == oid_registry::OID_EC_P256 => Ok(SubjectKey::EcP256),
+                Some(c) if c == oid_registry::OID_NIST_EC_P384 => Ok(SubjectKey::EcP384),
+                Some(c) => Err(CsrError::UnsupportedKey(format!("EC curve {c}"))),
+                None => Err(CsrError::UnsupportedKey(
+                    "EC key without named curve".into(),
+                )),
+            }
+        } else if *alg == oid_registry::OID_SIG_ED25519 {
+            Ok(SubjectKey::Ed25519)
+        } else {
+            Err(CsrError::UnsupportedKey(alg.to_id_string()))
         }
-    } else if *alg == oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY {
-        let curve = spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.as_oid().ok());
-        match curve {
-            Some(c) if c == oid_registry::OID_EC_P256 => Ok(SubjectKey::EcP256),
-            Some(c) if c == oid_registry::OID_NIST_EC_P384 => Ok(SubjectKey::EcP384),
-            Some(c) => Err(CsrError::UnsupportedKey(format!("EC curve {c}"))),
-            None => Err(CsrError::UnsupportedKey(
-                "EC key without named curve".into(),
-            )),
-        }
-    } else if *alg == oid_registry::OID_SIG_ED25519 {
-        Ok(SubjectKey::Ed25519)
-    } else {
-        Err(CsrError::UnsupportedKey(alg.to_id_string()))
     }
 }
 

@@ -1,0 +1,489 @@
+//! Apple Managed Device Attestation (`fmt: "apple"`): the Secure Enclave's key certified by
+//! Apple's Enterprise Attestation CA, with the device's identity and a freshness nonce as
+//! certificate extensions. Every check is mandatory: a missing extension is a failure.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use ciborium::Value;
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::time::ASN1Time;
+
+use super::{AttestError, Attestation, AttestationObject, DeviceFacts, Expected, Format, KeyType};
+use crate::ca::csr::SubjectKey;
+
+/// Apple's root, shipped in `pki/` (its fingerprint is asserted by `tests/pki.rs`).
+const APPLE_ROOT_PEM: &[u8] = include_bytes!("../../pki/apple-enterprise-attestation-root-ca.pem");
+
+/// Leaf extensions (under Apple's arc 1.2.840.113635.100); values are raw bytes, not DER,
+/// except where noted.
+const NONCE: &str = "1.2.840.113635.100.8.11.1";
+const SERIAL: &str = "1.2.840.113635.100.8.9.1";
+const UDID: &str = "1.2.840.113635.100.8.9.2";
+const OS_VERSION: &str = "1.2.840.113635.100.8.10.1";
+const SEPOS_VERSION: &str = "1.2.840.113635.100.8.10.2";
+/// DER INTEGER.
+const SIP_STATUS: &str = "1.2.840.113635.100.8.13.1";
+const SECURE_BOOT: &str = "1.2.840.113635.100.8.13.2";
+/// DER INTEGER.
+const KEXT_STATUS: &str = "1.2.840.113635.100.8.13.3";
+
+/// Longest chain accepted below the root (Apple sends leaf and one intermediate).
+const MAX_CHAIN: usize = 4;
+/// Intermediates remembered as verified against a root (signature only; validity is
+/// checked on every use). Apple has few; the bound only guards memory.
+const VERIFIED_CACHE: usize = 64;
+
+pub struct Apple {
+    /// Trust anchors, DER: Apple's root and any configured in `acme.attestation_roots`.
+    roots: Vec<Vec<u8>>,
+    /// SHA-256 of certificates whose signature by a root has been verified.
+    verified: Mutex<HashSet<[u8; 32]>>,
+}
+
+impl Apple {
+    /// Trusts Apple's root and `extra` roots (DER).
+    pub fn new(extra: Vec<Vec<u8>>) -> Self {
+        let mut roots =
+            crate::datadir::pem_certs(APPLE_ROOT_PEM).expect("the shipped Apple root parses");
+        roots.extend(extra);
+        Self {
+            roots,
+            verified: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Verifies `ders` (leaf first) up to a trust anchor, every certificate valid at `now`;
+    /// returns the parsed leaf.
+    fn chain<'a>(
+        &self,
+        ders: &'a [Vec<u8>],
+        now: ASN1Time,
+    ) -> Result<X509Certificate<'a>, AttestError> {
+        // A client that also sends the root gains nothing by it; the anchor is ours.
+        let ders = match ders.split_last() {
+            Some((last, rest)) if !rest.is_empty() && self.roots.contains(last) => rest,
+            _ => ders,
+        };
+        if ders.len() > MAX_CHAIN {
+            return Err(AttestError::Chain(format!(
+                "{} certificates, more than the {MAX_CHAIN} accepted",
+                ders.len()
+            )));
+        }
+        let certs = ders
+            .iter()
+            .enumerate()
+            .map(|(i, der)| match X509Certificate::from_der(der) {
+                Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+                _ => Err(AttestError::Chain(format!(
+                    "x5c[{i}] is not a DER certificate"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, cert) in certs.iter().enumerate() {
+            valid_at(cert, now, &format!("x5c[{i}] ({})", cert.subject()))?;
+        }
+        for (i, pair) in certs.windows(2).enumerate() {
+            let (child, parent) = (&pair[0], &pair[1]);
+            if child.issuer().as_raw() != parent.subject().as_raw() || !parent.is_ca() {
+                return Err(AttestError::Chain(format!(
+                    "x5c[{i}] ({}) is not issued by x5c[{}] ({})",
+                    child.subject(),
+                    i + 1,
+                    parent.subject()
+                )));
+            }
+            child
+                .verify_signature(Some(parent.public_key()))
+                .map_err(|_| {
+                    AttestError::Chain(format!("the signature on x5c[{i}] does not verify"))
+                })?;
+        }
+        let top_index = certs.len() - 1;
+        let top = &certs[top_index];
+        self.anchored(top, &ders[top_index], now).map_err(|why| {
+            AttestError::Chain(format!("x5c[{top_index}] ({}): {why}", top.subject()))
+        })?;
+        Ok(certs.into_iter().next().expect("x5c is not empty"))
+    }
+
+    /// Whether a trusted root (valid now) signed `cert`.
+    fn anchored(
+        &self,
+        cert: &X509Certificate<'_>,
+        der: &[u8],
+        now: ASN1Time,
+    ) -> Result<(), String> {
+        let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, der)
+            .as_ref()
+            .try_into()
+            .expect("SHA-256 is 32 bytes");
+        let issuer = cert.issuer().as_raw();
+        let mut named = false;
+        for root_der in &self.roots {
+            let Ok((_, root)) = X509Certificate::from_der(root_der) else {
+                continue;
+            };
+            if root.subject().as_raw() != issuer {
+                continue;
+            }
+            named = true;
+            valid_at(&root, now, &format!("the root {}", root.subject()))
+                .map_err(|e| e.to_string())?;
+            let cached = self.verified.lock().expect("cache lock").contains(&digest);
+            if cached || cert.verify_signature(Some(root.public_key())).is_ok() {
+                let mut verified = self.verified.lock().expect("cache lock");
+                if verified.len() >= VERIFIED_CACHE {
+                    verified.clear();
+                }
+                verified.insert(digest);
+                return Ok(());
+            }
+        }
+        Err(if named {
+            "its signature does not verify with the trusted root of that name".into()
+        } else {
+            format!(
+                "its issuer ({}) is not a trusted attestation root",
+                cert.issuer()
+            )
+        })
+    }
+}
+
+fn valid_at(cert: &X509Certificate<'_>, now: ASN1Time, what: &str) -> Result<(), AttestError> {
+    let v = cert.validity();
+    if now < v.not_before {
+        return Err(AttestError::Chain(format!(
+            "{what} is not valid before {}",
+            v.not_before
+        )));
+    }
+    if now > v.not_after {
+        return Err(AttestError::Chain(format!(
+            "{what} expired at {}",
+            v.not_after
+        )));
+    }
+    Ok(())
+}
+
+impl Format for Apple {
+    fn name(&self) -> &'static str {
+        "apple"
+    }
+
+    fn verify(
+        &self,
+        object: &AttestationObject,
+        expected: &Expected<'_>,
+    ) -> Result<Attestation, AttestError> {
+        let x5c = match object.member("x5c") {
+            Some(Value::Array(items)) if !items.is_empty() => items
+                .iter()
+                .map(|v| match v {
+                    Value::Bytes(b) => Ok(b.clone()),
+                    _ => Err(AttestError::Malformed(
+                        "an `x5c` entry is not a byte string".into(),
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(Value::Array(_)) => return Err(AttestError::Chain("`x5c` is empty".into())),
+            Some(_) => return Err(AttestError::Malformed("`x5c` is not an array".into())),
+            None => return Err(AttestError::Malformed("`attStmt` has no `x5c`".into())),
+        };
+        let now = ASN1Time::from_timestamp(expected.now.unix_timestamp())
+            .map_err(|_| AttestError::Chain("the current time is out of range".into()))?;
+        let leaf = self.chain(&x5c, now)?;
+
+        let ext = |oid: &str| {
+            leaf.extensions()
+                .iter()
+                .find(|e| e.oid.to_id_string() == oid)
+                .map(|e| e.value)
+        };
+        let text = |oid: &str, name: &str| -> Result<Option<String>, AttestError> {
+            ext(oid)
+                .map(|v| {
+                    String::from_utf8(v.to_vec())
+                        .map_err(|_| AttestError::Malformed(format!("the {name} is not UTF-8")))
+                })
+                .transpose()
+        };
+        let integer = |oid: &str, name: &str| -> Result<Option<i64>, AttestError> {
+            ext(oid)
+                .map(|v| {
+                    <i64 as der::Decode>::from_der(v).map_err(|_| {
+                        AttestError::Malformed(format!("the {name} is not a DER INTEGER"))
+                    })
+                })
+                .transpose()
+        };
+
+        match ext(NONCE) {
+            None => {
+                return Err(AttestError::Nonce(
+                    "the leaf carries no freshness nonce".into(),
+                ));
+            }
+            Some(n) if n != expected.nonce.as_slice() => {
+                return Err(AttestError::Nonce(
+                    "it is not SHA-256 of this challenge's token (made for another challenge?)"
+                        .into(),
+                ));
+            }
+            Some(_) => {}
+        }
+
+        let facts = DeviceFacts {
+            format: self.name().to_owned(),
+            serial: text(SERIAL, "serial number")?,
+            udid: text(UDID, "UDID")?,
+            os_version: text(OS_VERSION, "OS version")?,
+            sepos_version: text(SEPOS_VERSION, "sepOS version")?,
+            sip_status: integer(SIP_STATUS, "SIP status")?,
+            secure_boot: text(SECURE_BOOT, "secure boot state")?,
+            kext_status: integer(KEXT_STATUS, "kernel extension status")?,
+        };
+        let same = |v: &Option<String>| {
+            v.as_deref()
+                .is_some_and(|v| v.eq_ignore_ascii_case(expected.identifier))
+        };
+        if !same(&facts.serial) && !same(&facts.udid) {
+            return Err(AttestError::Identifier(format!(
+                "the order is for `{}`, the attestation for serial {} and UDID {}",
+                expected.identifier,
+                facts.serial.as_deref().unwrap_or("(none)"),
+                facts.udid.as_deref().unwrap_or("(none)"),
+            )));
+        }
+
+        let spki = leaf.public_key();
+        let key = SubjectKey::of(spki)
+            .ok()
+            .and_then(KeyType::of)
+            .ok_or_else(|| AttestError::Key("the leaf's key is not P-256 or P-384".into()))?;
+        if !expected.key_types.contains(&key) {
+            return Err(AttestError::Key(format!(
+                "{key:?} keys are not accepted by this profile (accepted: {:?})",
+                expected.key_types
+            )));
+        }
+        Ok(Attestation {
+            spki: spki.raw.to_vec(),
+            facts,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use time::{Duration, OffsetDateTime};
+
+    use super::super::synthetic::{Leaf, TestAttestationCa, object};
+    use super::super::{Verifier, freshness_nonce};
+    use super::*;
+
+    struct Fixture {
+        ca: TestAttestationCa,
+        verifier: Verifier,
+        device: rcgen::KeyPair,
+    }
+
+    fn fixture() -> Fixture {
+        let ca = TestAttestationCa::generate("Unit").unwrap();
+        let root = crate::datadir::pem_certs(ca.root_pem().as_bytes()).unwrap();
+        Fixture {
+            verifier: Verifier::new(vec![Arc::new(Apple::new(root))]),
+            ca,
+            device: rcgen::KeyPair::generate().unwrap(),
+        }
+    }
+
+    fn leaf(token: &str) -> Leaf {
+        Leaf {
+            nonce: Some(freshness_nonce(token)),
+            serial: Some("C02XYZ123".into()),
+            udid: Some("00008030-001A2C3E0A12802E".into()),
+            ..Leaf::default()
+        }
+    }
+
+    fn expect<'a>(token: &str, identifier: &'a str) -> Expected<'a> {
+        Expected {
+            nonce: freshness_nonce(token),
+            identifier,
+            key_types: &[KeyType::P256, KeyType::P384],
+            now: OffsetDateTime::now_utc(),
+        }
+    }
+
+    #[test]
+    fn a_genuine_attestation_yields_the_key_and_the_facts() {
+        let f = fixture();
+        let obj = f.ca.attest(&f.device, &leaf("tok")).unwrap();
+        for id in ["C02XYZ123", "c02xyz123", "00008030-001A2C3E0A12802E"] {
+            let a = f.verifier.verify(&obj, &expect("tok", id)).unwrap();
+            assert_eq!(a.spki, rcgen::PublicKeyData::subject_public_key_info(&f.device));
+            assert_eq!(a.facts.serial.as_deref(), Some("C02XYZ123"));
+            assert_eq!(a.facts.os_version.as_deref(), Some("18.1"));
+            assert_eq!(a.facts.secure_boot.as_deref(), Some("Full Security"));
+            assert_eq!(a.facts.sip_status, Some(0));
+        }
+    }
+
+    #[test]
+    fn every_check_refuses_with_its_reason() {
+        let f = fixture();
+        let other = TestAttestationCa::generate("Other").unwrap();
+        let now = OffsetDateTime::now_utc();
+        let signed = |ca: &TestAttestationCa, l: &Leaf| ca.attest(&f.device, l).unwrap();
+        let lone_leaf = object("apple", &[f.ca.leaf(&f.device, &leaf("tok")).unwrap()]);
+        let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let cases: Vec<(&str, Vec<u8>, Expected, &str)> = vec![
+            (
+                "wrong nonce",
+                signed(&f.ca, &leaf("other")),
+                expect("tok", "C02XYZ123"),
+                "freshness nonce: it is not SHA-256",
+            ),
+            (
+                "no nonce",
+                signed(
+                    &f.ca,
+                    &Leaf {
+                        nonce: None,
+                        ..leaf("tok")
+                    },
+                ),
+                expect("tok", "C02XYZ123"),
+                "no freshness nonce",
+            ),
+            (
+                "expired",
+                signed(
+                    &f.ca,
+                    &Leaf {
+                        not_before: now - Duration::days(3),
+                        not_after: now - Duration::days(1),
+                        ..leaf("tok")
+                    },
+                ),
+                expect("tok", "C02XYZ123"),
+                "expired at",
+            ),
+            (
+                "not yet valid",
+                signed(
+                    &f.ca,
+                    &Leaf {
+                        not_before: now + Duration::days(1),
+                        not_after: now + Duration::days(3),
+                        ..leaf("tok")
+                    },
+                ),
+                expect("tok", "C02XYZ123"),
+                "not valid before",
+            ),
+            (
+                "unknown root",
+                signed(&other, &leaf("tok")),
+                expect("tok", "C02XYZ123"),
+                "not a trusted attestation root",
+            ),
+            (
+                "intermediate missing",
+                lone_leaf,
+                expect("tok", "C02XYZ123"),
+                "not a trusted attestation root",
+            ),
+            (
+                "identifier",
+                signed(&f.ca, &leaf("tok")),
+                expect("tok", "SOMEONE-ELSE"),
+                "identifier: the order is for `SOMEONE-ELSE`",
+            ),
+            (
+                "no identity",
+                signed(
+                    &f.ca,
+                    &Leaf {
+                        serial: None,
+                        udid: None,
+                        ..leaf("tok")
+                    },
+                ),
+                expect("tok", "C02XYZ123"),
+                "serial (none) and UDID (none)",
+            ),
+            (
+                "empty x5c",
+                object("apple", &[]),
+                expect("tok", "C02XYZ123"),
+                "`x5c` is empty",
+            ),
+            (
+                "fmt",
+                object("tpm", &[]),
+                expect("tok", "C02XYZ123"),
+                "format `tpm` is not supported",
+            ),
+            (
+                "garbage cert",
+                object("apple", &[vec![0x30, 0x03, 1, 2, 3]]),
+                expect("tok", "C02XYZ123"),
+                "x5c[0] is not a DER certificate",
+            ),
+            (
+                "swapped",
+                object(
+                    "apple",
+                    &[
+                        f.ca.intermediate_der(),
+                        f.ca.leaf(&f.device, &leaf("tok")).unwrap(),
+                    ],
+                ),
+                expect("tok", "C02XYZ123"),
+                "is not issued by",
+            ),
+        ];
+        for (name, obj, expected, why) in cases {
+            let err = f.verifier.verify(&obj, &expected).unwrap_err().to_string();
+            assert!(err.contains(why), "{name}: {err}");
+        }
+        let only_p256 = Expected {
+            key_types: &[KeyType::P256],
+            ..expect("tok", "C02XYZ123")
+        };
+        let err = f
+            .verifier
+            .verify(&f.ca.attest(&p384, &leaf("tok")).unwrap(), &only_p256)
+            .unwrap_err();
+        assert!(matches!(err, AttestError::Key(_)), "{err}");
+    }
+
+    #[test]
+    fn a_forged_intermediate_with_a_trusted_name_does_not_verify() {
+        let f = fixture();
+        // Same names as the trusted CA, different keys: the names match, the signature not.
+        let forger = TestAttestationCa::generate("Unit").unwrap();
+        let err = f
+            .verifier
+            .verify(
+                &forger.attest(&f.device, &leaf("tok")).unwrap(),
+                &expect("tok", "C02XYZ123"),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("signature does not verify"), "{err}");
+    }
+
+    #[test]
+    fn the_apple_root_is_always_trusted() {
+        let apple = Apple::new(Vec::new());
+        assert_eq!(apple.roots.len(), 1);
+    }
+}

@@ -1,0 +1,152 @@
+//! Device attestation: evidence, signed by a device maker's CA, that a key lives in a device's
+//! secure hardware and which device that is. Each attestation format (`apple` now; `tpm` and
+//! `step` later) is one `Format`; ACME sees only `Verifier` and what it returns.
+
+mod apple;
+mod object;
+pub mod synthetic;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+pub use apple::Apple;
+pub use object::AttestationObject;
+
+use crate::ca::csr::SubjectKey;
+
+/// Largest attestation object accepted (Apple's are about 2 KiB).
+pub const MAX_OBJECT_LEN: usize = 64 * 1024;
+
+/// Key types an attested key may have; a profile lists those it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyType {
+    #[serde(rename = "p256")]
+    P256,
+    #[serde(rename = "p384")]
+    P384,
+}
+
+impl KeyType {
+    fn of(key: SubjectKey) -> Option<Self> {
+        match key {
+            SubjectKey::EcP256 => Some(Self::P256),
+            SubjectKey::EcP384 => Some(Self::P384),
+            _ => None,
+        }
+    }
+}
+
+/// What an attestation says about the device, kept on the authorization and then on the
+/// certificate record. Fields a format does not carry stay `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceFacts {
+    /// The attestation format that vouched for these facts.
+    pub format: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sepos_version: Option<String>,
+    /// System Integrity Protection status as the device reports it (an integer; macOS only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_status: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_boot: Option<String>,
+    /// Third-party kernel extension status (an integer; macOS only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kext_status: Option<i64>,
+}
+
+/// A verified attestation: the hardware-bound key and the device it is in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attestation {
+    /// The attested key's SubjectPublicKeyInfo, DER: the CSR at finalize must carry this key.
+    #[serde(with = "serde_bytes")]
+    pub spki: Vec<u8>,
+    pub facts: DeviceFacts,
+}
+
+/// What the attestation must show: it was made for this challenge, for this identifier, with
+/// a key of an allowed type, and is valid now.
+pub struct Expected<'a> {
+    /// SHA-256 of the challenge token (the freshness nonce).
+    pub nonce: [u8; 32],
+    /// The order's permanent identifier: the device's serial number or UDID.
+    pub identifier: &'a str,
+    pub key_types: &'a [KeyType],
+    pub now: OffsetDateTime,
+}
+
+/// The freshness nonce an attestation for a challenge must carry: SHA-256 of its token.
+pub fn freshness_nonce(token: &str) -> [u8; 32] {
+    ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
+}
+
+/// Each names the check that failed; ACME reports them as `badAttestationStatement`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttestError {
+    #[error("attestation object: {0}")]
+    Malformed(String),
+    #[error("attestation format `{0}` is not supported (supported: {1})")]
+    UnsupportedFormat(String, String),
+    #[error("certificate chain: {0}")]
+    Chain(String),
+    #[error("freshness nonce: {0}")]
+    Nonce(String),
+    #[error("identifier: {0}")]
+    Identifier(String),
+    #[error("attested key: {0}")]
+    Key(String),
+    #[error("the device reported that it cannot attest: {0}")]
+    DeviceError(String),
+}
+
+/// One attestation format's verifier.
+pub trait Format: Send + Sync {
+    /// The `fmt` value it verifies.
+    fn name(&self) -> &'static str;
+    /// Verifies the format's statement (`attStmt`) against what is expected.
+    fn verify(
+        &self,
+        object: &AttestationObject,
+        expected: &Expected<'_>,
+    ) -> Result<Attestation, AttestError>;
+}
+
+/// The formats enrollca accepts, chosen by the attestation object's `fmt`.
+#[derive(Clone)]
+pub struct Verifier {
+    formats: Vec<Arc<dyn Format>>,
+}
+
+impl Verifier {
+    pub fn new(formats: Vec<Arc<dyn Format>>) -> Self {
+        Self { formats }
+    }
+
+    /// Parses the CBOR attestation object and verifies it with its format.
+    pub fn verify(
+        &self,
+        bytes: &[u8],
+        expected: &Expected<'_>,
+    ) -> Result<Attestation, AttestError> {
+        let object = AttestationObject::parse(bytes)?;
+        let format = self
+            .formats
+            .iter()
+            .find(|f| f.name() == object.fmt)
+            .ok_or_else(|| {
+                let names: Vec<_> = self.formats.iter().map(|f| f.name()).collect();
+                AttestError::UnsupportedFormat(object.fmt.clone(), names.join(", "))
+            })?;
+        format.verify(&object, expected)
+    }
+}

@@ -1,0 +1,148 @@
+//! Synthetic Apple-style attestations for the tests, the fuzz corpus and the load generator:
+//! a P-384 root and intermediate laid out like Apple's, and leaves that carry a device key
+//! and Apple's extensions. Nothing trusts them unless an operator lists the root in
+//! `acme.attestation_roots`.
+
+use ciborium::Value;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, CustomExtension, DnType, IsCa, KeyPair,
+    PKCS_ECDSA_P384_SHA384, PublicKeyData,
+};
+use time::{Duration, OffsetDateTime};
+
+/// Apple's arc for attestation extensions (1.2.840.113635.100.8).
+const ARC: [u64; 7] = [1, 2, 840, 113635, 100, 8, 0];
+
+fn apple_oid(tail: &[u64]) -> Vec<u64> {
+    ARC[..6].iter().chain(tail).copied().collect()
+}
+
+/// A test attestation CA: root and intermediate, both P-384, valid around now.
+pub struct TestAttestationCa {
+    root: CertifiedIssuer<'static, KeyPair>,
+    intermediate: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// What a synthetic leaf says. `Default` is a fresh, complete leaf without nonce or identity.
+pub struct Leaf {
+    pub nonce: Option<[u8; 32]>,
+    pub serial: Option<String>,
+    pub udid: Option<String>,
+    pub os_version: Option<String>,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+impl Default for Leaf {
+    fn default() -> Self {
+        let now = OffsetDateTime::now_utc();
+        Self {
+            nonce: None,
+            serial: None,
+            udid: None,
+            os_version: Some("18.1".into()),
+            not_before: now - Duration::minutes(5),
+            not_after: now + Duration::days(1),
+        }
+    }
+}
+
+impl TestAttestationCa {
+    /// `label` goes into the CA names, so two test CAs are told apart.
+    pub fn generate(label: &str) -> Result<Self, rcgen::Error> {
+        let ca = |cn: String| {
+            let mut p = CertificateParams::default();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.distinguished_name
+                .push(DnType::OrganizationName, "enrollca tests");
+            p.not_before = OffsetDateTime::now_utc() - Duration::days(1);
+            p.not_after = OffsetDateTime::now_utc() + Duration::days(3650);
+            p
+        };
+        let root = CertifiedIssuer::self_signed(
+            ca(format!("{label} Enterprise Attestation Root CA")),
+            KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384)?,
+        )?;
+        let intermediate = CertifiedIssuer::signed_by(
+            ca(format!("{label} Enterprise Attestation Sub CA 1")),
+            KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384)?,
+            &root,
+        )?;
+        Ok(Self { root, intermediate })
+    }
+
+    pub fn root_pem(&self) -> String {
+        self.root.pem()
+    }
+
+    pub fn intermediate_der(&self) -> Vec<u8> {
+        self.intermediate.der().to_vec()
+    }
+
+    /// A leaf certifying `device_key`, signed by the intermediate (ecdsa-with-SHA384).
+    pub fn leaf(
+        &self,
+        device_key: &impl PublicKeyData,
+        leaf: &Leaf,
+    ) -> Result<Vec<u8>, rcgen::Error> {
+        let mut p = CertificateParams::default();
+        let point = ring::digest::digest(&ring::digest::SHA256, device_key.der_bytes());
+        p.distinguished_name
+            .push(DnType::CommonName, hex::encode(point));
+        p.distinguished_name
+            .push(DnType::OrganizationalUnitName, "AAA Certification");
+        p.not_before = leaf.not_before;
+        p.not_after = leaf.not_after;
+        let mut ext = |tail: &[u64], value: Vec<u8>| {
+            p.custom_extensions
+                .push(CustomExtension::from_oid_content(&apple_oid(tail), value));
+        };
+        if let Some(n) = leaf.nonce {
+            ext(&[11, 1], n.to_vec());
+        }
+        if let Some(s) = &leaf.serial {
+            ext(&[9, 1], s.clone().into_bytes());
+        }
+        if let Some(u) = &leaf.udid {
+            ext(&[9, 2], u.clone().into_bytes());
+        }
+        if let Some(v) = &leaf.os_version {
+            ext(&[10, 1], v.clone().into_bytes());
+        }
+        ext(&[10, 2], b"22.1.1".to_vec());
+        ext(&[13, 2], b"Full Security".to_vec());
+        // SIP status as a DER INTEGER 0.
+        ext(&[13, 1], vec![0x02, 0x01, 0x00]);
+        Ok(p.signed_by(device_key, &self.intermediate)?.der().to_vec())
+    }
+
+    /// The attestation object a device would send: the leaf and the intermediate.
+    pub fn attest(
+        &self,
+        device_key: &impl PublicKeyData,
+        leaf: &Leaf,
+    ) -> Result<Vec<u8>, rcgen::Error> {
+        Ok(object(
+            "apple",
+            &[self.leaf(device_key, leaf)?, self.intermediate_der()],
+        ))
+    }
+}
+
+/// `{"fmt": fmt, "attStmt": {"x5c": [...]}}` as CBOR.
+pub fn object(fmt: &str, x5c: &[Vec<u8>]) -> Vec<u8> {
+    let value = Value::Map(vec![
+        (Value::Text("fmt".into()), Value::Text(fmt.into())),
+        (
+            Value::Text("attStmt".into()),
+            Value::Map(vec![(
+                Value::Text("x5c".into()),
+                Value::Array(x5c.iter().map(|d| Value::Bytes(d.clone())).collect()),
+            )]),
+        ),
+    ]);
+    let mut out = Vec::new();
+    ciborium::into_writer(&value, &mut out).expect("writing CBOR to memory");
+    out
+}
