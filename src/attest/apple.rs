@@ -75,7 +75,7 @@ impl Apple {
             .iter()
             .enumerate()
             .map(|(i, der)| match X509Certificate::from_der(der) {
-                Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+                Ok(([], cert)) => Ok(cert),
                 _ => Err(AttestError::Chain(format!(
                     "x5c[{i}] is not a DER certificate"
                 ))),
