@@ -107,6 +107,7 @@ async fn measure(duration: Duration) -> (f64, f64) {
                             account: None,
                             consume: None,
                             completes: None,
+                            attested: None,
                         };
                         ca.issue(req).await.expect("issuance failed");
                         done.fetch_add(1, Ordering::Relaxed);

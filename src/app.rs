@@ -12,17 +12,20 @@ use crate::acme::http01::Http01;
 use crate::acme::{AcmeService, Profile};
 use crate::admin::init::{InitOptions, init};
 use crate::api::TokenHash;
+use crate::attest::{Apple, Verifier};
 use crate::ca::hierarchy::fingerprint;
 use crate::ca::{Ca, Issuer, IssuerSet, KeyFamily, Passphrase};
 use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::config::DeviceInventory;
 use crate::datadir::{DataDir, passphrase, to_pem};
+use crate::inventory::Gate;
 use crate::metrics::Metrics;
 use crate::policy::Template;
 use crate::revocation::Crls;
 use crate::scep::ScepService;
-use crate::scep::webhook::Webhook;
 use crate::store::{DocCache, SledStore, Store};
+use crate::validator::Validator;
 
 /// What request handlers share.
 pub struct AppState {
@@ -106,7 +109,7 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         .scep
         .webhook_url
         .clone()
-        .map(|url| Webhook::new(url, config.scep.webhook_timeout))
+        .map(|url| Validator::new(url, config.scep.webhook_timeout))
         .transpose()
         .context("scep.webhook_url: cannot set up the HTTP client")?;
     let crls = Arc::new(Crls::new(ca.clone(), CRL_LIFETIME));
@@ -196,29 +199,56 @@ pub async fn open_ca(
 
 /// The ACME service with one profile per configured directory.
 fn acme_service(config: &Config, ca: Arc<Ca>) -> anyhow::Result<AcmeService> {
-    let profiles = config
-        .acme
-        .profiles
-        .iter()
-        .map(|(name, p)| {
-            let template = Template::server(
-                name,
-                p.lifetime.unwrap_or(config.issuance.lifetime),
-                config.issuance.backdate,
-            );
-            Profile {
-                name: name.clone(),
-                config: p.clone(),
-                template: Arc::new(template),
+    let mut profiles = Vec::new();
+    for (name, p) in &config.acme.profiles {
+        let lifetime = p.lifetime.unwrap_or(config.issuance.lifetime);
+        let backdate = config.issuance.backdate;
+        let template = if p.attests() {
+            Template::attested(name, lifetime, backdate, p.subject_serial)
+        } else {
+            Template::server(name, lifetime, backdate)
+        };
+        let inventory = match (p.device_inventory, &p.inventory_webhook_url) {
+            (DeviceInventory::Registered, _) => Gate::Registered(ca.store().clone()),
+            (DeviceInventory::Webhook, Some(url)) => Gate::Webhook(
+                Validator::new(url.clone(), config.scep.webhook_timeout)
+                    .context("setting up the inventory webhook client")?,
+            ),
+            (DeviceInventory::Webhook, None) => {
+                anyhow::bail!("profile `{name}`: no inventory_webhook_url")
             }
-        })
-        .collect::<Vec<_>>();
+            (DeviceInventory::None, _) => Gate::Open,
+        };
+        profiles.push(Profile {
+            name: name.clone(),
+            config: p.clone(),
+            template: Arc::new(template),
+            inventory,
+        });
+    }
+    let mut roots = Vec::new();
+    for path in &config.acme.attestation_roots {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("acme.attestation_roots: reading {}", path.display()))?;
+        let certs = crate::datadir::pem_certs(&pem)
+            .ok()
+            .filter(|c| !c.is_empty())
+            .with_context(|| {
+                format!(
+                    "acme.attestation_roots: {} holds no PEM certificate",
+                    path.display()
+                )
+            })?;
+        roots.extend(certs);
+    }
+    let attestation = Verifier::new(vec![Arc::new(Apple::new(roots))]);
     let http01 =
         Http01::new(config.acme.http01_port).context("setting up the http-01 validator")?;
     Ok(AcmeService::new(
         ca,
         profiles,
         http01,
+        attestation,
         config.listen.public_https_url(),
     ))
 }

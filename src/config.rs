@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::acme::model::ChallengeType;
+use crate::attest::KeyType;
 use crate::ca::KeyFamily;
 use crate::scep::pending::Approval;
 
@@ -162,7 +163,10 @@ impl Default for Acme {
         Self {
             http01_port: 80,
             attestation_roots: Vec::new(),
-            profiles: BTreeMap::from([("default".to_owned(), AcmeProfile::default())]),
+            profiles: BTreeMap::from([
+                ("default".to_owned(), AcmeProfile::default()),
+                ("device".to_owned(), AcmeProfile::device()),
+            ]),
         }
     }
 }
@@ -186,6 +190,45 @@ pub struct AcmeProfile {
     pub external_account_required: bool,
     /// Terms of service URL; when set, new accounts must agree to it.
     pub terms_of_service: Option<String>,
+    /// device-attest-01 profiles: key types an attested key may have.
+    pub attestation_key_types: Vec<KeyType>,
+    /// device-attest-01 profiles: how a genuine device is known to be one of ours.
+    pub device_inventory: DeviceInventory,
+    /// With `device_inventory = "webhook"`: asked about each device; only a 2xx admits it.
+    pub inventory_webhook_url: Option<String>,
+    /// device-attest-01 profiles: put the attested serial number into the subject
+    /// (`serialNumber` attribute).
+    pub subject_serial: bool,
+}
+
+/// Where a device-attest-01 profile learns that a device belongs to this organisation: an
+/// attestation proves a genuine device, not one of ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceInventory {
+    /// The MDM registers its devices (`PUT /api/v1/devices/{id}`).
+    Registered,
+    /// A validation webhook answers for each device.
+    Webhook,
+    /// Any genuine device (for tests and closed fleets only).
+    None,
+}
+
+impl AcmeProfile {
+    /// A profile offering device-attest-01 issues to attested devices only.
+    pub fn attests(&self) -> bool {
+        self.challenges.contains(&ChallengeType::DeviceAttest01)
+    }
+
+    /// The built-in `device` profile: Apple Managed Device Attestation, registered devices.
+    pub fn device() -> Self {
+        Self {
+            dns_names: Vec::new(),
+            ip_addresses: Vec::new(),
+            challenges: vec![ChallengeType::DeviceAttest01],
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for AcmeProfile {
@@ -202,6 +245,10 @@ impl Default for AcmeProfile {
             issuer: KeyFamily::Ecdsa,
             external_account_required: false,
             terms_of_service: None,
+            attestation_key_types: vec![KeyType::P256, KeyType::P384],
+            device_inventory: DeviceInventory::Registered,
+            inventory_webhook_url: None,
+            subject_serial: false,
         }
     }
 }
@@ -496,6 +543,32 @@ impl Config {
             }
             if let Some(url) = &profile.terms_of_service {
                 check_url("acme.profiles.terms_of_service", url)?;
+            }
+            if profile.attests() && profile.challenges.len() > 1 {
+                return Err(ConfigError::Invalid {
+                    key: "acme.profiles",
+                    message: format!(
+                        "profile `{name}` offers device-attest-01, which must be its only challenge"
+                    ),
+                });
+            }
+            if profile.attests() && profile.attestation_key_types.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "acme.profiles",
+                    message: format!("profile `{name}` accepts no attested key type"),
+                });
+            }
+            match (&profile.device_inventory, &profile.inventory_webhook_url) {
+                (DeviceInventory::Webhook, None) => {
+                    return Err(ConfigError::Invalid {
+                        key: "acme.profiles",
+                        message: format!(
+                            "profile `{name}`: device_inventory = \"webhook\" needs inventory_webhook_url"
+                        ),
+                    });
+                }
+                (_, Some(url)) => check_url("acme.profiles.inventory_webhook_url", url)?,
+                _ => {}
             }
         }
         for path in &self.acme.attestation_roots {

@@ -583,6 +583,22 @@ fn print_cert(c: &CertView, json: bool) -> anyhow::Result<()> {
     if let Some(old) = &c.replaces {
         println!("renews      {old}");
     }
+    if let Some(a) = &c.attested {
+        let facts = [
+            ("serial", a.serial.clone()),
+            ("udid", a.udid.clone()),
+            ("os", a.os_version.clone()),
+            ("sepos", a.sepos_version.clone()),
+            ("sip", a.sip_status.map(|v| v.to_string())),
+            ("secure-boot", a.secure_boot.clone()),
+            ("kexts", a.kext_status.map(|v| v.to_string())),
+        ];
+        let shown: Vec<String> = facts
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+            .collect();
+        println!("attested    {} ({})", shown.join(" "), a.format);
+    }
     if let Some(pem) = &c.pem {
         print!("{pem}");
     }

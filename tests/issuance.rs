@@ -75,6 +75,7 @@ async fn ten_thousand_concurrent_issuances_get_distinct_durable_serials() {
                     account: None,
                     consume: None,
                     completes: None,
+                    attested: None,
                 };
                 ca.issue(req).await.unwrap().record
             })
@@ -149,6 +150,7 @@ async fn validity_is_clamped_to_the_issuer() {
             account: None,
             consume: None,
             completes: None,
+            attested: None,
         })
         .await
         .unwrap();

@@ -44,6 +44,7 @@ fn record(device: Option<&str>, issuer_n: u8) -> CertRecord {
         profile: "device".into(),
         replaces: None,
         account: None,
+        attested: None,
         status: CertStatus::Good,
         der: vec![0x30, 0x03, 0x02, 0x01, 0x01],
     }

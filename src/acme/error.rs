@@ -166,3 +166,10 @@ impl From<StoreError> for AcmeError {
         Self::internal(e)
     }
 }
+
+/// Every failed check of an attestation is a `badAttestationStatement` naming that check.
+impl From<crate::attest::AttestError> for AcmeError {
+    fn from(e: crate::attest::AttestError) -> Self {
+        Self::new(ProblemType::BadAttestationStatement, e.to_string())
+    }
+}

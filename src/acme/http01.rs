@@ -53,6 +53,12 @@ impl Http01 {
                 Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
                 _ => identifier.value.clone(),
             },
+            // Profiles never offer http-01 for devices; config validation sees to it.
+            IdentifierType::PermanentIdentifier => {
+                return Err(AcmeError::malformed(
+                    "a permanent identifier cannot be validated by http-01",
+                ));
+            }
         };
         let url = format!(
             "http://{host}:{}/.well-known/acme-challenge/{token}",

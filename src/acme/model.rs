@@ -11,7 +11,9 @@ use time::OffsetDateTime;
 
 use super::error::AcmeError;
 use super::jws::Jwk;
+use crate::attest::Attestation;
 use crate::ca::Serial;
+use crate::store::DeviceId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum IdentifierType {
@@ -19,6 +21,20 @@ pub enum IdentifierType {
     Dns,
     #[serde(rename = "ip")]
     Ip,
+    /// A device's serial number or UDID (RFC 4043 PermanentIdentifier), proven by
+    /// device-attest-01.
+    #[serde(rename = "permanent-identifier")]
+    PermanentIdentifier,
+}
+
+impl IdentifierType {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dns => "dns",
+            Self::Ip => "ip",
+            Self::PermanentIdentifier => "permanent-identifier",
+        }
+    }
 }
 
 /// An identifier as a client names it; `parse` normalises it (lowercase names, canonical
@@ -53,6 +69,20 @@ impl Identifier {
                 .parse::<IpAddr>()
                 .map(Self::ip)
                 .map_err(|_| format!("`{}` is not an IP address", self.value)),
+            // Serial numbers and UDIDs: letters, digits and dashes. Case is kept (the device
+            // compares what it sent); matching against attestations ignores it.
+            IdentifierType::PermanentIdentifier => {
+                let v = &self.value;
+                if (1..=64).contains(&v.len())
+                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                {
+                    Ok(self.clone())
+                } else {
+                    Err(format!(
+                        "`{v}` is not a serial number or UDID (1-64 letters, digits and dashes)"
+                    ))
+                }
+            }
             IdentifierType::Dns => {
                 let name = self.value.to_ascii_lowercase();
                 if name.starts_with("*.") {
@@ -79,11 +109,7 @@ impl Identifier {
 
 impl fmt::Display for Identifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
-            IdentifierType::Dns => "dns",
-            IdentifierType::Ip => "ip",
-        };
-        write!(f, "{kind}:{}", self.value)
+        write!(f, "{}:{}", self.kind.name(), self.value)
     }
 }
 
@@ -138,6 +164,9 @@ pub struct Order {
     #[serde(with = "time::serde::rfc3339")]
     pub expires: OffsetDateTime,
     pub state: OrderState,
+    /// The device, as the MDM's inventory names it, for orders of permanent identifiers.
+    #[serde(default)]
+    pub device: Option<DeviceId>,
 }
 
 impl Order {
@@ -184,18 +213,23 @@ pub enum AuthzStatus {
 pub enum ChallengeType {
     #[serde(rename = "http-01")]
     Http01,
+    /// draft-ietf-acme-device-attest: the device answers with an attestation statement.
+    #[serde(rename = "device-attest-01")]
+    DeviceAttest01,
 }
 
 impl ChallengeType {
     pub fn name(self) -> &'static str {
         match self {
             Self::Http01 => "http-01",
+            Self::DeviceAttest01 => "device-attest-01",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "http-01" => Some(Self::Http01),
+            "device-attest-01" => Some(Self::DeviceAttest01),
             _ => None,
         }
     }
@@ -234,6 +268,9 @@ pub struct Authorization {
     #[serde(with = "time::serde::rfc3339")]
     pub expires: OffsetDateTime,
     pub challenges: Vec<Challenge>,
+    /// What a valid device-attest-01 proved: the key the CSR must carry, and the device.
+    #[serde(default)]
+    pub attestation: Option<Attestation>,
 }
 
 impl Authorization {
@@ -306,6 +343,7 @@ mod tests {
             created_at: now,
             expires: now + time::Duration::hours(1),
             state: OrderState::Open,
+            device: None,
         };
         use AuthzStatus as A;
         assert_eq!(

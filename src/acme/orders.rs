@@ -13,14 +13,18 @@ use super::accounts::conflict_is_retryable;
 use super::error::{AcmeError, ProblemType, Subproblem};
 use super::model::{
     Account, Authorization, AuthzStatus, Challenge, ChallengeStatus, ChallengeType, Identifier,
-    Order, OrderState, OrderStatus,
+    IdentifierType, Order, OrderState, OrderStatus,
 };
 use super::service::{AcmeService, KeyUse, Profile, Signed, Signer, random_id};
+use crate::attest::{AttestError, Attestation, Expected, freshness_nonce};
 use crate::ca::csr::{Csr, San};
 use crate::ca::{IssueError, IssueRequest, Serial};
+use crate::inventory::Refusal;
+use crate::policy::Attested;
 use crate::revocation::RevocationReason;
 use crate::store::{
-    CertRecord, DocKey, DocKind, DocWrite, Expect, MAX_PAGE, Protocol, Store, StoreError, Stored,
+    CertRecord, DeviceId, DocKey, DocKind, DocWrite, Expect, MAX_PAGE, Protocol, Store, StoreError,
+    Stored,
 };
 
 /// How long an order (and its authorizations) may take to complete.
@@ -52,6 +56,14 @@ struct Finalize {
 struct Revoke {
     certificate: String,
     reason: Option<u8>,
+}
+
+/// A device's answer to device-attest-01: the attestation object, or why it has none.
+#[derive(Deserialize)]
+struct AttestationAnswer {
+    #[serde(rename = "attObj")]
+    att_obj: Option<String>,
+    error: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -86,6 +98,11 @@ impl AcmeService {
             )));
         }
         let identifiers = self.check_identifiers(profile, &req.identifiers)?;
+        let device = if profile.config.attests() {
+            Some(self.admit_device(profile, &account, &identifiers).await?)
+        } else {
+            None
+        };
         let now = self.now();
         let expires = (now + ORDER_LIFETIME).replace_nanosecond(0).unwrap_or(now);
         let order_id = random_id(16);
@@ -110,6 +127,7 @@ impl AcmeService {
                         error: None,
                     })
                     .collect(),
+                attestation: None,
             })
             .collect();
         let order = Order {
@@ -120,6 +138,7 @@ impl AcmeService {
             created_at: now,
             expires,
             state: OrderState::Open,
+            device,
         };
         let mut writes: Vec<_> = authzs
             .iter()
@@ -137,6 +156,40 @@ impl AcmeService {
             order,
             status: OrderStatus::Pending,
         })
+    }
+
+    /// A device order names one device, and the profile's inventory must know it: a genuine
+    /// device is not necessarily one of ours. Returns its device id.
+    async fn admit_device(
+        &self,
+        profile: &Profile,
+        account: &Account,
+        identifiers: &[Identifier],
+    ) -> Result<DeviceId, AcmeError> {
+        let [identifier] = identifiers else {
+            return Err(AcmeError::malformed(
+                "a device order names exactly one permanent-identifier",
+            ));
+        };
+        match profile
+            .inventory
+            .admit(&profile.name, &account.id, &identifier.value)
+            .await
+        {
+            Ok(device) => Ok(device),
+            Err(Refusal::Store(e)) => Err(e.into()),
+            Err(refusal) => {
+                tracing::info!(profile = %profile.name, identifier = %identifier.value,
+                    reason = %refusal, "device refused");
+                Err(AcmeError::new(
+                    ProblemType::RejectedIdentifier,
+                    format!(
+                        "{} is not a device this organisation manages",
+                        identifier.value
+                    ),
+                ))
+            }
+        }
     }
 
     /// Normalised, deduplicated and sorted identifiers, or a rejection naming each bad one.
@@ -332,6 +385,13 @@ impl AcmeService {
         if jws.is_post_as_get() {
             return Ok((authz.value, kind));
         }
+        if kind == ChallengeType::DeviceAttest01 {
+            let answer: AttestationAnswer = jws.json()?;
+            return self
+                .attest(&req.profile, authz, answer)
+                .await
+                .map(|a| (a, kind));
+        }
         let _: serde_json::Map<String, serde_json::Value> = jws.json()?;
         let now = self.now();
         if challenge.status != ChallengeStatus::Pending
@@ -354,13 +414,10 @@ impl AcmeService {
         );
         let authz_id = authz_id.to_owned();
         tokio::spawn(async move {
-            let outcome = match kind {
-                ChallengeType::Http01 => {
-                    http01
-                        .validate(&identifier, &token, &key_authorization)
-                        .await
-                }
-            };
+            let outcome = http01
+                .validate(&identifier, &token, &key_authorization)
+                .await
+                .map(|()| None);
             if let Err(e) = &outcome {
                 tracing::info!(authz = %authz_id, %identifier, problem = %e, "challenge failed");
             }
@@ -371,6 +428,93 @@ impl AcmeService {
             drop(running);
         });
         Ok((authz.value, kind))
+    }
+
+    /// device-attest-01 (draft-ietf-acme-device-attest §5): the answer carries the evidence,
+    /// so it is judged at once. Success stores the attested key and facts on the
+    /// authorization; any failure leaves it invalid and is reported as the problem.
+    async fn attest(
+        &self,
+        profile: &Profile,
+        authz: Stored<Authorization>,
+        answer: AttestationAnswer,
+    ) -> Result<Authorization, AcmeError> {
+        let now = self.now();
+        let kind = ChallengeType::DeviceAttest01;
+        let challenge = authz
+            .value
+            .challenge(kind)
+            .ok_or_else(|| AcmeError::not_found("challenge"))?;
+        if challenge.status != ChallengeStatus::Pending
+            || authz.value.status_at(now) != AuthzStatus::Pending
+        {
+            return Ok(authz.value);
+        }
+        let att_obj = match answer {
+            AttestationAnswer {
+                att_obj: Some(a), ..
+            } => a,
+            AttestationAnswer { error: Some(e), .. } => {
+                let e = AttestError::DeviceError(e.to_string());
+                return self
+                    .record_attestation(&authz.value, Err(e.into()), now)
+                    .await;
+            }
+            _ => {
+                return Err(AcmeError::malformed(
+                    "device-attest-01 is answered with {\"attObj\": base64url(CBOR)}",
+                ));
+            }
+        };
+        let Some(running) = self.validating.start(&authz.value.id) else {
+            return Ok(authz.value);
+        };
+        let (verifier, token, identifier, key_types) = (
+            Arc::clone(&self.attestation),
+            challenge.token.clone(),
+            authz.value.identifier.value.clone(),
+            profile.config.attestation_key_types.clone(),
+        );
+        // Two P-384 verifications and CBOR/X.509 parsing: off the reactor.
+        let outcome = tokio::task::spawn_blocking(move || {
+            let bytes = URL_SAFE_NO_PAD
+                .decode(att_obj.trim_end_matches('='))
+                .map_err(|_| AttestError::Malformed("`attObj` is not base64url".into()))?;
+            verifier.verify(
+                &bytes,
+                &Expected {
+                    nonce: freshness_nonce(&token),
+                    identifier: &identifier,
+                    key_types: &key_types,
+                    now,
+                },
+            )
+        })
+        .await
+        .map_err(|e| AcmeError::internal(format!("attestation task failed: {e}")))?
+        .map(Some)
+        .map_err(AcmeError::from);
+        if let Err(e) = &outcome {
+            tracing::info!(authz = %authz.value.id, identifier = %authz.value.identifier,
+                problem = %e, "attestation refused");
+        }
+        let result = self.record_attestation(&authz.value, outcome, now).await;
+        drop(running);
+        result
+    }
+
+    /// Stores an attestation's outcome; a refusal is returned as the error it was.
+    async fn record_attestation(
+        &self,
+        authz: &Authorization,
+        outcome: Result<Option<Attestation>, AcmeError>,
+        now: OffsetDateTime,
+    ) -> Result<Authorization, AcmeError> {
+        let kind = ChallengeType::DeviceAttest01;
+        let written =
+            record_outcome(&**self.store(), &authz.id, kind, outcome.clone(), now).await?;
+        outcome?;
+        written.ok_or_else(|| AcmeError::malformed("the authorization changed meanwhile"))
     }
 
     /// finalize: the CSR must name exactly the order's identifiers; the certificate and the
@@ -391,7 +535,15 @@ impl AcmeService {
             .decode(req.csr.trim_end_matches('='))
             .map_err(|_| AcmeError::new(ProblemType::BadCsr, "`csr` is not base64url"))?;
         let csr = Csr::from_der(&der)?;
-        check_csr_names(&csr, &order.value.identifiers)?;
+        let attested = match order.value.identifiers.as_slice() {
+            [id] if id.kind == IdentifierType::PermanentIdentifier => {
+                Some(self.check_attested_csr(&csr, &order.value).await?)
+            }
+            identifiers => {
+                check_csr_names(&csr, identifiers)?;
+                None
+            }
+        };
 
         let Some(running) = self.finalizing.start(id) else {
             return Err(AcmeError::new(
@@ -408,7 +560,7 @@ impl AcmeService {
                 csr,
                 template: profile.template.clone(),
                 family: profile.config.issuer,
-                device: None,
+                device: order.value.device.clone(),
                 protocol: Protocol::Acme,
                 replaces: None,
                 account: Some(account.id.clone()),
@@ -425,6 +577,7 @@ impl AcmeService {
                         &valid,
                     )]
                 })),
+                attested,
             })
             .await;
         let outcome = match issued {
@@ -465,6 +618,45 @@ impl AcmeService {
         };
         drop(running);
         outcome
+    }
+
+    /// A device order's CSR must carry the attested key and ask for no names: the device is
+    /// named by the PermanentIdentifier the certificate gets from the order.
+    async fn check_attested_csr(&self, csr: &Csr, order: &Order) -> Result<Attested, AcmeError> {
+        let [authz_id] = order.authorizations.as_slice() else {
+            return Err(AcmeError::internal(format!(
+                "device order {} has {} authorizations",
+                order.id,
+                order.authorizations.len()
+            )));
+        };
+        let authz: Stored<Authorization> = self
+            .load(DocKind::AcmeAuthz, authz_id)
+            .await?
+            .ok_or_else(|| {
+                AcmeError::internal(format!("order {} lost authz {authz_id}", order.id))
+            })?;
+        let attestation = authz.value.attestation.ok_or_else(|| {
+            AcmeError::internal(format!("valid authz {authz_id} has no attestation"))
+        })?;
+        if rcgen::PublicKeyData::subject_public_key_info(&csr.spki) != attestation.spki {
+            return Err(AcmeError::new(
+                ProblemType::BadCsr,
+                "the CSR's key is not the key the device attested",
+            ));
+        }
+        if let Some(san) = csr.sans.first() {
+            return Err(AcmeError::new(
+                ProblemType::BadCsr,
+                format!(
+                    "the CSR asks for {san}; a device certificate is named by its permanent identifier only"
+                ),
+            ));
+        }
+        Ok(Attested {
+            permanent_identifier: authz.value.identifier.value,
+            facts: attestation.facts,
+        })
     }
 
     /// The certificate chain (PEM, leaf first) for its account.
@@ -651,24 +843,25 @@ pub async fn purge_expired(store: &dyn Store, now: OffsetDateTime) -> Result<usi
 }
 
 /// Writes a validation's result into its authorization, if it is still waiting for it.
+/// Returns the authorization as written, or `None` when it was no longer waiting.
 async fn record_outcome(
     store: &dyn crate::store::Store,
     authz_id: &str,
     kind: ChallengeType,
-    outcome: Result<(), AcmeError>,
+    outcome: Result<Option<Attestation>, AcmeError>,
     now: OffsetDateTime,
-) -> Result<(), StoreError> {
+) -> Result<Option<Authorization>, StoreError> {
     for _ in 0..COMMIT_ATTEMPTS {
         let key = crate::store::DocKey::new(DocKind::AcmeAuthz, authz_id);
         let Some(doc) = store.doc(&key).await? else {
-            return Ok(());
+            return Ok(None);
         };
         let Ok(current) = doc.decode::<Authorization>() else {
-            return Ok(());
+            return Ok(None);
         };
         let mut next = current.value;
         if next.status_at(now) != AuthzStatus::Pending {
-            return Ok(());
+            return Ok(None);
         }
         let valid = outcome.is_ok();
         for c in next.challenges.iter_mut().filter(|c| c.kind == kind) {
@@ -685,6 +878,7 @@ async fn record_outcome(
         } else {
             AuthzStatus::Invalid
         };
+        next.attestation = outcome.clone().ok().flatten();
         match store
             .write_docs(vec![DocWrite::put(
                 DocKind::AcmeAuthz,
@@ -695,10 +889,11 @@ async fn record_outcome(
             .await
         {
             Err(StoreError::Conflict { .. }) => continue,
-            other => return other,
+            Err(e) => return Err(e),
+            Ok(()) => return Ok(Some(next)),
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -720,6 +915,7 @@ mod tests {
             status: AuthzStatus::Pending,
             expires,
             challenges: Vec::new(),
+            attestation: None,
         };
         let order = Order {
             id: id.into(),
@@ -729,6 +925,7 @@ mod tests {
             created_at: expires - ORDER_LIFETIME,
             expires,
             state: OrderState::Open,
+            device: None,
         };
         (order, authz)
     }

@@ -17,22 +17,43 @@ use super::in_flight::InFlight;
 use super::jws::{Jwk, Jws, KeyRef};
 use super::model::{Account, AccountStatus, Identifier, IdentifierType};
 use super::nonce::Nonces;
+use crate::attest::Verifier;
 use crate::ca::Ca;
 use crate::config::AcmeProfile;
+use crate::inventory::Gate;
 use crate::policy::Template;
 use crate::store::{Doc, DocKey, DocKind, Store, Stored};
 
-/// A profile as the service uses it: its configuration and certificate template.
+/// A profile as the service uses it: its configuration, certificate template and, for
+/// device-attest-01 profiles, how devices are known to be ours.
 pub struct Profile {
     pub name: String,
     pub config: AcmeProfile,
     pub template: Arc<Template>,
+    pub inventory: Gate,
 }
 
 impl Profile {
     /// Whether policy lets this profile issue for `id` (already normalised).
     pub fn allows(&self, id: &Identifier) -> Result<(), AcmeError> {
+        let attests = self.config.attests();
+        if attests != (id.kind == IdentifierType::PermanentIdentifier) {
+            let offered = if attests {
+                "permanent-identifier"
+            } else {
+                "dns and ip"
+            };
+            return Err(AcmeError::new(
+                ProblemType::UnsupportedIdentifier,
+                format!(
+                    "profile `{}` issues for {offered} identifiers, not {}",
+                    self.name,
+                    id.kind.name()
+                ),
+            ));
+        }
         let allowed = match id.kind {
+            IdentifierType::PermanentIdentifier => true,
             IdentifierType::Dns => self.config.dns_names.iter().any(|base| {
                 let base = base.trim_end_matches('.').to_ascii_lowercase();
                 id.value == base || id.value.ends_with(&format!(".{base}"))
@@ -82,6 +103,8 @@ pub struct AcmeService {
     pub(super) profiles: BTreeMap<String, Arc<Profile>>,
     pub(super) nonces: Nonces,
     pub(super) http01: Arc<Http01>,
+    /// Attestation formats and trust anchors for device-attest-01.
+    pub(super) attestation: Arc<Verifier>,
     /// Authorizations being validated.
     pub(super) validating: InFlight,
     /// Orders being finalized.
@@ -95,6 +118,7 @@ impl AcmeService {
         ca: Arc<Ca>,
         profiles: impl IntoIterator<Item = Profile>,
         http01: Http01,
+        attestation: Verifier,
         base: String,
     ) -> Self {
         Self {
@@ -105,6 +129,7 @@ impl AcmeService {
                 .collect(),
             nonces: Nonces::default(),
             http01: Arc::new(http01),
+            attestation: Arc::new(attestation),
             validating: InFlight::default(),
             finalizing: InFlight::default(),
             base,

@@ -219,7 +219,7 @@ approval = "automatic"             # or "manual": enrolments wait for `enrollca 
 
 [acme]
 http01_port = 80
-attestation_roots = []
+attestation_roots = []            # PEM roots trusted beside Apple's, for device-attest-01
 
 # One directory per profile: https://<host>/acme/<name>/directory.
 [acme.profiles.default]
@@ -230,6 +230,18 @@ issuer = "ecdsa"
 external_account_required = false
 # lifetime = "90days"           # default: issuance.lifetime
 # terms_of_service = "https://ca.example.com/terms"
+
+# Apple Managed Device Attestation: permanent-identifier orders, device-attest-01 only.
+[acme.profiles.device]
+dns_names = []
+ip_addresses = []
+challenges = ["device-attest-01"]
+issuer = "ecdsa"
+external_account_required = false
+attestation_key_types = ["p256", "p384"]
+device_inventory = "registered"  # devices the MDM registered (PUT /api/v1/devices/ID); or "webhook"
+# inventory_webhook_url = "https://mdm.internal/enrollca/device"  # with "webhook": 2xx admits
+subject_serial = false           # true: the attested serial number goes into the subject
 
 [events]
 # webhook_url = "https://mdm.internal/enrollca/events"   # every event POSTed, in order

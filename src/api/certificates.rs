@@ -35,6 +35,7 @@ pub async fn issue_certificate(
             account: None,
             consume: None,
             completes: None,
+            attested: None,
         })
         .await?;
     let chain_pem = issued

@@ -138,6 +138,9 @@ fn certificate_der(text: &str) -> Result<Vec<u8>, ApiError> {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DeviceView {
     pub device: DeviceId,
+    /// Its serial number and UDID, when the MDM registered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered: Option<crate::inventory::InventoryDevice>,
     /// Newest first.
     pub certificates: Vec<CertView>,
 }
@@ -166,13 +169,15 @@ pub async fn get_device(
     Path(id): Path<DeviceId>,
 ) -> Result<axum::Json<DeviceView>, ApiError> {
     let records = device_certificates(&state, &id).await?;
-    if records.is_empty() {
+    let registered = crate::inventory::device(&**state.ca.store(), &id).await?;
+    if records.is_empty() && registered.is_none() {
         return Err(ApiError::NotFound(format!(
-            "no certificates for device {id}"
+            "device {id} is neither registered nor holds certificates"
         )));
     }
     let now = state.ca.clock().now();
     Ok(axum::Json(DeviceView {
+        registered,
         certificates: records
             .iter()
             .map(|r| CertView::new(r, now, false))

@@ -7,6 +7,7 @@ mod devices;
 mod eab;
 mod extract;
 mod held;
+mod inventory;
 mod issuers;
 mod tokens;
 pub mod views;
@@ -23,6 +24,10 @@ pub use devices::{
 };
 pub use eab::{EabBody, EabView, create_eab_key};
 pub use held::{HeldList, HeldView, approve_held, list_held, reject_held};
+pub use inventory::{
+    ImportBody, ImportEntry, ImportView, RegisterBody, import_devices, register_device,
+    unregister_device,
+};
 pub use issuers::{list_events, list_issuers};
 pub use tokens::{TokenBody, TokenList, TokenView, create_token, delete_token, list_tokens};
 

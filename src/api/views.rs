@@ -46,6 +46,9 @@ pub struct CertView {
     /// The ACME account that ordered it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    /// What device attestation proved about the device (attested certificates only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attested: Option<crate::attest::DeviceFacts>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
     pub revocation_reason: Option<RevocationReason>,
@@ -75,6 +78,7 @@ impl CertView {
             profile: rec.profile.clone(),
             replaces: rec.replaces.clone(),
             account: rec.account.clone(),
+            attested: rec.attested.clone(),
             revoked_at,
             revocation_reason,
             pem: with_pem.then(|| to_pem("CERTIFICATE", &rec.der)),

@@ -327,7 +327,10 @@ mod tests {
         let obj = f.ca.attest(&f.device, &leaf("tok")).unwrap();
         for id in ["C02XYZ123", "c02xyz123", "00008030-001A2C3E0A12802E"] {
             let a = f.verifier.verify(&obj, &expect("tok", id)).unwrap();
-            assert_eq!(a.spki, rcgen::PublicKeyData::subject_public_key_info(&f.device));
+            assert_eq!(
+                a.spki,
+                rcgen::PublicKeyData::subject_public_key_info(&f.device)
+            );
             assert_eq!(a.facts.serial.as_deref(), Some("C02XYZ123"));
             assert_eq!(a.facts.os_version.as_deref(), Some("18.1"));
             assert_eq!(a.facts.secure_boot.as_deref(), Some("Full Security"));

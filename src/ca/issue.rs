@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::csr::{Attr, Csr, San};
 use super::{ActiveIssuer, Ca, IssuerId, KeyFamily, Serial};
-use crate::policy::{Contents, Eku, PolicyError, Template};
+use crate::policy::{Attested, Contents, Eku, PolicyError, Template};
 use crate::store::{
     CertRecord, CertStatus, ChallengeHash, DeviceId, DocWrite, Linked, Protocol, StoreError,
 };
@@ -37,6 +37,8 @@ pub struct IssueRequest {
     /// Documents written in that same write, built once the record exists (an ACME order
     /// that becomes valid and names its certificate).
     pub completes: Option<Completion>,
+    /// What device attestation proved (device-attest-01), for the certificate and its record.
+    pub attested: Option<Attested>,
 }
 
 /// A certificate that is on disk and may be handed out.
@@ -111,7 +113,7 @@ impl Ca {
             .active(req.family)
             .ok_or(IssueError::NoIssuer(req.family))?
             .clone();
-        let contents = req.template.apply(&req.csr)?;
+        let contents = req.template.apply(&req.csr, req.attested.as_ref())?;
         // Certificates carry whole seconds; the record says exactly what the certificate says.
         let now = self
             .clock
@@ -134,7 +136,17 @@ impl Ca {
                 serial,
                 issuer: issuer.id().clone(),
                 subject: contents.subject_string(),
-                sans: contents.sans.iter().map(San::to_string).collect(),
+                sans: contents
+                    .sans
+                    .iter()
+                    .map(San::to_string)
+                    .chain(
+                        contents
+                            .permanent_identifier
+                            .iter()
+                            .map(|v| format!("permanentIdentifier:{v}")),
+                    )
+                    .collect(),
                 device: req.device.clone(),
                 not_before,
                 not_after,
@@ -143,6 +155,7 @@ impl Ca {
                 profile: req.template.name.clone(),
                 replaces: req.replaces.clone(),
                 account: req.account.clone(),
+                attested: req.attested.as_ref().map(|a| a.facts.clone()),
                 status: CertStatus::Good,
                 der,
             };
@@ -240,7 +253,46 @@ fn params(
         uris: vec![issuer.crl_url.clone()],
     }];
     p.custom_extensions = vec![issuer.aia.clone()];
+    if let Some(id) = &contents.permanent_identifier {
+        // rcgen's otherName carries only a UTF8String; PermanentIdentifier is a SEQUENCE.
+        debug_assert!(contents.sans.is_empty(), "attested templates copy no SANs");
+        let mut ext = rcgen::CustomExtension::from_oid_content(
+            &[2, 5, 29, 17],
+            permanent_identifier_san(id)?,
+        );
+        // RFC 5280 §4.2.1.6: critical when the subject is empty.
+        ext.set_criticality(contents.subject.is_empty());
+        p.custom_extensions.push(ext);
+    }
     Ok(p)
+}
+
+/// RFC 4043 PermanentIdentifier; `assigner` is left out, as other ACME servers do.
+#[derive(der::Sequence)]
+struct PermanentIdentifier<'a> {
+    #[asn1(optional = "true")]
+    identifier_value: Option<der::asn1::Utf8StringRef<'a>>,
+    #[asn1(optional = "true")]
+    assigner: Option<der::asn1::ObjectIdentifier>,
+}
+
+/// A subjectAltName extension value holding one PermanentIdentifier otherName.
+fn permanent_identifier_san(value: &str) -> Result<Vec<u8>, IssueError> {
+    use der::Encode;
+    use x509_cert::ext::pkix::name::{GeneralName, OtherName};
+    let encoding =
+        |e: der::Error| IssueError::Sign(format!("encoding the PermanentIdentifier: {e}"));
+    let id = PermanentIdentifier {
+        identifier_value: Some(der::asn1::Utf8StringRef::new(value).map_err(encoding)?),
+        assigner: None,
+    };
+    let other = OtherName {
+        type_id: der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.8.3"),
+        value: der::Any::encode_from(&id).map_err(encoding)?,
+    };
+    x509_cert::ext::pkix::SubjectAltName(vec![GeneralName::OtherName(other)])
+        .to_der()
+        .map_err(encoding)
 }
 
 pub(super) fn distinguished_name(

@@ -44,7 +44,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::routing::delete(api::delete_token),
         )
         .route("/api/v1/validate", post(api::validate))
-        .route("/api/v1/devices/{id}", get(api::get_device))
+        .route("/api/v1/devices", post(api::import_devices))
+        .route(
+            "/api/v1/devices/{id}",
+            get(api::get_device)
+                .put(api::register_device)
+                .delete(api::unregister_device),
+        )
         .route("/api/v1/devices/{id}/revoke", post(api::revoke_device))
         .route("/api/v1/scep/challenges", post(api::create_challenge))
         .route("/api/v1/scep/pending", get(api::list_held))

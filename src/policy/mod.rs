@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::attest::DeviceFacts;
 use crate::ca::csr::{Attr, Csr, San};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -52,6 +53,8 @@ pub struct Template {
     pub subject_attrs: Vec<Attr>,
     pub sans: SanKinds,
     pub eku: Vec<Eku>,
+    /// For attested devices: the attested serial number becomes the subject's serialNumber.
+    pub subject_serial: bool,
 }
 
 impl Template {
@@ -77,7 +80,30 @@ impl Template {
                 uri: true,
             },
             eku: vec![Eku::ClientAuth],
+            subject_serial: false,
         }
+    }
+
+    /// The attested device template (device-attest-01): the subject from the request (but
+    /// never its serialNumber, which only the attestation may vouch for), no names from the
+    /// request; the PermanentIdentifier comes from the order.
+    pub fn attested(
+        name: &str,
+        lifetime: Duration,
+        backdate: Duration,
+        subject_serial: bool,
+    ) -> Self {
+        let mut t = Self::device(lifetime, backdate);
+        t.name = name.to_owned();
+        t.subject_attrs.retain(|a| *a != Attr::SerialNumber);
+        t.sans = SanKinds {
+            dns: false,
+            ip: false,
+            email: false,
+            uri: false,
+        };
+        t.subject_serial = subject_serial;
+        t
     }
 
     /// The ACME server template: names only (as SANs, the common name if the request has
@@ -95,14 +121,16 @@ impl Template {
                 uri: false,
             },
             eku: vec![Eku::ServerAuth, Eku::ClientAuth],
+            subject_serial: false,
         }
     }
 
-    /// Filters the request through the template. A SAN the template forbids is an error, not
-    /// silently dropped: the client asked for something it will not get.
-    pub fn apply(&self, csr: &Csr) -> Result<Contents, PolicyError> {
+    /// Filters the request through the template, adding what an attestation proved. A SAN
+    /// the template forbids is an error, not silently dropped: the client asked for something
+    /// it will not get.
+    pub fn apply(&self, csr: &Csr, attested: Option<&Attested>) -> Result<Contents, PolicyError> {
         // The request's order is kept: some clients compare the subject they asked for.
-        let subject: Vec<(Attr, String)> = csr
+        let mut subject: Vec<(Attr, String)> = csr
             .subject
             .iter()
             .filter(|(a, _)| self.subject_attrs.contains(a))
@@ -112,12 +140,30 @@ impl Template {
             return Err(PolicyError::SanNotAllowed(bad.to_string()));
         }
         let sans = csr.sans.clone();
+        if let Some(serial) = attested.and_then(|a| a.facts.serial.as_ref()) {
+            if self.subject_serial {
+                subject.push((Attr::SerialNumber, serial.clone()));
+            }
+        }
+        let permanent_identifier = attested.map(|a| a.permanent_identifier.clone());
         let has_cn = subject.iter().any(|(a, _)| *a == Attr::CommonName);
-        if !has_cn && sans.is_empty() {
+        if !has_cn && sans.is_empty() && permanent_identifier.is_none() {
             return Err(PolicyError::NoSubject);
         }
-        Ok(Contents { subject, sans })
+        Ok(Contents {
+            subject,
+            sans,
+            permanent_identifier,
+        })
     }
+}
+
+/// What device attestation proved, carried into the certificate and its record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attested {
+    /// The order's identifier (serial number or UDID), certified as a PermanentIdentifier.
+    pub permanent_identifier: String,
+    pub facts: DeviceFacts,
 }
 
 /// What the certificate will say about its subject.
@@ -125,6 +171,8 @@ impl Template {
 pub struct Contents {
     pub subject: Vec<(Attr, String)>,
     pub sans: Vec<San>,
+    /// A PermanentIdentifier otherName SAN (RFC 4043), for attested devices.
+    pub permanent_identifier: Option<String>,
 }
 
 impl Contents {

@@ -5,7 +5,6 @@ pub mod handlers;
 pub mod message;
 pub mod pending;
 pub mod service;
-pub mod webhook;
 pub mod wire;
 
 pub use service::{ScepError, ScepService};

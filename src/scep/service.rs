@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use super::message::{FailInfo, MessageType};
 use super::pending::{Approval, Decision, PendingRequest};
-use super::webhook::{self, Webhook, WebhookError};
 use super::wire::{self, MessageSigner, Outcome, Payload, SignedMessage, WireError};
 use crate::ca::Serial;
 use crate::ca::csr::{Csr, CsrError};
@@ -18,6 +17,7 @@ use crate::store::{
     CertRecord, CertStatus, ChallengeHash, DeviceId, DocKey, DocKind, DocWrite, Protocol,
     StoreError, Stored,
 };
+use crate::validator::{Validator, ValidatorError};
 
 /// Capabilities advertised by GetCACaps: only what this server does.
 const CAPS: &[&str] = &[
@@ -51,7 +51,7 @@ pub struct ScepService {
     metrics: Arc<Metrics>,
     template: Arc<Template>,
     challenge: Option<Secret>,
-    webhook: Option<Webhook>,
+    webhook: Option<Validator>,
 }
 
 /// What an accepted challenge grants.
@@ -87,7 +87,7 @@ enum Refusal {
     #[error("renewal signed by a certificate this CA did not issue, or that is revoked or expired")]
     NotRenewable,
     #[error(transparent)]
-    Webhook(#[from] WebhookError),
+    Webhook(#[from] ValidatorError),
     #[error("no certificate of this CA matches the requested issuer and serial")]
     UnknownCert,
     #[error("an operator rejected the enrolment")]
@@ -128,7 +128,7 @@ impl ScepService {
         metrics: Arc<Metrics>,
         template: Arc<Template>,
         challenge: Option<Secret>,
-        webhook: Option<Webhook>,
+        webhook: Option<Validator>,
     ) -> Self {
         Self {
             ca,
@@ -435,7 +435,7 @@ impl ScepService {
         let Some(webhook) = &self.webhook else {
             return Err(Refusal::Challenge);
         };
-        let details = webhook::Details {
+        let details = Details {
             transaction_id: &req.transaction_id,
             message_type: "PKCSReq",
             challenge: presented,
@@ -578,6 +578,7 @@ impl ScepService {
             account: None,
             consume: None,
             completes: None,
+            attested: None,
         }
     }
 
@@ -592,4 +593,17 @@ impl ScepService {
         let good = record.status == CertStatus::Good && !record.is_expired(now);
         (good && signer.to_der().ok()? == record.der).then_some(record)
     }
+}
+
+/// What the SCEP validation webhook is told about a request.
+#[derive(Debug, serde::Serialize)]
+struct Details<'a> {
+    pub transaction_id: &'a str,
+    pub message_type: &'static str,
+    /// The challenge password the device presented (the validator's to judge).
+    pub challenge: &'a str,
+    /// The PKCS#10 request, PEM.
+    pub csr: String,
+    pub common_name: Option<&'a str>,
+    pub sans: Vec<String>,
 }

@@ -116,6 +116,9 @@ pub struct CertRecord {
     /// The ACME account that ordered it (its id), for ACME certificates.
     #[serde(default)]
     pub account: Option<String>,
+    /// What device attestation proved about the device, for attested certificates.
+    #[serde(default)]
+    pub attested: Option<crate::attest::DeviceFacts>,
     pub status: CertStatus,
     #[serde(with = "serde_bytes")]
     pub der: Vec<u8>,
@@ -243,6 +246,10 @@ pub enum DocKind {
     ApiToken,
     /// Webhook URL → the last event sequence it acknowledged.
     WebhookCursor,
+    /// Device id → a device the MDM registered (its serial number and UDID).
+    InventoryDevice,
+    /// Uppercased serial number or UDID → the registered device id; keeps them unique.
+    InventoryIdentifier,
 }
 
 impl DocKind {
@@ -258,6 +265,8 @@ impl DocKind {
             Self::ScepPending => 8,
             Self::ApiToken => 9,
             Self::WebhookCursor => 10,
+            Self::InventoryDevice => 11,
+            Self::InventoryIdentifier => 12,
         }
     }
 }

@@ -1,25 +1,12 @@
-//! External validation of SCEP requests (the Intune / step-ca "webhook" model): the request's
-//! details go to a URL the operator runs; a 2xx answer allows enrolment, anything else, or no
-//! answer in time, refuses it.
+//! External validation (the Intune / step-ca "webhook" model): an enrolment's details go to a
+//! URL the operator runs; a 2xx answer allows it, anything else, or no answer in time, refuses
+//! it. SCEP asks about each request, device-attest-01 profiles about each device.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::store::DeviceId;
-
-/// What the validator is told.
-#[derive(Debug, Serialize)]
-pub struct Details<'a> {
-    pub transaction_id: &'a str,
-    pub message_type: &'static str,
-    /// The challenge password the device presented (the validator's to judge).
-    pub challenge: &'a str,
-    /// The PKCS#10 request, PEM.
-    pub csr: String,
-    pub common_name: Option<&'a str>,
-    pub sans: Vec<String>,
-}
 
 /// What a validator may answer with a 2xx (the body is optional).
 #[derive(Debug, Default, Deserialize)]
@@ -29,19 +16,19 @@ struct Verdict {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum WebhookError {
-    #[error("the validation webhook refused the request (HTTP {0})")]
+pub enum ValidatorError {
+    #[error("the validation webhook refused (HTTP {0})")]
     Refused(u16),
     #[error("the validation webhook did not answer: {0}")]
     Unreachable(String),
 }
 
-pub struct Webhook {
+pub struct Validator {
     url: String,
     client: reqwest::Client,
 }
 
-impl Webhook {
+impl Validator {
     /// HTTPS validators are authenticated against the system trust store (`SSL_CERT_FILE`
     /// and `SSL_CERT_DIR` are honoured).
     pub fn new(url: String, timeout: Duration) -> Result<Self, reqwest::Error> {
@@ -53,17 +40,20 @@ impl Webhook {
     }
 
     /// Asks the validator; on approval returns the device it named, if any.
-    pub async fn approve(&self, details: &Details<'_>) -> Result<Option<DeviceId>, WebhookError> {
+    pub async fn approve(
+        &self,
+        details: &impl Serialize,
+    ) -> Result<Option<DeviceId>, ValidatorError> {
         let resp = self
             .client
             .post(&self.url)
             .json(details)
             .send()
             .await
-            .map_err(|e| WebhookError::Unreachable(e.without_url().to_string()))?;
+            .map_err(|e| ValidatorError::Unreachable(e.without_url().to_string()))?;
         let status = resp.status();
         if !status.is_success() {
-            return Err(WebhookError::Refused(status.as_u16()));
+            return Err(ValidatorError::Refused(status.as_u16()));
         }
         // A body that is not a verdict still approves: the status is the answer.
         let body = resp.bytes().await.unwrap_or_default();

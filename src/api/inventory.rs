@@ -1,0 +1,137 @@
+//! The MDM registers the devices it manages, so device-attest-01 profiles issue only to
+//! them: `PUT /api/v1/devices/{id}`, `DELETE /api/v1/devices/{id}`, and `POST
+//! /api/v1/devices` for a bulk import.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::ApiError;
+use super::auth::{Can, EnrollAdmin};
+use super::extract::{Json, Path};
+use crate::app::AppState;
+use crate::inventory::{self, InventoryDevice, InventoryError};
+use crate::store::DeviceId;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterBody {
+    pub serial: Option<String>,
+    pub udid: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportEntry {
+    pub id: DeviceId,
+    pub serial: Option<String>,
+    pub udid: Option<String>,
+}
+
+/// At most this many devices per import request.
+pub const MAX_IMPORT: usize = 1000;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportBody {
+    pub devices: Vec<ImportEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ImportFailure {
+    pub id: DeviceId,
+    pub error: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ImportView {
+    pub registered: usize,
+    /// Devices not registered, each with why; the others are registered regardless.
+    pub failed: Vec<ImportFailure>,
+}
+
+impl From<InventoryError> for ApiError {
+    fn from(e: InventoryError) -> Self {
+        match e {
+            InventoryError::Invalid(m) => Self::BadRequest(m),
+            e @ (InventoryError::Taken { .. } | InventoryError::Conflict) => {
+                Self::Conflict(e.to_string())
+            }
+            InventoryError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// `PUT /api/v1/devices/{id}`: 201 when new, 200 when its identifiers were replaced.
+pub async fn register_device(
+    _: Can<EnrollAdmin>,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<DeviceId>,
+    Json(body): Json<RegisterBody>,
+) -> Result<(StatusCode, axum::Json<InventoryDevice>), ApiError> {
+    let store = state.ca.store();
+    let now = state.ca.clock().now();
+    let created = inventory::register(&**store, &id, body.serial, body.udid, now).await?;
+    let device = inventory::device(&**store, &id)
+        .await?
+        .ok_or_else(|| ApiError::Conflict("the device was removed meanwhile".into()))?;
+    tracing::info!(device = %id, created, "device registered");
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(device)))
+}
+
+/// `DELETE /api/v1/devices/{id}`: the device leaves the inventory (its certificates stay
+/// as they are; revoke them with `POST /api/v1/devices/{id}/revoke`).
+pub async fn unregister_device(
+    _: Can<EnrollAdmin>,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<DeviceId>,
+) -> Result<StatusCode, ApiError> {
+    if inventory::unregister(&**state.ca.store(), &id).await? {
+        tracing::info!(device = %id, "device unregistered");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("device {id} is not registered")))
+    }
+}
+
+/// `POST /api/v1/devices`: registers many devices; each succeeds or fails on its own.
+pub async fn import_devices(
+    _: Can<EnrollAdmin>,
+    State(state): State<Arc<AppState>>,
+    Json(body): Json<ImportBody>,
+) -> Result<axum::Json<ImportView>, ApiError> {
+    if body.devices.len() > MAX_IMPORT {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_IMPORT} devices per import"
+        )));
+    }
+    let store = state.ca.store();
+    let now = state.ca.clock().now();
+    let mut view = ImportView {
+        registered: 0,
+        failed: Vec::new(),
+    };
+    for d in body.devices {
+        match inventory::register(&**store, &d.id, d.serial, d.udid, now).await {
+            Ok(_) => view.registered += 1,
+            Err(InventoryError::Store(e)) => return Err(e.into()),
+            Err(e) => view.failed.push(ImportFailure {
+                id: d.id,
+                error: e.to_string(),
+            }),
+        }
+    }
+    tracing::info!(
+        registered = view.registered,
+        failed = view.failed.len(),
+        "devices imported"
+    );
+    Ok(axum::Json(view))
+}
