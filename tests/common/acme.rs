@@ -33,6 +33,9 @@ pub struct Tweak<'a> {
     pub kid: Option<String>,
     /// Sign with this key instead of the account key.
     pub signer: Option<&'a Key>,
+    /// Send the signature the way Apple devices do when r or s has a leading zero byte:
+    /// without it (62 or 63 bytes instead of 64). Re-signs until such a signature occurs.
+    pub apple_short_signature: bool,
 }
 
 pub struct Response {
@@ -124,6 +127,9 @@ impl Client {
             (Some(kid), _, _) => protected["kid"] = json!(kid),
             (None, Some(kid), false) => protected["kid"] = json!(kid),
             _ => protected["jwk"] = signer.jwk_json(),
+        }
+        if tweak.apple_short_signature {
+            return apple_short_jws(signer, &protected, payload.as_ref());
         }
         signer.jws(&protected, payload.as_ref())
     }
@@ -234,6 +240,29 @@ impl Client {
         }
         panic!("{url} stayed {while_status}");
     }
+}
+
+/// A JWS whose ES256 signature has r or s shortened by its leading zero byte, as Apple's
+/// ACME client sends about 1 in 128 of its requests.
+fn apple_short_jws(key: &Key, protected: &Value, payload: Option<&Value>) -> Value {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let p = b64(protected.to_string().as_bytes());
+    let pl = payload
+        .map(|v| b64(v.to_string().as_bytes()))
+        .unwrap_or_default();
+    let input = format!("{p}.{pl}");
+    for _ in 0..10_000 {
+        let sig = key.sign(input.as_bytes());
+        let (r, s) = sig.split_at(32);
+        if r[0] == 0 || s[0] == 0 {
+            let strip = |x: &[u8]| x[usize::from(x[0] == 0)..].to_vec();
+            let short = [strip(r), strip(s)].concat();
+            assert!(short.len() < 64);
+            return json!({"protected": p, "payload": pl, "signature": b64(&short)});
+        }
+    }
+    panic!("no signature with a leading zero byte in 10,000 tries");
 }
 
 /// A DER CSR for `names` with a fresh P-256 key (rcgen).

@@ -1,0 +1,560 @@
+//! ACME device-attest-01 against the real binary over HTTPS, with synthetic Apple-style
+//! attestations: a test root and intermediate (P-384, laid out like Apple's) configured in
+//! `acme.attestation_roots`, and a client that behaves like an Apple device (P-256 account
+//! key, flattened ES256 JWS, short signatures included). Every false attestation is refused
+//! with `badAttestationStatement` naming its check, and nothing is issued.
+
+mod common;
+
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use common::acme::{Client, Response, Tweak};
+use common::*;
+use enrollca::attest::freshness_nonce;
+use enrollca::attest::synthetic::{Leaf, TestAttestationCa, object};
+use serde_json::{Value, json};
+use time::{Duration, OffsetDateTime};
+
+const SERIAL: &str = "C02TESTDEV01";
+const UDID: &str = "00008030-001A2C3E0A12802E";
+
+/// A server trusting `ca`'s root for attestation, with the built-in `device` profile.
+async fn device_server(tmp: &Path, ca: &TestAttestationCa) -> Server {
+    let data = init_dir(tmp, &[], &[]);
+    let root = tmp.join("attestation-root.pem");
+    std::fs::write(&root, ca.root_pem()).unwrap();
+    let config_path = data.join("config.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let config = config.replacen(
+        "attestation_roots = []",
+        &format!("attestation_roots = [{:?}]", root.to_str().unwrap()),
+        1,
+    );
+    std::fs::write(&config_path, config).unwrap();
+    Server::start(&data, &[])
+}
+
+async fn register(server: &Server, id: &str, body: Value) -> u16 {
+    server
+        .client
+        .put(server.url(&format!("/api/v1/devices/{id}")))
+        .bearer_auth(&server.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// An order for a device, up to its pending device-attest-01 challenge.
+struct Pending {
+    order_url: String,
+    order: Value,
+    authz_url: String,
+    challenge_url: String,
+    token: String,
+}
+
+async fn order_for(client: &mut Client, identifier: &str) -> Pending {
+    let url = client.url("newOrder");
+    let resp = client
+        .post(
+            &url,
+            Some(json!({"identifiers": [{"type": "permanent-identifier", "value": identifier}]})),
+        )
+        .await;
+    assert_eq!(resp.status, 201, "newOrder: {}", resp.text);
+    let authz_url = resp.body["authorizations"][0].as_str().unwrap().to_owned();
+    let authz = client.post(&authz_url, None).await.body;
+    let challenges = authz["challenges"].as_array().unwrap();
+    assert_eq!(
+        challenges.len(),
+        1,
+        "device profiles offer device-attest-01 only"
+    );
+    assert_eq!(challenges[0]["type"], "device-attest-01");
+    Pending {
+        order_url: resp.location(),
+        order: resp.body.clone(),
+        authz_url,
+        challenge_url: challenges[0]["url"].as_str().unwrap().to_owned(),
+        token: challenges[0]["token"].as_str().unwrap().to_owned(),
+    }
+}
+
+async fn answer(client: &mut Client, pending: &Pending, att_obj: &[u8]) -> Response {
+    let url = pending.challenge_url.clone();
+    client
+        .post(&url, Some(json!({"attObj": B64.encode(att_obj)})))
+        .await
+}
+
+/// The device's identity leaf for a challenge.
+fn leaf_for(token: &str) -> Leaf {
+    Leaf {
+        nonce: Some(freshness_nonce(token)),
+        serial: Some(SERIAL.into()),
+        udid: Some(UDID.into()),
+        ..Leaf::default()
+    }
+}
+
+fn device_csr(key: &rcgen::KeyPair, cn: &str) -> Vec<u8> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.serialize_request(key).unwrap().der().to_vec()
+}
+
+/// The value of the certificate's PermanentIdentifier otherName SAN (RFC 4043), read with
+/// x509-parser and checked to be exactly `[0] { SEQUENCE { UTF8String value } }`.
+fn permanent_identifier(pem: &[u8]) -> String {
+    use x509_parser::extensions::GeneralName;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    let san = cert.subject_alternative_name().unwrap().expect("a SAN");
+    let [GeneralName::OtherName(oid, value)] = san.value.general_names.as_slice() else {
+        panic!("one otherName expected: {:?}", san.value.general_names);
+    };
+    assert_eq!(oid.to_id_string(), "1.3.6.1.5.5.7.8.3");
+    let n = value.len();
+    let id = &value[6..];
+    assert_eq!(
+        value[..6],
+        [0xa0, (n - 2) as u8, 0x30, (n - 4) as u8, 0x0c, (n - 6) as u8],
+        "[0] EXPLICIT SEQUENCE {{ UTF8String }}"
+    );
+    String::from_utf8(id.to_vec()).unwrap()
+}
+
+async fn certificate_count(server: &Server) -> usize {
+    server.get_json("/api/v1/certificates?limit=1000").await["items"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+#[tokio::test]
+async fn an_attested_device_enrols_and_its_certificate_names_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = TestAttestationCa::generate("Test").unwrap();
+    let server = device_server(tmp.path(), &ca).await;
+    assert_eq!(
+        register(&server, "mdm-7", json!({"serial": SERIAL, "udid": UDID})).await,
+        201
+    );
+
+    let mut device = Client::new(&server, "device").await;
+    device.register().await;
+    // The order is for the UDID; the attestation carries both, either may be ordered.
+    let pending = order_for(&mut device, UDID).await;
+    let secure_enclave = rcgen::KeyPair::generate().unwrap();
+    let att = ca
+        .attest(&secure_enclave, &leaf_for(&pending.token))
+        .unwrap();
+    let resp = answer(&mut device, &pending, &att).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    assert_eq!(resp.body["status"], "valid");
+    assert_eq!(
+        device.post(&pending.authz_url, None).await.body["status"],
+        "valid"
+    );
+    let order = device.post(&pending.order_url, None).await.body;
+    assert_eq!(order["status"], "ready");
+
+    // Finalize signed the way Apple devices sometimes sign: a short ES256 signature.
+    let finalize = pending.order["finalize"].as_str().unwrap().to_owned();
+    let csr = device_csr(&secure_enclave, "Device C02TESTDEV01");
+    let resp = device
+        .post_with(
+            &finalize,
+            Some(json!({"csr": B64.encode(&csr)})),
+            Tweak {
+                apple_short_signature: true,
+                ..Tweak::default()
+            },
+        )
+        .await;
+    assert_eq!(resp.status, 200, "finalize: {}", resp.text);
+    assert_eq!(resp.body["status"], "valid");
+    let cert_url = resp.body["certificate"].as_str().unwrap().to_owned();
+    let chain = device.post(&cert_url, None).await.text;
+
+    let parts = split_pem(tmp.path(), "device", &chain);
+    assert_eq!(parts.len(), 2, "leaf and issuing CA");
+    let roots = tmp.path().join("roots.pem");
+    std::fs::write(&roots, server.roots_pem().await).unwrap();
+    assert_chain_verifies_for(
+        "sslclient",
+        roots.to_str().unwrap(),
+        parts[1].to_str().unwrap(),
+        parts[0].to_str().unwrap(),
+    );
+    let key_path = tmp.path().join("device.key");
+    std::fs::write(&key_path, secure_enclave.serialize_pem()).unwrap();
+    assert_certifies_key(&parts[0], &key_path);
+    let text = stdout(&run(
+        "openssl",
+        &["x509", "-noout", "-text", "-in", parts[0].to_str().unwrap()],
+    ));
+    assert!(text.contains("Subject: CN = Device C02TESTDEV01"), "{text}");
+    assert!(text.contains("othername: Permanent Identifier::"), "{text}");
+    assert_eq!(
+        permanent_identifier(&std::fs::read(&parts[0]).unwrap()),
+        UDID,
+        "the PermanentIdentifier carries the ordered value"
+    );
+    assert!(text.contains("TLS Web Client Authentication"), "{text}");
+
+    // The MDM sees the device, its registration and the attested facts.
+    let view = server.get_json("/api/v1/devices/mdm-7").await;
+    assert_eq!(view["registered"]["serial"], SERIAL);
+    let cert = &view["certificates"][0];
+    assert_eq!(cert["device"], "mdm-7");
+    assert_eq!(cert["protocol"], "acme");
+    assert_eq!(cert["attested"]["serial"], SERIAL);
+    assert_eq!(cert["attested"]["udid"], UDID);
+    assert_eq!(cert["attested"]["os_version"], "18.1");
+    assert_eq!(cert["attested"]["secure_boot"], "Full Security");
+    let serial = cert["serial"].as_str().unwrap().to_owned();
+    let shown = stdout(&server.cli(&["cert", "show", &serial]));
+    assert!(
+        shown.contains(&format!("attested    serial={SERIAL} udid={UDID} os=18.1")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("permanentIdentifier:{UDID}")),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
+async fn each_false_attestation_is_refused_with_its_check_and_nothing_is_issued() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = TestAttestationCa::generate("Test").unwrap();
+    let stranger = TestAttestationCa::generate("Stranger").unwrap();
+    let server = device_server(tmp.path(), &ca).await;
+    assert_eq!(
+        register(&server, "mdm-1", json!({"serial": SERIAL})).await,
+        201
+    );
+    let mut device = Client::new(&server, "device").await;
+    device.register().await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let now = OffsetDateTime::now_utc();
+
+    // Made for another order's challenge: a replay.
+    let elsewhere = order_for(&mut device, SERIAL).await;
+    let replayed = ca.attest(&key, &leaf_for(&elsewhere.token)).unwrap();
+
+    type Make<'a> = Box<dyn Fn(&str) -> Vec<u8> + 'a>;
+    let good_leaf = |token: &str| ca.leaf(&key, &leaf_for(token)).unwrap();
+    let cases: Vec<(&str, Make, &str)> = vec![
+        (
+            "nonce missing",
+            Box::new(|t| {
+                ca.attest(
+                    &key,
+                    &Leaf {
+                        nonce: None,
+                        ..leaf_for(t)
+                    },
+                )
+                .unwrap()
+            }),
+            "no freshness nonce",
+        ),
+        (
+            "nonce wrong",
+            Box::new(|t| {
+                ca.attest(
+                    &key,
+                    &Leaf {
+                        nonce: Some([7; 32]),
+                        ..leaf_for(t)
+                    },
+                )
+                .unwrap()
+            }),
+            "freshness nonce: it is not SHA-256",
+        ),
+        (
+            "replayed",
+            Box::new(move |_| replayed.clone()),
+            "freshness nonce: it is not SHA-256",
+        ),
+        (
+            "leaf expired",
+            Box::new(|t| {
+                ca.attest(
+                    &key,
+                    &Leaf {
+                        not_before: now - Duration::days(3),
+                        not_after: now - Duration::days(1),
+                        ..leaf_for(t)
+                    },
+                )
+                .unwrap()
+            }),
+            "expired at",
+        ),
+        (
+            "leaf not yet valid",
+            Box::new(|t| {
+                ca.attest(
+                    &key,
+                    &Leaf {
+                        not_before: now + Duration::days(1),
+                        not_after: now + Duration::days(2),
+                        ..leaf_for(t)
+                    },
+                )
+                .unwrap()
+            }),
+            "not valid before",
+        ),
+        (
+            "unknown root",
+            Box::new(|t| stranger.attest(&key, &leaf_for(t)).unwrap()),
+            "not a trusted attestation root",
+        ),
+        (
+            "intermediate missing",
+            Box::new(|t| object("apple", &[good_leaf(t)])),
+            "not a trusted attestation root",
+        ),
+        (
+            "identifier",
+            Box::new(|t| {
+                ca.attest(
+                    &key,
+                    &Leaf {
+                        serial: Some("OTHER".into()),
+                        udid: None,
+                        ..leaf_for(t)
+                    },
+                )
+                .unwrap()
+            }),
+            "identifier: the order is for",
+        ),
+        (
+            "CBOR malformed",
+            Box::new(|_| b"\xa2\x63fmt\x65apple\xff".to_vec()),
+            "not valid CBOR",
+        ),
+        (
+            "CBOR truncated",
+            Box::new(|t| {
+                let a = ca.attest(&key, &leaf_for(t)).unwrap();
+                a[..a.len() / 2].to_vec()
+            }),
+            "not valid CBOR",
+        ),
+        (
+            "fmt not apple",
+            Box::new(|t| object("tpm", &[good_leaf(t), ca.intermediate_der()])),
+            "format `tpm` is not supported",
+        ),
+        (
+            "empty x5c",
+            Box::new(|_| object("apple", &[])),
+            "`x5c` is empty",
+        ),
+    ];
+    for (name, make, why) in &cases {
+        let pending = order_for(&mut device, SERIAL).await;
+        let resp = answer(&mut device, &pending, &make(&pending.token)).await;
+        assert_eq!(resp.status, 400, "{name}: {}", resp.text);
+        assert_eq!(resp.problem(), "badAttestationStatement", "{name}");
+        let detail = resp.body["detail"].as_str().unwrap();
+        assert!(detail.contains(why), "{name}: {detail}");
+        let authz = device.post(&pending.authz_url, None).await.body;
+        assert_eq!(authz["status"], "invalid", "{name}");
+        assert_eq!(
+            authz["challenges"][0]["error"]["type"],
+            "urn:ietf:params:acme:error:badAttestationStatement",
+            "{name}"
+        );
+        assert_eq!(
+            device.post(&pending.order_url, None).await.body["status"],
+            "invalid",
+            "{name}"
+        );
+        // A second, genuine answer cannot revive it.
+        let again = answer(
+            &mut device,
+            &pending,
+            &ca.attest(&key, &leaf_for(&pending.token)).unwrap(),
+        )
+        .await;
+        assert_eq!(again.body["status"], "invalid", "{name}: {}", again.text);
+    }
+
+    // A device that says it cannot attest.
+    let pending = order_for(&mut device, SERIAL).await;
+    let url = pending.challenge_url.clone();
+    let resp = device
+        .post(&url, Some(json!({"error": "attestation unavailable"})))
+        .await;
+    assert_eq!(resp.problem(), "badAttestationStatement");
+    assert!(resp.text.contains("cannot attest"), "{}", resp.text);
+
+    // An answer without attObj is malformed and changes nothing.
+    let pending = order_for(&mut device, SERIAL).await;
+    let url = pending.challenge_url.clone();
+    let resp = device.post(&url, Some(json!({}))).await;
+    assert_eq!(
+        (resp.status, resp.problem()),
+        (400, "malformed"),
+        "{}",
+        resp.text
+    );
+    assert_eq!(
+        device.post(&pending.authz_url, None).await.body["status"],
+        "pending"
+    );
+
+    // A CSR for another key than the attested one.
+    let resp = answer(
+        &mut device,
+        &pending,
+        &ca.attest(&key, &leaf_for(&pending.token)).unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let finalize = pending.order["finalize"].as_str().unwrap().to_owned();
+    let resp = device
+        .post(
+            &finalize,
+            Some(json!({"csr": B64.encode(device_csr(&other_key, "x"))})),
+        )
+        .await;
+    assert_eq!(resp.problem(), "badCSR", "{}", resp.text);
+    assert!(
+        resp.text.contains("not the key the device attested"),
+        "{}",
+        resp.text
+    );
+    assert_eq!(
+        device.post(&pending.order_url, None).await.body["status"],
+        "ready"
+    );
+
+    // A device the MDM never registered; a permanent identifier on a non-device profile.
+    let url = device.url("newOrder");
+    let resp = device
+        .post(
+            &url,
+            Some(json!({"identifiers": [{"type": "permanent-identifier", "value": "NOTOURS1"}]})),
+        )
+        .await;
+    assert_eq!(resp.problem(), "rejectedIdentifier", "{}", resp.text);
+    let mut web = Client::new(&server, "default").await;
+    web.register().await;
+    let url = web.url("newOrder");
+    let resp = web
+        .post(
+            &url,
+            Some(json!({"identifiers": [{"type": "permanent-identifier", "value": SERIAL}]})),
+        )
+        .await;
+    assert_eq!(resp.status, 400);
+    assert_eq!(resp.problem(), "rejectedIdentifier", "{}", resp.text);
+    assert_eq!(
+        resp.body["subproblems"][0]["type"],
+        "urn:ietf:params:acme:error:unsupportedIdentifier"
+    );
+
+    assert_eq!(certificate_count(&server).await, 0, "nothing was issued");
+    assert!(server.events().await.is_empty(), "no event");
+}
+
+#[tokio::test]
+async fn the_mdm_manages_its_inventory_through_the_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let server = Server::start(&data, &[]);
+    assert_eq!(
+        register(&server, "a", json!({"serial": "SER-A"})).await,
+        201
+    );
+    assert_eq!(
+        register(&server, "a", json!({"serial": "SER-A", "udid": "UDID-A"})).await,
+        200
+    );
+    // One serial, one device.
+    assert_eq!(
+        register(&server, "b", json!({"serial": "ser-a"})).await,
+        409
+    );
+    assert_eq!(register(&server, "b", json!({})).await, 400);
+    assert_eq!(
+        register(&server, "b", json!({"serial": "bad serial!"})).await,
+        400
+    );
+    let view = server.get_json("/api/v1/devices/a").await;
+    assert_eq!(view["registered"]["udid"], "UDID-A");
+    assert_eq!(view["certificates"], json!([]));
+
+    let resp = server
+        .post("/api/v1/devices")
+        .json(&json!({"devices": [
+            {"id": "c", "serial": "SER-C"},
+            {"id": "d", "udid": "UDID-A"},
+            {"id": "e", "serial": "SER-E", "udid": "UDID-E"},
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["registered"], 2);
+    assert_eq!(body["failed"][0]["id"], "d");
+    assert!(
+        body["failed"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("already registered to device a")
+    );
+
+    let delete = |id: &str| {
+        server
+            .client
+            .delete(server.url(&format!("/api/v1/devices/{id}")))
+            .bearer_auth(&server.token)
+            .send()
+    };
+    assert_eq!(delete("a").await.unwrap().status(), 204);
+    assert_eq!(delete("a").await.unwrap().status(), 404);
+    // Its serial is free again.
+    assert_eq!(
+        register(&server, "b", json!({"serial": "SER-A"})).await,
+        201
+    );
+    let anonymous = server
+        .client
+        .put(server.url("/api/v1/devices/z"))
+        .json(&json!({"serial": "SER-Z"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(
+        server
+            .client
+            .get(server.url("/api/v1/devices/z"))
+            .bearer_auth(&server.token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
