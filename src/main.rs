@@ -12,7 +12,7 @@ use enrollca::app::{ServeOptions, serve};
 use enrollca::ca::{KeyFamily, KeySpec, Serial};
 use enrollca::datadir::passphrase;
 use enrollca::revocation::RevocationReason;
-use enrollca::store::{CertQuery, DeviceId, StatusFilter};
+use enrollca::store::{CertQuery, DeviceId, IssuerState, StatusFilter};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -56,6 +56,53 @@ enum Command {
     /// Scoped API tokens for MDM servers and scripts.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Apple configuration profile payloads (XML plist) that point devices at enrollca.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+}
+
+#[derive(Subcommand)]
+enum ProfileCommand {
+    /// `com.apple.security.acme`: Managed Device Attestation against a device profile.
+    Acme {
+        #[command(flatten)]
+        target: Target,
+        /// The ACME profile (it must offer device-attest-01).
+        #[arg(long, default_value = "device")]
+        profile: String,
+        /// The device's serial number or UDID: what it orders and attests.
+        #[arg(long)]
+        client_identifier: String,
+        /// Secure Enclave key size: 256 or 384.
+        #[arg(long, default_value_t = 384, value_parser = clap::builder::TypedValueParser::map(clap::builder::PossibleValuesParser::new(["256", "384"]), |s: String| s.parse::<u32>().expect("listed values are numbers")))]
+        key_size: u32,
+        /// Subject, e.g. "CN=device,O=Example" (default: CN=<client identifier>).
+        #[arg(long)]
+        subject: Option<String>,
+    },
+    /// `com.apple.security.scep`: SCEP enrolment with a challenge.
+    Scep {
+        #[command(flatten)]
+        target: Target,
+        /// The challenge to embed (e.g. the static `scep.challenge`).
+        #[arg(long, conflicts_with = "one_time")]
+        challenge: Option<String>,
+        /// Mint a one-time challenge for this payload (needs the server).
+        #[arg(long)]
+        one_time: bool,
+        /// With --one-time: bind the challenge to this device.
+        #[arg(long, requires = "one_time")]
+        device: Option<DeviceId>,
+        /// With --one-time: how long the challenge stays usable.
+        #[arg(long, default_value = "7days")]
+        ttl: humantime::Duration,
+        /// RSA key size.
+        #[arg(long, default_value_t = 2048)]
+        key_size: u32,
+        /// Subject, e.g. "CN=device,O=Example".
+        #[arg(long, default_value = "CN=enrollca device")]
+        subject: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -310,6 +357,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Acme(cmd) => run_acme(cmd).await,
         Command::Scep(cmd) => run_scep(cmd).await,
         Command::Token(cmd) => run_token(cmd).await,
+        Command::Profile(cmd) => run_profile(cmd).await,
         Command::Challenge(ChallengeCommand::Create {
             target,
             device,
@@ -420,6 +468,99 @@ async fn run_scep(cmd: ScepCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn run_profile(cmd: ProfileCommand) -> anyhow::Result<()> {
+    use enrollca::admin::payload;
+    match cmd {
+        ProfileCommand::Acme {
+            target,
+            profile,
+            client_identifier,
+            key_size,
+            subject,
+        } => {
+            let dir = data_dir(Some(target.data.data));
+            let config = dir_config(&dir)?;
+            let p = config
+                .acme
+                .profiles
+                .get(&profile)
+                .ok_or_else(|| anyhow::anyhow!("no ACME profile `{profile}`"))?;
+            anyhow::ensure!(
+                p.attests(),
+                "ACME profile `{profile}` does not offer device-attest-01"
+            );
+            let subject = payload::parse_subject(
+                &subject.unwrap_or_else(|| format!("CN={client_identifier}")),
+            )?;
+            let directory_url = format!(
+                "{}/acme/{profile}/directory",
+                config.listen.public_https_url()
+            );
+            print!(
+                "{}",
+                payload::to_xml(payload::acme(&payload::AcmePayload {
+                    directory_url: &directory_url,
+                    client_identifier: &client_identifier,
+                    key_size,
+                    subject: &subject,
+                }))?
+            );
+        }
+        ProfileCommand::Scep {
+            target,
+            challenge,
+            one_time,
+            device,
+            ttl,
+            key_size,
+            subject,
+        } => {
+            let dir = data_dir(Some(target.data.data));
+            let config = dir_config(&dir)?;
+            let backend = Backend::connect(&dir, target.url).await?;
+            let challenge = if one_time {
+                let body = ChallengeBody {
+                    device,
+                    ttl: Some(ttl.into()),
+                };
+                Some(backend.create_challenge(&body).await?.challenge)
+            } else {
+                challenge
+            };
+            let issuers = backend.issuers().await?;
+            let scep_ca = issuers
+                .iter()
+                .find(|i| i.family == KeyFamily::Rsa && i.state == IssuerState::Active)
+                .ok_or_else(|| anyhow::anyhow!("no active RSA issuer serves SCEP"))?;
+            let der = enrollca::datadir::pem_certs(scep_ca.pem.as_bytes())?
+                .into_iter()
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("issuer {} has no certificate", scep_ca.id))?;
+            let fingerprint = openssl::sha::sha1(&der).to_vec();
+            let url = format!("{}/scep", config.listen.public_url());
+            print!(
+                "{}",
+                payload::to_xml(payload::scep(&payload::ScepPayload {
+                    url: &url,
+                    challenge: challenge.as_deref(),
+                    key_size,
+                    subject: &payload::parse_subject(&subject)?,
+                    ca_fingerprint: fingerprint,
+                }))?
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The data directory's configuration (with environment overrides), as `serve` reads it.
+fn dir_config(dir: &enrollca::datadir::DataDir) -> anyhow::Result<enrollca::config::Config> {
+    Ok(enrollca::config::Config::load(
+        Some(dir.config()).filter(|p| p.is_file()).as_deref(),
+        std::env::vars(),
+    )?)
 }
 
 async fn run_acme(cmd: AcmeCommand) -> anyhow::Result<()> {

@@ -126,7 +126,14 @@ fn permanent_identifier(pem: &[u8]) -> String {
     let id = &value[6..];
     assert_eq!(
         value[..6],
-        [0xa0, (n - 2) as u8, 0x30, (n - 4) as u8, 0x0c, (n - 6) as u8],
+        [
+            0xa0,
+            (n - 2) as u8,
+            0x30,
+            (n - 4) as u8,
+            0x0c,
+            (n - 6) as u8
+        ],
         "[0] EXPLICIT SEQUENCE {{ UTF8String }}"
     );
     String::from_utf8(id.to_vec()).unwrap()
@@ -557,4 +564,138 @@ async fn the_mdm_manages_its_inventory_through_the_api() {
             .status(),
         404
     );
+}
+
+/// Parses an XML plist with Python's plistlib (an independent parser) into JSON; data
+/// values become hex.
+fn plist_json(xml: &str) -> Value {
+    use std::io::Write;
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, plistlib, sys; \
+             d = plistlib.loads(sys.stdin.buffer.read()); \
+             print(json.dumps(d, default=lambda b: b.hex()))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(xml.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "plistlib refused: {xml}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_cli_prints_apple_payloads_that_plistlib_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let data_arg = data.to_str().unwrap();
+
+    let out = enrollca(
+        &[
+            "profile",
+            "acme",
+            "--data",
+            data_arg,
+            "--client-identifier",
+            SERIAL,
+            "--key-size",
+            "256",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let acme = plist_json(&stdout(&out));
+    assert_eq!(acme["PayloadType"], "com.apple.security.acme");
+    assert_eq!(
+        acme["DirectoryURL"],
+        "https://127.0.0.1:8443/acme/device/directory"
+    );
+    assert_eq!(acme["ClientIdentifier"], SERIAL);
+    assert_eq!(acme["Attest"], true);
+    assert_eq!(acme["HardwareBound"], true);
+    assert_eq!(acme["KeyType"], "ECSECPrimeRandom");
+    assert_eq!(acme["KeySize"], 256);
+    assert_eq!(acme["Subject"], json!([[["CN", SERIAL]]]));
+    assert_eq!(acme["ExtendedKeyUsage"], json!(["1.3.6.1.5.5.7.3.2"]));
+    assert_eq!(acme["PayloadUUID"].as_str().unwrap().len(), 36);
+
+    for (args, why) in [
+        (
+            vec!["--profile", "default"],
+            "does not offer device-attest-01",
+        ),
+        (vec!["--profile", "nope"], "no ACME profile `nope`"),
+        (vec!["--key-size", "521"], "521"),
+    ] {
+        let mut all = vec![
+            "profile",
+            "acme",
+            "--data",
+            data_arg,
+            "--client-identifier",
+            SERIAL,
+        ];
+        all.extend(args);
+        let out = enrollca(&all, &[]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(why), "{}", stderr(&out));
+    }
+
+    // SCEP, with a one-time challenge minted by the running server.
+    let server = Server::start(&data, &[]);
+    let scep = |extra: &[&str]| {
+        let mut args = vec!["profile", "scep", "--subject", "CN=laptop,O=Example"];
+        args.extend_from_slice(extra);
+        let out = server.cli(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        plist_json(&stdout(&out))
+    };
+    let first = scep(&["--one-time", "--device", "mdm-9"]);
+    let second = scep(&["--one-time"]);
+    assert_eq!(first["PayloadType"], "com.apple.security.scep");
+    let content = &first["PayloadContent"];
+    // The configured public URL (the test server itself listens on an ephemeral port).
+    assert_eq!(content["URL"], "http://127.0.0.1:8080/scep");
+    assert_eq!(
+        content["Subject"],
+        json!([[["CN", "laptop"]], [["O", "Example"]]])
+    );
+    assert_eq!(content["Keysize"], 2048);
+    assert_eq!(content["Key Type"], "RSA");
+    let challenge = content["Challenge"].as_str().unwrap();
+    assert!(challenge.len() >= 20, "{challenge}");
+    assert_ne!(
+        Some(challenge),
+        second["PayloadContent"]["Challenge"].as_str(),
+        "one-time"
+    );
+    // The fingerprint is SHA-1 of the certificate GetCACert serves.
+    let ca = server
+        .get("/scep?operation=GetCACert")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let ca_path = tmp.path().join("scep-ca.der");
+    std::fs::write(&ca_path, &ca).unwrap();
+    let sha1 = stdout(&run(
+        "openssl",
+        &["dgst", "-sha1", "-r", ca_path.to_str().unwrap()],
+    ));
+    assert_eq!(
+        content["CAFingerprint"],
+        sha1.split_whitespace().next().unwrap()
+    );
+    let fixed = scep(&["--challenge", "static-secret"]);
+    assert_eq!(fixed["PayloadContent"]["Challenge"], "static-secret");
 }
