@@ -23,6 +23,10 @@ const UDID: &str = "00008030-001A2C3E0A12802E";
 /// A server trusting `ca`'s root for attestation, with the built-in `device` profile.
 async fn device_server(tmp: &Path, ca: &TestAttestationCa) -> Server {
     let data = init_dir(tmp, &[], &[]);
+    device_server_in(tmp, &data, ca)
+}
+
+fn device_server_in(tmp: &Path, data: &Path, ca: &TestAttestationCa) -> Server {
     let root = tmp.join("attestation-root.pem");
     std::fs::write(&root, ca.root_pem()).unwrap();
     let config_path = data.join("config.toml");
@@ -33,7 +37,7 @@ async fn device_server(tmp: &Path, ca: &TestAttestationCa) -> Server {
         1,
     );
     std::fs::write(&config_path, config).unwrap();
-    Server::start(&data, &[])
+    Server::start(data, &[])
 }
 
 async fn register(server: &Server, id: &str, body: Value) -> u16 {
@@ -564,6 +568,88 @@ async fn the_mdm_manages_its_inventory_through_the_api() {
             .status(),
         404
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_can_ask_the_mdm_webhook_about_each_device() {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/device",
+            axum::routing::post(
+                |axum::extract::State(seen): axum::extract::State<Arc<Mutex<Vec<Value>>>>,
+                 axum::Json(body): axum::Json<Value>| async move {
+                    seen.lock().unwrap().push(body.clone());
+                    if body["identifier"] == SERIAL {
+                        (axum::http::StatusCode::OK, r#"{"device":"mdm-hook-1"}"#)
+                    } else {
+                        (axum::http::StatusCode::NOT_FOUND, "unknown")
+                    }
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/device", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = TestAttestationCa::generate("Test").unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let config = std::fs::read_to_string(data.join("config.toml")).unwrap();
+    std::fs::write(
+        data.join("config.toml"),
+        format!(
+            "{config}\n[acme.profiles.hooked]\nchallenges = [\"device-attest-01\"]\n\
+             dns_names = []\nip_addresses = []\ndevice_inventory = \"webhook\"\n\
+             inventory_webhook_url = {url:?}\nsubject_serial = true\n"
+        ),
+    )
+    .unwrap();
+    let server = device_server_in(tmp.path(), &data, &ca);
+
+    let mut device = Client::new(&server, "hooked").await;
+    device.register().await;
+    let url = device.url("newOrder");
+    let resp = device
+        .post(
+            &url,
+            Some(json!({"identifiers": [{"type": "permanent-identifier", "value": "STRANGER1"}]})),
+        )
+        .await;
+    assert_eq!(resp.problem(), "rejectedIdentifier", "{}", resp.text);
+
+    let pending = order_for(&mut device, SERIAL).await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let resp = answer(
+        &mut device,
+        &pending,
+        &ca.attest(&key, &leaf_for(&pending.token)).unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    let finalize = pending.order["finalize"].as_str().unwrap().to_owned();
+    let resp = device
+        .post(
+            &finalize,
+            Some(json!({"csr": B64.encode(device_csr(&key, "hooked device"))})),
+        )
+        .await;
+    assert_eq!(resp.body["status"], "valid", "{}", resp.text);
+    let view = server.get_json("/api/v1/devices/mdm-hook-1").await;
+    let cert = &view["certificates"][0];
+    assert_eq!(cert["attested"]["serial"], SERIAL);
+    assert_eq!(
+        cert["subject"],
+        format!("CN=hooked device,serialNumber={SERIAL}"),
+        "subject_serial puts the attested serial into the subject"
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1]["profile"], "hooked");
+    assert_eq!(seen[1]["identifier_type"], "permanent-identifier");
+    assert!(!seen[1]["account"].as_str().unwrap().is_empty());
 }
 
 /// Parses an XML plist with Python's plistlib (an independent parser) into JSON; data
