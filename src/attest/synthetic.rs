@@ -4,9 +4,12 @@
 //! `acme.attestation_roots`.
 
 use ciborium::Value;
+use std::path::Path;
+
+use anyhow::Context;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, CustomExtension, DnType, IsCa, KeyPair,
-    PKCS_ECDSA_P384_SHA384, PublicKeyData,
+    BasicConstraints, CertificateParams, CertifiedIssuer, CustomExtension, DnType, IsCa, Issuer,
+    KeyPair, PKCS_ECDSA_P384_SHA384, PublicKeyData,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -17,10 +20,12 @@ fn apple_oid(tail: &[u64]) -> Vec<u64> {
     ARC[..6].iter().chain(tail).copied().collect()
 }
 
-/// A test attestation CA: root and intermediate, both P-384, valid around now.
+/// A test attestation CA: root and intermediate, both P-384, valid around now. Only the
+/// intermediate's key is kept: it signs the leaves.
 pub struct TestAttestationCa {
-    root: CertifiedIssuer<'static, KeyPair>,
-    intermediate: CertifiedIssuer<'static, KeyPair>,
+    root_pem: String,
+    intermediate_der: Vec<u8>,
+    intermediate: Issuer<'static, KeyPair>,
 }
 
 /// What a synthetic leaf says. `Default` is a fresh, complete leaf without nonce or identity.
@@ -64,20 +69,42 @@ impl TestAttestationCa {
             ca(format!("{label} Enterprise Attestation Root CA")),
             KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384)?,
         )?;
-        let intermediate = CertifiedIssuer::signed_by(
-            ca(format!("{label} Enterprise Attestation Sub CA 1")),
-            KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384)?,
-            &root,
-        )?;
-        Ok(Self { root, intermediate })
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384)?;
+        let params = ca(format!("{label} Enterprise Attestation Sub CA 1"));
+        let intermediate_der = params.signed_by(&key, &root)?.der().to_vec();
+        Ok(Self {
+            root_pem: root.pem(),
+            intermediate_der,
+            intermediate: Issuer::new(params, key),
+        })
+    }
+
+    /// Reads `root.pem`, `intermediate.pem` and `intermediate.key` (PKCS#8) from `dir`: a
+    /// test CA made elsewhere (the benchmark makes one with openssl).
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name))
+                .with_context(|| format!("reading {}", dir.join(name).display()))
+        };
+        let cert_pem = read("intermediate.pem")?;
+        let key = KeyPair::from_pem(&read("intermediate.key")?)?;
+        let der = crate::datadir::pem_certs(cert_pem.as_bytes())?
+            .into_iter()
+            .next()
+            .context("intermediate.pem holds no certificate")?;
+        Ok(Self {
+            root_pem: read("root.pem")?,
+            intermediate: Issuer::from_ca_cert_pem(&cert_pem, key)?,
+            intermediate_der: der,
+        })
     }
 
     pub fn root_pem(&self) -> String {
-        self.root.pem()
+        self.root_pem.clone()
     }
 
     pub fn intermediate_der(&self) -> Vec<u8> {
-        self.intermediate.der().to_vec()
+        self.intermediate_der.clone()
     }
 
     /// A leaf certifying `device_key`, signed by the intermediate (ecdsa-with-SHA384).
@@ -145,4 +172,52 @@ pub fn object(fmt: &str, x5c: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
     ciborium::into_writer(&value, &mut out).expect("writing CBOR to memory");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::attest::{Apple, Expected, KeyType, Verifier, freshness_nonce};
+
+    #[test]
+    fn a_ca_made_by_openssl_loads_and_attests_under_its_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let script = format!(
+            "set -e; cd {d}; \
+             openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-384 -nodes -keyout root.key \
+               -out root.pem -days 2 -subj '/CN=Bench Root' 2>/dev/null; \
+             openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-384 -nodes \
+               -keyout intermediate.key -out i.csr -subj '/CN=Bench Sub CA' 2>/dev/null; \
+             printf 'basicConstraints=critical,CA:TRUE\\nkeyUsage=critical,keyCertSign\\n' > ext; \
+             openssl x509 -req -in i.csr -CA root.pem -CAkey root.key -CAcreateserial -days 2 \
+               -sha384 -extfile ext -out intermediate.pem 2>/dev/null"
+        );
+        let ok = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let ca = TestAttestationCa::load(dir.path()).unwrap();
+        let root = std::fs::read(dir.path().join("root.pem")).unwrap();
+        let roots = crate::datadir::pem_certs(&root).unwrap();
+        let verifier = Verifier::new(vec![Arc::new(Apple::new(roots))]);
+        let device = KeyPair::generate().unwrap();
+        let leaf = Leaf {
+            nonce: Some(freshness_nonce("t")),
+            serial: Some("S1".into()),
+            ..Leaf::default()
+        };
+        let expected = Expected {
+            nonce: freshness_nonce("t"),
+            identifier: "S1",
+            key_types: &[KeyType::P256],
+            now: OffsetDateTime::now_utc(),
+        };
+        verifier
+            .verify(&ca.attest(&device, &leaf).unwrap(), &expected)
+            .unwrap();
+    }
 }

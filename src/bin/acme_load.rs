@@ -1,7 +1,10 @@
-//! ACME load generator: complete http-01 order flows against any RFC 8555 server (a new
-//! account, an order for a fresh name, the challenge answered by an in-process responder,
-//! finalize, download). A flow counts only when the downloaded certificate names the ordered
-//! identifier and certifies the key of the CSR. Used by `benches/acme_vs_pebble.sh`.
+//! ACME load generator: complete order flows against any RFC 8555 server (a new account, an
+//! order, its challenge, finalize, download). Either http-01 for a fresh name, answered by an
+//! in-process responder, or, with `--attestation-ca`, a device enrolment: a
+//! permanent-identifier order answered by device-attest-01 with a synthetic Apple-style
+//! attestation of a fresh device key. A flow counts only when the downloaded certificate
+//! certifies the key of the CSR (and, for http-01, names the ordered identifier). Used by
+//! `benches/acme_vs_pebble.sh` and `benches/device_enrolment.sh`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +15,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::Parser;
 use enrollca::acme::client::{AccountKey, Http01Responder};
+use enrollca::attest::freshness_nonce;
+use enrollca::attest::synthetic::{Leaf, TestAttestationCa};
 use enrollca::loadgen::{Report, cpu_seconds};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -29,8 +34,15 @@ struct Args {
     #[arg(long)]
     ca_file: std::path::PathBuf,
     /// Port to answer http-01 on (127.0.0.1), where the server's validator connects.
-    #[arg(long)]
-    http01_port: u16,
+    #[arg(long, required_unless_present = "attestation_ca")]
+    http01_port: Option<u16>,
+    /// Enrol devices instead: attest with the test CA in this directory (`root.pem`,
+    /// `intermediate.pem`, `intermediate.key`; the server must trust the root).
+    #[arg(long, conflicts_with = "http01_port")]
+    attestation_ca: Option<std::path::PathBuf>,
+    /// Device serial numbers are `<prefix><N, 6 digits>` (the server's inventory must hold them).
+    #[arg(long, default_value = "BENCH")]
+    device_prefix: String,
     /// Names are `o<N>-<run>.<suffix>`.
     #[arg(long, default_value = "bench.localhost")]
     suffix: String,
@@ -60,14 +72,20 @@ async fn main() -> anyhow::Result<()> {
         .timeout(Duration::from_secs(30))
         .build()?;
     let dir: Value = http.get(&args.directory).send().await?.json().await?;
-    let answers = Http01Responder::start(args.http01_port)
-        .await
-        .with_context(|| format!("http-01 responder on 127.0.0.1:{}", args.http01_port))?;
+    let mode = match (&args.attestation_ca, args.http01_port) {
+        (Some(dir), _) => Mode::Attest(TestAttestationCa::load(dir)?),
+        (None, Some(port)) => Mode::Http01(
+            Http01Responder::start(port)
+                .await
+                .with_context(|| format!("http-01 responder on 127.0.0.1:{port}"))?,
+        ),
+        (None, None) => bail!("give --http01-port or --attestation-ca"),
+    };
     let run = format!("{:08x}", rand::random::<u32>());
     let ctx = Arc::new(Ctx {
         http,
         dir,
-        answers,
+        mode,
         poll: args.poll,
         failures: AtomicUsize::new(0),
     });
@@ -85,11 +103,17 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
         let ctx = ctx.clone();
-        let name = format!("o{i}-{run}.{}", args.suffix);
+        let name = match ctx.mode {
+            Mode::Http01(_) => format!("o{i}-{run}.{}", args.suffix),
+            Mode::Attest(_) => format!("{}{i:06}", args.device_prefix),
+        };
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
             let t = Instant::now();
-            let result = ctx.flow(&name).await;
+            let result = match &ctx.mode {
+                Mode::Http01(answers) => ctx.flow(&name, answers).await,
+                Mode::Attest(ca) => ctx.enrol(&name, ca).await,
+            };
             if result.is_err() {
                 ctx.failures.fetch_add(1, Ordering::Relaxed);
             }
@@ -118,7 +142,10 @@ async fn main() -> anyhow::Result<()> {
     let report = Report {
         label: &args.label,
         concurrency: args.concurrency,
-        unit: "order",
+        unit: match ctx.mode {
+            Mode::Http01(_) => "order",
+            Mode::Attest(_) => "enrolment",
+        },
         ok,
         failed,
         notes: Vec::new(),
@@ -136,9 +163,16 @@ async fn main() -> anyhow::Result<()> {
 struct Ctx {
     http: reqwest::Client,
     dir: Value,
-    answers: Http01Responder,
+    mode: Mode,
     poll: Duration,
     failures: AtomicUsize,
+}
+
+/// How challenges are answered.
+enum Mode {
+    Http01(Http01Responder),
+    /// device-attest-01, with attestations signed by this test CA.
+    Attest(TestAttestationCa),
 }
 
 /// One account's conversation: its key, its account URL and the nonce to use next.
@@ -165,7 +199,8 @@ impl Ctx {
         self.dir[name].as_str().context("directory lacks a URL")
     }
 
-    async fn flow(&self, name: &str) -> anyhow::Result<()> {
+    /// A session with a new account.
+    async fn account(&self) -> anyhow::Result<Session<'_>> {
         let mut s = Session {
             ctx: self,
             key: AccountKey::generate(),
@@ -179,6 +214,58 @@ impl Ctx {
             )
             .await?;
         s.kid = Some(acct.location.context("newAccount gave no Location")?);
+        Ok(s)
+    }
+
+    /// A device enrolment, as an Apple device performs it: its Secure Enclave key attested
+    /// for the challenge, then a CSR with that key.
+    async fn enrol(&self, serial: &str, ca: &TestAttestationCa) -> anyhow::Result<()> {
+        let mut s = self.account().await?;
+        let ids = json!({"identifiers": [{"type": "permanent-identifier", "value": serial}]});
+        let order = s.post(self.url("newOrder")?, Some(ids)).await?.json()?;
+        let authz_url = order["authorizations"][0]
+            .as_str()
+            .context("no authorization")?;
+        let authz = s.post(authz_url, None).await?.json()?;
+        let challenge = &authz["challenges"][0];
+        if challenge["type"] != "device-attest-01" {
+            bail!("no device-attest-01 challenge");
+        }
+        let token = challenge["token"].as_str().context("no token")?;
+        let device_key = rcgen::KeyPair::generate()?;
+        let leaf = Leaf {
+            nonce: Some(freshness_nonce(token)),
+            serial: Some(serial.to_owned()),
+            ..Leaf::default()
+        };
+        let att_obj = URL_SAFE_NO_PAD.encode(ca.attest(&device_key, &leaf)?);
+        let answered = s
+            .post(
+                challenge["url"].as_str().context("no challenge URL")?,
+                Some(json!({"attObj": att_obj})),
+            )
+            .await?
+            .json()?;
+        if answered["status"] != "valid" {
+            bail!("challenge is {} after attestation", answered["status"]);
+        }
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, serial);
+        let csr = URL_SAFE_NO_PAD.encode(params.serialize_request(&device_key)?.der());
+        let finalize = order["finalize"].as_str().context("no finalize URL")?;
+        let order = s.post(finalize, Some(json!({"csr": csr}))).await?.json()?;
+        let cert_url = order["certificate"]
+            .as_str()
+            .context("finalized order has no certificate")?;
+        let chain = s.post(cert_url, None).await?;
+        certifies(&chain.body, device_key.public_key_raw()).map(drop)
+    }
+
+    async fn flow(&self, name: &str, answers: &Http01Responder) -> anyhow::Result<()> {
+        let mut s = self.account().await?;
 
         let ids = json!({"identifiers": [{"type": "dns", "value": name}]});
         let order = s.post(self.url("newOrder")?, Some(ids)).await?;
@@ -196,14 +283,14 @@ impl Ctx {
             .and_then(|cs| cs.iter().find(|c| c["type"] == "http-01"))
             .context("no http-01 challenge")?;
         let token = challenge["token"].as_str().context("no token")?.to_owned();
-        self.answers.serve(&token, s.key.key_authorization(&token));
+        answers.serve(&token, s.key.key_authorization(&token));
         s.post(
             challenge["url"].as_str().context("no challenge URL")?,
             Some(json!({})),
         )
         .await?;
         let order = s.poll(&order_url, &["pending"]).await;
-        self.answers.forget(&token);
+        answers.forget(&token);
         let order = order?;
         if order["status"] != "ready" {
             bail!("order {order_url} is {} after validation", order["status"]);
@@ -298,13 +385,20 @@ impl Session<'_> {
     }
 }
 
-/// The chain's first certificate names `name` and certifies `public_key` (raw point).
-fn verify(pem_chain: &[u8], name: &str, public_key: &[u8]) -> anyhow::Result<()> {
+/// The chain's first certificate, DER, if it certifies `public_key` (raw point).
+fn certifies(pem_chain: &[u8], public_key: &[u8]) -> anyhow::Result<Vec<u8>> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem_chain).context("no PEM certificate")?;
     let cert = pem.parse_x509().context("unparsable certificate")?;
     if cert.public_key().subject_public_key.data.as_ref() != public_key {
         bail!("the certificate does not certify the CSR's key");
     }
+    Ok(pem.contents)
+}
+
+/// The chain's first certificate names `name` and certifies `public_key` (raw point).
+fn verify(pem_chain: &[u8], name: &str, public_key: &[u8]) -> anyhow::Result<()> {
+    let der = certifies(pem_chain, public_key)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).context("unparsable certificate")?;
     let names = cert
         .subject_alternative_name()
         .ok()

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Device enrolments per second: complete ACME device-attest-01 flows (a new account, a
+# permanent-identifier order for a registered device, a synthetic Apple-style attestation of
+# a fresh P-256 device key signed by a P-384 intermediate, finalize, download) by
+# target/release/enrollca-acme-load against enrollca on the same 2 cores, load generator
+# included. A flow counts only if the certificate certifies the device key.
+# The attestation CA is made with openssl; the server trusts its root through
+# acme.attestation_roots and knows the devices through a bulk import (inventory on).
+#
+#   bash benches/device_enrolment.sh [ENROLMENTS] [CONCURRENCY...]   (default: 2000, c=16)
+#   PERF=1 ...  also records the server with perf and prints where its CPU went.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+count=${1:-2000}
+shift || true
+concurrencies=("${@:-16}")
+cargo build --release --quiet --bin enrollca --bin enrollca-acme-load
+bin=$PWD/target/release
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ -n "${KEEP:-}" ] || rm -rf "$work"; [ -n "${KEEP:-}" ] && echo "kept $work"
+}
+trap cleanup EXIT
+cd "$work"
+
+# The attestation CA, laid out like Apple's: P-384 root and intermediate.
+mkdir att
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-384 -nodes -keyout att/root.key \
+  -out att/root.pem -days 2 -sha384 -subj "/CN=Bench Enterprise Attestation Root CA" 2>/dev/null
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-384 -nodes -keyout att/intermediate.key \
+  -out att/i.csr -subj "/CN=Bench Enterprise Attestation Sub CA 1" 2>/dev/null
+printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n' >att/ext
+openssl x509 -req -in att/i.csr -CA att/root.pem -CAkey att/root.key -CAcreateserial -days 2 \
+  -sha384 -extfile att/ext -out att/intermediate.pem 2>/dev/null
+
+"$bin/enrollca" init --data "$work/data" >/dev/null
+sed -i "s|^attestation_roots = \[\]|attestation_roots = [\"$work/att/root.pem\"]|" data/config.toml
+ENROLLCA_LOG_LEVEL=warn ENROLLCA_LISTEN_HTTP=127.0.0.1:18092 ENROLLCA_LISTEN_HTTPS=127.0.0.1:18445 \
+  "$bin/enrollca" serve --data "$work/data" >enrollca.log 2>&1 </dev/null &
+pids+=($!)
+enrollca_pid=$!
+for _ in $(seq 100); do
+  curl -fsS -o /dev/null http://127.0.0.1:18092/healthz 2>/dev/null && break
+  sleep 0.1
+done
+kill -0 "$enrollca_pid" 2>/dev/null || { cat enrollca.log >&2; exit 1; }
+curl -fsS http://127.0.0.1:18092/roots.pem >roots.pem
+
+# Register BENCH000000 … in batches of 1000 (the most one import takes).
+token=$(cat data/admin-token)
+for start in $(seq 0 1000 $((count - 1))); do
+  end=$((start + 999 < count - 1 ? start + 999 : count - 1))
+  { printf '{"devices":['
+    for i in $(seq "$start" "$end"); do
+      printf '%s{"id":"bench-%d","serial":"BENCH%06d"}' "$([ "$i" = "$start" ] || echo ,)" "$i" "$i"
+    done
+    printf ']}'; } >import.json
+  curl -fsS -H "authorization: Bearer $token" -H 'content-type: application/json' \
+    --data @import.json http://127.0.0.1:18092/api/v1/devices >/dev/null
+done
+
+for c in "${concurrencies[@]}"; do
+  [ -n "${PERF:-}" ] && { perf record -F 499 -g -p "$enrollca_pid" -o perf.data 2>/dev/null & perf_pid=$!; sleep 0.5; }
+  /usr/bin/time -f "load generator: %U s user + %S s system CPU" \
+    "$bin/enrollca-acme-load" --directory https://127.0.0.1:18445/acme/device/directory \
+    --ca-file roots.pem --attestation-ca att --orders "$count" --concurrency "$c" \
+    --server-pid "$enrollca_pid" --label enrollca-device
+  if [ -n "${PERF:-}" ]; then
+    kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+    perf report -i perf.data --no-children --sort dso,sym --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -25
+  fi
+done
