@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
     let dir: Value = http.get(&args.directory).send().await?.json().await?;
     let mode = match (&args.attestation_ca, args.http01_port) {
-        (Some(dir), _) => Mode::Attest(TestAttestationCa::load(dir)?),
+        (Some(dir), _) => Mode::Attest(Box::new(TestAttestationCa::load(dir)?)),
         (None, Some(port)) => Mode::Http01(
             Http01Responder::start(port)
                 .await
@@ -172,7 +172,7 @@ struct Ctx {
 enum Mode {
     Http01(Http01Responder),
     /// device-attest-01, with attestations signed by this test CA.
-    Attest(TestAttestationCa),
+    Attest(Box<TestAttestationCa>),
 }
 
 /// One account's conversation: its key, its account URL and the nonce to use next.
