@@ -773,6 +773,29 @@ mod tests {
     }
 
     #[test]
+    fn attesting_profiles_are_checked() {
+        let load = |profile: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("c.toml");
+            std::fs::write(&path, format!("[acme.profiles.d]\n{profile}")).unwrap();
+            Config::load(Some(&path), env(&[])).map_err(|e| e.to_string())
+        };
+        let mixed = load("challenges = [\"device-attest-01\", \"http-01\"]\n").unwrap_err();
+        assert!(mixed.contains("must be its only challenge"), "{mixed}");
+        let no_keys =
+            load("challenges = [\"device-attest-01\"]\nattestation_key_types = []\n").unwrap_err();
+        assert!(
+            no_keys.contains("accepts no attested key type"),
+            "{no_keys}"
+        );
+        let hook = load("challenges = [\"device-attest-01\"]\ndevice_inventory = \"webhook\"\n")
+            .unwrap_err();
+        assert!(hook.contains("needs inventory_webhook_url"), "{hook}");
+        let ok = load("challenges = [\"device-attest-01\"]\ndns_names = []\n").unwrap();
+        assert!(ok.acme.profiles["d"].attests());
+    }
+
+    #[test]
     fn secret_is_not_debug_printed() {
         let s = Secret::new("hunter2");
         assert!(!format!("{s:?}").contains("hunter2"));
