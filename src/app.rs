@@ -22,7 +22,7 @@ use crate::datadir::{DataDir, passphrase, to_pem};
 use crate::inventory::Gate;
 use crate::metrics::Metrics;
 use crate::policy::Template;
-use crate::revocation::Crls;
+use crate::revocation::{Crls, Ocsp};
 use crate::scep::ScepService;
 use crate::store::{DocCache, SledStore, Store};
 use crate::validator::Validator;
@@ -31,6 +31,7 @@ use crate::validator::Validator;
 pub struct AppState {
     pub ca: Arc<Ca>,
     pub crls: Arc<Crls>,
+    pub ocsp: Arc<Ocsp>,
     pub acme: Arc<AcmeService>,
     pub scep: Arc<ScepService>,
     pub template: Arc<Template>,
@@ -113,6 +114,7 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         .transpose()
         .context("scep.webhook_url: cannot set up the HTTP client")?;
     let crls = Arc::new(Crls::new(ca.clone(), CRL_LIFETIME));
+    let ocsp = Arc::new(Ocsp::new(ca.clone(), OCSP_VALIDITY));
     let scep = Arc::new(ScepService::new(
         ca.clone(),
         crls.clone(),
@@ -126,6 +128,7 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
     let state = Arc::new(AppState {
         ca,
         crls,
+        ocsp,
         acme,
         scep,
         template,
@@ -256,6 +259,9 @@ fn acme_service(config: &Config, ca: Arc<Ca>) -> anyhow::Result<AcmeService> {
 /// thisUpdate to nextUpdate of every CRL; a new one is signed after half of it, or as soon as
 /// a certificate of its issuer is revoked.
 const CRL_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// thisUpdate to nextUpdate of OCSP responses; cached ones are signed again after half.
+const OCSP_VALIDITY: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
 
 /// How often expiries are noted and expired one-time challenges and ACME orders deleted.
 const SWEEP: std::time::Duration = std::time::Duration::from_secs(600);

@@ -47,6 +47,8 @@ pub enum ApiError {
     AlreadyRevoked(Serial),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error(transparent)]
     Issue(IssueError),
     #[error("{0}")]

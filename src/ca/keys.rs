@@ -166,6 +166,22 @@ impl CaKey {
         }
     }
 
+    /// The AlgorithmIdentifier of its signatures (`sign` hashes as this names), for
+    /// structures signed outside rcgen (OCSP responses).
+    pub fn signature_algorithm(&self) -> spki::AlgorithmIdentifierOwned {
+        use const_oid::db::rfc5912::{
+            ECDSA_WITH_SHA_256, ECDSA_WITH_SHA_384, SHA_256_WITH_RSA_ENCRYPTION,
+        };
+        let (oid, parameters) = if self.alg == &rcgen::PKCS_RSA_SHA256 {
+            (SHA_256_WITH_RSA_ENCRYPTION, Some(der::Any::null()))
+        } else if self.alg == &rcgen::PKCS_ECDSA_P384_SHA384 {
+            (ECDSA_WITH_SHA_384, None)
+        } else {
+            (ECDSA_WITH_SHA_256, None)
+        };
+        spki::AlgorithmIdentifierOwned { oid, parameters }
+    }
+
     /// The OpenSSL key, for protocol code that must decrypt (SCEP envelopes) or sign CMS.
     pub fn pkey(&self) -> &PKey<Private> {
         &self.pkey

@@ -50,6 +50,12 @@ impl From<&ApiError> for Problem {
                 Self::new(S::CONFLICT, "already-revoked", "Already revoked", detail)
             }
             ApiError::Conflict(_) => Self::new(S::CONFLICT, "conflict", "Conflict", detail),
+            ApiError::UnsupportedMediaType(_) => Self::new(
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                detail,
+            ),
             ApiError::Issue(IssueError::Policy(_)) => {
                 Self::new(S::FORBIDDEN, "policy", "Refused by policy", detail)
             }

@@ -23,6 +23,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/roots.pem", get(roots))
         .route("/ca/{file}", get(ca_certificate))
         .route("/crl/{file}", get(crl))
+        .route("/ocsp", post(ocsp_post))
+        .route("/ocsp/{*request}", get(ocsp_get))
         .route("/scep", get(scep::handlers::get).post(scep::handlers::post))
         .route("/api/v1/issuers", get(api::list_issuers))
         .route(
@@ -151,4 +153,59 @@ async fn crl(
         [(header::CONTENT_TYPE, "application/pkix-crl")],
         crl.der.clone(),
     ))
+}
+
+/// `POST /ocsp` with an `application/ocsp-request` body (RFC 6960 appendix A.1).
+async fn ocsp_post(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type.split(';').next().map(str::trim) != Some("application/ocsp-request") {
+        return ApiError::UnsupportedMediaType("OCSP requests are application/ocsp-request".into())
+            .into_response();
+    }
+    ocsp(&state, &body, false).await
+}
+
+/// `GET /ocsp/<base64 of the DER request>` (RFC 5019 §5): cacheable by HTTP caches.
+async fn ocsp_get(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(request): axum::extract::Path<String>,
+) -> axum::response::Response {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let der = STANDARD
+        .decode(&request)
+        .or_else(|_| URL_SAFE_NO_PAD.decode(request.trim_end_matches('=')))
+        .unwrap_or_default();
+    ocsp(&state, &der, true).await
+}
+
+async fn ocsp(state: &AppState, der: &[u8], get: bool) -> axum::response::Response {
+    match state.ocsp.respond(der).await {
+        Ok(answer) => {
+            let mut response = (
+                [(header::CONTENT_TYPE, "application/ocsp-response")],
+                answer.der,
+            )
+                .into_response();
+            if let (true, Some(age)) = (get, answer.max_age) {
+                if let Ok(v) = format!(
+                    "max-age={}, public, no-transform, must-revalidate",
+                    age.as_secs()
+                )
+                .parse()
+                {
+                    response.headers_mut().insert(header::CACHE_CONTROL, v);
+                }
+            }
+            response
+        }
+        Err(e) => ApiError::Internal(e.to_string()).into_response(),
+    }
 }

@@ -1,7 +1,10 @@
-//! Revocation: reasons, and the CRLs signed from the store's revocation records.
+//! Revocation: reasons, and the CRLs and OCSP responses signed from the store's revocation
+//! records.
 
 pub mod crl;
+pub mod ocsp;
 mod reason;
 
 pub use crl::{Crl, CrlError, Crls};
+pub use ocsp::{Answer, Ocsp, OcspError};
 pub use reason::RevocationReason;
