@@ -9,8 +9,8 @@ use enrollca::ca::{IssuerId, KeyFamily, Serial};
 use enrollca::revocation::RevocationReason;
 use enrollca::store::{
     CertQuery, CertRecord, CertStatus, DeviceId, DocCache, DocKey, DocKind, DocWrite, EventKind,
-    Expect, IssuerRecord, IssuerState, Linked, Protocol, SledStore, StatusFilter, Store,
-    StoreError,
+    Expect, IssuerChange, IssuerRecord, IssuerState, Linked, Protocol, SledStore, StatusFilter,
+    Store, StoreError,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -760,6 +760,106 @@ async fn expiry_is_noted_once_for_certificates_still_good() {
         // The live certificate's turn comes when its time does.
         let later = live.not_after + Duration::seconds(1);
         assert_eq!(store.expire(later).await.unwrap(), 1, "{name}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn issuer_changes_are_all_or_nothing_with_their_events() {
+    for_each_backend(|open, name, dir| async move {
+        let store = open(dir.path());
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let rec = |n, state| IssuerRecord {
+            id: issuer(n),
+            family: KeyFamily::Ecdsa,
+            state,
+            cert_der: vec![n],
+            key_file: format!("ca/issuers/{n}.key"),
+            created_at: now,
+        };
+        let change = |n, state, was, event| IssuerChange {
+            record: rec(n, state),
+            was,
+            event,
+            serial: Serial::random(),
+        };
+        store.put_issuer(rec(1, IssuerState::Active)).await.unwrap();
+        // Staging needs the issuer to be new.
+        let stage = change(2, IssuerState::Next, None, EventKind::IssuerStaged);
+        store
+            .change_issuers(vec![stage.clone()], now)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.change_issuers(vec![stage], now).await,
+            Err(StoreError::IssuerChanged(_))
+        ));
+        // Activation: both or neither. A stale expectation on the second writes nothing.
+        let stale = vec![
+            change(
+                2,
+                IssuerState::Active,
+                Some(IssuerState::Next),
+                EventKind::IssuerActivated,
+            ),
+            change(
+                1,
+                IssuerState::Retiring,
+                Some(IssuerState::Next),
+                EventKind::IssuerRetiring,
+            ),
+        ];
+        assert!(store.change_issuers(stale, now).await.is_err(), "{name}");
+        let states = |list: Vec<IssuerRecord>| {
+            let mut s: Vec<_> = list.into_iter().map(|r| (r.id, r.state)).collect();
+            s.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+            s
+        };
+        assert_eq!(
+            states(store.issuers().await.unwrap()),
+            vec![
+                (issuer(1), IssuerState::Active),
+                (issuer(2), IssuerState::Next)
+            ],
+            "{name}: nothing written"
+        );
+        let activate = vec![
+            change(
+                2,
+                IssuerState::Active,
+                Some(IssuerState::Next),
+                EventKind::IssuerActivated,
+            ),
+            change(
+                1,
+                IssuerState::Retiring,
+                Some(IssuerState::Active),
+                EventKind::IssuerRetiring,
+            ),
+        ];
+        store.change_issuers(activate, now).await.unwrap();
+        assert_eq!(
+            states(store.issuers().await.unwrap()),
+            vec![
+                (issuer(1), IssuerState::Retiring),
+                (issuer(2), IssuerState::Active)
+            ],
+            "{name}"
+        );
+        let kinds: Vec<_> = all_events(store.as_ref())
+            .await
+            .into_iter()
+            .map(|e| (e.kind, e.issuer))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (EventKind::IssuerStaged, issuer(2)),
+                (EventKind::IssuerActivated, issuer(2)),
+                (EventKind::IssuerRetiring, issuer(1)),
+            ],
+            "{name}: one event per change, in order, none for the refused ones"
+        );
     })
     .await;
 }

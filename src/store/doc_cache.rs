@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 use super::{
     CertQuery, CertRecord, ChallengeHash, ChallengeRecord, Doc, DocKey, DocKind, DocWrite, Event,
-    Expect, IssuerRecord, Linked, Page, Seq, Store, StoreError,
+    Expect, IssuerChange, IssuerRecord, Linked, Page, Seq, Store, StoreError,
 };
 use crate::ca::Serial;
 use crate::revocation::RevocationReason;
@@ -176,6 +176,14 @@ impl<S: Store> Store for DocCache<S> {
 
     async fn put_issuer(&self, record: IssuerRecord) -> Result<(), StoreError> {
         self.inner.put_issuer(record).await
+    }
+
+    async fn change_issuers(
+        &self,
+        changes: Vec<IssuerChange>,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.inner.change_issuers(changes, at).await
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

@@ -142,6 +142,19 @@ pub enum EventKind {
     },
     /// Its notAfter has passed (noted by the periodic sweep, for certificates still good).
     Expired,
+    /// CA rotation, with the issuing CA certificate's serial and the issuer's id: staged as
+    /// the next issuer of its line …
+    #[serde(rename = "issuer-staged")]
+    IssuerStaged,
+    /// … issuing from now on …
+    #[serde(rename = "issuer-activated")]
+    IssuerActivated,
+    /// … no longer issuing, still answering (CRL, OCSP) for what it issued …
+    #[serde(rename = "issuer-retiring")]
+    IssuerRetiring,
+    /// … nothing it issued is valid any more.
+    #[serde(rename = "issuer-retired")]
+    IssuerRetired,
 }
 
 /// One entry of the ordered change feed the MDM follows.
@@ -456,6 +469,20 @@ pub enum StoreError {
     Corrupt { tree: &'static str, message: String },
     #[error("the store is shut down")]
     Closed,
+    /// An issuer was not in the state a rotation step expected.
+    #[error("issuer {0} changed concurrently")]
+    IssuerChanged(IssuerId),
+}
+
+/// One issuer's part in a rotation step: its new record, the state it must have now (`None`:
+/// it must not exist yet), and the event that announces the change.
+#[derive(Debug, Clone)]
+pub struct IssuerChange {
+    pub record: IssuerRecord,
+    pub was: Option<IssuerState>,
+    pub event: EventKind,
+    /// The issuing CA certificate's serial, which the event carries.
+    pub serial: Serial,
 }
 
 #[async_trait]
@@ -565,6 +592,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts or replaces an issuer record, durably.
     async fn put_issuer(&self, record: IssuerRecord) -> Result<(), StoreError>;
+
+    /// A rotation step: every change or none, each with its event, at `at`. Fails with
+    /// `IssuerChanged` when an issuer is not in the state the change expects.
+    async fn change_issuers(
+        &self,
+        changes: Vec<IssuerChange>,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
 
     /// Waits until everything acknowledged so far is on disk.
     async fn flush(&self) -> Result<(), StoreError>;

@@ -21,8 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     CertQuery, CertRecord, CertStatus, ChallengeHash, ChallengeRecord, Doc, DocKey, DocKind,
-    DocWrite, Event, EventKind, Expect, IssuerRecord, Linked, MAX_PAGE, Page, Seq, Store,
-    StoreError,
+    DocWrite, Event, EventKind, Expect, IssuerChange, IssuerRecord, Linked, MAX_PAGE, Page, Seq,
+    Store, StoreError,
 };
 use crate::ca::Serial;
 use crate::revocation::RevocationReason;
@@ -67,6 +67,7 @@ enum Op {
         at: OffsetDateTime,
     },
     PutIssuer(Box<IssuerRecord>),
+    ChangeIssuers(Vec<IssuerChange>, OffsetDateTime),
     Flush,
 }
 
@@ -356,6 +357,14 @@ impl Store for SledStore {
         self.submit(Op::PutIssuer(Box::new(record))).await.map(drop)
     }
 
+    async fn change_issuers(
+        &self,
+        changes: Vec<IssuerChange>,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.submit(Op::ChangeIssuers(changes, at)).await.map(drop)
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         self.submit(Op::Flush).await.map(drop)
     }
@@ -521,6 +530,50 @@ impl Writer {
                         Op::PutIssuer(rec) => {
                             issuers.insert(rec.id.as_str().as_bytes(), encode(rec.as_ref()))?;
                             Ok(Outcome::Done)
+                        }
+                        Op::ChangeIssuers(changes, at) => {
+                            // Every expectation is checked before anything is written.
+                            let mut unmet = None;
+                            for c in changes {
+                                let now = match issuers.get(c.record.id.as_str().as_bytes())? {
+                                    None => None,
+                                    Some(bytes) => {
+                                        match decode::<IssuerRecord>("issuers", &bytes) {
+                                            Ok(r) => Some(r.state),
+                                            Err(e) => {
+                                                unmet = Some(e);
+                                                break;
+                                            }
+                                        }
+                                    }
+                                };
+                                if now != c.was {
+                                    unmet = Some(StoreError::IssuerChanged(c.record.id.clone()));
+                                    break;
+                                }
+                            }
+                            match unmet {
+                                Some(e) => Err(e),
+                                None => {
+                                    for c in changes {
+                                        issuers.insert(
+                                            c.record.id.as_str().as_bytes(),
+                                            encode(&c.record),
+                                        )?;
+                                        let event = Event {
+                                            seq,
+                                            at: *at,
+                                            kind: c.event.clone(),
+                                            serial: c.serial.clone(),
+                                            issuer: c.record.id.clone(),
+                                            device: None,
+                                        };
+                                        events.insert(&seq.to_be_bytes(), encode(&event))?;
+                                        seq += 1;
+                                    }
+                                    Ok(Outcome::Done)
+                                }
+                            }
                         }
                         Op::Flush => Ok(Outcome::Done),
                     };
