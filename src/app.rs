@@ -14,6 +14,7 @@ use crate::admin::init::{InitOptions, init};
 use crate::api::TokenHash;
 use crate::attest::{Apple, Verifier};
 use crate::ca::hierarchy::fingerprint;
+use crate::ca::rotation::Rotation;
 use crate::ca::{Ca, Issuer, IssuerSet, KeyFamily, Passphrase};
 use crate::clock::SystemClock;
 use crate::config::Config;
@@ -32,6 +33,7 @@ pub struct AppState {
     pub ca: Arc<Ca>,
     pub crls: Arc<Crls>,
     pub ocsp: Arc<Ocsp>,
+    pub rotation: Arc<Rotation>,
     pub acme: Arc<AcmeService>,
     pub scep: Arc<ScepService>,
     pub template: Arc<Template>,
@@ -115,6 +117,12 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         .context("scep.webhook_url: cannot set up the HTTP client")?;
     let crls = Arc::new(Crls::new(ca.clone(), CRL_LIFETIME));
     let ocsp = Arc::new(Ocsp::new(ca.clone(), OCSP_VALIDITY));
+    let rotation = Arc::new(Rotation::new(
+        ca.clone(),
+        dir.clone(),
+        pass.clone(),
+        config.listen.public_url(),
+    ));
     let scep = Arc::new(ScepService::new(
         ca.clone(),
         crls.clone(),
@@ -129,6 +137,7 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         ca,
         crls,
         ocsp,
+        rotation,
         acme,
         scep,
         template,

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use enrollca::admin::init::{InitOptions, Source, init};
 use enrollca::admin::{Backend, data_dir};
 use enrollca::api::views::{CertView, ChallengeBody, IssueBody};
-use enrollca::api::{EabBody, Scope, TokenBody};
+use enrollca::api::{EabBody, PrepareBody, Scope, TokenBody};
 use enrollca::app::{ServeOptions, serve};
 use enrollca::ca::{KeyFamily, KeySpec, Serial};
 use enrollca::datadir::passphrase;
@@ -241,6 +241,42 @@ enum CaCommand {
     Root(DataArg),
     /// List the issuing CAs and their state.
     List(Target),
+    /// Replace an issuing CA: `prepare` stages the next one, `activate` switches to it.
+    #[command(subcommand)]
+    Rotate(RotateCommand),
+    /// End a retiring issuer once none of its certificates is still valid. Needs the server.
+    Retire {
+        #[command(flatten)]
+        target: Target,
+        /// The issuer id (`enrollca ca list`).
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RotateCommand {
+    /// Stage the next issuer of a line: generated under the root, or imported. Needs the server.
+    Prepare {
+        #[command(flatten)]
+        target: Target,
+        /// The issuer line: rsa (SCEP) or ecdsa (ACME).
+        #[arg(long)]
+        family: KeyFamily,
+        /// Import a next issuer signed offline by the root: its certificate (PEM)…
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// … and its key (PEM; encrypted with the CA passphrase if one is set).
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+    },
+    /// Make the staged issuer the one that issues; the current one becomes retiring.
+    /// Needs the server; takes effect at once, without a restart.
+    Activate {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        family: KeyFamily,
+    },
 }
 
 #[derive(Subcommand)]
@@ -352,6 +388,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+        Command::Ca(CaCommand::Rotate(cmd)) => run_rotate(cmd).await,
+        Command::Ca(CaCommand::Retire { target, id }) => {
+            let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;
+            let retired = backend.retire_issuer(&id).await?;
+            print_issuer(&retired, target.json)
         }
         Command::Cert(cmd) => run_cert(cmd).await,
         Command::Acme(cmd) => run_acme(cmd).await,
@@ -561,6 +603,53 @@ fn dir_config(dir: &enrollca::datadir::DataDir) -> anyhow::Result<enrollca::conf
         Some(dir.config()).filter(|p| p.is_file()).as_deref(),
         std::env::vars(),
     )?)
+}
+
+async fn run_rotate(cmd: RotateCommand) -> anyhow::Result<()> {
+    match cmd {
+        RotateCommand::Prepare {
+            target,
+            family,
+            cert,
+            key,
+        } => {
+            let read = |p: PathBuf| {
+                std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+            };
+            let body = PrepareBody {
+                cert_pem: cert.map(read).transpose()?,
+                key_pem: key.map(read).transpose()?,
+            };
+            let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;
+            let staged = backend.prepare_issuer(&family.to_string(), &body).await?;
+            print_issuer(&staged, target.json)
+        }
+        RotateCommand::Activate { target, family } => {
+            let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;
+            let done = backend.activate_issuer(&family.to_string()).await?;
+            if target.json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+                return Ok(());
+            }
+            print_issuer(&done.activated, false)?;
+            print_issuer(&done.retiring, false)
+        }
+    }
+}
+
+fn print_issuer(i: &enrollca::api::views::IssuerView, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(i)?);
+    } else {
+        println!(
+            "{}  {}  {}  {}",
+            i.id,
+            i.family,
+            format!("{:?}", i.state).to_lowercase(),
+            i.subject
+        );
+    }
+    Ok(())
 }
 
 async fn run_acme(cmd: AcmeCommand) -> anyhow::Result<()> {

@@ -291,7 +291,8 @@ fn check_root(der: &[u8], key: Option<&CaKey>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check_issued_by(der: &[u8], root_der: &[u8]) -> anyhow::Result<()> {
+/// An issuing CA certificate signed by the root (init's imports, rotation's imports).
+pub(crate) fn check_issued_by(der: &[u8], root_der: &[u8]) -> anyhow::Result<()> {
     let (cert, root) = (parse(der)?, parse(root_der)?);
     ensure!(cert.is_ca(), "the issuing CA certificate is not a CA");
     cert.verify_signature(Some(root.public_key()))

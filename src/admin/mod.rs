@@ -15,7 +15,10 @@ use time::OffsetDateTime;
 use crate::api::views::{
     CertPage, CertView, ChallengeBody, ChallengeView, IssueBody, IssuedView, IssuerView, RevokeBody,
 };
-use crate::api::{EabBody, EabView, HeldList, HeldView, TokenBody, TokenList, TokenView};
+use crate::api::{
+    ActivatedView, EabBody, EabView, HeldList, HeldView, PrepareBody, TokenBody, TokenList,
+    TokenView,
+};
 use crate::ca::Serial;
 use crate::config::{Config, Log, LogFormat};
 use crate::datadir::DataDir;
@@ -195,6 +198,37 @@ impl Backend {
                 r.post(&path, &serde_json::json!({})).await
             }
             Self::Local(_) => bail!("approving needs the running server; start `enrollca serve`"),
+        }
+    }
+
+    /// Stages the next issuer of a line (`rsa`, `ecdsa`).
+    pub async fn prepare_issuer(
+        &self,
+        line: &str,
+        body: &PrepareBody,
+    ) -> anyhow::Result<IssuerView> {
+        self.remote("CA rotation")?
+            .post(&format!("/api/v1/rotation/{line}/prepare"), body)
+            .await
+    }
+
+    pub async fn activate_issuer(&self, line: &str) -> anyhow::Result<ActivatedView> {
+        self.remote("CA rotation")?
+            .post(&format!("/api/v1/rotation/{line}/activate"), &())
+            .await
+    }
+
+    pub async fn retire_issuer(&self, id: &str) -> anyhow::Result<IssuerView> {
+        self.remote("CA rotation")?
+            .post(&format!("/api/v1/issuers/{id}/retire"), &())
+            .await
+    }
+
+    /// The running server, for what only it can do (it holds the keys and the issuer set).
+    fn remote(&self, what: &str) -> anyhow::Result<&Remote> {
+        match self {
+            Self::Remote(r) => Ok(r),
+            Self::Local(_) => bail!("{what} needs the running server; start `enrollca serve`"),
         }
     }
 

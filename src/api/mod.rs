@@ -9,6 +9,7 @@ mod extract;
 mod held;
 mod inventory;
 mod issuers;
+mod rotation;
 mod tokens;
 pub mod views;
 
@@ -29,6 +30,7 @@ pub use inventory::{
     unregister_device,
 };
 pub use issuers::{list_events, list_issuers};
+pub use rotation::{ActivatedView, PrepareBody, activate, prepare, retire};
 pub use tokens::{TokenBody, TokenList, TokenView, create_token, delete_token, list_tokens};
 
 #[derive(Debug, thiserror::Error)]

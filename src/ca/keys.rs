@@ -66,6 +66,17 @@ pub enum KeyFamily {
     Ecdsa,
 }
 
+impl std::str::FromStr for KeyFamily {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "rsa" => Ok(Self::Rsa),
+            "ecdsa" => Ok(Self::Ecdsa),
+            _ => Err(format!("unknown issuer line `{s}` (rsa, ecdsa)")),
+        }
+    }
+}
+
 impl fmt::Display for KeyFamily {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -157,6 +168,17 @@ impl CaKey {
             alg,
             digest,
         })
+    }
+
+    /// The key type, so a successor can be made alike.
+    pub fn spec(&self) -> KeySpec {
+        match (self.pkey.id(), self.pkey.bits()) {
+            (Id::RSA, b) if b >= 4096 => KeySpec::Rsa4096,
+            (Id::RSA, b) if b >= 3072 => KeySpec::Rsa3072,
+            (Id::RSA, _) => KeySpec::Rsa2048,
+            _ if self.alg == &rcgen::PKCS_ECDSA_P384_SHA384 => KeySpec::EcP384,
+            _ => KeySpec::EcP256,
+        }
     }
 
     pub fn family(&self) -> KeyFamily {

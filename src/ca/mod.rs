@@ -7,6 +7,7 @@ mod issue;
 mod issuer;
 mod issuer_set;
 pub mod keys;
+pub mod rotation;
 mod serial;
 
 use std::collections::HashMap;
@@ -77,6 +78,11 @@ impl Ca {
     /// The issuer set in force now; hold the returned `Arc` for the length of one request.
     pub fn issuers(&self) -> Arc<IssuerSet> {
         self.issuers.load_full()
+    }
+
+    /// Swaps in a new issuer set (a rotation step); requests holding the old one finish with it.
+    pub fn replace_issuers(&self, issuers: IssuerSet) {
+        self.issuers.store(Arc::new(issuers));
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -27,6 +27,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ocsp/{*request}", get(ocsp_get))
         .route("/scep", get(scep::handlers::get).post(scep::handlers::post))
         .route("/api/v1/issuers", get(api::list_issuers))
+        .route("/api/v1/issuers/{id}/retire", post(api::retire))
+        .route("/api/v1/rotation/{family}/prepare", post(api::prepare))
+        .route("/api/v1/rotation/{family}/activate", post(api::activate))
         .route(
             "/api/v1/certificates",
             get(api::list_certificates).post(api::issue_certificate),

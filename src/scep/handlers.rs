@@ -38,6 +38,7 @@ impl IntoResponse for ScepError {
                 plain(StatusCode::BAD_REQUEST, e.to_string())
             }
             Self::NoIssuer => plain(StatusCode::SERVICE_UNAVAILABLE, self.to_string()),
+            Self::NoNextIssuer => plain(StatusCode::NOT_FOUND, self.to_string()),
             Self::Internal(e) => {
                 tracing::error!(error = %e, "SCEP request failed");
                 plain(
@@ -60,6 +61,14 @@ pub async fn get(State(state): State<Arc<AppState>>, Query(p): Query<Params>) ->
             Ok(der) => {
                 ([(header::CONTENT_TYPE, "application/x-x509-ca-cert")], der).into_response()
             }
+            Err(e) => e.into_response(),
+        },
+        Some("GetNextCACert") => match state.scep.next_ca_cert() {
+            Ok(der) => (
+                [(header::CONTENT_TYPE, "application/x-x509-next-ca-cert")],
+                der,
+            )
+                .into_response(),
             Err(e) => e.into_response(),
         },
         Some("PKIOperation") => {

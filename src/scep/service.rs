@@ -19,7 +19,8 @@ use crate::store::{
 };
 use crate::validator::{Validator, ValidatorError};
 
-/// Capabilities advertised by GetCACaps: only what this server does.
+/// Capabilities advertised by GetCACaps: only what this server does (plus `GetNextCACert`
+/// while a next RSA issuer is staged).
 const CAPS: &[&str] = &[
     "POSTPKIOperation",
     "SHA-1",
@@ -39,6 +40,8 @@ pub enum ScepError {
     Wire(#[from] WireError),
     #[error("no active RSA issuer to act as the SCEP CA")]
     NoIssuer,
+    #[error("no next SCEP CA is staged")]
+    NoNextIssuer,
     /// Our side failed after the request was understood: HTTP 500, details in the log.
     #[error("internal error: {0}")]
     Internal(String),
@@ -142,7 +145,16 @@ impl ScepService {
     }
 
     pub fn caps(&self) -> String {
-        CAPS.iter().map(|c| format!("{c}\n")).collect()
+        let next = self
+            .ca
+            .issuers()
+            .next(KeyFamily::Rsa)
+            .map(|_| "GetNextCACert");
+        CAPS.iter()
+            .copied()
+            .chain(next)
+            .map(|c| format!("{c}\n"))
+            .collect()
     }
 
     /// The SCEP CA certificate (DER): the active RSA issuer, which decrypts and signs.
@@ -152,22 +164,56 @@ impl ScepService {
         Ok(rsa.cert_der().to_vec())
     }
 
+    /// The staged next SCEP CA (GetNextCACert): its certificate in a certs-only SignedData,
+    /// signed by the current CA so clients can trust it before it takes over.
+    pub fn next_ca_cert(&self) -> Result<Vec<u8>, ScepError> {
+        let issuers = self.ca.issuers();
+        let active = issuers.active(KeyFamily::Rsa).ok_or(ScepError::NoIssuer)?;
+        let next = issuers
+            .next(KeyFamily::Rsa)
+            .ok_or(ScepError::NoNextIssuer)?;
+        let signer = MessageSigner {
+            cert_der: active.cert_der(),
+            key: active.key().pkey(),
+        };
+        wire::next_ca(&signer, &[next.cert_der().to_vec()])
+            .map_err(|e| ScepError::Internal(e.to_string()))
+    }
+
     /// Handles a PKIOperation; every refusal of a decrypted request is a signed FAILURE.
+    /// The request may be encrypted to any RSA issuer still in service (a client that fetched
+    /// the CA certificate just before a rotation); the reply is signed by that one.
     pub async fn pki_operation(&self, body: Vec<u8>) -> Result<Vec<u8>, ScepError> {
         let issuers = self.ca.issuers();
-        let rsa = issuers
+        let active = issuers
             .active(KeyFamily::Rsa)
             .ok_or(ScepError::NoIssuer)?
             .clone();
-        let blocking = rsa.clone();
+        let mut candidates: Vec<_> = issuers
+            .iter()
+            .filter(|i| {
+                i.family() == KeyFamily::Rsa && i.state() != crate::store::IssuerState::Retired
+            })
+            .cloned()
+            .collect();
+        // The active issuer first: nearly every request is encrypted to it.
+        candidates.sort_by_key(|i| i.id() != active.id());
         let opened = tokio::task::spawn_blocking(move || -> Result<_, WireError> {
             let req = wire::open(&body)?;
-            let (content, cipher) = wire::decrypt(&req.envelope, blocking.key().pkey())?;
-            Ok((req, content, cipher))
+            let mut first_error = None;
+            for issuer in candidates {
+                match wire::decrypt(&req.envelope, issuer.key().pkey()) {
+                    Ok((content, cipher)) => return Ok((req, content, cipher, issuer)),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            Err(first_error.expect("the active issuer is always tried"))
         })
         .await
         .map_err(|e| ScepError::Internal(e.to_string()))?;
-        let (req, content, cipher) =
+        let (req, content, cipher, rsa) =
             opened.inspect_err(|_| self.metrics.observe_scep_refusal("unreadable"))?;
         tracing::info!(transaction = %req.transaction_id, message_type = ?req.message_type, ?cipher, digest = ?req.digest, "SCEP request");
 

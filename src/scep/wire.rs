@@ -450,6 +450,12 @@ fn signed_message(
     content_info(ID_SIGNED_DATA, &sd)
 }
 
+/// The GetNextCACert response (RFC 8894 §4.7): the next CA's certificates as a certs-only
+/// SignedData, itself the content of a SignedData signed by the current CA.
+pub fn next_ca(signer: &MessageSigner, certs: &[Vec<u8>]) -> Result<Vec<u8>, WireError> {
+    signed_message(signer, Digest::Sha256, Vec::new(), &degenerate(certs)?)
+}
+
 /// A certs-only ("degenerate") SignedData, as GetCACert and CertRep carry them.
 pub fn degenerate(certs: &[Vec<u8>]) -> Result<Vec<u8>, WireError> {
     let certs = certs

@@ -1,0 +1,109 @@
+//! CA rotation for PKI operators: stage the next issuer of a line, activate it, retire the
+//! old one. Admin token only (scope `manage`).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::ApiError;
+use super::auth::{Can, Manage};
+use super::extract::Path;
+use super::views::IssuerView;
+use crate::app::AppState;
+use crate::ca::rotation::{Import, RotationError};
+use crate::ca::{IssuerId, KeyFamily};
+use crate::store::IssuerRecord;
+
+/// `prepare` imports a next issuer signed offline when both are given.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrepareBody {
+    pub cert_pem: Option<String>,
+    pub key_pem: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ActivatedView {
+    pub activated: IssuerView,
+    pub retiring: IssuerView,
+}
+
+impl From<RotationError> for ApiError {
+    fn from(e: RotationError) -> Self {
+        match e {
+            RotationError::UnknownIssuer(_) => Self::NotFound(e.to_string()),
+            RotationError::BadImport(_) => Self::BadRequest(e.to_string()),
+            RotationError::AlreadyStaged { .. }
+            | RotationError::NothingStaged(_)
+            | RotationError::NotRetiring { .. }
+            | RotationError::StillValid { .. }
+            | RotationError::RootKeyOffline
+            | RotationError::Concurrent => Self::Conflict(e.to_string()),
+            RotationError::Store(e) => e.into(),
+            RotationError::Ca(_) | RotationError::Io(_) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+fn view(r: &IssuerRecord) -> Result<IssuerView, ApiError> {
+    IssuerView::from_record(r).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+fn family(s: &str) -> Result<KeyFamily, ApiError> {
+    s.parse().map_err(ApiError::NotFound)
+}
+
+/// `POST /api/v1/rotation/{family}/prepare`
+pub async fn prepare(
+    _: Can<Manage>,
+    State(state): State<Arc<AppState>>,
+    Path(line): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, axum::Json<IssuerView>), ApiError> {
+    // No body: generate under the root.
+    let body: PrepareBody = if body.is_empty() {
+        PrepareBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
+    };
+    let import = match (body.cert_pem, body.key_pem) {
+        (Some(cert), Some(key)) => Some(Import {
+            cert_pem: cert.into_bytes(),
+            key_pem: key.into_bytes(),
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "an imported issuer needs both cert_pem and key_pem".into(),
+            ));
+        }
+    };
+    let record = state.rotation.prepare(family(&line)?, import).await?;
+    Ok((StatusCode::CREATED, axum::Json(view(&record)?)))
+}
+
+/// `POST /api/v1/rotation/{family}/activate`
+pub async fn activate(
+    _: Can<Manage>,
+    State(state): State<Arc<AppState>>,
+    Path(line): Path<String>,
+) -> Result<axum::Json<ActivatedView>, ApiError> {
+    let (activated, retiring) = state.rotation.activate(family(&line)?).await?;
+    Ok(axum::Json(ActivatedView {
+        activated: view(&activated)?,
+        retiring: view(&retiring)?,
+    }))
+}
+
+/// `POST /api/v1/issuers/{id}/retire`
+pub async fn retire(
+    _: Can<Manage>,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<IssuerId>,
+) -> Result<axum::Json<IssuerView>, ApiError> {
+    let record = state.rotation.retire(&id).await?;
+    Ok(axum::Json(view(&record)?))
+}

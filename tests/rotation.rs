@@ -1,0 +1,424 @@
+//! Issuing CA rotation while devices enrol and renew, against the real binary: micromdm
+//! scepclient enrols under the old SCEP CA; the next CA is staged (GetNextCACert fetched and
+//! verified with openssl), activated while a load generator runs across it (0 failures),
+//! devices renew and get certificates from the new CA; the old certificates still validate
+//! by OCSP and the retiring CA's CRL; misuse of the steps is refused and changes nothing.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+const CHALLENGE: &str = "rotate-me";
+
+fn scepclient(server: &Server, dir: &Path, cn: &str, challenge: &str) -> std::process::Output {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut cmd = std::process::Command::new("scepclient");
+    cmd.args(["-server-url", &server.url("/scep")]);
+    if !challenge.is_empty() {
+        cmd.args(["-challenge", challenge]);
+    }
+    cmd.args(["-private-key", dir.join("key.pem").to_str().unwrap()])
+        .args([
+            "-certificate",
+            dir.join("cert.pem").to_str().unwrap(),
+            "-cn",
+            cn,
+        ]);
+    cmd.output().unwrap()
+}
+
+fn issuer_of(cert: &Path) -> String {
+    stdout(&run(
+        "openssl",
+        &["x509", "-noout", "-issuer", "-in", cert.to_str().unwrap()],
+    ))
+}
+
+async fn issuers(server: &Server) -> Vec<Value> {
+    server
+        .get_json("/api/v1/issuers")
+        .await
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// (id, subject) of the RSA issuer in `state`.
+async fn rsa_issuer(server: &Server, state: &str) -> Option<(String, String)> {
+    issuers(server).await.into_iter().find_map(|i| {
+        (i["family"] == "rsa" && i["state"] == state).then(|| {
+            (
+                i["id"].as_str().unwrap().to_owned(),
+                i["subject"].as_str().unwrap().to_owned(),
+            )
+        })
+    })
+}
+
+async fn caps(server: &Server) -> String {
+    reqwest::get(server.url("/scep?operation=GetCACaps"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+fn cli_ok(server: &Server, args: &[&str]) -> String {
+    let out = server.cli(args);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+fn cli_refused(server: &Server, args: &[&str], why: &str) {
+    let out = server.cli(args);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(stderr(&out).contains(why), "{args:?}: {}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scep_ca_rotates_while_devices_enrol_and_renew() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let server = Server::start(&data, &[("ENROLLCA_SCEP_CHALLENGE", CHALLENGE)]);
+    let roots = data.join("ca/roots.pem");
+    let (old_id, old_subject) = rsa_issuer(&server, "active").await.unwrap();
+
+    // A device enrolled under the old CA.
+    let old_dir = tmp.path().join("old-device");
+    let out =
+        tokio::task::block_in_place(|| scepclient(&server, &old_dir, "old-device", CHALLENGE));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let old_cert = old_dir.join("cert.pem");
+    let old_serial = serial_of(&old_cert);
+    assert!(
+        issuer_of(&old_cert).contains(
+            old_subject
+                .split(',')
+                .next()
+                .unwrap()
+                .trim_start_matches("CN=")
+        )
+    );
+
+    // Nothing staged: no GetNextCACert, and activation is refused without a change.
+    assert!(!caps(&server).await.contains("GetNextCACert"));
+    let resp = server
+        .get("/scep?operation=GetNextCACert")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    cli_refused(
+        &server,
+        &["ca", "rotate", "activate", "--family", "rsa"],
+        "no next rsa issuer is staged",
+    );
+    cli_refused(
+        &server,
+        &["ca", "retire", &old_id],
+        "only a retiring issuer can be retired",
+    );
+
+    // Stage the next CA.
+    cli_ok(&server, &["ca", "rotate", "prepare", "--family", "rsa"]);
+    let (next_id, next_subject) = rsa_issuer(&server, "next").await.expect("staged");
+    assert_ne!(next_id, old_id);
+    cli_refused(
+        &server,
+        &["ca", "rotate", "prepare", "--family", "rsa"],
+        "already staged",
+    );
+    assert_eq!(
+        issuers(&server).await.len(),
+        3,
+        "preparing twice staged nothing more"
+    );
+    assert!(caps(&server).await.contains("GetNextCACert"));
+
+    // GetNextCACert: signed by the current CA (openssl verifies it to the root), carrying the
+    // next CA's certificate.
+    let resp = server
+        .get("/scep?operation=GetNextCACert")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/x-x509-next-ca-cert"
+    );
+    let next_msg = tmp.path().join("next.p7");
+    std::fs::write(&next_msg, resp.bytes().await.unwrap()).unwrap();
+    let inner = tmp.path().join("next-inner.p7");
+    let out = run(
+        "openssl",
+        &[
+            "cms",
+            "-verify",
+            "-inform",
+            "DER",
+            "-in",
+            next_msg.to_str().unwrap(),
+            "-CAfile",
+            roots.to_str().unwrap(),
+            "-purpose",
+            "any",
+            "-binary",
+            "-out",
+            inner.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "GetNextCACert does not verify: {}",
+        stderr(&out)
+    );
+    let certs = stdout(&run(
+        "openssl",
+        &[
+            "pkcs7",
+            "-inform",
+            "DER",
+            "-in",
+            inner.to_str().unwrap(),
+            "-print_certs",
+            "-noout",
+        ],
+    ));
+    let next_cn = next_subject
+        .split(',')
+        .next()
+        .unwrap()
+        .trim_start_matches("CN=")
+        .to_owned();
+    assert!(certs.contains(&next_cn), "{certs}");
+    // Staging changes nothing for enrolment yet.
+    let out = tokio::task::block_in_place(|| {
+        scepclient(
+            &server,
+            &tmp.path().join("still-old"),
+            "still-old",
+            CHALLENGE,
+        )
+    });
+    assert!(out.status.success());
+    assert!(
+        issuer_of(&tmp.path().join("still-old/cert.pem")).contains(
+            old_subject
+                .split(',')
+                .next()
+                .unwrap()
+                .trim_start_matches("CN=")
+        )
+    );
+
+    // Activate while a load generator enrols: every request succeeds, across the switch.
+    let count = |issuer: String| {
+        let server = &server;
+        async move {
+            server
+                .get_json(&format!("/api/v1/certificates?issuer={issuer}&limit=1000"))
+                .await["items"]
+                .as_array()
+                .unwrap()
+                .len()
+        }
+    };
+    let old_before = count(old_id.clone()).await;
+    let loadgen = std::process::Command::new(env!("CARGO_BIN_EXE_enrollca-scep-load"))
+        .args(["--url", &server.url("/scep"), "--challenge", CHALLENGE])
+        .args([
+            "--requests",
+            "600",
+            "--concurrency",
+            "4",
+            "--identities",
+            "4",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Activation as soon as the load generator is issuing (it builds its requests first).
+    for _ in 0..600 {
+        if count(old_id.clone()).await > old_before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    cli_ok(&server, &["ca", "rotate", "activate", "--family", "rsa"]);
+    let out = loadgen.wait_with_output().unwrap();
+    let report = stdout(&out);
+    assert!(out.status.success(), "{report}{}", stderr(&out));
+    assert!(
+        report.contains("600 verified") && report.contains("0 failed"),
+        "{report}"
+    );
+    let (old_after, new_after) = (count(old_id.clone()).await, count(next_id.clone()).await);
+    assert!(
+        old_after > old_before && new_after > 0,
+        "the switch happened mid-run: {} from the old CA, {new_after} from the new",
+        old_after - old_before
+    );
+    assert_eq!(rsa_issuer(&server, "active").await.unwrap().0, next_id);
+    assert_eq!(rsa_issuer(&server, "retiring").await.unwrap().0, old_id);
+    assert!(!caps(&server).await.contains("GetNextCACert"));
+
+    // New devices and renewals get certificates from the new CA, chained to the same root.
+    let new_dir = tmp.path().join("new-device");
+    let out =
+        tokio::task::block_in_place(|| scepclient(&server, &new_dir, "new-device", CHALLENGE));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(issuer_of(&new_dir.join("cert.pem")).contains(&next_cn));
+    let ca_pem = server.scep_ca_pem(tmp.path()).await;
+    assert_chain_verifies(
+        roots.to_str().unwrap(),
+        ca_pem.to_str().unwrap(),
+        new_dir.join("cert.pem").to_str().unwrap(),
+    );
+    std::fs::remove_file(old_dir.join("csr.pem")).unwrap();
+    let out = tokio::task::block_in_place(|| scepclient(&server, &old_dir, "old-device", ""));
+    assert!(
+        out.status.success(),
+        "renewal: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let renewed = serial_of(&old_cert);
+    assert_ne!(renewed, old_serial);
+    assert!(
+        issuer_of(&old_cert).contains(&next_cn),
+        "renewed by the new CA"
+    );
+    let rec = server
+        .get_json(&format!("/api/v1/certificates/{renewed}"))
+        .await;
+    assert_eq!(rec["replaces"], old_serial.as_str());
+    assert_eq!(rec["issuer"], next_id.as_str());
+
+    // The old CA still answers for what it issued: OCSP and its CRL.
+    let old_ca = tmp.path().join("old-ca.pem");
+    let old_der = reqwest::get(server.url(&format!("/ca/{old_id}.crt")))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let old_ca_der = tmp.path().join("old-ca.der");
+    std::fs::write(&old_ca_der, &old_der).unwrap();
+    let out = run(
+        "openssl",
+        &[
+            "x509",
+            "-inform",
+            "DER",
+            "-in",
+            old_ca_der.to_str().unwrap(),
+            "-out",
+            old_ca.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success());
+    let still = tmp.path().join("still-old/cert.pem");
+    let out = run(
+        "openssl",
+        &[
+            "ocsp",
+            "-issuer",
+            old_ca.to_str().unwrap(),
+            "-cert",
+            still.to_str().unwrap(),
+            "-CAfile",
+            roots.to_str().unwrap(),
+            "-url",
+            &server.url("/ocsp"),
+        ],
+    );
+    assert!(
+        stderr(&out).contains("Response verify OK"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains(": good"), "{}", stdout(&out));
+    let crl = reqwest::get(server.url(&format!("/crl/{old_id}.crl")))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let crl_path = tmp.path().join("old.crl");
+    std::fs::write(&crl_path, &crl).unwrap();
+    let cafile = tmp.path().join("old-cafile.pem");
+    std::fs::write(
+        &cafile,
+        format!(
+            "{}{}",
+            std::fs::read_to_string(&roots).unwrap(),
+            std::fs::read_to_string(&old_ca).unwrap()
+        ),
+    )
+    .unwrap();
+    openssl_verified_crl(&crl_path, &cafile);
+
+    // Retiring: refused while old certificates are valid, done once they are revoked.
+    cli_refused(&server, &["ca", "retire", &old_id], "still has");
+    cli_refused(
+        &server,
+        &["ca", "retire", &next_id],
+        "only a retiring issuer",
+    );
+    let old_good: Vec<Value> = server
+        .get_json(&format!(
+            "/api/v1/certificates?issuer={old_id}&status=good&limit=1000"
+        ))
+        .await["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(!old_good.is_empty());
+    for c in &old_good {
+        let serial = c["serial"].as_str().unwrap();
+        let resp = server
+            .post(&format!("/api/v1/certificates/{serial}/revoke"))
+            .json(&serde_json::json!({"reason": "superseded"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    cli_ok(&server, &["ca", "retire", &old_id]);
+    assert!(rsa_issuer(&server, "retired").await.is_some());
+
+    let kinds: Vec<String> = server
+        .events()
+        .await
+        .iter()
+        .filter(|e| e["type"].as_str().unwrap().starts_with("issuer-"))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["type"].as_str().unwrap(),
+                e["issuer"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            format!("issuer-staged {next_id}"),
+            format!("issuer-activated {next_id}"),
+            format!("issuer-retiring {old_id}"),
+            format!("issuer-retired {old_id}"),
+        ]
+    );
+
+    // The rotation survives a restart: the new issuer stays active.
+    let (status, _) = server.stop();
+    assert!(status.success());
+    let server = Server::start(&data, &[("ENROLLCA_SCEP_CHALLENGE", CHALLENGE)]);
+    assert_eq!(rsa_issuer(&server, "active").await.unwrap().0, next_id);
+}
