@@ -422,3 +422,187 @@ async fn the_scep_ca_rotates_while_devices_enrol_and_renew() {
     let server = Server::start(&data, &[("ENROLLCA_SCEP_CHALLENGE", CHALLENGE)]);
     assert_eq!(rsa_issuer(&server, "active").await.unwrap().0, next_id);
 }
+
+/// An EC issuing CA made with openssl under `parent` (cert, key): (cert, key) paths.
+fn openssl_issuer(
+    dir: &Path,
+    name: &str,
+    parent: (&Path, &Path),
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (key, cert, csr, ext) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.csr")),
+        dir.join(format!("{name}.ext")),
+    );
+    let out = run(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            csr.to_str().unwrap(),
+            "-subj",
+            &format!("/CN={name}/O=offline ceremony"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(
+        &ext,
+        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign,digitalSignature\n",
+    )
+    .unwrap();
+    let out = run(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            csr.to_str().unwrap(),
+            "-CA",
+            parent.0.to_str().unwrap(),
+            "-CAkey",
+            parent.1.to_str().unwrap(),
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            ext.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    (cert, key)
+}
+
+#[tokio::test]
+async fn an_issuer_signed_offline_is_imported_and_acme_issues_from_it_after_activation() {
+    use common::acme::{Client, Responder};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let responder = Responder::start().await;
+    let server = Server::start(
+        &data,
+        &[("ENROLLCA_ACME_HTTP01_PORT", &responder.port.to_string())],
+    );
+    let root = (data.join("ca/roots.pem"), data.join("ca/root.key"));
+
+    // Refused imports change nothing: not signed by our root; key and certificate apart.
+    let stranger_root = tmp.path().join("stranger-root");
+    std::fs::create_dir(&stranger_root).unwrap();
+    let out = run(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            stranger_root.join("k.pem").to_str().unwrap(),
+            "-out",
+            stranger_root.join("c.pem").to_str().unwrap(),
+            "-subj",
+            "/CN=stranger",
+            "-days",
+            "2",
+        ],
+    );
+    assert!(out.status.success());
+    let foreign = openssl_issuer(
+        tmp.path(),
+        "foreign",
+        (&stranger_root.join("c.pem"), &stranger_root.join("k.pem")),
+    );
+    let ours = openssl_issuer(tmp.path(), "offline-ca", (&root.0, &root.1));
+    let other = openssl_issuer(tmp.path(), "other-ca", (&root.0, &root.1));
+    for (cert, key, why) in [
+        (&foreign.0, &foreign.1, "not signed by the root"),
+        (&ours.0, &other.1, "does not match the certificate"),
+    ] {
+        cli_refused(
+            &server,
+            &[
+                "ca",
+                "rotate",
+                "prepare",
+                "--family",
+                "ecdsa",
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+            ],
+            why,
+        );
+    }
+    assert_eq!(issuers(&server).await.len(), 2, "nothing staged");
+
+    cli_ok(
+        &server,
+        &[
+            "ca",
+            "rotate",
+            "prepare",
+            "--family",
+            "ecdsa",
+            "--cert",
+            ours.0.to_str().unwrap(),
+            "--key",
+            ours.1.to_str().unwrap(),
+        ],
+    );
+    let key_mode = std::fs::read_dir(data.join("ca/issuers"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "key"))
+        .map(|p| {
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&p).unwrap().permissions())
+                & 0o777
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(key_mode.len(), 3);
+    assert!(key_mode.iter().all(|m| *m == 0o600), "{key_mode:?}");
+    cli_ok(&server, &["ca", "rotate", "activate", "--family", "ecdsa"]);
+
+    // ACME issues from the imported issuer, without a restart; the chain names it.
+    let mut client = Client::new(&server, "default").await;
+    client.register().await;
+    let (order_url, order) = client.order(&["rotated.localhost"]).await;
+    let order = client.authorize(&order_url, &order, &responder).await;
+    assert_eq!(order["status"], "ready");
+    let (csr, _) = common::acme::csr(&["rotated.localhost"]);
+    use base64::Engine;
+    let finalize = order["finalize"].as_str().unwrap().to_owned();
+    let done = client
+        .post(
+            &finalize,
+            Some(serde_json::json!({"csr": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&csr)})),
+        )
+        .await;
+    assert_eq!(done.body["status"], "valid", "{}", done.text);
+    let cert_url = done.body["certificate"].as_str().unwrap().to_owned();
+    let chain = client.post(&cert_url, None).await.text;
+    let parts = split_pem(tmp.path(), "rotated", &chain);
+    assert!(
+        issuer_of(&parts[0]).contains("offline-ca"),
+        "{}",
+        issuer_of(&parts[0])
+    );
+    assert_chain_verifies_for(
+        "sslserver",
+        root.0.to_str().unwrap(),
+        parts[1].to_str().unwrap(),
+        parts[0].to_str().unwrap(),
+    );
+}
