@@ -19,7 +19,7 @@ use crate::ca::{Ca, Issuer, IssuerSet, KeyFamily, Passphrase};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::config::DeviceInventory;
-use crate::datadir::{DataDir, passphrase, to_pem};
+use crate::datadir::{DataDir, passphrase};
 use crate::inventory::Gate;
 use crate::metrics::Metrics;
 use crate::policy::Template;
@@ -39,7 +39,6 @@ pub struct AppState {
     pub template: Arc<Template>,
     pub metrics: Arc<Metrics>,
     pub admin_token: TokenHash,
-    pub roots_pem: String,
 }
 
 /// Where `serve` runs from.
@@ -101,7 +100,9 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         (ecdsa.cert_der(), ecdsa.key()),
     )?;
 
-    let roots = dir.read_roots()?;
+    let trust = dir.read_trust()?;
+    let roots = trust.roots.clone();
+    ca.set_trust(trust);
     let token = std::fs::read_to_string(dir.admin_token())
         .with_context(|| format!("reading {}", dir.admin_token().display()))?;
     let template = Arc::new(Template::device(
@@ -143,7 +144,6 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         template,
         metrics,
         admin_token: TokenHash::of(&token),
-        roots_pem: roots.iter().map(|r| to_pem("CERTIFICATE", r)).collect(),
     });
 
     if let (Some(url), Some(secret)) = (&config.events.webhook_url, &config.events.webhook_secret) {

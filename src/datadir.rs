@@ -45,6 +45,29 @@ impl DataDir {
         self.root.join("ca/root.key")
     }
 
+    /// Cross certificates between roots (after a root rotation).
+    pub fn cross(&self) -> PathBuf {
+        self.root.join("ca/cross.pem")
+    }
+
+    /// Keys of roots that were replaced, kept for the operator to move offline.
+    pub fn retired_root_key(&self, id: &IssuerId) -> PathBuf {
+        self.root.join(format!("ca/retired-root-{id}.key"))
+    }
+
+    /// The roots and the cross certificates between them.
+    pub fn read_trust(&self) -> anyhow::Result<crate::ca::Trust> {
+        let cross = match std::fs::read(self.cross()) {
+            Ok(pem) => pem_certs(&pem)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => anyhow::bail!("{}: {e}", self.cross().display()),
+        };
+        Ok(crate::ca::Trust {
+            roots: self.read_roots()?,
+            cross,
+        })
+    }
+
     pub fn issuer_cert(&self, id: &IssuerId) -> PathBuf {
         self.root.join(format!("ca/issuers/{id}.pem"))
     }

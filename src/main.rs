@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use enrollca::admin::init::{InitOptions, Source, init};
 use enrollca::admin::{Backend, data_dir};
 use enrollca::api::views::{CertView, ChallengeBody, IssueBody};
-use enrollca::api::{EabBody, PrepareBody, Scope, TokenBody};
+use enrollca::api::{EabBody, PrepareBody, RootBody, Scope, TokenBody};
 use enrollca::app::{ServeOptions, serve};
 use enrollca::ca::{KeyFamily, KeySpec, Serial};
 use enrollca::datadir::passphrase;
@@ -268,6 +268,16 @@ enum RotateCommand {
         /// … and its key (PEM; encrypted with the CA passphrase if one is set).
         #[arg(long, requires = "cert")]
         key: Option<PathBuf>,
+    },
+    /// Replace the root: a new root and cross certificates both ways, so devices trusting
+    /// either root accept certificates under both. Issuers prepared afterwards are signed
+    /// by the new root. Needs the server.
+    Root {
+        #[command(flatten)]
+        target: Target,
+        /// Key type of the new root (default: the current root's).
+        #[arg(long)]
+        key_type: Option<KeySpec>,
     },
     /// Make the staged issuer the one that issues; the current one becomes retiring.
     /// Needs the server; takes effect at once, without a restart.
@@ -623,6 +633,20 @@ async fn run_rotate(cmd: RotateCommand) -> anyhow::Result<()> {
             let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;
             let staged = backend.prepare_issuer(&family.to_string(), &body).await?;
             print_issuer(&staged, target.json)
+        }
+        RotateCommand::Root { target, key_type } => {
+            let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;
+            let root = backend.rotate_root(&RootBody { key_type }).await?;
+            if target.json {
+                println!("{}", serde_json::to_string_pretty(&root)?);
+            } else {
+                println!("new root SHA256 {}", root.sha256_fingerprint);
+                print!("{}", root.root_pem);
+                eprintln!(
+                    "cross certificates: /ca/cross.pem; the old root key is in ca/retired-root-<id>.key: move it offline"
+                );
+            }
+            Ok(())
         }
         RotateCommand::Activate { target, family } => {
             let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;

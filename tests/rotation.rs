@@ -606,3 +606,164 @@ async fn an_issuer_signed_offline_is_imported_and_acme_issues_from_it_after_acti
         parts[0].to_str().unwrap(),
     );
 }
+
+/// `openssl verify` of `leaf` trusting only `root`, with `untrusted` as the intermediates;
+/// returns whether it verified.
+fn verifies(root: &Path, untrusted: &[&Path], leaf: &Path, dir: &Path) -> bool {
+    let bundle = dir.join("untrusted-bundle.pem");
+    let text: String = untrusted
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    std::fs::write(&bundle, text).unwrap();
+    let out = run(
+        "openssl",
+        &[
+            "verify",
+            "-CAfile",
+            root.to_str().unwrap(),
+            "-untrusted",
+            bundle.to_str().unwrap(),
+            leaf.to_str().unwrap(),
+        ],
+    );
+    out.status.success()
+}
+
+#[tokio::test]
+async fn after_a_root_rotation_devices_trusting_either_root_accept_both_generations() {
+    use common::acme::{Client, Responder};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = init_dir(dir, &[], &[]);
+    let responder = Responder::start().await;
+    let envs = [("ENROLLCA_ACME_HTTP01_PORT", responder.port.to_string())];
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::start(&data, &envs);
+
+    // An ACME certificate under the old root.
+    let enrol = |name: &'static str| {
+        let server = &server;
+        let responder = &responder;
+        async move {
+            let mut client = Client::new(server, "default").await;
+            client.register().await;
+            let (order_url, order) = client.order(&[name]).await;
+            let order = client.authorize(&order_url, &order, responder).await;
+            let (csr, _) = common::acme::csr(&[name]);
+            use base64::Engine;
+            let finalize = order["finalize"].as_str().unwrap().to_owned();
+            let csr = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&csr);
+            let done = client
+                .post(&finalize, Some(serde_json::json!({"csr": csr})))
+                .await;
+            assert_eq!(done.body["status"], "valid", "{}", done.text);
+            let url = done.body["certificate"].as_str().unwrap().to_owned();
+            let chain = client.post(&url, None).await;
+            let alternate = chain
+                .headers
+                .get_all("link")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .find(|l| l.contains("rel=\"alternate\""));
+            let alt_chain = match &alternate {
+                Some(link) => {
+                    let url = link
+                        .trim_start_matches('<')
+                        .split('>')
+                        .next()
+                        .unwrap()
+                        .to_owned();
+                    Some(client.post(&url, None).await.text)
+                }
+                None => None,
+            };
+            (chain.text, alt_chain)
+        }
+    };
+    let (old_chain, old_alt) = enrol("before.localhost").await;
+    assert!(
+        old_alt.is_none(),
+        "no alternate chain before a root rotation"
+    );
+    let old = split_pem(dir, "old", &old_chain);
+
+    cli_refused(
+        &server,
+        &["ca", "rotate", "activate", "--family", "ecdsa"],
+        "no next ecdsa issuer",
+    );
+    let out = cli_ok(&server, &["ca", "rotate", "root"]);
+    assert!(out.contains("new root SHA256"), "{out}");
+    let roots = split_pem(dir, "root", &server.roots_pem().await);
+    assert_eq!(roots.len(), 2, "/roots.pem serves both roots");
+    let (old_root, new_root) = (&roots[0], &roots[1]);
+    let cross_pem = server
+        .get("/ca/cross.pem")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let cross = split_pem(dir, "cross", &cross_pem);
+    assert_eq!(cross.len(), 2);
+    let retired_keys: Vec<_> = std::fs::read_dir(data.join("ca"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("retired-root-")
+        })
+        .collect();
+    assert_eq!(retired_keys.len(), 1);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&retired_keys[0]).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    // The next ACME issuer is signed by the new root.
+    cli_ok(&server, &["ca", "rotate", "prepare", "--family", "ecdsa"]);
+    cli_ok(&server, &["ca", "rotate", "activate", "--family", "ecdsa"]);
+    let (new_chain, new_alt) = enrol("after.localhost").await;
+    let new = split_pem(dir, "new", &new_chain);
+    assert!(verifies(new_root, &[&new[1]], &new[0], dir));
+    // Trusting only the old root: through the cross certificate, served as the alternate.
+    assert!(
+        !verifies(old_root, &[&new[1]], &new[0], dir),
+        "needs the cross certificate"
+    );
+    let alt = split_pem(
+        dir,
+        "new-alt",
+        &new_alt.expect("an alternate chain after rotation"),
+    );
+    assert_eq!(alt.len(), 3, "leaf, issuer, cross certificate");
+    assert!(verifies(old_root, &[&alt[1], &alt[2]], &alt[0], dir));
+    // And the other way round: the old generation, trusting only the new root.
+    assert!(!verifies(new_root, &[&old[1]], &old[0], dir));
+    assert!(verifies(
+        new_root,
+        &[&old[1], &cross[0], &cross[1]],
+        &old[0],
+        dir
+    ));
+
+    // It all survives a restart.
+    let (status, _) = server.stop();
+    assert!(status.success());
+    let server = Server::start(&data, &envs);
+    assert_eq!(split_pem(dir, "again", &server.roots_pem().await).len(), 2);
+    let cross_again = server
+        .get("/ca/cross.pem")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(cross_again, cross_pem);
+}

@@ -408,11 +408,36 @@ pub async fn challenge(
 
 pub async fn certificate(
     State(state): State<Arc<AppState>>,
-    Path((_, serial)): Path<(String, String)>,
+    Path((profile, serial)): Path<(String, String)>,
     req: Signed,
 ) -> Result<Response, AcmeError> {
     let acme = &state.acme;
-    let pem = acme.certificate(&req, &serial).await?;
+    let (pem, alternate) = acme.certificate(&req, &serial, false).await?;
+    let mut response = (
+        [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
+        pem,
+    )
+        .into_response();
+    // RFC 8555 §7.4.2: the chain through the cross certificate, for clients that trust
+    // only the other root.
+    if alternate {
+        let link = format!(
+            "<{}>;rel=\"alternate\"",
+            acme.url(&profile, &format!("cert/{serial}/alt"))
+        );
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            response.headers_mut().append(header::LINK, v);
+        }
+    }
+    Ok(response)
+}
+
+pub async fn alternate_certificate(
+    State(state): State<Arc<AppState>>,
+    Path((_, serial)): Path<(String, String)>,
+    req: Signed,
+) -> Result<Response, AcmeError> {
+    let (pem, _) = state.acme.certificate(&req, &serial, true).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
         pem,

@@ -659,8 +659,15 @@ impl AcmeService {
         })
     }
 
-    /// The certificate chain (PEM, leaf first) for its account.
-    pub async fn certificate(&self, req: &Signed, serial: &str) -> Result<String, AcmeError> {
+    /// The certificate chain (PEM, leaf first) for its account, and whether an alternate
+    /// chain exists. The alternate (after a root rotation) adds the cross certificate that
+    /// leads to the other root.
+    pub async fn certificate(
+        &self,
+        req: &Signed,
+        serial: &str,
+        alternate: bool,
+    ) -> Result<(String, bool), AcmeError> {
         let account = self.account_signer(req).await?.value;
         let serial: Serial = serial
             .parse()
@@ -680,10 +687,17 @@ impl AcmeService {
         let issuer = issuers.get(&record.issuer).ok_or_else(|| {
             AcmeError::internal(format!("issuer {} is not loaded", record.issuer))
         })?;
-        Ok([record.der.as_slice(), issuer.cert_der()]
-            .iter()
+        let trust = self.ca.trust();
+        let cross = trust.cross_above(issuer.cert_der());
+        if alternate && cross.is_none() {
+            return Err(AcmeError::not_found("alternate chain"));
+        }
+        let chain = [record.der.as_slice(), issuer.cert_der()]
+            .into_iter()
+            .chain(cross.filter(|_| alternate))
             .map(|der| crate::datadir::to_pem("CERTIFICATE", der))
-            .collect())
+            .collect();
+        Ok((chain, cross.is_some() && !alternate))
     }
 
     /// revokeCert (RFC 8555 §7.6): by the account that ordered the certificate, or by a JWS

@@ -16,8 +16,8 @@ use crate::api::views::{
     CertPage, CertView, ChallengeBody, ChallengeView, IssueBody, IssuedView, IssuerView, RevokeBody,
 };
 use crate::api::{
-    ActivatedView, EabBody, EabView, HeldList, HeldView, PrepareBody, TokenBody, TokenList,
-    TokenView,
+    ActivatedView, EabBody, EabView, HeldList, HeldView, PrepareBody, RootBody, RootView,
+    TokenBody, TokenList, TokenView,
 };
 use crate::ca::Serial;
 use crate::config::{Config, Log, LogFormat};
@@ -209,6 +209,12 @@ impl Backend {
     ) -> anyhow::Result<IssuerView> {
         self.remote("CA rotation")?
             .post(&format!("/api/v1/rotation/{line}/prepare"), body)
+            .await
+    }
+
+    pub async fn rotate_root(&self, body: &RootBody) -> anyhow::Result<RootView> {
+        self.remote("CA rotation")?
+            .post("/api/v1/rotation/root", body)
             .await
     }
 

@@ -30,7 +30,9 @@ pub use inventory::{
     unregister_device,
 };
 pub use issuers::{list_events, list_issuers};
-pub use rotation::{ActivatedView, PrepareBody, activate, prepare, retire};
+pub use rotation::{
+    ActivatedView, PrepareBody, RootBody, RootView, activate, prepare, retire, rotate_root,
+};
 pub use tokens::{TokenBody, TokenList, TokenView, create_token, delete_token, list_tokens};
 
 #[derive(Debug, thiserror::Error)]

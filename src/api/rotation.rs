@@ -13,7 +13,7 @@ use super::extract::Path;
 use super::views::IssuerView;
 use crate::app::AppState;
 use crate::ca::rotation::{Import, RotationError};
-use crate::ca::{IssuerId, KeyFamily};
+use crate::ca::{IssuerId, KeyFamily, KeySpec};
 use crate::store::IssuerRecord;
 
 /// `prepare` imports a next issuer signed offline when both are given.
@@ -96,6 +96,44 @@ pub async fn activate(
         activated: view(&activated)?,
         retiring: view(&retiring)?,
     }))
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootBody {
+    /// p256, p384, rsa2048…; default: the current root's.
+    pub key_type: Option<KeySpec>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RootView {
+    pub sha256_fingerprint: String,
+    pub root_pem: String,
+    /// Both cross certificates: the new root under the old, the old under the new.
+    pub cross_pem: String,
+}
+
+/// `POST /api/v1/rotation/root`
+pub async fn rotate_root(
+    _: Can<Manage>,
+    State(state): State<Arc<AppState>>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, axum::Json<RootView>), ApiError> {
+    let body: RootBody = if body.is_empty() {
+        RootBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
+    };
+    let root = state.rotation.rotate_root(body.key_type).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(RootView {
+            sha256_fingerprint: crate::ca::hierarchy::fingerprint(&root),
+            root_pem: crate::datadir::to_pem("CERTIFICATE", &root),
+            cross_pem: state.ca.trust().cross_pem(),
+        }),
+    ))
 }
 
 /// `POST /api/v1/issuers/{id}/retire`

@@ -72,6 +72,88 @@ pub fn issuing_ca(
     })
 }
 
+/// A cross certificate: `subject`'s name and key, certified by `issuer` (a root), so that
+/// clients trusting only `issuer` reach `subject` (root rotation). Built with OpenSSL so the
+/// subject name is copied byte for byte, whoever made that root.
+pub fn cross(
+    subject_der: &[u8],
+    issuer_der: &[u8],
+    issuer_key: &CaKey,
+) -> Result<Vec<u8>, CaError> {
+    use openssl::asn1::{Asn1Integer, Asn1Time};
+    use openssl::bn::BigNum;
+    use openssl::hash::MessageDigest;
+    use openssl::x509::X509;
+    use openssl::x509::extension::{
+        AuthorityKeyIdentifier, BasicConstraints, KeyUsage, SubjectKeyIdentifier,
+    };
+    let ssl = |e: openssl::error::ErrorStack| CaError::BadCaCert(e.to_string());
+    let subject = X509::from_der(subject_der).map_err(ssl)?;
+    let issuer = X509::from_der(issuer_der).map_err(ssl)?;
+    let mut b = X509::builder().map_err(ssl)?;
+    b.set_version(2).map_err(ssl)?;
+    let serial = BigNum::from_slice(Serial::random().as_bytes()).map_err(ssl)?;
+    let serial = Asn1Integer::from_bn(&serial).map_err(ssl)?;
+    b.set_serial_number(&serial).map_err(ssl)?;
+    b.set_subject_name(subject.subject_name()).map_err(ssl)?;
+    b.set_issuer_name(issuer.subject_name()).map_err(ssl)?;
+    let key = subject.public_key().map_err(ssl)?;
+    b.set_pubkey(&key).map_err(ssl)?;
+    let now = OffsetDateTime::now_utc();
+    let not_after = parent_not_after(subject_der)?.min(parent_not_after(issuer_der)?);
+    let not_before = Asn1Time::from_unix((now - DAY).unix_timestamp()).map_err(ssl)?;
+    let not_after = Asn1Time::from_unix(not_after.unix_timestamp()).map_err(ssl)?;
+    b.set_not_before(&not_before).map_err(ssl)?;
+    b.set_not_after(&not_after).map_err(ssl)?;
+    b.append_extension(
+        BasicConstraints::new()
+            .critical()
+            .ca()
+            .build()
+            .map_err(ssl)?,
+    )
+    .map_err(ssl)?;
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()
+            .map_err(ssl)?,
+    )
+    .map_err(ssl)?;
+    // The subject's own key identifier, as its certificates' AKIs name it (a recomputed one
+    // could use another hash and break path building).
+    let ski = match subject.subject_key_id() {
+        Some(id) => {
+            let hex: Vec<String> = id.as_slice().iter().map(|b| format!("{b:02X}")).collect();
+            #[allow(deprecated)]
+            openssl::x509::X509Extension::new_nid(
+                None,
+                None,
+                openssl::nid::Nid::SUBJECT_KEY_IDENTIFIER,
+                &hex.join(":"),
+            )
+            .map_err(ssl)?
+        }
+        None => SubjectKeyIdentifier::new()
+            .build(&b.x509v3_context(Some(&issuer), None))
+            .map_err(ssl)?,
+    };
+    let aki = AuthorityKeyIdentifier::new()
+        .keyid(true)
+        .build(&b.x509v3_context(Some(&issuer), None))
+        .map_err(ssl)?;
+    b.append_extension(ski).map_err(ssl)?;
+    b.append_extension(aki).map_err(ssl)?;
+    let digest = match issuer_key.spec() {
+        KeySpec::EcP384 => MessageDigest::sha384(),
+        _ => MessageDigest::sha256(),
+    };
+    b.sign(issuer_key.pkey(), digest).map_err(ssl)?;
+    b.build().to_der().map_err(ssl)
+}
+
 /// A TLS server certificate for `dns_names` and `ips` (P-256 key).
 pub fn tls_server(
     parent_cert_der: &[u8],

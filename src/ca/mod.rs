@@ -42,9 +42,47 @@ pub enum CaError {
     Build(#[from] rcgen::Error),
 }
 
+/// The roots clients are told to trust, and the cross certificates between them (root
+/// rotation): what `/roots.pem` and `/ca/cross.pem` serve and alternate chains end with.
+#[derive(Debug, Default, Clone)]
+pub struct Trust {
+    pub roots: Vec<Vec<u8>>,
+    pub cross: Vec<Vec<u8>>,
+}
+
+impl Trust {
+    pub fn roots_pem(&self) -> String {
+        self.roots
+            .iter()
+            .map(|r| crate::datadir::to_pem("CERTIFICATE", r))
+            .collect()
+    }
+
+    pub fn cross_pem(&self) -> String {
+        self.cross
+            .iter()
+            .map(|r| crate::datadir::to_pem("CERTIFICATE", r))
+            .collect()
+    }
+
+    /// The cross certificate that re-certifies the root above `issuer_der` under another
+    /// root: what a client trusting only that other root needs after `issuer_der`.
+    pub fn cross_above(&self, issuer_der: &[u8]) -> Option<&[u8]> {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let (_, issuer) = X509Certificate::from_der(issuer_der).ok()?;
+        self.cross.iter().map(Vec::as_slice).find(|c| {
+            X509Certificate::from_der(c).is_ok_and(|(_, c)| {
+                c.subject().as_raw() == issuer.issuer().as_raw()
+                    && issuer.verify_signature(Some(c.public_key())).is_ok()
+            })
+        })
+    }
+}
+
 /// The issuing service every protocol calls.
 pub struct Ca {
     issuers: ArcSwap<IssuerSet>,
+    trust: ArcSwap<Trust>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
@@ -67,6 +105,7 @@ impl Ca {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             issuers: ArcSwap::from_pointee(issuers),
+            trust: ArcSwap::from_pointee(Trust::default()),
             store,
             clock,
             metrics,
@@ -78,6 +117,15 @@ impl Ca {
     /// The issuer set in force now; hold the returned `Arc` for the length of one request.
     pub fn issuers(&self) -> Arc<IssuerSet> {
         self.issuers.load_full()
+    }
+
+    pub fn trust(&self) -> Arc<Trust> {
+        self.trust.load_full()
+    }
+
+    /// Sets the roots and cross certificates (at start, and after a root rotation).
+    pub fn set_trust(&self, trust: Trust) {
+        self.trust.store(Arc::new(trust));
     }
 
     /// Swaps in a new issuer set (a rotation step); requests holding the old one finish with it.

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::hierarchy::{self, Made};
-use super::keys::{CaKey, KeyFamily, Passphrase};
+use super::keys::{CaKey, KeyFamily, KeySpec, Passphrase};
 use super::{Ca, CaError, Issuer, IssuerId, IssuerSet, Serial};
 use crate::datadir::{DataDir, to_pem};
 use crate::store::{
@@ -107,15 +107,10 @@ impl Rotation {
             .active(family)
             .ok_or(RotationError::NothingStaged(family))?
             .clone();
-        let root_der = self
-            .dir
-            .read_roots()
-            .map_err(|e| RotationError::Io(e.to_string()))?
-            .remove(0);
         let Made { cert_der, key } = match import {
-            Some(import) => self.imported(import, family, &root_der)?,
+            Some(import) => self.imported(import, family)?,
             None => {
-                let root_key = self.root_key()?;
+                let (root_der, root_key) = self.current_root()?;
                 let spec = active.key().spec();
                 let (cn, org) = next_names(active.cert_der());
                 tokio::task::spawn_blocking(move || {
@@ -230,6 +225,51 @@ impl Rotation {
         Ok(retired)
     }
 
+    /// Root rotation: a new root, and cross certificates both ways, so devices that trust
+    /// either root validate certificates under both. The new root signs the issuers
+    /// prepared from now on; the old root's key moves aside (`ca/retired-root-<id>.key`) for
+    /// the operator to take offline. Returns the new root.
+    pub async fn rotate_root(&self, spec: Option<KeySpec>) -> Result<Vec<u8>, RotationError> {
+        let _step = self.step.lock().await;
+        let (old_root, old_key) = self.current_root()?;
+        let trust = self.ca.trust();
+        let spec = spec.unwrap_or_else(|| old_key.spec());
+        let old_id = IssuerId::for_spki(&old_key.spki_der());
+        let (cn, org) = next_names(&old_root);
+        let (new_root, cross) = tokio::task::spawn_blocking(move || -> Result<_, CaError> {
+            let new = hierarchy::root(spec, &cn, &org)?;
+            let new_under_old = hierarchy::cross(&new.cert_der, &old_root, &old_key)?;
+            let old_under_new = hierarchy::cross(&old_root, &new.cert_der, &new.key)?;
+            Ok((new, [new_under_old, old_under_new]))
+        })
+        .await
+        .map_err(|e| RotationError::Io(e.to_string()))??;
+
+        // New files first, then renames: a crash leaves either the old root in charge or
+        // the new one, never a root key without its certificate.
+        let io = |e: std::io::Error| RotationError::Io(e.to_string());
+        let staged_key = self.dir.path().join("ca/root.key.new");
+        let _ = std::fs::remove_file(&staged_key);
+        new_root
+            .key
+            .save(&staged_key, self.passphrase.as_ref())
+            .map_err(CaError::from)?;
+        let mut next = (*trust).clone();
+        next.roots.push(new_root.cert_der.clone());
+        next.cross.extend(cross);
+        let roots_new = self.dir.path().join("ca/roots.pem.new");
+        let cross_new = self.dir.path().join("ca/cross.pem.new");
+        std::fs::write(&roots_new, next.roots_pem()).map_err(io)?;
+        std::fs::write(&cross_new, next.cross_pem()).map_err(io)?;
+        std::fs::rename(self.dir.root_key(), self.dir.retired_root_key(&old_id)).map_err(io)?;
+        std::fs::rename(&staged_key, self.dir.root_key()).map_err(io)?;
+        std::fs::rename(&cross_new, self.dir.cross()).map_err(io)?;
+        std::fs::rename(&roots_new, self.dir.roots()).map_err(io)?;
+        self.ca.set_trust(next);
+        tracing::info!(root = %hierarchy::fingerprint(&new_root.cert_der), "root rotated; cross certificates issued both ways");
+        Ok(new_root.cert_der)
+    }
+
     /// Writes the step, then swaps in the issuer set the store now describes.
     async fn commit(&self, changes: Vec<IssuerChange>) -> Result<(), RotationError> {
         self.ca.store().change_issuers(changes, self.now()).await?;
@@ -253,20 +293,31 @@ impl Rotation {
         Ok(())
     }
 
-    fn root_key(&self) -> Result<CaKey, RotationError> {
+    /// The root that signs new issuers (the one whose key is `ca/root.key`) and its key.
+    fn current_root(&self) -> Result<(Vec<u8>, CaKey), RotationError> {
         let path = self.dir.root_key();
         if !path.exists() {
             return Err(RotationError::RootKeyOffline);
         }
-        Ok(CaKey::load(&path, self.passphrase.as_ref()).map_err(CaError::from)?)
+        let key = CaKey::load(&path, self.passphrase.as_ref()).map_err(CaError::from)?;
+        let root = self
+            .ca
+            .trust()
+            .roots
+            .iter()
+            .find(|r| {
+                X509Certificate::from_der(r)
+                    .is_ok_and(|(_, c)| c.public_key().raw == key.spki_der().as_slice())
+            })
+            .cloned()
+            .ok_or_else(|| {
+                RotationError::Io("no root in ca/roots.pem matches ca/root.key".into())
+            })?;
+        Ok((root, key))
     }
 
-    fn imported(
-        &self,
-        import: Import,
-        family: KeyFamily,
-        root_der: &[u8],
-    ) -> Result<Made, RotationError> {
+    /// A next issuer signed offline by one of our roots.
+    fn imported(&self, import: Import, family: KeyFamily) -> Result<Made, RotationError> {
         let bad = |m: String| RotationError::BadImport(m);
         let mut certs =
             crate::datadir::pem_certs(&import.cert_pem).map_err(|e| bad(e.to_string()))?;
@@ -283,7 +334,19 @@ impl Rotation {
         if key.family() != family {
             return Err(bad(format!("a {} key for the {family} line", key.family())));
         }
-        crate::admin::init::check_issued_by(&cert_der, root_der).map_err(|e| bad(e.to_string()))?;
+        let trust = self.ca.trust();
+        let checks: Vec<_> = trust
+            .roots
+            .iter()
+            .map(|root| crate::admin::init::check_issued_by(&cert_der, root))
+            .collect();
+        if !checks.iter().any(Result::is_ok) {
+            let why = checks
+                .into_iter()
+                .find_map(Result::err)
+                .map_or_else(|| "no root".to_owned(), |e| e.to_string());
+            return Err(bad(why));
+        }
         let (_, cert) = X509Certificate::from_der(&cert_der).map_err(|e| bad(e.to_string()))?;
         if cert.public_key().raw != key.spki_der().as_slice() {
             return Err(bad("the key does not match the certificate".into()));

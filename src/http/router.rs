@@ -21,6 +21,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/roots.pem", get(roots))
+        .route("/ca/cross.pem", get(cross_certificates))
         .route("/ca/{file}", get(ca_certificate))
         .route("/crl/{file}", get(crl))
         .route("/ocsp", post(ocsp_post))
@@ -28,6 +29,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/scep", get(scep::handlers::get).post(scep::handlers::post))
         .route("/api/v1/issuers", get(api::list_issuers))
         .route("/api/v1/issuers/{id}/retire", post(api::retire))
+        .route("/api/v1/rotation/root", post(api::rotate_root))
         .route("/api/v1/rotation/{family}/prepare", post(api::prepare))
         .route("/api/v1/rotation/{family}/activate", post(api::activate))
         .route(
@@ -91,6 +93,10 @@ fn acme_routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/acme/{profile}/authz/{id}", post(h::authorization))
         .route("/acme/{profile}/chall/{authz}/{kind}", post(h::challenge))
         .route("/acme/{profile}/cert/{serial}", post(h::certificate))
+        .route(
+            "/acme/{profile}/cert/{serial}/alt",
+            post(h::alternate_certificate),
+        )
         .route("/acme/{profile}/revoke-cert", post(h::revoke))
         .layer(axum::middleware::from_fn_with_state(state, h::headers))
 }
@@ -116,7 +122,15 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 async fn roots(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/x-pem-file")],
-        state.roots_pem.clone(),
+        state.ca.trust().roots_pem(),
+    )
+}
+
+/// Cross certificates between the roots (empty until a root rotation), PEM.
+async fn cross_certificates(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        state.ca.trust().cross_pem(),
     )
 }
 
