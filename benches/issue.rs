@@ -62,7 +62,7 @@ async fn measure(duration: Duration) -> (f64, f64) {
         open_ca(
             &data,
             &Config::default(),
-            None,
+            &enrollca::ca::KeyAccess::default(),
             store,
             Arc::new(Metrics::default()),
         )

@@ -13,9 +13,11 @@ use crate::acme::{AcmeService, Profile};
 use crate::admin::init::{InitOptions, init};
 use crate::api::TokenHash;
 use crate::attest::{Apple, Verifier};
+use crate::ca::KeyAccess;
 use crate::ca::hierarchy::fingerprint;
+use crate::ca::pkcs11::Pkcs11Access;
 use crate::ca::rotation::Rotation;
-use crate::ca::{Ca, Issuer, IssuerSet, KeyFamily, Passphrase};
+use crate::ca::{Ca, Issuer, IssuerSet, KeyFamily};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::config::DeviceInventory;
@@ -79,6 +81,10 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
     config.listen.https = https_addr;
 
     let pass = passphrase(config.ca.passphrase_file.as_deref())?;
+    let keys = KeyAccess {
+        passphrase: pass.clone(),
+        pkcs11: pkcs11_access(&config.ca)?.map(Arc::new),
+    };
     let sled = SledStore::open(&dir.db()).map_err(|e| {
         anyhow::anyhow!(
             "{e} (is another enrollca process using {}?)",
@@ -88,7 +94,13 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
     // This process owns the database, so documents may be cached in front of it.
     let store: Arc<dyn Store> = Arc::new(DocCache::new(sled));
     let metrics = Arc::new(Metrics::default());
-    let ca = Arc::new(open_ca(dir, &config, pass.as_ref(), store.clone(), metrics.clone()).await?);
+    let ca = Arc::new(open_ca(dir, &config, &keys, store.clone(), metrics.clone()).await?);
+    if let Some(rsa) = ca.issuers().active(KeyFamily::Rsa) {
+        // SCEP decrypts with the RSA issuer's key, which a token will not do for us here.
+        rsa.key()
+            .pkey()
+            .map_err(|e| anyhow::anyhow!("the SCEP (rsa) issuer {}: {e}", rsa.id()))?;
+    }
     let issuers = ca.issuers();
     let ecdsa = issuers
         .active(KeyFamily::Ecdsa)
@@ -121,7 +133,7 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
     let rotation = Arc::new(Rotation::new(
         ca.clone(),
         dir.clone(),
-        pass.clone(),
+        keys.clone(),
         config.listen.public_url(),
     ));
     let scep = Arc::new(ScepService::new(
@@ -194,19 +206,41 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
 pub async fn open_ca(
     dir: &DataDir,
     config: &Config,
-    pass: Option<&Passphrase>,
+    keys: &KeyAccess,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Ca> {
     let public_url = config.listen.public_url();
     let mut issuers = Vec::new();
     for record in store.issuers().await? {
-        let issuer = Issuer::load(&record, dir.path(), pass, &public_url)
+        let issuer = Issuer::load(&record, dir.path(), keys, &public_url)
             .with_context(|| format!("loading issuer {}", record.id))?;
         issuers.push(issuer);
     }
     let issuers = IssuerSet::new(issuers)?;
     Ok(Ca::new(issuers, store, Arc::new(SystemClock), metrics))
+}
+
+/// The PKCS#11 module and PIN, when CA keys may live in a token. The PIN comes from
+/// `ENROLLCA_CA_PKCS11_PIN` or `ca.pkcs11_pin_file`, never from the command line.
+fn pkcs11_access(ca: &crate::config::Ca) -> anyhow::Result<Option<Pkcs11Access>> {
+    let Some(module) = &ca.pkcs11_module else {
+        return Ok(None);
+    };
+    let pin = match (std::env::var("ENROLLCA_CA_PKCS11_PIN"), &ca.pkcs11_pin_file) {
+        (Ok(pin), _) => pin,
+        (Err(_), Some(file)) => std::fs::read_to_string(file)
+            .with_context(|| format!("ca.pkcs11_pin_file {}", file.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned(),
+        (Err(_), None) => anyhow::bail!(
+            "ca.pkcs11_module is set but no PIN: set ENROLLCA_CA_PKCS11_PIN or ca.pkcs11_pin_file"
+        ),
+    };
+    Ok(Some(Pkcs11Access::new(
+        module.clone(),
+        crate::config::Secret::new(pin),
+    )))
 }
 
 /// The ACME service with one profile per configured directory.

@@ -22,6 +22,7 @@ pub const RESERVED_ENV: &[&str] = &[
     "ENROLLCA_DATA",
     "ENROLLCA_CONFIG",
     "ENROLLCA_CA_PASSPHRASE",
+    "ENROLLCA_CA_PKCS11_PIN",
     "ENROLLCA_URL",
     "ENROLLCA_TOKEN",
     "ENROLLCA_LOG",
@@ -97,6 +98,11 @@ pub struct Ca {
     /// File holding the passphrase of encrypted CA keys. `ENROLLCA_CA_PASSPHRASE` may carry
     /// the passphrase itself instead; it is never accepted on the command line.
     pub passphrase_file: Option<PathBuf>,
+    /// PKCS#11 library for CA keys held in a token (issuer key files named
+    /// `pkcs11:token=…;object=…`), e.g. /usr/lib/softhsm/libsofthsm2.so.
+    pub pkcs11_module: Option<PathBuf>,
+    /// File holding the token's user PIN; `ENROLLCA_CA_PKCS11_PIN` may carry it instead.
+    pub pkcs11_pin_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -355,6 +361,14 @@ const KEYS: &[(&str, Apply)] = &[
         c.ca.passphrase_file = non_empty(v).map(PathBuf::from);
         Ok(())
     }),
+    ("ca.pkcs11_module", |c, v| {
+        c.ca.pkcs11_module = non_empty(v).map(PathBuf::from);
+        Ok(())
+    }),
+    ("ca.pkcs11_pin_file", |c, v| {
+        c.ca.pkcs11_pin_file = non_empty(v).map(PathBuf::from);
+        Ok(())
+    }),
     ("issuance.lifetime", |c, v| {
         c.issuance.lifetime = parse_duration(v)?;
         Ok(())
@@ -518,6 +532,8 @@ impl Config {
             ("tls.cert", &self.tls.cert),
             ("tls.key", &self.tls.key),
             ("ca.passphrase_file", &self.ca.passphrase_file),
+            ("ca.pkcs11_module", &self.ca.pkcs11_module),
+            ("ca.pkcs11_pin_file", &self.ca.pkcs11_pin_file),
         ] {
             if let Some(path) = path {
                 check_file(key, path)?;

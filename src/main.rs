@@ -268,6 +268,10 @@ enum RotateCommand {
         /// … and its key (PEM; encrypted with the CA passphrase if one is set).
         #[arg(long, requires = "cert")]
         key: Option<PathBuf>,
+        /// Or: a key pair already in the configured PKCS#11 token
+        /// (pkcs11:token=<label>;object=<label>); the root signs its certificate here.
+        #[arg(long, conflicts_with_all = ["cert", "key"])]
+        pkcs11_key: Option<String>,
     },
     /// Replace the root: a new root and cross certificates both ways, so devices trusting
     /// either root accept certificates under both. Issuers prepared afterwards are signed
@@ -622,6 +626,7 @@ async fn run_rotate(cmd: RotateCommand) -> anyhow::Result<()> {
             family,
             cert,
             key,
+            pkcs11_key,
         } => {
             let read = |p: PathBuf| {
                 std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
@@ -629,6 +634,7 @@ async fn run_rotate(cmd: RotateCommand) -> anyhow::Result<()> {
             let body = PrepareBody {
                 cert_pem: cert.map(read).transpose()?,
                 key_pem: key.map(read).transpose()?,
+                pkcs11_key,
             };
             let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;
             let staged = backend.prepare_issuer(&family.to_string(), &body).await?;

@@ -25,7 +25,7 @@ async fn ca_in(dir: &std::path::Path) -> (Arc<Ca>, Arc<dyn Store>) {
     let ca = open_ca(
         &data,
         &Config::default(),
-        None,
+        &enrollca::ca::KeyAccess::default(),
         store.clone(),
         Arc::new(Metrics::default()),
     )

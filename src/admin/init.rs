@@ -137,7 +137,7 @@ async fn build(dir: &DataDir, opts: &InitOptions) -> anyhow::Result<InitReport> 
                 hierarchy::issuing_ca(
                     &root_der,
                     root_key,
-                    *spec,
+                    CaKey::generate(*spec)?,
                     &format!("{org} {name} Issuing CA {suffix}"),
                     org,
                 )?

@@ -22,6 +22,8 @@ use crate::store::IssuerRecord;
 pub struct PrepareBody {
     pub cert_pem: Option<String>,
     pub key_pem: Option<String>,
+    /// A key pair already in the configured PKCS#11 token: `pkcs11:token=…;object=…`.
+    pub pkcs11_key: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -42,6 +44,8 @@ impl From<RotationError> for ApiError {
             | RotationError::RootKeyOffline
             | RotationError::Concurrent => Self::Conflict(e.to_string()),
             RotationError::Store(e) => e.into(),
+            // A token that refuses (wrong PIN, no such key) is the operator's to fix.
+            RotationError::Ca(crate::ca::CaError::Key(_)) => Self::BadRequest(e.to_string()),
             RotationError::Ca(_) | RotationError::Io(_) => Self::Internal(e.to_string()),
         }
     }
@@ -69,15 +73,18 @@ pub async fn prepare(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
     };
-    let import = match (body.cert_pem, body.key_pem) {
-        (Some(cert), Some(key)) => Some(Import {
+    let import = match (body.cert_pem, body.key_pem, body.pkcs11_key) {
+        (Some(cert), Some(key), None) => Some(Import::Files {
             cert_pem: cert.into_bytes(),
             key_pem: key.into_bytes(),
         }),
-        (None, None) => None,
+        (None, None, Some(uri)) => Some(Import::Token(uri)),
+        (None, None, None) => None,
         _ => {
             return Err(ApiError::BadRequest(
-                "an imported issuer needs both cert_pem and key_pem".into(),
+                "give cert_pem and key_pem (an issuer signed offline), or pkcs11_key (a key \
+                 in the token), or nothing (generate)"
+                    .into(),
             ));
         }
     };

@@ -38,16 +38,17 @@ pub fn root(spec: KeySpec, common_name: &str, organization: &str) -> Result<Made
     })
 }
 
-/// An issuing CA under `parent`. RSA issuers also decrypt SCEP envelopes and sign CMS
-/// replies, so they carry keyEncipherment and digitalSignature as SCEP clients require.
+/// An issuing CA for `key` (freshly generated, or held in a token) under `parent`. RSA
+/// issuers also decrypt SCEP envelopes and sign CMS replies, so they carry keyEncipherment
+/// and digitalSignature as SCEP clients require.
 pub fn issuing_ca(
     parent_cert_der: &[u8],
     parent_key: &CaKey,
-    spec: KeySpec,
+    key: CaKey,
     common_name: &str,
     organization: &str,
 ) -> Result<Made, CaError> {
-    let key = CaKey::generate(spec)?;
+    let spec = key.spec();
     let parent = rcgen::Issuer::from_ca_cert_der(&parent_cert_der.into(), parent_key)?;
     let mut p = base(
         common_name,
@@ -150,7 +151,7 @@ pub fn cross(
         KeySpec::EcP384 => MessageDigest::sha384(),
         _ => MessageDigest::sha256(),
     };
-    b.sign(issuer_key.pkey(), digest).map_err(ssl)?;
+    b.sign(issuer_key.pkey()?, digest).map_err(ssl)?;
     b.build().to_der().map_err(ssl)
 }
 

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::CaError;
-use super::keys::{CaKey, KeyFamily, Passphrase};
+use super::keys::{CaKey, KeyAccess, KeyFamily};
 use crate::store::{IssuerRecord, IssuerState};
 
 /// Stable short name of an issuer: hex of the first 8 octets of SHA-256 over its public key.
@@ -139,14 +139,15 @@ impl Issuer {
         })
     }
 
-    /// Loads the issuer a store record describes (key file relative to `data_dir`).
+    /// Loads the issuer a store record describes (key file relative to `data_dir`, or a
+    /// `pkcs11:` URI).
     pub fn load(
         record: &IssuerRecord,
         data_dir: &Path,
-        passphrase: Option<&Passphrase>,
+        keys: &KeyAccess,
         public_url: &str,
     ) -> Result<Self, CaError> {
-        let key = CaKey::load(&data_dir.join(&record.key_file), passphrase)?;
+        let key = keys.load(&record.key_file, data_dir)?;
         let issuer = Self::new(record.cert_der.clone(), key, record.state, public_url)?;
         if issuer.id != record.id || issuer.family() != record.family {
             return Err(CaError::BadCaCert(format!(

@@ -105,11 +105,23 @@ pub enum KeyError {
     Unsupported(String),
     #[error("key generation failed: {0}")]
     Generate(openssl::error::ErrorStack),
+    #[error("PKCS#11: {0}")]
+    Token(String),
+    #[error("{0} is held in a PKCS#11 token: {1}")]
+    InToken(String, &'static str),
+}
+
+/// Where a CA key lives.
+enum Backing {
+    /// In memory, from a (0600, optionally encrypted) file.
+    File(PKey<Private>),
+    /// In a PKCS#11 token: only the token signs.
+    Token(super::pkcs11::TokenKey),
 }
 
 /// A CA signing key.
 pub struct CaKey {
-    pkey: PKey<Private>,
+    backing: Backing,
     spki: rcgen::SubjectPublicKeyInfo,
     alg: &'static rcgen::SignatureAlgorithm,
     digest: MessageDigest,
@@ -163,7 +175,25 @@ impl CaKey {
         let spki = rcgen::SubjectPublicKeyInfo::from_der(&spki_der)
             .map_err(|e| KeyError::Unsupported(e.to_string()))?;
         Ok(Self {
-            pkey,
+            backing: Backing::File(pkey),
+            spki,
+            alg,
+            digest,
+        })
+    }
+
+    /// The key a `pkcs11:` URI names, in its token.
+    pub fn from_token(uri: &str, access: &super::pkcs11::Pkcs11Access) -> Result<Self, KeyError> {
+        let key = super::pkcs11::TokenKey::open(uri, access)?;
+        let (alg, digest) = match key.spec {
+            KeySpec::EcP256 => (&rcgen::PKCS_ECDSA_P256_SHA256, MessageDigest::sha256()),
+            KeySpec::EcP384 => (&rcgen::PKCS_ECDSA_P384_SHA384, MessageDigest::sha384()),
+            _ => (&rcgen::PKCS_RSA_SHA256, MessageDigest::sha256()),
+        };
+        let spki = rcgen::SubjectPublicKeyInfo::from_der(&key.spki_der)
+            .map_err(|e| KeyError::Unsupported(e.to_string()))?;
+        Ok(Self {
+            backing: Backing::Token(key),
             spki,
             alg,
             digest,
@@ -172,19 +202,27 @@ impl CaKey {
 
     /// The key type, so a successor can be made alike.
     pub fn spec(&self) -> KeySpec {
-        match (self.pkey.id(), self.pkey.bits()) {
-            (Id::RSA, b) if b >= 4096 => KeySpec::Rsa4096,
-            (Id::RSA, b) if b >= 3072 => KeySpec::Rsa3072,
-            (Id::RSA, _) => KeySpec::Rsa2048,
-            _ if self.alg == &rcgen::PKCS_ECDSA_P384_SHA384 => KeySpec::EcP384,
-            _ => KeySpec::EcP256,
+        match &self.backing {
+            Backing::Token(t) => t.spec,
+            Backing::File(pkey) => match (pkey.id(), pkey.bits()) {
+                (Id::RSA, b) if b >= 4096 => KeySpec::Rsa4096,
+                (Id::RSA, b) if b >= 3072 => KeySpec::Rsa3072,
+                (Id::RSA, _) => KeySpec::Rsa2048,
+                _ if self.alg == &rcgen::PKCS_ECDSA_P384_SHA384 => KeySpec::EcP384,
+                _ => KeySpec::EcP256,
+            },
         }
     }
 
     pub fn family(&self) -> KeyFamily {
-        match self.pkey.id() {
-            Id::RSA => KeyFamily::Rsa,
-            _ => KeyFamily::Ecdsa,
+        self.spec().family()
+    }
+
+    /// The `pkcs11:` URI of a token key; `None` for a file key.
+    pub fn token_uri(&self) -> Option<&str> {
+        match &self.backing {
+            Backing::Token(t) => Some(t.uri()),
+            Backing::File(_) => None,
         }
     }
 
@@ -204,9 +242,16 @@ impl CaKey {
         spki::AlgorithmIdentifierOwned { oid, parameters }
     }
 
-    /// The OpenSSL key, for protocol code that must decrypt (SCEP envelopes) or sign CMS.
-    pub fn pkey(&self) -> &PKey<Private> {
-        &self.pkey
+    /// The OpenSSL key, for protocol code that must decrypt (SCEP envelopes) or sign CMS, and
+    /// for cross-certifying roots. Token keys have none.
+    pub fn pkey(&self) -> Result<&PKey<Private>, KeyError> {
+        match &self.backing {
+            Backing::File(pkey) => Ok(pkey),
+            Backing::Token(t) => Err(KeyError::InToken(
+                t.uri().to_owned(),
+                "SCEP decryption and root cross-certification need a file key",
+            )),
+        }
     }
 
     /// Parses a PEM private key (PKCS#8, encrypted PKCS#8, PKCS#1 or SEC1).
@@ -230,14 +275,15 @@ impl CaKey {
     }
 
     /// PKCS#8 PEM; encrypted (PBES2, AES-256-CBC) when a passphrase is given.
-    pub fn to_pem(&self, passphrase: Option<&Passphrase>) -> Vec<u8> {
-        match passphrase {
-            Some(pass) => self
-                .pkey
-                .private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), pass.as_bytes()),
-            None => self.pkey.private_key_to_pem_pkcs8(),
+    pub fn to_pem(&self, passphrase: Option<&Passphrase>) -> Result<Vec<u8>, KeyError> {
+        let pkey = self.pkey()?;
+        Ok(match passphrase {
+            Some(pass) => {
+                pkey.private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), pass.as_bytes())
+            }
+            None => pkey.private_key_to_pem_pkcs8(),
         }
-        .expect("PKCS#8 encoding of a valid key cannot fail")
+        .expect("PKCS#8 encoding of a valid key cannot fail"))
     }
 
     /// Loads a key file, refusing files readable by group or others.
@@ -257,7 +303,7 @@ impl CaKey {
 
     /// Writes the key to a new file created with mode 0600; never overwrites.
     pub fn save(&self, path: &Path, passphrase: Option<&Passphrase>) -> Result<(), KeyError> {
-        write_private(path, &self.to_pem(passphrase))
+        write_private(path, &self.to_pem(passphrase)?)
     }
 
     pub fn spki_der(&self) -> Vec<u8> {
@@ -302,14 +348,46 @@ impl rcgen::PublicKeyData for CaKey {
 
 impl rcgen::SigningKey for CaKey {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        let pkey = match &self.backing {
+            Backing::File(pkey) => pkey,
+            Backing::Token(t) => {
+                return t.sign(msg).map_err(|e| {
+                    tracing::error!(error = %e, "token signing failed");
+                    rcgen::Error::RingUnspecified
+                });
+            }
+        };
         let mut signer =
-            Signer::new(self.digest, &self.pkey).map_err(|_| rcgen::Error::RingUnspecified)?;
+            Signer::new(self.digest, pkey).map_err(|_| rcgen::Error::RingUnspecified)?;
         signer
             .update(msg)
             .map_err(|_| rcgen::Error::RingUnspecified)?;
         signer
             .sign_to_vec()
             .map_err(|_| rcgen::Error::RingUnspecified)
+    }
+}
+
+/// What unlocks CA keys: the passphrase of file keys; the PKCS#11 module and PIN of token
+/// keys (key files named `pkcs11:…`).
+#[derive(Clone, Default)]
+pub struct KeyAccess {
+    pub passphrase: Option<Passphrase>,
+    pub pkcs11: Option<std::sync::Arc<super::pkcs11::Pkcs11Access>>,
+}
+
+impl KeyAccess {
+    /// The key `key_file` names: a `pkcs11:` URI, or a path relative to `data_dir`.
+    pub fn load(&self, key_file: &str, data_dir: &Path) -> Result<CaKey, KeyError> {
+        if key_file.starts_with(super::pkcs11::URI_SCHEME) {
+            let access = self.pkcs11.as_deref().ok_or_else(|| {
+                KeyError::Token(format!(
+                    "{key_file} is in a token but ca.pkcs11_module is not set"
+                ))
+            })?;
+            return CaKey::from_token(key_file, access);
+        }
+        CaKey::load(&data_dir.join(key_file), self.passphrase.as_ref())
     }
 }
 

@@ -7,6 +7,7 @@ mod issue;
 mod issuer;
 mod issuer_set;
 pub mod keys;
+pub mod pkcs11;
 pub mod rotation;
 mod serial;
 
@@ -20,7 +21,7 @@ use tokio::sync::Semaphore;
 pub use issue::{IssueError, IssueRequest, Issued};
 pub use issuer::{Issuer, IssuerId};
 pub use issuer_set::{ActiveIssuer, IssuerSet};
-pub use keys::{CaKey, KeyError, KeyFamily, KeySpec, Passphrase};
+pub use keys::{CaKey, KeyAccess, KeyError, KeyFamily, KeySpec, Passphrase};
 pub use serial::{Serial, SerialError};
 
 use crate::clock::Clock;

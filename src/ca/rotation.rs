@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::hierarchy::{self, Made};
-use super::keys::{CaKey, KeyFamily, KeySpec, Passphrase};
+use super::keys::{CaKey, KeyAccess, KeyFamily, KeySpec};
 use super::{Ca, CaError, Issuer, IssuerId, IssuerSet, Serial};
 use crate::datadir::{DataDir, to_pem};
 use crate::store::{
@@ -57,32 +57,30 @@ impl From<StoreError> for RotationError {
     }
 }
 
-/// A next issuer made elsewhere (signed offline by the root): certificate and key, PEM.
-pub struct Import {
-    pub cert_pem: Vec<u8>,
-    pub key_pem: Vec<u8>,
+/// Where the next issuer's key comes from, when it is not generated here.
+pub enum Import {
+    /// Made elsewhere and signed offline by the root: certificate and key, PEM.
+    Files { cert_pem: Vec<u8>, key_pem: Vec<u8> },
+    /// A key pair already in a PKCS#11 token (`pkcs11:token=…;object=…`): its certificate
+    /// is made here, signed by the root; the key stays in the token.
+    Token(String),
 }
 
 pub struct Rotation {
     ca: Arc<Ca>,
     dir: DataDir,
-    passphrase: Option<Passphrase>,
+    keys: KeyAccess,
     public_url: String,
     /// One rotation step at a time in this process (the store's expectations catch others).
     step: tokio::sync::Mutex<()>,
 }
 
 impl Rotation {
-    pub fn new(
-        ca: Arc<Ca>,
-        dir: DataDir,
-        passphrase: Option<Passphrase>,
-        public_url: String,
-    ) -> Self {
+    pub fn new(ca: Arc<Ca>, dir: DataDir, keys: KeyAccess, public_url: String) -> Self {
         Self {
             ca,
             dir,
-            passphrase,
+            keys,
             public_url,
             step: tokio::sync::Mutex::new(()),
         }
@@ -108,22 +106,46 @@ impl Rotation {
             .ok_or(RotationError::NothingStaged(family))?
             .clone();
         let Made { cert_der, key } = match import {
-            Some(import) => self.imported(import, family)?,
-            None => {
+            Some(Import::Files { cert_pem, key_pem }) => {
+                self.imported(&cert_pem, &key_pem, family)?
+            }
+            generated_or_token => {
+                let key = match generated_or_token {
+                    Some(Import::Token(uri)) => {
+                        let key = self
+                            .keys
+                            .load(&uri, self.dir.path())
+                            .map_err(CaError::from)?;
+                        if key.family() != family {
+                            return Err(RotationError::BadImport(format!(
+                                "{uri} is a {} key, not {family}",
+                                key.family()
+                            )));
+                        }
+                        key
+                    }
+                    _ => CaKey::generate(active.key().spec()).map_err(CaError::from)?,
+                };
                 let (root_der, root_key) = self.current_root()?;
-                let spec = active.key().spec();
                 let (cn, org) = next_names(active.cert_der());
                 tokio::task::spawn_blocking(move || {
-                    hierarchy::issuing_ca(&root_der, &root_key, spec, &cn, &org)
+                    hierarchy::issuing_ca(&root_der, &root_key, key, &cn, &org)
                 })
                 .await
                 .map_err(|e| RotationError::Io(e.to_string()))??
             }
         };
         let id = IssuerId::for_spki(&key.spki_der());
-        let key_file = DataDir::issuer_key_rel(&id);
-        key.save(&self.dir.path().join(&key_file), self.passphrase.as_ref())
-            .map_err(CaError::from)?;
+        // A token key stays in the token: the record names it by its URI.
+        let key_file = match key.token_uri() {
+            Some(uri) => uri.to_owned(),
+            None => {
+                let file = DataDir::issuer_key_rel(&id);
+                key.save(&self.dir.path().join(&file), self.keys.passphrase.as_ref())
+                    .map_err(CaError::from)?;
+                file
+            }
+        };
         std::fs::write(self.dir.issuer_cert(&id), to_pem("CERTIFICATE", &cert_der))
             .map_err(|e| RotationError::Io(e.to_string()))?;
         let record = IssuerRecord {
@@ -252,7 +274,7 @@ impl Rotation {
         let _ = std::fs::remove_file(&staged_key);
         new_root
             .key
-            .save(&staged_key, self.passphrase.as_ref())
+            .save(&staged_key, self.keys.passphrase.as_ref())
             .map_err(CaError::from)?;
         let mut next = (*trust).clone();
         next.roots.push(new_root.cert_der.clone());
@@ -274,16 +296,12 @@ impl Rotation {
     async fn commit(&self, changes: Vec<IssuerChange>) -> Result<(), RotationError> {
         self.ca.store().change_issuers(changes, self.now()).await?;
         let records = self.ca.store().issuers().await?;
-        let (dir, pass, url) = (
-            self.dir.clone(),
-            self.passphrase.clone(),
-            self.public_url.clone(),
-        );
+        let (dir, keys, url) = (self.dir.clone(), self.keys.clone(), self.public_url.clone());
         // Key files are read and decrypted: off the reactor.
         let set = tokio::task::spawn_blocking(move || -> Result<IssuerSet, CaError> {
             let issuers = records
                 .iter()
-                .map(|r| Issuer::load(r, dir.path(), pass.as_ref(), &url))
+                .map(|r| Issuer::load(r, dir.path(), &keys, &url))
                 .collect::<Result<Vec<_>, _>>()?;
             IssuerSet::new(issuers)
         })
@@ -299,7 +317,7 @@ impl Rotation {
         if !path.exists() {
             return Err(RotationError::RootKeyOffline);
         }
-        let key = CaKey::load(&path, self.passphrase.as_ref()).map_err(CaError::from)?;
+        let key = CaKey::load(&path, self.keys.passphrase.as_ref()).map_err(CaError::from)?;
         let root = self
             .ca
             .trust()
@@ -317,20 +335,20 @@ impl Rotation {
     }
 
     /// A next issuer signed offline by one of our roots.
-    fn imported(&self, import: Import, family: KeyFamily) -> Result<Made, RotationError> {
+    fn imported(
+        &self,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        family: KeyFamily,
+    ) -> Result<Made, RotationError> {
         let bad = |m: String| RotationError::BadImport(m);
-        let mut certs =
-            crate::datadir::pem_certs(&import.cert_pem).map_err(|e| bad(e.to_string()))?;
+        let mut certs = crate::datadir::pem_certs(cert_pem).map_err(|e| bad(e.to_string()))?;
         if certs.len() != 1 {
             return Err(bad(format!("{} certificates, expected one", certs.len())));
         }
         let cert_der = certs.remove(0);
-        let key = CaKey::from_pem(
-            &import.key_pem,
-            self.passphrase.as_ref(),
-            "the imported key",
-        )
-        .map_err(|e| bad(e.to_string()))?;
+        let key = CaKey::from_pem(key_pem, self.keys.passphrase.as_ref(), "the imported key")
+            .map_err(|e| bad(e.to_string()))?;
         if key.family() != family {
             return Err(bad(format!("a {} key for the {family} line", key.family())));
         }

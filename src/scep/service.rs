@@ -174,7 +174,10 @@ impl ScepService {
             .ok_or(ScepError::NoNextIssuer)?;
         let signer = MessageSigner {
             cert_der: active.cert_der(),
-            key: active.key().pkey(),
+            key: active
+                .key()
+                .pkey()
+                .map_err(|e| ScepError::Internal(e.to_string()))?,
         };
         wire::next_ca(&signer, &[next.cert_der().to_vec()])
             .map_err(|e| ScepError::Internal(e.to_string()))
@@ -202,14 +205,20 @@ impl ScepService {
             let req = wire::open(&body)?;
             let mut first_error = None;
             for issuer in candidates {
-                match wire::decrypt(&req.envelope, issuer.key().pkey()) {
+                // Token keys cannot decrypt here (checked at start for the active one).
+                let Ok(pkey) = issuer.key().pkey() else {
+                    continue;
+                };
+                match wire::decrypt(&req.envelope, pkey) {
                     Ok((content, cipher)) => return Ok((req, content, cipher, issuer)),
                     Err(e) => {
                         first_error.get_or_insert(e);
                     }
                 }
             }
-            Err(first_error.expect("the active issuer is always tried"))
+            Err(first_error.unwrap_or_else(|| {
+                WireError::Malformed("no SCEP CA key can decrypt requests".into())
+            }))
         })
         .await
         .map_err(|e| ScepError::Internal(e.to_string()))?;
@@ -230,7 +239,10 @@ impl ScepService {
         tokio::task::spawn_blocking(move || {
             let signer = MessageSigner {
                 cert_der: rsa.cert_der(),
-                key: rsa.key().pkey(),
+                key: rsa
+                    .key()
+                    .pkey()
+                    .map_err(|e| WireError::Encode(e.to_string()))?,
             };
             let outcome = match &outcome {
                 Ok(Some(payload)) => Outcome::Success {
