@@ -12,7 +12,7 @@ use crate::store::{DeviceId, Doc, DocKey, DocKind, DocWrite, Expect, Store, Stor
 use crate::validator::{Validator, ValidatorError};
 
 /// A registered device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InventoryDevice {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,

@@ -17,6 +17,11 @@ use crate::ca::{IssueRequest, IssuerId, Serial};
 use crate::datadir::to_pem;
 use crate::store::{CertQuery, DeviceId, Protocol, StatusFilter};
 
+#[utoipa::path(post, path = "/api/v1/certificates", tag = "certificates",
+    description = "Operator issuance from a PKCS#10 request (scope enroll-admin).",
+    request_body = IssueBody,
+    responses((status = 201, body = IssuedView), (status = 400, description = "Bad CSR or request"),
+        (status = 401, description = "No valid token"), (status = 403, description = "Missing scope or policy refusal")))]
 pub async fn issue_certificate(
     _: Can<EnrollAdmin>,
     State(state): State<Arc<AppState>>,
@@ -64,6 +69,14 @@ pub struct ListParams {
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/api/v1/certificates", tag = "certificates",
+    description = "Certificates, paged by serial (scope read).",
+    params(("device" = Option<String>, Query, description = "Only this device's"),
+        ("issuer" = Option<String>, Query, description = "Only this issuer's"),
+        ("status" = Option<String>, Query, description = "good, revoked or expired"),
+        ("after" = Option<String>, Query, description = "Continue after this serial (the previous page's `next`)"),
+        ("limit" = Option<usize>, Query, description = "Page size (default 100, at most 1000)")),
+    responses((status = 200, body = CertPage), (status = 400, description = "Bad filter"), (status = 401, description = "No valid token")))]
 pub async fn list_certificates(
     _: Can<Read>,
     State(state): State<Arc<AppState>>,
@@ -104,6 +117,9 @@ fn parse_serial(s: &str) -> Result<Serial, ApiError> {
         .map_err(|e| ApiError::BadRequest(format!("serial `{s}`: {e}")))
 }
 
+#[utoipa::path(get, path = "/api/v1/certificates/{serial}", tag = "certificates",
+    params(("serial" = String, Path, description = "Serial number, hex")),
+    responses((status = 200, body = CertView), (status = 404, description = "No such certificate"), (status = 401, description = "No valid token")))]
 pub async fn get_certificate(
     _: Can<Read>,
     State(state): State<Arc<AppState>>,
@@ -123,6 +139,11 @@ pub async fn get_certificate(
     )))
 }
 
+#[utoipa::path(post, path = "/api/v1/certificates/{serial}/revoke", tag = "certificates",
+    description = "Revokes a certificate (scope revoke).",
+    params(("serial" = String, Path, description = "Serial number, hex")), request_body = RevokeBody,
+    responses((status = 200, body = CertView), (status = 404, description = "No such certificate"),
+        (status = 409, description = "Already revoked"), (status = 400, description = "Unknown reason")))]
 pub async fn revoke_certificate(
     _: Can<Revoke>,
     State(state): State<Arc<AppState>>,

@@ -18,6 +18,10 @@ use crate::store::{ChallengeHash, ChallengeRecord};
 const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 const MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
 
+#[utoipa::path(post, path = "/api/v1/scep/challenges", tag = "enrolment",
+    description = "Mints a one-time SCEP challenge (scope enroll-admin).",
+    request_body = ChallengeBody,
+    responses((status = 201, body = ChallengeView), (status = 400, description = "Bad ttl")))]
 pub async fn create_challenge(
     _: Can<EnrollAdmin>,
     State(state): State<Arc<AppState>>,

@@ -18,7 +18,7 @@ use crate::ca::{IssuerId, Serial};
 use crate::revocation::RevocationReason;
 use crate::store::{CertQuery, CertStatus, DeviceId, StatusFilter};
 
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateBody {
     /// The client certificate: PEM, or base64 DER.
@@ -26,7 +26,7 @@ pub struct ValidateBody {
 }
 
 /// The verdict on a presented certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     Good,
@@ -38,7 +38,7 @@ pub enum Verdict {
     NotOurs,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 pub struct ValidateView {
     pub status: Verdict,
     pub serial: Option<Serial>,
@@ -67,6 +67,10 @@ impl ValidateView {
 
 /// `POST /api/v1/validate`: what an MDM calls when a device connects with a client
 /// certificate. The certificate must be byte for byte one we issued and recorded.
+#[utoipa::path(post, path = "/api/v1/validate", tag = "devices",
+    description = "Is this client certificate still good? What an MDM asks when a device connects (scope read).",
+    request_body = ValidateBody,
+    responses((status = 200, body = ValidateView), (status = 400, description = "Not a certificate")))]
 pub async fn validate(
     _: Can<Read>,
     State(state): State<Arc<AppState>>,
@@ -138,7 +142,7 @@ fn certificate_der(text: &str) -> Result<Vec<u8>, ApiError> {
         .map_err(|_| ApiError::BadRequest("certificate is neither PEM nor base64 DER".into()))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 pub struct DeviceView {
     pub device: DeviceId,
     /// Its serial number and UDID, when the MDM registered it.
@@ -166,6 +170,10 @@ async fn device_certificates(
 }
 
 /// `GET /api/v1/devices/{id}`.
+#[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices",
+    description = "A device's registration and certificates, newest first (scope read).",
+    params(("id" = String, Path, description = "Device id")),
+    responses((status = 200, body = DeviceView), (status = 404, description = "Neither registered nor holding certificates")))]
 pub async fn get_device(
     _: Can<Read>,
     State(state): State<Arc<AppState>>,
@@ -189,7 +197,7 @@ pub async fn get_device(
     }))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 pub struct DeviceRevokedView {
     pub device: DeviceId,
     pub revoked: Vec<Serial>,
@@ -197,6 +205,10 @@ pub struct DeviceRevokedView {
 
 /// `POST /api/v1/devices/{id}/revoke`: every certificate of the device that is still good
 /// (on unenrolment, loss, theft).
+#[utoipa::path(post, path = "/api/v1/devices/{id}/revoke", tag = "devices",
+    description = "Revokes every still-good certificate of a device (scope revoke).",
+    params(("id" = String, Path, description = "Device id")), request_body = RevokeBody,
+    responses((status = 200, body = DeviceRevokedView), (status = 404, description = "No certificates for the device")))]
 pub async fn revoke_device(
     _: Can<Revoke>,
     State(state): State<Arc<AppState>>,

@@ -12,14 +12,14 @@ use super::auth::{Can, EnrollAdmin};
 use super::extract::Json;
 use crate::app::AppState;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EabBody {
     pub profile: String,
 }
 
 /// Shown once: the MAC key is not retrievable afterwards.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 pub struct EabView {
     pub profile: String,
     pub directory: String,
@@ -28,6 +28,10 @@ pub struct EabView {
     pub hmac_key: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/acme/eab-keys", tag = "enrolment",
+    description = "Mints an ACME External Account Binding key (scope enroll-admin).",
+    request_body = EabBody,
+    responses((status = 201, body = EabView), (status = 404, description = "No such profile")))]
 pub async fn create_eab_key(
     _: Can<EnrollAdmin>,
     State(state): State<Arc<AppState>>,

@@ -17,7 +17,7 @@ use crate::scep::pending::{Decision, PendingRequest};
 use crate::scep::service::DecisionError;
 use crate::store::DeviceId;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 pub struct HeldView {
     pub transaction_id: String,
     pub subject: String,
@@ -50,12 +50,14 @@ impl From<PendingRequest> for HeldView {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 pub struct HeldList {
     pub items: Vec<HeldView>,
 }
 
 /// The enrolments still waiting for a decision.
+#[utoipa::path(get, path = "/api/v1/scep/pending", tag = "enrolment",
+    responses((status = 200, body = HeldList)))]
 pub async fn list_held(
     _: Can<Read>,
     State(state): State<Arc<AppState>>,
@@ -70,6 +72,9 @@ pub async fn list_held(
     }))
 }
 
+#[utoipa::path(post, path = "/api/v1/scep/pending/{id}/approve", tag = "enrolment",
+    params(("id" = String, Path, description = "SCEP transaction id")),
+    responses((status = 200, body = HeldView), (status = 404, description = "Unknown transaction"), (status = 409, description = "Already decided")))]
 pub async fn approve_held(
     admin: Can<EnrollAdmin>,
     state: State<Arc<AppState>>,
@@ -78,6 +83,9 @@ pub async fn approve_held(
     decide(admin, state, path, true).await
 }
 
+#[utoipa::path(post, path = "/api/v1/scep/pending/{id}/reject", tag = "enrolment",
+    params(("id" = String, Path, description = "SCEP transaction id")),
+    responses((status = 200, body = HeldView), (status = 404, description = "Unknown transaction"), (status = 409, description = "Already decided")))]
 pub async fn reject_held(
     admin: Can<EnrollAdmin>,
     state: State<Arc<AppState>>,

@@ -15,14 +15,14 @@ use crate::app::AppState;
 use crate::inventory::{self, InventoryDevice, InventoryError};
 use crate::store::DeviceId;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterBody {
     pub serial: Option<String>,
     pub udid: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImportEntry {
     pub id: DeviceId,
@@ -33,19 +33,19 @@ pub struct ImportEntry {
 /// At most this many devices per import request.
 pub const MAX_IMPORT: usize = 1000;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImportBody {
     pub devices: Vec<ImportEntry>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 pub struct ImportFailure {
     pub id: DeviceId,
     pub error: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 pub struct ImportView {
     pub registered: usize,
     /// Devices not registered, each with why; the others are registered regardless.
@@ -65,6 +65,11 @@ impl From<InventoryError> for ApiError {
 }
 
 /// `PUT /api/v1/devices/{id}`: 201 when new, 200 when its identifiers were replaced.
+#[utoipa::path(put, path = "/api/v1/devices/{id}", tag = "devices",
+    description = "Registers a device for attesting ACME profiles (scope enroll-admin).",
+    params(("id" = String, Path, description = "Device id")), request_body = RegisterBody,
+    responses((status = 201, body = InventoryDevice, description = "Registered"), (status = 200, body = InventoryDevice, description = "Replaced"),
+        (status = 400, description = "No or malformed identifier"), (status = 409, description = "An identifier belongs to another device")))]
 pub async fn register_device(
     _: Can<EnrollAdmin>,
     State(state): State<Arc<AppState>>,
@@ -88,6 +93,9 @@ pub async fn register_device(
 
 /// `DELETE /api/v1/devices/{id}`: the device leaves the inventory (its certificates stay
 /// as they are; revoke them with `POST /api/v1/devices/{id}/revoke`).
+#[utoipa::path(delete, path = "/api/v1/devices/{id}", tag = "devices",
+    params(("id" = String, Path, description = "Device id")),
+    responses((status = 204, description = "Removed from the inventory"), (status = 404, description = "Not registered")))]
 pub async fn unregister_device(
     _: Can<EnrollAdmin>,
     State(state): State<Arc<AppState>>,
@@ -102,6 +110,10 @@ pub async fn unregister_device(
 }
 
 /// `POST /api/v1/devices`: registers many devices; each succeeds or fails on its own.
+#[utoipa::path(post, path = "/api/v1/devices", tag = "devices",
+    description = "Bulk registration; each device succeeds or fails on its own (scope enroll-admin).",
+    request_body = ImportBody,
+    responses((status = 200, body = ImportView), (status = 400, description = "More than 1000 devices or malformed JSON")))]
 pub async fn import_devices(
     _: Can<EnrollAdmin>,
     State(state): State<Arc<AppState>>,

@@ -13,6 +13,8 @@ use super::views::IssuerView;
 use crate::app::AppState;
 use crate::store::{Event, Seq};
 
+#[utoipa::path(get, path = "/api/v1/issuers", tag = "issuers",
+    responses((status = 200, body = Vec<IssuerView>)))]
 pub async fn list_issuers(
     _: Can<Read>,
     State(state): State<Arc<AppState>>,
@@ -40,11 +42,17 @@ pub struct EventParams {
 /// Longest a feed request may wait for news.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 pub struct EventPage {
     pub events: Vec<Event>,
 }
 
+#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+    description = "The ordered change feed; with `wait`, a long poll (scope read).",
+    params(("after" = Option<u64>, Query, description = "Events after this sequence number"),
+        ("limit" = Option<usize>, Query, description = "At most this many (default 100)"),
+        ("wait" = Option<String>, Query, description = "With nothing new, wait up to this long (e.g. 30s, at most 60s)")),
+    responses((status = 200, body = EventPage), (status = 400, description = "Bad parameter")))]
 pub async fn list_events(
     _: Can<Read>,
     State(state): State<Arc<AppState>>,

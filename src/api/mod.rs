@@ -9,6 +9,7 @@ mod extract;
 mod held;
 mod inventory;
 mod issuers;
+pub mod openapi;
 mod rotation;
 mod tokens;
 pub mod views;

@@ -17,7 +17,7 @@ use crate::ca::{IssuerId, KeyFamily, KeySpec};
 use crate::store::IssuerRecord;
 
 /// `prepare` imports a next issuer signed offline when both are given.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrepareBody {
     pub cert_pem: Option<String>,
@@ -26,7 +26,7 @@ pub struct PrepareBody {
     pub pkcs11_key: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 pub struct ActivatedView {
     pub activated: IssuerView,
     pub retiring: IssuerView,
@@ -60,6 +60,10 @@ fn family(s: &str) -> Result<KeyFamily, ApiError> {
 }
 
 /// `POST /api/v1/rotation/{family}/prepare`
+#[utoipa::path(post, path = "/api/v1/rotation/{family}/prepare", tag = "issuers",
+    description = "Stages the next issuer of a line: generated, imported, or for a key in the PKCS#11 token (admin token).",
+    params(("family" = String, Path, description = "rsa or ecdsa")), request_body(content = Option<PrepareBody>),
+    responses((status = 201, body = IssuerView), (status = 400, description = "Bad import"), (status = 409, description = "A next issuer is already staged")))]
 pub async fn prepare(
     _: Can<Manage>,
     State(state): State<Arc<AppState>>,
@@ -93,6 +97,9 @@ pub async fn prepare(
 }
 
 /// `POST /api/v1/rotation/{family}/activate`
+#[utoipa::path(post, path = "/api/v1/rotation/{family}/activate", tag = "issuers",
+    params(("family" = String, Path, description = "rsa or ecdsa")),
+    responses((status = 200, body = ActivatedView), (status = 409, description = "Nothing staged")))]
 pub async fn activate(
     _: Can<Manage>,
     State(state): State<Arc<AppState>>,
@@ -105,14 +112,14 @@ pub async fn activate(
     }))
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RootBody {
     /// p256, p384, rsa2048…; default: the current root's.
     pub key_type: Option<KeySpec>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 pub struct RootView {
     pub sha256_fingerprint: String,
     pub root_pem: String,
@@ -121,6 +128,10 @@ pub struct RootView {
 }
 
 /// `POST /api/v1/rotation/root`
+#[utoipa::path(post, path = "/api/v1/rotation/root", tag = "issuers",
+    description = "A new root, cross-certified both ways with the current one (admin token).",
+    request_body(content = Option<RootBody>),
+    responses((status = 201, body = RootView), (status = 409, description = "The root key is offline")))]
 pub async fn rotate_root(
     _: Can<Manage>,
     State(state): State<Arc<AppState>>,
@@ -144,6 +155,9 @@ pub async fn rotate_root(
 }
 
 /// `POST /api/v1/issuers/{id}/retire`
+#[utoipa::path(post, path = "/api/v1/issuers/{id}/retire", tag = "issuers",
+    params(("id" = String, Path, description = "Issuer id")),
+    responses((status = 200, body = IssuerView), (status = 404, description = "No such issuer"), (status = 409, description = "Not retiring, or certificates still valid")))]
 pub async fn retire(
     _: Can<Manage>,
     State(state): State<Arc<AppState>>,

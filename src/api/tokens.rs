@@ -17,14 +17,14 @@ use super::extract::{Json, Path};
 use crate::app::AppState;
 use crate::store::{DocKey, DocKind, DocWrite, Expect};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
     pub name: String,
     pub scopes: Vec<Scope>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 pub struct TokenView {
     /// The first 16 hex digits of the token's SHA-256: names it without revealing it.
     pub id: String,
@@ -49,6 +49,10 @@ impl TokenView {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens",
+    description = "Mints a scoped token, shown once (admin token).",
+    request_body = TokenBody,
+    responses((status = 201, body = TokenView), (status = 400, description = "Bad name or scope"), (status = 403, description = "Not the admin token")))]
 pub async fn create_token(
     _: Can<Manage>,
     State(state): State<Arc<AppState>>,
@@ -94,11 +98,13 @@ pub async fn create_token(
     ))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 pub struct TokenList {
     pub items: Vec<TokenView>,
 }
 
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
+    responses((status = 200, body = TokenList)))]
 pub async fn list_tokens(
     _: Can<Manage>,
     State(state): State<Arc<AppState>>,
@@ -112,6 +118,9 @@ pub async fn list_tokens(
 }
 
 /// Withdraws a token at once; `id` is the 16-digit id `list_tokens` shows.
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "Token id")),
+    responses((status = 204, description = "Withdrawn"), (status = 404, description = "No such token")))]
 pub async fn delete_token(
     _: Can<Manage>,
     State(state): State<Arc<AppState>>,

@@ -8,7 +8,7 @@ use crate::datadir::to_pem;
 use crate::revocation::RevocationReason;
 use crate::store::{CertRecord, CertStatus, DeviceId, IssuerRecord, IssuerState, Page, Protocol};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Good,
@@ -26,7 +26,7 @@ impl Status {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, Deserialize)]
 pub struct CertView {
     pub serial: Serial,
     pub status: Status,
@@ -86,7 +86,7 @@ impl CertView {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, Deserialize)]
 pub struct CertPage {
     pub items: Vec<CertView>,
     pub next: Option<Serial>,
@@ -106,13 +106,13 @@ impl CertPage {
 }
 
 /// Answer to an issuance: the record and the PEM chain (leaf first) to hand to the client.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, Deserialize)]
 pub struct IssuedView {
     pub certificate: CertView,
     pub chain_pem: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, Deserialize)]
 pub struct IssuerView {
     pub id: IssuerId,
     pub family: KeyFamily,
@@ -157,7 +157,7 @@ impl IssuerView {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, Deserialize)]
 pub struct IssueBody {
     /// PKCS#10 request in PEM.
     pub csr: String,
@@ -171,7 +171,7 @@ fn default_family() -> KeyFamily {
     KeyFamily::Ecdsa
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, Deserialize)]
 pub struct RevokeBody {
     #[serde(default = "default_reason")]
     pub reason: RevocationReason,
@@ -182,7 +182,7 @@ fn default_reason() -> RevocationReason {
 }
 
 /// Request for a one-time SCEP challenge.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChallengeBody {
     /// Bind the challenge to this device: the certificate is recorded for it.
@@ -193,7 +193,7 @@ pub struct ChallengeBody {
 }
 
 /// A freshly minted one-time challenge: shown once, stored only as a hash.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, Deserialize)]
 pub struct ChallengeView {
     pub challenge: String,
     pub device: Option<DeviceId>,

@@ -40,7 +40,7 @@ impl KeyType {
 
 /// What an attestation says about the device, kept on the authorization and then on the
 /// certificate record. Fields a format does not carry stay `None`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceFacts {
     /// The attestation format that vouched for these facts.
     pub format: String,

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 /// Key types a CA may hold. SCEP needs RSA (devices encrypt to the CA's key); ACME and the
 /// root may use ECDSA.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeySpec {
     Rsa2048,
@@ -59,7 +59,19 @@ impl std::str::FromStr for KeySpec {
 }
 
 /// The two issuer lines: every profile names the family it issues from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyFamily {
     Rsa,

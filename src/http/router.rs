@@ -27,6 +27,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ocsp", post(ocsp_post))
         .route("/ocsp/{*request}", get(ocsp_get))
         .route("/scep", get(scep::handlers::get).post(scep::handlers::post))
+        .route("/api/v1/openapi.json", get(api::openapi::document))
         .route("/api/v1/issuers", get(api::list_issuers))
         .route("/api/v1/issuers/{id}/retire", post(api::retire))
         .route("/api/v1/rotation/root", post(api::rotate_root))

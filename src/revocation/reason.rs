@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Why a certificate was revoked. `removeFromCRL` (8) is a CRL-entry mechanism, not a reason
 /// anyone revokes for, so it has no variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum RevocationReason {
     Unspecified,

@@ -75,7 +75,7 @@ impl fmt::Debug for DeviceId {
 }
 
 /// How a certificate was requested.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Scep,
@@ -130,7 +130,7 @@ impl CertRecord {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum EventKind {
     Issued,
@@ -158,7 +158,7 @@ pub enum EventKind {
 }
 
 /// One entry of the ordered change feed the MDM follows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub seq: Seq,
     #[serde(with = "time::serde::rfc3339")]
@@ -173,7 +173,7 @@ pub struct Event {
 /// Where an issuer stands in its line. Only `Active` issues certificates; `Next` is announced
 /// (SCEP GetNextCACert) before it takes over; `Retiring` still signs CRLs and OCSP for what it
 /// issued; `Retired` has nothing left that is valid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IssuerState {
     Active,
