@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# What the MDM asks, at fleet scale: a store seeded with COUNT certificates (REVOKED of them
+# revoked) through Ca::issue, then, against the running server on the same 2 cores:
+# POST /api/v1/validate and OCSP (no nonce) throughput and latency over 1000 good
+# certificates (enrollca-api-load; only `good` answers count), the time to sign the CRL
+# listing every revocation (the first request after start, cache cold), and the server's RSS.
+#
+#   bash benches/mdm_scale.sh [COUNT] [REVOKED] [REQUESTS]   (default: 1000000 100000 200000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+count=${1:-1000000}
+revoked=${2:-100000}
+requests=${3:-200000}
+cargo build --release --quiet --bin enrollca --bin enrollca-seed --bin enrollca-api-load
+bin=$PWD/target/release
+
+work=$(mktemp -d)
+pid=
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  [ -n "${KEEP:-}" ] || rm -rf "$work"; [ -n "${KEEP:-}" ] && echo "kept $work"
+}
+trap cleanup EXIT
+
+"$bin/enrollca" init --data "$work/data" >/dev/null
+echo "seeding $count certificates, $revoked revoked"
+/usr/bin/time -f "seeding: %e s wall, %M KiB max RSS" \
+  "$bin/enrollca-seed" --data "$work/data" --count "$count" --revoked "$revoked" \
+  --samples "$work/samples.pem"
+du -sh "$work/data/db" | sed 's/^/store on disk: /'
+
+ENROLLCA_LOG_LEVEL=warn ENROLLCA_LISTEN_HTTP=127.0.0.1:18093 ENROLLCA_LISTEN_HTTPS=127.0.0.1:18446 \
+  "$bin/enrollca" serve --data "$work/data" >"$work/server.log" 2>&1 </dev/null &
+pid=$!
+for _ in $(seq 300); do
+  curl -fsS -o /dev/null http://127.0.0.1:18093/healthz 2>/dev/null && break
+  sleep 0.1
+done
+kill -0 "$pid" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
+token=$(cat "$work/data/admin-token")
+echo "server RSS after start: $(grep VmRSS /proc/$pid/status | awk '{print $2, $3}')"
+
+issuer=$(curl -fsS -H "authorization: Bearer $token" http://127.0.0.1:18093/api/v1/issuers \
+  | python3 -c 'import json,sys; print(next(i["id"] for i in json.load(sys.stdin) if i["family"]=="ecdsa" and i["state"]=="active"))')
+curl -fsS -o "$work/ecdsa.crl" -w "CRL of issuer $issuer: %{time_total} s to sign and serve, %{size_download} bytes\n" \
+  "http://127.0.0.1:18093/crl/$issuer.crl"
+echo "CRL entries: $(openssl crl -inform DER -in "$work/ecdsa.crl" -noout -text | grep -c 'Serial Number')"
+curl -fsS -o /dev/null -w "CRL again (cached): %{time_total} s\n" "http://127.0.0.1:18093/crl/$issuer.crl"
+
+for mode in validate ocsp; do
+  ENROLLCA_TOKEN=$token "$bin/enrollca-api-load" --url http://127.0.0.1:18093 --mode "$mode" \
+    --certs "$work/samples.pem" --requests "$requests" --concurrency 16 --server-pid "$pid"
+done
+echo "server RSS after the runs: $(grep -E 'VmRSS|VmHWM' /proc/$pid/status | awk '{printf "%s %s %s; ", $1, $2, $3}')"
