@@ -18,12 +18,26 @@ use time::{Duration, OffsetDateTime};
 type Backend = fn(&Path) -> Arc<dyn Store>;
 
 const BACKENDS: &[(&str, Backend)] = &[
-    ("sled", |dir| Arc::new(SledStore::open(dir).unwrap())),
+    ("sled", |dir| Arc::new(reopen(dir))),
     // What `serve` runs: sled behind the document cache.
-    ("sled+cache", |dir| {
-        Arc::new(DocCache::new(SledStore::open(dir).unwrap()))
-    }),
+    ("sled+cache", |dir| Arc::new(DocCache::new(reopen(dir)))),
 ];
+
+/// Opens the sled store in `dir`. sled's own background threads may hold the file lock for
+/// a moment after a store in this process was dropped, so a reopen waits for it (up to 5 s).
+fn reopen(dir: &Path) -> SledStore {
+    let mut tries = 0;
+    loop {
+        match SledStore::open(dir) {
+            Ok(store) => return store,
+            Err(StoreError::Backend(e)) if e.contains("could not acquire lock") && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("opening the store: {e}"),
+        }
+    }
+}
 
 fn issuer(n: u8) -> IssuerId {
     format!("{:016x}", n).parse().unwrap()
@@ -859,6 +873,53 @@ async fn issuer_changes_are_all_or_nothing_with_their_events() {
                 (EventKind::IssuerRetiring, issuer(1)),
             ],
             "{name}: one event per change, in order, none for the refused ones"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn revoked_listings_by_issuer_hold_exactly_the_revoked_across_a_reopen() {
+    for_each_backend(|open, name, dir| async move {
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let recs: Vec<_> = [1, 1, 1, 2].iter().map(|i| record(None, *i)).collect();
+        let query = |issuer_n| CertQuery {
+            issuer: Some(issuer(issuer_n)),
+            status: Some(StatusFilter::Revoked),
+            now: Some(now),
+            ..CertQuery::default()
+        };
+        {
+            let store = open(dir.path());
+            for r in &recs {
+                store
+                    .insert_certificate(r.clone(), Linked::default())
+                    .await
+                    .unwrap();
+            }
+            for r in [&recs[0], &recs[2], &recs[3]] {
+                store
+                    .revoke(&r.serial, RevocationReason::Superseded, now)
+                    .await
+                    .unwrap();
+            }
+        }
+        let store = open(dir.path());
+        let mut got: Vec<_> = store
+            .all_certificates(query(1))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.serial)
+            .collect();
+        got.sort();
+        let mut want = vec![recs[0].serial.clone(), recs[2].serial.clone()];
+        want.sort();
+        assert_eq!(got, want, "{name}");
+        assert_eq!(
+            store.all_certificates(query(2)).await.unwrap().len(),
+            1,
+            "{name}"
         );
     })
     .await;

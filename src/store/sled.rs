@@ -43,7 +43,16 @@ struct Trees {
     docs: Tree,
     /// notAfter ‖ serial → nothing: certificates whose `expired` event is still to come.
     by_expiry: Tree,
+    /// issuer ‖ serial → nothing: revoked certificates, what a CRL lists (without walking
+    /// every certificate of the issuer). Holds `REVOKED_INDEXED` once built.
+    by_revoked: Tree,
 }
+
+/// Marks `by_revoked` as complete (an owner id is never empty, so no entry collides).
+const REVOKED_INDEXED: &[u8] = &[0, 0];
+
+/// sled's page cache (its default is 1 GiB); the OS page cache holds the rest.
+const CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
 pub struct SledStore {
     db: Db,
@@ -89,6 +98,7 @@ impl SledStore {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| StoreError::Backend(format!("opening {}: {e}", dir.display())))?;
         let tree = |name: &str| db.open_tree(name).map_err(backend);
@@ -101,8 +111,10 @@ impl SledStore {
             challenges: tree("challenges")?,
             docs: tree("docs")?,
             by_expiry: tree("by_expiry")?,
+            by_revoked: tree("by_revoked")?,
         };
         backfill_expiry(&trees)?;
+        backfill_revoked(&trees)?;
         let next_seq = match trees.events.last().map_err(backend)? {
             Some((key, _)) => decode_seq(&key)? + 1,
             None => 1,
@@ -413,9 +425,20 @@ impl Writer {
             &t.challenges,
             &t.docs,
             &t.by_expiry,
+            &t.by_revoked,
         );
         let outcome = trees.transaction(
-            |(certs, by_device, by_issuer, events, issuers, challenges, docs, by_expiry)| {
+            |(
+                certs,
+                by_device,
+                by_issuer,
+                events,
+                issuers,
+                challenges,
+                docs,
+                by_expiry,
+                by_revoked,
+            )| {
                 let mut seq = first_seq;
                 let mut fresh = HashSet::new();
                 let mut results = Vec::with_capacity(batch.len());
@@ -467,6 +490,10 @@ impl Writer {
                                         reason: *reason,
                                     };
                                     certs.insert(serial.as_bytes(), encode(&rec))?;
+                                    by_revoked.insert(
+                                        index_key(rec.issuer.as_str(), serial.as_bytes()),
+                                        &[],
+                                    )?;
                                     let kind = EventKind::Revoked { reason: *reason };
                                     append_event(events, &mut seq, &rec, kind, *at)?;
                                     Ok(Outcome::Revoked(Box::new(rec)))
@@ -712,8 +739,10 @@ fn get_cert(certs: &Tree, serial: &Serial) -> Result<Option<CertRecord>, StoreEr
 fn list_certs(t: &Trees, q: &CertQuery) -> Result<Page<CertRecord>, StoreError> {
     let limit = q.limit.clamp(1, MAX_PAGE);
     // Walk the narrowest index; every candidate is then checked against the whole query.
+    let revoked_only = matches!(q.status, Some(super::StatusFilter::Revoked));
     let (index, prefix) = match (&q.device, &q.issuer) {
         (Some(d), _) => (&t.by_device, index_key(d.as_str(), &[])),
+        (None, Some(i)) if revoked_only => (&t.by_revoked, index_key(i.as_str(), &[])),
         (None, Some(i)) => (&t.by_issuer, index_key(i.as_str(), &[])),
         (None, None) => (&t.certs, Vec::new()),
     };
@@ -774,6 +803,27 @@ fn backfill_expiry(t: &Trees) -> Result<(), StoreError> {
         }
     }
     t.by_expiry.flush().map_err(backend)?;
+    Ok(())
+}
+
+/// Builds `by_revoked` once for databases written before it existed.
+fn backfill_revoked(t: &Trees) -> Result<(), StoreError> {
+    if t.by_revoked
+        .contains_key(REVOKED_INDEXED)
+        .map_err(backend)?
+    {
+        return Ok(());
+    }
+    for kv in t.certs.iter() {
+        let rec: CertRecord = decode("certs", &kv.map_err(backend)?.1)?;
+        if rec.status != CertStatus::Good {
+            t.by_revoked
+                .insert(index_key(rec.issuer.as_str(), rec.serial.as_bytes()), &[])
+                .map_err(backend)?;
+        }
+    }
+    t.by_revoked.insert(REVOKED_INDEXED, &[]).map_err(backend)?;
+    t.by_revoked.flush().map_err(backend)?;
     Ok(())
 }
 
