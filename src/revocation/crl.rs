@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use super::RevocationReason;
 use crate::ca::{Ca, IssuerId};
-use crate::store::{CertQuery, CertStatus, DocKey, DocKind, DocWrite, StatusFilter, StoreError};
+use crate::store::{DocKey, DocKind, DocWrite, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CrlError {
@@ -131,26 +131,15 @@ impl Crls {
         id: &IssuerId,
         now: OffsetDateTime,
     ) -> Result<Vec<RevokedCertParams>, CrlError> {
-        let revoked = self
-            .ca
-            .store()
-            .all_certificates(CertQuery {
-                issuer: Some(id.clone()),
-                status: Some(StatusFilter::Revoked),
-                ..CertQuery::default()
-            })
-            .await?;
+        let revoked = self.ca.store().revoked(id).await?;
         Ok(revoked
             .iter()
-            .filter(|rec| rec.not_after > now)
-            .filter_map(|rec| match rec.status {
-                CertStatus::Revoked { at, reason } => Some(RevokedCertParams {
-                    serial_number: SerialNumber::from_slice(rec.serial.as_bytes()),
-                    revocation_time: at,
-                    reason_code: Some(reason_code(reason)),
-                    invalidity_date: None,
-                }),
-                CertStatus::Good => None,
+            .filter(|r| r.not_after > now)
+            .map(|r| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(r.serial.as_bytes()),
+                revocation_time: r.at,
+                reason_code: Some(reason_code(r.reason)),
+                invalidity_date: None,
             })
             .collect())
     }

@@ -17,9 +17,9 @@ use time::OffsetDateTime;
 
 use super::{
     CertQuery, CertRecord, ChallengeHash, ChallengeRecord, Doc, DocKey, DocKind, DocWrite, Event,
-    Expect, IssuerChange, IssuerRecord, Linked, Page, Seq, Store, StoreError,
+    Expect, IssuerChange, IssuerRecord, Linked, Page, Revoked, Seq, Store, StoreError,
 };
-use crate::ca::Serial;
+use crate::ca::{IssuerId, Serial};
 use crate::revocation::RevocationReason;
 
 /// Entries held before the cache starts over (a few hundred bytes each).
@@ -176,6 +176,10 @@ impl<S: Store> Store for DocCache<S> {
 
     async fn put_issuer(&self, record: IssuerRecord) -> Result<(), StoreError> {
         self.inner.put_issuer(record).await
+    }
+
+    async fn revoked(&self, issuer: &IssuerId) -> Result<Vec<Revoked>, StoreError> {
+        self.inner.revoked(issuer).await
     }
 
     async fn change_issuers(

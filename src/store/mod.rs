@@ -474,6 +474,17 @@ pub enum StoreError {
     IssuerChanged(IssuerId),
 }
 
+/// A revocation as a CRL lists it, read without the certificate itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revoked {
+    pub serial: Serial,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub reason: RevocationReason,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+}
+
 /// One issuer's part in a rotation step: its new record, the state it must have now (`None`:
 /// it must not exist yet), and the event that announces the change.
 #[derive(Debug, Clone)]
@@ -589,6 +600,10 @@ pub trait Store: Send + Sync + 'static {
     async fn events(&self, after: Seq, limit: usize) -> Result<Vec<Event>, StoreError>;
 
     async fn issuers(&self) -> Result<Vec<IssuerRecord>, StoreError>;
+
+    /// Every revoked certificate of `issuer` (what its CRL lists), from an index: no
+    /// certificate record is read.
+    async fn revoked(&self, issuer: &IssuerId) -> Result<Vec<Revoked>, StoreError>;
 
     /// Inserts or replaces an issuer record, durably.
     async fn put_issuer(&self, record: IssuerRecord) -> Result<(), StoreError>;

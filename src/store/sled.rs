@@ -21,10 +21,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     CertQuery, CertRecord, CertStatus, ChallengeHash, ChallengeRecord, Doc, DocKey, DocKind,
-    DocWrite, Event, EventKind, Expect, IssuerChange, IssuerRecord, Linked, MAX_PAGE, Page, Seq,
-    Store, StoreError,
+    DocWrite, Event, EventKind, Expect, IssuerChange, IssuerRecord, Linked, MAX_PAGE, Page,
+    Revoked, Seq, Store, StoreError,
 };
-use crate::ca::Serial;
+use crate::ca::{IssuerId, Serial};
 use crate::revocation::RevocationReason;
 
 /// Most jobs one commit takes; bounds transaction size and reply latency.
@@ -43,8 +43,8 @@ struct Trees {
     docs: Tree,
     /// notAfter ‖ serial → nothing: certificates whose `expired` event is still to come.
     by_expiry: Tree,
-    /// issuer ‖ serial → nothing: revoked certificates, what a CRL lists (without walking
-    /// every certificate of the issuer). Holds `REVOKED_INDEXED` once built.
+    /// issuer ‖ serial → when, why, and until when it would have been valid: what a CRL
+    /// lists, without reading the certificates. Holds `REVOKED_INDEXED` once built.
     by_revoked: Tree,
 }
 
@@ -377,6 +377,32 @@ impl Store for SledStore {
         self.submit(Op::ChangeIssuers(changes, at)).await.map(drop)
     }
 
+    async fn revoked(&self, issuer: &IssuerId) -> Result<Vec<Revoked>, StoreError> {
+        let prefix = index_key(issuer.as_str(), &[]);
+        self.read(move |t| {
+            t.by_revoked
+                .scan_prefix(&prefix)
+                .map(|kv| {
+                    let (key, value) = kv.map_err(backend)?;
+                    let v: RevokedValue = decode("by_revoked", &value)?;
+                    let serial = Serial::from_bytes(&key[prefix.len()..]).map_err(|e| {
+                        StoreError::Corrupt {
+                            tree: "by_revoked",
+                            message: e.to_string(),
+                        }
+                    })?;
+                    Ok(Revoked {
+                        serial,
+                        at: v.at,
+                        reason: v.reason,
+                        not_after: v.not_after,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         self.submit(Op::Flush).await.map(drop)
     }
@@ -492,7 +518,7 @@ impl Writer {
                                     certs.insert(serial.as_bytes(), encode(&rec))?;
                                     by_revoked.insert(
                                         index_key(rec.issuer.as_str(), serial.as_bytes()),
-                                        &[],
+                                        encode(&RevokedValue::of(&rec)),
                                     )?;
                                     let kind = EventKind::Revoked { reason: *reason };
                                     append_event(events, &mut seq, &rec, kind, *at)?;
@@ -806,6 +832,30 @@ fn backfill_expiry(t: &Trees) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A `by_revoked` value (the serial is in the key).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RevokedValue {
+    #[serde(with = "time::serde::rfc3339")]
+    at: OffsetDateTime,
+    reason: RevocationReason,
+    #[serde(with = "time::serde::rfc3339")]
+    not_after: OffsetDateTime,
+}
+
+impl RevokedValue {
+    fn of(rec: &CertRecord) -> Self {
+        let (at, reason) = match rec.status {
+            CertStatus::Revoked { at, reason } => (at, reason),
+            CertStatus::Good => (rec.issued_at, RevocationReason::Unspecified),
+        };
+        Self {
+            at,
+            reason,
+            not_after: rec.not_after,
+        }
+    }
+}
+
 /// Builds `by_revoked` once for databases written before it existed.
 fn backfill_revoked(t: &Trees) -> Result<(), StoreError> {
     if t.by_revoked
@@ -818,7 +868,10 @@ fn backfill_revoked(t: &Trees) -> Result<(), StoreError> {
         let rec: CertRecord = decode("certs", &kv.map_err(backend)?.1)?;
         if rec.status != CertStatus::Good {
             t.by_revoked
-                .insert(index_key(rec.issuer.as_str(), rec.serial.as_bytes()), &[])
+                .insert(
+                    index_key(rec.issuer.as_str(), rec.serial.as_bytes()),
+                    encode(&RevokedValue::of(&rec)),
+                )
                 .map_err(backend)?;
         }
     }
