@@ -131,9 +131,13 @@ impl Apple {
             named = true;
             valid_at(&root, now, &format!("the root {}", root.subject()))
                 .map_err(|e| e.to_string())?;
-            let cached = self.verified.lock().expect("cache lock").contains(&digest);
+            let cached = self
+                .verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&digest);
             if cached || cert.verify_signature(Some(root.public_key())).is_ok() {
-                let mut verified = self.verified.lock().expect("cache lock");
+                let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
                 if verified.len() >= VERIFIED_CACHE {
                     verified.clear();
                 }
