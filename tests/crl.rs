@@ -7,24 +7,12 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Issues a certificate for `cn` through the admin API; returns (serial, PEM path).
 async fn issue(server: &Server, dir: &Path, cn: &str) -> (String, std::path::PathBuf) {
-    let (_, csr) = openssl_csr(dir, cn, "ec:P-256", &format!("/CN={cn}"), None);
-    let resp = server
-        .post("/api/v1/certificates")
-        .json(&json!({"csr": csr, "issuer": "ecdsa"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let body: Value = resp.json().await.unwrap();
-    let chain = split_pem(dir, cn, body["chain_pem"].as_str().unwrap());
-    (
-        body["certificate"]["serial"].as_str().unwrap().to_owned(),
-        chain[0].clone(),
-    )
+    let (serial, chain) = server.issue(dir, cn, "ec:P-256", "ecdsa").await;
+    (serial, chain[0].clone())
 }
 
 /// The CRL URL the certificate carries (its CRL distribution point).

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 struct Issued {
     serial: String,
@@ -22,18 +22,9 @@ async fn issue(server: &Server, dir: &Path, cn: &str, family: &str) -> Issued {
     } else {
         "ec:P-256"
     };
-    let (_, csr) = openssl_csr(dir, cn, key, &format!("/CN={cn}"), None);
-    let resp = server
-        .post("/api/v1/certificates")
-        .json(&json!({"csr": csr, "issuer": family}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let body: Value = resp.json().await.unwrap();
-    let chain = split_pem(dir, cn, body["chain_pem"].as_str().unwrap());
+    let (serial, chain) = server.issue(dir, cn, key, family).await;
     Issued {
-        serial: body["certificate"]["serial"].as_str().unwrap().to_owned(),
+        serial,
         leaf: chain[0].clone(),
         issuer: chain[1].clone(),
     }

@@ -7,7 +7,6 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use serde_json::{Value, json};
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const URI: &str = "pkcs11:token=enrollca;object=acme-next";
@@ -95,16 +94,7 @@ fn envs<'a>(conf: &'a str, pin: &'a str) -> Vec<(&'a str, &'a str)> {
 /// Issues an ECDSA certificate through the API and checks its chain with openssl; returns
 /// the issuing CA certificate's path.
 async fn issue_and_verify(server: &Server, dir: &Path, name: &str) -> std::path::PathBuf {
-    let (_, csr) = openssl_csr(dir, name, "ec:P-256", &format!("/CN={name}"), None);
-    let resp = server
-        .post("/api/v1/certificates")
-        .json(&json!({"csr": csr, "issuer": "ecdsa"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let body: Value = resp.json().await.unwrap();
-    let chain = split_pem(dir, name, body["chain_pem"].as_str().unwrap());
+    let (_, chain) = server.issue(dir, name, "ec:P-256", "ecdsa").await;
     let roots = server.data.join("ca/roots.pem");
     assert_chain_verifies_for(
         "sslclient",

@@ -13,23 +13,6 @@ use serde_json::Value;
 
 const CHALLENGE: &str = "rotate-me";
 
-fn scepclient(server: &Server, dir: &Path, cn: &str, challenge: &str) -> std::process::Output {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut cmd = std::process::Command::new("scepclient");
-    cmd.args(["-server-url", &server.url("/scep")]);
-    if !challenge.is_empty() {
-        cmd.args(["-challenge", challenge]);
-    }
-    cmd.args(["-private-key", dir.join("key.pem").to_str().unwrap()])
-        .args([
-            "-certificate",
-            dir.join("cert.pem").to_str().unwrap(),
-            "-cn",
-            cn,
-        ]);
-    cmd.output().unwrap()
-}
-
 fn issuer_of(cert: &Path) -> String {
     stdout(&run(
         "openssl",
@@ -301,28 +284,13 @@ async fn the_scep_ca_rotates_while_devices_enrol_and_renew() {
     assert_eq!(rec["issuer"], next_id.as_str());
 
     // The old CA still answers for what it issued: OCSP and its CRL.
-    let old_ca = tmp.path().join("old-ca.pem");
     let old_der = reqwest::get(server.url(&format!("/ca/{old_id}.crt")))
         .await
         .unwrap()
         .bytes()
         .await
         .unwrap();
-    let old_ca_der = tmp.path().join("old-ca.der");
-    std::fs::write(&old_ca_der, &old_der).unwrap();
-    let out = run(
-        "openssl",
-        &[
-            "x509",
-            "-inform",
-            "DER",
-            "-in",
-            old_ca_der.to_str().unwrap(),
-            "-out",
-            old_ca.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success());
+    let old_ca = der_to_pem(tmp.path(), "old-ca", &old_der);
     let still = tmp.path().join("still-old/cert.pem");
     let out = run(
         "openssl",

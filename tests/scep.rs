@@ -11,24 +11,6 @@ use serde_json::Value;
 
 const CHALLENGE: &str = "pr1vate-challenge";
 
-/// Runs scepclient; an empty `challenge` leaves the flag out.
-fn scepclient(server: &Server, dir: &Path, cn: &str, challenge: &str) -> std::process::Output {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut cmd = std::process::Command::new("scepclient");
-    cmd.args(["-server-url", &server.url("/scep")]);
-    if !challenge.is_empty() {
-        cmd.args(["-challenge", challenge]);
-    }
-    cmd.args(["-private-key", dir.join("key.pem").to_str().unwrap()])
-        .args([
-            "-certificate",
-            dir.join("cert.pem").to_str().unwrap(),
-            "-cn",
-            cn,
-        ]);
-    cmd.output().unwrap()
-}
-
 fn dir_1(tmp: &tempfile::TempDir) -> std::path::PathBuf {
     tmp.path().join("device-1")
 }

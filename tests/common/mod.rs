@@ -248,27 +248,33 @@ impl Server {
             .await
             .unwrap();
         assert_eq!(resp.headers()["content-type"], "application/x-x509-ca-cert");
-        let der_path = dir.join("scep-ca.der");
-        std::fs::write(&der_path, resp.bytes().await.unwrap()).unwrap();
-        let pem_path = dir.join("scep-ca.pem");
-        let out = run(
-            "openssl",
-            &[
-                "x509",
-                "-inform",
-                "DER",
-                "-in",
-                der_path.to_str().unwrap(),
-                "-out",
-                pem_path.to_str().unwrap(),
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "GetCACert is not a DER certificate: {}",
-            stderr(&out)
-        );
-        pem_path
+        der_to_pem(dir, "scep-ca", &resp.bytes().await.unwrap())
+    }
+
+    /// Issues through `POST /api/v1/certificates` for a fresh openssl key of type `key`
+    /// (`ec:P-256`, `rsa:2048`) from the `family` issuer; returns the serial and the chain
+    /// (leaf first) as files DIR/CN-i.pem.
+    pub async fn issue(
+        &self,
+        dir: &Path,
+        cn: &str,
+        key: &str,
+        family: &str,
+    ) -> (String, Vec<PathBuf>) {
+        let (_, csr) = openssl_csr(dir, cn, key, &format!("/CN={cn}"), None);
+        let resp = self
+            .post("/api/v1/certificates")
+            .json(&serde_json::json!({"csr": csr, "issuer": family}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        let chain = split_pem(dir, cn, body["chain_pem"].as_str().unwrap());
+        (
+            body["certificate"]["serial"].as_str().unwrap().to_owned(),
+            chain,
+        )
     }
 
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
@@ -288,6 +294,49 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A DER certificate converted by openssl to DIR/NAME.pem (failing the test if it is not one).
+pub fn der_to_pem(dir: &Path, name: &str, der: &[u8]) -> PathBuf {
+    let der_path = dir.join(format!("{name}.der"));
+    std::fs::write(&der_path, der).unwrap();
+    let pem_path = dir.join(format!("{name}.pem"));
+    let out = run(
+        "openssl",
+        &[
+            "x509",
+            "-inform",
+            "DER",
+            "-in",
+            der_path.to_str().unwrap(),
+            "-out",
+            pem_path.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{name} is not a DER certificate: {}",
+        stderr(&out)
+    );
+    pem_path
+}
+
+/// Runs micromdm scepclient against the server; an empty `challenge` leaves the flag out.
+pub fn scepclient(server: &Server, dir: &Path, cn: &str, challenge: &str) -> Output {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut cmd = Command::new("scepclient");
+    cmd.args(["-server-url", &server.url("/scep")]);
+    if !challenge.is_empty() {
+        cmd.args(["-challenge", challenge]);
+    }
+    cmd.args(["-private-key", dir.join("key.pem").to_str().unwrap()])
+        .args([
+            "-certificate",
+            dir.join("cert.pem").to_str().unwrap(),
+            "-cn",
+            cn,
+        ]);
+    cmd.output().unwrap()
 }
 
 /// A port nothing listens on right now (bound, read, released).
