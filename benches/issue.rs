@@ -97,18 +97,12 @@ async fn measure(duration: Duration) -> (f64, f64) {
                 );
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
-                        let req = IssueRequest {
-                            csr: csr.clone(),
-                            template: template.clone(),
+                        let req = IssueRequest::new(
+                            csr.clone(),
+                            template.clone(),
                             family,
-                            device: None,
-                            protocol: Protocol::Admin,
-                            replaces: None,
-                            account: None,
-                            consume: None,
-                            completes: None,
-                            attested: None,
-                        };
+                            Protocol::Admin,
+                        );
                         ca.issue(req).await.expect("issuance failed");
                         done.fetch_add(1, Ordering::Relaxed);
                     }

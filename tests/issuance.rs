@@ -61,21 +61,19 @@ async fn ten_thousand_concurrent_issuances_get_distinct_durable_serials() {
         .map(|i| {
             let (ca, template, csrs) = (ca.clone(), template.clone(), csrs.clone());
             tokio::spawn(async move {
+                let family = if i % 4 == 0 {
+                    KeyFamily::Rsa
+                } else {
+                    KeyFamily::Ecdsa
+                };
                 let req = IssueRequest {
-                    csr: csrs[i % csrs.len()].clone(),
-                    template,
-                    family: if i % 4 == 0 {
-                        KeyFamily::Rsa
-                    } else {
-                        KeyFamily::Ecdsa
-                    },
                     device: Some(format!("device-{}", i % 100).parse().unwrap()),
-                    protocol: Protocol::Admin,
-                    replaces: None,
-                    account: None,
-                    consume: None,
-                    completes: None,
-                    attested: None,
+                    ..IssueRequest::new(
+                        csrs[i % csrs.len()].clone(),
+                        template,
+                        family,
+                        Protocol::Admin,
+                    )
                 };
                 ca.issue(req).await.unwrap().record
             })
@@ -140,18 +138,12 @@ async fn validity_is_clamped_to_the_issuer() {
         std::time::Duration::from_secs(300),
     ));
     let issued = ca
-        .issue(IssueRequest {
-            csr: csrs(1).remove(0),
+        .issue(IssueRequest::new(
+            csrs(1).remove(0),
             template,
-            family: KeyFamily::Ecdsa,
-            device: None,
-            protocol: Protocol::Admin,
-            replaces: None,
-            account: None,
-            consume: None,
-            completes: None,
-            attested: None,
-        })
+            KeyFamily::Ecdsa,
+            Protocol::Admin,
+        ))
         .await
         .unwrap();
     let issuers = ca.issuers();

@@ -557,14 +557,8 @@ impl AcmeService {
         let issued = self
             .ca
             .issue(IssueRequest {
-                csr,
-                template: profile.template.clone(),
-                family: profile.config.issuer,
                 device: order.value.device.clone(),
-                protocol: Protocol::Acme,
-                replaces: None,
                 account: Some(account.id.clone()),
-                consume: None,
                 completes: Some(Box::new(move |record: &CertRecord| {
                     let mut valid = done.clone();
                     valid.state = OrderState::Valid {
@@ -578,6 +572,12 @@ impl AcmeService {
                     )]
                 })),
                 attested,
+                ..IssueRequest::new(
+                    csr,
+                    profile.template.clone(),
+                    profile.config.issuer,
+                    Protocol::Acme,
+                )
             })
             .await;
         let outcome = match issued {

@@ -31,16 +31,8 @@ pub async fn issue_certificate(
     let issued = state
         .ca
         .issue(IssueRequest {
-            csr,
-            template: state.template.clone(),
-            family: body.issuer,
             device: body.device,
-            protocol: Protocol::Admin,
-            replaces: None,
-            account: None,
-            consume: None,
-            completes: None,
-            attested: None,
+            ..IssueRequest::new(csr, state.template.clone(), body.issuer, Protocol::Admin)
         })
         .await?;
     let chain_pem = issued

@@ -89,16 +89,13 @@ async fn main() -> anyhow::Result<()> {
             let _permit = permit;
             let issued = ca
                 .issue(IssueRequest {
-                    csr: csrs[i % csrs.len()].clone(),
-                    template,
-                    family: KeyFamily::Ecdsa,
                     device: DeviceId::try_from(format!("seed-device-{i}")).ok(),
-                    protocol: Protocol::Admin,
-                    replaces: None,
-                    account: None,
-                    consume: None,
-                    completes: None,
-                    attested: None,
+                    ..IssueRequest::new(
+                        csrs[i % csrs.len()].clone(),
+                        template,
+                        KeyFamily::Ecdsa,
+                        Protocol::Admin,
+                    )
                 })
                 .await?;
             Ok::<_, anyhow::Error>(issued)

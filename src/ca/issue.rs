@@ -41,6 +41,25 @@ pub struct IssueRequest {
     pub attested: Option<Attested>,
 }
 
+impl IssueRequest {
+    /// A request linked to nothing: no device, renewal, account, challenge, completion or
+    /// attestation. Callers set what applies with `IssueRequest { …, ..IssueRequest::new(…) }`.
+    pub fn new(csr: Csr, template: Arc<Template>, family: KeyFamily, protocol: Protocol) -> Self {
+        Self {
+            csr,
+            template,
+            family,
+            device: None,
+            protocol,
+            replaces: None,
+            account: None,
+            consume: None,
+            completes: None,
+            attested: None,
+        }
+    }
+}
+
 /// A certificate that is on disk and may be handed out.
 #[derive(Debug, Clone)]
 pub struct Issued {

@@ -627,16 +627,9 @@ impl ScepService {
         replaces: Option<Serial>,
     ) -> IssueRequest {
         IssueRequest {
-            csr,
-            template: self.template.clone(),
-            family: KeyFamily::Rsa,
             device,
-            protocol: Protocol::Scep,
             replaces,
-            account: None,
-            consume: None,
-            completes: None,
-            attested: None,
+            ..IssueRequest::new(csr, self.template.clone(), KeyFamily::Rsa, Protocol::Scep)
         }
     }
 
