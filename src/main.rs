@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use enrollca::admin::init::{InitOptions, Source, init};
-use enrollca::admin::{Backend, data_dir};
+use enrollca::admin::{Backend, data_dir, dir_config};
 use enrollca::api::views::{CertView, ChallengeBody, IssueBody};
 use enrollca::api::{EabBody, PrepareBody, RootBody, Scope, TokenBody};
 use enrollca::app::{ServeOptions, serve};
@@ -609,14 +609,6 @@ async fn run_profile(cmd: ProfileCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The data directory's configuration (with environment overrides), as `serve` reads it.
-fn dir_config(dir: &enrollca::datadir::DataDir) -> anyhow::Result<enrollca::config::Config> {
-    Ok(enrollca::config::Config::load(
-        Some(dir.config()).filter(|p| p.is_file()).as_deref(),
-        std::env::vars(),
-    )?)
 }
 
 async fn run_rotate(cmd: RotateCommand) -> anyhow::Result<()> {

@@ -40,6 +40,15 @@ pub fn init_logging(log: &Log) {
     };
 }
 
+/// The data directory's configuration (its config.toml if any, with environment
+/// overrides), as `serve` reads it without `--config`.
+pub fn dir_config(dir: &DataDir) -> anyhow::Result<Config> {
+    Ok(Config::load(
+        Some(dir.config()).filter(|p| p.is_file()).as_deref(),
+        std::env::vars(),
+    )?)
+}
+
 /// How a command reaches the CA state.
 pub enum Backend {
     Remote(Remote),
@@ -262,11 +271,7 @@ impl Remote {
         let base = match url {
             Some(u) => u.trim_end_matches('/').to_owned(),
             None => {
-                let config = Config::load(
-                    Some(dir.config()).filter(|p| p.is_file()).as_deref(),
-                    std::env::vars(),
-                )?;
-                format!("http://{}", config.listen.http)
+                format!("http://{}", dir_config(dir)?.listen.http)
             }
         };
         let token = match std::env::var("ENROLLCA_TOKEN") {

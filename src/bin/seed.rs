@@ -13,7 +13,6 @@ use clap::Parser;
 use enrollca::app::open_ca;
 use enrollca::ca::csr::Csr;
 use enrollca::ca::{IssueRequest, KeyAccess, KeyFamily};
-use enrollca::config::Config;
 use enrollca::datadir::{DataDir, passphrase, to_pem};
 use enrollca::metrics::Metrics;
 use enrollca::policy::Template;
@@ -45,10 +44,7 @@ async fn main() -> anyhow::Result<()> {
         "too few certificates"
     );
     let dir = DataDir::new(&args.data);
-    let config = Config::load(
-        Some(dir.config()).filter(|p| p.is_file()).as_deref(),
-        std::env::vars(),
-    )?;
+    let config = enrollca::admin::dir_config(&dir)?;
     let keys = KeyAccess {
         passphrase: passphrase(config.ca.passphrase_file.as_deref())?,
         pkcs11: None,

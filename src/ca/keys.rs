@@ -32,6 +32,18 @@ pub enum KeySpec {
 }
 
 impl KeySpec {
+    /// The RSA spec a key of `bits` is held to; weaker than 2048 bits is refused.
+    pub fn rsa(bits: u32) -> Result<Self, KeyError> {
+        match bits {
+            b if b >= 4096 => Ok(Self::Rsa4096),
+            b if b >= 3072 => Ok(Self::Rsa3072),
+            b if b >= 2048 => Ok(Self::Rsa2048),
+            b => Err(KeyError::Unsupported(format!(
+                "RSA-{b} (at least 2048 bits)"
+            ))),
+        }
+    }
+
     pub fn family(self) -> KeyFamily {
         match self {
             Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096 => KeyFamily::Rsa,
@@ -160,12 +172,9 @@ impl CaKey {
 
     fn from_pkey(pkey: PKey<Private>) -> Result<Self, KeyError> {
         let (alg, digest) = match pkey.id() {
-            Id::RSA if pkey.bits() >= 2048 => (&rcgen::PKCS_RSA_SHA256, MessageDigest::sha256()),
             Id::RSA => {
-                return Err(KeyError::Unsupported(format!(
-                    "RSA-{} (at least 2048 bits)",
-                    pkey.bits()
-                )));
+                KeySpec::rsa(pkey.bits())?;
+                (&rcgen::PKCS_RSA_SHA256, MessageDigest::sha256())
             }
             Id::EC => {
                 let nid = pkey.ec_key().ok().and_then(|k| k.group().curve_name());
@@ -217,9 +226,8 @@ impl CaKey {
         match &self.backing {
             Backing::Token(t) => t.spec,
             Backing::File(pkey) => match (pkey.id(), pkey.bits()) {
-                (Id::RSA, b) if b >= 4096 => KeySpec::Rsa4096,
-                (Id::RSA, b) if b >= 3072 => KeySpec::Rsa3072,
-                (Id::RSA, _) => KeySpec::Rsa2048,
+                // from_pkey admits no RSA key under 2048 bits.
+                (Id::RSA, b) => KeySpec::rsa(b).unwrap_or(KeySpec::Rsa2048),
                 _ if self.alg == &rcgen::PKCS_ECDSA_P384_SHA384 => KeySpec::EcP384,
                 _ => KeySpec::EcP256,
             },

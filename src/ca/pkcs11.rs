@@ -208,16 +208,7 @@ fn public_key(attrs: &[Attribute]) -> Result<(KeySpec, Vec<u8>), KeyError> {
             BigNum::from_slice(&e).map_err(ssl)?,
         )
         .map_err(ssl)?;
-        let spec = match rsa.size() * 8 {
-            b if b >= 4096 => KeySpec::Rsa4096,
-            b if b >= 3072 => KeySpec::Rsa3072,
-            b if b >= 2048 => KeySpec::Rsa2048,
-            b => {
-                return Err(KeyError::Unsupported(format!(
-                    "RSA-{b} (at least 2048 bits)"
-                )));
-            }
-        };
+        let spec = KeySpec::rsa(rsa.size() * 8)?;
         let der = PKey::from_rsa(rsa)
             .map_err(ssl)?
             .public_key_to_der()
