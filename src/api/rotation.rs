@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiError;
 use super::auth::{Can, Manage};
-use super::extract::Path;
+use super::extract::{JsonOrDefault, Path};
 use super::views::IssuerView;
 use crate::app::AppState;
 use crate::ca::rotation::{Import, RotationError};
@@ -68,21 +68,15 @@ pub async fn prepare(
     _: Can<Manage>,
     State(state): State<Arc<AppState>>,
     Path(line): Path<String>,
-    body: axum::body::Bytes,
+    JsonOrDefault(body): JsonOrDefault<PrepareBody>,
 ) -> Result<(StatusCode, axum::Json<IssuerView>), ApiError> {
-    // No body: generate under the root.
-    let body: PrepareBody = if body.is_empty() {
-        PrepareBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
-    };
     let import = match (body.cert_pem, body.key_pem, body.pkcs11_key) {
         (Some(cert), Some(key), None) => Some(Import::Files {
             cert_pem: cert.into_bytes(),
             key_pem: key.into_bytes(),
         }),
         (None, None, Some(uri)) => Some(Import::Token(uri)),
+        // No body: generate under the root.
         (None, None, None) => None,
         _ => {
             return Err(ApiError::BadRequest(
@@ -135,14 +129,8 @@ pub struct RootView {
 pub async fn rotate_root(
     _: Can<Manage>,
     State(state): State<Arc<AppState>>,
-    body: axum::body::Bytes,
+    JsonOrDefault(body): JsonOrDefault<RootBody>,
 ) -> Result<(StatusCode, axum::Json<RootView>), ApiError> {
-    let body: RootBody = if body.is_empty() {
-        RootBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
-    };
     let root = state.rotation.rotate_root(body.key_type).await?;
     Ok((
         StatusCode::CREATED,
