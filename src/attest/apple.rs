@@ -115,10 +115,7 @@ impl Apple {
         der: &[u8],
         now: ASN1Time,
     ) -> Result<(), String> {
-        let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, der)
-            .as_ref()
-            .try_into()
-            .expect("SHA-256 is 32 bytes");
+        let digest = crate::ca::hierarchy::sha256(der);
         let issuer = cert.issuer().as_raw();
         let mut named = false;
         for root_der in &self.roots {
@@ -136,7 +133,10 @@ impl Apple {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .contains(&digest);
-            if cached || cert.verify_signature(Some(root.public_key())).is_ok() {
+            if cached {
+                return Ok(());
+            }
+            if cert.verify_signature(Some(root.public_key())).is_ok() {
                 let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
                 if verified.len() >= VERIFIED_CACHE {
                     verified.clear();

@@ -84,10 +84,7 @@ pub struct Expected<'a> {
 
 /// The freshness nonce an attestation for a challenge must carry: SHA-256 of its token.
 pub fn freshness_nonce(token: &str) -> [u8; 32] {
-    ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 is 32 bytes")
+    crate::ca::hierarchy::sha256(token.as_bytes())
 }
 
 /// Each names the check that failed; ACME reports them as `badAttestationStatement`.

@@ -214,11 +214,17 @@ fn parent_not_after(der: &[u8]) -> Result<OffsetDateTime, CaError> {
     Ok(cert.validity().not_after.to_datetime())
 }
 
+/// SHA-256, as the fixed-size value hashes are stored and compared as.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
+}
+
 /// Hex SHA-256 fingerprint with colons, as operators compare them.
 pub fn fingerprint(der: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, der);
-    digest
-        .as_ref()
+    sha256(der)
         .iter()
         .map(|b| format!("{b:02X}"))
         .collect::<Vec<_>>()

@@ -115,12 +115,8 @@ impl Ocsp {
             .get(&first)
             .cloned()
             .expect("issuer_for only finds loaded issuers");
-        let now = self
-            .ca
-            .clock()
-            .now()
-            .replace_nanosecond(0)
-            .unwrap_or(self.ca.clock().now());
+        let clock = self.ca.clock().now();
+        let now = clock.replace_nanosecond(0).unwrap_or(clock);
 
         let mut records = Vec::with_capacity(targets.len());
         for (cert_id, hashes) in &targets {

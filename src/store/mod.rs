@@ -202,8 +202,7 @@ pub struct ChallengeHash([u8; 32]);
 
 impl ChallengeHash {
     pub fn of(secret: &[u8]) -> Self {
-        let digest = ring::digest::digest(&ring::digest::SHA256, secret);
-        Self(digest.as_ref().try_into().expect("SHA-256 is 32 bytes"))
+        Self(crate::ca::hierarchy::sha256(secret))
     }
 
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
