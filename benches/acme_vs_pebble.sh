@@ -17,14 +17,7 @@ command -v pebble >/dev/null || { echo "install the Debian package pebble" >&2; 
 cargo build --release --quiet --bin enrollca --bin enrollca-acme-load
 bin=$PWD/target/release
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  [ -n "${KEEP:-}" ] || rm -rf "$work"; [ -n "${KEEP:-}" ] && echo "kept $work"
-}
-trap cleanup EXIT
+. benches/lib.sh
 
 # pebble's TLS certificate, under a throwaway root (rustls refuses a self-signed leaf).
 cd "$work"

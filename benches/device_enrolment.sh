@@ -17,14 +17,7 @@ concurrencies=("${@:-16}")
 cargo build --release --quiet --bin enrollca --bin enrollca-acme-load
 bin=$PWD/target/release
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  [ -n "${KEEP:-}" ] || rm -rf "$work"; [ -n "${KEEP:-}" ] && echo "kept $work"
-}
-trap cleanup EXIT
+. benches/lib.sh
 cd "$work"
 
 # The attestation CA, laid out like Apple's: P-384 root and intermediate.

@@ -14,14 +14,7 @@ requests=${3:-200000}
 cargo build --release --quiet --bin enrollca --bin enrollca-seed --bin enrollca-api-load
 bin=$PWD/target/release
 
-work=$(mktemp -d)
-pid=
-cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
-  wait 2>/dev/null || true
-  if [ -n "${KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+. benches/lib.sh
 
 "$bin/enrollca" init --data "$work/data" >/dev/null
 echo "seeding $count certificates, $revoked revoked"
@@ -33,6 +26,7 @@ du -sh "$work/data/db" | sed 's/^/store on disk: /'
 ENROLLCA_LOG_LEVEL=warn ENROLLCA_LISTEN_HTTP=127.0.0.1:18093 ENROLLCA_LISTEN_HTTPS=127.0.0.1:18446 \
   "$bin/enrollca" serve --data "$work/data" >"$work/server.log" 2>&1 </dev/null &
 pid=$!
+pids+=("$pid")
 for _ in $(seq 300); do
   curl -fsS -o /dev/null http://127.0.0.1:18093/healthz 2>/dev/null && break
   sleep 0.1

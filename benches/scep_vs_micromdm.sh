@@ -12,16 +12,9 @@ command -v scepserver >/dev/null || { echo "install the Debian package scep" >&2
 cargo build --release --quiet --bin enrollca --bin enrollca-scep-load
 bin=$PWD/target/release
 
-work=$(mktemp -d)
+. benches/lib.sh
 ns=enrollca-bench-$$
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  ip netns del "$ns" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+at_exit ip netns del "$ns"
 ip netns add "$ns"
 ip -n "$ns" link set lo up
 inns() { ip netns exec "$ns" "$@"; }
