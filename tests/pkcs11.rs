@@ -11,9 +11,8 @@ use common::*;
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const URI: &str = "pkcs11:token=enrollca;object=acme-next";
 
-/// A SoftHSM2 token `enrollca` (user PIN 1234) holding a P-256 key pair `acme-next`;
-/// returns the SOFTHSM2_CONF path and the key's public half (PEM).
-fn token(dir: &Path) -> (String, String) {
+/// A SOFTHSM2_CONF whose tokens live in DIR/tokens (none yet); returns its path.
+fn softhsm_conf(dir: &Path) -> String {
     let tokens = dir.join("tokens");
     std::fs::create_dir_all(&tokens).unwrap();
     let conf = dir.join("softhsm2.conf");
@@ -25,7 +24,13 @@ fn token(dir: &Path) -> (String, String) {
         ),
     )
     .unwrap();
-    let conf = conf.to_str().unwrap().to_owned();
+    conf.to_str().unwrap().to_owned()
+}
+
+/// A SoftHSM2 token `enrollca` (user PIN 1234) holding a P-256 key pair `acme-next`;
+/// returns the SOFTHSM2_CONF path and the key's public half (PEM).
+fn token(dir: &Path) -> (String, String) {
+    let conf = softhsm_conf(dir);
     let util = |args: &[&str]| {
         let out = std::process::Command::new("softhsm2-util")
             .env("SOFTHSM2_CONF", &conf)
@@ -114,23 +119,20 @@ async fn an_issuer_key_in_softhsm_signs_and_bad_tokens_stop_the_start() {
     let server = Server::start(&data, &envs(&conf, "1234"));
 
     // A key the token does not hold is refused, and nothing is staged.
-    let out = server.cli(&[
-        "ca",
-        "rotate",
-        "prepare",
-        "--family",
-        "ecdsa",
-        "--pkcs11-key",
-        "pkcs11:token=enrollca;object=no-such-key",
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("holds no private key labelled `no-such-key`"),
-        "{}",
-        stderr(&out)
+    server.cli_refused(
+        &[
+            "ca",
+            "rotate",
+            "prepare",
+            "--family",
+            "ecdsa",
+            "--pkcs11-key",
+            "pkcs11:token=enrollca;object=no-such-key",
+        ],
+        "holds no private key labelled `no-such-key`",
     );
 
-    let out = server.cli(&[
+    server.cli_ok(&[
         "ca",
         "rotate",
         "prepare",
@@ -139,9 +141,7 @@ async fn an_issuer_key_in_softhsm_signs_and_bad_tokens_stop_the_start() {
         "--pkcs11-key",
         URI,
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let out = server.cli(&["ca", "rotate", "activate", "--family", "ecdsa"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    server.cli_ok(&["ca", "rotate", "activate", "--family", "ecdsa"]);
     let keys_on_disk = std::fs::read_dir(data.join("ca/issuers"))
         .unwrap()
         .filter(|e| {
@@ -171,18 +171,8 @@ async fn an_issuer_key_in_softhsm_signs_and_bad_tokens_stop_the_start() {
         .err()
         .expect("a wrong PIN starts");
     assert!(err.contains("wrong PIN"), "{err}");
-    let empty = dir.join("empty");
-    std::fs::create_dir_all(empty.join("tokens")).unwrap();
-    let empty_conf = empty.join("softhsm2.conf");
-    std::fs::write(
-        &empty_conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\n",
-            empty.join("tokens").display()
-        ),
-    )
-    .unwrap();
-    let err = Server::try_start(&data, &envs(empty_conf.to_str().unwrap(), "1234"))
+    let empty_conf = softhsm_conf(&dir.join("empty"));
+    let err = Server::try_start(&data, &envs(&empty_conf, "1234"))
         .err()
         .expect("a missing token starts");
     assert!(

@@ -50,18 +50,6 @@ async fn caps(server: &Server) -> String {
         .unwrap()
 }
 
-fn cli_ok(server: &Server, args: &[&str]) -> String {
-    let out = server.cli(args);
-    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-    stdout(&out)
-}
-
-fn cli_refused(server: &Server, args: &[&str], why: &str) {
-    let out = server.cli(args);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    assert!(stderr(&out).contains(why), "{args:?}: {}", stderr(&out));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scep_ca_rotates_while_devices_enrol_and_renew() {
     let tmp = tempfile::tempdir().unwrap();
@@ -95,23 +83,20 @@ async fn the_scep_ca_rotates_while_devices_enrol_and_renew() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
-    cli_refused(
-        &server,
+    server.cli_refused(
         &["ca", "rotate", "activate", "--family", "rsa"],
         "no next rsa issuer is staged",
     );
-    cli_refused(
-        &server,
+    server.cli_refused(
         &["ca", "retire", &old_id],
         "only a retiring issuer can be retired",
     );
 
     // Stage the next CA.
-    cli_ok(&server, &["ca", "rotate", "prepare", "--family", "rsa"]);
+    server.cli_ok(&["ca", "rotate", "prepare", "--family", "rsa"]);
     let (next_id, next_subject) = rsa_issuer(&server, "next").await.expect("staged");
     assert_ne!(next_id, old_id);
-    cli_refused(
-        &server,
+    server.cli_refused(
         &["ca", "rotate", "prepare", "--family", "rsa"],
         "already staged",
     );
@@ -233,7 +218,7 @@ async fn the_scep_ca_rotates_while_devices_enrol_and_renew() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    cli_ok(&server, &["ca", "rotate", "activate", "--family", "rsa"]);
+    server.cli_ok(&["ca", "rotate", "activate", "--family", "rsa"]);
     let out = loadgen.wait_with_output().unwrap();
     let report = stdout(&out);
     assert!(out.status.success(), "{report}{}", stderr(&out));
@@ -333,12 +318,8 @@ async fn the_scep_ca_rotates_while_devices_enrol_and_renew() {
     openssl_verified_crl(&crl_path, &cafile);
 
     // Retiring: refused while old certificates are valid, done once they are revoked.
-    cli_refused(&server, &["ca", "retire", &old_id], "still has");
-    cli_refused(
-        &server,
-        &["ca", "retire", &next_id],
-        "only a retiring issuer",
-    );
+    server.cli_refused(&["ca", "retire", &old_id], "still has");
+    server.cli_refused(&["ca", "retire", &next_id], "only a retiring issuer");
     let old_good: Vec<Value> = server
         .get_json(&format!(
             "/api/v1/certificates?issuer={old_id}&status=good&limit=1000"
@@ -358,7 +339,7 @@ async fn the_scep_ca_rotates_while_devices_enrol_and_renew() {
             .unwrap();
         assert_eq!(resp.status(), 200);
     }
-    cli_ok(&server, &["ca", "retire", &old_id]);
+    server.cli_ok(&["ca", "retire", &old_id]);
     assert!(rsa_issuer(&server, "retired").await.is_some());
 
     let kinds: Vec<String> = server
@@ -498,8 +479,7 @@ async fn an_issuer_signed_offline_is_imported_and_acme_issues_from_it_after_acti
         (&foreign.0, &foreign.1, "not signed by the root"),
         (&ours.0, &other.1, "does not match the certificate"),
     ] {
-        cli_refused(
-            &server,
+        server.cli_refused(
             &[
                 "ca",
                 "rotate",
@@ -516,20 +496,17 @@ async fn an_issuer_signed_offline_is_imported_and_acme_issues_from_it_after_acti
     }
     assert_eq!(issuers(&server).await.len(), 2, "nothing staged");
 
-    cli_ok(
-        &server,
-        &[
-            "ca",
-            "rotate",
-            "prepare",
-            "--family",
-            "ecdsa",
-            "--cert",
-            ours.0.to_str().unwrap(),
-            "--key",
-            ours.1.to_str().unwrap(),
-        ],
-    );
+    server.cli_ok(&[
+        "ca",
+        "rotate",
+        "prepare",
+        "--family",
+        "ecdsa",
+        "--cert",
+        ours.0.to_str().unwrap(),
+        "--key",
+        ours.1.to_str().unwrap(),
+    ]);
     let key_mode = std::fs::read_dir(data.join("ca/issuers"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -541,7 +518,7 @@ async fn an_issuer_signed_offline_is_imported_and_acme_issues_from_it_after_acti
         .collect::<Vec<_>>();
     assert_eq!(key_mode.len(), 3);
     assert!(key_mode.iter().all(|m| *m == 0o600), "{key_mode:?}");
-    cli_ok(&server, &["ca", "rotate", "activate", "--family", "ecdsa"]);
+    server.cli_ok(&["ca", "rotate", "activate", "--family", "ecdsa"]);
 
     // ACME issues from the imported issuer, without a restart; the chain names it.
     let mut client = Client::new(&server, "default").await;
@@ -656,12 +633,11 @@ async fn after_a_root_rotation_devices_trusting_either_root_accept_both_generati
     );
     let old = split_pem(dir, "old", &old_chain);
 
-    cli_refused(
-        &server,
+    server.cli_refused(
         &["ca", "rotate", "activate", "--family", "ecdsa"],
         "no next ecdsa issuer",
     );
-    let out = cli_ok(&server, &["ca", "rotate", "root"]);
+    let out = server.cli_ok(&["ca", "rotate", "root"]);
     assert!(out.contains("new root SHA256"), "{out}");
     let roots = split_pem(dir, "root", &server.roots_pem().await);
     assert_eq!(roots.len(), 2, "/roots.pem serves both roots");
@@ -694,8 +670,8 @@ async fn after_a_root_rotation_devices_trusting_either_root_accept_both_generati
     assert_eq!(mode & 0o777, 0o600);
 
     // The next ACME issuer is signed by the new root.
-    cli_ok(&server, &["ca", "rotate", "prepare", "--family", "ecdsa"]);
-    cli_ok(&server, &["ca", "rotate", "activate", "--family", "ecdsa"]);
+    server.cli_ok(&["ca", "rotate", "prepare", "--family", "ecdsa"]);
+    server.cli_ok(&["ca", "rotate", "activate", "--family", "ecdsa"]);
     let (new_chain, new_alt) = enrol("after.localhost").await;
     let new = split_pem(dir, "new", &new_chain);
     assert!(verifies(new_root, &[&new[1]], &new[0], dir));

@@ -281,6 +281,20 @@ impl Server {
         self.client.post(self.url(path)).bearer_auth(&self.token)
     }
 
+    /// `cli` that must succeed; its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    }
+
+    /// `cli` that must fail, saying `why` on stderr.
+    pub fn cli_refused(&self, args: &[&str], why: &str) {
+        let out = self.cli(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr(&out).contains(why), "{args:?}: {}", stderr(&out));
+    }
+
     /// `enrollca ARGS --data DATA --url HTTP` against this server.
     pub fn cli(&self, args: &[&str]) -> Output {
         let mut all: Vec<&str> = args.to_vec();
