@@ -176,6 +176,11 @@ async fn revocation_is_recorded_once() {
             .insert_certificate(rec.clone(), Linked::default())
             .await
             .unwrap();
+        // Read first, so a cached copy of the good record exists and must be replaced.
+        assert_eq!(
+            store.certificate(&rec.serial).await.unwrap(),
+            Some(rec.clone())
+        );
         let at = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let revoked = store
             .revoke(&rec.serial, RevocationReason::KeyCompromise, at)
@@ -188,7 +193,10 @@ async fn revocation_is_recorded_once() {
                 reason: RevocationReason::KeyCompromise
             }
         );
-        assert_eq!(store.certificate(&rec.serial).await.unwrap(), Some(revoked));
+        assert_eq!(
+            store.certificate(&rec.serial).await.unwrap(),
+            Some(revoked.clone())
+        );
 
         let again = store
             .revoke(&rec.serial, RevocationReason::Superseded, at)
@@ -197,6 +205,11 @@ async fn revocation_is_recorded_once() {
         assert!(
             matches!(again, StoreError::AlreadyRevoked(_)),
             "{name}: {again}"
+        );
+        assert_eq!(
+            store.certificate(&rec.serial).await.unwrap(),
+            Some(revoked.clone()),
+            "{name}: a refused revocation changes nothing"
         );
         let missing = store
             .revoke(&Serial::random(), RevocationReason::Unspecified, at)
@@ -216,6 +229,60 @@ async fn revocation_is_recorded_once() {
             }
         );
         assert_eq!(events[1].at, at);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_racing_a_revocation_never_bring_back_the_good_state() {
+    for_each_backend(|open, name, dir| async move {
+        let store = open(dir.path());
+        for _ in 0..20 {
+            let rec = record(None, 1);
+            store
+                .insert_certificate(rec.clone(), Linked::default())
+                .await
+                .unwrap();
+            let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let readers: Vec<_> = (0..4)
+                .map(|_| {
+                    let (store, serial, done) = (store.clone(), rec.serial.clone(), done.clone());
+                    tokio::spawn(async move {
+                        for _ in 0..200 {
+                            let after_revoke = done.load(std::sync::atomic::Ordering::SeqCst);
+                            let seen = store.certificate(&serial).await.unwrap().unwrap();
+                            if after_revoke && seen.status == CertStatus::Good {
+                                return Err("a read begun after the revocation saw it good");
+                            }
+                            tokio::task::yield_now().await;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            tokio::task::yield_now().await;
+            store
+                .revoke(
+                    &rec.serial,
+                    RevocationReason::Superseded,
+                    OffsetDateTime::now_utc(),
+                )
+                .await
+                .unwrap();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            for r in readers {
+                r.await.unwrap().unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+            assert!(matches!(
+                store
+                    .certificate(&rec.serial)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .status,
+                CertStatus::Revoked { .. }
+            ));
+        }
     })
     .await;
 }

@@ -1,16 +1,18 @@
-//! A write-through cache of documents in front of any store, for the one process that owns
-//! the store (the embedded default). ACME touches the same few documents (account, order,
-//! authorizations) several times per request flow; serving them from memory saves a trip to
-//! the blocking pool each time. Everything else passes straight through.
+//! A write-through cache of documents and certificate records in front of any store, for the
+//! one process that owns the store (the embedded default). ACME touches the same few documents
+//! (account, order, authorizations) several times per request flow, and an MDM asks about the
+//! same devices' certificates every time they connect; serving them from memory saves a trip
+//! to the blocking pool each time. Everything else passes straight through.
 //!
-//! Correctness rests on three rules: the cache learns a document's new state only from a write
-//! that succeeded; a read fills an entry only if no entry exists (a concurrent write always
-//! wins); and deletions leave a tombstone, so a read that started before a delete cannot bring
-//! the document back. A store shared by several processes must not be wrapped.
+//! Correctness rests on three rules: the cache learns a new state only from a write that
+//! succeeded; a read fills an entry only if no write came in between (a concurrent write
+//! always wins); and document deletions leave a tombstone, so a read that started before a
+//! delete cannot bring the document back. A store shared by several processes must not be
+//! wrapped.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -25,6 +27,10 @@ use crate::revocation::RevocationReason;
 /// Entries held before the cache starts over (a few hundred bytes each).
 const CAPACITY: usize = 100_000;
 
+/// Bytes of certificate records held (about 100k device certificates); the least useful are
+/// evicted first.
+const CERT_BYTES: u64 = 128 << 20;
+
 pub struct DocCache<S> {
     inner: S,
     /// `None` is a known-absent document (a tombstone).
@@ -32,6 +38,23 @@ pub struct DocCache<S> {
     /// Bumped when the cache is emptied, so reads that began before do not refill it with
     /// what may since have changed.
     generation: AtomicU64,
+    /// Certificate records as last read or revoked. Only present records are held: an
+    /// unknown serial is rare and always asks the store.
+    certs: quick_cache::sync::Cache<Serial, Arc<CertRecord>, RecordWeight>,
+    /// Bumped, under `cert_fill`, by every revocation; a read fills the cache only if no
+    /// revocation happened since it began.
+    cert_generation: AtomicU64,
+    cert_fill: Mutex<()>,
+}
+
+/// A certificate record's weight is about its size in memory.
+#[derive(Clone)]
+struct RecordWeight;
+
+impl quick_cache::Weighter<Serial, Arc<CertRecord>> for RecordWeight {
+    fn weight(&self, _: &Serial, record: &Arc<CertRecord>) -> u64 {
+        (std::mem::size_of::<CertRecord>() + record.der.len() + record.subject.len() + 128) as u64
+    }
 }
 
 impl<S: Store> DocCache<S> {
@@ -40,6 +63,22 @@ impl<S: Store> DocCache<S> {
             inner,
             docs: Mutex::default(),
             generation: AtomicU64::new(0),
+            certs: quick_cache::sync::Cache::with_weighter(100_000, CERT_BYTES, RecordWeight),
+            cert_generation: AtomicU64::new(0),
+            cert_fill: Mutex::default(),
+        }
+    }
+
+    /// Replaces a certificate's cached state after a revocation (or forgets it when the
+    /// outcome is unknown), and keeps reads already under way from filling in the old one.
+    fn learn_certificate(&self, serial: &Serial, record: Option<&CertRecord>) {
+        let _fill = self.cert_fill.lock().unwrap_or_else(|p| p.into_inner());
+        self.cert_generation.fetch_add(1, Ordering::SeqCst);
+        match record {
+            Some(record) => self.certs.insert(serial.clone(), Arc::new(record.clone())),
+            None => {
+                self.certs.remove(serial);
+            }
         }
     }
 
@@ -155,11 +194,28 @@ impl<S: Store> Store for DocCache<S> {
         reason: RevocationReason,
         at: OffsetDateTime,
     ) -> Result<CertRecord, StoreError> {
-        self.inner.revoke(serial, reason, at).await
+        let result = self.inner.revoke(serial, reason, at).await;
+        match &result {
+            Ok(record) => self.learn_certificate(serial, Some(record)),
+            // Refused (unknown, already revoked) or failed: forgetting is always safe.
+            Err(_) => self.learn_certificate(serial, None),
+        }
+        result
     }
 
     async fn certificate(&self, serial: &Serial) -> Result<Option<CertRecord>, StoreError> {
-        self.inner.certificate(serial).await
+        if let Some(record) = self.certs.get(serial) {
+            return Ok(Some(CertRecord::clone(&record)));
+        }
+        let generation = self.cert_generation.load(Ordering::SeqCst);
+        let found = self.inner.certificate(serial).await?;
+        if let Some(record) = &found {
+            let _fill = self.cert_fill.lock().unwrap_or_else(|p| p.into_inner());
+            if self.cert_generation.load(Ordering::SeqCst) == generation {
+                self.certs.insert(serial.clone(), Arc::new(record.clone()));
+            }
+        }
+        Ok(found)
     }
 
     async fn certificates(&self, query: CertQuery) -> Result<Page<CertRecord>, StoreError> {
