@@ -8,9 +8,9 @@ use std::sync::Arc;
 use enrollca::ca::{IssuerId, KeyFamily, Serial};
 use enrollca::revocation::RevocationReason;
 use enrollca::store::{
-    CertQuery, CertRecord, CertStatus, DeviceId, DocCache, DocKey, DocKind, DocWrite, EventKind,
-    Expect, IssuerChange, IssuerRecord, IssuerState, Linked, Protocol, SledStore, StatusFilter,
-    Store, StoreError,
+    CertQuery, CertRecord, CertState, CertStatus, DeviceId, DocCache, DocKey, DocKind, DocWrite,
+    EventKind, Expect, IssuerChange, IssuerRecord, IssuerState, Linked, Protocol, SledStore,
+    StatusFilter, Store, StoreError,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -176,10 +176,10 @@ async fn revocation_is_recorded_once() {
             .insert_certificate(rec.clone(), Linked::default())
             .await
             .unwrap();
-        // Read first, so a cached copy of the good record exists and must be replaced.
+        // Read first, so a cached state of the good record exists and must be replaced.
         assert_eq!(
-            store.certificate(&rec.serial).await.unwrap(),
-            Some(rec.clone())
+            store.certificate_state(&rec.serial).await.unwrap(),
+            Some(CertState::from(&rec))
         );
         let at = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let revoked = store
@@ -197,6 +197,11 @@ async fn revocation_is_recorded_once() {
             store.certificate(&rec.serial).await.unwrap(),
             Some(revoked.clone())
         );
+        assert_eq!(
+            store.certificate_state(&rec.serial).await.unwrap(),
+            Some(CertState::from(&revoked)),
+            "{name}: the revocation replaces the state read before it"
+        );
 
         let again = store
             .revoke(&rec.serial, RevocationReason::Superseded, at)
@@ -210,6 +215,11 @@ async fn revocation_is_recorded_once() {
             store.certificate(&rec.serial).await.unwrap(),
             Some(revoked.clone()),
             "{name}: a refused revocation changes nothing"
+        );
+        assert_eq!(
+            store.certificate_state(&rec.serial).await.unwrap(),
+            Some(CertState::from(&revoked)),
+            "{name}"
         );
         let missing = store
             .revoke(&Serial::random(), RevocationReason::Unspecified, at)
@@ -250,7 +260,7 @@ async fn reads_racing_a_revocation_never_bring_back_the_good_state() {
                     tokio::spawn(async move {
                         for _ in 0..200 {
                             let after_revoke = done.load(std::sync::atomic::Ordering::SeqCst);
-                            let seen = store.certificate(&serial).await.unwrap().unwrap();
+                            let seen = store.certificate_state(&serial).await.unwrap().unwrap();
                             if after_revoke && seen.status == CertStatus::Good {
                                 return Err("a read begun after the revocation saw it good");
                             }

@@ -73,7 +73,7 @@ impl ValidateView {
     responses((status = 200, body = ValidateView), (status = 400, description = "Not a certificate")))]
 pub async fn validate(
     _: Can<Read>,
-    State(state): State<Arc<AppState>>,
+    State(app): State<Arc<AppState>>,
     Json(body): Json<ValidateBody>,
 ) -> Result<axum::Json<ValidateView>, ApiError> {
     let der = certificate_der(&body.certificate)?;
@@ -84,14 +84,18 @@ pub async fn validate(
             "trailing bytes after the certificate".into(),
         ));
     }
-    let record = match Serial::from_bytes(cert.raw_serial()) {
-        Ok(serial) => state.ca.store().certificate(&serial).await?,
-        Err(_) => None,
+    let serial = Serial::from_bytes(cert.raw_serial()).ok();
+    let known = match &serial {
+        Some(serial) => app.ca.store().certificate_state(serial).await?,
+        None => None,
     };
     // Byte for byte what we issued and recorded: ours, no signature to check. Otherwise the
     // signature tells a forgery under our name (unknown) from a stranger's (not-ours).
-    let Some(record) = record.filter(|r| r.der == der) else {
-        let issuers = state.ca.issuers();
+    let (Some(serial), Some(record)) = (
+        serial,
+        known.filter(|s| s.der_sha256 == crate::ca::hierarchy::sha256(&der)),
+    ) else {
+        let issuers = app.ca.issuers();
         let issuer = issuers.iter().find(|i| {
             X509Certificate::from_der(i.cert_der()).is_ok_and(|(_, ca)| {
                 ca.subject() == cert.issuer()
@@ -106,7 +110,7 @@ pub async fn validate(
             None => ValidateView::verdict(Verdict::NotOurs),
         }));
     };
-    let now = state.ca.clock().now();
+    let now = app.ca.clock().now();
     let (status, revoked_at, revocation_reason) = match record.status {
         CertStatus::Revoked { at, reason } => (Verdict::Revoked, Some(at), Some(reason)),
         CertStatus::Good if record.is_expired(now) => (Verdict::Expired, None, None),
@@ -114,7 +118,7 @@ pub async fn validate(
     };
     Ok(axum::Json(ValidateView {
         status,
-        serial: Some(record.serial),
+        serial: Some(serial),
         issuer: Some(record.issuer),
         device: record.device,
         not_after: Some(record.not_after),

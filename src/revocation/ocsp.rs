@@ -21,7 +21,7 @@ use x509_ocsp::{
 
 use super::RevocationReason;
 use crate::ca::{Ca, Issuer, IssuerId, Serial};
-use crate::store::{CertRecord, CertStatus as Status, StoreError};
+use crate::store::{CertState, CertStatus as Status, StoreError};
 
 const SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
 const SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
@@ -121,7 +121,7 @@ impl Ocsp {
         let mut records = Vec::with_capacity(targets.len());
         for (cert_id, hashes) in &targets {
             let record = match Serial::from_bytes(cert_id.serial_number.as_bytes()) {
-                Ok(serial) => self.ca.store().certificate(&serial).await?,
+                Ok(serial) => self.ca.store().certificate_state(&serial).await?,
                 Err(_) => None,
             };
             records.push((cert_id.clone(), record.filter(|r| r.issuer == hashes.id)));
@@ -231,7 +231,7 @@ impl Ocsp {
         &self,
         issuer: &Arc<Issuer>,
         hashes: &IssuerHashes,
-        records: &[(CertId, Option<CertRecord>)],
+        records: &[(CertId, Option<CertState>)],
         nonce: Option<Vec<u8>>,
         now: OffsetDateTime,
     ) -> Result<(Vec<u8>, OffsetDateTime), OcspError> {
@@ -324,7 +324,7 @@ fn request_nonce(exts: &x509_cert::ext::Extensions) -> Result<Option<Vec<u8>>, (
 
 fn single(
     id: &CertId,
-    record: Option<&CertRecord>,
+    record: Option<&CertState>,
     now: OffsetDateTime,
     next_update: OffsetDateTime,
 ) -> Result<SingleResponse, der::Error> {

@@ -18,8 +18,9 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::{
-    CertQuery, CertRecord, ChallengeHash, ChallengeRecord, Doc, DocKey, DocKind, DocWrite, Event,
-    Expect, IssuerChange, IssuerRecord, Linked, Page, Revoked, Seq, Store, StoreError,
+    CertQuery, CertRecord, CertState, ChallengeHash, ChallengeRecord, Doc, DocKey, DocKind,
+    DocWrite, Event, Expect, IssuerChange, IssuerRecord, Linked, Page, Revoked, Seq, Store,
+    StoreError,
 };
 use crate::ca::{IssuerId, Serial};
 use crate::revocation::RevocationReason;
@@ -27,9 +28,8 @@ use crate::revocation::RevocationReason;
 /// Entries held before the cache starts over (a few hundred bytes each).
 const CAPACITY: usize = 100_000;
 
-/// Bytes of certificate records held (about 100k device certificates); the least useful are
-/// evicted first.
-const CERT_BYTES: u64 = 128 << 20;
+/// Bytes of certificate states held: about 400k devices; the least useful are evicted first.
+const CERT_BYTES: u64 = 64 << 20;
 
 pub struct DocCache<S> {
     inner: S,
@@ -38,22 +38,23 @@ pub struct DocCache<S> {
     /// Bumped when the cache is emptied, so reads that began before do not refill it with
     /// what may since have changed.
     generation: AtomicU64,
-    /// Certificate records as last read or revoked. Only present records are held: an
+    /// Certificate states as last read or revoked. Only known certificates are held: an
     /// unknown serial is rare and always asks the store.
-    certs: quick_cache::sync::Cache<Serial, Arc<CertRecord>, RecordWeight>,
+    certs: quick_cache::sync::Cache<Serial, Arc<CertState>, StateWeight>,
     /// Bumped, under `cert_fill`, by every revocation; a read fills the cache only if no
     /// revocation happened since it began.
     cert_generation: AtomicU64,
     cert_fill: Mutex<()>,
 }
 
-/// A certificate record's weight is about its size in memory.
+/// An entry's weight is about its size in memory, allocations and their overhead included.
 #[derive(Clone)]
-struct RecordWeight;
+struct StateWeight;
 
-impl quick_cache::Weighter<Serial, Arc<CertRecord>> for RecordWeight {
-    fn weight(&self, _: &Serial, record: &Arc<CertRecord>) -> u64 {
-        (std::mem::size_of::<CertRecord>() + record.der.len() + record.subject.len() + 128) as u64
+impl quick_cache::Weighter<Serial, Arc<CertState>> for StateWeight {
+    fn weight(&self, serial: &Serial, state: &Arc<CertState>) -> u64 {
+        let device = state.device.as_ref().map_or(0, |d| d.as_str().len() + 16);
+        (std::mem::size_of::<CertState>() + serial.as_bytes().len() + device + 96) as u64
     }
 }
 
@@ -63,7 +64,7 @@ impl<S: Store> DocCache<S> {
             inner,
             docs: Mutex::default(),
             generation: AtomicU64::new(0),
-            certs: quick_cache::sync::Cache::with_weighter(100_000, CERT_BYTES, RecordWeight),
+            certs: quick_cache::sync::Cache::with_weighter(400_000, CERT_BYTES, StateWeight),
             cert_generation: AtomicU64::new(0),
             cert_fill: Mutex::default(),
         }
@@ -75,7 +76,9 @@ impl<S: Store> DocCache<S> {
         let _fill = self.cert_fill.lock().unwrap_or_else(|p| p.into_inner());
         self.cert_generation.fetch_add(1, Ordering::SeqCst);
         match record {
-            Some(record) => self.certs.insert(serial.clone(), Arc::new(record.clone())),
+            Some(record) => self
+                .certs
+                .insert(serial.clone(), Arc::new(CertState::from(record))),
             None => {
                 self.certs.remove(serial);
             }
@@ -204,15 +207,19 @@ impl<S: Store> Store for DocCache<S> {
     }
 
     async fn certificate(&self, serial: &Serial) -> Result<Option<CertRecord>, StoreError> {
-        if let Some(record) = self.certs.get(serial) {
-            return Ok(Some(CertRecord::clone(&record)));
+        self.inner.certificate(serial).await
+    }
+
+    async fn certificate_state(&self, serial: &Serial) -> Result<Option<CertState>, StoreError> {
+        if let Some(state) = self.certs.get(serial) {
+            return Ok(Some(CertState::clone(&state)));
         }
         let generation = self.cert_generation.load(Ordering::SeqCst);
-        let found = self.inner.certificate(serial).await?;
-        if let Some(record) = &found {
+        let found = self.inner.certificate_state(serial).await?;
+        if let Some(state) = &found {
             let _fill = self.cert_fill.lock().unwrap_or_else(|p| p.into_inner());
             if self.cert_generation.load(Ordering::SeqCst) == generation {
-                self.certs.insert(serial.clone(), Arc::new(record.clone()));
+                self.certs.insert(serial.clone(), Arc::new(state.clone()));
             }
         }
         Ok(found)

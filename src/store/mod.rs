@@ -130,6 +130,38 @@ impl CertRecord {
     }
 }
 
+/// What a relying party asks of a certificate (is it ours, is it still good, whose is it):
+/// a few dozen bytes, so the states of a whole fleet fit in memory where the full records
+/// would not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertState {
+    pub issuer: IssuerId,
+    pub device: Option<DeviceId>,
+    pub not_after: OffsetDateTime,
+    pub status: CertStatus,
+    /// SHA-256 of the certificate as issued: a presented certificate is ours only if it is
+    /// byte for byte the one we recorded.
+    pub der_sha256: [u8; 32],
+}
+
+impl CertState {
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        self.not_after < now
+    }
+}
+
+impl From<&CertRecord> for CertState {
+    fn from(record: &CertRecord) -> Self {
+        Self {
+            issuer: record.issuer.clone(),
+            device: record.device.clone(),
+            not_after: record.not_after,
+            status: record.status,
+            der_sha256: crate::ca::hierarchy::sha256(&record.der),
+        }
+    }
+}
+
 #[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum EventKind {
@@ -576,6 +608,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<CertRecord, StoreError>;
 
     async fn certificate(&self, serial: &Serial) -> Result<Option<CertRecord>, StoreError>;
+
+    /// The state of a certificate, for the questions asked on every device connection
+    /// (`/validate`, OCSP); a store may answer from memory.
+    async fn certificate_state(&self, serial: &Serial) -> Result<Option<CertState>, StoreError> {
+        Ok(self
+            .certificate(serial)
+            .await?
+            .as_ref()
+            .map(CertState::from))
+    }
 
     async fn certificates(&self, query: CertQuery) -> Result<Page<CertRecord>, StoreError>;
 
