@@ -3,15 +3,16 @@
 //! A request counts only when the answer says `good`. Used by `benches/mdm_scale.sh`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
 use enrollca::loadgen::{Report, cpu_seconds};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
 use openssl::hash::MessageDigest;
 use openssl::ocsp::{OcspCertId, OcspCertStatus, OcspRequest, OcspResponse, OcspResponseStatus};
 use openssl::x509::X509;
-use tokio::sync::Semaphore;
 
 #[derive(Parser)]
 #[command(about = "validate / OCSP load generator")]
@@ -46,9 +47,9 @@ async fn main() -> anyhow::Result<()> {
         args.certs.display()
     );
     // Bodies are built up front: the run measures the server.
-    let bodies: Vec<Vec<u8>> = certs
+    let bodies: Vec<bytes::Bytes> = certs
         .iter()
-        .map(|c| -> anyhow::Result<Vec<u8>> {
+        .map(|c| -> anyhow::Result<bytes::Bytes> {
             Ok(match args.mode.as_str() {
                 "validate" => serde_json::to_vec(&serde_json::json!({
                     "certificate": String::from_utf8(c.to_pem()?)?
@@ -58,60 +59,84 @@ async fn main() -> anyhow::Result<()> {
                     req.add_id(OcspCertId::from_cert(MessageDigest::sha1(), c, &issuer)?)?;
                     req.to_der()?
                 }
-            })
+            }
+            .into())
         })
         .collect::<anyhow::Result<_>>()?;
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency * 2)
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let (url, content_type) = match args.mode.as_str() {
-        "validate" => (format!("{}/api/v1/validate", args.url), "application/json"),
-        _ => (format!("{}/ocsp", args.url), "application/ocsp-request"),
+    let base: hyper::Uri = args.url.parse()?;
+    let authority = base.authority().context("--url needs host:port")?.clone();
+    let path = match args.mode.as_str() {
+        "validate" => "/api/v1/validate",
+        _ => "/ocsp",
     };
+    let content_type = match args.mode.as_str() {
+        "validate" => "application/json",
+        _ => "application/ocsp-request",
+    };
+    let auth = format!("Bearer {token}");
     let ocsp = args.mode == "ocsp";
     let bodies = Arc::new(bodies);
     let (certs, issuer) = (Arc::new(certs), Arc::new(issuer));
 
     let cpu_before = args.server_pid.map(cpu_seconds).transpose()?;
     let started = Instant::now();
-    let gate = Arc::new(Semaphore::new(args.concurrency));
-    let mut tasks = Vec::with_capacity(args.requests);
-    for i in 0..args.requests {
-        let permit = gate.clone().acquire_owned().await?;
-        let (http, url, token, bodies) = (http.clone(), url.clone(), token.clone(), bodies.clone());
-        let (certs, issuer) = (certs.clone(), issuer.clone());
-        tasks.push(tokio::spawn(async move {
-            let _permit = permit;
-            let t = Instant::now();
-            let resp = http
-                .post(&url)
-                .bearer_auth(&token)
-                .header("content-type", content_type)
-                .body(bodies[i % bodies.len()].clone())
-                .send()
-                .await;
-            let good = match resp {
-                Ok(r) if r.status() == 200 => match r.bytes().await {
-                    Ok(b) if ocsp => ocsp_good(&b, &certs[i % certs.len()], &issuer),
-                    Ok(b) => serde_json::from_slice::<serde_json::Value>(&b)
-                        .is_ok_and(|v| v["status"] == "good"),
-                    Err(_) => false,
-                },
-                _ => false,
-            };
-            (good, t.elapsed())
-        }));
-    }
-    let (mut ok, mut failed, mut latencies) = (0, 0, Vec::with_capacity(tasks.len()));
-    for t in tasks {
-        let (good, latency) = t.await?;
-        latencies.push(latency);
-        if good {
-            ok += 1;
-        } else {
-            failed += 1;
-        }
+    // One worker per connection, each sending its next request when the last is answered:
+    // the generator spends its CPU on requests, not on tasks and a shared queue.
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|_| {
+            let (authority, auth, bodies) = (authority.clone(), auth.clone(), bodies.clone());
+            let (certs, issuer, next) = (certs.clone(), issuer.clone(), next.clone());
+            let requests = args.requests;
+            tokio::spawn(async move {
+                // A keep-alive HTTP/1.1 connection of its own, as an MDM's client keeps one.
+                let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
+                stream.set_nodelay(true)?;
+                let (mut conn, driver) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(driver);
+                let (mut ok, mut failed, mut latencies) = (0usize, 0usize, Vec::new());
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= requests {
+                        break;
+                    }
+                    let t = Instant::now();
+                    let req = hyper::Request::post(path)
+                        .header(hyper::header::HOST, authority.as_str())
+                        .header(hyper::header::AUTHORIZATION, auth.as_str())
+                        .header(hyper::header::CONTENT_TYPE, content_type)
+                        .body(Full::new(bodies[i % bodies.len()].clone()))?;
+                    let good = match conn.send_request(req).await {
+                        Ok(r) if r.status() == 200 => match r.into_body().collect().await {
+                            Ok(b) if ocsp => {
+                                ocsp_good(&b.to_bytes(), &certs[i % certs.len()], &issuer)
+                            }
+                            Ok(b) => serde_json::from_slice::<serde_json::Value>(&b.to_bytes())
+                                .is_ok_and(|v| v["status"] == "good"),
+                            Err(_) => false,
+                        },
+                        Ok(_) => false,
+                        // The connection is gone: nothing more can be sent on it.
+                        Err(e) => return Err(e.into()),
+                    };
+                    latencies.push(t.elapsed());
+                    if good {
+                        ok += 1;
+                    } else {
+                        failed += 1;
+                    }
+                }
+                anyhow::Ok((ok, failed, latencies))
+            })
+        })
+        .collect();
+    let (mut ok, mut failed, mut latencies) = (0, 0, Vec::with_capacity(args.requests));
+    for w in workers {
+        let (o, f, l) = w.await??;
+        ok += o;
+        failed += f;
+        latencies.extend(l);
     }
     let wall = started.elapsed();
     let server_cpu = match (args.server_pid, cpu_before) {
