@@ -345,6 +345,7 @@ enum CertCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    limit_malloc_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -355,6 +356,18 @@ fn main() -> ExitCode {
             eprintln!("enrollca: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// glibc gives each of up to 8 × cores threads its own heap; spread over the blocking pool
+/// that reads the store, they held 160 MiB of fragmented memory when a fleet's worth of
+/// certificates was asked about. Two heaps keep the server in its memory budget at the
+/// same throughput. Must run before any thread starts.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator tunable; no other thread exists yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 
