@@ -30,9 +30,9 @@ const NONCE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1
 const MAX_REQUESTS: usize = 8;
 /// RFC 8954: nonces of 1 to 32 octets.
 const MAX_NONCE: usize = 32;
-/// Cached responses kept per shard before the shard is emptied (memory bound).
-const SHARD_CAPACITY: usize = 65_536;
-const SHARDS: usize = 16;
+/// Bytes of signed responses kept (about 60k certificates); the least useful are evicted
+/// and signed again when next asked for.
+const CACHE_BYTES: u64 = 32 << 20;
 
 /// What a request gets back: an OCSPResponse (DER), and how long it may be cached.
 pub struct Answer {
@@ -79,7 +79,17 @@ pub struct Ocsp {
     /// thisUpdate to nextUpdate.
     validity: Duration,
     issuers: Mutex<HashMap<IssuerId, Arc<IssuerHashes>>>,
-    cache: Vec<Mutex<HashMap<CacheKey, Arc<Cached>>>>,
+    cache: quick_cache::sync::Cache<CacheKey, Arc<Cached>, ResponseWeight>,
+}
+
+/// A cached response weighs its DER and its key, with their allocations.
+#[derive(Clone)]
+struct ResponseWeight;
+
+impl quick_cache::Weighter<CacheKey, Arc<Cached>> for ResponseWeight {
+    fn weight(&self, key: &CacheKey, cached: &Arc<Cached>) -> u64 {
+        (cached.der.len() + key.serial.len() + std::mem::size_of::<Cached>() + 128) as u64
+    }
 }
 
 impl Ocsp {
@@ -88,7 +98,7 @@ impl Ocsp {
             ca,
             validity,
             issuers: Mutex::default(),
-            cache: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            cache: quick_cache::sync::Cache::with_weighter(60_000, CACHE_BYTES, ResponseWeight),
         }
     }
 
@@ -207,22 +217,12 @@ impl Ocsp {
         Some(h)
     }
 
-    fn shard(&self, key: &CacheKey) -> &Mutex<HashMap<CacheKey, Arc<Cached>>> {
-        let i = key.serial.last().copied().unwrap_or(0) as usize % SHARDS;
-        &self.cache[i]
-    }
-
     fn cached(&self, key: &CacheKey, now: OffsetDateTime) -> Option<Arc<Cached>> {
-        let shard = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
-        shard.get(key).filter(|c| c.refresh_at > now).cloned()
+        self.cache.get(key).filter(|c| c.refresh_at > now)
     }
 
     fn remember(&self, key: CacheKey, value: Cached) {
-        let mut shard = self.shard(&key).lock().unwrap_or_else(|p| p.into_inner());
-        if shard.len() >= SHARD_CAPACITY {
-            shard.clear();
-        }
-        shard.insert(key, Arc::new(value));
+        self.cache.insert(key, Arc::new(value));
     }
 
     /// Builds and signs a BasicOCSPResponse on the blocking pool; returns the OCSPResponse
