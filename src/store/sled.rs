@@ -51,8 +51,10 @@ struct Trees {
 /// Marks `by_revoked` as complete (an owner id is never empty, so no entry collides).
 const REVOKED_INDEXED: &[u8] = &[0, 0];
 
-/// sled's page cache (its default is 1 GiB); the OS page cache holds the rest.
-const CACHE_BYTES: u64 = 128 * 1024 * 1024;
+/// sled's page cache (its default is 1 GiB); the OS page cache holds the rest. The hot
+/// reads (certificate states, documents) are answered from caches in front of the store, so
+/// sled's own stays small: the whole server fits in 512 MiB with a million certificates.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 pub struct SledStore {
     db: Db,
