@@ -91,7 +91,7 @@ pub async fn validate(
     };
     // Byte for byte what we issued and recorded: ours, no signature to check. Otherwise the
     // signature tells a forgery under our name (unknown) from a stranger's (not-ours).
-    let (Some(serial), Some(record)) = (
+    let (Some(serial), Some(state)) = (
         serial,
         known.filter(|s| s.der_sha256 == crate::ca::hierarchy::sha256(&der)),
     ) else {
@@ -111,17 +111,17 @@ pub async fn validate(
         }));
     };
     let now = app.ca.clock().now();
-    let (status, revoked_at, revocation_reason) = match record.status {
+    let (status, revoked_at, revocation_reason) = match state.status {
         CertStatus::Revoked { at, reason } => (Verdict::Revoked, Some(at), Some(reason)),
-        CertStatus::Good if record.is_expired(now) => (Verdict::Expired, None, None),
+        CertStatus::Good if state.is_expired(now) => (Verdict::Expired, None, None),
         CertStatus::Good => (Verdict::Good, None, None),
     };
     Ok(axum::Json(ValidateView {
         status,
         serial: Some(serial),
-        issuer: Some(record.issuer),
-        device: record.device,
-        not_after: Some(record.not_after),
+        issuer: Some(state.issuer),
+        device: state.device,
+        not_after: Some(state.not_after),
         revoked_at,
         revocation_reason,
     }))

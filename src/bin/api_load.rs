@@ -65,13 +65,9 @@ async fn main() -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let base: hyper::Uri = args.url.parse()?;
     let authority = base.authority().context("--url needs host:port")?.clone();
-    let path = match args.mode.as_str() {
-        "validate" => "/api/v1/validate",
-        _ => "/ocsp",
-    };
-    let content_type = match args.mode.as_str() {
-        "validate" => "application/json",
-        _ => "application/ocsp-request",
+    let (path, content_type) = match args.mode.as_str() {
+        "validate" => ("/api/v1/validate", "application/json"),
+        _ => ("/ocsp", "application/ocsp-request"),
     };
     let auth = format!("Bearer {token}");
     let ocsp = args.mode == "ocsp";

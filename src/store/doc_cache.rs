@@ -1,4 +1,4 @@
-//! A write-through cache of documents and certificate records in front of any store, for the
+//! A write-through cache of documents and certificate states in front of any store, for the
 //! one process that owns the store (the embedded default). ACME touches the same few documents
 //! (account, order, authorizations) several times per request flow, and an MDM asks about the
 //! same devices' certificates every time they connect; serving them from memory saves a trip
