@@ -277,26 +277,17 @@ async fn the_scep_ca_rotates_while_devices_enrol_and_renew() {
         .unwrap();
     let old_ca = der_to_pem(tmp.path(), "old-ca", &old_der);
     let still = tmp.path().join("still-old/cert.pem");
-    let out = run(
-        "openssl",
-        &[
-            "ocsp",
-            "-issuer",
-            old_ca.to_str().unwrap(),
-            "-cert",
-            still.to_str().unwrap(),
-            "-CAfile",
-            roots.to_str().unwrap(),
-            "-url",
-            &server.url("/ocsp"),
-        ],
-    );
-    assert!(
-        stderr(&out).contains("Response verify OK"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(stdout(&out).contains(": good"), "{}", stdout(&out));
+    let out = openssl_verified_ocsp(&[
+        "-issuer",
+        old_ca.to_str().unwrap(),
+        "-cert",
+        still.to_str().unwrap(),
+        "-CAfile",
+        roots.to_str().unwrap(),
+        "-url",
+        &server.url("/ocsp"),
+    ]);
+    assert!(out.contains(": good"), "{out}");
     let crl = reqwest::get(server.url(&format!("/crl/{old_id}.crl")))
         .await
         .unwrap()

@@ -473,6 +473,15 @@ pub fn split_pem(dir: &Path, name: &str, bundle: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// `openssl ocsp ARGS`'s stdout, after openssl verified the response's signature; fails the
+/// test with openssl's words otherwise.
+pub fn openssl_verified_ocsp(args: &[&str]) -> String {
+    let out = run("openssl", &[&["ocsp"], args].concat());
+    let (so, se) = (stdout(&out), stderr(&out));
+    assert!(se.contains("Response verify OK"), "{so}{se}");
+    so
+}
+
 /// openssl's text form of a DER CRL, after it verified the CRL's signature against `cafile`
 /// (roots and the issuing CA); fails the test with openssl's words otherwise.
 pub fn openssl_verified_crl(der: &Path, cafile: &Path) -> String {
