@@ -64,28 +64,7 @@ async fn validate_and_device_revocation_tell_the_mdm_what_it_needs() {
     assert_eq!(v["status"], "good");
 
     // A certificate of another CA: not ours. Garbage: 400 with the reason.
-    let foreign = dir.join("foreign.pem");
-    let out = run(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            dir.join("foreign.key").to_str().unwrap(),
-            "-out",
-            foreign.to_str().unwrap(),
-            "-subj",
-            "/CN=elsewhere",
-            "-days",
-            "1",
-        ],
-    );
-    assert!(out.status.success());
+    let (_, foreign) = openssl_self_signed(dir, "foreign", "/CN=elsewhere");
     let foreign_pem = std::fs::read_to_string(&foreign).unwrap();
     let v: Value = validate(&server, &foreign_pem).await.json().await.unwrap();
     assert_eq!(v["status"], "not-ours");

@@ -250,25 +250,7 @@ async fn get_requests_are_cacheable_and_bad_requests_get_ocsp_errors() {
     // A certificate of another CA: not ours to answer for.
     let other = dir.join("other");
     std::fs::create_dir(&other).unwrap();
-    let (key, _) = openssl_csr(&other, "foreign", "ec:P-256", "/CN=foreign CA", None);
-    let ca = other.join("ca.pem");
-    let out = run(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            key.to_str().unwrap(),
-            "-subj",
-            "/CN=foreign CA",
-            "-days",
-            "1",
-            "-out",
-            ca.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, ca) = openssl_self_signed(&other, "ca", "/CN=foreign CA");
     let foreign_req = other.join("req.der");
     let out = run(
         "openssl",

@@ -436,34 +436,9 @@ async fn an_issuer_signed_offline_is_imported_and_acme_issues_from_it_after_acti
     let root = (data.join("ca/roots.pem"), data.join("ca/root.key"));
 
     // Refused imports change nothing: not signed by our root; key and certificate apart.
-    let stranger_root = tmp.path().join("stranger-root");
-    std::fs::create_dir(&stranger_root).unwrap();
-    let out = run(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            stranger_root.join("k.pem").to_str().unwrap(),
-            "-out",
-            stranger_root.join("c.pem").to_str().unwrap(),
-            "-subj",
-            "/CN=stranger",
-            "-days",
-            "2",
-        ],
-    );
-    assert!(out.status.success());
-    let foreign = openssl_issuer(
-        tmp.path(),
-        "foreign",
-        (&stranger_root.join("c.pem"), &stranger_root.join("k.pem")),
-    );
+    let (stranger_key, stranger_cert) =
+        openssl_self_signed(tmp.path(), "stranger-root", "/CN=stranger");
+    let foreign = openssl_issuer(tmp.path(), "foreign", (&stranger_cert, &stranger_key));
     let ours = openssl_issuer(tmp.path(), "offline-ca", (&root.0, &root.1));
     let other = openssl_issuer(tmp.path(), "other-ca", (&root.0, &root.1));
     for (cert, key, why) in [

@@ -430,6 +430,37 @@ pub fn openssl_csr(
     (key_path, std::fs::read_to_string(csr_path).unwrap())
 }
 
+/// A stranger's CA, made by openssl: a fresh P-256 key and a self-signed certificate for
+/// `subject`, as `<dir>/<name>.key` and `<dir>/<name>.pem` (returned in that order).
+pub fn openssl_self_signed(dir: &Path, name: &str, subject: &str) -> (PathBuf, PathBuf) {
+    let (key, cert) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pem")),
+    );
+    let out = run(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+            "-subj",
+            subject,
+            "-days",
+            "2",
+        ],
+    );
+    assert!(out.status.success(), "openssl req -x509: {}", stderr(&out));
+    (key, cert)
+}
+
 /// `openssl verify` (an independent verifier) of `leaf` through `intermediate` to `roots`, for
 /// TLS client authentication; fails the test with openssl's words.
 pub fn assert_chain_verifies(roots: &str, intermediate: &str, leaf: &str) {
