@@ -69,6 +69,35 @@ fn captured_requests_open_and_decrypt() {
     }
 }
 
+/// `der` with its outermost SEQUENCE re-encoded at indefinite length: BER, which clients
+/// may send and the wire code reads through OpenSSL.
+fn indefinite(der: &[u8]) -> Vec<u8> {
+    // 30 82 hi lo: every captured message is 256 bytes to 64 KiB long.
+    assert_eq!(der[..2], [0x30, 0x82]);
+    [&[0x30, 0x80], &der[4..], &[0, 0]].concat()
+}
+
+#[test]
+fn ber_requests_read_like_their_der_form() {
+    let ca_key = key("ca.key");
+    for (name, ..) in VECTORS {
+        let der = file(name);
+        let (a, b) = (
+            wire::open(&der).unwrap(),
+            wire::open(&indefinite(&der)).unwrap_or_else(|e| panic!("{name}: {e}")),
+        );
+        assert_eq!(a.transaction_id, b.transaction_id, "{name}");
+        assert_eq!(a.sender_nonce, b.sender_nonce, "{name}");
+        assert_eq!(a.digest, b.digest, "{name}");
+        assert_eq!(a.signer_der, b.signer_der, "{name}");
+        let plain = wire::decrypt(&a.envelope, &ca_key).unwrap().0;
+        let from_ber = wire::decrypt(&indefinite(&a.envelope), &ca_key)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .0;
+        assert_eq!(plain, from_ber, "{name}");
+    }
+}
+
 #[test]
 fn an_envelope_for_another_ca_is_refused() {
     let other = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();

@@ -283,7 +283,7 @@ impl ScepService {
             .held(&req.transaction_id)
             .await?
             .ok_or(Refusal::UnknownCert)?;
-        if req.signer.to_der().ok().as_deref() != Some(held.value.signer.as_slice()) {
+        if req.signer_der != held.value.signer {
             return Err(Refusal::SignerKey);
         }
         self.answer_for(&held.value).await
@@ -331,12 +331,8 @@ impl ScepService {
         device: Option<DeviceId>,
         consume: Option<ChallengeHash>,
     ) -> Result<Option<Payload>, Refusal> {
-        let signer = req
-            .signer
-            .to_der()
-            .map_err(|e| Refusal::Internal(e.to_string()))?;
         if let Some(held) = self.held(&req.transaction_id).await? {
-            if held.value.signer != signer {
+            if held.value.signer != req.signer_der {
                 return Err(Refusal::SignerKey);
             }
             return self.answer_for(&held.value).await;
@@ -344,7 +340,7 @@ impl ScepService {
         let pending = PendingRequest {
             transaction_id: req.transaction_id.clone(),
             csr: content.to_vec(),
-            signer,
+            signer: req.signer_der.clone(),
             subject: csr
                 .subject
                 .iter()
@@ -418,7 +414,7 @@ impl ScepService {
     async fn renew(&self, req: &SignedMessage, content: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
         let csr = Csr::from_der(content)?;
         let old = self
-            .previous_certificate(&req.signer)
+            .previous_certificate(req)
             .await
             .ok_or(Refusal::NotRenewable)?;
         self.issue(csr, old.device.clone(), Some(old.serial), None)
@@ -429,14 +425,12 @@ impl ScepService {
         let csr = Csr::from_der(content)?;
         // A PKCSReq is signed with a throw-away certificate for the requested key: proof of
         // possession of that key.
-        let signer_spki = req
-            .signer
-            .public_key()
-            .and_then(|k| k.public_key_to_der())
-            .ok();
-        if signer_spki.as_deref()
-            != Some(rcgen::PublicKeyData::subject_public_key_info(&csr.spki).as_slice())
-        {
+        let signer_key = x509_parser::parse_x509_certificate(&req.signer_der)
+            .ok()
+            .and_then(|(_, cert)| {
+                rcgen::SubjectPublicKeyInfo::from_der(cert.public_key().raw).ok()
+            });
+        if signer_key.as_ref() != Some(&csr.spki) {
             return Err(Refusal::SignerKey);
         }
         // Only then the challenge: it may cost a store read or a call to the validator.
@@ -445,7 +439,7 @@ impl ScepService {
             .check_challenge(req, content, &csr, presented.expose())
             .await?;
         // certmonger renews this way: a PKCSReq signed with the certificate it holds.
-        let previous = self.previous_certificate(&req.signer).await;
+        let previous = self.previous_certificate(req).await;
         let device = grant
             .device
             .or_else(|| previous.as_ref().and_then(|old| old.device.clone()))
@@ -636,13 +630,13 @@ impl ScepService {
     /// The still-good certificate of ours that signed this request, when a client renews by
     /// signing its PKCSReq with the certificate it holds (certmonger does). Being byte for byte
     /// the certificate we recorded is proof enough that we issued it.
-    async fn previous_certificate(&self, signer: &openssl::x509::X509) -> Option<CertRecord> {
-        let serial = signer.serial_number().to_bn().ok()?.to_vec();
+    async fn previous_certificate(&self, req: &SignedMessage) -> Option<CertRecord> {
+        let serial = req.signer.serial_number().to_bn().ok()?.to_vec();
         let serial = Serial::from_bytes(&serial).ok()?;
         let record = self.ca.store().certificate(&serial).await.ok()??;
         let now = self.ca.clock().now();
         let good = record.status == CertStatus::Good && !record.is_expired(now);
-        (good && signer.to_der().ok()? == record.der).then_some(record)
+        (good && req.signer_der == record.der).then_some(record)
     }
 }
 

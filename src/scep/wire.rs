@@ -74,13 +74,14 @@ pub struct SignedMessage {
     /// The certificate that signed the request: self-signed for PKCSReq, an issued one for
     /// renewals. Replies are encrypted to its key.
     pub signer: X509,
+    /// `signer` as DER: read with x509-parser, not OpenSSL's slower provider decoders.
+    pub signer_der: Vec<u8>,
     pub envelope: Vec<u8>,
 }
 
 /// Opens the signed layer of a pkiMessage (a request, or a CertRep for a client).
 pub fn open(body: &[u8]) -> Result<SignedMessage, WireError> {
     let p7 = Pkcs7::from_der(body).map_err(|_| malformed("undecodable"))?;
-    let der = p7.to_der().map_err(malformed)?;
     let no_certs = Stack::<X509>::new().map_err(malformed)?;
     let store = X509StoreBuilder::new().map_err(malformed)?.build();
     let mut envelope = Vec::new();
@@ -102,8 +103,13 @@ pub fn open(body: &[u8]) -> Result<SignedMessage, WireError> {
         .next()
         .ok_or(WireError::BadSignature)?
         .to_owned();
+    let signer_der = signer.to_der().map_err(malformed)?;
 
-    let (digest_alg, attrs) = signer_attributes(&der)?;
+    // As for the envelope: DER as sent, else OpenSSL's DER re-encoding of BER.
+    let (digest_alg, attrs) = match signer_attributes(body) {
+        Ok(found) => found,
+        Err(_) => signer_attributes(&p7.to_der().map_err(malformed)?)?,
+    };
     let digest = Digest::from_oid(&digest_alg.oid)
         .ok_or_else(|| WireError::UnsupportedDigest(digest_alg.oid.to_string()))?;
     let value = |id: ObjectIdentifier, name: &'static str| -> Result<&[u8], WireError> {
@@ -146,6 +152,7 @@ pub fn open(body: &[u8]) -> Result<SignedMessage, WireError> {
         fail_info,
         digest,
         signer,
+        signer_der,
         envelope,
     })
 }
@@ -197,14 +204,7 @@ fn signer_attributes(der: &[u8]) -> Result<(AlgorithmIdentifierOwned, Attributes
 /// Decrypts a pkcsPKIEnvelope addressed to `key`. Every way it can fail gives the same error
 /// after the same work, so the RSA padding check is no oracle.
 pub fn decrypt(envelope: &[u8], key: &PKey<Private>) -> Result<(Vec<u8>, Cipher), WireError> {
-    let der = Pkcs7::from_der(envelope)
-        .and_then(|p| p.to_der())
-        .map_err(|_| malformed("undecodable pkcsPKIEnvelope"))?;
-    let info = ContentInfo::from_der(&der).map_err(malformed)?;
-    if info.content_type != ID_ENVELOPED_DATA {
-        return Err(malformed("pkcsPKIEnvelope is not EnvelopedData"));
-    }
-    let ed: EnvelopedData = info.content.decode_as().map_err(malformed)?;
+    let ed = enveloped_data(envelope)?;
     let alg = &ed.encrypted_content.content_enc_alg;
     let cipher = Cipher::from_oid(&alg.oid)
         .ok_or_else(|| WireError::UnsupportedCipher(alg.oid.to_string()))?;
@@ -237,6 +237,24 @@ pub fn decrypt(envelope: &[u8], key: &PKey<Private>) -> Result<(Vec<u8>, Cipher)
         Some(p) if valid_key => Ok((p, cipher)),
         _ => Err(WireError::Decrypt),
     }
+}
+
+/// The EnvelopedData of a pkcsPKIEnvelope. Most clients send DER; BER (indefinite lengths,
+/// constructed strings) is read from OpenSSL's DER re-encoding.
+fn enveloped_data(envelope: &[u8]) -> Result<EnvelopedData, WireError> {
+    let parse = |der: &[u8]| -> Result<EnvelopedData, WireError> {
+        let info = ContentInfo::from_der(der).map_err(malformed)?;
+        if info.content_type != ID_ENVELOPED_DATA {
+            return Err(malformed("pkcsPKIEnvelope is not EnvelopedData"));
+        }
+        info.content.decode_as().map_err(malformed)
+    };
+    parse(envelope).or_else(|_| {
+        let der = Pkcs7::from_der(envelope)
+            .and_then(|p| p.to_der())
+            .map_err(|_| malformed("undecodable pkcsPKIEnvelope"))?;
+        parse(&der)
+    })
 }
 
 fn rsa_decrypt(key: &PKey<Private>, data: &[u8]) -> Option<Vec<u8>> {
