@@ -38,6 +38,9 @@ const COMMIT_ATTEMPTS: usize = 5;
 /// How long an order is kept once it has expired (clients may still read a finished order;
 /// its certificate stays downloadable by serial whatever happens to the order).
 const RETENTION: Duration = Duration::days(7);
+/// How long a challenge response waits for its validation to settle before answering
+/// `processing` (validation itself may take up to the validator's 10 s timeout).
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -413,7 +416,8 @@ impl AcmeService {
             Arc::clone(self.ca.clock()),
         );
         let authz_id = authz_id.to_owned();
-        tokio::spawn(async move {
+        // Spawned, so a client that hangs up does not cancel it.
+        let validation = tokio::spawn(async move {
             let outcome = http01
                 .validate(&identifier, &token, &key_authorization)
                 .await
@@ -422,12 +426,21 @@ impl AcmeService {
                 tracing::info!(authz = %authz_id, %identifier, problem = %e, "challenge failed");
             }
             let now = clock.now();
-            if let Err(e) = record_outcome(&*store, &authz_id, kind, outcome, now).await {
-                tracing::error!(authz = %authz_id, error = %e, "could not record a validation");
-            }
+            let settled = record_outcome(&*store, &authz_id, kind, outcome, now)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(authz = %authz_id, error = %e, "could not record a validation");
+                    None
+                });
             drop(running);
+            settled
         });
-        Ok((authz.value, kind))
+        // Most validations take milliseconds: answering with the outcome spares the client a
+        // poll (as step-ca does). A slower one goes on and the client polls for it.
+        match tokio::time::timeout(SETTLE_WAIT, validation).await {
+            Ok(Ok(Some(settled))) => Ok((settled, kind)),
+            _ => Ok((authz.value, kind)),
+        }
     }
 
     /// device-attest-01 (draft-ietf-acme-device-attest §5): the answer carries the evidence,

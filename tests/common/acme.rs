@@ -225,6 +225,12 @@ impl Client {
                 .post(ch["url"].as_str().unwrap(), Some(json!({})))
                 .await;
             assert_eq!(resp.status, 200, "challenge: {}", resp.text);
+            // A loopback validation settles while the server holds the answer.
+            assert!(
+                matches!(resp.body["status"].as_str(), Some("valid" | "invalid")),
+                "challenge answered before it settled: {}",
+                resp.text
+            );
         }
         self.poll(order_url, "pending").await
     }
