@@ -57,10 +57,12 @@ for p in "${pids[@]}"; do
 done
 curl -fsS http://127.0.0.1:18091/roots.pem >enrollca-roots.pem
 
+# The load generator's own CPU, which shares the two cores with the server it drives.
+load() { /usr/bin/time -f "load generator: %U s user + %S s system CPU" "$bin/enrollca-acme-load" "$@"; }
 for c in "${concurrencies[@]}"; do
-  "$bin/enrollca-acme-load" --directory https://127.0.0.1:14000/dir --ca-file tlsroot.pem \
+  load --directory https://127.0.0.1:14000/dir --ca-file tlsroot.pem \
     --http01-port 5012 --orders "$orders" --concurrency "$c" --server-pid "$pebble_pid" --label pebble
-  "$bin/enrollca-acme-load" --directory https://127.0.0.1:18444/acme/default/directory \
+  load --directory https://127.0.0.1:18444/acme/default/directory \
     --ca-file enrollca-roots.pem --http01-port 5012 --orders "$orders" --concurrency "$c" \
     --server-pid "$enrollca_pid" --label enrollca
 done

@@ -57,7 +57,7 @@ for start in $(seq 0 1000 $((count - 1))); do
 done
 
 for c in "${concurrencies[@]}"; do
-  [ -n "${PERF:-}" ] && { perf record -F 499 -g -p "$enrollca_pid" -o perf.data 2>/dev/null & perf_pid=$!; sleep 0.5; }
+  [ -n "${PERF:-}" ] && { perf record -F 499 --call-graph dwarf,32768 -p "$enrollca_pid" -o perf.data 2>/dev/null & perf_pid=$!; sleep 0.5; }
   /usr/bin/time -f "load generator: %U s user + %S s system CPU" \
     "$bin/enrollca-acme-load" --directory https://127.0.0.1:18445/acme/device/directory \
     --ca-file roots.pem --attestation-ca att --orders "$count" --concurrency "$c" \
