@@ -35,6 +35,9 @@ impl Http01 {
                 }
             }))
             .dns_resolver(Arc::new(LocalhostAware))
+            // Each validation is for another name, usually a host never asked again: an idle
+            // connection kept for reuse would only hold a socket open on both sides.
+            .pool_max_idle_per_host(0)
             .user_agent(concat!("enrollca/", env!("CARGO_PKG_VERSION"), " http-01"))
             .build()?;
         Ok(Self { client, port })
