@@ -31,6 +31,10 @@ use crate::revocation::RevocationReason;
 const MAX_BATCH: usize = 512;
 /// Queue depth before callers wait (backpressure instead of unbounded memory).
 const QUEUE: usize = 4096;
+/// How long a commit waits for more jobs while writers are busy. Each sled transaction
+/// writes and syncs its own log buffers, whatever its size, so under load fewer, larger
+/// commits cost less CPU (and, measured under load, lower p99); a lone writer never waits.
+const GROUP_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
 
 #[derive(Clone)]
 struct Trees {
@@ -425,14 +429,16 @@ struct Writer {
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut last_len = 0;
         while let Some(job) = rx.blocking_recv() {
             batch.push(job);
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
+            take_waiting(&mut rx, &mut batch);
+            // The last commit served several callers, so others are likely on their way.
+            if last_len > 1 && batch.len() < MAX_BATCH {
+                std::thread::sleep(GROUP_COMMIT_WAIT);
+                take_waiting(&mut rx, &mut batch);
             }
+            last_len = batch.len();
             let results = self.commit(&batch);
             for (job, result) in batch.drain(..).zip(results) {
                 let _ = job.reply.send(result);
@@ -657,6 +663,16 @@ impl Writer {
                     .map(|_| Err(StoreError::Backend(e.to_string())))
                     .collect()
             }
+        }
+    }
+}
+
+/// Adds the jobs already queued to `batch`, up to `MAX_BATCH`.
+fn take_waiting(rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
         }
     }
 }
