@@ -32,8 +32,6 @@ use serde_json::{Value, json};
 
 /// Failures after which no further flows are started.
 const MAX_FAILURES: usize = 20;
-/// A server that stops answering shows up as failures, not as a hung benchmark.
-const TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Parser)]
 #[command(about = "ACME http-01 order-flow load generator")]
@@ -64,6 +62,10 @@ struct Args {
     /// Pause between polls of a pending order.
     #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
     poll: Duration,
+    /// Longest wait for one answer: a server that stops answering shows up as failures,
+    /// not as a hung benchmark.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
     /// PID of the server, to report its CPU time per order.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -74,7 +76,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let target = Arc::new(Target::new(&args.directory, &args.ca_file)?);
+    let target = Arc::new(Target::new(&args.directory, &args.ca_file, args.timeout)?);
     let mut setup = Conn::new(target.clone());
     let dir: Value = serde_json::from_slice(
         &setup
@@ -175,10 +177,11 @@ struct Target {
     origin: String,
     authority: String,
     name: ServerName<'static>,
+    timeout: Duration,
 }
 
 impl Target {
-    fn new(directory: &str, ca_file: &std::path::Path) -> anyhow::Result<Self> {
+    fn new(directory: &str, ca_file: &std::path::Path, timeout: Duration) -> anyhow::Result<Self> {
         let uri: hyper::Uri = directory.parse().context("--directory is not a URL")?;
         if uri.scheme_str() != Some("https") {
             bail!("--directory must be an https URL");
@@ -198,6 +201,7 @@ impl Target {
             origin: format!("https://{authority}"),
             authority: authority.to_string(),
             name: ServerName::try_from(authority.host().to_owned())?,
+            timeout,
         })
     }
 }
@@ -257,7 +261,8 @@ impl Conn {
             req = req.header(header::CONTENT_TYPE, "application/jose+json");
         }
         let req = req.body(Full::new(Bytes::from(jws.unwrap_or_default())))?;
-        tokio::time::timeout(TIMEOUT, async {
+        let timeout = self.target.timeout;
+        tokio::time::timeout(timeout, async {
             let resp = self.ready().await?.send_request(req).await?;
             let header = |name| {
                 resp.headers()
@@ -276,7 +281,7 @@ impl Conn {
             })
         })
         .await
-        .with_context(|| format!("{url}: no answer in {TIMEOUT:?}"))?
+        .with_context(|| format!("{url}: no answer in {timeout:?}"))?
     }
 
     async fn ready(&mut self) -> anyhow::Result<&mut SendRequest<Full<Bytes>>> {
@@ -556,7 +561,8 @@ impl Session<'_> {
 
     /// POST-as-GET until the status leaves `while_in`.
     async fn poll(&mut self, url: &str, while_in: &[&str]) -> anyhow::Result<Value> {
-        let deadline = Instant::now() + TIMEOUT;
+        let timeout = self.conn.target.timeout;
+        let deadline = Instant::now() + timeout;
         loop {
             let body = self.post(url, None).await?.json()?;
             let status = body["status"].as_str().unwrap_or_default();
@@ -564,7 +570,7 @@ impl Session<'_> {
                 return Ok(body);
             }
             if Instant::now() > deadline {
-                bail!("{url} stayed {status} for {TIMEOUT:?}");
+                bail!("{url} stayed {status} for {timeout:?}");
             }
             tokio::time::sleep(self.ctx.poll).await;
         }
