@@ -317,17 +317,18 @@ struct Input {
 impl Input {
     fn new(name: String, mode: &Mode) -> anyhow::Result<Self> {
         let key = rcgen::KeyPair::generate()?;
-        let mut params = match mode {
-            Mode::Http01(_) => rcgen::CertificateParams::new(vec![name.clone()])?,
-            // A device CSR names no identifier: the order's PermanentIdentifier does.
-            Mode::Attest(_) => rcgen::CertificateParams::new(Vec::<String>::new())?,
+        let mut subject = rcgen::DistinguishedName::new();
+        let sans = match mode {
+            Mode::Http01(_) => vec![name.clone()],
+            // A device CSR names no identifier (the order's PermanentIdentifier does), only
+            // the serial as its common name, as Apple's payload asks.
+            Mode::Attest(_) => {
+                subject.push(rcgen::DnType::CommonName, name.as_str());
+                Vec::new()
+            }
         };
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        if let Mode::Attest(_) = mode {
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, name.as_str());
-        }
+        let mut params = rcgen::CertificateParams::new(sans)?;
+        params.distinguished_name = subject;
         let csr = URL_SAFE_NO_PAD.encode(params.serialize_request(&key)?.der());
         Ok(Self {
             name,
