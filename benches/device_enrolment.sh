@@ -14,8 +14,11 @@ cd "$(dirname "$0")/.."
 count=${1:-2000}
 shift || true
 concurrencies=("${@:-16}")
-cargo build --release --quiet --bin enrollca --bin enrollca-acme-load
-bin=$PWD/target/release
+# BIN=DIR runs binaries built elsewhere, e.g. another revision for an A/B comparison.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --quiet --bin enrollca --bin enrollca-acme-load
+fi
+bin=${BIN:-$PWD/target/release}
 
 . benches/lib.sh
 cd "$work"

@@ -15,8 +15,11 @@ cd "$(dirname "$0")/.."
 count=${1:-1000000}
 revoked=${2:-100000}
 requests=${3:-200000}
-cargo build --release --quiet --bin enrollca --bin enrollca-seed --bin enrollca-api-load
-bin=$PWD/target/release
+# BIN=DIR runs binaries built elsewhere, e.g. another revision for an A/B comparison.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --quiet --bin enrollca --bin enrollca-seed --bin enrollca-api-load
+fi
+bin=${BIN:-$PWD/target/release}
 
 . benches/lib.sh
 

@@ -9,8 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 requests=${1:-1000}
 command -v scepserver >/dev/null || { echo "install the Debian package scep" >&2; exit 1; }
-cargo build --release --quiet --bin enrollca --bin enrollca-scep-load
-bin=$PWD/target/release
+# BIN=DIR runs binaries built elsewhere, e.g. another revision for an A/B comparison.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --quiet --bin enrollca --bin enrollca-scep-load
+fi
+bin=${BIN:-$PWD/target/release}
 
 . benches/lib.sh
 ns=enrollca-bench-$$
