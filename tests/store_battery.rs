@@ -264,6 +264,10 @@ async fn reads_racing_a_revocation_never_bring_back_the_good_state() {
                             if after_revoke && seen.status == CertStatus::Good {
                                 return Err("a read begun after the revocation saw it good");
                             }
+                            let record = store.certificate(&serial).await.unwrap().unwrap();
+                            if after_revoke && record.status == CertStatus::Good {
+                                return Err("a record read after the revocation was good");
+                            }
                             tokio::task::yield_now().await;
                         }
                         Ok(())

@@ -1,8 +1,9 @@
 //! A write-through cache of documents and certificate states in front of any store, for the
 //! one process that owns the store (the embedded default). ACME touches the same few documents
-//! (account, order, authorizations) several times per request flow, and an MDM asks about the
-//! same devices' certificates every time they connect; serving them from memory saves a trip
-//! to the blocking pool each time. Everything else passes straight through.
+//! (account, order, authorizations) several times per request flow and downloads the
+//! certificate just issued, and an MDM asks about the same devices' certificates every time
+//! they connect; serving them from memory saves a trip to the blocking pool each time.
+//! Everything else passes straight through.
 //!
 //! Correctness rests on three rules: the cache learns a new state only from a write that
 //! succeeded; a read fills an entry only if no write came in between (a concurrent write
@@ -31,6 +32,9 @@ const CAPACITY: usize = 100_000;
 /// Bytes of certificate states held: about 400k devices; the least useful are evicted first.
 const CERT_BYTES: u64 = 64 << 20;
 
+/// Bytes of freshly issued certificate records held: a few thousand certificates.
+const ISSUED_BYTES: u64 = 4 << 20;
+
 pub struct DocCache<S> {
     inner: S,
     /// `None` is a known-absent document (a tombstone).
@@ -45,6 +49,9 @@ pub struct DocCache<S> {
     /// revocation happened since it began.
     cert_generation: AtomicU64,
     cert_fill: Mutex<()>,
+    /// Records of certificates this process issued, as written: an ACME client downloads its
+    /// certificate right after finalize. Filled and dropped under the same rules as `certs`.
+    issued: quick_cache::sync::Cache<Serial, Arc<CertRecord>, RecordWeight>,
 }
 
 /// An entry's weight is about its size in memory, allocations and their overhead included.
@@ -58,6 +65,17 @@ impl quick_cache::Weighter<Serial, Arc<CertState>> for StateWeight {
     }
 }
 
+#[derive(Clone)]
+struct RecordWeight;
+
+impl quick_cache::Weighter<Serial, Arc<CertRecord>> for RecordWeight {
+    fn weight(&self, _: &Serial, record: &Arc<CertRecord>) -> u64 {
+        let names: usize = record.sans.iter().map(|n| n.len() + 24).sum();
+        (std::mem::size_of::<CertRecord>() + record.der.len() + record.subject.len() + names + 128)
+            as u64
+    }
+}
+
 impl<S: Store> DocCache<S> {
     pub fn new(inner: S) -> Self {
         Self {
@@ -67,6 +85,7 @@ impl<S: Store> DocCache<S> {
             certs: quick_cache::sync::Cache::with_weighter(400_000, CERT_BYTES, StateWeight),
             cert_generation: AtomicU64::new(0),
             cert_fill: Mutex::default(),
+            issued: quick_cache::sync::Cache::with_weighter(8_192, ISSUED_BYTES, RecordWeight),
         }
     }
 
@@ -75,6 +94,7 @@ impl<S: Store> DocCache<S> {
     fn learn_certificate(&self, serial: &Serial, record: Option<&CertRecord>) {
         let _fill = self.cert_fill.lock().unwrap_or_else(|p| p.into_inner());
         self.cert_generation.fetch_add(1, Ordering::SeqCst);
+        self.issued.remove(serial);
         match record {
             Some(record) => self
                 .certs
@@ -127,9 +147,17 @@ impl<S: Store> Store for DocCache<S> {
         linked: Linked,
     ) -> Result<Seq, StoreError> {
         let writes = linked.docs.clone();
+        let issued = Arc::new(record.clone());
+        let generation = self.cert_generation.load(Ordering::SeqCst);
         let result = self.inner.insert_certificate(record, linked).await;
         match &result {
-            Ok(_) => self.learn(&writes),
+            Ok(_) => {
+                self.learn(&writes);
+                let _fill = self.cert_fill.lock().unwrap_or_else(|p| p.into_inner());
+                if self.cert_generation.load(Ordering::SeqCst) == generation {
+                    self.issued.insert(issued.serial.clone(), issued);
+                }
+            }
             Err(_) => self.forget(&writes),
         }
         result
@@ -207,6 +235,9 @@ impl<S: Store> Store for DocCache<S> {
     }
 
     async fn certificate(&self, serial: &Serial) -> Result<Option<CertRecord>, StoreError> {
+        if let Some(record) = self.issued.get(serial) {
+            return Ok(Some(CertRecord::clone(&record)));
+        }
         self.inner.certificate(serial).await
     }
 
