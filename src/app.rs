@@ -113,7 +113,7 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
     )?;
 
     let trust = dir.read_trust()?;
-    let roots = trust.roots.clone();
+    let roots = trust.roots().to_vec();
     ca.set_trust(trust);
     let token = std::fs::read_to_string(dir.admin_token())
         .with_context(|| format!("reading {}", dir.admin_token().display()))?;

@@ -62,10 +62,7 @@ impl DataDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => anyhow::bail!("{}: {e}", self.cross().display()),
         };
-        Ok(crate::ca::Trust {
-            roots: self.read_roots()?,
-            cross,
-        })
+        Ok(crate::ca::Trust::new(self.read_roots()?, cross))
     }
 
     pub fn issuer_cert(&self, id: &IssuerId) -> PathBuf {

@@ -45,13 +45,34 @@ pub enum CaError {
 
 /// The roots clients are told to trust, and the cross certificates between them (root
 /// rotation): what `/roots.pem` and `/ca/cross.pem` serve and alternate chains end with.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Trust {
-    pub roots: Vec<Vec<u8>>,
-    pub cross: Vec<Vec<u8>>,
+    roots: Vec<Vec<u8>>,
+    cross: Vec<Vec<u8>>,
+    /// `cross_above`'s answers by issuer (SHA-256 of its DER): finding one parses
+    /// certificates and checks a signature, and every ACME certificate download asks.
+    above: Mutex<HashMap<[u8; 32], Option<usize>>>,
 }
 
 impl Trust {
+    pub fn new(roots: Vec<Vec<u8>>, cross: Vec<Vec<u8>>) -> Self {
+        Self {
+            roots,
+            cross,
+            above: Mutex::default(),
+        }
+    }
+
+    /// This set after a root rotation: one more root and the cross certificates it brings.
+    pub fn with_root(&self, root: Vec<u8>, cross: impl IntoIterator<Item = Vec<u8>>) -> Self {
+        let roots = self.roots.iter().cloned().chain([root]).collect();
+        Self::new(roots, self.cross.iter().cloned().chain(cross).collect())
+    }
+
+    pub fn roots(&self) -> &[Vec<u8>] {
+        &self.roots
+    }
+
     pub fn roots_pem(&self) -> String {
         self.roots
             .iter()
@@ -69,9 +90,21 @@ impl Trust {
     /// The cross certificate that re-certifies the root above `issuer_der` under another
     /// root: what a client trusting only that other root needs after `issuer_der`.
     pub fn cross_above(&self, issuer_der: &[u8]) -> Option<&[u8]> {
+        let key = hierarchy::sha256(issuer_der);
+        let lock = || self.above.lock().unwrap_or_else(|p| p.into_inner());
+        let known = lock().get(&key).copied();
+        let index = known.unwrap_or_else(|| {
+            let found = self.find_cross_above(issuer_der);
+            lock().insert(key, found);
+            found
+        });
+        index.map(|i| self.cross[i].as_slice())
+    }
+
+    fn find_cross_above(&self, issuer_der: &[u8]) -> Option<usize> {
         use x509_parser::prelude::{FromDer, X509Certificate};
         let (_, issuer) = X509Certificate::from_der(issuer_der).ok()?;
-        self.cross.iter().map(Vec::as_slice).find(|c| {
+        self.cross.iter().position(|c| {
             X509Certificate::from_der(c).is_ok_and(|(_, c)| {
                 c.subject().as_raw() == issuer.issuer().as_raw()
                     && issuer.verify_signature(Some(c.public_key())).is_ok()

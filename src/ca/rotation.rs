@@ -276,9 +276,7 @@ impl Rotation {
             .key
             .save(&staged_key, self.keys.passphrase.as_ref())
             .map_err(CaError::from)?;
-        let mut next = (*trust).clone();
-        next.roots.push(new_root.cert_der.clone());
-        next.cross.extend(cross);
+        let next = trust.with_root(new_root.cert_der.clone(), cross);
         let roots_new = self.dir.path().join("ca/roots.pem.new");
         let cross_new = self.dir.path().join("ca/cross.pem.new");
         std::fs::write(&roots_new, next.roots_pem()).map_err(io)?;
@@ -321,7 +319,7 @@ impl Rotation {
         let root = self
             .ca
             .trust()
-            .roots
+            .roots()
             .iter()
             .find(|r| {
                 X509Certificate::from_der(r)
