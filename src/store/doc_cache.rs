@@ -105,6 +105,15 @@ impl<S: Store> DocCache<S> {
         }
     }
 
+    /// Caches what a read or an insert saw, unless a revocation came in since `generation`
+    /// was taken: what it saw may be older than that revocation.
+    fn fill_unless_revoked_since(&self, generation: u64, fill: impl FnOnce()) {
+        let _fill = self.cert_fill.lock().unwrap_or_else(|p| p.into_inner());
+        if self.cert_generation.load(Ordering::SeqCst) == generation {
+            fill();
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DocKey, Option<Doc>>> {
         self.docs.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -153,10 +162,9 @@ impl<S: Store> Store for DocCache<S> {
         match &result {
             Ok(_) => {
                 self.learn(&writes);
-                let _fill = self.cert_fill.lock().unwrap_or_else(|p| p.into_inner());
-                if self.cert_generation.load(Ordering::SeqCst) == generation {
+                self.fill_unless_revoked_since(generation, || {
                     self.issued.insert(issued.serial.clone(), issued);
-                }
+                });
             }
             Err(_) => self.forget(&writes),
         }
@@ -248,10 +256,9 @@ impl<S: Store> Store for DocCache<S> {
         let generation = self.cert_generation.load(Ordering::SeqCst);
         let found = self.inner.certificate_state(serial).await?;
         if let Some(state) = &found {
-            let _fill = self.cert_fill.lock().unwrap_or_else(|p| p.into_inner());
-            if self.cert_generation.load(Ordering::SeqCst) == generation {
+            self.fill_unless_revoked_since(generation, || {
                 self.certs.insert(serial.clone(), Arc::new(state.clone()));
-            }
+            });
         }
         Ok(found)
     }
