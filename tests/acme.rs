@@ -8,17 +8,9 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use common::acme::{Client, Key, Responder, Tweak, csr};
+use common::acme::{Client, Key, Responder, Tweak, certificates, check_issued, csr, roots_file};
 use common::*;
 use serde_json::{Value, json};
-
-/// The server's roots as a file, for clients that take a CA bundle.
-async fn roots_file(server: &Server, dir: &Path) -> String {
-    let pem = server.roots_pem().await;
-    let path = dir.join("roots.pem");
-    std::fs::write(&path, pem).unwrap();
-    path.to_str().unwrap().to_owned()
-}
 
 /// A server whose http-01 validator fetches from `port`, and its roots as a file.
 async fn acme_server(tmp: &Path, port: u16) -> (Server, String) {
@@ -30,41 +22,6 @@ async fn acme_server(tmp: &Path, port: u16) -> (Server, String) {
 
 fn directory(server: &Server, profile: &str) -> String {
     format!("{}/acme/{profile}/directory", server.https)
-}
-
-/// Certificates of the store, as the API lists them.
-async fn certificates(server: &Server) -> Vec<Value> {
-    server.get_json("/api/v1/certificates?limit=1000").await["items"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-/// Checks a leaf + issuer bundle with openssl: chain to the roots, TLS server purpose, the
-/// names, and that it certifies `key`. Returns the leaf's serial.
-fn check_issued(dir: &Path, roots: &str, bundle: &str, key: &Path, name: &str) -> String {
-    let parts = split_pem(dir, &format!("{name}-chain"), bundle);
-    assert_eq!(parts.len(), 2, "leaf and issuing CA, leaf first");
-    assert_chain_verifies_for(
-        "sslserver",
-        roots,
-        parts[1].to_str().unwrap(),
-        parts[0].to_str().unwrap(),
-    );
-    let text = stdout(&run(
-        "openssl",
-        &[
-            "x509",
-            "-noout",
-            "-ext",
-            "subjectAltName",
-            "-in",
-            parts[0].to_str().unwrap(),
-        ],
-    ));
-    assert!(text.contains(&format!("DNS:{name}")), "{text}");
-    assert_certifies_key(&parts[0], key);
-    serial_of(&parts[0])
 }
 
 fn lego(

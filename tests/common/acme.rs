@@ -1,10 +1,12 @@
 //! A small ACME client for what the real clients cannot do: send malformed, replayed and
 //! misdirected requests on purpose, and answer http-01 from inside the test.
 
+use std::path::Path;
+
 use enrollca::acme::client::Http01Responder;
 use serde_json::{Value, json};
 
-use super::Server;
+use super::*;
 
 /// The test's account keys are the load generator's.
 pub use enrollca::acme::client::AccountKey as Key;
@@ -281,4 +283,47 @@ pub fn csr(names: &[&str]) -> (Vec<u8>, rcgen::KeyPair) {
     params.distinguished_name = rcgen::DistinguishedName::new();
     let der = params.serialize_request(&key).unwrap().der().to_vec();
     (der, key)
+}
+
+/// The server's roots as a file, for clients that take a CA bundle.
+pub async fn roots_file(server: &Server, dir: &Path) -> String {
+    let pem = server.roots_pem().await;
+    let path = dir.join("roots.pem");
+    std::fs::write(&path, pem).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// Certificates of the store, as the API lists them.
+pub async fn certificates(server: &Server) -> Vec<Value> {
+    server.get_json("/api/v1/certificates?limit=1000").await["items"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Checks a leaf + issuer bundle with openssl: chain to the roots, TLS server purpose, the
+/// names, and that it certifies `key`. Returns the leaf's serial.
+pub fn check_issued(dir: &Path, roots: &str, bundle: &str, key: &Path, name: &str) -> String {
+    let parts = split_pem(dir, &format!("{name}-chain"), bundle);
+    assert_eq!(parts.len(), 2, "leaf and issuing CA, leaf first");
+    assert_chain_verifies_for(
+        "sslserver",
+        roots,
+        parts[1].to_str().unwrap(),
+        parts[0].to_str().unwrap(),
+    );
+    let text = stdout(&run(
+        "openssl",
+        &[
+            "x509",
+            "-noout",
+            "-ext",
+            "subjectAltName",
+            "-in",
+            parts[0].to_str().unwrap(),
+        ],
+    ));
+    assert!(text.contains(&format!("DNS:{name}")), "{text}");
+    assert_certifies_key(&parts[0], key);
+    serial_of(&parts[0])
 }
