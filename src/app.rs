@@ -8,7 +8,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::acme::http01::Http01;
+use crate::acme::validation::Validators;
 use crate::acme::{AcmeService, Profile};
 use crate::admin::init::{InitOptions, init};
 use crate::api::TokenHash;
@@ -288,12 +288,12 @@ fn acme_service(config: &Config, ca: Arc<Ca>) -> anyhow::Result<AcmeService> {
         roots.extend(certs);
     }
     let attestation = Verifier::new(vec![Arc::new(Apple::new(roots))]);
-    let http01 =
-        Http01::new(config.acme.http01_port).context("setting up the http-01 validator")?;
+    let validators =
+        Validators::new(&config.acme).context("setting up the challenge validators")?;
     Ok(AcmeService::new(
         ca,
         profiles,
-        http01,
+        validators,
         attestation,
         config.listen.public_https_url(),
     ))

@@ -157,6 +157,8 @@ impl Default for Scep {
 pub struct Acme {
     /// Port the http-01 validator connects to (80 in real deployments; tests pick another).
     pub http01_port: u16,
+    /// Port the tls-alpn-01 validator connects to (443 in real deployments).
+    pub tls_alpn01_port: u16,
     /// Extra PEM root files trusted for device attestation, beside the built-in Apple root.
     pub attestation_roots: Vec<PathBuf>,
     /// Named profiles, each served at `/acme/<name>/directory`. Setting any replaces the
@@ -168,6 +170,7 @@ impl Default for Acme {
     fn default() -> Self {
         Self {
             http01_port: 80,
+            tls_alpn01_port: 443,
             attestation_roots: Vec::new(),
             profiles: BTreeMap::from([
                 ("default".to_owned(), AcmeProfile::default()),
@@ -399,6 +402,9 @@ const KEYS: &[(&str, Apply)] = &[
     }),
     ("acme.http01_port", |c, v| {
         parse_into(&mut c.acme.http01_port, v)
+    }),
+    ("acme.tls_alpn01_port", |c, v| {
+        parse_into(&mut c.acme.tls_alpn01_port, v)
     }),
     ("acme.attestation_roots", |c, v| {
         c.acme.attestation_roots = v

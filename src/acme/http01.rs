@@ -1,7 +1,7 @@
 //! The http-01 validator (RFC 8555 §8.3): fetch the key authorization from the identifier on
 //! the configured port, with bounded time, redirects and body size.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use super::error::{AcmeError, ProblemType};
 use super::model::{Identifier, IdentifierType};
+use super::validation::lookup;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_REDIRECTS: usize = 5;
@@ -120,26 +121,15 @@ fn without_url(e: reqwest::Error) -> String {
     msg
 }
 
-/// Resolves names under `localhost` to the loopback addresses without asking DNS (RFC 6761
-/// §6.3), everything else through the system resolver.
+/// reqwest's resolver hook, answered by the validators' `lookup`.
 struct LocalhostAware;
 
 impl Resolve for LocalhostAware {
     fn resolve(&self, name: Name) -> Resolving {
-        let host = name.as_str().trim_end_matches('.').to_ascii_lowercase();
+        let host = name.as_str().to_owned();
         Box::pin(async move {
-            if host == "localhost" || host.ends_with(".localhost") {
-                let addrs: Addrs = Box::new(
-                    [
-                        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-                        SocketAddr::from((Ipv6Addr::LOCALHOST, 0)),
-                    ]
-                    .into_iter(),
-                );
-                return Ok(addrs);
-            }
-            let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
-            let addrs: Addrs = Box::new(addrs.collect::<Vec<_>>().into_iter());
+            let addrs = lookup(&host).await?;
+            let addrs: Addrs = Box::new(addrs.into_iter().map(|ip| SocketAddr::new(ip, 0)));
             Ok(addrs)
         })
     }

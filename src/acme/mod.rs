@@ -1,4 +1,4 @@
-//! ACME (RFC 8555): JWS envelopes, nonces, accounts, orders, http-01 validation,
+//! ACME (RFC 8555): JWS envelopes, nonces, accounts, orders, http-01 and tls-alpn-01 validation,
 //! finalization and revocation, served per named profile at `/acme/<profile>/directory`.
 
 mod accounts;
@@ -12,6 +12,8 @@ pub mod model;
 pub mod nonce;
 mod orders;
 pub mod service;
+mod tls_alpn01;
+pub mod validation;
 
 pub use accounts::NewEabKey;
 pub use error::{AcmeError, ProblemType};

@@ -213,6 +213,9 @@ pub enum AuthzStatus {
 pub enum ChallengeType {
     #[serde(rename = "http-01")]
     Http01,
+    /// RFC 8737: a self-signed certificate served with ALPN `acme-tls/1`.
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
     /// draft-ietf-acme-device-attest: the device answers with an attestation statement.
     #[serde(rename = "device-attest-01")]
     DeviceAttest01,
@@ -222,6 +225,7 @@ impl ChallengeType {
     pub fn name(self) -> &'static str {
         match self {
             Self::Http01 => "http-01",
+            Self::TlsAlpn01 => "tls-alpn-01",
             Self::DeviceAttest01 => "device-attest-01",
         }
     }
@@ -229,8 +233,20 @@ impl ChallengeType {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "http-01" => Some(Self::Http01),
+            "tls-alpn-01" => Some(Self::TlsAlpn01),
             "device-attest-01" => Some(Self::DeviceAttest01),
             _ => None,
+        }
+    }
+
+    /// Whether this challenge can prove control of an identifier of `kind` (RFC 8738 §7 for
+    /// addresses).
+    pub fn validates(self, kind: IdentifierType) -> bool {
+        match self {
+            Self::Http01 | Self::TlsAlpn01 => {
+                matches!(kind, IdentifierType::Dns | IdentifierType::Ip)
+            }
+            Self::DeviceAttest01 => kind == IdentifierType::PermanentIdentifier,
         }
     }
 }

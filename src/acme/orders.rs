@@ -122,6 +122,7 @@ impl AcmeService {
                     .config
                     .challenges
                     .iter()
+                    .filter(|kind| kind.validates(identifier.kind))
                     .map(|kind| Challenge {
                         kind: *kind,
                         token: random_id(32),
@@ -410,16 +411,16 @@ impl AcmeService {
         let token = challenge.token.clone();
         let key_authorization = format!("{token}.{}", account.key.thumbprint());
         let identifier = authz.value.identifier.clone();
-        let (http01, store, clock) = (
-            Arc::clone(&self.http01),
+        let (validators, store, clock) = (
+            Arc::clone(&self.validators),
             Arc::clone(self.store()),
             Arc::clone(self.ca.clock()),
         );
         let authz_id = authz_id.to_owned();
         // Spawned, so a client that hangs up does not cancel it.
         let validation = tokio::spawn(async move {
-            let outcome = http01
-                .validate(&identifier, &token, &key_authorization)
+            let outcome = validators
+                .validate(kind, &identifier, &token, &key_authorization)
                 .await
                 .map(|()| None);
             if let Err(e) = &outcome {

@@ -12,11 +12,11 @@ use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
 use super::error::{AcmeError, ProblemType};
-use super::http01::Http01;
 use super::in_flight::InFlight;
 use super::jws::{Jwk, Jws, KeyRef};
 use super::model::{Account, AccountStatus, Identifier, IdentifierType};
 use super::nonce::Nonces;
+use super::validation::Validators;
 use crate::attest::Verifier;
 use crate::ca::Ca;
 use crate::config::AcmeProfile;
@@ -36,17 +36,11 @@ pub struct Profile {
 impl Profile {
     /// Whether policy lets this profile issue for `id` (already normalised).
     pub fn allows(&self, id: &Identifier) -> Result<(), AcmeError> {
-        let attests = self.config.attests();
-        if attests != (id.kind == IdentifierType::PermanentIdentifier) {
-            let offered = if attests {
-                "permanent-identifier"
-            } else {
-                "dns and ip"
-            };
+        if !self.config.challenges.iter().any(|c| c.validates(id.kind)) {
             return Err(AcmeError::new(
                 ProblemType::UnsupportedIdentifier,
                 format!(
-                    "profile `{}` issues for {offered} identifiers, not {}",
+                    "profile `{}` offers no challenge that validates {} identifiers",
                     self.name,
                     id.kind.name()
                 ),
@@ -102,7 +96,7 @@ pub struct AcmeService {
     pub(super) ca: Arc<Ca>,
     pub(super) profiles: BTreeMap<String, Arc<Profile>>,
     pub(super) nonces: Nonces,
-    pub(super) http01: Arc<Http01>,
+    pub(super) validators: Arc<Validators>,
     /// Attestation formats and trust anchors for device-attest-01.
     pub(super) attestation: Arc<Verifier>,
     /// Authorizations being validated.
@@ -117,7 +111,7 @@ impl AcmeService {
     pub fn new(
         ca: Arc<Ca>,
         profiles: impl IntoIterator<Item = Profile>,
-        http01: Http01,
+        validators: Validators,
         attestation: Verifier,
         base: String,
     ) -> Self {
@@ -128,7 +122,7 @@ impl AcmeService {
                 .map(|p| (p.name.clone(), Arc::new(p)))
                 .collect(),
             nonces: Nonces::default(),
-            http01: Arc::new(http01),
+            validators: Arc::new(validators),
             attestation: Arc::new(attestation),
             validating: InFlight::default(),
             finalizing: InFlight::default(),
