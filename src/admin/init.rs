@@ -219,13 +219,14 @@ approval = "automatic"             # or "manual": enrolments wait for `enrollca 
 
 [acme]
 http01_port = 80
+tls_alpn01_port = 443
 attestation_roots = []            # PEM roots trusted beside Apple's, for device-attest-01
 
 # One directory per profile: https://<host>/acme/<name>/directory.
 [acme.profiles.default]
 dns_names = ["localhost"]       # each allows itself and every name under it
 ip_addresses = ["127.0.0.1", "::1"]
-challenges = ["http-01"]
+challenges = ["http-01"]         # and/or "tls-alpn-01"
 issuer = "ecdsa"
 external_account_required = false
 # lifetime = "90days"           # default: issuance.lifetime
