@@ -159,6 +159,9 @@ pub struct Acme {
     pub http01_port: u16,
     /// Port the tls-alpn-01 validator connects to (443 in real deployments).
     pub tls_alpn01_port: u16,
+    /// The DNS server dns-01 asks for `_acme-challenge` TXT records; none: the system's
+    /// (`/etc/resolv.conf`). Point it at a resolver that sees the zones clients publish to.
+    pub dns01_resolver: Option<SocketAddr>,
     /// Extra PEM root files trusted for device attestation, beside the built-in Apple root.
     pub attestation_roots: Vec<PathBuf>,
     /// Named profiles, each served at `/acme/<name>/directory`. Setting any replaces the
@@ -171,6 +174,7 @@ impl Default for Acme {
         Self {
             http01_port: 80,
             tls_alpn01_port: 443,
+            dns01_resolver: None,
             attestation_roots: Vec::new(),
             profiles: BTreeMap::from([
                 ("default".to_owned(), AcmeProfile::default()),
@@ -405,6 +409,16 @@ const KEYS: &[(&str, Apply)] = &[
     }),
     ("acme.tls_alpn01_port", |c, v| {
         parse_into(&mut c.acme.tls_alpn01_port, v)
+    }),
+    ("acme.dns01_resolver", |c, v| {
+        c.acme.dns01_resolver = match non_empty(v) {
+            Some(addr) => Some(
+                addr.parse()
+                    .map_err(|e| format!("{e} (expected IP:port)"))?,
+            ),
+            None => None,
+        };
+        Ok(())
     }),
     ("acme.attestation_roots", |c, v| {
         c.acme.attestation_roots = v

@@ -356,6 +356,9 @@ fn challenge_json(
 #[derive(Serialize)]
 struct AuthzJson {
     identifier: Identifier,
+    /// Present, and true, only for the authorization of an ordered wildcard (RFC 8555 §7.1.4).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    wildcard: bool,
     status: AuthzStatus,
     #[serde(with = "time::serde::rfc3339")]
     expires: OffsetDateTime,
@@ -372,6 +375,7 @@ pub async fn authorization(
     let status = authz.status_at(acme.now());
     let body = AuthzJson {
         identifier: authz.identifier.clone(),
+        wildcard: authz.wildcard,
         status,
         expires: authz.expires,
         challenges: authz

@@ -1,8 +1,9 @@
-//! ACME (RFC 8555): JWS envelopes, nonces, accounts, orders, http-01 and tls-alpn-01 validation,
-//! finalization and revocation, served per named profile at `/acme/<profile>/directory`.
+//! ACME (RFC 8555): JWS envelopes, nonces, accounts, orders, http-01, tls-alpn-01 and dns-01
+//! validation, finalization and revocation, served per named profile at `/acme/<profile>/directory`.
 
 mod accounts;
 pub mod client;
+mod dns01;
 pub mod error;
 pub mod handlers;
 pub mod http01;

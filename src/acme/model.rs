@@ -85,9 +85,8 @@ impl Identifier {
             }
             IdentifierType::Dns => {
                 let name = self.value.to_ascii_lowercase();
-                if name.starts_with("*.") {
-                    return Err(format!("wildcard `{name}` cannot be validated by http-01"));
-                }
+                // A wildcard is one leading `*` label over a name (RFC 8555 §7.1.3).
+                let base = name.strip_prefix("*.").unwrap_or(&name);
                 let label_ok = |l: &str| {
                     (1..=63).contains(&l.len())
                         && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
@@ -95,14 +94,24 @@ impl Identifier {
                         && !l.ends_with('-')
                 };
                 let ok = name.len() <= 253
-                    && name.split('.').all(label_ok)
-                    && name.parse::<IpAddr>().is_err();
+                    && base.split('.').all(label_ok)
+                    && base.parse::<IpAddr>().is_err();
                 if ok {
                     Ok(Self::dns(&name))
                 } else {
                     Err(format!("`{}` is not a valid DNS name", self.value))
                 }
             }
+        }
+    }
+}
+
+impl Identifier {
+    /// For a wildcard name `*.x`, the name `x` its authorization proves control of.
+    pub fn wildcard_base(&self) -> Option<Self> {
+        match self.kind {
+            IdentifierType::Dns => self.value.strip_prefix("*.").map(Self::dns),
+            _ => None,
         }
     }
 }
@@ -213,6 +222,9 @@ pub enum AuthzStatus {
 pub enum ChallengeType {
     #[serde(rename = "http-01")]
     Http01,
+    /// A TXT record at `_acme-challenge.<name>` (RFC 8555 §8.4); the only proof for wildcards.
+    #[serde(rename = "dns-01")]
+    Dns01,
     /// RFC 8737: a self-signed certificate served with ALPN `acme-tls/1`.
     #[serde(rename = "tls-alpn-01")]
     TlsAlpn01,
@@ -225,6 +237,7 @@ impl ChallengeType {
     pub fn name(self) -> &'static str {
         match self {
             Self::Http01 => "http-01",
+            Self::Dns01 => "dns-01",
             Self::TlsAlpn01 => "tls-alpn-01",
             Self::DeviceAttest01 => "device-attest-01",
         }
@@ -233,20 +246,25 @@ impl ChallengeType {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "http-01" => Some(Self::Http01),
+            "dns-01" => Some(Self::Dns01),
             "tls-alpn-01" => Some(Self::TlsAlpn01),
             "device-attest-01" => Some(Self::DeviceAttest01),
             _ => None,
         }
     }
 
-    /// Whether this challenge can prove control of an identifier of `kind` (RFC 8738 §7 for
-    /// addresses).
-    pub fn validates(self, kind: IdentifierType) -> bool {
+    /// Whether this challenge can prove control of `id` as ordered (RFC 8555 §7.1.3 and §8.4
+    /// for wildcards, RFC 8738 §7 for addresses).
+    pub fn validates(self, id: &Identifier) -> bool {
+        let wildcard = id.wildcard_base().is_some();
         match self {
-            Self::Http01 | Self::TlsAlpn01 => {
-                matches!(kind, IdentifierType::Dns | IdentifierType::Ip)
-            }
-            Self::DeviceAttest01 => kind == IdentifierType::PermanentIdentifier,
+            Self::Http01 | Self::TlsAlpn01 => match id.kind {
+                IdentifierType::Dns => !wildcard,
+                IdentifierType::Ip => true,
+                IdentifierType::PermanentIdentifier => false,
+            },
+            Self::Dns01 => id.kind == IdentifierType::Dns,
+            Self::DeviceAttest01 => id.kind == IdentifierType::PermanentIdentifier,
         }
     }
 }
@@ -278,7 +296,10 @@ pub struct Authorization {
     pub id: String,
     pub account: String,
     pub order: String,
+    /// The name to prove: for an ordered wildcard `*.x`, `x` (and `wildcard` is set).
     pub identifier: Identifier,
+    #[serde(default)]
+    pub wildcard: bool,
     /// `Pending`, `Valid`, `Invalid` or `Deactivated`; expiry is derived.
     pub status: AuthzStatus,
     #[serde(with = "time::serde::rfc3339")]
@@ -330,11 +351,18 @@ mod tests {
             dns("Host.LocalHost").normalised().unwrap().value,
             "host.localhost"
         );
+        let wild = dns("*.B.c").normalised().unwrap();
+        assert_eq!(wild.value, "*.b.c");
+        assert_eq!(wild.wildcard_base(), Some(dns("b.c")));
         for bad in [
             "",
             "a..b",
             "-a.b",
-            "*.b.c",
+            "*",
+            "*.*.c",
+            "a.*.c",
+            "*b.c",
+            "*.127.0.0.1",
             "a_b.c",
             "127.0.0.1",
             &"a".repeat(64),

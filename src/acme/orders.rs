@@ -115,14 +115,17 @@ impl AcmeService {
                 id: random_id(16),
                 account: account.id.clone(),
                 order: order_id.clone(),
-                identifier: identifier.clone(),
+                identifier: identifier
+                    .wildcard_base()
+                    .unwrap_or_else(|| identifier.clone()),
+                wildcard: identifier.wildcard_base().is_some(),
                 status: AuthzStatus::Pending,
                 expires,
                 challenges: profile
                     .config
                     .challenges
                     .iter()
-                    .filter(|kind| kind.validates(identifier.kind))
+                    .filter(|kind| kind.validates(identifier))
                     .map(|kind| Challenge {
                         kind: *kind,
                         token: random_id(32),
@@ -940,6 +943,7 @@ mod tests {
             account: "acct".into(),
             order: id.into(),
             identifier: identifier.clone(),
+            wildcard: false,
             status: AuthzStatus::Pending,
             expires,
             challenges: Vec::new(),

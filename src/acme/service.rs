@@ -36,22 +36,29 @@ pub struct Profile {
 impl Profile {
     /// Whether policy lets this profile issue for `id` (already normalised).
     pub fn allows(&self, id: &Identifier) -> Result<(), AcmeError> {
-        if !self.config.challenges.iter().any(|c| c.validates(id.kind)) {
+        if !self.config.challenges.iter().any(|c| c.validates(id)) {
+            let what = match id.wildcard_base() {
+                Some(_) => "wildcard names (only dns-01 does)".to_owned(),
+                None => format!("{} identifiers", id.kind.name()),
+            };
             return Err(AcmeError::new(
                 ProblemType::UnsupportedIdentifier,
                 format!(
-                    "profile `{}` offers no challenge that validates {} identifiers",
-                    self.name,
-                    id.kind.name()
+                    "profile `{}` offers no challenge that validates {what}",
+                    self.name
                 ),
             ));
         }
         let allowed = match id.kind {
             IdentifierType::PermanentIdentifier => true,
-            IdentifierType::Dns => self.config.dns_names.iter().any(|base| {
-                let base = base.trim_end_matches('.').to_ascii_lowercase();
-                id.value == base || id.value.ends_with(&format!(".{base}"))
-            }),
+            IdentifierType::Dns => {
+                // `*.x` covers the names under `x`: allowed where `x` is.
+                let name = id.wildcard_base().map_or(id.value.clone(), |b| b.value);
+                self.config.dns_names.iter().any(|base| {
+                    let base = base.trim_end_matches('.').to_ascii_lowercase();
+                    name == base || name.ends_with(&format!(".{base}"))
+                })
+            }
             IdentifierType::Ip => self
                 .config
                 .ip_addresses

@@ -3,24 +3,35 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::error::AcmeError;
+use super::dns01::Dns01;
+use super::error::{AcmeError, ProblemType};
 use super::http01::Http01;
 use super::model::{ChallengeType, Identifier};
 use super::tls_alpn01::TlsAlpn01;
 use crate::config;
 
-/// The validators of the challenge types that the server checks by connecting to the
-/// identifier (device-attest-01 carries its evidence in the answer instead).
+/// The validators of the challenge types that the server checks by asking the network
+/// (device-attest-01 carries its evidence in the answer instead).
 pub struct Validators {
     http01: Http01,
     tls_alpn01: TlsAlpn01,
+    /// Only when a profile offers dns-01: a host without DNS configuration can still serve
+    /// the others.
+    dns01: Option<Dns01>,
 }
 
 impl Validators {
     pub fn new(config: &config::Acme) -> anyhow::Result<Self> {
+        let offers_dns01 = config
+            .profiles
+            .values()
+            .any(|p| p.challenges.contains(&ChallengeType::Dns01));
         Ok(Self {
             http01: Http01::new(config.http01_port)?,
             tls_alpn01: TlsAlpn01::new(config.tls_alpn01_port)?,
+            dns01: offers_dns01
+                .then(|| Dns01::new(config.dns01_resolver))
+                .transpose()?,
         })
     }
 
@@ -43,6 +54,13 @@ impl Validators {
                     .validate(identifier, key_authorization)
                     .await
             }
+            ChallengeType::Dns01 => match &self.dns01 {
+                Some(dns01) => dns01.validate(identifier, key_authorization).await,
+                None => Err(AcmeError::new(
+                    ProblemType::ServerInternal,
+                    "dns-01 is not configured on this server",
+                )),
+            },
             ChallengeType::DeviceAttest01 => Err(AcmeError::malformed(
                 "device-attest-01 is answered with {\"attObj\": base64url(CBOR)}",
             )),
