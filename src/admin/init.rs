@@ -220,13 +220,14 @@ approval = "automatic"             # or "manual": enrolments wait for `enrollca 
 [acme]
 http01_port = 80
 tls_alpn01_port = 443
+# dns01_resolver = "127.0.0.1:53"  # DNS server asked for dns-01 TXT records; default: the system's
 attestation_roots = []            # PEM roots trusted beside Apple's, for device-attest-01
 
 # One directory per profile: https://<host>/acme/<name>/directory.
 [acme.profiles.default]
 dns_names = ["localhost"]       # each allows itself and every name under it
 ip_addresses = ["127.0.0.1", "::1"]
-challenges = ["http-01"]         # and/or "tls-alpn-01"
+challenges = ["http-01"]         # and/or "tls-alpn-01", "dns-01" (wildcards, not localhost)
 issuer = "ecdsa"
 external_account_required = false
 # lifetime = "90days"           # default: issuance.lifetime
