@@ -1,7 +1,10 @@
 //! JWS requests signed by an independent implementation (Python `cryptography`, see
-//! tests/vectors/acme/README.md): they parse, and their signatures verify with our code.
+//! tests/vectors/acme/README.md): they parse, and their signatures verify with our code. A
+//! tls-alpn-01 validation certificate made by openssl passes RFC 8737's checks.
 
 use enrollca::acme::jws::{Binding, Jws, KeyRef};
+use enrollca::acme::model::Identifier;
+use enrollca::acme::tls_alpn01::check_certificate;
 
 fn vector(name: &str) -> Vec<u8> {
     std::fs::read(format!(
@@ -61,4 +64,31 @@ fn kid_requests_parse_with_and_without_payload() {
     let order = Jws::parse(&vector("new-order.json")).unwrap();
     let payload: serde_json::Value = order.json().unwrap();
     assert_eq!(payload["identifiers"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn an_openssl_validation_certificate_proves_its_name_and_key_authorization_only() {
+    let der = vector("tls-alpn-01.der");
+    let key_authorization =
+        "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0.9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI";
+    let name = Identifier::dns("alpn.example.test");
+    check_certificate(&der, &name, key_authorization).unwrap();
+    let other = check_certificate(
+        &der,
+        &Identifier::dns("other.example.test"),
+        key_authorization,
+    );
+    assert!(
+        other
+            .unwrap_err()
+            .contains("must be exactly dns:other.example.test")
+    );
+    let wrong = check_certificate(&der, &name, "another.key-authorization");
+    assert!(
+        wrong
+            .unwrap_err()
+            .contains("does not match the key authorization")
+    );
+    let cut = check_certificate(&der[..der.len() / 2], &name, key_authorization);
+    assert!(cut.unwrap_err().contains("not DER X.509"));
 }

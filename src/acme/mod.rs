@@ -13,7 +13,7 @@ pub mod model;
 pub mod nonce;
 mod orders;
 pub mod service;
-mod tls_alpn01;
+pub mod tls_alpn01;
 pub mod validation;
 
 pub use accounts::NewEabKey;

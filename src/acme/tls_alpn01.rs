@@ -135,8 +135,8 @@ impl TlsAlpn01 {
     }
 }
 
-/// RFC 8737 §3 checks on the validation certificate.
-fn check_certificate(
+/// RFC 8737 §3 checks on the validation certificate (bytes from whoever answered).
+pub fn check_certificate(
     der: &[u8],
     identifier: &Identifier,
     key_authorization: &str,
