@@ -90,7 +90,7 @@ async fn dns01_server(tmp: &Path, dns: u16) -> (Server, String) {
     std::fs::write(
         data.join("config.toml"),
         format!(
-            "{config}\n[acme.profiles.dns]\ndns_names = [\"example.test\"]\n\
+            "{config}\n[acme.profiles.dns]\ndns_names = [\"example.test\", \"localhost\"]\n\
              challenges = [\"dns-01\"]\n"
         ),
     )
@@ -296,6 +296,8 @@ async fn missing_wrong_and_unanswerable_txt_records_leave_nothing_issued() {
         Absent,
         Wrong,
         ServFail,
+        /// The right digest, published where DNS is never asked.
+        Right,
     }
     let cases = [
         (
@@ -316,6 +318,12 @@ async fn missing_wrong_and_unanswerable_txt_records_leave_nothing_issued() {
             "dns",
             "_acme-challenge.servfail.example.test.",
         ),
+        (
+            "dns.localhost",
+            Txt::Right,
+            "incorrectResponse",
+            "not in DNS (RFC 6761)",
+        ),
     ];
     for (name, txt, problem, detail) in cases {
         let (order_url, order) = c.order(&[name]).await;
@@ -330,6 +338,11 @@ async fn missing_wrong_and_unanswerable_txt_records_leave_nothing_issued() {
             Txt::Wrong => {
                 // A record for another challenge of the same name proves nothing here.
                 dns.set_txt(name, &digest("another.key-authorization"))
+                    .await;
+            }
+            Txt::Right => {
+                let token = ch["token"].as_str().unwrap();
+                dns.set_txt(name, &digest(&c.key.key_authorization(token)))
                     .await;
             }
             Txt::ServFail => {

@@ -65,6 +65,12 @@ impl Dns01 {
             )));
         }
         let name = format!("_acme-challenge.{}.", identifier.value);
+        if identifier.value == "localhost" || identifier.value.ends_with(".localhost") {
+            return Err(AcmeError::new(
+                ProblemType::IncorrectResponse,
+                format!("no TXT record at {name}: names under localhost are not in DNS (RFC 6761)"),
+            ));
+        }
         let expected = URL_SAFE_NO_PAD.encode(ring::digest::digest(
             &ring::digest::SHA256,
             key_authorization.as_bytes(),
