@@ -262,12 +262,7 @@ async fn an_unreachable_http01_responder_invalidates_the_order_and_nothing_is_is
         "urn:ietf:params:acme:error:connection"
     );
     let (der, _) = csr(&["nothere.localhost"]);
-    let fin = c
-        .post(
-            order["finalize"].as_str().unwrap(),
-            Some(json!({"csr": B64.encode(der)})),
-        )
-        .await;
+    let fin = c.finalize(&order, &der).await;
     assert_eq!(fin.problem(), "orderNotReady");
     assert!(certificates(&server).await.is_empty(), "nothing was issued");
 }
@@ -455,22 +450,18 @@ async fn broken_requests_are_refused_with_their_problem_and_change_nothing() {
     );
 
     // Finalize: CSR names that differ from the order's, and a weak key.
-    let finalize = order["finalize"].as_str().unwrap();
     let (der, _) = csr(&["rules.localhost", "extra.localhost"]);
-    let r = c
-        .post(finalize, Some(json!({"csr": B64.encode(der)})))
-        .await;
+    let r = c.finalize(&order, &der).await;
     assert_eq!(r.problem(), "badCSR");
     let weak = std::fs::read(write_weak_csr(tmp.path())).unwrap();
-    let r = c
-        .post(finalize, Some(json!({"csr": B64.encode(weak)})))
-        .await;
+    let r = c.finalize(&order, &weak).await;
     assert_eq!(r.problem(), "badCSR");
     assert!(
         r.body["detail"].as_str().unwrap().contains("1024"),
         "{}",
         r.text
     );
+    let finalize = order["finalize"].as_str().unwrap();
     let r = c.post(finalize, Some(json!({"csr": "%%%"}))).await;
     assert_eq!(r.problem(), "badCSR");
     assert_eq!(
@@ -483,20 +474,13 @@ async fn broken_requests_are_refused_with_their_problem_and_change_nothing() {
     // Finalize before the order is ready.
     let (pending_url, pending) = c.order(&["later.localhost"]).await;
     let (der, _) = csr(&["later.localhost"]);
-    let r = c
-        .post(
-            pending["finalize"].as_str().unwrap(),
-            Some(json!({"csr": B64.encode(der)})),
-        )
-        .await;
+    let r = c.finalize(&pending, &der).await;
     assert_eq!((r.status, r.problem()), (403, "orderNotReady"));
     assert_eq!(c.post(&pending_url, None).await.body["status"], "pending");
 
     // Someone else's order, and their certificate.
     let (der, _) = csr(&["rules.localhost"]);
-    let done = c
-        .post(finalize, Some(json!({"csr": B64.encode(der)})))
-        .await;
+    let done = c.finalize(&order, &der).await;
     assert_eq!(done.body["status"], "valid", "{}", done.text);
     let cert_url = done.body["certificate"].as_str().unwrap().to_owned();
     let mut other = Client::new(&server, "default").await;
@@ -626,12 +610,7 @@ async fn accounts_update_roll_their_key_deactivate_and_revoke_by_certificate_key
 
     // Revocation by the certificate's own key (no account).
     let (der, cert_key) = csr(&["acct.localhost"]);
-    let done = c
-        .post(
-            order["finalize"].as_str().unwrap(),
-            Some(json!({"csr": B64.encode(der)})),
-        )
-        .await;
+    let done = c.finalize(&order, &der).await;
     let chain = c
         .post(done.body["certificate"].as_str().unwrap(), None)
         .await
@@ -814,12 +793,7 @@ async fn ip_identifiers_are_validated_at_the_address_and_issued_as_ip_sans() {
         json!({"type": "ip", "value": "127.0.0.1"})
     );
     let (der, _) = csr(&["127.0.0.1"]);
-    let done = c
-        .post(
-            order["finalize"].as_str().unwrap(),
-            Some(json!({"csr": B64.encode(der)})),
-        )
-        .await;
+    let done = c.finalize(&order, &der).await;
     assert_eq!(done.body["status"], "valid", "{}", done.text);
     let chain = c
         .post(done.body["certificate"].as_str().unwrap(), None)

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use common::acme::{Client, certificates, check_issued, csr, roots_file};
+use common::acme::{Client, certificates, challenge, check_issued, csr, roots_file};
 use common::*;
 use serde_json::{Value, json};
 
@@ -204,13 +204,7 @@ async fn a_wildcard_authorization_names_the_base_and_offers_only_dns_01() {
             .map(|ch| ch["type"].as_str().unwrap().to_owned())
             .collect();
         kinds.push((authz["wildcard"].clone(), offered));
-        let ch = authz["challenges"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|ch| ch["type"] == "dns-01")
-            .unwrap()
-            .clone();
+        let ch = challenge(&authz, "dns-01");
         let token = ch["token"].as_str().unwrap();
         dns.set_txt("w.example.test", &digest(&c.key.key_authorization(token)))
             .await;
@@ -233,20 +227,10 @@ async fn a_wildcard_authorization_names_the_base_and_offers_only_dns_01() {
     assert_eq!(order["status"], "ready");
     // The CSR must name the wildcard itself, not only its base.
     let (der, _) = csr(&["w.example.test"]);
-    let refused = c
-        .post(
-            order["finalize"].as_str().unwrap(),
-            Some(json!({"csr": B64.encode(der)})),
-        )
-        .await;
+    let refused = c.finalize(&order, &der).await;
     assert_eq!(refused.problem(), "badCSR", "{}", refused.text);
     let (der, _) = csr(&["*.w.example.test", "w.example.test"]);
-    let fin = c
-        .post(
-            order["finalize"].as_str().unwrap(),
-            Some(json!({"csr": B64.encode(der)})),
-        )
-        .await;
+    let fin = c.finalize(&order, &der).await;
     assert_eq!(fin.status, 200, "{}", fin.text);
     let issued = certificates(&server).await;
     assert_eq!(issued.len(), 1);
@@ -262,26 +246,16 @@ async fn a_wildcard_authorization_names_the_base_and_offers_only_dns_01() {
         )
         .await;
     assert_eq!(resp.problem(), "rejectedIdentifier", "{}", resp.text);
-    let sub = &resp.body["subproblems"][0];
-    assert_eq!(
-        sub["type"],
-        "urn:ietf:params:acme:error:unsupportedIdentifier"
-    );
-    assert!(
-        sub["detail"].as_str().unwrap().contains("wildcard names"),
-        "{sub}"
-    );
+    assert_eq!(resp.subproblem(0), "unsupportedIdentifier", "{}", resp.text);
+    let detail = resp.body["subproblems"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("wildcard names"), "{detail}");
     let resp = c
         .post(
             &c.url("newOrder"),
             Some(json!({"identifiers": [{"type": "dns", "value": "*.example.com"}]})),
         )
         .await;
-    assert_eq!(
-        resp.body["subproblems"][0]["type"], "urn:ietf:params:acme:error:rejectedIdentifier",
-        "{}",
-        resp.text
-    );
+    assert_eq!(resp.subproblem(0), "rejectedIdentifier", "{}", resp.text);
 }
 
 #[tokio::test]
@@ -372,12 +346,7 @@ async fn missing_wrong_and_unanswerable_txt_records_leave_nothing_issued() {
         let order = c.poll(&order_url, "pending").await;
         assert_eq!(order["status"], "invalid", "{name}");
         let (der, _) = csr(&[name]);
-        let fin = c
-            .post(
-                order["finalize"].as_str().unwrap(),
-                Some(json!({"csr": B64.encode(der)})),
-            )
-            .await;
+        let fin = c.finalize(&order, &der).await;
         assert_eq!(fin.problem(), "orderNotReady", "{name}");
     }
     assert!(certificates(&server).await.is_empty(), "nothing was issued");

@@ -56,6 +56,14 @@ impl Response {
             .unwrap_or_else(|| panic!("not an ACME problem: {} {}", self.status, self.text))
     }
 
+    /// The type of subproblem `i` without its URN prefix.
+    pub fn subproblem(&self, i: usize) -> &str {
+        self.body["subproblems"][i]["type"]
+            .as_str()
+            .and_then(|t| t.strip_prefix("urn:ietf:params:acme:error:"))
+            .unwrap_or_else(|| panic!("no subproblem {i}: {} {}", self.status, self.text))
+    }
+
     pub fn location(&self) -> String {
         self.headers["location"].to_str().unwrap().to_owned()
     }
@@ -214,13 +222,7 @@ impl Client {
     ) -> Value {
         for authz in order["authorizations"].as_array().unwrap() {
             let authz = self.post(authz.as_str().unwrap(), None).await.body;
-            let ch = authz["challenges"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["type"] == "http-01")
-                .unwrap()
-                .clone();
+            let ch = challenge(&authz, "http-01");
             let token = ch["token"].as_str().unwrap();
             responder.serve(token, self.key.key_authorization(token));
             let resp = self
@@ -235,6 +237,17 @@ impl Client {
             );
         }
         self.poll(order_url, "pending").await
+    }
+
+    /// finalize `order` with a DER CSR.
+    pub async fn finalize(&mut self, order: &Value, csr_der: &[u8]) -> Response {
+        use base64::Engine;
+        let csr = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(csr_der);
+        self.post(
+            order["finalize"].as_str().unwrap(),
+            Some(json!({"csr": csr})),
+        )
+        .await
     }
 
     /// POST-as-GET `url` until its status is no longer `while_status`.
@@ -271,6 +284,17 @@ fn apple_short_jws(key: &Key, protected: &Value, payload: Option<&Value>) -> Val
         }
     }
     panic!("no signature with a leading zero byte in 10,000 tries");
+}
+
+/// The authorization's challenge of type `kind`.
+pub fn challenge(authz: &Value, kind: &str) -> Value {
+    authz["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} challenge: {authz}"))
+        .clone()
 }
 
 /// A DER CSR for `names` with a fresh P-256 key (rcgen).
