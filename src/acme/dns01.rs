@@ -14,6 +14,7 @@ use hickory_resolver::{ResolveError, TokioResolver};
 
 use super::error::{AcmeError, ProblemType};
 use super::model::{Identifier, IdentifierType};
+use super::validation::is_localhost;
 
 /// Per query attempt; two attempts, so a validation gives up within 10 s like the others.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -65,7 +66,7 @@ impl Dns01 {
             )));
         }
         let name = format!("_acme-challenge.{}.", identifier.value);
-        if identifier.value == "localhost" || identifier.value.ends_with(".localhost") {
+        if is_localhost(&identifier.value) {
             return Err(AcmeError::new(
                 ProblemType::IncorrectResponse,
                 format!("no TXT record at {name}: names under localhost are not in DNS (RFC 6761)"),

@@ -117,7 +117,7 @@ impl AcmeService {
                 order: order_id.clone(),
                 identifier: identifier
                     .wildcard_base()
-                    .unwrap_or_else(|| identifier.clone()),
+                    .map_or_else(|| identifier.clone(), Identifier::dns),
                 wildcard: identifier.wildcard_base().is_some(),
                 status: AuthzStatus::Pending,
                 expires,

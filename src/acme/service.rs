@@ -53,7 +53,7 @@ impl Profile {
             IdentifierType::PermanentIdentifier => true,
             IdentifierType::Dns => {
                 // `*.x` covers the names under `x`: allowed where `x` is.
-                let name = id.wildcard_base().map_or(id.value.clone(), |b| b.value);
+                let name = id.wildcard_base().unwrap_or(&id.value);
                 self.config.dns_names.iter().any(|base| {
                     let base = base.trim_end_matches('.').to_ascii_lowercase();
                     name == base || name.ends_with(&format!(".{base}"))

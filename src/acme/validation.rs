@@ -72,7 +72,7 @@ impl Validators {
 /// DNS (RFC 6761 §6.3); everything else goes to the system resolver.
 pub(super) async fn lookup(host: &str) -> std::io::Result<Vec<IpAddr>> {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
-    if host == "localhost" || host.ends_with(".localhost") {
+    if is_localhost(&host) {
         return Ok(vec![
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -83,4 +83,10 @@ pub(super) async fn lookup(host: &str) -> std::io::Result<Vec<IpAddr>> {
     }
     let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
     Ok(addrs.map(|a| a.ip()).collect())
+}
+
+/// Whether `name` (lower case, no trailing dot) is `localhost` or under it: loopback by
+/// definition, never in DNS (RFC 6761 §6.3).
+pub(super) fn is_localhost(name: &str) -> bool {
+    name == "localhost" || name.ends_with(".localhost")
 }
