@@ -111,30 +111,31 @@ impl AcmeService {
         let order_id = random_id(16);
         let authzs: Vec<Authorization> = identifiers
             .iter()
-            .map(|identifier| Authorization {
-                id: random_id(16),
-                account: account.id.clone(),
-                order: order_id.clone(),
-                identifier: identifier
-                    .wildcard_base()
-                    .map_or_else(|| identifier.clone(), Identifier::dns),
-                wildcard: identifier.wildcard_base().is_some(),
-                status: AuthzStatus::Pending,
-                expires,
-                challenges: profile
-                    .config
-                    .challenges
-                    .iter()
-                    .filter(|kind| kind.validates(identifier))
-                    .map(|kind| Challenge {
-                        kind: *kind,
-                        token: random_id(32),
-                        status: ChallengeStatus::Pending,
-                        validated: None,
-                        error: None,
-                    })
-                    .collect(),
-                attestation: None,
+            .map(|identifier| {
+                let base = identifier.wildcard_base();
+                Authorization {
+                    id: random_id(16),
+                    account: account.id.clone(),
+                    order: order_id.clone(),
+                    identifier: base.map_or_else(|| identifier.clone(), Identifier::dns),
+                    wildcard: base.is_some(),
+                    status: AuthzStatus::Pending,
+                    expires,
+                    challenges: profile
+                        .config
+                        .challenges
+                        .iter()
+                        .filter(|kind| kind.validates(identifier))
+                        .map(|kind| Challenge {
+                            kind: *kind,
+                            token: random_id(32),
+                            status: ChallengeStatus::Pending,
+                            validated: None,
+                            error: None,
+                        })
+                        .collect(),
+                    attestation: None,
+                }
             })
             .collect();
         let order = Order {
