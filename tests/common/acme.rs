@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use enrollca::acme::client::Http01Responder;
 use serde_json::{Value, json};
 
@@ -241,11 +243,9 @@ impl Client {
 
     /// finalize `order` with a DER CSR.
     pub async fn finalize(&mut self, order: &Value, csr_der: &[u8]) -> Response {
-        use base64::Engine;
-        let csr = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(csr_der);
         self.post(
             order["finalize"].as_str().unwrap(),
-            Some(json!({"csr": csr})),
+            Some(json!({"csr": B64.encode(csr_der)})),
         )
         .await
     }
@@ -266,11 +266,9 @@ impl Client {
 /// A JWS whose ES256 signature has r or s shortened by its leading zero byte, as Apple's
 /// ACME client sends about 1 in 128 of its requests.
 fn apple_short_jws(key: &Key, protected: &Value, payload: Option<&Value>) -> Value {
-    use base64::Engine;
-    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-    let p = b64(protected.to_string().as_bytes());
+    let p = B64.encode(protected.to_string());
     let pl = payload
-        .map(|v| b64(v.to_string().as_bytes()))
+        .map(|v| B64.encode(v.to_string()))
         .unwrap_or_default();
     let input = format!("{p}.{pl}");
     for _ in 0..10_000 {
@@ -280,7 +278,7 @@ fn apple_short_jws(key: &Key, protected: &Value, payload: Option<&Value>) -> Val
             let strip = |x: &[u8]| x[usize::from(x[0] == 0)..].to_vec();
             let short = [strip(r), strip(s)].concat();
             assert!(short.len() < 64);
-            return json!({"protected": p, "payload": pl, "signature": b64(&short)});
+            return json!({"protected": p, "payload": pl, "signature": B64.encode(&short)});
         }
     }
     panic!("no signature with a leading zero byte in 10,000 tries");
