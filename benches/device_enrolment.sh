@@ -8,9 +8,12 @@
 # acme.attestation_roots and knows the devices through a bulk import (inventory on).
 #
 #   bash benches/device_enrolment.sh [ENROLMENTS] [CONCURRENCY...]   (default: 2000, c=16)
-#   PERF=1 ...  also records the server with perf and prints where its CPU went.
+#   PERF=1 ...  also records the server with perf and splits its CPU by cost: JWS verify,
+#               attestation chain verify, CSR verify, signing, store, TLS, HTTP, runtime
+#               (benches/cpu_split.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo=$PWD
 count=${1:-2000}
 shift || true
 concurrencies=("${@:-16}")
@@ -64,9 +67,12 @@ for c in "${concurrencies[@]}"; do
   /usr/bin/time -f "load generator: %U s user + %S s system CPU" \
     "$bin/enrollca-acme-load" --directory https://127.0.0.1:18445/acme/device/directory \
     --ca-file roots.pem --attestation-ca att --orders "$count" --concurrency "$c" \
-    --server-pid "$enrollca_pid" --label enrollca-device
+    --server-pid "$enrollca_pid" --label enrollca-device | tee pass.txt
   if [ -n "${PERF:-}" ]; then
     kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
-    perf report -i perf.data --no-children --sort dso,sym --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -25
+    # The split of this pass's server CPU (perf's sampling inflates it a little).
+    ms=$(sed -n 's|.*server CPU \([0-9.]*\) ms/.*|\1|p' pass.txt)
+    echo "server CPU by cost (share of samples, ms per enrolment):"
+    perf script -i perf.data -F comm,ip,sym 2>/dev/null | python3 "$repo/benches/cpu_split.py" $ms
   fi
 done
