@@ -12,6 +12,8 @@ import re
 import sys
 from collections import Counter
 
+STORE = "store (sled, writer, IO threads)"
+
 # (category, regex on a frame, regex another frame must also match, or None)
 CATEGORIES = [
     ("JWS verify", r"acme::jws::Jwk::verify", None),
@@ -19,7 +21,7 @@ CATEGORIES = [
     ("CSR verify", r"verify_signature|x509_parser::verify", r"ca::csr"),
     ("signing", r"rcgen::|EcdsaKeyPair::sign|sign_crl", None),
     ("attestation parsing", r"enrollca::attest|ciborium", None),
-    ("store (sled, writer, IO threads)", r"sled::|enrollca::store", None),
+    (STORE, r"sled::|enrollca::store", None),
     ("TLS", r"rustls", None),
     ("ACME logic and JSON", r"enrollca::acme|serde_json", None),
     ("HTTP (hyper, axum, sockets)", r"hyper::|hyper_util|axum::|tower::|httparse|http::", None),
@@ -36,9 +38,10 @@ def category(comm, frames):
         ):
             return name
     # The writer's and sled's threads are the store, whatever their frames say (the
-    # kernel's side of a sync or a wake-up has no sled frame).
+    # kernel's side of a sync or a wake-up has no sled frame). sled's IO threads exist only
+    # without the vendor/sled patch.
     if STORE_THREADS.match(comm):
-        return "store (sled, writer, IO threads)"
+        return STORE
     return "other (kernel, allocator, unresolved)"
 
 
