@@ -287,7 +287,8 @@ fn acme_service(config: &Config, ca: Arc<Ca>) -> anyhow::Result<AcmeService> {
             })?;
         roots.extend(certs);
     }
-    let attestation = Verifier::new(vec![Arc::new(Apple::new(roots))]);
+    let apple = Apple::new(roots).context("acme.attestation_roots")?;
+    let attestation = Verifier::new(vec![Arc::new(apple)]);
     let validators =
         Validators::new(&config.acme).context("setting up the challenge validators")?;
     Ok(AcmeService::new(

@@ -12,7 +12,7 @@ const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/attest");
 fn verifier() -> Verifier {
     let root = std::fs::read(format!("{DIR}/root.pem")).unwrap();
     let roots = enrollca::datadir::pem_certs(&root).unwrap();
-    Verifier::new(vec![Arc::new(Apple::new(roots))])
+    Verifier::new(vec![Arc::new(Apple::new(roots).unwrap())])
 }
 
 fn expected() -> Expected<'static> {
@@ -59,7 +59,7 @@ fn the_stored_attestation_verifies_and_names_its_device_and_key() {
         ..expected()
     };
     assert!(matches!(v.verify(&obj, &later), Err(AttestError::Chain(_))));
-    let apple_only = Verifier::new(vec![Arc::new(Apple::new(Vec::new()))]);
+    let apple_only = Verifier::new(vec![Arc::new(Apple::new(Vec::new()).unwrap())]);
     assert!(matches!(
         apple_only.verify(&obj, &expected()),
         Err(AttestError::Chain(_))

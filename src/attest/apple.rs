@@ -6,8 +6,11 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use ciborium::Value;
+use x509_parser::asn1_rs::oid;
+use x509_parser::certificate::Validity;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::time::ASN1Time;
+use x509_parser::x509::SubjectPublicKeyInfo;
 
 use super::{AttestError, Attestation, AttestationObject, DeviceFacts, Expected, Format, KeyType};
 use crate::ca::csr::SubjectKey;
@@ -15,18 +18,18 @@ use crate::ca::csr::SubjectKey;
 /// Apple's root, shipped in `pki/` (its fingerprint is asserted by `tests/pki.rs`).
 const APPLE_ROOT_PEM: &[u8] = include_bytes!("../../pki/apple-enterprise-attestation-root-ca.pem");
 
-/// Leaf extensions (under Apple's arc 1.2.840.113635.100); values are raw bytes, not DER,
-/// except where noted.
-const NONCE: &str = "1.2.840.113635.100.8.11.1";
-const SERIAL: &str = "1.2.840.113635.100.8.9.1";
-const UDID: &str = "1.2.840.113635.100.8.9.2";
-const OS_VERSION: &str = "1.2.840.113635.100.8.10.1";
-const SEPOS_VERSION: &str = "1.2.840.113635.100.8.10.2";
+/// Leaf extensions (under Apple's arc 1.2.840.113635.100), as DER OID bytes; values are raw
+/// bytes, not DER, except where noted.
+const NONCE: &[u8] = &oid!(raw 1.2.840.113635.100.8.11.1);
+const SERIAL: &[u8] = &oid!(raw 1.2.840.113635.100.8.9.1);
+const UDID: &[u8] = &oid!(raw 1.2.840.113635.100.8.9.2);
+const OS_VERSION: &[u8] = &oid!(raw 1.2.840.113635.100.8.10.1);
+const SEPOS_VERSION: &[u8] = &oid!(raw 1.2.840.113635.100.8.10.2);
 /// DER INTEGER.
-const SIP_STATUS: &str = "1.2.840.113635.100.8.13.1";
-const SECURE_BOOT: &str = "1.2.840.113635.100.8.13.2";
+const SIP_STATUS: &[u8] = &oid!(raw 1.2.840.113635.100.8.13.1);
+const SECURE_BOOT: &[u8] = &oid!(raw 1.2.840.113635.100.8.13.2);
 /// DER INTEGER.
-const KEXT_STATUS: &str = "1.2.840.113635.100.8.13.3";
+const KEXT_STATUS: &[u8] = &oid!(raw 1.2.840.113635.100.8.13.3);
 
 /// Longest chain accepted below the root (Apple sends leaf and one intermediate).
 const MAX_CHAIN: usize = 4;
@@ -35,22 +38,57 @@ const MAX_CHAIN: usize = 4;
 const VERIFIED_CACHE: usize = 64;
 
 pub struct Apple {
-    /// Trust anchors, DER: Apple's root and any configured in `acme.attestation_roots`.
-    roots: Vec<Vec<u8>>,
+    /// Apple's root and any configured in `acme.attestation_roots`, parsed once.
+    roots: Vec<Root>,
     /// SHA-256 of certificates whose signature by a root has been verified.
     verified: Mutex<HashSet<[u8; 32]>>,
 }
 
+/// A trust anchor: what a chain's top is checked against.
+struct Root {
+    der: Vec<u8>,
+    /// The subject Name, DER, as an issuer name must match it.
+    subject: Vec<u8>,
+    /// The subject for messages.
+    name: String,
+    validity: Validity,
+    /// SubjectPublicKeyInfo, DER.
+    spki: Vec<u8>,
+}
+
+impl Root {
+    fn parse(der: Vec<u8>) -> Result<Self, AttestError> {
+        let Ok(([], cert)) = X509Certificate::from_der(&der) else {
+            return Err(AttestError::Anchor(
+                "a trusted attestation root is not a DER certificate".into(),
+            ));
+        };
+        let (subject, name) = (cert.subject().as_raw().to_vec(), cert.subject().to_string());
+        let (validity, spki) = (cert.validity().clone(), cert.public_key().raw.to_vec());
+        Ok(Self {
+            der,
+            subject,
+            name,
+            validity,
+            spki,
+        })
+    }
+}
+
 impl Apple {
     /// Trusts Apple's root and `extra` roots (DER).
-    pub fn new(extra: Vec<Vec<u8>>) -> Self {
-        let mut roots =
+    pub fn new(extra: Vec<Vec<u8>>) -> Result<Self, AttestError> {
+        let apple =
             crate::datadir::pem_certs(APPLE_ROOT_PEM).expect("the shipped Apple root parses");
-        roots.extend(extra);
-        Self {
+        let roots = apple
+            .into_iter()
+            .chain(extra)
+            .map(Root::parse)
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
             roots,
             verified: Mutex::new(HashSet::new()),
-        }
+        })
     }
 
     /// Verifies `ders` (leaf first) up to a trust anchor, every certificate valid at `now`;
@@ -62,7 +100,9 @@ impl Apple {
     ) -> Result<X509Certificate<'a>, AttestError> {
         // A client that also sends the root gains nothing by it; the anchor is ours.
         let ders = match ders.split_last() {
-            Some((last, rest)) if !rest.is_empty() && self.roots.contains(last) => rest,
+            Some((last, rest)) if !rest.is_empty() && self.roots.iter().any(|r| r.der == *last) => {
+                rest
+            }
             _ => ders,
         };
         if ders.len() > MAX_CHAIN {
@@ -82,7 +122,11 @@ impl Apple {
             })
             .collect::<Result<Vec<_>, _>>()?;
         for (i, cert) in certs.iter().enumerate() {
-            valid_at(cert, now, &format!("x5c[{i}] ({})", cert.subject()))?;
+            valid_at(
+                cert.validity(),
+                now,
+                &format!("x5c[{i}] ({})", cert.subject()),
+            )?;
         }
         for (i, pair) in certs.windows(2).enumerate() {
             let (child, parent) = (&pair[0], &pair[1]);
@@ -118,15 +162,12 @@ impl Apple {
         let digest = crate::ca::hierarchy::sha256(der);
         let issuer = cert.issuer().as_raw();
         let mut named = false;
-        for root_der in &self.roots {
-            let Ok((_, root)) = X509Certificate::from_der(root_der) else {
-                continue;
-            };
-            if root.subject().as_raw() != issuer {
+        for root in &self.roots {
+            if root.subject != issuer {
                 continue;
             }
             named = true;
-            valid_at(&root, now, &format!("the root {}", root.subject()))
+            valid_at(&root.validity, now, &format!("the root {}", root.name))
                 .map_err(|e| e.to_string())?;
             let cached = self
                 .verified
@@ -136,7 +177,10 @@ impl Apple {
             if cached {
                 return Ok(());
             }
-            if cert.verify_signature(Some(root.public_key())).is_ok() {
+            let Ok(([], key)) = SubjectPublicKeyInfo::from_der(&root.spki) else {
+                continue;
+            };
+            if cert.verify_signature(Some(&key)).is_ok() {
                 let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
                 if verified.len() >= VERIFIED_CACHE {
                     verified.clear();
@@ -156,8 +200,7 @@ impl Apple {
     }
 }
 
-fn valid_at(cert: &X509Certificate<'_>, now: ASN1Time, what: &str) -> Result<(), AttestError> {
-    let v = cert.validity();
+fn valid_at(v: &Validity, now: ASN1Time, what: &str) -> Result<(), AttestError> {
     if now < v.not_before {
         return Err(AttestError::Chain(format!(
             "{what} is not valid before {}",
@@ -201,13 +244,13 @@ impl Format for Apple {
             .map_err(|_| AttestError::Chain("the current time is out of range".into()))?;
         let leaf = self.chain(&x5c, now)?;
 
-        let ext = |oid: &str| {
+        let ext = |oid: &[u8]| {
             leaf.extensions()
                 .iter()
-                .find(|e| e.oid.to_id_string() == oid)
+                .find(|e| e.oid.as_bytes() == oid)
                 .map(|e| e.value)
         };
-        let text = |oid: &str, name: &str| -> Result<Option<String>, AttestError> {
+        let text = |oid: &[u8], name: &str| -> Result<Option<String>, AttestError> {
             ext(oid)
                 .map(|v| {
                     String::from_utf8(v.to_vec())
@@ -215,7 +258,7 @@ impl Format for Apple {
                 })
                 .transpose()
         };
-        let integer = |oid: &str, name: &str| -> Result<Option<i64>, AttestError> {
+        let integer = |oid: &[u8], name: &str| -> Result<Option<i64>, AttestError> {
             ext(oid)
                 .map(|v| {
                     <i64 as der::Decode>::from_der(v).map_err(|_| {
@@ -301,7 +344,7 @@ mod tests {
         let ca = TestAttestationCa::generate("Unit").unwrap();
         let root = crate::datadir::pem_certs(ca.root_pem().as_bytes()).unwrap();
         Fixture {
-            verifier: Verifier::new(vec![Arc::new(Apple::new(root))]),
+            verifier: Verifier::new(vec![Arc::new(Apple::new(root).unwrap())]),
             ca,
             device: rcgen::KeyPair::generate().unwrap(),
         }
@@ -490,7 +533,15 @@ mod tests {
 
     #[test]
     fn the_apple_root_is_always_trusted() {
-        let apple = Apple::new(Vec::new());
+        let apple = Apple::new(Vec::new()).unwrap();
         assert_eq!(apple.roots.len(), 1);
+    }
+
+    #[test]
+    fn a_configured_root_that_is_no_certificate_is_refused() {
+        let err = Apple::new(vec![b"not a certificate".to_vec()])
+            .err()
+            .unwrap();
+        assert!(matches!(err, AttestError::Anchor(_)), "{err}");
     }
 }

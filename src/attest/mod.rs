@@ -104,6 +104,9 @@ pub enum AttestError {
     Key(String),
     #[error("the device reported that it cannot attest: {0}")]
     DeviceError(String),
+    /// A configured trust anchor is unusable (a start-up error, never a client's).
+    #[error("trust anchor: {0}")]
+    Anchor(String),
 }
 
 /// One attestation format's verifier.

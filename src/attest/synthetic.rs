@@ -203,7 +203,7 @@ mod tests {
         let ca = TestAttestationCa::load(dir.path()).unwrap();
         let root = std::fs::read(dir.path().join("root.pem")).unwrap();
         let roots = crate::datadir::pem_certs(&root).unwrap();
-        let verifier = Verifier::new(vec![Arc::new(Apple::new(roots))]);
+        let verifier = Verifier::new(vec![Arc::new(Apple::new(roots).unwrap())]);
         let device = KeyPair::generate().unwrap();
         let leaf = Leaf {
             nonce: Some(freshness_nonce("t")),

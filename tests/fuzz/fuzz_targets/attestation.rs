@@ -15,7 +15,7 @@ fn verifier() -> &'static Verifier {
     VERIFIER.get_or_init(|| {
         let root = include_bytes!("../../vectors/attest/root.pem");
         let roots = enrollca::datadir::pem_certs(root).unwrap();
-        Verifier::new(vec![Arc::new(Apple::new(roots))])
+        Verifier::new(vec![Arc::new(Apple::new(roots).unwrap())])
     })
 }
 
