@@ -20,7 +20,7 @@ CATEGORIES = [
     ("attestation chain verify", r"verify_signature|x509_parser::verify", r"enrollca::attest"),
     ("CSR verify", r"verify_signature|x509_parser::verify", r"ca::csr"),
     ("signing", r"rcgen::|EcdsaKeyPair::sign|sign_crl", None),
-    ("attestation parsing", r"enrollca::attest|ciborium", None),
+    ("attestation parsing", r"enrollca::attest", None),
     (STORE, r"sled::|enrollca::store", None),
     ("TLS", r"rustls", None),
     ("ACME logic and JSON", r"enrollca::acme|serde_json", None),
