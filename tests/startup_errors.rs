@@ -82,6 +82,21 @@ fn bad_configuration_is_named() {
 
     let err = serve_fails(&data, &["--config", "/nonexistent/enrollca.toml"], &[]);
     assert!(err.contains("/nonexistent/enrollca.toml"), "{err}");
+
+    // A PEM block that is no certificate: refused at start, not skipped at every attestation.
+    let root = tmp.path().join("not-a-root.pem");
+    std::fs::write(
+        &root,
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let cfg = tmp.path().join("roots.toml");
+    std::fs::write(&cfg, format!("[acme]\nattestation_roots = [{root:?}]\n")).unwrap();
+    let err = serve_fails(&data, &["--config", cfg.to_str().unwrap()], &[]);
+    assert!(
+        err.contains("acme.attestation_roots") && err.contains("not a DER certificate"),
+        "{err}"
+    );
 }
 
 #[test]
