@@ -588,6 +588,20 @@ async fn accounts_update_roll_their_key_deactivate_and_revoke_by_certificate_key
         )
         .await;
     assert_eq!((again.status, again.location()), (200, kid.clone()));
+    // Whatever else the request says (§7.3.1): a contact that would be refused for a new key
+    // still finds the account, and changes nothing in it.
+    let again = c
+        .post_with(
+            &c.url("newAccount"),
+            Some(json!({"contact": ["tel:+1555"]})),
+            Tweak {
+                force_jwk: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!((again.status, again.location()), (200, kid.clone()));
+    assert_eq!(again.body["contact"], json!([]), "{}", again.text);
     let mut fresh = Client::new(&server, "default").await;
     let new_account = fresh.url("newAccount");
     for (payload, problem) in [

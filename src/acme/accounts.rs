@@ -51,15 +51,36 @@ impl AcmeService {
             unreachable!("KeyUse::Jwk yields a key")
         };
         let req: NewAccount = jws.json()?;
-        if let Some(existing) = self.account_by_key(profile, &jwk).await? {
-            return Ok((existing.value, false));
-        }
         if req.only_return_existing {
-            return Err(AcmeError::new(
-                ProblemType::AccountDoesNotExist,
-                "no account has this key",
-            ));
+            return match self.account_by_key(profile, &jwk).await? {
+                Some(existing) => Ok((existing.value, false)),
+                None => Err(AcmeError::new(
+                    ProblemType::AccountDoesNotExist,
+                    "no account has this key",
+                )),
+            };
         }
+        // Most keys are new (a device makes one per enrolment), so creation is tried first,
+        // sparing each a store read. A key that has an account gets that account whatever
+        // else the request says (§7.3.1); its creation is refused, at the latest by the
+        // store's check that the key is unused, and the refusal is answered with it.
+        match self.create_account(profile, &jwk, url, req).await {
+            Ok(account) => Ok((account, true)),
+            Err(refusal) => match self.account_by_key(profile, &jwk).await? {
+                Some(existing) => Ok((existing.value, false)),
+                None => Err(refusal),
+            },
+        }
+    }
+
+    /// Creates an account for a key that has none; nothing is written if any check fails.
+    async fn create_account(
+        &self,
+        profile: &Profile,
+        jwk: &Jwk,
+        url: &str,
+        req: NewAccount,
+    ) -> Result<Account, AcmeError> {
         if profile.config.terms_of_service.is_some() && !req.terms_of_service_agreed {
             return Err(AcmeError::malformed(
                 "this profile requires agreeing to its terms of service (termsOfServiceAgreed)",
@@ -83,7 +104,7 @@ impl AcmeService {
             }
             (None, false) => None,
             (Some(binding), _) => {
-                let (kid, write) = self.bind(profile, binding, &jwk, url, &id).await?;
+                let (kid, write) = self.bind(profile, binding, jwk, url, &id).await?;
                 writes.push(write);
                 Some(kid)
             }
@@ -100,23 +121,22 @@ impl AcmeService {
         writes.push(DocWrite::put(DocKind::AcmeAccount, &id, None, &account));
         writes.push(DocWrite::put(
             DocKind::AcmeAccountKey,
-            &key_id(profile, &jwk),
+            &key_id(profile, jwk),
             None,
             &id,
         ));
         match self.store().write_docs(writes).await {
             Ok(()) => {
                 tracing::info!(account = %id, profile = %profile.name, "ACME account created");
-                Ok((account, true))
+                Ok(account)
             }
-            // The same key registered concurrently: that account is the answer.
+            // The key has an account (made earlier, or concurrently): the caller answers it.
             Err(StoreError::Conflict {
                 kind: DocKind::AcmeAccountKey,
                 ..
-            }) => match self.account_by_key(profile, &jwk).await? {
-                Some(existing) => Ok((existing.value, false)),
-                None => Err(AcmeError::internal("account key index changed underfoot")),
-            },
+            }) => Err(AcmeError::internal(
+                "the account key's index changed underfoot",
+            )),
             Err(StoreError::Conflict { .. }) => Err(AcmeError::unauthorized(
                 "the external account key was used concurrently",
             )),
