@@ -95,12 +95,20 @@ pub async fn register(
         .map(|d| d.value.identifiers().collect())
         .unwrap_or_default();
     let new: Vec<String> = device.identifiers().collect();
-    let mut writes = vec![DocWrite::put(
+    // Readers never find an index entry naming what the device no longer is: stale entries
+    // go first, then the device, then the new entries.
+    let mut writes: Vec<DocWrite> = old
+        .iter()
+        .filter(|k| !new.contains(k))
+        // Index entries are written once, never updated.
+        .map(|k| delete(DocKind::InventoryIdentifier, k, 1))
+        .collect();
+    writes.push(DocWrite::put(
         DocKind::InventoryDevice,
         id.as_str(),
         current.as_ref().map(|d| d.version),
         &device,
-    )];
+    ));
     for key in &new {
         if old.contains(key) {
             continue;
@@ -117,10 +125,6 @@ pub async fn register(
         }
         writes.push(DocWrite::put(DocKind::InventoryIdentifier, key, None, id));
     }
-    for key in old.iter().filter(|k| !new.contains(k)) {
-        // Index entries are written once, never updated.
-        writes.push(delete(DocKind::InventoryIdentifier, key, 1));
-    }
     store.write_docs(writes).await?;
     Ok(current.is_none())
 }
@@ -130,17 +134,17 @@ pub async fn unregister(store: &dyn Store, id: &DeviceId) -> Result<bool, Invent
     let Some(current) = device_doc(store, id).await? else {
         return Ok(false);
     };
-    let mut writes = vec![delete(
+    // The index entries naming the device go first.
+    let mut writes: Vec<DocWrite> = current
+        .value
+        .identifiers()
+        .map(|k| delete(DocKind::InventoryIdentifier, &k, 1))
+        .collect();
+    writes.push(delete(
         DocKind::InventoryDevice,
         id.as_str(),
         current.version,
-    )];
-    writes.extend(
-        current
-            .value
-            .identifiers()
-            .map(|k| delete(DocKind::InventoryIdentifier, &k, 1)),
-    );
+    ));
     store.write_docs(writes).await?;
     Ok(true)
 }

@@ -88,8 +88,7 @@ impl AcmeService {
         }
         check_contacts(&req.contact)?;
         let id = random_id(16);
-        let mut writes = Vec::new();
-        let eab_kid = match (
+        let (eab_kid, binding) = match (
             &req.external_account_binding,
             profile.config.external_account_required,
         ) {
@@ -102,11 +101,10 @@ impl AcmeService {
                     ),
                 ));
             }
-            (None, false) => None,
+            (None, false) => (None, None),
             (Some(binding), _) => {
                 let (kid, write) = self.bind(profile, binding, jwk, url, &id).await?;
-                writes.push(write);
-                Some(kid)
+                (Some(kid), Some(write))
             }
         };
         let account = Account {
@@ -118,13 +116,12 @@ impl AcmeService {
             eab_kid,
             created_at: self.now(),
         };
-        writes.push(DocWrite::put(DocKind::AcmeAccount, &id, None, &account));
-        writes.push(DocWrite::put(
-            DocKind::AcmeAccountKey,
-            &key_id(profile, jwk),
-            None,
-            &id,
-        ));
+        // The account before what names it: its key's index, the binding it used.
+        let mut writes = vec![
+            DocWrite::put(DocKind::AcmeAccount, &id, None, &account),
+            DocWrite::put(DocKind::AcmeAccountKey, &key_id(profile, jwk), None, &id),
+        ];
+        writes.extend(binding);
         match self.store().write_docs(writes).await {
             Ok(()) => {
                 tracing::info!(account = %id, profile = %profile.name, "ACME account created");

@@ -855,10 +855,11 @@ pub async fn purge_expired(store: &dyn Store, now: OffsetDateTime) -> Result<usi
                 value: None,
             };
             let index = format!("{}/{id}", order.value.account);
+            // What refers to a document goes before it: the index, the order, its authzs.
             let mut writes = vec![
-                delete(DocKind::AcmeOrder, &id, version),
                 // Index entries are written once, never updated.
                 delete(DocKind::AcmeAccountOrder, &index, 1),
+                delete(DocKind::AcmeOrder, &id, version),
             ];
             for authz in &order.value.authorizations {
                 if let Some(doc) = store.doc(&DocKey::new(DocKind::AcmeAuthz, authz)).await? {
