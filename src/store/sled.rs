@@ -182,6 +182,7 @@ impl SledStore {
             announce,
             next_entry: 0,
             unsettled: Vec::new(),
+            stopped: None,
         };
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
@@ -479,6 +480,9 @@ struct Writer {
     /// Journal entries applied to their trees but not yet known durable there: deleted after
     /// the next flush.
     unsettled: Vec<u64>,
+    /// Why writing stopped: after a failed journal write, flush or apply, what is on disk
+    /// is known only to the replay at the next open.
+    stopped: Option<String>,
 }
 
 impl Writer {
@@ -507,8 +511,16 @@ impl Writer {
 
     /// Stages the batch, makes it durable and applies it; one result per job.
     fn commit(&mut self, batch: &[Job]) -> Vec<Result<Outcome, StoreError>> {
+        if let Some(why) = &self.stopped {
+            let why = format!("writes stopped after a failed commit: {why}");
+            return batch
+                .iter()
+                .map(|_| Err(StoreError::Backend(why.clone())))
+                .collect();
+        }
         let committed = self.stage(batch).and_then(|(results, seq, writes)| {
-            self.persist(writes)?;
+            self.persist(writes)
+                .inspect_err(|e| self.stopped = Some(e.to_string()))?;
             Ok((results, seq))
         });
         match committed {
@@ -530,7 +542,8 @@ impl Writer {
     }
 
     /// Journals the writes, flushes, then applies them to their trees. Entries applied
-    /// before this flush are durable in their trees with it, so they go.
+    /// before this flush are durable in their trees with it, so they go. Any failure here
+    /// stops the writer: the entry may be on disk, and would be replayed at the next open.
     fn persist(&mut self, writes: Vec<StagedWrite>) -> sled::Result<()> {
         if writes.is_empty() {
             self.db.flush()?;
@@ -539,11 +552,7 @@ impl Writer {
         let key = self.next_entry.to_be_bytes();
         self.next_entry += 1;
         self.trees.journal.insert(key, encode(&writes))?;
-        if let Err(e) = self.db.flush() {
-            // Not durable, so never applied: it must not reach a later flush either.
-            let _ = self.trees.journal.remove(key);
-            return Err(e);
-        }
+        self.db.flush()?;
         self.settle()?;
         apply(&self.trees, writes)?;
         self.unsettled.push(self.next_entry - 1);
