@@ -272,7 +272,7 @@ fn acme_service(config: &Config, ca: Arc<Ca>) -> anyhow::Result<AcmeService> {
             inventory,
         });
     }
-    let mut roots = Vec::new();
+    let mut apple = Apple::new(Vec::new()).context("acme.attestation_roots")?;
     for path in &config.acme.attestation_roots {
         let pem = std::fs::read(path)
             .with_context(|| format!("acme.attestation_roots: reading {}", path.display()))?;
@@ -285,9 +285,10 @@ fn acme_service(config: &Config, ca: Arc<Ca>) -> anyhow::Result<AcmeService> {
                     path.display()
                 )
             })?;
-        roots.extend(certs);
+        apple
+            .trust(certs)
+            .with_context(|| format!("acme.attestation_roots: {}", path.display()))?;
     }
-    let apple = Apple::new(roots).context("acme.attestation_roots")?;
     let attestation = Verifier::new(vec![Arc::new(apple)]);
     let validators =
         Validators::new(&config.acme).context("setting up the challenge validators")?;

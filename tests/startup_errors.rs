@@ -94,7 +94,9 @@ fn bad_configuration_is_named() {
     std::fs::write(&cfg, format!("[acme]\nattestation_roots = [{root:?}]\n")).unwrap();
     let err = serve_fails(&data, &["--config", cfg.to_str().unwrap()], &[]);
     assert!(
-        err.contains("acme.attestation_roots") && err.contains("not a DER certificate"),
+        err.contains("acme.attestation_roots")
+            && err.contains("not-a-root.pem")
+            && err.contains("not a DER certificate"),
         "{err}"
     );
 }

@@ -80,15 +80,24 @@ impl Apple {
     pub fn new(extra: Vec<Vec<u8>>) -> Result<Self, AttestError> {
         let apple =
             crate::datadir::pem_certs(APPLE_ROOT_PEM).expect("the shipped Apple root parses");
-        let roots = apple
-            .into_iter()
-            .chain(extra)
-            .map(Root::parse)
-            .collect::<Result<_, _>>()?;
-        Ok(Self {
-            roots,
+        let mut verifier = Self {
+            roots: Vec::new(),
             verified: Mutex::new(HashSet::new()),
-        })
+        };
+        verifier.trust(apple)?;
+        verifier.trust(extra)?;
+        Ok(verifier)
+    }
+
+    /// Trusts more roots (DER); none of them unless all parse, so a caller adding one
+    /// file's roots at a time can say which file is wrong.
+    pub fn trust(&mut self, ders: Vec<Vec<u8>>) -> Result<(), AttestError> {
+        let roots = ders
+            .into_iter()
+            .map(Root::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.roots.extend(roots);
+        Ok(())
     }
 
     /// Verifies `ders` (leaf first) up to a trust anchor, every certificate valid at `now`;
