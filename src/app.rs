@@ -24,7 +24,7 @@ use crate::config::DeviceInventory;
 use crate::datadir::{DataDir, passphrase};
 use crate::inventory::Gate;
 use crate::metrics::Metrics;
-use crate::policy::Template;
+use crate::policy::{SanKinds, Template};
 use crate::revocation::{Crls, Ocsp};
 use crate::scep::ScepService;
 use crate::store::{DocCache, SledStore, Store};
@@ -117,9 +117,15 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
     ca.set_trust(trust);
     let token = std::fs::read_to_string(dir.admin_token())
         .with_context(|| format!("reading {}", dir.admin_token().display()))?;
+    // Operators may issue whatever names they like; SCEP clients only what was stated.
     let template = Arc::new(Template::device(
         config.issuance.lifetime,
         config.issuance.backdate,
+    ));
+    let scep_template = Arc::new(Template::scep(
+        config.issuance.lifetime,
+        config.issuance.backdate,
+        SanKinds::only(&config.scep.allowed_sans),
     ));
     let webhook = config
         .scep
@@ -141,7 +147,7 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         crls.clone(),
         config.scep.approval,
         metrics.clone(),
-        template.clone(),
+        scep_template,
         config.scep.challenge.clone(),
         webhook,
     ));

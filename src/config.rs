@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::acme::model::ChallengeType;
 use crate::attest::KeyType;
 use crate::ca::KeyFamily;
+use crate::policy::SanKind;
 use crate::scep::pending::Approval;
 
 /// Environment variables with the `ENROLLCA_` prefix that are not config keys.
@@ -139,6 +140,9 @@ pub struct Scep {
     /// `manual`: accepted enrolments wait (PENDING) until an operator approves or rejects
     /// them; clients collect the result with CertPoll.
     pub approval: Approval,
+    /// subjectAltName forms a request may ask for itself (`dns`, `ip`, `email`, `uri`); a
+    /// one-time challenge or the webhook may state SANs whatever this says. Default: none.
+    pub allowed_sans: Vec<SanKind>,
 }
 
 impl Default for Scep {
@@ -148,6 +152,7 @@ impl Default for Scep {
             webhook_url: None,
             webhook_timeout: Duration::from_secs(5),
             approval: Approval::Automatic,
+            allowed_sans: Vec::new(),
         }
     }
 }
@@ -402,6 +407,15 @@ const KEYS: &[(&str, Apply)] = &[
             "manual" => Approval::Manual,
             _ => return Err("expected `automatic` or `manual`".into()),
         };
+        Ok(())
+    }),
+    ("scep.allowed_sans", |c, v| {
+        c.scep.allowed_sans = v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
         Ok(())
     }),
     ("acme.http01_port", |c, v| {

@@ -233,7 +233,7 @@ impl Gate {
                     identifier,
                     account,
                 };
-                match validator.approve(&question).await? {
+                match validator.approve(&question).await?.device {
                     Some(id) => Ok(id),
                     None => fallback(),
                 }

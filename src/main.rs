@@ -16,6 +16,7 @@ use enrollca::admin::{Backend, data_dir, dir_config};
 use enrollca::api::views::{CertView, ChallengeBody, IssueBody};
 use enrollca::api::{EabBody, PrepareBody, RootBody, Scope, TokenBody};
 use enrollca::app::{ServeOptions, serve};
+use enrollca::ca::csr::San;
 use enrollca::ca::{KeyFamily, KeySpec, Serial};
 use enrollca::datadir::passphrase;
 use enrollca::revocation::RevocationReason;
@@ -106,9 +107,11 @@ enum ProfileCommand {
         /// RSA key size.
         #[arg(long, default_value_t = 2048)]
         key_size: u32,
-        /// Subject, e.g. "CN=device,O=Example".
-        #[arg(long, default_value = "CN=enrollca device")]
-        subject: String,
+        /// Subject, e.g. "CN=device,O=Example" (default: CN=<device> with --device, else
+        /// CN=enrollca device). With --one-time the challenge states it: the certificate
+        /// gets exactly this subject.
+        #[arg(long)]
+        subject: Option<String>,
     },
 }
 
@@ -178,9 +181,16 @@ enum ChallengeCommand {
     Create {
         #[command(flatten)]
         target: Target,
-        /// Bind it to this device: the certificate is recorded for it.
+        /// Bind it to this device: the certificate is recorded for it, and its common name
+        /// is the device id unless --subject says otherwise.
         #[arg(long)]
         device: Option<DeviceId>,
+        /// The subject the certificate must have, e.g. "CN=dev-42,O=Example".
+        #[arg(long)]
+        subject: Option<String>,
+        /// A subjectAltName it must have (repeatable), e.g. DNS:dev-42.example.
+        #[arg(long = "san")]
+        sans: Vec<San>,
         /// How long it stays usable, e.g. 15m, 1h, 7days (at most 30 days).
         #[arg(long, default_value = "1h")]
         ttl: humantime::Duration,
@@ -424,11 +434,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Challenge(ChallengeCommand::Create {
             target,
             device,
+            subject,
+            sans,
             ttl,
         }) => {
             let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;
             let body = ChallengeBody {
                 device,
+                subject,
+                sans: (!sans.is_empty()).then_some(sans),
                 ttl: Some(ttl.into()),
             };
             let minted = backend.create_challenge(&body).await?;
@@ -583,9 +597,15 @@ async fn run_profile(cmd: ProfileCommand) -> anyhow::Result<()> {
             let dir = data_dir(Some(target.data.data));
             let config = dir_config(&dir)?;
             let backend = Backend::connect(&dir, target.url).await?;
+            let subject = subject.unwrap_or_else(|| match &device {
+                Some(device) => format!("CN={device}"),
+                None => "CN=enrollca device".to_owned(),
+            });
             let challenge = if one_time {
                 let body = ChallengeBody {
                     device,
+                    subject: Some(subject.clone()),
+                    sans: None,
                     ttl: Some(ttl.into()),
                 };
                 Some(backend.create_challenge(&body).await?.challenge)

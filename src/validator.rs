@@ -6,13 +6,26 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ca::csr::{San, parse_subject};
+use crate::policy::Names;
 use crate::store::DeviceId;
 
 /// What a validator may answer with a 2xx (the body is optional).
 #[derive(Debug, Default, Deserialize)]
-struct Verdict {
+struct Answer {
     /// The device the certificate is for, as the MDM knows it.
     device: Option<DeviceId>,
+    /// The subject the certificate must have, e.g. `CN=dev-42,O=Example`.
+    subject: Option<String>,
+    /// The subjectAltNames it must have, e.g. `["DNS:dev-42.example"]`.
+    sans: Option<Vec<San>>,
+}
+
+/// An approval: for whom, with which names (see `policy::Names`).
+#[derive(Debug, Default, PartialEq)]
+pub struct Approved {
+    pub device: Option<DeviceId>,
+    pub names: Names,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +34,8 @@ pub enum ValidatorError {
     Refused(u16),
     #[error("the validation webhook did not answer: {0}")]
     Unreachable(String),
+    #[error("the validation webhook's answer is not usable: {0}")]
+    BadAnswer(String),
 }
 
 pub struct Validator {
@@ -39,11 +54,8 @@ impl Validator {
         Ok(Self { url, client })
     }
 
-    /// Asks the validator; on approval returns the device it named, if any.
-    pub async fn approve(
-        &self,
-        details: &impl Serialize,
-    ) -> Result<Option<DeviceId>, ValidatorError> {
+    /// Asks the validator; on approval returns the device and names it stated, if any.
+    pub async fn approve(&self, details: &impl Serialize) -> Result<Approved, ValidatorError> {
         let resp = self
             .client
             .post(&self.url)
@@ -55,10 +67,28 @@ impl Validator {
         if !status.is_success() {
             return Err(ValidatorError::Refused(status.as_u16()));
         }
-        // A body that is not a verdict still approves: the status is the answer.
+        // A body that is not JSON still approves: the status is the answer. A JSON answer
+        // that states names must state them correctly, or nothing is issued.
         let body = resp.bytes().await.unwrap_or_default();
-        Ok(serde_json::from_slice::<Verdict>(&body)
-            .unwrap_or_default()
-            .device)
+        let Ok(answer) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return Ok(Approved::default());
+        };
+        if !answer.is_object() {
+            return Ok(Approved::default());
+        }
+        let answer: Answer =
+            serde_json::from_value(answer).map_err(|e| ValidatorError::BadAnswer(e.to_string()))?;
+        let subject = answer
+            .subject
+            .map(|s| parse_subject(&s))
+            .transpose()
+            .map_err(|e| ValidatorError::BadAnswer(format!("subject: {e}")))?;
+        Ok(Approved {
+            device: answer.device,
+            names: Names {
+                subject,
+                sans: answer.sans,
+            },
+        })
     }
 }

@@ -781,4 +781,12 @@ async fn the_cli_prints_apple_payloads_that_plistlib_reads() {
     );
     let fixed = scep(&["--challenge", "static-secret"]);
     assert_eq!(fixed["PayloadContent"]["Challenge"], "static-secret");
+    // A payload for a device names it as its subject unless told otherwise: the challenge it
+    // mints will accept no other.
+    let out = server.cli(&["profile", "scep", "--one-time", "--device", "mdm-7"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        plist_json(&stdout(&out))["PayloadContent"]["Subject"],
+        json!([[["CN", "mdm-7"]]])
+    );
 }

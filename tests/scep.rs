@@ -67,17 +67,18 @@ async fn scepclient_enrols_and_a_wrong_challenge_is_refused() {
     );
     assert_certifies_key(&cert, &dir.join("key.pem"));
 
-    // Recorded like every issuance: protocol, device, an `issued` event.
+    // Recorded like every issuance: protocol, an `issued` event. The static challenge names
+    // no device, and the request's CN does not make one.
     let serial = serial_of(&cert);
     let rec: Value = server
         .get_json(&format!("/api/v1/certificates/{serial}"))
         .await;
     assert_eq!(rec["protocol"], "scep");
-    assert_eq!(rec["device"], "device-1");
+    assert_eq!(rec["device"], Value::Null);
     assert_eq!(server.events().await.len(), 1);
 
     // Renewal: with a certificate in place scepclient sends a RenewalReq signed with it and
-    // no challenge; the replacement is linked to the old one, for the same device.
+    // no challenge; the replacement is linked to the old one, with the same (absent) device.
     std::fs::remove_file(dir_1(&tmp).join("csr.pem")).unwrap();
     let out = scepclient(&server, &dir_1(&tmp), "device-1", "");
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
@@ -87,7 +88,7 @@ async fn scepclient_enrols_and_a_wrong_challenge_is_refused() {
         .get_json(&format!("/api/v1/certificates/{renewed}"))
         .await;
     assert_eq!(rec["replaces"], serial.as_str());
-    assert_eq!(rec["device"], "device-1");
+    assert_eq!(rec["device"], Value::Null);
     assert_eq!(server.events().await.len(), 2);
 
     // A revoked certificate cannot renew itself.
@@ -349,7 +350,11 @@ async fn certmonger_enrols_resubmits_and_is_refused() {
         first.as_str(),
         "the renewal is linked to what it renews"
     );
-    assert_eq!(rec["device"], "device-cm");
+    assert_eq!(
+        rec["device"],
+        Value::Null,
+        "the static challenge names no device"
+    );
     let events: Value = server.get_json("/api/v1/events").await;
     assert_eq!(events["events"][1]["type"], "renewed");
 
@@ -558,8 +563,12 @@ async fn one_time_challenges_enrol_once_per_device() {
 
     let challenge = mint(&["--device", "C02SERIAL01", "--ttl", "1h"]);
     assert!(challenge.len() >= 32, "{challenge}");
+    // The request's CN must be the device's: another is refused and leaves the challenge.
+    let out = scepclient(&server, &tmp.path().join("wrong-cn"), "some-cn", &challenge);
+    assert!(!out.status.success());
+    assert!(format!("{}{}", stdout(&out), stderr(&out)).contains("badRequest"));
     let dir = tmp.path().join("a");
-    let out = scepclient(&server, &dir, "some-cn", &challenge);
+    let out = scepclient(&server, &dir, "C02SERIAL01", &challenge);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let rec: Value = server
         .get_json(&format!(
@@ -613,8 +622,9 @@ async fn one_time_challenges_enrol_once_per_device() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validation_webhook_decides_within_its_timeout() {
     use std::sync::{Arc, Mutex};
-    // The operator's validator: approves `yes` (naming the device), refuses `no`, and is too
-    // slow for `slow`.
+    // The operator's validator: approves `yes` (naming the device and the subject, which is
+    // scepclient's), `other` (naming a subject the request does not have), refuses `no`, and
+    // is too slow for `slow`.
     let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
     let app = axum::Router::new()
         .route(
@@ -624,7 +634,14 @@ async fn validation_webhook_decides_within_its_timeout() {
                  axum::Json(body): axum::Json<Value>| async move {
                     seen.lock().unwrap().push(body.clone());
                     match body["challenge"].as_str().unwrap() {
-                        "yes" => (axum::http::StatusCode::OK, r#"{"device":"WEBHOOK-DEV-1"}"#),
+                        "yes" => (
+                            axum::http::StatusCode::OK,
+                            r#"{"device":"WEBHOOK-DEV-1","subject":"CN=webhook-device,O=scep-client,OU=MDM,C=US"}"#,
+                        ),
+                        "other" => (
+                            axum::http::StatusCode::OK,
+                            r#"{"device":"WEBHOOK-DEV-2","subject":"CN=WEBHOOK-DEV-2"}"#,
+                        ),
                         "slow" => {
                             tokio::time::sleep(std::time::Duration::from_secs(3)).await;
                             (axum::http::StatusCode::OK, "{}")
@@ -662,6 +679,21 @@ async fn validation_webhook_decides_within_its_timeout() {
         rec["device"], "WEBHOOK-DEV-1",
         "the validator names the device"
     );
+    assert_eq!(
+        rec["subject"],
+        "CN=webhook-device,O=scep-client,OU=MDM,C=US"
+    );
+    // A request whose subject is not the one the validator states is refused.
+    let out = tokio::task::block_in_place(|| {
+        scepclient(
+            &server,
+            &tmp.path().join("other"),
+            "webhook-device",
+            "other",
+        )
+    });
+    assert!(!out.status.success());
+    assert!(format!("{}{}", stdout(&out), stderr(&out)).contains("badRequest"));
     {
         let seen = seen.lock().unwrap();
         let call = &seen[0];
@@ -691,7 +723,7 @@ async fn validation_webhook_decides_within_its_timeout() {
             "{name}: the timeout bounds the wait"
         );
     }
-    assert_eq!(seen.lock().unwrap().len(), 3);
+    assert_eq!(seen.lock().unwrap().len(), 4);
     assert_eq!(
         server.events().await.len(),
         1,
@@ -759,7 +791,7 @@ async fn validation_webhook_over_https_verifies_the_validator() {
         ],
     );
     let dir = tmp.path().join("trusted");
-    let out = tokio::task::block_in_place(|| scepclient(&server, &dir, "tls-device", "anything"));
+    let out = tokio::task::block_in_place(|| scepclient(&server, &dir, "TLS-DEV", "anything"));
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let rec = server
         .get_json(&format!(

@@ -474,3 +474,380 @@ async fn held_enrolments_wait_for_the_operator_and_are_collected_by_cert_poll() 
     let waiting = server.get_json("/api/v1/scep/pending").await;
     assert!(waiting["items"].as_array().unwrap().is_empty());
 }
+
+/// Issue 23, item 1: the device and the names come from whoever vouched for the request (a
+/// one-time challenge, the webhook, the certificate a renewal replaces), never from the
+/// request itself. Each refusal is badRequest and writes nothing.
+#[tokio::test]
+async fn identity_comes_from_the_challenge_or_renewed_certificate_never_from_the_request() {
+    use rcgen::DnType::{CommonName, OrganizationName};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let server = Server::start(&data, &[("ENROLLCA_SCEP_CHALLENGE", CHALLENGE)]);
+    let client = Client::new(&server).await;
+    let mint = |body: serde_json::Value| {
+        let req = server.post("/api/v1/scep/challenges").json(&body);
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 201);
+            let body: serde_json::Value = resp.json().await.unwrap();
+            body["challenge"].as_str().unwrap().to_owned()
+        }
+    };
+    let refused = |reply: &SignedMessage, what: &str| {
+        assert_eq!(
+            (reply.pki_status, reply.fail_info),
+            (Some(PkiStatus::Failure), Some(FailInfo::BadRequest)),
+            "{what}"
+        );
+    };
+    let validate = |cert: &X509| {
+        let req = server.post("/api/v1/validate").json(
+            &serde_json::json!({"certificate": String::from_utf8(cert.to_pem().unwrap()).unwrap()}),
+        );
+        async move {
+            req.send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let subject_of = |cert: &X509| {
+        cert.subject_name()
+            .entries()
+            .map(|e| {
+                format!(
+                    "{}={}",
+                    e.object().nid().short_name().unwrap(),
+                    String::from_utf8_lossy(e.data().as_slice())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let dns_of = |cert: &X509| -> Vec<String> {
+        cert.subject_alt_names()
+            .map(|names| {
+                names
+                    .iter()
+                    .filter_map(|n| n.dnsname().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+
+    // The static challenge proves knowledge of a fleet-wide secret, not a device: the CN a
+    // client asks for is certified, but no device is recorded and `validate` names none.
+    let a = Identity::generate().unwrap();
+    let csr = a.csr("VICTIM-DEVICE-7", Some(CHALLENGE)).unwrap();
+    let (reply, certs) = client.send(&a, MessageType::PkcsReq, &csr).await;
+    assert_eq!(reply.pki_status, Some(PkiStatus::Success));
+    let certs = certs.unwrap().0;
+    let answer = validate(&certs[0]).await;
+    assert_eq!(answer["status"], "good");
+    assert_eq!(answer["device"], serde_json::Value::Null, "{answer}");
+
+    // SANs the request names itself are refused by default.
+    let b = Identity::generate().unwrap();
+    let csr = b
+        .csr_named(&[(CommonName, "b")], &["victim.example"], Some(CHALLENGE))
+        .unwrap();
+    let (reply, _) = client.send(&b, MessageType::PkcsReq, &csr).await;
+    refused(&reply, "a DNS SAN with the static challenge");
+
+    // A one-time challenge for dev-42: its common name must be dev-42; another is refused and
+    // the challenge stays unused; no common name gets dev-42.
+    let challenge = mint(serde_json::json!({"device": "dev-42"})).await;
+    let c = Identity::generate().unwrap();
+    let csr = c.csr("VICTIM-DEVICE-7", Some(&challenge)).unwrap();
+    let (reply, _) = client.send(&c, MessageType::PkcsReq, &csr).await;
+    refused(&reply, "another device's CN with a challenge for dev-42");
+    let csr = c.csr_named(&[], &[], Some(&challenge)).unwrap();
+    let (reply, certs) = client.send(&c, MessageType::PkcsReq, &csr).await;
+    assert_eq!(
+        reply.pki_status,
+        Some(PkiStatus::Success),
+        "{:?}",
+        reply.fail_info
+    );
+    let dev42 = certs.unwrap().0.remove(0);
+    assert_eq!(subject_of(&dev42), "CN=dev-42");
+    let answer = validate(&dev42).await;
+    assert_eq!(answer["device"], "dev-42", "{answer}");
+
+    // A challenge stating subject and SANs: the certificate gets exactly those; a request
+    // naming others is refused.
+    let challenge = mint(serde_json::json!({
+        "device": "dev-43",
+        "subject": "CN=dev-43,O=Example",
+        "sans": ["DNS:dev-43.example"],
+    }))
+    .await;
+    let d = Identity::generate().unwrap();
+    for (subject, dns, what) in [
+        (
+            vec![(CommonName, "dev-43")],
+            vec![],
+            "a subject without the stated O",
+        ),
+        (
+            vec![(CommonName, "dev-43"), (OrganizationName, "Example")],
+            vec!["other.example"],
+            "another SAN",
+        ),
+    ] {
+        let csr = d.csr_named(&subject, &dns, Some(&challenge)).unwrap();
+        let (reply, _) = client.send(&d, MessageType::PkcsReq, &csr).await;
+        refused(&reply, what);
+    }
+    let csr = d
+        .csr_named(
+            &[(OrganizationName, "Example"), (CommonName, "dev-43")],
+            &["dev-43.example"],
+            Some(&challenge),
+        )
+        .unwrap();
+    let (reply, certs) = client.send(&d, MessageType::PkcsReq, &csr).await;
+    assert_eq!(
+        reply.pki_status,
+        Some(PkiStatus::Success),
+        "{:?}",
+        reply.fail_info
+    );
+    let dev43 = certs.unwrap().0.remove(0);
+    assert_eq!(subject_of(&dev43), "CN=dev-43,O=Example");
+    assert_eq!(dns_of(&dev43), vec!["dev-43.example"]);
+
+    // A renewal keeps the subject and SANs of the certificate it renews.
+    let renewing = c.with_certificate(dev42.to_der().unwrap());
+    let client = client.in_transaction("renewal-1");
+    for (subject, dns, what) in [
+        (
+            vec![(CommonName, "VICTIM-DEVICE-7")],
+            vec![],
+            "renewal to another CN",
+        ),
+        (
+            vec![(CommonName, "dev-42")],
+            vec!["victim.example"],
+            "renewal adding a SAN",
+        ),
+    ] {
+        let csr = renewing.csr_named(&subject, &dns, None).unwrap();
+        let (reply, _) = client.send(&renewing, MessageType::RenewalReq, &csr).await;
+        refused(&reply, what);
+    }
+    let csr = renewing
+        .csr_named(&[(CommonName, "dev-42")], &[], None)
+        .unwrap();
+    let (reply, certs) = client.send(&renewing, MessageType::RenewalReq, &csr).await;
+    assert_eq!(
+        reply.pki_status,
+        Some(PkiStatus::Success),
+        "{:?}",
+        reply.fail_info
+    );
+    let renewed = certs.unwrap().0.remove(0);
+    assert_eq!(subject_of(&renewed), "CN=dev-42");
+    assert_eq!(validate(&renewed).await["device"], "dev-42");
+
+    // Exactly the four successes wrote anything.
+    let kinds: Vec<String> = server
+        .events()
+        .await
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["issued", "issued", "issued", "renewed"]);
+}
+
+/// `scep.allowed_sans` lets requests name SAN kinds themselves.
+#[tokio::test]
+async fn allowed_sans_admit_the_kinds_they_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let server = Server::start(
+        &data,
+        &[
+            ("ENROLLCA_SCEP_CHALLENGE", CHALLENGE),
+            ("ENROLLCA_SCEP_ALLOWED_SANS", "dns"),
+        ],
+    );
+    let client = Client::new(&server).await;
+    let a = Identity::generate().unwrap();
+    let csr = a
+        .csr_named(
+            &[(rcgen::DnType::CommonName, "a")],
+            &["a.example"],
+            Some(CHALLENGE),
+        )
+        .unwrap();
+    let (reply, certs) = client.send(&a, MessageType::PkcsReq, &csr).await;
+    assert_eq!(
+        reply.pki_status,
+        Some(PkiStatus::Success),
+        "{:?}",
+        reply.fail_info
+    );
+    let cert = certs.unwrap().0.remove(0);
+    let names: Vec<_> = cert
+        .subject_alt_names()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n.dnsname().map(str::to_owned))
+        .collect();
+    assert_eq!(names, ["a.example"]);
+}
+
+/// Issue 23, item 2: a held enrolment keeps no challenge. Neither the store nor any answer
+/// (held listing, decisions, with any scope) nor the log holds a challenge in clear or inside
+/// an encoded request.
+#[tokio::test]
+async fn held_enrolments_keep_no_challenge_anywhere() {
+    use base64::Engine;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let server = Server::start(
+        &data,
+        &[
+            ("ENROLLCA_SCEP_CHALLENGE", CHALLENGE),
+            ("ENROLLCA_SCEP_APPROVAL", "manual"),
+        ],
+    );
+    let minted: serde_json::Value = server
+        .post("/api/v1/scep/challenges")
+        .json(&serde_json::json!({"device": "dev-9"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let one_time = minted["challenge"].as_str().unwrap().to_owned();
+    let secrets = [CHALLENGE.to_owned(), one_time.clone()];
+    // Whether `text` holds a secret, in clear or inside any base64 or PEM it carries.
+    let leaks = |text: &str| -> Option<String> {
+        let mut decoded = Vec::new();
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || "+/=".contains(c))) {
+            if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(word) {
+                decoded.push(bytes);
+            }
+        }
+        let pem_bodies = text
+            .split("-----")
+            .filter(|p| !p.starts_with("BEGIN") && !p.starts_with("END"));
+        for body in pem_bodies {
+            let joined: String = body.split("\\n").flat_map(|l| l.split('\n')).collect();
+            if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(joined.trim()) {
+                decoded.push(bytes);
+            }
+        }
+        secrets.iter().find_map(|s| {
+            let found = text.contains(s.as_str())
+                || decoded
+                    .iter()
+                    .any(|d| d.windows(s.len()).any(|w| w == s.as_bytes()));
+            found.then(|| s.clone())
+        })
+    };
+
+    let client = Client::new(&server).await;
+    let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let (reply, _) = client
+        .in_transaction("tx-static")
+        .send(
+            &a,
+            MessageType::PkcsReq,
+            &a.csr("held-static", Some(CHALLENGE)).unwrap(),
+        )
+        .await;
+    assert_eq!(reply.pki_status, Some(PkiStatus::Pending));
+    let client = Client::new(&server).await.in_transaction("tx-once");
+    let (reply, _) = client
+        .send(
+            &b,
+            MessageType::PkcsReq,
+            &b.csr_named(&[], &[], Some(&one_time)).unwrap(),
+        )
+        .await;
+    assert_eq!(reply.pki_status, Some(PkiStatus::Pending));
+
+    // What a read-scoped token sees, and what the operator's decisions answer.
+    let token: serde_json::Value = server
+        .post("/api/v1/tokens")
+        .json(&serde_json::json!({"name": "reader", "scopes": ["read"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listing = server
+        .client
+        .get(server.url("/api/v1/scep/pending"))
+        .bearer_auth(token["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listing.status(), 200);
+    let listing = listing.text().await.unwrap();
+    assert!(listing.contains("BEGIN PUBLIC KEY"), "{listing}");
+    assert_eq!(leaks(&listing), None, "{listing}");
+    let approved = server
+        .post("/api/v1/scep/pending/tx-once/approve")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(approved.contains("\"approved\""), "{approved}");
+    assert_eq!(leaks(&approved), None, "{approved}");
+    let out = server.cli(&["scep", "pending", "--json"]);
+    assert_eq!(leaks(&stdout(&out)), None);
+
+    // Approval issues what the challenge allowed: dev-9's certificate.
+    let poll = IssuerAndSubject {
+        issuer: x509_cert::Certificate::from_der(&client.ca.to_der().unwrap())
+            .unwrap()
+            .tbs_certificate
+            .subject,
+        subject: "CN=dev-9".parse().unwrap(),
+    }
+    .to_der()
+    .unwrap();
+    let (reply, certs) = client.send(&b, MessageType::CertPoll, &poll).await;
+    assert_eq!(reply.pki_status, Some(PkiStatus::Success));
+    let cert = certs.unwrap().0.remove(0);
+    let cn = cert
+        .subject_name()
+        .entries()
+        .next()
+        .unwrap()
+        .data()
+        .as_slice()
+        .to_vec();
+    assert_eq!(cn, b"dev-9");
+
+    // Nothing on disk, nor in the log.
+    let (status, log) = server.stop();
+    assert!(status.success());
+    assert_eq!(leaks(&log), None, "the log");
+    let mut files = vec![data.clone()];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        for s in &secrets {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                "{} holds a challenge",
+                path.display()
+            );
+        }
+    }
+}

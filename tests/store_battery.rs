@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
+use enrollca::ca::csr::parse_subject;
 use enrollca::ca::{IssuerId, KeyFamily, Serial};
+use enrollca::policy::Names;
 use enrollca::revocation::RevocationReason;
 use enrollca::store::{
     CertQuery, CertRecord, CertState, CertStatus, DeviceId, DocCache, DocKey, DocKind, DocWrite,
@@ -505,8 +507,13 @@ async fn one_time_challenges_are_used_once_and_only_with_a_write() {
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let live = ChallengeHash::of(b"live");
         let stale = ChallengeHash::of(b"stale");
+        let names = Names {
+            subject: Some(parse_subject("CN=dev-1,O=Example").unwrap()),
+            sans: Some(vec!["DNS:dev-1.example".parse().unwrap()]),
+        };
         let rec = |expires_at| ChallengeRecord {
             device: Some("dev-1".parse().unwrap()),
+            names: names.clone(),
             created_at: now,
             expires_at,
         };
@@ -518,17 +525,9 @@ async fn one_time_challenges_are_used_once_and_only_with_a_write() {
             .put_challenge(stale, rec(now - Duration::seconds(1)))
             .await
             .unwrap();
-        assert_eq!(
-            store
-                .challenge(&live)
-                .await
-                .unwrap()
-                .unwrap()
-                .device
-                .unwrap()
-                .as_str(),
-            "dev-1"
-        );
+        let stored = store.challenge(&live).await.unwrap().unwrap();
+        assert_eq!(stored.device.unwrap().as_str(), "dev-1");
+        assert_eq!(stored.names, names, "the stated names come back as minted");
         assert!(
             store
                 .challenge(&ChallengeHash::of(b"never"))
@@ -597,6 +596,7 @@ async fn expired_challenges_are_purged_and_live_ones_kept() {
         let store = open(dir.path());
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let rec = |expires_at| ChallengeRecord {
+            names: Names::default(),
             device: None,
             created_at: now,
             expires_at,
@@ -794,6 +794,7 @@ async fn documents_can_use_up_a_challenge_in_the_same_write() {
         let now = OffsetDateTime::now_utc();
         let hash = ChallengeHash::of(b"one-time");
         let rec = ChallengeRecord {
+            names: Names::default(),
             device: None,
             created_at: now,
             expires_at: now + Duration::hours(1),

@@ -216,6 +216,7 @@ backdate = "5m"
 # webhook_url = "http://mdm.internal/scep/validate"
 webhook_timeout = "5s"
 approval = "automatic"             # or "manual": enrolments wait for `enrollca scep approve`
+allowed_sans = []                  # SAN kinds a request may name itself: "dns", "ip", "email", "uri"
 
 [acme]
 http01_port = 80

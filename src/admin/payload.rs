@@ -19,21 +19,13 @@ fn subject(attrs: &[(String, String)]) -> Value {
     )
 }
 
-/// Parses `CN=a,O=b` (RFC 4514 order as written; no escaped commas).
+/// Parses `CN=a,O=b` (RFC 4514 order as written; no escaped commas). Apple payloads take any
+/// attribute, so keys are kept as written.
 pub fn parse_subject(text: &str) -> anyhow::Result<Vec<(String, String)>> {
-    text.split(',')
-        .map(|part| {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| anyhow::anyhow!("subject part `{part}` is not KEY=VALUE"))?;
-            let (k, v) = (k.trim(), v.trim());
-            anyhow::ensure!(
-                !k.is_empty() && !v.is_empty(),
-                "subject part `{part}` is empty"
-            );
-            Ok((k.to_owned(), v.to_owned()))
-        })
-        .collect()
+    Ok(crate::ca::csr::split_subject(text)?
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect())
 }
 
 /// The keys every payload carries.

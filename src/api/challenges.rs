@@ -13,6 +13,8 @@ use super::auth::{Can, EnrollAdmin};
 use super::extract::Json;
 use super::views::{ChallengeBody, ChallengeView};
 use crate::app::AppState;
+use crate::ca::csr::parse_subject;
+use crate::policy::{Names, subject_string};
 use crate::store::{ChallengeHash, ChallengeRecord};
 
 const DEFAULT_TTL: Duration = Duration::from_secs(3600);
@@ -33,6 +35,16 @@ pub async fn create_challenge(
             "ttl must be between 1s and 30days".into(),
         ));
     }
+    let subject = body
+        .subject
+        .as_deref()
+        .map(parse_subject)
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(format!("subject: {e}")))?;
+    let names = Names {
+        subject,
+        sans: body.sans.clone(),
+    };
     let mut secret = [0u8; 24];
     rand::rngs::OsRng.fill_bytes(&mut secret);
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
@@ -44,6 +56,7 @@ pub async fn create_challenge(
         .expect("0 is a valid nanosecond");
     let record = ChallengeRecord {
         device: body.device.clone(),
+        names: names.clone(),
         created_at: now,
         expires_at: now + ttl,
     };
@@ -59,6 +72,8 @@ pub async fn create_challenge(
         axum::Json(ChallengeView {
             challenge,
             device: body.device,
+            subject: names.subject.as_deref().map(subject_string),
+            sans: names.sans,
             expires_at,
         }),
     ))

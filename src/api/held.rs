@@ -11,6 +11,7 @@ use super::ApiError;
 use super::auth::{Can, EnrollAdmin, Read};
 use super::extract::Path;
 use crate::app::AppState;
+use crate::ca::csr::San;
 use crate::ca::{IssueError, Serial};
 use crate::datadir::to_pem;
 use crate::scep::pending::{Decision, PendingRequest};
@@ -28,24 +29,31 @@ pub struct HeldView {
     pub state: String,
     /// The issued certificate, once approved.
     pub serial: Option<Serial>,
-    pub csr_pem: String,
+    /// The subjectAltNames the request asked for.
+    #[schema(value_type = Vec<String>)]
+    pub sans: Vec<San>,
+    /// The requested key (SubjectPublicKeyInfo, PEM). The request itself is not kept: it
+    /// carries the challenge password.
+    pub public_key_pem: String,
 }
 
 impl From<PendingRequest> for HeldView {
     fn from(p: PendingRequest) -> Self {
+        let subject = p.subject();
         let (state, serial) = match p.decision {
             Decision::Waiting => ("waiting", None),
             Decision::Approved { serial } => ("approved", Some(serial)),
             Decision::Rejected => ("rejected", None),
         };
         Self {
+            subject,
+            public_key_pem: to_pem("PUBLIC KEY", &p.public_key),
             transaction_id: p.transaction_id,
-            subject: p.subject,
+            sans: p.requested.sans,
             device: p.device,
             received_at: p.received_at,
             state: state.into(),
             serial,
-            csr_pem: to_pem("CERTIFICATE REQUEST", &p.csr),
         }
     }
 }
@@ -112,15 +120,21 @@ async fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ca::csr::Attr;
+    use crate::scep::pending::Requested;
 
     #[test]
     fn the_view_names_the_decision() {
         let serial = Serial::random();
         let held = PendingRequest {
             transaction_id: "t".into(),
-            csr: vec![1, 2, 3],
+            public_key: vec![1, 2, 3],
+            requested: Requested {
+                subject: vec![(Attr::CommonName, "x".into())],
+                sans: vec![],
+            },
+            stated: Default::default(),
             signer: vec![],
-            subject: "CN=x".into(),
             device: None,
             received_at: OffsetDateTime::UNIX_EPOCH,
             decision: Decision::Approved {
@@ -132,9 +146,10 @@ mod tests {
             (view.state.as_str(), view.serial),
             ("approved", Some(serial))
         );
+        assert_eq!(view.subject, "CN=x");
         assert!(
-            view.csr_pem
-                .starts_with("-----BEGIN CERTIFICATE REQUEST-----")
+            view.public_key_pem
+                .starts_with("-----BEGIN PUBLIC KEY-----")
         );
     }
 }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::ca::csr::San;
 use crate::ca::{Issuer, IssuerId, KeyFamily, Serial};
 use crate::datadir::to_pem;
 use crate::revocation::RevocationReason;
@@ -185,8 +186,18 @@ fn default_reason() -> RevocationReason {
 #[derive(utoipa::ToSchema, Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChallengeBody {
-    /// Bind the challenge to this device: the certificate is recorded for it.
+    /// Bind the challenge to this device: the certificate is recorded for it, and its common
+    /// name is the device id unless `subject` says otherwise.
     pub device: Option<DeviceId>,
+    /// The subject the certificate must have, e.g. `CN=dev-42,O=Example`: a request asking
+    /// for another is refused (badRequest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The subjectAltNames it must have, e.g. `["DNS:dev-42.example", "email:a@example.com"]`
+    /// (kinds `DNS`, `IP`, `email`, `URI`); a request asking for others is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub sans: Option<Vec<San>>,
     /// How long it stays usable (default 1h, at most 30 days), e.g. `15m`, `2h`.
     #[serde(default, with = "humantime_serde")]
     pub ttl: Option<std::time::Duration>,
@@ -197,6 +208,12 @@ pub struct ChallengeBody {
 pub struct ChallengeView {
     pub challenge: String,
     pub device: Option<DeviceId>,
+    /// The stated subject, as the certificate will have it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub sans: Option<Vec<San>>,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
 }

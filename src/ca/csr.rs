@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::str::FromStr;
 
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::cri_attributes::ParsedCriAttribute;
@@ -47,7 +48,10 @@ impl SubjectKey {
 }
 
 /// Subject attributes the policy knows how to pass through.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(into = "String", try_from = "String")]
 pub enum Attr {
     CommonName,
     Organization,
@@ -73,6 +77,24 @@ impl Attr {
         }
     }
 
+    /// From the name `label` writes (or a dotted OID), as an MDM states a subject.
+    pub fn from_label(label: &str) -> Option<Self> {
+        Some(match label {
+            "CN" => Self::CommonName,
+            "O" => Self::Organization,
+            "OU" => Self::OrganizationalUnit,
+            "C" => Self::Country,
+            "ST" => Self::State,
+            "L" => Self::Locality,
+            "serialNumber" => Self::SerialNumber,
+            oid if oid.split('.').all(|arc| arc.parse::<u32>().is_ok()) && oid.contains('.') => {
+                let known = x509_parser::der_parser::Oid::from_str(oid).ok()?;
+                Self::from_oid(&known)
+            }
+            _ => return None,
+        })
+    }
+
     /// The RFC 4514 short name, for display.
     pub fn label(&self) -> &str {
         match self {
@@ -88,7 +110,10 @@ impl Attr {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(into = "String", try_from = "String")]
 pub enum San {
     Dns(String),
     Ip(IpAddr),
@@ -105,6 +130,120 @@ impl fmt::Display for San {
             Self::Uri(v) => write!(f, "URI:{v}"),
         }
     }
+}
+
+impl From<Attr> for String {
+    fn from(attr: Attr) -> Self {
+        attr.label().to_owned()
+    }
+}
+
+impl TryFrom<String> for Attr {
+    type Error = CsrError;
+
+    fn try_from(label: String) -> Result<Self, CsrError> {
+        Attr::from_label(&label)
+            .ok_or_else(|| CsrError::Malformed(format!("unknown subject attribute {label:?}")))
+    }
+}
+
+impl FromStr for San {
+    type Err = CsrError;
+
+    /// The form `Display` writes: `DNS:name`, `IP:address`, `email:address`, `URI:uri`.
+    fn from_str(text: &str) -> Result<Self, CsrError> {
+        let (kind, value) = text
+            .split_once(':')
+            .ok_or_else(|| CsrError::BadSan(format!("{text:?} is not KIND:VALUE")))?;
+        Ok(match kind {
+            "DNS" => Self::Dns(checked_ia5(value)?),
+            "email" => Self::Email(checked_ia5(value)?),
+            "URI" => Self::Uri(checked_ia5(value)?),
+            "IP" => Self::Ip(
+                value
+                    .parse()
+                    .map_err(|_| CsrError::BadSan(format!("{value:?} is not an IP address")))?,
+            ),
+            _ => {
+                return Err(CsrError::BadSan(format!(
+                    "{kind:?} is not one of DNS, IP, email, URI"
+                )));
+            }
+        })
+    }
+}
+
+impl From<San> for String {
+    fn from(san: San) -> Self {
+        san.to_string()
+    }
+}
+
+impl TryFrom<String> for San {
+    type Error = CsrError;
+
+    fn try_from(text: String) -> Result<Self, CsrError> {
+        text.parse()
+    }
+}
+
+/// A subject's attributes, in the order written.
+pub type Subject = Vec<(Attr, String)>;
+
+/// Parses `CN=a,O=b` as written (no escaped commas); keys are `Attr` labels or dotted OIDs.
+pub fn parse_subject(text: &str) -> Result<Vec<(Attr, String)>, CsrError> {
+    split_subject(text)?
+        .into_iter()
+        .map(|(k, v)| {
+            let attr = Attr::from_label(k)
+                .ok_or_else(|| CsrError::Malformed(format!("unknown subject attribute {k:?}")))?;
+            Ok((attr, v.to_owned()))
+        })
+        .collect()
+}
+
+/// Splits `K=V,K=V` into trimmed, non-empty pairs, in the order written.
+pub fn split_subject(text: &str) -> Result<Vec<(&str, &str)>, CsrError> {
+    text.split(',')
+        .map(|part| {
+            let (k, v) = part.split_once('=').ok_or_else(|| {
+                CsrError::Malformed(format!("subject part `{part}` is not KEY=VALUE"))
+            })?;
+            let (k, v) = (k.trim(), v.trim());
+            if k.is_empty() || v.is_empty() {
+                return Err(CsrError::Malformed(format!(
+                    "subject part `{part}` is empty"
+                )));
+            }
+            Ok((k, v))
+        })
+        .collect()
+}
+
+/// The subject and subjectAltNames a certificate names, read as a request's are (a renewal
+/// keeps them).
+pub fn names_of_certificate(der: &[u8]) -> Result<(Subject, Vec<San>), CsrError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| CsrError::Malformed(e.to_string()))?;
+    let subject = subject_of(cert.subject())?;
+    let mut sans = Vec::new();
+    if let Ok(Some(ext)) = cert.subject_alternative_name() {
+        for name in &ext.value.general_names {
+            sans.extend(convert_san(name)?);
+        }
+    }
+    Ok((subject, sans))
+}
+
+fn subject_of(name: &x509_parser::x509::X509Name<'_>) -> Result<Vec<(Attr, String)>, CsrError> {
+    name.iter_attributes()
+        .map(|attr| {
+            let value = attr
+                .as_str()
+                .map_err(|_| CsrError::Malformed("subject attribute is not a string".into()))?;
+            Ok((Attr::from_oid(attr.attr_type()), value.to_owned()))
+        })
+        .collect()
 }
 
 /// A verified certification request.
@@ -144,13 +283,7 @@ impl Csr {
         let spki = rcgen::SubjectPublicKeyInfo::from_der(spki_info.raw)
             .map_err(|e| CsrError::UnsupportedKey(e.to_string()))?;
 
-        let mut subject = Vec::new();
-        for attr in info.subject.iter_attributes() {
-            let value = attr
-                .as_str()
-                .map_err(|_| CsrError::Malformed("subject attribute is not a string".into()))?;
-            subject.push((Attr::from_oid(attr.attr_type()), value.to_owned()));
-        }
+        let subject = subject_of(&info.subject)?;
 
         let mut sans = Vec::new();
         for ext in req.requested_extensions().into_iter().flatten() {
@@ -176,6 +309,28 @@ impl Csr {
             subject,
             sans,
             challenge,
+        })
+    }
+
+    /// A request rebuilt from what was kept of a verified one (its signature and challenge
+    /// are gone; possession of the key was checked when it was received).
+    pub fn from_parts(
+        spki_der: &[u8],
+        subject: Vec<(Attr, String)>,
+        sans: Vec<San>,
+    ) -> Result<Self, CsrError> {
+        let (rest, parsed) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der)
+            .map_err(|e| CsrError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(CsrError::TrailingData);
+        }
+        Ok(Self {
+            key: SubjectKey::of(&parsed)?,
+            spki: rcgen::SubjectPublicKeyInfo::from_der(spki_der)
+                .map_err(|e| CsrError::UnsupportedKey(e.to_string()))?,
+            subject,
+            sans,
+            challenge: None,
         })
     }
 

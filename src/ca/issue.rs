@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::csr::{Attr, Csr, San};
 use super::{ActiveIssuer, Ca, IssuerId, KeyFamily, Serial};
-use crate::policy::{Attested, Contents, Eku, PolicyError, Template};
+use crate::policy::{Attested, Contents, Eku, Names, PolicyError, Template};
 use crate::store::{
     CertRecord, CertStatus, ChallengeHash, DeviceId, DocWrite, Linked, Protocol, StoreError,
 };
@@ -39,11 +39,13 @@ pub struct IssueRequest {
     pub completes: Option<Completion>,
     /// What device attestation proved (device-attest-01), for the certificate and its record.
     pub attested: Option<Attested>,
+    /// The subject and SANs whoever vouched for the request stated (`policy::Names`).
+    pub names: Names,
 }
 
 impl IssueRequest {
     /// A request linked to nothing: no device, renewal, account, challenge, completion or
-    /// attestation. Callers set what applies with `IssueRequest { …, ..IssueRequest::new(…) }`.
+    /// attestation, nothing stated. Callers set what applies with `IssueRequest { …, ..IssueRequest::new(…) }`.
     pub fn new(csr: Csr, template: Arc<Template>, family: KeyFamily, protocol: Protocol) -> Self {
         Self {
             csr,
@@ -56,6 +58,7 @@ impl IssueRequest {
             consume: None,
             completes: None,
             attested: None,
+            names: Names::default(),
         }
     }
 }
@@ -132,7 +135,12 @@ impl Ca {
             .active(req.family)
             .ok_or(IssueError::NoIssuer(req.family))?
             .clone();
-        let contents = req.template.apply(&req.csr, req.attested.as_ref())?;
+        let contents = req.template.apply(
+            &req.csr,
+            req.attested.as_ref(),
+            req.device.as_ref(),
+            &req.names,
+        )?;
         // Certificates carry whole seconds; the record says exactly what the certificate says.
         let now = self
             .clock

@@ -16,6 +16,11 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The same key with a certificate issued for it: a renewal is signed this way.
+    pub fn with_certificate(self, cert_der: Vec<u8>) -> Self {
+        Self { cert_der, ..self }
+    }
+
     /// A fresh RSA-2048 identity (what SCEP clients use).
     pub fn generate() -> Result<Self, String> {
         let key = openssl::rsa::Rsa::generate(2048)
@@ -35,11 +40,22 @@ impl Identity {
 
     /// A PKCS#10 request for this identity's key, with a challengePassword when given.
     pub fn csr(&self, common_name: &str, challenge: Option<&str>) -> Result<Vec<u8>, String> {
-        let mut params =
-            rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, common_name);
+        self.csr_named(&[(rcgen::DnType::CommonName, common_name)], &[], challenge)
+    }
+
+    /// A request with the given subject (possibly empty) and DNS subjectAltNames.
+    pub fn csr_named(
+        &self,
+        subject: &[(rcgen::DnType, &str)],
+        dns_names: &[&str],
+        challenge: Option<&str>,
+    ) -> Result<Vec<u8>, String> {
+        let names: Vec<String> = dns_names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = rcgen::CertificateParams::new(names).map_err(|e| e.to_string())?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (ty, value) in subject {
+            params.distinguished_name.push(ty.clone(), *value);
+        }
         let mut attrs = Vec::new();
         if let Some(challenge) = challenge {
             // `values` is the DER of SET OF { PrintableString }.

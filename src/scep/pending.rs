@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::ca::Serial;
+use crate::ca::csr::{Attr, Csr, CsrError, San};
+use crate::policy::Names;
 use crate::store::DeviceId;
 
 /// Whether accepted PKCSReq enrolments are issued at once or wait for an operator.
@@ -25,20 +27,49 @@ pub enum Decision {
     Rejected,
 }
 
-/// One waiting enrolment, keyed by its SCEP transaction id.
+/// One waiting enrolment, keyed by its SCEP transaction id. The PKCS#10 request itself is
+/// not kept: its challengePassword is a secret, and what issuance needs of it (the key, whose
+/// possession was checked before it was held, and the names) is kept instead.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingRequest {
     pub transaction_id: String,
-    /// The PKCS#10 request, DER.
+    /// The requested key: SubjectPublicKeyInfo, DER.
     #[serde(with = "serde_bytes")]
-    pub csr: Vec<u8>,
+    pub public_key: Vec<u8>,
+    /// The subject and SANs the request asked for.
+    pub requested: Requested,
+    /// What the challenge or webhook stated for it (see `policy::Names`).
+    #[serde(default)]
+    pub stated: Names,
     /// The requester's signing certificate: only its key may collect the result, and the
     /// certificate is encrypted to it.
     #[serde(with = "serde_bytes")]
     pub signer: Vec<u8>,
-    pub subject: String,
     pub device: Option<DeviceId>,
     #[serde(with = "time::serde::rfc3339")]
     pub received_at: OffsetDateTime,
     pub decision: Decision,
+}
+
+/// The names a held request asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requested {
+    pub subject: Vec<(Attr, String)>,
+    pub sans: Vec<San>,
+}
+
+impl PendingRequest {
+    /// The request again, for issuance on approval.
+    pub fn csr(&self) -> Result<Csr, CsrError> {
+        Csr::from_parts(
+            &self.public_key,
+            self.requested.subject.clone(),
+            self.requested.sans.clone(),
+        )
+    }
+
+    /// RFC 4514-style rendering of the requested subject, for operators.
+    pub fn subject(&self) -> String {
+        crate::policy::subject_string(&self.requested.subject)
+    }
 }

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use super::message::{FailInfo, MessageType};
-use super::pending::{Approval, Decision, PendingRequest};
+use super::pending::{Approval, Decision, PendingRequest, Requested};
 use super::wire::{self, MessageSigner, Outcome, Payload, SignedMessage, WireError};
 use crate::ca::Serial;
 use crate::ca::csr::{Csr, CsrError};
 use crate::ca::{Ca, IssueError, IssueRequest, KeyFamily};
 use crate::config::Secret;
 use crate::metrics::Metrics;
-use crate::policy::{PolicyError, Template};
+use crate::policy::{Names, PolicyError, Template};
 use crate::revocation::Crls;
 use crate::store::{
     CertRecord, CertStatus, ChallengeHash, DeviceId, DocKey, DocKind, DocWrite, Protocol,
@@ -57,12 +57,15 @@ pub struct ScepService {
     webhook: Option<Validator>,
 }
 
-/// What an accepted challenge grants.
+/// What an accepted challenge grants. The static challenge grants no device and no names:
+/// it proves only that the client knows a secret shared by the whole fleet.
 struct Grant {
     /// The one-time challenge to use up with the issuance (none for the static challenge).
     consume: Option<ChallengeHash>,
-    /// The device a one-time challenge was minted for.
+    /// The device a one-time challenge was minted for, or the webhook named.
     device: Option<DeviceId>,
+    /// The subject and SANs the challenge or webhook stated.
+    names: Names,
 }
 
 /// Why an operator's decision could not be applied.
@@ -89,6 +92,8 @@ enum Refusal {
     SignerKey,
     #[error("renewal signed by a certificate this CA did not issue, or that is revoked or expired")]
     NotRenewable,
+    #[error("the challenge is for device {granted}, the signing certificate for {held}")]
+    DeviceMismatch { granted: DeviceId, held: DeviceId },
     #[error(transparent)]
     Webhook(#[from] ValidatorError),
     #[error("no certificate of this CA matches the requested issuer and serial")]
@@ -114,6 +119,7 @@ impl Refusal {
             | Self::Challenge
             | Self::Rejected
             | Self::NotRenewable
+            | Self::DeviceMismatch { .. }
             | Self::Webhook(_)
             | Self::Unsupported(_)
             | Self::Policy(_)
@@ -322,32 +328,35 @@ impl ScepService {
     }
 
     /// Holds an accepted enrolment for an operator; its one-time challenge is spent now. A
-    /// client that sends the same PKCSReq again is answered as if it polled.
+    /// client that sends the same PKCSReq again is answered as if it polled. The request is
+    /// held as its key and names, never as itself: it carries the challenge password.
     async fn hold(
         &self,
         req: &SignedMessage,
-        content: &[u8],
         csr: &Csr,
-        device: Option<DeviceId>,
+        bound: Bound,
         consume: Option<ChallengeHash>,
     ) -> Result<Option<Payload>, Refusal> {
+        use rcgen::PublicKeyData;
         if let Some(held) = self.held(&req.transaction_id).await? {
             if held.value.signer != req.signer_der {
                 return Err(Refusal::SignerKey);
             }
             return self.answer_for(&held.value).await;
         }
+        // Refuse now what approval would refuse: the operator decides on an issuable request.
+        self.template
+            .apply(csr, None, bound.device.as_ref(), &bound.names)?;
         let pending = PendingRequest {
             transaction_id: req.transaction_id.clone(),
-            csr: content.to_vec(),
+            public_key: csr.spki.subject_public_key_info(),
+            requested: Requested {
+                subject: csr.subject.clone(),
+                sans: csr.sans.clone(),
+            },
+            stated: bound.names,
             signer: req.signer_der.clone(),
-            subject: csr
-                .subject
-                .iter()
-                .map(|(a, v)| format!("{}={v}", a.label()))
-                .collect::<Vec<_>>()
-                .join(","),
-            device,
+            device: bound.device,
             received_at: self.ca.clock().now(),
             decision: Decision::Waiting,
         };
@@ -410,15 +419,16 @@ impl ScepService {
     }
 
     /// RenewalReq: signed with a still-good certificate we issued (its key proves the device);
-    /// the CSR may carry a new key. The replacement goes to the same device, linked to the old.
+    /// the CSR may carry a new key. The replacement goes to the same device, with the same
+    /// subject and SANs, linked to the old.
     async fn renew(&self, req: &SignedMessage, content: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
         let csr = Csr::from_der(content)?;
         let old = self
             .previous_certificate(req)
             .await
             .ok_or(Refusal::NotRenewable)?;
-        self.issue(csr, old.device.clone(), Some(old.serial), None)
-            .await
+        let bound = Bound::renewing(&old)?;
+        self.issue(csr, bound, Some(old.serial), None).await
     }
 
     async fn enrol(&self, req: &SignedMessage, content: &[u8]) -> Result<Option<Payload>, Refusal> {
@@ -438,17 +448,39 @@ impl ScepService {
         let grant = self
             .check_challenge(req, content, &csr, presented.expose())
             .await?;
-        // certmonger renews this way: a PKCSReq signed with the certificate it holds.
+        // certmonger renews this way: a PKCSReq signed with the certificate it holds. The device
+        // and names come from the challenge or webhook, else from that certificate; never from
+        // the request.
         let previous = self.previous_certificate(req).await;
-        let device = grant
-            .device
-            .or_else(|| previous.as_ref().and_then(|old| old.device.clone()))
-            .or_else(|| csr.common_name().and_then(|cn| cn.parse::<DeviceId>().ok()));
+        let bound = match &previous {
+            None => Bound {
+                device: grant.device,
+                names: grant.names,
+            },
+            Some(old) => {
+                let mut bound = Bound::renewing(old)?;
+                if let Some(granted) = grant.device {
+                    match &bound.device {
+                        Some(held) if *held != granted => {
+                            return Err(Refusal::DeviceMismatch {
+                                granted,
+                                held: held.clone(),
+                            });
+                        }
+                        _ => bound.device = Some(granted),
+                    }
+                }
+                if grant.names != Names::default() {
+                    bound.names = grant.names;
+                }
+                bound
+            }
+        };
         if self.approval == Approval::Manual && previous.is_none() {
-            return self.hold(req, content, &csr, device, grant.consume).await;
+            return self.hold(req, &csr, bound, grant.consume).await;
         }
         let certs = self
-            .issue(csr, device, previous.map(|old| old.serial), grant.consume)
+            .issue(csr, bound, previous.map(|old| old.serial), grant.consume)
             .await?;
         Ok(Some(Payload::Certs(certs)))
     }
@@ -470,6 +502,7 @@ impl ScepService {
             return Ok(Grant {
                 consume: None,
                 device: None,
+                names: Names::default(),
             });
         }
         let hash = ChallengeHash::of(presented.as_bytes());
@@ -479,6 +512,7 @@ impl ScepService {
                 return Ok(Grant {
                     consume: Some(hash),
                     device: c.device,
+                    names: c.names,
                 });
             }
             Ok(_) => {}
@@ -495,17 +529,18 @@ impl ScepService {
             common_name: csr.common_name(),
             sans: csr.sans.iter().map(ToString::to_string).collect(),
         };
-        let device = webhook.approve(&details).await?;
+        let verdict = webhook.approve(&details).await?;
         Ok(Grant {
             consume: None,
-            device,
+            device: verdict.device,
+            names: verdict.names,
         })
     }
 
     async fn issue(
         &self,
         csr: Csr,
-        device: Option<DeviceId>,
+        bound: Bound,
         replaces: Option<Serial>,
         consume: Option<ChallengeHash>,
     ) -> Result<Vec<Vec<u8>>, Refusal> {
@@ -513,7 +548,7 @@ impl ScepService {
             .ca
             .issue(IssueRequest {
                 consume,
-                ..self.request(csr, device, replaces)
+                ..self.request(csr, bound, replaces)
             })
             .await
             .map_err(|e| match e {
@@ -579,8 +614,13 @@ impl ScepService {
                 Err(e) => Err(DecisionError::Internal(e.to_string())),
             };
         }
-        let csr =
-            Csr::from_der(&decided.csr).map_err(|e| DecisionError::Internal(e.to_string()))?;
+        let csr = decided
+            .csr()
+            .map_err(|e| DecisionError::Internal(e.to_string()))?;
+        let bound = Bound {
+            device: decided.device.clone(),
+            names: decided.stated.clone(),
+        };
         let (id, record) = (transaction_id.to_owned(), decided.clone());
         let issued = self
             .ca
@@ -597,7 +637,7 @@ impl ScepService {
                         &approved,
                     )]
                 })),
-                ..self.request(csr, decided.device.clone(), None)
+                ..self.request(csr, bound, None)
             })
             .await
             .map_err(|e| match e {
@@ -614,14 +654,10 @@ impl ScepService {
 
     /// An issuance of a SCEP certificate: the device template, the RSA issuer line (the SCEP
     /// CA signs what it answers for).
-    fn request(
-        &self,
-        csr: Csr,
-        device: Option<DeviceId>,
-        replaces: Option<Serial>,
-    ) -> IssueRequest {
+    fn request(&self, csr: Csr, bound: Bound, replaces: Option<Serial>) -> IssueRequest {
         IssueRequest {
-            device,
+            device: bound.device,
+            names: bound.names,
             replaces,
             ..IssueRequest::new(csr, self.template.clone(), KeyFamily::Rsa, Protocol::Scep)
         }
@@ -637,6 +673,27 @@ impl ScepService {
         let now = self.ca.clock().now();
         let good = record.status == CertStatus::Good && !record.is_expired(now);
         (good && req.signer_der == record.der).then_some(record)
+    }
+}
+
+/// Whom a request's certificate is for, as someone other than the request said it.
+struct Bound {
+    device: Option<DeviceId>,
+    names: Names,
+}
+
+impl Bound {
+    /// A renewal keeps the device, subject and SANs of the certificate it replaces.
+    fn renewing(old: &CertRecord) -> Result<Self, Refusal> {
+        let (subject, sans) = crate::ca::csr::names_of_certificate(&old.der)
+            .map_err(|e| Refusal::Internal(format!("certificate {}: {e}", old.serial)))?;
+        Ok(Self {
+            device: old.device.clone(),
+            names: Names {
+                subject: Some(subject),
+                sans: Some(sans),
+            },
+        })
     }
 }
 

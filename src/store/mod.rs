@@ -259,6 +259,9 @@ impl fmt::Debug for ChallengeHash {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChallengeRecord {
     pub device: Option<DeviceId>,
+    /// The subject and SANs the MDM stated when minting it (`policy::Names`).
+    #[serde(default)]
+    pub names: crate::policy::Names,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
