@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::acme::validation::Validators;
@@ -19,9 +20,10 @@ use crate::ca::pkcs11::Pkcs11Access;
 use crate::ca::rotation::Rotation;
 use crate::ca::{Ca, Issuer, IssuerSet, KeyFamily};
 use crate::clock::SystemClock;
-use crate::config::Config;
 use crate::config::DeviceInventory;
+use crate::config::{Config, Limits};
 use crate::datadir::{DataDir, passphrase};
+use crate::http::server::Listener;
 use crate::inventory::Gate;
 use crate::metrics::Metrics;
 use crate::policy::{SanKinds, Template};
@@ -41,6 +43,35 @@ pub struct AppState {
     pub template: Arc<Template>,
     pub metrics: Arc<Metrics>,
     pub admin_token: TokenHash,
+}
+
+/// Shortest admin token accepted at start-up.
+const MIN_ADMIN_TOKEN: usize = 32;
+
+/// Descriptors kept for everything that is not a client connection: the store's files, the
+/// webhooks', validators' and PKCS#11 module's sockets, logs.
+const RESERVED_FILES: u64 = 256;
+
+/// Raises the soft open-files limit to the hard one (every connection is a descriptor; the
+/// usual soft default of 1024 is below `limits.max_connections`), and lowers the connection
+/// cap to what the hard limit allows, so that running out of descriptors never stops accept.
+fn fit_open_files(limits: &mut Limits) {
+    let open_files = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-files limit");
+            return;
+        }
+    };
+    let fits = open_files.saturating_sub(RESERVED_FILES).max(1);
+    if (limits.max_connections as u64) > fits {
+        tracing::warn!(
+            open_files,
+            max_connections = fits,
+            "limits.max_connections lowered to fit the open-files limit"
+        );
+        limits.max_connections = fits as usize;
+    }
 }
 
 /// Where `serve` runs from.
@@ -71,6 +102,7 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         .or_else(|| Some(dir.config()).filter(|p| p.is_file()));
     let mut config = Config::load(config_path.as_deref(), std::env::vars())?;
     crate::admin::init_logging(&config.log);
+    fit_open_files(&mut config.limits);
 
     // Bind first: a port in use fails before any key is touched, and an ephemeral port (0)
     // is known before it is written into certificates.
@@ -117,6 +149,12 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
     ca.set_trust(trust);
     let token = std::fs::read_to_string(dir.admin_token())
         .with_context(|| format!("reading {}", dir.admin_token().display()))?;
+    // Tokens are compared trimmed: an empty file would admit an empty bearer token.
+    anyhow::ensure!(
+        token.trim().len() >= MIN_ADMIN_TOKEN,
+        "{} must hold a token of at least {MIN_ADMIN_TOKEN} characters (init writes one of 43)",
+        dir.admin_token().display()
+    );
     // Operators may issue whatever names they like; SCEP clients only what was stated.
     let template = Arc::new(Template::device(
         config.issuance.lifetime,
@@ -174,17 +212,28 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         state.acme.clone(),
         shutdown.clone(),
     ));
+    let metrics = state.metrics.clone();
     let router = crate::http::router::router(state);
+    let plain = Listener {
+        tls: None,
+        limits: config.limits.clone(),
+        slots: Arc::new(Semaphore::new(config.limits.max_connections)),
+        metrics: Some(metrics),
+    };
+    let tls = Listener {
+        tls: Some(tokio_rustls::TlsAcceptor::from(tls)),
+        ..plain.clone()
+    };
     let servers = [
         tokio::spawn(crate::http::server::serve(
             http,
-            None,
+            plain,
             router.clone(),
             shutdown.clone(),
         )),
         tokio::spawn(crate::http::server::serve(
             https,
-            Some(tokio_rustls::TlsAcceptor::from(tls)),
+            tls,
             router,
             shutdown.clone(),
         )),

@@ -39,6 +39,7 @@ pub struct Config {
     pub scep: Scep,
     pub acme: Acme,
     pub events: Events,
+    pub limits: Limits,
     pub log: Log,
 }
 
@@ -271,6 +272,43 @@ impl Default for AcmeProfile {
     }
 }
 
+/// What one client may hold of the server: connections and their time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// A new connection's first request (TLS handshake included), and every later request's
+    /// headers, must arrive within this.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving is closed after this.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Longest a request may take, from its headers to its answer's (body upload included):
+    /// 503 after it. Above the longest wait a request may ask for (event feed, 60 s).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Connections open at once, both listeners together; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub http2_max_streams: u32,
+    /// On SIGTERM, how long in-flight requests may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(90),
+            max_connections: 4096,
+            http2_max_streams: 100,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Pushing the event feed to the MDM.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -449,6 +487,28 @@ const KEYS: &[(&str, Apply)] = &[
     }),
     ("events.webhook_secret", |c, v| {
         c.events.webhook_secret = non_empty(v).map(Secret::new);
+        Ok(())
+    }),
+    ("limits.header_read_timeout", |c, v| {
+        c.limits.header_read_timeout = parse_duration(v)?;
+        Ok(())
+    }),
+    ("limits.idle_timeout", |c, v| {
+        c.limits.idle_timeout = parse_duration(v)?;
+        Ok(())
+    }),
+    ("limits.request_timeout", |c, v| {
+        c.limits.request_timeout = parse_duration(v)?;
+        Ok(())
+    }),
+    ("limits.max_connections", |c, v| {
+        parse_into(&mut c.limits.max_connections, v)
+    }),
+    ("limits.http2_max_streams", |c, v| {
+        parse_into(&mut c.limits.http2_max_streams, v)
+    }),
+    ("limits.shutdown_timeout", |c, v| {
+        c.limits.shutdown_timeout = parse_duration(v)?;
         Ok(())
     }),
     ("log.level", |c, v| {
@@ -659,6 +719,32 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "events.webhook_secret",
                 message: "events.webhook_url needs a secret to sign deliveries with".into(),
+            });
+        }
+        let l = &self.limits;
+        for (key, value) in [
+            ("limits.header_read_timeout", l.header_read_timeout),
+            ("limits.idle_timeout", l.idle_timeout),
+            ("limits.request_timeout", l.request_timeout),
+            ("limits.shutdown_timeout", l.shutdown_timeout),
+        ] {
+            if value < Duration::from_millis(100) || value > Duration::from_secs(3600) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be between 100ms and 1h".into(),
+                });
+            }
+        }
+        if l.max_connections == 0 || l.max_connections > 1 << 20 {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_connections",
+                message: "must be between 1 and 1048576".into(),
+            });
+        }
+        if l.http2_max_streams == 0 {
+            return Err(ConfigError::Invalid {
+                key: "limits.http2_max_streams",
+                message: "must be at least 1".into(),
             });
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {

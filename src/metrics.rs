@@ -5,6 +5,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -35,9 +36,16 @@ struct ProtocolLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
+    /// The route template (or `unmatched`): never the raw path.
     route: String,
-    method: String,
+    /// One of a fixed set: a client may send any token as its method.
+    method: &'static str,
     status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClosedLabels {
+    reason: &'static str,
 }
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -49,6 +57,8 @@ pub struct Metrics {
     scep_refused: Family<RefusalLabels, Counter>,
     issue_seconds: Histograms<ProtocolLabels>,
     http_seconds: Histograms<HttpLabels>,
+    connections_open: Gauge,
+    connections_closed: Family<ClosedLabels, Counter>,
 }
 
 fn latency() -> Histogram {
@@ -85,6 +95,18 @@ impl Default for Metrics {
             "HTTP requests by route, method and status",
             http_seconds.clone(),
         );
+        let connections_open = Gauge::default();
+        let connections_closed = Family::<ClosedLabels, Counter>::default();
+        registry.register(
+            "http_connections_open",
+            "HTTP and HTTPS connections open now",
+            connections_open.clone(),
+        );
+        registry.register(
+            "http_connections_closed_by_server",
+            "Connections the server closed: `idle`, or `header_timeout` (no complete request in time)",
+            connections_closed.clone(),
+        );
         Self {
             registry,
             issued,
@@ -92,7 +114,33 @@ impl Default for Metrics {
             scep_refused,
             issue_seconds,
             http_seconds,
+            connections_open,
+            connections_closed,
         }
+    }
+}
+
+/// An open connection, for the gauge.
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Methods we route are labelled by name; anything else is `other`.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
     }
 }
 
@@ -141,14 +189,32 @@ impl Metrics {
             .inc();
     }
 
-    pub fn observe_http(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+    pub fn observe_http(
+        &self,
+        route: &str,
+        method: &axum::http::Method,
+        status: u16,
+        elapsed: Duration,
+    ) {
         self.http_seconds
             .get_or_create(&HttpLabels {
                 route: route.to_owned(),
-                method: method.to_owned(),
+                method: method_label(method),
                 status,
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a connection open until the guard is dropped.
+    pub fn connection_opened(&self) -> OpenConnection {
+        self.connections_open.inc();
+        OpenConnection(self.connections_open.clone())
+    }
+
+    pub fn observe_connection_closed(&self, reason: &'static str) {
+        self.connections_closed
+            .get_or_create(&ClosedLabels { reason })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.

@@ -602,6 +602,9 @@ async fn accounts_update_roll_their_key_deactivate_and_revoke_by_certificate_key
         .await;
     assert_eq!((again.status, again.location()), (200, kid.clone()));
     assert_eq!(again.body["contact"], json!([]), "{}", again.text);
+    // A routine second newAccount is no error of ours: nothing at ERROR in the log.
+    let log = server.log_so_far();
+    assert!(!log.contains("ERROR"), "{log}");
     let mut fresh = Client::new(&server, "default").await;
     let new_account = fresh.url("newAccount");
     for (payload, problem) in [

@@ -247,6 +247,38 @@ async fn get_requests_are_cacheable_and_bad_requests_get_ocsp_errors() {
         .unwrap();
     assert_eq!(wrong_type.status(), 415);
 
+    // A serial of 21 octets (RFC 5280 allows 20): malformedRequest, an OCSP answer, by POST
+    // and by GET.
+    let long_req = dir.join("long-serial.der");
+    let out = run(
+        "openssl",
+        &[
+            "ocsp",
+            "-issuer",
+            cert.issuer.to_str().unwrap(),
+            "-serial",
+            &format!("0x01{}", "23".repeat(20)),
+            "-no_nonce",
+            "-reqout",
+            long_req.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let long = std::fs::read(&long_req).unwrap();
+    let resp = post(long.clone(), "application/ocsp-request")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/ocsp-response");
+    assert!(status_of(&resp.bytes().await.unwrap()).contains("malformedrequest"));
+    let b64 = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&long)
+    };
+    let resp = server.get(&format!("/ocsp/{b64}")).send().await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/ocsp-response");
+    assert!(status_of(&resp.bytes().await.unwrap()).contains("malformedrequest"));
+
     // A certificate of another CA: not ours to answer for.
     let other = dir.join("other");
     std::fs::create_dir(&other).unwrap();

@@ -766,7 +766,7 @@ async fn https_validator(cancel: tokio_util::sync::CancellationToken) -> (String
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
     tokio::spawn(enrollca::http::server::serve(
         listener,
-        Some(acceptor),
+        enrollca::http::server::Listener::plain(Some(acceptor), Default::default()),
         app,
         cancel,
     ));

@@ -370,3 +370,18 @@ fn init_imports_an_existing_hierarchy() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// An empty or short admin token would let an empty `Authorization: Bearer` header in.
+#[test]
+fn an_empty_or_short_admin_token_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    for token in ["", "  \n", "short"] {
+        std::fs::write(data.join("admin-token"), token).unwrap();
+        let err = serve_fails(&data, &[], &[]);
+        assert!(
+            err.contains("admin-token") && err.contains("at least 32 characters"),
+            "{token:?}: {err}"
+        );
+    }
+}

@@ -37,6 +37,13 @@ struct KeyChange {
     old_key: Jwk,
 }
 
+/// What an attempt to create an account came to, short of a refusal.
+enum Created {
+    New(Account),
+    /// The key already has an account: routine (a client registering again), not an error.
+    KeyTaken,
+}
+
 /// A freshly minted EAB key, shown once.
 pub struct NewEabKey {
     pub kid: String,
@@ -64,12 +71,17 @@ impl AcmeService {
         // sparing each a store read. A key that has an account gets that account whatever
         // else the request says (§7.3.1); its creation is refused, at the latest by the
         // store's check that the key is unused, and the refusal is answered with it.
-        match self.create_account(profile, &jwk, url, req).await {
-            Ok(account) => Ok((account, true)),
-            Err(refusal) => match self.account_by_key(profile, &jwk).await? {
-                Some(existing) => Ok((existing.value, false)),
-                None => Err(refusal),
-            },
+        let refusal = match self.create_account(profile, &jwk, url, req).await {
+            Ok(Created::New(account)) => return Ok((account, true)),
+            Ok(Created::KeyTaken) => None,
+            Err(refusal) => Some(refusal),
+        };
+        match (self.account_by_key(profile, &jwk).await?, refusal) {
+            (Some(existing), _) => Ok((existing.value, false)),
+            (None, Some(refusal)) => Err(refusal),
+            (None, None) => Err(AcmeError::internal(
+                "the account key's index changed underfoot",
+            )),
         }
     }
 
@@ -80,7 +92,7 @@ impl AcmeService {
         jwk: &Jwk,
         url: &str,
         req: NewAccount,
-    ) -> Result<Account, AcmeError> {
+    ) -> Result<Created, AcmeError> {
         if profile.config.terms_of_service.is_some() && !req.terms_of_service_agreed {
             return Err(AcmeError::malformed(
                 "this profile requires agreeing to its terms of service (termsOfServiceAgreed)",
@@ -125,15 +137,13 @@ impl AcmeService {
         match self.store().write_docs(writes).await {
             Ok(()) => {
                 tracing::info!(account = %id, profile = %profile.name, "ACME account created");
-                Ok(account)
+                Ok(Created::New(account))
             }
             // The key has an account (made earlier, or concurrently): the caller answers it.
             Err(StoreError::Conflict {
                 kind: DocKind::AcmeAccountKey,
                 ..
-            }) => Err(AcmeError::internal(
-                "the account key's index changed underfoot",
-            )),
+            }) => Ok(Created::KeyTaken),
             Err(StoreError::Conflict { .. }) => Err(AcmeError::unauthorized(
                 "the external account key was used concurrently",
             )),

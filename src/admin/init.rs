@@ -250,6 +250,14 @@ subject_serial = false           # true: the attested serial number goes into th
 # webhook_url = "https://mdm.internal/enrollca/events"   # every event POSTed, in order
 # webhook_secret = "change-me"                            # HMAC-SHA256 key of the signature
 
+[limits]
+header_read_timeout = "10s"        # a request's headers (and a new connection's first request)
+idle_timeout = "60s"               # a connection with nothing in flight is closed after this
+request_timeout = "90s"            # a request's whole time, body included: 503 after it
+max_connections = 4096             # both listeners together; more wait in the backlog
+http2_max_streams = 100            # concurrent streams per HTTP/2 connection
+shutdown_timeout = "10s"           # on SIGTERM, in-flight requests get this long
+
 [log]
 level = "info"
 format = "text"

@@ -25,9 +25,7 @@ pub async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Nex
     let mut response = next.run(req).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    state
-        .metrics
-        .observe_http(&route, method.as_str(), status, elapsed);
+    state.metrics.observe_http(&route, &method, status, elapsed);
     span.in_scope(|| {
         tracing::info!(status, micros = elapsed.as_micros() as u64, "done");
     });

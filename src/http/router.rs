@@ -224,6 +224,15 @@ async fn ocsp(state: &AppState, der: &[u8], get: bool) -> axum::response::Respon
             }
             response
         }
-        Err(e) => ApiError::Internal(e.to_string()).into_response(),
+        // An OCSP client gets an OCSP answer, even for our failure (RFC 6960 §2.3).
+        Err(e) => {
+            tracing::error!(error = %e, "OCSP response could not be made");
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/ocsp-response")],
+                crate::revocation::ocsp::internal_error(),
+            )
+                .into_response()
+        }
     }
 }

@@ -282,6 +282,9 @@ impl Ocsp {
     }
 }
 
+/// Longest serial number a certificate may have.
+const MAX_SERIAL_OCTETS: usize = 20;
+
 /// What a request asks: which certificates, and its nonce if it has one.
 pub struct Parsed {
     pub ids: Vec<CertId>,
@@ -294,6 +297,14 @@ pub fn parse(request: &[u8]) -> Option<Parsed> {
     let req = OcspRequest::from_der(request).ok()?;
     let list = req.tbs_request.request_list;
     if list.is_empty() || list.len() > MAX_REQUESTS {
+        return None;
+    }
+    // RFC 5280 §4.1.2.2: at most 20 octets. A longer one names no certificate and could not
+    // be written into a response.
+    if list
+        .iter()
+        .any(|r| r.req_cert.serial_number.as_bytes().len() > MAX_SERIAL_OCTETS)
+    {
         return None;
     }
     let nonce = match &req.tbs_request.request_extensions {
@@ -376,6 +387,12 @@ fn generalized(t: OffsetDateTime) -> Result<OcspGeneralizedTime, der::Error> {
 
 fn max_age(next_update: OffsetDateTime, now: OffsetDateTime) -> Duration {
     Duration::from_secs(u64::try_from((next_update - now).whole_seconds()).unwrap_or(0))
+}
+
+/// `internalError`: what an OCSP client is told when we failed (it tries another responder
+/// or later).
+pub fn internal_error() -> Vec<u8> {
+    status_only(OcspResponse::internal_error()).der
 }
 
 /// An unsigned OCSPResponse carrying only an error status.

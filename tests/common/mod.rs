@@ -86,6 +86,9 @@ pub fn init_dir(parent: &Path, extra: &[&str], envs: &[(&str, &str)]) -> PathBuf
 
 pub struct Server {
     child: Child,
+    /// What the server wrote to stderr so far, read by a thread so the pipe never fills.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    log_reader: Option<std::thread::JoinHandle<()>>,
     pub data: PathBuf,
     pub http: String,
     pub https: String,
@@ -165,12 +168,24 @@ impl Server {
             line[start..].split_whitespace().next().unwrap().to_owned()
         };
         let (http, https) = (addr("http"), addr("https"));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let err = child.stderr.take().unwrap();
+        let sink = log.clone();
+        let log_reader = std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
         let token = std::fs::read_to_string(data.join("admin-token"))
             .unwrap()
             .trim()
             .to_owned();
         Ok(Self {
             child,
+            log,
+            log_reader: Some(log_reader),
             data: data.to_owned(),
             http,
             https,
@@ -184,16 +199,21 @@ impl Server {
         self.child.id()
     }
 
-    /// SIGTERM, then wait for the exit status.
+    /// SIGTERM, then wait for the exit status; returns it with everything logged.
     pub fn stop(mut self) -> (ExitStatus, String) {
         run("kill", &["-TERM", &self.child.id().to_string()]);
         let status = self.child.wait().unwrap();
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            use std::io::Read;
-            e.read_to_string(&mut err).ok();
+        if let Some(reader) = self.log_reader.take() {
+            reader.join().unwrap();
         }
-        (status, err)
+        let log = self.log.lock().unwrap().clone();
+        (status, log)
+    }
+
+    /// What the server has logged so far (after a moment for the reader to catch up).
+    pub fn log_so_far(&self) -> String {
+        std::thread::sleep(Duration::from_millis(200));
+        self.log.lock().unwrap().clone()
     }
 
     /// SIGKILL: no chance to flush anything.
