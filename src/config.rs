@@ -183,7 +183,7 @@ impl Default for Acme {
             dns01_resolver: None,
             attestation_roots: Vec::new(),
             profiles: BTreeMap::from([
-                ("default".to_owned(), AcmeProfile::default()),
+                ("default".to_owned(), AcmeProfile::development()),
                 ("device".to_owned(), AcmeProfile::device()),
             ]),
         }
@@ -218,6 +218,10 @@ pub struct AcmeProfile {
     /// device-attest-01 profiles: put the attested serial number into the subject
     /// (`serialNumber` attribute).
     pub subject_serial: bool,
+    /// Internal address ranges (CIDR) http-01 and tls-alpn-01 may connect to. Loopback,
+    /// private, link-local, CGNAT, multicast and unspecified addresses are refused, on the
+    /// resolved address of the first request and of every redirect, unless listed here.
+    pub internal_targets: Vec<ipnet::IpNet>,
 }
 
 /// Where a device-attest-01 profile learns that a device belongs to this organisation: an
@@ -237,6 +241,18 @@ impl AcmeProfile {
     /// A profile offering device-attest-01 issues to attested devices only.
     pub fn attests(&self) -> bool {
         self.challenges.contains(&ChallengeType::DeviceAttest01)
+    }
+
+    /// The built-in `default` profile, for development: names under `localhost` and the
+    /// loopback addresses, validated where they are (loopback, allowed deliberately).
+    pub fn development() -> Self {
+        Self {
+            internal_targets: vec![
+                ipnet::IpNet::from(IpAddr::from([127, 0, 0, 1])),
+                ipnet::IpNet::from(IpAddr::from(Ipv6Addr::LOCALHOST)),
+            ],
+            ..Self::default()
+        }
     }
 
     /// The built-in `device` profile: Apple Managed Device Attestation, registered devices.
@@ -268,6 +284,7 @@ impl Default for AcmeProfile {
             device_inventory: DeviceInventory::Registered,
             inventory_webhook_url: None,
             subject_serial: false,
+            internal_targets: Vec::new(),
         }
     }
 }

@@ -706,7 +706,7 @@ async fn external_account_binding_is_required_where_configured() {
     let config = std::fs::read_to_string(data.join("config.toml")).unwrap();
     std::fs::write(
         data.join("config.toml"),
-        format!("{config}\n[acme.profiles.partners]\ndns_names = [\"localhost\"]\nchallenges = [\"http-01\"]\nexternal_account_required = true\n"),
+        format!("{config}\n[acme.profiles.partners]\ndns_names = [\"localhost\"]\nchallenges = [\"http-01\"]\nexternal_account_required = true\ninternal_targets = [\"127.0.0.0/8\", \"::1/128\"]\n"),
     )
     .unwrap();
     let port = free_port();

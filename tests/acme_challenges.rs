@@ -20,7 +20,8 @@ async fn tls_alpn_server(tmp: &Path, port: u16) -> (Server, String) {
         data.join("config.toml"),
         format!(
             "{config}\n[acme.profiles.tls]\ndns_names = [\"localhost\"]\n\
-             ip_addresses = [\"127.0.0.1\"]\nchallenges = [\"tls-alpn-01\"]\n"
+             ip_addresses = [\"127.0.0.1\"]\nchallenges = [\"tls-alpn-01\"]\n\
+             internal_targets = [\"127.0.0.0/8\", \"::1/128\"]\n"
         ),
     )
     .unwrap();
@@ -91,9 +92,19 @@ impl Responder {
             config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
         }
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
+        // The previous case's responder is aborted, and drops its listener only when its
+        // task is next polled: wait for the port rather than race it.
+        let mut listener = None;
+        for _ in 0..100 {
+            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+        let listener = listener.expect("the responder's port is free within 2 s");
         let sni = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&sni);
         let task = tokio::spawn(async move {
@@ -297,4 +308,132 @@ async fn a_profile_without_a_challenge_for_an_identifier_type_refuses_it() {
         detail.contains("no challenge that validates dns identifiers"),
         "{detail}"
     );
+}
+
+/// Issue 23, item 4: http-01 reaches only public addresses and the internal ranges a profile
+/// lists; every redirect is checked the same way and may go to ports 80 and 443 only; the
+/// problem says that the fetch failed, not why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http01_reaches_only_permitted_addresses_at_every_redirect() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    // What the client's host does with a challenge request: redirect to a URL, or answer.
+    let plan: Arc<Mutex<Option<(String, String)>>> = Arc::default();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let app = {
+        let (plan, hits) = (plan.clone(), hits.clone());
+        axum::Router::new().route(
+            "/.well-known/acme-challenge/{token}",
+            axum::routing::get(move || {
+                let (plan, hits) = (plan.clone(), hits.clone());
+                async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    match plan.lock().unwrap().clone() {
+                        Some((kind, value)) if kind == "redirect" => {
+                            axum::http::Response::builder()
+                                .status(302)
+                                .header("location", value)
+                                .body(axum::body::Body::empty())
+                                .unwrap()
+                        }
+                        Some((_, answer)) => axum::http::Response::new(answer.into()),
+                        None => axum::http::Response::builder()
+                            .status(404)
+                            .body(axum::body::Body::empty())
+                            .unwrap(),
+                    }
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // Anything reaching 127.0.0.2:80 would be a redirect the validator should have refused.
+    let trap = tokio::net::TcpListener::bind("127.0.0.2:80").await.unwrap();
+    let trapped = Arc::new(AtomicUsize::new(0));
+    {
+        let trapped = trapped.clone();
+        tokio::spawn(async move {
+            while trap.accept().await.is_ok() {
+                trapped.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
+
+    let data = init_dir(tmp.path(), &[], &[]);
+    let config = std::fs::read_to_string(data.join("config.toml")).unwrap();
+    std::fs::write(
+        data.join("config.toml"),
+        format!(
+            "{config}\n[acme.profiles.public]\ndns_names = [\"localhost\"]\n\
+             ip_addresses = [\"127.0.0.1\"]\nchallenges = [\"http-01\"]\n\
+             [acme.profiles.lab]\ndns_names = [\"localhost\"]\nchallenges = [\"http-01\"]\n\
+             internal_targets = [\"127.0.0.1/32\"]\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&data, &[("ENROLLCA_ACME_HTTP01_PORT", &port.to_string())]);
+
+    // Orders `name` in `profile`, answers its http-01 challenge; returns the challenge.
+    let attempt = |profile: &'static str, name: &'static str| {
+        let server = &server;
+        async move {
+            let mut c = Client::new(server, profile).await;
+            assert_eq!(c.register().await.status, 201);
+            let (_, order) = c.order(&[name]).await;
+            let authz = c
+                .post(order["authorizations"][0].as_str().unwrap(), None)
+                .await
+                .body;
+            let ch = common::acme::challenge(&authz, "http-01");
+            let token = ch["token"].as_str().unwrap().to_owned();
+            let key_authorization = c.key.key_authorization(&token);
+            (c, ch, key_authorization)
+        }
+    };
+    let answer = |mut c: Client, ch: Value| async move {
+        let resp = c.post(ch["url"].as_str().unwrap(), Some(json!({}))).await;
+        assert_eq!(resp.status, 200, "{}", resp.text);
+        c.poll(ch["url"].as_str().unwrap(), "pending").await
+    };
+
+    // A profile without internal targets refuses loopback before connecting.
+    for name in ["localhost", "127.0.0.1"] {
+        let (c, ch, _) = attempt("public", name).await;
+        let settled = answer(c, ch).await;
+        assert_eq!(settled["status"], "invalid", "{settled}");
+        let detail = settled["error"]["detail"].as_str().unwrap();
+        assert!(detail.contains("internal addresses"), "{name}: {detail}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing was fetched");
+
+    // Allowed loopback, but redirected to a refused address (plain, or IPv4-mapped IPv6), or
+    // to a port other than 80 and 443: refused, and the trap never sees a connection.
+    for target in [
+        "http://127.0.0.2/.well-known/acme-challenge/x",
+        "http://[::ffff:127.0.0.2]/.well-known/acme-challenge/x",
+        "http://127.0.0.1:9/.well-known/acme-challenge/x",
+    ] {
+        *plan.lock().unwrap() = Some(("redirect".into(), target.into()));
+        let (c, ch, _) = attempt("lab", "localhost").await;
+        let settled = answer(c, ch).await;
+        assert_eq!(settled["status"], "invalid", "{target}: {settled}");
+        let detail = settled["error"]["detail"].as_str().unwrap();
+        assert!(
+            !detail.contains("refused") && !detail.contains("127.0.0.2") && !detail.contains(":9"),
+            "{target}: the detail says too much: {detail}"
+        );
+    }
+    assert_eq!(
+        trapped.load(Ordering::SeqCst),
+        0,
+        "a refused address was reached"
+    );
+
+    // The control: the same profile proves a name served where it is allowed to look.
+    let (c, ch, key_authorization) = attempt("lab", "localhost").await;
+    *plan.lock().unwrap() = Some(("answer".into(), key_authorization));
+    let settled = answer(c, ch).await;
+    assert_eq!(settled["status"], "valid", "{settled}");
 }

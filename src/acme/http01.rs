@@ -9,7 +9,8 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use super::error::{AcmeError, ProblemType};
 use super::model::{Identifier, IdentifierType};
-use super::validation::lookup;
+use super::targets::Targets;
+use super::validation::{NOT_PERMITTED, lookup};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_REDIRECTS: usize = 5;
@@ -19,29 +20,47 @@ const MAX_BODY: usize = 8 * 1024;
 pub struct Http01 {
     client: reqwest::Client,
     port: u16,
+    targets: Arc<Targets>,
 }
 
 impl Http01 {
-    pub fn new(port: u16) -> anyhow::Result<Self> {
+    /// A validator for one profile: it connects only where `targets` permits.
+    pub fn new(port: u16, targets: Arc<Targets>) -> anyhow::Result<Self> {
+        let allowed = Arc::clone(&targets);
         let client = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .connect_timeout(TIMEOUT)
-            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                let url = attempt.url();
+                // Names are checked when resolved; an address in the URL is never resolved.
+                let literal = url
+                    .host_str()
+                    .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+                    .and_then(|h| h.parse::<IpAddr>().ok());
                 if attempt.previous().len() >= MAX_REDIRECTS {
                     attempt.error("too many redirects")
-                } else if !matches!(attempt.url().scheme(), "http" | "https") {
+                } else if !matches!(url.scheme(), "http" | "https") {
                     attempt.error("redirect to a scheme other than http(s)")
+                } else if !matches!(url.port_or_known_default(), Some(80 | 443)) {
+                    // RFC 8555 §8.3: redirects go to ports 80 and 443 only.
+                    attempt.error("redirect to a port other than 80 or 443")
+                } else if literal.is_some_and(|ip| !allowed.permits(ip)) {
+                    attempt.error(NOT_PERMITTED)
                 } else {
                     attempt.follow()
                 }
             }))
-            .dns_resolver(Arc::new(LocalhostAware))
+            .dns_resolver(Arc::new(Resolver(Arc::clone(&targets))))
             // Each validation is for another name, usually a host never asked again: an idle
             // connection kept for reuse would only hold a socket open on both sides.
             .pool_max_idle_per_host(0)
             .user_agent(concat!("enrollca/", env!("CARGO_PKG_VERSION"), " http-01"))
             .build()?;
-        Ok(Self { client, port })
+        Ok(Self {
+            client,
+            port,
+            targets,
+        })
     }
 
     /// Succeeds when the identifier serves `key_authorization` for `token`.
@@ -68,26 +87,43 @@ impl Http01 {
             "http://{host}:{}/.well-known/acme-challenge/{token}",
             self.port
         );
-        let connection = |e: &dyn std::fmt::Display| {
-            AcmeError::new(ProblemType::Connection, format!("fetching {url}: {e}"))
+        // The client learns that the fetch failed, not why: the reason (refused, timed out,
+        // an internal address, a redirect's status) would make this a scanner of the
+        // network the validator sits in. The log has it.
+        let failed = |why: &dyn std::fmt::Display| {
+            tracing::info!(%url, %why, "http-01 fetch failed");
+            let detail = if why.to_string().contains(NOT_PERMITTED) {
+                NOT_PERMITTED
+            } else {
+                "could not fetch the key authorization"
+            };
+            AcmeError::new(ProblemType::Connection, format!("{url}: {detail}"))
         };
+        if let Ok(ip) = identifier.value.parse::<IpAddr>() {
+            if !self.targets.permits(ip) {
+                return Err(AcmeError::new(
+                    ProblemType::Connection,
+                    format!("{url}: {NOT_PERMITTED}"),
+                ));
+            }
+        }
         let mut response = self
             .client
             .get(&url)
             .send()
             .await
-            .map_err(|e| connection(&without_url(e)))?;
+            .map_err(|e| failed(&without_url(e)))?;
         if !response.status().is_success() {
             return Err(AcmeError::unauthorized(format!(
-                "{url} answered HTTP {}",
-                response.status()
+                "{url} did not answer with the key authorization (HTTP {})",
+                response.status().as_u16()
             )));
         }
         let mut body = Vec::new();
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| connection(&without_url(e)))?
+            .map_err(|e| failed(&without_url(e)))?
         {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_BODY {
@@ -121,14 +157,16 @@ fn without_url(e: reqwest::Error) -> String {
     msg
 }
 
-/// reqwest's resolver hook, answered by the validators' `lookup`.
-struct LocalhostAware;
+/// reqwest's resolver hook, answered by the validators' `lookup` for one profile's targets:
+/// the first request's name and every redirect's.
+struct Resolver(Arc<Targets>);
 
-impl Resolve for LocalhostAware {
+impl Resolve for Resolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_owned();
+        let targets = Arc::clone(&self.0);
         Box::pin(async move {
-            let addrs = lookup(&host).await?;
+            let addrs = lookup(&host, &targets).await?;
             let addrs: Addrs = Box::new(addrs.into_iter().map(|ip| SocketAddr::new(ip, 0)));
             Ok(addrs)
         })

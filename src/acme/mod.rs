@@ -13,6 +13,7 @@ pub mod model;
 pub mod nonce;
 mod orders;
 pub mod service;
+mod targets;
 pub mod tls_alpn01;
 pub mod validation;
 

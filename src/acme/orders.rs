@@ -421,10 +421,11 @@ impl AcmeService {
             Arc::clone(self.ca.clock()),
         );
         let authz_id = authz_id.to_owned();
+        let profile = req.profile.name.clone();
         // Spawned, so a client that hangs up does not cancel it.
         let validation = tokio::spawn(async move {
             let outcome = validators
-                .validate(kind, &identifier, &token, &key_authorization)
+                .validate(&profile, kind, &identifier, &token, &key_authorization)
                 .await
                 .map(|()| None);
             if let Err(e) = &outcome {

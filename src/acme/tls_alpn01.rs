@@ -19,7 +19,8 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use super::error::{AcmeError, ProblemType};
 use super::model::{Identifier, IdentifierType};
-use super::validation::lookup;
+use super::targets::Targets;
+use super::validation::{NOT_PERMITTED, lookup};
 
 /// Connecting and the handshake together; a responder that takes longer is not answering.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,10 +31,12 @@ const ACME_IDENTIFIER: &str = "1.3.6.1.5.5.7.1.31";
 pub struct TlsAlpn01 {
     connector: TlsConnector,
     port: u16,
+    targets: Arc<Targets>,
 }
 
 impl TlsAlpn01 {
-    pub fn new(port: u16) -> anyhow::Result<Self> {
+    /// A validator for one profile: it connects only where `targets` permits.
+    pub fn new(port: u16, targets: Arc<Targets>) -> anyhow::Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         // TLS 1.3 only (RFC 8737 §4 allows 1.2 or 1.3): its handshake signature can be
         // checked against the certificate's bare key, see `SelfSigned`.
@@ -48,6 +51,7 @@ impl TlsAlpn01 {
         Ok(Self {
             connector: TlsConnector::from(Arc::new(config)),
             port,
+            targets,
         })
     }
 
@@ -96,15 +100,27 @@ impl TlsAlpn01 {
         sni: &str,
         at: &str,
     ) -> Result<CertificateDer<'static>, AcmeError> {
+        // The client learns that connecting failed, not why (see http-01); the log has it.
         let connection = |e: &dyn std::fmt::Display| {
-            AcmeError::new(ProblemType::Connection, format!("{at}: {e}"))
+            tracing::info!(%at, why = %e, "tls-alpn-01 connection failed");
+            AcmeError::new(ProblemType::Connection, format!("{at}: could not connect"))
         };
         let tls =
             |e: &dyn std::fmt::Display| AcmeError::new(ProblemType::Tls, format!("{at}: {e}"));
         let server_name = ServerName::try_from(sni.to_owned()).map_err(|e| tls(&e))?;
         let mut last = None;
         let mut stream = None;
-        for ip in lookup(host).await.map_err(|e| connection(&e))? {
+        let addrs = match lookup(host, &self.targets).await {
+            Ok(addrs) => addrs,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(AcmeError::new(
+                    ProblemType::Connection,
+                    format!("{at}: {NOT_PERMITTED}"),
+                ));
+            }
+            Err(e) => return Err(connection(&e)),
+        };
+        for ip in addrs {
             match TcpStream::connect(SocketAddr::new(ip, self.port)).await {
                 Ok(s) => {
                     stream = Some(s);

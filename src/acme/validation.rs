@@ -1,23 +1,32 @@
 //! Challenge validation: which validator proves which challenge type, and how validators find
 //! an identifier's addresses.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use super::dns01::Dns01;
 use super::error::{AcmeError, ProblemType};
 use super::http01::Http01;
 use super::model::{ChallengeType, Identifier};
+use super::targets::Targets;
 use super::tls_alpn01::TlsAlpn01;
 use crate::config;
 
 /// The validators of the challenge types that the server checks by asking the network
 /// (device-attest-01 carries its evidence in the answer instead).
 pub struct Validators {
+    /// By profile name: each profile reaches only the addresses it permits.
+    reaching: BTreeMap<String, Reaching>,
+    /// Only when a profile offers dns-01: a host without DNS configuration can still serve
+    /// the others. It asks the configured resolver, never the client's host.
+    dns01: Option<Dns01>,
+}
+
+/// The validators that connect to the client's host, for one profile.
+struct Reaching {
     http01: Http01,
     tls_alpn01: TlsAlpn01,
-    /// Only when a profile offers dns-01: a host without DNS configuration can still serve
-    /// the others.
-    dns01: Option<Dns01>,
 }
 
 impl Validators {
@@ -26,31 +35,49 @@ impl Validators {
             .profiles
             .values()
             .any(|p| p.challenges.contains(&ChallengeType::Dns01));
+        let mut reaching = BTreeMap::new();
+        for (name, profile) in &config.profiles {
+            let targets = Arc::new(Targets::new(profile.internal_targets.clone()));
+            reaching.insert(
+                name.clone(),
+                Reaching {
+                    http01: Http01::new(config.http01_port, Arc::clone(&targets))?,
+                    tls_alpn01: TlsAlpn01::new(config.tls_alpn01_port, targets)?,
+                },
+            );
+        }
         Ok(Self {
-            http01: Http01::new(config.http01_port)?,
-            tls_alpn01: TlsAlpn01::new(config.tls_alpn01_port)?,
+            reaching,
             dns01: offers_dns01
                 .then(|| Dns01::new(config.dns01_resolver))
                 .transpose()?,
         })
     }
 
-    /// Succeeds when the identifier answers `token` as `kind` requires.
+    /// Succeeds when the identifier answers `token` as `kind` requires, for `profile`.
     pub async fn validate(
         &self,
+        profile: &str,
         kind: ChallengeType,
         identifier: &Identifier,
         token: &str,
         key_authorization: &str,
     ) -> Result<(), AcmeError> {
+        let reaching = || {
+            self.reaching
+                .get(profile)
+                .ok_or_else(|| AcmeError::internal(format!("no validators for profile {profile}")))
+        };
         match kind {
             ChallengeType::Http01 => {
-                self.http01
+                reaching()?
+                    .http01
                     .validate(identifier, token, key_authorization)
                     .await
             }
             ChallengeType::TlsAlpn01 => {
-                self.tls_alpn01
+                reaching()?
+                    .tls_alpn01
                     .validate(identifier, key_authorization)
                     .await
             }
@@ -68,22 +95,41 @@ impl Validators {
     }
 }
 
-/// The addresses of `host`. Names under `localhost` are the loopback addresses without asking
-/// DNS (RFC 6761 §6.3); everything else goes to the system resolver.
-pub(super) async fn lookup(host: &str) -> std::io::Result<Vec<IpAddr>> {
+/// The addresses of `host` that `targets` permits. Names under `localhost` are the loopback
+/// addresses without asking DNS (RFC 6761 §6.3); everything else goes to the system resolver.
+/// A host with addresses but none permitted is an error that says only that.
+pub(super) async fn lookup(host: &str, targets: &Targets) -> std::io::Result<Vec<IpAddr>> {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
-    if is_localhost(&host) {
-        return Ok(vec![
+    let all = if is_localhost(&host) {
+        vec![
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ]);
+        ]
+    } else if let Ok(ip) = host.parse::<IpAddr>() {
+        vec![ip]
+    } else {
+        tokio::net::lookup_host((host.as_str(), 0))
+            .await?
+            .map(|a| a.ip())
+            .collect()
+    };
+    let permitted: Vec<IpAddr> = all
+        .iter()
+        .copied()
+        .filter(|ip| targets.permits(*ip))
+        .collect();
+    if permitted.is_empty() && !all.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            NOT_PERMITTED,
+        ));
     }
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![ip]);
-    }
-    let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
-    Ok(addrs.map(|a| a.ip()).collect())
+    Ok(permitted)
 }
+
+/// What a client is told when its host resolves only to addresses the profile may not reach.
+pub(super) const NOT_PERMITTED: &str =
+    "the host resolves only to internal addresses, which this profile does not validate";
 
 /// Whether `name` (lower case, no trailing dot) is `localhost` or under it: loopback by
 /// definition, never in DNS (RFC 6761 §6.3).

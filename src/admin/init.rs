@@ -231,6 +231,7 @@ ip_addresses = ["127.0.0.1", "::1"]
 challenges = ["http-01"]         # and/or "tls-alpn-01", "dns-01" (wildcards, not localhost)
 issuer = "ecdsa"
 external_account_required = false
+internal_targets = ["127.0.0.1/32", "::1/128"]  # internal addresses http-01/tls-alpn-01 may reach
 # lifetime = "90days"           # default: issuance.lifetime
 # terms_of_service = "https://ca.example.com/terms"
 
