@@ -59,7 +59,8 @@ for start in $(seq 0 1000 $((count - 1))); do
     done
     printf ']}'; } >import.json
   curl -fsS -H "authorization: Bearer $token" -H 'content-type: application/json' \
-    --data @import.json http://127.0.0.1:18092/api/v1/devices >/dev/null
+    --cacert "$work/data/ca/roots.pem" \
+    --data @import.json https://127.0.0.1:18445/api/v1/devices >/dev/null
 done
 
 for c in "${concurrencies[@]}"; do

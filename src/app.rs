@@ -213,7 +213,8 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         shutdown.clone(),
     ));
     let metrics = state.metrics.clone();
-    let router = crate::http::router::router(state);
+    let (http_router, https_router) =
+        crate::http::router::routers(state, config.listen.api_on_http);
     let plain = Listener {
         tls: None,
         limits: config.limits.clone(),
@@ -228,22 +229,27 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         tokio::spawn(crate::http::server::serve(
             http,
             plain,
-            router.clone(),
+            http_router,
             shutdown.clone(),
         )),
         tokio::spawn(crate::http::server::serve(
             https,
             tls,
-            router,
+            https_router,
             shutdown.clone(),
         )),
     ];
 
     println!("enrollca {} ready", env!("CARGO_PKG_VERSION"));
+    let api_where = if config.listen.api_on_http {
+        "API /api/v1 on both"
+    } else {
+        "API /api/v1 on https only"
+    };
     println!(
-        "  http   http://{http_addr}   (SCEP /scep, API /api/v1, CRL /crl, OCSP /ocsp, /healthz, /metrics)"
+        "  http   http://{http_addr}   (SCEP /scep, CRL /crl, OCSP /ocsp, /healthz, /metrics)"
     );
-    println!("  https  https://{https_addr}  (ACME /acme/<profile>/directory)");
+    println!("  https  https://{https_addr}  (ACME /acme/<profile>/directory; {api_where})");
     println!("  root   SHA256 {}", fingerprint(&roots[0]));
     println!("  roots  http://{http_addr}/roots.pem");
     println!("  admin token in {}", dir.admin_token().display());

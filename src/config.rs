@@ -55,6 +55,9 @@ pub struct Listen {
     pub public_url: Option<String>,
     /// Base URL of the HTTPS listener as clients see it (ACME directory URLs).
     pub public_https_url: Option<String>,
+    /// Serve the API on the plain HTTP listener too. Off: bearer tokens never cross the
+    /// network in clear. Only for a loopback-only set-up.
+    pub api_on_http: bool,
 }
 
 impl Default for Listen {
@@ -64,6 +67,7 @@ impl Default for Listen {
             https: SocketAddr::from(([127, 0, 0, 1], 8443)),
             public_url: None,
             public_https_url: None,
+            api_on_http: false,
         }
     }
 }
@@ -415,6 +419,9 @@ const KEYS: &[(&str, Apply)] = &[
     ("listen.public_https_url", |c, v| {
         c.listen.public_https_url = non_empty(v);
         Ok(())
+    }),
+    ("listen.api_on_http", |c, v| {
+        parse_into(&mut c.listen.api_on_http, v)
     }),
     ("tls.cert", |c, v| {
         c.tls.cert = non_empty(v).map(PathBuf::from);

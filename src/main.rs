@@ -208,7 +208,8 @@ struct DataArg {
 struct Target {
     #[command(flatten)]
     data: DataArg,
-    /// Server base URL (default: http://<listen.http> from the configuration).
+    /// Server base URL (default: https://<listen.https> from the configuration, trusting
+    /// the roots in the data directory).
     #[arg(long, env = "ENROLLCA_URL")]
     url: Option<String>,
     /// Print JSON instead of text.

@@ -730,7 +730,8 @@ async fn external_account_binding_is_required_where_configured() {
             .send()
     };
     assert_eq!(mint("nope").await.unwrap().status(), 404);
-    let unauth = reqwest::Client::new()
+    let unauth = server
+        .client
         .post(server.url("/api/v1/acme/eab-keys"))
         .json(&json!({"profile": "partners"}))
         .send()

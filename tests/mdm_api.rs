@@ -183,7 +183,8 @@ async fn validate_and_device_revocation_tell_the_mdm_what_it_needs() {
         .get_json(&format!("/api/v1/certificates/{other}"))
         .await;
     assert_eq!(rec["status"], "good", "a refused request changes nothing");
-    let resp = reqwest::Client::new()
+    let resp = server
+        .client
         .post(server.url("/api/v1/validate"))
         .json(&json!({"certificate": first_pem}))
         .send()
@@ -258,7 +259,7 @@ async fn scoped_tokens_allow_what_they_name_and_nothing_more() {
         .unwrap()
         .to_owned();
 
-    let http = reqwest::Client::new();
+    let http = server.client.clone();
     let as_token = |token: &str, req: reqwest::RequestBuilder| req.bearer_auth(token.to_owned());
     let status = |resp: reqwest::Response| resp.status().as_u16();
     let revoke_url = server.url(&format!("/api/v1/certificates/{serial}/revoke"));

@@ -52,7 +52,10 @@ async fn the_document_matches_the_routes_and_the_responses() {
     let data = init_dir(tmp.path(), &[], &[]);
     let server = Server::start(&data, &[]);
 
-    let resp = reqwest::get(server.url("/api/v1/openapi.json"))
+    let resp = server
+        .client
+        .get(server.url("/api/v1/openapi.json"))
+        .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);

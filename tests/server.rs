@@ -792,3 +792,80 @@ async fn client_input_neither_forges_log_lines_nor_grows_metrics() {
     );
     assert!(log.contains(r"mdm\nERROR forged line"), "{log}");
 }
+
+/// Issue 23, item 6: bearer tokens and ACME requests do not travel over plain HTTP unless
+/// the operator says so; the CLI reaches the API over HTTPS by default.
+#[tokio::test]
+async fn the_api_and_acme_are_served_over_https_only_by_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let server = Server::start(&data, &[]);
+    let plain = reqwest::Client::new();
+
+    // The API over HTTP: refused, with the reason, whatever the token.
+    let resp = plain
+        .get(format!("{}/api/v1/certificates", server.http))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(resp.text().await.unwrap().contains("HTTPS only"));
+    // Over HTTPS it answers.
+    let resp = server.get("/api/v1/certificates").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(server.url("/api/v1/certificates").starts_with("https://"));
+
+    // ACME over HTTP: neither the directory nor a request signed for the HTTPS URL.
+    let resp = plain
+        .get(format!("{}/acme/default/directory", server.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let mut acme = common::acme::Client::new(&server, "default").await;
+    let signed = acme
+        .jws(
+            &acme.url("newAccount"),
+            Some(json!({})),
+            &Default::default(),
+        )
+        .await;
+    let over_http = acme.url("newAccount").replace(&server.https, &server.http);
+    let resp = plain
+        .post(over_http)
+        .header("content-type", "application/jose+json")
+        .json(&signed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(resp.text().await.unwrap().contains("HTTPS only"));
+    // SCEP, CRL, OCSP and the roots stay on plain HTTP.
+    for path in ["/scep?operation=GetCACaps", "/roots.pem", "/healthz"] {
+        let resp = plain.get(server.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+    }
+
+    // The CLI with no --url: HTTPS to the configured listener, trusting the data directory's
+    // roots (a local open would fail: the server holds the store).
+    let https = server.https.trim_start_matches("https://").to_owned();
+    let out = enrollca(
+        &["ca", "list", "--data", data.to_str().unwrap()],
+        &[("ENROLLCA_LISTEN_HTTPS", &https)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("active"), "{}", stdout(&out));
+    drop(acme);
+    drop(server);
+
+    // A loopback-only set-up may opt in.
+    let server = Server::start(&data, &[("ENROLLCA_LISTEN_API_ON_HTTP", "true")]);
+    let resp = plain
+        .get(format!("{}/api/v1/certificates", server.http))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}

@@ -205,6 +205,7 @@ http = "127.0.0.1:8080"
 https = "127.0.0.1:8443"
 # public_url = "http://ca.example.com"          # base URL written into certificates
 # public_https_url = "https://ca.example.com"
+api_on_http = false                # true serves the API on plain HTTP too (loopback-only set-ups)
 
 {ca}
 [issuance]

@@ -316,13 +316,34 @@ impl Backend {
 }
 
 impl Remote {
+    /// The server's API over HTTPS: at `url`, else at the configured HTTPS listener (on
+    /// loopback when it listens on every address), trusting the roots in the data directory
+    /// beside the system's.
     fn new(dir: &DataDir, url: Option<String>) -> anyhow::Result<Self> {
         let base = match url {
             Some(u) => u.trim_end_matches('/').to_owned(),
             None => {
-                format!("http://{}", dir_config(dir)?.listen.http)
+                let mut https = dir_config(dir)?.listen.https;
+                if https.ip().is_unspecified() {
+                    https.set_ip(match https.ip() {
+                        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                    });
+                }
+                format!("https://{https}")
             }
         };
+        let mut http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
+        let roots = dir.roots();
+        if roots.is_file() {
+            let pem =
+                std::fs::read(&roots).with_context(|| format!("reading {}", roots.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{}: not PEM certificates", roots.display()))?
+            {
+                http = http.add_root_certificate(cert);
+            }
+        }
         let token = match std::env::var("ENROLLCA_TOKEN") {
             Ok(t) => t,
             Err(_) => std::fs::read_to_string(dir.admin_token()).with_context(|| {
@@ -335,9 +356,7 @@ impl Remote {
         Ok(Self {
             base,
             token: token.trim().to_owned(),
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .build()?,
+            http: http.build()?,
         })
     }
 

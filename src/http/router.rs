@@ -16,7 +16,33 @@ use crate::scep;
 /// Largest request body accepted anywhere (CSRs, SCEP envelopes and JSON are far smaller).
 const MAX_BODY: usize = 1 << 20;
 
-pub fn router(state: Arc<AppState>) -> Router {
+/// The routers of the two listeners. Plain HTTP serves what devices and relying parties
+/// fetch without credentials (SCEP, CRLs, OCSP, CA certificates, health, metrics); the API
+/// (bearer tokens) only with `api_on_http`, ACME never (RFC 8555 §6.1 requires HTTPS, and a
+/// request signed for the HTTPS URL must not be accepted over plain HTTP). HTTPS serves all.
+pub fn routers(state: Arc<AppState>, api_on_http: bool) -> (Router, Router) {
+    let https = public_routes()
+        .merge(api_routes())
+        .merge(acme_routes(state.clone()));
+    let http = if api_on_http {
+        public_routes().merge(api_routes())
+    } else {
+        public_routes().route("/api/{*rest}", axum::routing::any(api_over_http))
+    }
+    .route("/acme/{*rest}", axum::routing::any(acme_over_http));
+    (finish(http, state.clone()), finish(https, state))
+}
+
+fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
+    routes
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// What anyone may fetch, on either listener.
+fn public_routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -27,6 +53,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ocsp", post(ocsp_post))
         .route("/ocsp/{*request}", get(ocsp_get))
         .route("/scep", get(scep::handlers::get).post(scep::handlers::post))
+}
+
+/// The MDM's and operators' API (bearer tokens).
+fn api_routes() -> Router<Arc<AppState>> {
+    Router::new()
         .route("/api/v1/openapi.json", get(api::openapi::document))
         .route("/api/v1/issuers", get(api::list_issuers))
         .route("/api/v1/issuers/{id}/retire", post(api::retire))
@@ -65,11 +96,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/scep/pending/{id}/approve", post(api::approve_held))
         .route("/api/v1/scep/pending/{id}/reject", post(api::reject_held))
         .route("/api/v1/acme/eab-keys", post(api::create_eab_key))
-        .merge(acme_routes(state.clone()))
-        .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
+}
+
+async fn api_over_http() -> ApiError {
+    ApiError::NotFound(
+        "the API is served over HTTPS only (listen.api_on_http enables plain HTTP)".into(),
+    )
+}
+
+async fn acme_over_http() -> ApiError {
+    ApiError::NotFound("ACME is served over HTTPS only".into())
 }
 
 /// ACME resources (RFC 8555 §7.1), each under its profile's directory.

@@ -168,6 +168,7 @@ impl Server {
             line[start..].split_whitespace().next().unwrap().to_owned()
         };
         let (http, https) = (addr("http"), addr("https"));
+        let client = trusting_roots_of(&http);
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let err = child.stderr.take().unwrap();
         let sink = log.clone();
@@ -191,7 +192,7 @@ impl Server {
             https,
             token,
             banner,
-            client: reqwest::Client::new(),
+            client,
         })
     }
 
@@ -232,8 +233,13 @@ impl Server {
             .unwrap()
     }
 
+    /// Where a client reaches `path`: the API and ACME over HTTPS, the rest over plain HTTP.
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.http)
+        if path.starts_with("/api/") || path.starts_with("/acme/") {
+            format!("{}{path}", self.https)
+        } else {
+            format!("{}{path}", self.http)
+        }
     }
 
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
@@ -318,7 +324,7 @@ impl Server {
     /// `enrollca ARGS --data DATA --url HTTP` against this server.
     pub fn cli(&self, args: &[&str]) -> Output {
         let mut all: Vec<&str> = args.to_vec();
-        all.extend(["--data", self.data.to_str().unwrap(), "--url", &self.http]);
+        all.extend(["--data", self.data.to_str().unwrap(), "--url", &self.https]);
         enrollca(&all, &[])
     }
 }
@@ -328,6 +334,18 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A client that trusts the roots the server publishes at `/roots.pem`, fetched over plain
+/// HTTP as an MDM's operator would (curl: an independent client).
+fn trusting_roots_of(http: &str) -> reqwest::Client {
+    let out = run("curl", &["-sSf", &format!("{http}/roots.pem")]);
+    assert!(out.status.success(), "GET /roots.pem: {}", stderr(&out));
+    let mut builder = reqwest::Client::builder();
+    for cert in reqwest::Certificate::from_pem_bundle(&out.stdout).unwrap() {
+        builder = builder.add_root_certificate(cert);
+    }
+    builder.build().unwrap()
 }
 
 /// A DER certificate converted by openssl to DIR/NAME.pem (failing the test if it is not one).
