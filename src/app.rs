@@ -117,6 +117,8 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         passphrase: pass.clone(),
         pkcs11: pkcs11_access(&config.ca)?.map(Arc::new),
     };
+    crate::ca::rotation::recover_root_rotation(dir, &keys)
+        .context("completing an interrupted root rotation")?;
     let sled = SledStore::open(&dir.db()).map_err(|e| {
         anyhow::anyhow!(
             "{e} (is another enrollca process using {}?)",

@@ -50,6 +50,23 @@ impl DataDir {
         self.root.join("ca/cross.pem")
     }
 
+    /// A root rotation's new key, until the rotation completes.
+    pub fn staged_root_key(&self) -> PathBuf {
+        self.root.join("ca/root.key.new")
+    }
+
+    /// The last step of a root rotation, once `ca/roots.pem` lists the new root: the current
+    /// key is kept as `retired-root-<old_id>.key`, and the staged key becomes `ca/root.key`
+    /// by one atomic rename. Every step is durable before the next.
+    pub fn complete_root_rotation(&self, old_id: &IssuerId) -> std::io::Result<()> {
+        let retired = self.retired_root_key(old_id);
+        if !retired.exists() {
+            crate::ca::keys::write_private(&retired, &std::fs::read(self.root_key())?)
+                .map_err(std::io::Error::other)?;
+        }
+        crate::durable::rename(&self.staged_root_key(), &self.root_key())
+    }
+
     /// Keys of roots that were replaced, kept for the operator to move offline.
     pub fn retired_root_key(&self, id: &IssuerId) -> PathBuf {
         self.root.join(format!("ca/retired-root-{id}.key"))

@@ -12,6 +12,7 @@ pub mod ca;
 pub mod clock;
 pub mod config;
 pub mod datadir;
+pub mod durable;
 pub mod http;
 pub mod inventory;
 pub mod loadgen;

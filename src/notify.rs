@@ -60,35 +60,44 @@ impl Webhook {
         let mut newest = self.store.newest_event();
         let mut pause = FIRST_PAUSE;
         loop {
-            let batch = match self.store.events(cursor.0, BATCH).await {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(error = %e, "event webhook: cannot read the feed");
-                    Vec::new()
-                }
-            };
-            if batch.is_empty() {
-                let after = cursor.0;
-                tokio::select! {
-                    _ = newest.wait_for(|seq| *seq > after) => continue,
-                    () = shutdown.cancelled() => return,
-                }
-            }
-            let last = batch.last().map_or(cursor.0, |e| e.seq);
-            match self.deliver(&batch).await {
-                Ok(()) => match self.advance(&mut cursor, last).await {
-                    Ok(()) => pause = FIRST_PAUSE,
-                    Err(e) => tracing::warn!(error = %e, "event webhook: cannot store its cursor"),
-                },
-                Err(why) => {
-                    tracing::info!(%why, first = batch[0].seq, retry_in = ?pause, "event webhook delivery failed");
+            // Every failure (reading the feed, delivering, storing the cursor) waits before
+            // the next try, longer each time: a store that refuses the cursor must not turn
+            // into the same batch sent again at once, forever.
+            let failed = match self.store.events(cursor.0, BATCH).await {
+                Err(e) => format!("cannot read the feed: {e}"),
+                Ok(batch) if batch.is_empty() => {
+                    let after = cursor.0;
                     tokio::select! {
-                        () = tokio::time::sleep(pause) => {}
+                        _ = newest.wait_for(|seq| *seq > after) => continue,
                         () = shutdown.cancelled() => return,
                     }
-                    pause = (pause * 2).min(LONGEST_PAUSE);
                 }
+                Ok(batch) => {
+                    let last = batch.last().map_or(cursor.0, |e| e.seq);
+                    match self.deliver(&batch).await {
+                        Err(why) => format!("delivery of {} failed: {why}", batch[0].seq),
+                        Ok(()) => match self.advance(&mut cursor, last).await {
+                            Ok(()) => {
+                                pause = FIRST_PAUSE;
+                                continue;
+                            }
+                            Err(e) => {
+                                // Another writer may have moved it: start from what is stored.
+                                if let Ok(stored) = self.cursor().await {
+                                    cursor = stored;
+                                }
+                                format!("cannot store its cursor: {e}")
+                            }
+                        },
+                    }
+                }
+            };
+            tracing::info!(why = %failed, retry_in = ?pause, "event webhook");
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = shutdown.cancelled() => return,
             }
+            pause = (pause * 2).min(LONGEST_PAUSE);
         }
     }
 

@@ -677,3 +677,62 @@ async fn after_a_root_rotation_devices_trusting_either_root_accept_both_generati
         .unwrap();
     assert_eq!(cross_again, cross_pem);
 }
+
+/// Issue 23, item 5: a root rotation interrupted after `ca/roots.pem` listed the new root, but
+/// before its key replaced `ca/root.key`, is completed at the next start; one interrupted
+/// before (the staged key's root is not listed) is undone. Either way the root key on disk
+/// has its certificate in `ca/roots.pem`.
+#[tokio::test]
+async fn an_interrupted_root_rotation_is_completed_or_undone_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let old_key = std::fs::read(data.join("ca/root.key")).unwrap();
+    let stage = |name: &str| {
+        let (key, cert) = openssl_self_signed(tmp.path(), name, &format!("/CN={name}"));
+        let staged = data.join("ca/root.key.new");
+        std::fs::copy(&key, &staged).unwrap();
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600)).unwrap();
+        (
+            std::fs::read(&key).unwrap(),
+            std::fs::read_to_string(cert).unwrap(),
+        )
+    };
+
+    // Not committed: the staged key's root is not listed. It is removed; nothing else moves.
+    stage("never-listed");
+    let server = Server::start(&data, &[]);
+    assert!(!data.join("ca/root.key.new").exists());
+    assert_eq!(std::fs::read(data.join("ca/root.key")).unwrap(), old_key);
+    drop(server);
+
+    // Committed: roots.pem lists it. The staged key becomes the root key, the old one is kept
+    // aside, and the next issuer is signed by the new root.
+    let (new_key, new_root) = stage("listed");
+    let mut roots = std::fs::read_to_string(data.join("ca/roots.pem")).unwrap();
+    roots.push_str(&new_root);
+    std::fs::write(data.join("ca/roots.pem"), roots).unwrap();
+    let server = Server::start(&data, &[]);
+    assert!(!data.join("ca/root.key.new").exists());
+    assert_eq!(std::fs::read(data.join("ca/root.key")).unwrap(), new_key);
+    let retired: Vec<_> = std::fs::read_dir(data.join("ca"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("retired-root-"))
+        .collect();
+    assert_eq!(retired.len(), 1, "{retired:?}");
+    assert_eq!(
+        std::fs::read(data.join("ca").join(&retired[0])).unwrap(),
+        old_key
+    );
+    let resp = server
+        .post("/api/v1/rotation/ecdsa/prepare")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let staged: Value = resp.json().await.unwrap();
+    let cert = tmp.path().join("next-issuer.pem");
+    std::fs::write(&cert, staged["pem"].as_str().unwrap()).unwrap();
+    assert!(issuer_of(&cert).contains("listed"), "{}", issuer_of(&cert));
+}

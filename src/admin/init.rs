@@ -75,7 +75,11 @@ pub async fn init(dir: &DataDir, opts: InitOptions) -> anyhow::Result<InitReport
                 std::fs::remove_dir(dir.path())
                     .with_context(|| format!("replacing empty {}", dir.path().display()))?;
             }
-            std::fs::rename(staging.path(), dir.path()).with_context(|| {
+            // Nothing of a data directory is there after a power cut unless synced: its
+            // files, the directories naming them, and the rename that publishes it.
+            crate::durable::sync_tree(staging.path())
+                .with_context(|| format!("syncing {}", staging.path().display()))?;
+            crate::durable::rename(staging.path(), dir.path()).with_context(|| {
                 format!("moving the new data directory to {}", dir.path().display())
             })?;
             Ok(report)

@@ -331,7 +331,7 @@ impl CaKey {
     }
 }
 
-/// Creates `path` with mode 0600 (failing if it exists) and syncs it.
+/// Creates `path` with mode 0600 (failing if it exists) and syncs it and its directory entry.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
     let io = |source| KeyError::Io {
         path: path.display().to_string(),
@@ -344,7 +344,8 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
         .open(path)
         .map_err(io)?;
     f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)
+    f.sync_all().map_err(io)?;
+    crate::durable::sync_parent(path).map_err(io)
 }
 
 fn rsa(bits: u32) -> Result<PKey<Private>, openssl::error::ErrorStack> {

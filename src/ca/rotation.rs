@@ -14,6 +14,7 @@ use super::hierarchy::{self, Made};
 use super::keys::{CaKey, KeyAccess, KeyFamily, KeySpec};
 use super::{Ca, CaError, Issuer, IssuerId, IssuerSet, Serial};
 use crate::datadir::{DataDir, to_pem};
+use crate::durable;
 use crate::store::{
     CertQuery, EventKind, IssuerChange, IssuerRecord, IssuerState, StatusFilter, StoreError,
 };
@@ -146,8 +147,12 @@ impl Rotation {
                 file
             }
         };
-        std::fs::write(self.dir.issuer_cert(&id), to_pem("CERTIFICATE", &cert_der))
-            .map_err(|e| RotationError::Io(e.to_string()))?;
+        durable::write(
+            &self.dir.issuer_cert(&id),
+            to_pem("CERTIFICATE", &cert_der).as_bytes(),
+            0o644,
+        )
+        .map_err(|e| RotationError::Io(e.to_string()))?;
         let record = IssuerRecord {
             id,
             family,
@@ -267,24 +272,22 @@ impl Rotation {
         .await
         .map_err(|e| RotationError::Io(e.to_string()))??;
 
-        // New files first, then renames: a crash leaves either the old root in charge or
-        // the new one, never a root key without its certificate.
+        // Each step durable before the next, and every state in between consistent: the
+        // root key (`ca/root.key`) always has its certificate in `ca/roots.pem`. The new
+        // roots list keeps the old root, so it is written first; the key is swapped last, by
+        // one atomic rename. A crash in between leaves the old root in charge and the staged
+        // key beside it, which `recover_root_rotation` completes at the next start.
         let io = |e: std::io::Error| RotationError::Io(e.to_string());
-        let staged_key = self.dir.path().join("ca/root.key.new");
+        let staged_key = self.dir.staged_root_key();
         let _ = std::fs::remove_file(&staged_key);
         new_root
             .key
             .save(&staged_key, self.keys.passphrase.as_ref())
             .map_err(CaError::from)?;
         let next = trust.with_root(new_root.cert_der.clone(), cross);
-        let roots_new = self.dir.path().join("ca/roots.pem.new");
-        let cross_new = self.dir.path().join("ca/cross.pem.new");
-        std::fs::write(&roots_new, next.roots_pem()).map_err(io)?;
-        std::fs::write(&cross_new, next.cross_pem()).map_err(io)?;
-        std::fs::rename(self.dir.root_key(), self.dir.retired_root_key(&old_id)).map_err(io)?;
-        std::fs::rename(&staged_key, self.dir.root_key()).map_err(io)?;
-        std::fs::rename(&cross_new, self.dir.cross()).map_err(io)?;
-        std::fs::rename(&roots_new, self.dir.roots()).map_err(io)?;
+        durable::write(&self.dir.cross(), next.cross_pem().as_bytes(), 0o644).map_err(io)?;
+        durable::write(&self.dir.roots(), next.roots_pem().as_bytes(), 0o644).map_err(io)?;
+        self.dir.complete_root_rotation(&old_id).map_err(io)?;
         self.ca.set_trust(next);
         tracing::info!(root = %hierarchy::fingerprint(&new_root.cert_der), "root rotated; cross certificates issued both ways");
         Ok(new_root.cert_der)
@@ -428,4 +431,28 @@ fn next_names(current_der: &[u8]) -> (String, String) {
         format!("{base} {:06x}", rand::random::<u32>() & 0xff_ffff),
         org,
     )
+}
+
+/// Finishes a root rotation that a crash interrupted (see `Rotation::rotate_root`): a staged
+/// key whose root `ca/roots.pem` lists becomes the root key; one whose root it does not list
+/// belongs to a rotation that never happened and is removed.
+pub fn recover_root_rotation(dir: &DataDir, keys: &KeyAccess) -> anyhow::Result<()> {
+    let staged = dir.staged_root_key();
+    if !staged.exists() {
+        return Ok(());
+    }
+    let key = CaKey::load(&staged, keys.passphrase.as_ref())?;
+    let listed = dir.read_roots()?.iter().any(|r| {
+        X509Certificate::from_der(r).is_ok_and(|(_, c)| c.public_key().raw == key.spki_der())
+    });
+    if !listed {
+        std::fs::remove_file(&staged)?;
+        durable::sync_parent(&staged)?;
+        tracing::warn!("removed the key of a root rotation that did not complete");
+        return Ok(());
+    }
+    let current = CaKey::load(&dir.root_key(), keys.passphrase.as_ref())?;
+    dir.complete_root_rotation(&IssuerId::for_spki(&current.spki_der()))?;
+    tracing::warn!("completed a root rotation that a crash interrupted");
+    Ok(())
 }

@@ -113,6 +113,6 @@ fn ensure_generated(
         }
     }
     made.key.save(&dir.tls_key(), None)?;
-    std::fs::write(dir.tls_cert(), pem)?;
+    crate::durable::write(&dir.tls_cert(), pem.as_bytes(), 0o644)?;
     Ok(())
 }

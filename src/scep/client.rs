@@ -58,12 +58,17 @@ impl Identity {
         }
         let mut attrs = Vec::new();
         if let Some(challenge) = challenge {
-            // `values` is the DER of SET OF { PrintableString }.
-            let value = der::asn1::PrintableStringRef::new(challenge)
-                .and_then(|p| der::Any::encode_from(&p))
-                .and_then(|v| der::asn1::SetOfVec::try_from(vec![v]))
-                .and_then(|set| set.to_der())
-                .map_err(|e| e.to_string())?;
+            // `values` is the DER of SET OF { DirectoryString }: PrintableString when the
+            // challenge fits it (as most clients send), else UTF8String.
+            let value = match der::asn1::PrintableStringRef::new(challenge) {
+                Ok(p) => der::Any::encode_from(&p),
+                Err(_) => {
+                    der::asn1::Utf8StringRef::new(challenge).and_then(|u| der::Any::encode_from(&u))
+                }
+            }
+            .and_then(|v| der::asn1::SetOfVec::try_from(vec![v]))
+            .and_then(|set| set.to_der())
+            .map_err(|e| e.to_string())?;
             attrs.push(rcgen::Attribute {
                 oid: CHALLENGE_PASSWORD,
                 values: value,

@@ -166,6 +166,11 @@ impl SledStore {
             by_revoked: tree("by_revoked")?,
             journal: tree("journal")?,
         };
+        // sled syncs what it writes to its files, but not the directory entries that name
+        // them (nor its `conf`): a power cut soon after creation would lose the store.
+        db.flush().map_err(backend)?;
+        crate::durable::sync_tree(dir)
+            .map_err(|e| StoreError::Backend(format!("syncing {}: {e}", dir.display())))?;
         replay_journal(&db, &trees)?;
         backfill_expiry(&trees)?;
         backfill_revoked(&trees)?;
