@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::policy::{SanKinds, Template};
 use crate::revocation::{Crls, Ocsp};
 use crate::scep::ScepService;
+use crate::scep::service::Admission;
 use crate::store::{DocCache, SledStore, Store};
 use crate::validator::Validator;
 
@@ -185,11 +186,14 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
     let scep = Arc::new(ScepService::new(
         ca.clone(),
         crls.clone(),
-        config.scep.approval,
         metrics.clone(),
         scep_template,
-        config.scep.challenge.clone(),
-        webhook,
+        Admission {
+            approval: config.scep.approval,
+            challenge: config.scep.challenge.clone(),
+            webhook,
+            allow_single_des: config.scep.allow_single_des,
+        },
     ));
     let acme = Arc::new(acme_service(&config, ca.clone())?);
     let state = Arc::new(AppState {

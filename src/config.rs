@@ -148,6 +148,9 @@ pub struct Scep {
     /// subjectAltName forms a request may ask for itself (`dns`, `ip`, `email`, `uri`); a
     /// one-time challenge or the webhook may state SANs whatever this says. Default: none.
     pub allowed_sans: Vec<SanKind>,
+    /// Serve requests encrypted with single DES (56-bit key: it protects the challenge only
+    /// weakly); micromdm's scepclient can send nothing else. Replies are never single DES.
+    pub allow_single_des: bool,
 }
 
 impl Default for Scep {
@@ -158,6 +161,7 @@ impl Default for Scep {
             webhook_timeout: Duration::from_secs(5),
             approval: Approval::Automatic,
             allowed_sans: Vec::new(),
+            allow_single_des: true,
         }
     }
 }
@@ -479,6 +483,9 @@ const KEYS: &[(&str, Apply)] = &[
             .map(str::parse)
             .collect::<Result<_, _>>()?;
         Ok(())
+    }),
+    ("scep.allow_single_des", |c, v| {
+        parse_into(&mut c.scep.allow_single_des, v)
     }),
     ("acme.http01_port", |c, v| {
         parse_into(&mut c.acme.http01_port, v)

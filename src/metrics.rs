@@ -44,6 +44,11 @@ struct HttpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CipherLabels {
+    cipher: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClosedLabels {
     reason: &'static str,
 }
@@ -57,6 +62,7 @@ pub struct Metrics {
     scep_refused: Family<RefusalLabels, Counter>,
     issue_seconds: Histograms<ProtocolLabels>,
     http_seconds: Histograms<HttpLabels>,
+    scep_ciphers: Family<CipherLabels, Counter>,
     connections_open: Gauge,
     connections_closed: Family<ClosedLabels, Counter>,
 }
@@ -95,6 +101,12 @@ impl Default for Metrics {
             "HTTP requests by route, method and status",
             http_seconds.clone(),
         );
+        let scep_ciphers = Family::<CipherLabels, Counter>::default();
+        registry.register(
+            "scep_requests_by_cipher",
+            "SCEP requests opened, by the content cipher the client chose (`des` is single DES)",
+            scep_ciphers.clone(),
+        );
         let connections_open = Gauge::default();
         let connections_closed = Family::<ClosedLabels, Counter>::default();
         registry.register(
@@ -114,6 +126,7 @@ impl Default for Metrics {
             scep_refused,
             issue_seconds,
             http_seconds,
+            scep_ciphers,
             connections_open,
             connections_closed,
         }
@@ -181,6 +194,12 @@ impl Metrics {
                     .inc();
             }
         }
+    }
+
+    pub fn observe_scep_cipher(&self, cipher: &'static str) {
+        self.scep_ciphers
+            .get_or_create(&CipherLabels { cipher })
+            .inc();
     }
 
     pub fn observe_scep_refusal(&self, reason: &'static str) {

@@ -851,3 +851,60 @@ async fn held_enrolments_keep_no_challenge_anywhere() {
         }
     }
 }
+
+/// Issue 23, low item: single DES is counted, and refused (badAlg, nothing written) where
+/// `scep.allow_single_des = false`.
+#[tokio::test]
+async fn single_des_is_counted_and_can_be_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let server = Server::start(
+        &data,
+        &[
+            ("ENROLLCA_SCEP_CHALLENGE", CHALLENGE),
+            ("ENROLLCA_SCEP_ALLOW_SINGLE_DES", "false"),
+        ],
+    );
+    let client = Client::new(&server).await;
+    let device = Identity::generate().unwrap();
+    let csr = device.csr("des-device", Some(CHALLENGE)).unwrap();
+    let (reply, _) = client
+        .exchange(
+            &device,
+            MessageType::PkcsReq,
+            &csr,
+            Cipher::Des,
+            Digest::Sha256,
+        )
+        .await;
+    assert_eq!(
+        (reply.pki_status, reply.fail_info),
+        (Some(PkiStatus::Failure), Some(FailInfo::BadAlg))
+    );
+    assert!(server.events().await.is_empty());
+    let (reply, _) = client
+        .exchange(
+            &device,
+            MessageType::PkcsReq,
+            &csr,
+            Cipher::Aes128,
+            Digest::Sha256,
+        )
+        .await;
+    assert_eq!(reply.pki_status, Some(PkiStatus::Success));
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "enrollca_scep_requests_by_cipher_total{cipher=\"des\"} 1",
+        "enrollca_scep_requests_by_cipher_total{cipher=\"aes128\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing `{line}` in\n{metrics}"
+        );
+    }
+}

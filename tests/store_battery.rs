@@ -861,6 +861,38 @@ async fn expiry_is_noted_once_for_certificates_still_good() {
 }
 
 #[tokio::test]
+async fn a_fleet_expiring_together_is_noted_in_one_sweep() {
+    for_each_backend(|open, name, dir| async move {
+        let store = open(dir.path());
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        // More than one writer batch (512) of certificates past their notAfter.
+        const FLEET: usize = 1300;
+        for i in 0..FLEET {
+            let mut r = record(Some(&format!("fleet-{i}")), 1);
+            r.not_before = now - Duration::days(30);
+            r.not_after = now - Duration::days(1);
+            store
+                .insert_certificate(r, Linked::default())
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            store.expire(now).await.unwrap(),
+            FLEET,
+            "{name}: all in one sweep"
+        );
+        assert_eq!(store.expire(now).await.unwrap(), 0, "{name}");
+        let expired = all_events(store.as_ref())
+            .await
+            .iter()
+            .filter(|e| e.kind == EventKind::Expired)
+            .count();
+        assert_eq!(expired, FLEET, "{name}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn issuer_changes_are_all_or_nothing_with_their_events() {
     for_each_backend(|open, name, dir| async move {
         let store = open(dir.path());

@@ -222,6 +222,7 @@ backdate = "5m"
 webhook_timeout = "5s"
 approval = "automatic"             # or "manual": enrolments wait for `enrollca scep approve`
 allowed_sans = []                  # SAN kinds a request may name itself: "dns", "ip", "email", "uri"
+allow_single_des = true            # false refuses DES-encrypted requests (micromdm scepclient sends only DES)
 
 [acme]
 http01_port = 80

@@ -170,6 +170,17 @@ pub enum Cipher {
 }
 
 impl Cipher {
+    /// A metrics label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Des => "des",
+            Self::Des3 => "des3",
+            Self::Aes128 => "aes128",
+            Self::Aes192 => "aes192",
+            Self::Aes256 => "aes256",
+        }
+    }
+
     const DES: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.7");
     const DES3: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.3.7");
     const AES128: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.2");

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::message::{FailInfo, MessageType};
+use super::message::{Cipher, FailInfo, MessageType};
 use super::pending::{Approval, Decision, PendingRequest, Requested};
 use super::wire::{self, MessageSigner, Outcome, Payload, SignedMessage, WireError};
 use crate::ca::Serial;
@@ -50,11 +50,20 @@ pub enum ScepError {
 pub struct ScepService {
     ca: Arc<Ca>,
     crls: Arc<Crls>,
-    approval: Approval,
     metrics: Arc<Metrics>,
     template: Arc<Template>,
-    challenge: Option<Secret>,
-    webhook: Option<Validator>,
+    admission: Admission,
+}
+
+/// Who may enrol, and how (the `[scep]` settings).
+pub struct Admission {
+    pub approval: Approval,
+    /// The static challenge: membership of the fleet, not a device.
+    pub challenge: Option<Secret>,
+    pub webhook: Option<Validator>,
+    /// Whether requests encrypted with single DES are served (micromdm's scepclient sends
+    /// nothing else); replies are never single DES either way.
+    pub allow_single_des: bool,
 }
 
 /// What an accepted challenge grants. The static challenge grants no device and no names:
@@ -102,6 +111,8 @@ enum Refusal {
     Rejected,
     #[error("message type {0:?} is not supported yet")]
     Unsupported(MessageType),
+    #[error("single DES is refused here (scep.allow_single_des = false)")]
+    SingleDes,
     #[error(transparent)]
     Policy(#[from] PolicyError),
     /// Our side failed: not the client's doing, answered with HTTP 500.
@@ -112,7 +123,9 @@ enum Refusal {
 impl Refusal {
     fn fail_info(&self) -> FailInfo {
         match self {
-            Self::Csr(CsrError::WeakKey(_) | CsrError::UnsupportedKey(_)) => FailInfo::BadAlg,
+            Self::Csr(CsrError::WeakKey(_) | CsrError::UnsupportedKey(_)) | Self::SingleDes => {
+                FailInfo::BadAlg
+            }
             Self::Csr(CsrError::BadSignature) | Self::SignerKey => FailInfo::BadMessageCheck,
             Self::UnknownCert => FailInfo::BadCertId,
             Self::Csr(_)
@@ -133,20 +146,16 @@ impl ScepService {
     pub fn new(
         ca: Arc<Ca>,
         crls: Arc<Crls>,
-        approval: Approval,
         metrics: Arc<Metrics>,
         template: Arc<Template>,
-        challenge: Option<Secret>,
-        webhook: Option<Validator>,
+        admission: Admission,
     ) -> Self {
         Self {
             ca,
             crls,
-            approval,
             metrics,
             template,
-            challenge,
-            webhook,
+            admission,
         }
     }
 
@@ -230,9 +239,15 @@ impl ScepService {
         .map_err(|e| ScepError::Internal(e.to_string()))?;
         let (req, content, cipher, rsa) =
             opened.inspect_err(|_| self.metrics.observe_scep_refusal("unreadable"))?;
+        self.metrics.observe_scep_cipher(cipher.name());
         tracing::info!(transaction = %req.transaction_id, message_type = ?req.message_type, ?cipher, digest = ?req.digest, "SCEP request");
 
-        let outcome = match self.handle(&req, &content).await {
+        let handled = if cipher == Cipher::Des && !self.admission.allow_single_des {
+            Err(Refusal::SingleDes)
+        } else {
+            self.handle(&req, &content).await
+        };
+        let outcome = match handled {
             Ok(answer) => Ok(answer),
             Err(Refusal::Internal(e)) => return Err(ScepError::Internal(e)),
             Err(refusal) => {
@@ -476,7 +491,7 @@ impl ScepService {
                 bound
             }
         };
-        if self.approval == Approval::Manual && previous.is_none() {
+        if self.admission.approval == Approval::Manual && previous.is_none() {
             return self.hold(req, &csr, bound, grant.consume).await;
         }
         let certs = self
@@ -495,6 +510,7 @@ impl ScepService {
         presented: &str,
     ) -> Result<Grant, Refusal> {
         if self
+            .admission
             .challenge
             .as_ref()
             .is_some_and(|c| c.matches(presented.as_bytes()))
@@ -518,7 +534,7 @@ impl ScepService {
             Ok(_) => {}
             Err(e) => return Err(Refusal::Internal(e.to_string())),
         }
-        let Some(webhook) = &self.webhook else {
+        let Some(webhook) = &self.admission.webhook else {
             return Err(Refusal::Challenge);
         };
         let details = Details {

@@ -118,22 +118,49 @@ impl<S: Store> DocCache<S> {
         self.docs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records what successful writes left behind.
+    /// Records what successful writes left behind. Two commits on one document may report
+    /// back in either order, so a write's state replaces the cached one only if it is newer
+    /// by version; where versions cannot order them (a deletion and a re-creation both
+    /// restart the count), the entry is forgotten and the next read asks the store.
     fn learn(&self, writes: &[DocWrite]) {
         let mut docs = self.lock();
         if docs.len() + writes.len() > CAPACITY {
             docs.clear();
             self.generation.fetch_add(1, Ordering::SeqCst);
         }
+        let mut ambiguous = false;
         for w in writes {
-            let state = w.value.as_ref().map(|value| Doc {
+            let written = w.value.as_ref().map(|value| Doc {
                 value: value.clone(),
                 version: match w.expect {
                     Expect::Absent => 1,
                     Expect::Version(v) => v + 1,
                 },
             });
-            docs.insert(w.key.clone(), state);
+            let newer = match (docs.get(&w.key), &written, &w.expect) {
+                (None, _, _) => Some(true),
+                (Some(Some(cached)), Some(doc), _) => Some(cached.version < doc.version),
+                // Deleting version v: newer than a cached v or older.
+                (Some(Some(cached)), None, Expect::Version(v)) => {
+                    (cached.version <= *v).then_some(true)
+                }
+                (Some(None), None, _) => Some(true),
+                _ => None,
+            };
+            match newer {
+                Some(true) => {
+                    docs.insert(w.key.clone(), written);
+                }
+                Some(false) => {}
+                None => {
+                    docs.remove(&w.key);
+                    ambiguous = true;
+                }
+            }
+        }
+        if ambiguous {
+            // A read under way may have seen either state.
+            self.generation.fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -297,5 +324,41 @@ impl<S: Store> Store for DocCache<S> {
 
     fn newest_event(&self) -> tokio::sync::watch::Receiver<Seq> {
         self.inner.newest_event()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledStore;
+
+    #[test]
+    fn writes_reported_out_of_order_leave_the_newest_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DocCache::new(SledStore::open(dir.path()).unwrap());
+        let key = DocKey::new(DocKind::AcmeOrder, "o1");
+        let cached = |cache: &DocCache<SledStore>| cache.lock().get(&key).cloned();
+        let first = DocWrite::put(DocKind::AcmeOrder, "o1", None, &"one");
+        let second = DocWrite::put(DocKind::AcmeOrder, "o1", Some(1), &"two");
+        // Committed first, then second; their callers report back the other way round.
+        cache.learn(std::slice::from_ref(&second));
+        cache.learn(std::slice::from_ref(&first));
+        let doc = cached(&cache).unwrap().unwrap();
+        assert_eq!((doc.version, doc.value), (2, second.value.clone().unwrap()));
+
+        // A deletion of version 2 is newer than version 2.
+        let deleted = DocWrite {
+            key: key.clone(),
+            expect: Expect::Version(2),
+            value: None,
+        };
+        cache.learn(std::slice::from_ref(&deleted));
+        assert_eq!(cached(&cache), Some(None));
+        // A re-creation restarts at version 1: versions cannot order it against the
+        // tombstone, so the entry is dropped and the next read asks the store.
+        let generation = cache.generation.load(Ordering::SeqCst);
+        cache.learn(&[DocWrite::put(DocKind::AcmeOrder, "o1", None, &"three")]);
+        assert_eq!(cached(&cache), None);
+        assert!(cache.generation.load(Ordering::SeqCst) > generation);
     }
 }

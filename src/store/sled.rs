@@ -256,22 +256,32 @@ impl Store for SledStore {
 
     async fn expire(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
         let until = (now.unix_timestamp() as u64 ^ (1 << 63)).to_be_bytes();
-        let due = self
-            .read(move |t| {
-                t.by_expiry
-                    .range(..until)
-                    .keys()
-                    .take(MAX_BATCH)
-                    .map(|k| k.map(|k| k.to_vec()).map_err(backend))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .await?;
-        if due.is_empty() {
-            return Ok(0);
-        }
-        match self.submit(Op::Expire(due, now)).await? {
-            Outcome::Purged(n) => Ok(n),
-            _ => unreachable!("expire answers Purged"),
+        // In commits of at most MAX_BATCH, until none is due: a fleet enrolled together
+        // expires together, and every one is noted in this sweep. Each commit removes the
+        // index entries it saw, so this ends.
+        let mut noted = 0;
+        loop {
+            let due = self
+                .read(move |t| {
+                    t.by_expiry
+                        .range(..until)
+                        .keys()
+                        .take(MAX_BATCH)
+                        .map(|k| k.map(|k| k.to_vec()).map_err(backend))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await?;
+            let more = due.len() == MAX_BATCH;
+            if due.is_empty() {
+                return Ok(noted);
+            }
+            match self.submit(Op::Expire(due, now)).await? {
+                Outcome::Purged(n) => noted += n,
+                _ => unreachable!("expire answers Purged"),
+            }
+            if !more {
+                return Ok(noted);
+            }
         }
     }
 
