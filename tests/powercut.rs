@@ -137,6 +137,20 @@ async fn enrol(server: &Server, ca: &X509, challenge: &str, tx: &str) -> Option<
     ))
 }
 
+/// The SCEP CA, as a device learns it: GetCACert.
+async fn scep_ca(server: &Server) -> X509 {
+    let der = server
+        .client
+        .get(server.url("/scep?operation=GetCACert"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    X509::from_der(&der).unwrap()
+}
+
 fn csr_pem(n: usize) -> String {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -154,18 +168,7 @@ async fn workload(
     stop: tokio_util::sync::CancellationToken,
     round: usize,
 ) {
-    let ca = {
-        let der = server
-            .client
-            .get(server.url("/scep?operation=GetCACert"))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        X509::from_der(&der).unwrap()
-    };
+    let ca = scep_ca(&server).await;
     let mut tasks = Vec::new();
     for w in 0..ISSUE_WORKERS {
         let (client, url, token, acked, stop) = (
@@ -283,18 +286,7 @@ async fn everything_acknowledged_survives_power_cuts() {
                 "round {round}: revocation of {serial} is gone"
             );
         }
-        let ca = X509::from_der(
-            &server
-                .client
-                .get(server.url("/scep?operation=GetCACert"))
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap(),
-        )
-        .unwrap();
+        let ca = scep_ca(&server).await;
         for (i, challenge) in used.iter().enumerate().rev().take(3) {
             assert_eq!(
                 enrol(&server, &ca, challenge, &format!("reuse-{round}-{i}")).await,

@@ -13,6 +13,14 @@ use openssl::x509::X509;
 
 const CHALLENGE: &str = "client-challenge";
 
+/// A server in a fresh data directory under `tmp`, with the static challenge and `extra`.
+fn scep_server(tmp: &std::path::Path, extra: &[(&str, &str)]) -> Server {
+    let data = init_dir(tmp, &[], &[]);
+    let mut envs = vec![("ENROLLCA_SCEP_CHALLENGE", CHALLENGE)];
+    envs.extend_from_slice(extra);
+    Server::start(&data, &envs)
+}
+
 struct Client<'a> {
     server: &'a Server,
     ca: X509,
@@ -149,8 +157,7 @@ impl<'a> Client<'a> {
 #[tokio::test]
 async fn every_cipher_and_digest_enrols_and_get_cert_and_get_crl_answer() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = init_dir(tmp.path(), &[], &[]);
-    let server = Server::start(&data, &[("ENROLLCA_SCEP_CHALLENGE", CHALLENGE)]);
+    let server = scep_server(tmp.path(), &[]);
     let client = Client::new(&server).await;
     let cases = [
         (Cipher::Des, Digest::Sha1, Cipher::Des3),
@@ -261,8 +268,7 @@ fn hex_serial(cert: &X509) -> String {
 #[tokio::test]
 async fn refusals_carry_the_right_fail_info_and_write_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = init_dir(tmp.path(), &[], &[]);
-    let server = Server::start(&data, &[("ENROLLCA_SCEP_CHALLENGE", CHALLENGE)]);
+    let server = scep_server(tmp.path(), &[]);
     let client = Client::new(&server).await;
     let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
 
@@ -340,12 +346,7 @@ async fn refusals_carry_the_right_fail_info_and_write_nothing() {
     assert_eq!(server.events().await.len(), 0, "no refusal wrote anything");
 
     // Every refusal is counted by reason.
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     for (reason, count) in [
         ("badMessageCheck", 1),
         ("badAlg", 1),
@@ -370,14 +371,7 @@ struct IssuerAndSubject {
 #[tokio::test]
 async fn held_enrolments_wait_for_the_operator_and_are_collected_by_cert_poll() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = init_dir(tmp.path(), &[], &[]);
-    let server = Server::start(
-        &data,
-        &[
-            ("ENROLLCA_SCEP_CHALLENGE", CHALLENGE),
-            ("ENROLLCA_SCEP_APPROVAL", "manual"),
-        ],
-    );
+    let server = scep_server(tmp.path(), &[("ENROLLCA_SCEP_APPROVAL", "manual")]);
     let a = Client::new(&server).await.in_transaction("tx-a");
     let (device_a, device_b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
     let csr_a = device_a.csr("held-a", Some(CHALLENGE)).unwrap();
@@ -482,18 +476,8 @@ async fn held_enrolments_wait_for_the_operator_and_are_collected_by_cert_poll() 
 async fn identity_comes_from_the_challenge_or_renewed_certificate_never_from_the_request() {
     use rcgen::DnType::{CommonName, OrganizationName};
     let tmp = tempfile::tempdir().unwrap();
-    let data = init_dir(tmp.path(), &[], &[]);
-    let server = Server::start(&data, &[("ENROLLCA_SCEP_CHALLENGE", CHALLENGE)]);
+    let server = scep_server(tmp.path(), &[]);
     let client = Client::new(&server).await;
-    let mint = |body: serde_json::Value| {
-        let req = server.post("/api/v1/scep/challenges").json(&body);
-        async move {
-            let resp = req.send().await.unwrap();
-            assert_eq!(resp.status(), 201);
-            let body: serde_json::Value = resp.json().await.unwrap();
-            body["challenge"].as_str().unwrap().to_owned()
-        }
-    };
     let refused = |reply: &SignedMessage, what: &str| {
         assert_eq!(
             (reply.pki_status, reply.fail_info),
@@ -559,7 +543,9 @@ async fn identity_comes_from_the_challenge_or_renewed_certificate_never_from_the
 
     // A one-time challenge for dev-42: its common name must be dev-42; another is refused and
     // the challenge stays unused; no common name gets dev-42.
-    let challenge = mint(serde_json::json!({"device": "dev-42"})).await;
+    let challenge = server
+        .mint_challenge(serde_json::json!({"device": "dev-42"}))
+        .await;
     let c = Identity::generate().unwrap();
     let csr = c.csr("VICTIM-DEVICE-7", Some(&challenge)).unwrap();
     let (reply, _) = client.send(&c, MessageType::PkcsReq, &csr).await;
@@ -579,12 +565,13 @@ async fn identity_comes_from_the_challenge_or_renewed_certificate_never_from_the
 
     // A challenge stating subject and SANs: the certificate gets exactly those; a request
     // naming others is refused.
-    let challenge = mint(serde_json::json!({
-        "device": "dev-43",
-        "subject": "CN=dev-43,O=Example",
-        "sans": ["DNS:dev-43.example"],
-    }))
-    .await;
+    let challenge = server
+        .mint_challenge(serde_json::json!({
+            "device": "dev-43",
+            "subject": "CN=dev-43,O=Example",
+            "sans": ["DNS:dev-43.example"],
+        }))
+        .await;
     let d = Identity::generate().unwrap();
     for (subject, dns, what) in [
         (
@@ -654,27 +641,17 @@ async fn identity_comes_from_the_challenge_or_renewed_certificate_never_from_the
     assert_eq!(validate(&renewed).await["device"], "dev-42");
 
     // Exactly the four successes wrote anything.
-    let kinds: Vec<String> = server
-        .events()
-        .await
-        .iter()
-        .map(|e| e["type"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(kinds, ["issued", "issued", "issued", "renewed"]);
+    assert_eq!(
+        server.event_kinds().await,
+        ["issued", "issued", "issued", "renewed"]
+    );
 }
 
 /// `scep.allowed_sans` lets requests name SAN kinds themselves.
 #[tokio::test]
 async fn allowed_sans_admit_the_kinds_they_name() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = init_dir(tmp.path(), &[], &[]);
-    let server = Server::start(
-        &data,
-        &[
-            ("ENROLLCA_SCEP_CHALLENGE", CHALLENGE),
-            ("ENROLLCA_SCEP_ALLOWED_SANS", "dns"),
-        ],
-    );
+    let server = scep_server(tmp.path(), &[("ENROLLCA_SCEP_ALLOWED_SANS", "dns")]);
     let client = Client::new(&server).await;
     let a = Identity::generate().unwrap();
     let csr = a
@@ -708,24 +685,10 @@ async fn allowed_sans_admit_the_kinds_they_name() {
 async fn held_enrolments_keep_no_challenge_anywhere() {
     use base64::Engine;
     let tmp = tempfile::tempdir().unwrap();
-    let data = init_dir(tmp.path(), &[], &[]);
-    let server = Server::start(
-        &data,
-        &[
-            ("ENROLLCA_SCEP_CHALLENGE", CHALLENGE),
-            ("ENROLLCA_SCEP_APPROVAL", "manual"),
-        ],
-    );
-    let minted: serde_json::Value = server
-        .post("/api/v1/scep/challenges")
-        .json(&serde_json::json!({"device": "dev-9"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let one_time = minted["challenge"].as_str().unwrap().to_owned();
+    let server = scep_server(tmp.path(), &[("ENROLLCA_SCEP_APPROVAL", "manual")]);
+    let one_time = server
+        .mint_challenge(serde_json::json!({"device": "dev-9"}))
+        .await;
     let secrets = [CHALLENGE.to_owned(), one_time.clone()];
     // Whether `text` holds a secret, in clear or inside any base64 or PEM it carries.
     let leaks = |text: &str| -> Option<String> {
@@ -832,6 +795,7 @@ async fn held_enrolments_keep_no_challenge_anywhere() {
     assert_eq!(cn, b"dev-9");
 
     // Nothing on disk, nor in the log.
+    let data = server.data.clone();
     let (status, log) = server.stop();
     assert!(status.success());
     assert_eq!(leaks(&log), None, "the log");
@@ -857,14 +821,7 @@ async fn held_enrolments_keep_no_challenge_anywhere() {
 #[tokio::test]
 async fn single_des_is_counted_and_can_be_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = init_dir(tmp.path(), &[], &[]);
-    let server = Server::start(
-        &data,
-        &[
-            ("ENROLLCA_SCEP_CHALLENGE", CHALLENGE),
-            ("ENROLLCA_SCEP_ALLOW_SINGLE_DES", "false"),
-        ],
-    );
+    let server = scep_server(tmp.path(), &[("ENROLLCA_SCEP_ALLOW_SINGLE_DES", "false")]);
     let client = Client::new(&server).await;
     let device = Identity::generate().unwrap();
     let csr = device.csr("des-device", Some(CHALLENGE)).unwrap();
@@ -892,12 +849,7 @@ async fn single_des_is_counted_and_can_be_refused() {
         )
         .await;
     assert_eq!(reply.pki_status, Some(PkiStatus::Success));
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     for line in [
         "enrollca_scep_requests_by_cipher_total{cipher=\"des\"} 1",
         "enrollca_scep_requests_by_cipher_total{cipher=\"aes128\"} 1",

@@ -247,12 +247,7 @@ async fn issued_certificates_verify_with_openssl() {
         "{dates}"
     );
 
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     let issued: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("enrollca_certificates_issued_total"))
@@ -700,12 +695,7 @@ async fn idle_and_trickling_connections_do_not_starve_the_service() {
     .await
     .expect("the server closes held sockets within its timeouts");
     assert_eq!(closed, HELD);
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     let closed_for = |reason: &str| -> u64 {
         let prefix =
             format!("enrollca_http_connections_closed_by_server_total{{reason=\"{reason}\"}} ");
@@ -774,12 +764,7 @@ async fn client_input_neither_forges_log_lines_nor_grows_metrics() {
             .unwrap();
         assert!(resp.status().is_client_error(), "{}", resp.status());
     }
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(!metrics.contains("INVENTED"), "{metrics}");
     assert!(metrics.contains("method=\"other\""), "{metrics}");
 

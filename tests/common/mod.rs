@@ -267,6 +267,35 @@ impl Server {
         }
     }
 
+    /// The kinds (`issued`, `revoked`, ...) of the whole event feed, in order.
+    pub async fn event_kinds(&self) -> Vec<String> {
+        self.events()
+            .await
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The `/metrics` exposition text.
+    pub async fn metrics(&self) -> String {
+        let resp = self.client.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.text().await.unwrap()
+    }
+
+    /// Mints a one-time SCEP challenge through the API with `body`; returns the secret.
+    pub async fn mint_challenge(&self, body: serde_json::Value) -> String {
+        let resp = self
+            .post("/api/v1/scep/challenges")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let minted: serde_json::Value = resp.json().await.unwrap();
+        minted["challenge"].as_str().unwrap().to_owned()
+    }
+
     /// SCEP GetCACert, which must be a single DER certificate, converted by openssl to a PEM
     /// file in `dir`.
     pub async fn scep_ca_pem(&self, dir: &Path) -> PathBuf {
