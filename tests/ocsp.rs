@@ -279,6 +279,44 @@ async fn get_requests_are_cacheable_and_bad_requests_get_ocsp_errors() {
     assert_eq!(resp.headers()["content-type"], "application/ocsp-response");
     assert!(status_of(&resp.bytes().await.unwrap()).contains("malformedrequest"));
 
+    // An unknown serial of ours, asked about twice without a nonce: the second answer is the
+    // first (ECDSA signatures differ each time they are made), so repeated questions about
+    // one unknown serial cost no signature each.
+    let unknown_req = dir.join("unknown.der");
+    let out = run(
+        "openssl",
+        &[
+            "ocsp",
+            "-issuer",
+            cert.issuer.to_str().unwrap(),
+            "-serial",
+            "0x0123456789abcdef",
+            "-no_nonce",
+            "-reqout",
+            unknown_req.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let unknown = std::fs::read(&unknown_req).unwrap();
+    let first = post(unknown.clone(), "application/ocsp-request")
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let second = post(unknown, "application/ocsp-request")
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        status_of(&first).contains("unknown"),
+        "{}",
+        status_of(&first)
+    );
+    assert_eq!(first, second, "the unknown answer is served from the cache");
+
     // A certificate of another CA: not ours to answer for.
     let other = dir.join("other");
     std::fs::create_dir(&other).unwrap();

@@ -70,9 +70,21 @@ struct Cached {
 struct CacheKey {
     issuer: IssuerId,
     serial: Vec<u8>,
-    /// `None` for good; the revocation time otherwise.
-    revoked_at: Option<i64>,
+    status: KeyStatus,
 }
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum KeyStatus {
+    Good,
+    /// At this time (Unix seconds).
+    Revoked(i64),
+    /// Not a certificate we recorded. Cached briefly: a client asking again and again about
+    /// one serial costs one signature per `UNKNOWN_REFRESH`, not one per request.
+    Unknown,
+}
+
+/// How long an `unknown` answer is served from the cache before it is signed again.
+const UNKNOWN_REFRESH: Duration = Duration::from_secs(300);
 
 pub struct Ocsp {
     ca: Arc<Ca>,
@@ -139,15 +151,16 @@ impl Ocsp {
 
         // The common case, cacheable: one certificate, no nonce.
         if let ([(cert_id, record)], None) = (records.as_slice(), &nonce) {
-            let key = record.as_ref().map(|r| CacheKey {
+            let key = CacheKey {
                 issuer: first.clone(),
                 serial: cert_id.serial_number.as_bytes().to_vec(),
-                revoked_at: match r.status {
-                    Status::Good => None,
-                    Status::Revoked { at, .. } => Some(at.unix_timestamp()),
+                status: match record.as_ref().map(|r| r.status) {
+                    Some(Status::Good) => KeyStatus::Good,
+                    Some(Status::Revoked { at, .. }) => KeyStatus::Revoked(at.unix_timestamp()),
+                    None => KeyStatus::Unknown,
                 },
-            });
-            if let Some(hit) = key.as_ref().and_then(|k| self.cached(k, now)) {
+            };
+            if let Some(hit) = self.cached(&key, now) {
                 return Ok(Answer {
                     der: hit.der.clone(),
                     max_age: Some(max_age(hit.next_update, now)),
@@ -156,16 +169,18 @@ impl Ocsp {
             let (der, next_update) = self
                 .sign(&issuer, &targets[0].1, &records, None, now)
                 .await?;
-            if let Some(k) = key {
-                self.remember(
-                    k,
-                    Cached {
-                        der: der.clone(),
-                        refresh_at: now + self.validity / 2,
-                        next_update,
-                    },
-                );
-            }
+            let refresh = match key.status {
+                KeyStatus::Unknown => UNKNOWN_REFRESH.min(self.validity / 2),
+                _ => self.validity / 2,
+            };
+            self.remember(
+                key,
+                Cached {
+                    der: der.clone(),
+                    refresh_at: now + refresh,
+                    next_update,
+                },
+            );
             return Ok(Answer {
                 der,
                 max_age: Some(max_age(next_update, now)),
