@@ -62,7 +62,8 @@ start_pebble
 
 "$bin/enrollca" init --data "$work/data" >/dev/null
 ENROLLCA_ACME_HTTP01_PORT=5012 ENROLLCA_LOG_LEVEL=warn ENROLLCA_LISTEN_HTTP=127.0.0.1:18091 \
-  ENROLLCA_LISTEN_HTTPS=127.0.0.1:18444 "$bin/enrollca" serve --data "$work/data" >enrollca.log 2>&1 </dev/null &
+  ENROLLCA_LISTEN_HTTPS=127.0.0.1:18444 ENROLLCA_LIMITS_CLIENT_RATE=0 \
+  ENROLLCA_LIMITS_ACCOUNT_ORDER_RATE=0 "$bin/enrollca" serve --data "$work/data" >enrollca.log 2>&1 </dev/null &
 pids+=($!)
 enrollca_pid=$!
 

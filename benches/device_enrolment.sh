@@ -39,6 +39,7 @@ openssl x509 -req -in att/i.csr -CA att/root.pem -CAkey att/root.key -CAcreatese
 "$bin/enrollca" init --data "$work/data" >/dev/null
 sed -i "s|^attestation_roots = \[\]|attestation_roots = [\"$work/att/root.pem\"]|" data/config.toml
 ENROLLCA_LOG_LEVEL=warn ENROLLCA_LISTEN_HTTP=127.0.0.1:18092 ENROLLCA_LISTEN_HTTPS=127.0.0.1:18445 \
+  ENROLLCA_LIMITS_CLIENT_RATE=0 ENROLLCA_LIMITS_ACCOUNT_ORDER_RATE=0 \
   "$bin/enrollca" serve --data "$work/data" >enrollca.log 2>&1 </dev/null &
 pids+=($!)
 enrollca_pid=$!

@@ -1,6 +1,6 @@
 //! Wiring: config → store → issuers → services → listeners.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -27,6 +27,7 @@ use crate::http::server::Listener;
 use crate::inventory::Gate;
 use crate::metrics::Metrics;
 use crate::policy::{SanKinds, Template};
+use crate::rate::{Limiter, Rate};
 use crate::revocation::{Crls, Ocsp};
 use crate::scep::ScepService;
 use crate::scep::service::Admission;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub template: Arc<Template>,
     pub metrics: Arc<Metrics>,
     pub admin_token: TokenHash,
+    /// Requests that cost the CA before anyone is authenticated, by client address.
+    pub costly: Limiter<IpAddr>,
 }
 
 /// Shortest admin token accepted at start-up.
@@ -206,6 +209,10 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         template,
         metrics,
         admin_token: TokenHash::of(&token),
+        costly: Limiter::new(Rate {
+            per_second: config.limits.client_rate,
+            burst: config.limits.client_burst,
+        }),
     });
 
     if let (Some(url), Some(secret)) = (&config.events.webhook_url, &config.events.webhook_secret) {
@@ -365,6 +372,10 @@ fn acme_service(config: &Config, ca: Arc<Ca>) -> anyhow::Result<AcmeService> {
         validators,
         attestation,
         config.listen.public_https_url(),
+        Rate {
+            per_second: config.limits.account_order_rate,
+            burst: config.limits.account_order_burst,
+        },
     ))
 }
 

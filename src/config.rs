@@ -319,6 +319,15 @@ pub struct Limits {
     /// On SIGTERM, how long in-flight requests may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Requests a second one client address may make, sustained, of those that cost the CA
+    /// before anyone is authenticated (SCEP PKIOperation: an RSA decryption; ACME
+    /// newAccount: a durable write); 0 turns the limit off.
+    pub client_rate: f64,
+    /// How many of them it may make at once.
+    pub client_burst: u32,
+    /// New ACME orders a second per account, sustained (each is a durable write); 0: off.
+    pub account_order_rate: f64,
+    pub account_order_burst: u32,
 }
 
 impl Default for Limits {
@@ -330,6 +339,10 @@ impl Default for Limits {
             max_connections: 4096,
             http2_max_streams: 100,
             shutdown_timeout: Duration::from_secs(10),
+            client_rate: 20.0,
+            client_burst: 200,
+            account_order_rate: 10.0,
+            account_order_burst: 100,
         }
     }
 }
@@ -541,6 +554,18 @@ const KEYS: &[(&str, Apply)] = &[
     ("limits.shutdown_timeout", |c, v| {
         c.limits.shutdown_timeout = parse_duration(v)?;
         Ok(())
+    }),
+    ("limits.client_rate", |c, v| {
+        parse_into(&mut c.limits.client_rate, v)
+    }),
+    ("limits.client_burst", |c, v| {
+        parse_into(&mut c.limits.client_burst, v)
+    }),
+    ("limits.account_order_rate", |c, v| {
+        parse_into(&mut c.limits.account_order_rate, v)
+    }),
+    ("limits.account_order_burst", |c, v| {
+        parse_into(&mut c.limits.account_order_burst, v)
     }),
     ("log.level", |c, v| {
         c.log.level = v.to_owned();
@@ -771,6 +796,17 @@ impl Config {
                 key: "limits.max_connections",
                 message: "must be between 1 and 1048576".into(),
             });
+        }
+        for (key, rate) in [
+            ("limits.client_rate", l.client_rate),
+            ("limits.account_order_rate", l.account_order_rate),
+        ] {
+            if !(rate.is_finite() && rate >= 0.0) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be a number of requests a second, 0 for no limit".into(),
+                });
+            }
         }
         if l.http2_max_streams == 0 {
             return Err(ConfigError::Invalid {

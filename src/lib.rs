@@ -19,6 +19,7 @@ pub mod loadgen;
 pub mod metrics;
 pub mod notify;
 pub mod policy;
+pub mod rate;
 pub mod revocation;
 pub mod scep;
 pub mod store;

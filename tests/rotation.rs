@@ -54,7 +54,14 @@ async fn caps(server: &Server) -> String {
 async fn the_scep_ca_rotates_while_devices_enrol_and_renew() {
     let tmp = tempfile::tempdir().unwrap();
     let data = init_dir(tmp.path(), &[], &[]);
-    let server = Server::start(&data, &[("ENROLLCA_SCEP_CHALLENGE", CHALLENGE)]);
+    // Hundreds of enrolments from one load generator on one address: no per-address limits.
+    let server = Server::start(
+        &data,
+        &[
+            ("ENROLLCA_SCEP_CHALLENGE", CHALLENGE),
+            ("ENROLLCA_LIMITS_CLIENT_RATE", "0"),
+        ],
+    );
     let roots = data.join("ca/roots.pem");
     let (old_id, old_subject) = rsa_issuer(&server, "active").await.unwrap();
 

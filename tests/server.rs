@@ -854,3 +854,93 @@ async fn the_api_and_acme_are_served_over_https_only_by_default() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// Issue 23, item 8 (in part): what costs the CA before anyone is authenticated is limited
+/// per client address, new ACME orders per account; refusals say when to come back.
+#[tokio::test]
+async fn costly_unauthenticated_requests_and_orders_are_rate_limited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let server = Server::start(
+        &data,
+        &[
+            ("ENROLLCA_LIMITS_CLIENT_RATE", "0.2"),
+            ("ENROLLCA_LIMITS_CLIENT_BURST", "3"),
+            ("ENROLLCA_LIMITS_ACCOUNT_ORDER_RATE", "0.2"),
+            ("ENROLLCA_LIMITS_ACCOUNT_ORDER_BURST", "2"),
+        ],
+    );
+    // SCEP PKIOperation: three (unreadable ones: the limit comes before decryption), then 429.
+    let scep = |body: &'static [u8]| {
+        server
+            .client
+            .post(server.url("/scep?operation=PKIOperation"))
+            .header("content-type", "application/x-pki-message")
+            .body(body)
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(scep(b"not a message").await.unwrap().status(), 400);
+    }
+    let refused = scep(b"not a message").await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=5).contains(&retry), "{retry}");
+    // What costs nothing is not limited.
+    let caps = server
+        .get("/scep?operation=GetCACaps")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(caps.status(), 200);
+
+    // The same address's ACME newAccount: rateLimited, with Retry-After; nothing written.
+    let mut acme = common::acme::Client::new(&server, "default").await;
+    let new_account = acme.url("newAccount");
+    let resp = acme
+        .post(&new_account, Some(json!({"termsOfServiceAgreed": true})))
+        .await;
+    assert_eq!(resp.status, 429, "{}", resp.text);
+    assert_eq!(resp.problem(), "rateLimited");
+    assert!(
+        resp.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    drop(acme);
+    drop(server);
+
+    // Orders, per account: two, then rateLimited.
+    let server = Server::start(
+        &data,
+        &[
+            ("ENROLLCA_LIMITS_ACCOUNT_ORDER_RATE", "0.2"),
+            ("ENROLLCA_LIMITS_ACCOUNT_ORDER_BURST", "2"),
+        ],
+    );
+    let mut acme = common::acme::Client::new(&server, "default").await;
+    assert_eq!(acme.register().await.status, 201);
+    let new_order = acme.url("newOrder");
+    let body = json!({"identifiers": [{"type": "dns", "value": "a.localhost"}]});
+    for _ in 0..2 {
+        assert_eq!(acme.post(&new_order, Some(body.clone())).await.status, 201);
+    }
+    let refused = acme.post(&new_order, Some(body.clone())).await;
+    assert_eq!(
+        (refused.status, refused.problem()),
+        (429, "rateLimited"),
+        "{}",
+        refused.text
+    );
+    // Another account is not held back.
+    let mut other = common::acme::Client::new(&server, "default").await;
+    assert_eq!(other.register().await.status, 201);
+    assert_eq!(other.post(&new_order, Some(body)).await.status, 201);
+}

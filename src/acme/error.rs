@@ -28,6 +28,7 @@ pub enum ProblemType {
     InvalidContact,
     Malformed,
     OrderNotReady,
+    RateLimited,
     RejectedIdentifier,
     ServerInternal,
     Tls,
@@ -59,6 +60,7 @@ impl ProblemType {
             Self::Tls => "tls",
             Self::Unauthorized => "unauthorized",
             Self::UnsupportedContact => "unsupportedContact",
+            Self::RateLimited => "rateLimited",
             Self::UnsupportedIdentifier => "unsupportedIdentifier",
         }
     }
@@ -67,6 +69,7 @@ impl ProblemType {
     pub fn status(self) -> u16 {
         match self {
             Self::Unauthorized | Self::OrderNotReady => 403,
+            Self::RateLimited => 429,
             Self::ServerInternal => 500,
             _ => 400,
         }
@@ -96,6 +99,9 @@ pub struct AcmeError {
     /// A `Location` to send with the problem (the account that holds the key).
     #[serde(skip)]
     pub location: Option<String>,
+    /// Seconds for `Retry-After` (rate limits).
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl AcmeError {
@@ -106,6 +112,7 @@ impl AcmeError {
             subproblems: Vec::new(),
             status: None,
             location: None,
+            retry_after: None,
         }
     }
 
@@ -124,6 +131,17 @@ impl AcmeError {
             ProblemType::ServerInternal,
             "the server could not complete the request; see its log",
         )
+    }
+
+    /// `rateLimited` (RFC 8555 §6.6), with when to come back.
+    pub fn rate_limited(what: &str, wait: std::time::Duration) -> Self {
+        Self {
+            retry_after: Some(crate::rate::retry_after_secs(wait)),
+            ..Self::new(
+                ProblemType::RateLimited,
+                format!("too many {what}; retry later"),
+            )
+        }
     }
 
     pub fn not_found(what: &str) -> Self {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{Extension, FromRequest, Path, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -21,6 +21,7 @@ use super::orders::OrderView;
 use super::service::{AcmeService, Signed};
 use crate::app::AppState;
 use crate::http::problem::AcmeProblem;
+use crate::rate::ClientAddr;
 
 /// How long clients are asked to wait before polling a resource that is still changing.
 const RETRY_AFTER_SECS: &str = "1";
@@ -165,9 +166,18 @@ fn account_json(acme: &AcmeService, account: &Account) -> AccountJson {
 
 pub async fn new_account(
     State(state): State<Arc<AppState>>,
+    client: Option<Extension<ClientAddr>>,
     Path(profile): Path<String>,
     req: Signed,
 ) -> Result<Response, AcmeError> {
+    // A new account is a durable write for anyone who asks: `limits.client_rate` a second
+    // per client address.
+    if let Some(Extension(ClientAddr(ip))) = client {
+        state
+            .costly
+            .check(ip)
+            .map_err(|wait| AcmeError::rate_limited("new accounts from this address", wait))?;
+    }
     let acme = &state.acme;
     let (account, created) = acme.new_account(&req).await?;
     let status = if created {

@@ -89,6 +89,9 @@ impl AcmeService {
     pub async fn new_order(&self, req: &Signed) -> Result<OrderView, AcmeError> {
         let (profile, jws) = (&*req.profile, &req.jws);
         let account = self.account_signer(req).await?.value;
+        self.orders
+            .check(account.id.clone())
+            .map_err(|wait| AcmeError::rate_limited("new orders for this account", wait))?;
         let req: NewOrder = jws.json()?;
         if req.not_before.is_some() || req.not_after.is_some() {
             return Err(AcmeError::malformed(

@@ -22,6 +22,7 @@ use crate::ca::Ca;
 use crate::config::AcmeProfile;
 use crate::inventory::Gate;
 use crate::policy::Template;
+use crate::rate::{Limiter, Rate};
 use crate::store::{Doc, DocKey, DocKind, Store, Stored};
 
 /// A profile as the service uses it: its configuration, certificate template and, for
@@ -112,6 +113,8 @@ pub struct AcmeService {
     pub(super) finalizing: InFlight,
     /// Public base URL of the HTTPS listener, without a trailing slash.
     pub(super) base: String,
+    /// New orders, by account.
+    pub(super) orders: Limiter<String>,
 }
 
 impl AcmeService {
@@ -121,6 +124,7 @@ impl AcmeService {
         validators: Validators,
         attestation: Verifier,
         base: String,
+        order_rate: Rate,
     ) -> Self {
         Self {
             ca,
@@ -134,6 +138,7 @@ impl AcmeService {
             validating: InFlight::default(),
             finalizing: InFlight::default(),
             base,
+            orders: Limiter::new(order_rate),
         }
     }
 

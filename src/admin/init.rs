@@ -264,6 +264,10 @@ request_timeout = "90s"            # a request's whole time, body included: 503 
 max_connections = 4096             # both listeners together; more wait in the backlog
 http2_max_streams = 100            # concurrent streams per HTTP/2 connection
 shutdown_timeout = "10s"           # on SIGTERM, in-flight requests get this long
+client_rate = 20.0                 # SCEP PKIOperation + ACME newAccount a second per address (0: off)
+client_burst = 200                 # ... and at once
+account_order_rate = 10.0          # ACME newOrder a second per account (0: off)
+account_order_burst = 100
 
 [log]
 level = "info"

@@ -169,6 +169,9 @@ impl IntoResponse for AcmeError {
         {
             headers.insert(axum::http::header::LOCATION, v);
         }
+        if let Some(secs) = self.retry_after {
+            headers.insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
         response
     }
 }

@@ -25,6 +25,7 @@ use tower::ServiceExt;
 
 use crate::config::Limits;
 use crate::metrics::Metrics;
+use crate::rate::ClientAddr;
 
 /// How often a connection's watchdog looks at it.
 const WATCHDOG_TICK: Duration = Duration::from_millis(250);
@@ -92,14 +93,16 @@ pub async fn serve(
             let _open = how.metrics.as_ref().map(|m| m.connection_opened());
             let activity = Arc::new(Activity::new());
             let io = Watched::new(stream, activity.clone());
+            let client = ClientAddr(peer.ip());
             let closed = match &how.tls {
-                None => serve_connection(io, activity, router, &how.limits, shutdown).await,
+                None => serve_connection(io, activity, client, router, &how.limits, shutdown).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(how.limits.header_read_timeout, acceptor.accept(io))
                         .await
                     {
                         Ok(Ok(io)) => {
-                            serve_connection(io, activity, router, &how.limits, shutdown).await
+                            serve_connection(io, activity, client, router, &how.limits, shutdown)
+                                .await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -283,6 +286,7 @@ impl Drop for InFlight {
 async fn serve_connection<I>(
     io: I,
     activity: Arc<Activity>,
+    client: ClientAddr,
     router: Router,
     limits: &Limits,
     shutdown: CancellationToken,
@@ -307,8 +311,9 @@ where
             let (router, activity) = (router.clone(), activity.clone());
             async move {
                 let _in_flight = InFlight::start(&activity);
-                let answer =
-                    tokio::time::timeout(request_timeout, router.oneshot(req.map(Body::new)));
+                let mut req = req.map(Body::new);
+                req.extensions_mut().insert(client);
+                let answer = tokio::time::timeout(request_timeout, router.oneshot(req));
                 Ok::<_, Infallible>(match answer.await {
                     Ok(Ok(response)) => response,
                     Ok(Err(never)) => match never {},

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::service::ScepError;
 use crate::app::AppState;
+use crate::rate::{ClientAddr, retry_after_secs};
 
 #[derive(Debug, Deserialize)]
 pub struct Params {
@@ -50,7 +51,11 @@ impl IntoResponse for ScepError {
     }
 }
 
-pub async fn get(State(state): State<Arc<AppState>>, Query(p): Query<Params>) -> Response {
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    client: Option<Extension<ClientAddr>>,
+    Query(p): Query<Params>,
+) -> Response {
     match p.operation.as_deref() {
         Some("GetCACaps") => (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -89,7 +94,7 @@ pub async fn get(State(state): State<Arc<AppState>>, Query(p): Query<Params>) ->
                 })
                 .collect();
             match base64::engine::general_purpose::STANDARD.decode(message.as_bytes()) {
-                Ok(body) => pki_operation(&state, body).await,
+                Ok(body) => pki_operation(&state, client.map(|c| c.0), body).await,
                 Err(e) => plain(
                     StatusCode::BAD_REQUEST,
                     format!("message is not base64: {e}"),
@@ -106,6 +111,7 @@ pub async fn get(State(state): State<Arc<AppState>>, Query(p): Query<Params>) ->
 
 pub async fn post(
     State(state): State<Arc<AppState>>,
+    client: Option<Extension<ClientAddr>>,
     Query(p): Query<Params>,
     headers: HeaderMap,
     body: Bytes,
@@ -138,10 +144,26 @@ pub async fn post(
     if body.is_empty() {
         return plain(StatusCode::BAD_REQUEST, "empty PKIOperation body");
     }
-    pki_operation(&state, body.to_vec()).await
+    pki_operation(&state, client.map(|c| c.0), body.to_vec()).await
 }
 
-async fn pki_operation(state: &AppState, body: Vec<u8>) -> Response {
+/// Opening a message costs an RSA decryption before anything is authenticated: each client
+/// address gets `limits.client_rate` of them. SCEP has no word for "later", so HTTP 429 with
+/// `Retry-After` says it.
+async fn pki_operation(state: &AppState, client: Option<ClientAddr>, body: Vec<u8>) -> Response {
+    if let Some(ClientAddr(ip)) = client {
+        if let Err(wait) = state.costly.check(ip) {
+            let secs = retry_after_secs(wait);
+            let mut response = plain(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many requests from this address; retry in {secs} s"),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, secs.into());
+            return response;
+        }
+    }
     match state.scep.pki_operation(body).await {
         Ok(reply) => ([(header::CONTENT_TYPE, "application/x-pki-message")], reply).into_response(),
         Err(e) => e.into_response(),
