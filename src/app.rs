@@ -27,7 +27,7 @@ use crate::http::server::Listener;
 use crate::inventory::Gate;
 use crate::metrics::Metrics;
 use crate::policy::{SanKinds, Template};
-use crate::rate::{Limiter, Rate};
+use crate::rate::{Concurrency, Limiter, Rate};
 use crate::revocation::{Crls, Ocsp};
 use crate::scep::ScepService;
 use crate::scep::service::Admission;
@@ -47,6 +47,8 @@ pub struct AppState {
     pub admin_token: TokenHash,
     /// Requests that cost the CA before anyone is authenticated, by client address.
     pub costly: Limiter<IpAddr>,
+    /// SCEP private-key work in flight, by client address.
+    pub costly_in_flight: Concurrency<IpAddr>,
 }
 
 /// Shortest admin token accepted at start-up.
@@ -213,6 +215,7 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
             per_second: config.limits.client_rate,
             burst: config.limits.client_burst,
         }),
+        costly_in_flight: Concurrency::new(config.limits.client_concurrency),
     });
 
     if let (Some(url), Some(secret)) = (&config.events.webhook_url, &config.events.webhook_secret) {

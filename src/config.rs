@@ -325,6 +325,9 @@ pub struct Limits {
     pub client_rate: f64,
     /// How many of them it may make at once.
     pub client_burst: u32,
+    /// SCEP PKIOperations one client address may have in flight (private-key work, and a
+    /// validation webhook call); 0: no bound.
+    pub client_concurrency: usize,
     /// New ACME orders a second per account, sustained (each is a durable write); 0: off.
     pub account_order_rate: f64,
     pub account_order_burst: u32,
@@ -341,6 +344,7 @@ impl Default for Limits {
             shutdown_timeout: Duration::from_secs(10),
             client_rate: 20.0,
             client_burst: 200,
+            client_concurrency: 8,
             account_order_rate: 10.0,
             account_order_burst: 100,
         }
@@ -560,6 +564,9 @@ const KEYS: &[(&str, Apply)] = &[
     }),
     ("limits.client_burst", |c, v| {
         parse_into(&mut c.limits.client_burst, v)
+    }),
+    ("limits.client_concurrency", |c, v| {
+        parse_into(&mut c.limits.client_concurrency, v)
     }),
     ("limits.account_order_rate", |c, v| {
         parse_into(&mut c.limits.account_order_rate, v)

@@ -73,6 +73,54 @@ impl<K: Hash + Eq> Limiter<K> {
     }
 }
 
+/// How many requests of each key may be in flight at once (0: no bound). Entries exist only
+/// while requests do, so memory follows the requests in flight.
+pub struct Concurrency<K: Hash + Eq + Clone> {
+    cap: usize,
+    in_flight: std::sync::Arc<Mutex<HashMap<K, usize>>>,
+}
+
+/// A request counted in flight until dropped.
+pub struct Slot<K: Hash + Eq + Clone> {
+    key: K,
+    in_flight: std::sync::Arc<Mutex<HashMap<K, usize>>>,
+}
+
+impl<K: Hash + Eq + Clone> Concurrency<K> {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            in_flight: std::sync::Arc::default(),
+        }
+    }
+
+    /// A slot for one more request of `key`'s, or `None` when it has `cap` in flight.
+    pub fn enter(&self, key: K) -> Option<Slot<K>> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let n = in_flight.entry(key.clone()).or_insert(0);
+        if self.cap > 0 && *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            key,
+            in_flight: self.in_flight.clone(),
+        })
+    }
+}
+
+impl<K: Hash + Eq + Clone> Drop for Slot<K> {
+    fn drop(&mut self) {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = in_flight.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                in_flight.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// `Retry-After` in whole seconds, at least 1.
 pub fn retry_after_secs(wait: Duration) -> u64 {
     wait.as_secs_f64().ceil().max(1.0) as u64
@@ -103,6 +151,20 @@ mod tests {
         let t1 = t0 + Duration::from_millis(500);
         assert!(limiter.check_at("a", t1).is_ok());
         assert!(limiter.check_at("a", t1).is_err());
+    }
+
+    #[test]
+    fn at_most_cap_in_flight_per_key_and_nothing_kept_after() {
+        let limit = Concurrency::new(2);
+        let a1 = limit.enter("a").unwrap();
+        let _a2 = limit.enter("a").unwrap();
+        assert!(limit.enter("a").is_none());
+        assert!(limit.enter("b").is_some(), "another key is not held back");
+        drop(a1);
+        let _a3 = limit.enter("a").unwrap();
+        drop(_a2);
+        drop(_a3);
+        assert!(limit.in_flight.lock().unwrap().is_empty());
     }
 
     #[test]

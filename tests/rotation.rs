@@ -60,6 +60,7 @@ async fn the_scep_ca_rotates_while_devices_enrol_and_renew() {
         &[
             ("ENROLLCA_SCEP_CHALLENGE", CHALLENGE),
             ("ENROLLCA_LIMITS_CLIENT_RATE", "0"),
+            ("ENROLLCA_LIMITS_CLIENT_CONCURRENCY", "0"),
         ],
     );
     let roots = data.join("ca/roots.pem");

@@ -860,3 +860,65 @@ async fn single_des_is_counted_and_can_be_refused() {
         );
     }
 }
+
+/// Issue 23, item 8 (in part): one address has at most `limits.client_concurrency`
+/// PKIOperations in flight; a validation webhook that answers slowly holds the first one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_has_a_bounded_number_of_pki_operations_in_flight() {
+    let app = axum::Router::new().route(
+        "/validate",
+        axum::routing::post(|| async {
+            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+            (axum::http::StatusCode::OK, "{}")
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/validate", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let tmp = tempfile::tempdir().unwrap();
+    let server = scep_server(
+        tmp.path(),
+        &[
+            ("ENROLLCA_SCEP_WEBHOOK_URL", &url),
+            ("ENROLLCA_LIMITS_CLIENT_CONCURRENCY", "1"),
+        ],
+    );
+    let client = Client::new(&server).await;
+    let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let slow = {
+        let (body, _) = client.build(
+            &a,
+            MessageType::PkcsReq,
+            &a.csr("slow", Some("ask-the-webhook")).unwrap(),
+            Cipher::Aes128,
+            Digest::Sha256,
+        );
+        client.post(body)
+    };
+    let second = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let (body, _) = client.build(
+            &b,
+            MessageType::PkcsReq,
+            &b.csr("second", Some(CHALLENGE)).unwrap(),
+            Cipher::Aes128,
+            Digest::Sha256,
+        );
+        client.post(body).await
+    };
+    let (slow, second) = tokio::join!(slow, second);
+    assert_eq!(second.status(), 429, "the second waits for the first");
+    assert!(second.headers().contains_key("retry-after"));
+    assert_eq!(slow.status(), 200);
+    let reply = wire::open(&slow.bytes().await.unwrap()).unwrap();
+    assert_eq!(reply.pki_status, Some(PkiStatus::Success));
+    // Once it is answered, the address may send again.
+    let (reply, _) = client
+        .send(
+            &b,
+            MessageType::PkcsReq,
+            &b.csr("again", Some(CHALLENGE)).unwrap(),
+        )
+        .await;
+    assert_eq!(reply.pki_status, Some(PkiStatus::Success));
+}

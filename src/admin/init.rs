@@ -266,6 +266,7 @@ http2_max_streams = 100            # concurrent streams per HTTP/2 connection
 shutdown_timeout = "10s"           # on SIGTERM, in-flight requests get this long
 client_rate = 20.0                 # SCEP PKIOperation + ACME newAccount a second per address (0: off)
 client_burst = 200                 # ... and at once
+client_concurrency = 8             # SCEP PKIOperations in flight per address (0: no bound)
 account_order_rate = 10.0          # ACME newOrder a second per account (0: off)
 account_order_burst = 100
 

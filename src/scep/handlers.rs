@@ -151,17 +151,25 @@ pub async fn post(
 /// address gets `limits.client_rate` of them. SCEP has no word for "later", so HTTP 429 with
 /// `Retry-After` says it.
 async fn pki_operation(state: &AppState, client: Option<ClientAddr>, body: Vec<u8>) -> Response {
+    let too_many = |secs: u64| {
+        let mut response = plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many requests from this address; retry in {secs} s"),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, secs.into());
+        response
+    };
+    // Held until the answer is made: the address's private-key work in flight.
+    let mut _slot = None;
     if let Some(ClientAddr(ip)) = client {
         if let Err(wait) = state.costly.check(ip) {
-            let secs = retry_after_secs(wait);
-            let mut response = plain(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("too many requests from this address; retry in {secs} s"),
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, secs.into());
-            return response;
+            return too_many(retry_after_secs(wait));
+        }
+        match state.costly_in_flight.enter(ip) {
+            Some(slot) => _slot = Some(slot),
+            None => return too_many(1),
         }
     }
     match state.scep.pki_operation(body).await {
