@@ -32,7 +32,8 @@ openssl pkey -in "$work/depot/ca.key" -passin pass: -out "$work/ca-plain.key"
 (cd "$work" && exec ip netns exec "$ns" scepserver -depot depot -port 18080 -challenge bench >"$work/micromdm.log" 2>&1) &
 pids+=($!)
 ENROLLCA_SCEP_CHALLENGE=bench ENROLLCA_LOG_LEVEL=warn ENROLLCA_LISTEN_HTTP=127.0.0.1:18081 \
-  ENROLLCA_LISTEN_HTTPS=127.0.0.1:18443 ENROLLCA_LIMITS_CLIENT_RATE=0 ip netns exec "$ns" "$bin/enrollca" serve --data "$work/data" >"$work/enrollca.log" 2>&1 &
+  ENROLLCA_LISTEN_HTTPS=127.0.0.1:18443 ENROLLCA_LIMITS_CLIENT_RATE=0 ENROLLCA_LIMITS_CLIENT_CONCURRENCY=0 \
+  ip netns exec "$ns" "$bin/enrollca" serve --data "$work/data" >"$work/enrollca.log" 2>&1 &
 pids+=($!)
 for port in 18080 18081; do
   for _ in $(seq 100); do inns curl -fsS -o /dev/null "http://127.0.0.1:$port/scep?operation=GetCACaps" && break; sleep 0.1; done
