@@ -247,24 +247,29 @@ async fn get_requests_are_cacheable_and_bad_requests_get_ocsp_errors() {
         .unwrap();
     assert_eq!(wrong_type.status(), 415);
 
+    // A DER OCSP request (made by openssl, no nonce) about `serial` under our issuer.
+    let request_for = |name: &str, serial: &str| {
+        let path = dir.join(name);
+        let out = run(
+            "openssl",
+            &[
+                "ocsp",
+                "-issuer",
+                cert.issuer.to_str().unwrap(),
+                "-serial",
+                serial,
+                "-no_nonce",
+                "-reqout",
+                path.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        std::fs::read(&path).unwrap()
+    };
+
     // A serial of 21 octets (RFC 5280 allows 20): malformedRequest, an OCSP answer, by POST
     // and by GET.
-    let long_req = dir.join("long-serial.der");
-    let out = run(
-        "openssl",
-        &[
-            "ocsp",
-            "-issuer",
-            cert.issuer.to_str().unwrap(),
-            "-serial",
-            &format!("0x01{}", "23".repeat(20)),
-            "-no_nonce",
-            "-reqout",
-            long_req.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let long = std::fs::read(&long_req).unwrap();
+    let long = request_for("long-serial.der", &format!("0x01{}", "23".repeat(20)));
     let resp = post(long.clone(), "application/ocsp-request")
         .await
         .unwrap();
@@ -282,22 +287,7 @@ async fn get_requests_are_cacheable_and_bad_requests_get_ocsp_errors() {
     // An unknown serial of ours, asked about twice without a nonce: the second answer is the
     // first (ECDSA signatures differ each time they are made), so repeated questions about
     // one unknown serial cost no signature each.
-    let unknown_req = dir.join("unknown.der");
-    let out = run(
-        "openssl",
-        &[
-            "ocsp",
-            "-issuer",
-            cert.issuer.to_str().unwrap(),
-            "-serial",
-            "0x0123456789abcdef",
-            "-no_nonce",
-            "-reqout",
-            unknown_req.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let unknown = std::fs::read(&unknown_req).unwrap();
+    let unknown = request_for("unknown.der", "0x0123456789abcdef");
     let first = post(unknown.clone(), "application/ocsp-request")
         .await
         .unwrap()
