@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::ca::csr::{San, parse_subject};
-use crate::policy::Names;
+use crate::policy::{Names, Vouched};
 use crate::store::DeviceId;
 
 /// What a validator may answer with a 2xx (the body is optional).
@@ -19,13 +19,6 @@ struct Answer {
     subject: Option<String>,
     /// The subjectAltNames it must have, e.g. `["DNS:dev-42.example"]`.
     sans: Option<Vec<San>>,
-}
-
-/// An approval: for whom, with which names (see `policy::Names`).
-#[derive(Debug, Default, PartialEq)]
-pub struct Approved {
-    pub device: Option<DeviceId>,
-    pub names: Names,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +48,7 @@ impl Validator {
     }
 
     /// Asks the validator; on approval returns the device and names it stated, if any.
-    pub async fn approve(&self, details: &impl Serialize) -> Result<Approved, ValidatorError> {
+    pub async fn approve(&self, details: &impl Serialize) -> Result<Vouched, ValidatorError> {
         let resp = self
             .client
             .post(&self.url)
@@ -71,10 +64,10 @@ impl Validator {
         // that states names must state them correctly, or nothing is issued.
         let body = resp.bytes().await.unwrap_or_default();
         let Ok(answer) = serde_json::from_slice::<serde_json::Value>(&body) else {
-            return Ok(Approved::default());
+            return Ok(Vouched::default());
         };
         if !answer.is_object() {
-            return Ok(Approved::default());
+            return Ok(Vouched::default());
         }
         let answer: Answer =
             serde_json::from_value(answer).map_err(|e| ValidatorError::BadAnswer(e.to_string()))?;
@@ -83,7 +76,7 @@ impl Validator {
             .map(|s| parse_subject(&s))
             .transpose()
             .map_err(|e| ValidatorError::BadAnswer(format!("subject: {e}")))?;
-        Ok(Approved {
+        Ok(Vouched {
             device: answer.device,
             names: Names {
                 subject,

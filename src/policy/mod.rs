@@ -37,6 +37,14 @@ pub struct Names {
     pub sans: Option<Vec<San>>,
 }
 
+/// Whom a certificate is for, as the party that vouched for the request said it: the device
+/// (recorded with the certificate) and the names it states.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Vouched {
+    pub device: Option<DeviceId>,
+    pub names: Names,
+}
+
 /// The same items in any order: a client may order its request differently from the MDM.
 fn same_items<T: Ord + Clone>(a: &[T], b: &[T]) -> bool {
     let (mut a, mut b) = (a.to_vec(), b.to_vec());

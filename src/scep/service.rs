@@ -11,7 +11,7 @@ use crate::ca::csr::{Csr, CsrError};
 use crate::ca::{Ca, IssueError, IssueRequest, KeyFamily};
 use crate::config::Secret;
 use crate::metrics::Metrics;
-use crate::policy::{Names, PolicyError, Template};
+use crate::policy::{Names, PolicyError, Template, Vouched};
 use crate::revocation::Crls;
 use crate::store::{
     CertRecord, CertStatus, ChallengeHash, DeviceId, DocKey, DocKind, DocWrite, Protocol,
@@ -71,10 +71,9 @@ pub struct Admission {
 struct Grant {
     /// The one-time challenge to use up with the issuance (none for the static challenge).
     consume: Option<ChallengeHash>,
-    /// The device a one-time challenge was minted for, or the webhook named.
-    device: Option<DeviceId>,
-    /// The subject and SANs the challenge or webhook stated.
-    names: Names,
+    /// The device a one-time challenge was minted for, or the webhook named, and the names
+    /// either stated.
+    vouched: Vouched,
 }
 
 /// Why an operator's decision could not be applied.
@@ -349,7 +348,7 @@ impl ScepService {
         &self,
         req: &SignedMessage,
         csr: &Csr,
-        bound: Bound,
+        vouched: Vouched,
         consume: Option<ChallengeHash>,
     ) -> Result<Option<Payload>, Refusal> {
         use rcgen::PublicKeyData;
@@ -361,7 +360,7 @@ impl ScepService {
         }
         // Refuse now what approval would refuse: the operator decides on an issuable request.
         self.template
-            .apply(csr, None, bound.device.as_ref(), &bound.names)?;
+            .apply(csr, None, vouched.device.as_ref(), &vouched.names)?;
         let pending = PendingRequest {
             transaction_id: req.transaction_id.clone(),
             public_key: csr.spki.subject_public_key_info(),
@@ -369,9 +368,9 @@ impl ScepService {
                 subject: csr.subject.clone(),
                 sans: csr.sans.clone(),
             },
-            stated: bound.names,
+            stated: vouched.names,
             signer: req.signer_der.clone(),
-            device: bound.device,
+            device: vouched.device,
             received_at: self.ca.clock().now(),
             decision: Decision::Waiting,
         };
@@ -442,8 +441,8 @@ impl ScepService {
             .previous_certificate(req)
             .await
             .ok_or(Refusal::NotRenewable)?;
-        let bound = Bound::renewing(&old)?;
-        self.issue(csr, bound, Some(old.serial), None).await
+        let vouched = vouched_by_renewal(&old)?;
+        self.issue(csr, vouched, Some(old.serial), None).await
     }
 
     async fn enrol(&self, req: &SignedMessage, content: &[u8]) -> Result<Option<Payload>, Refusal> {
@@ -467,35 +466,32 @@ impl ScepService {
         // and names come from the challenge or webhook, else from that certificate; never from
         // the request.
         let previous = self.previous_certificate(req).await;
-        let bound = match &previous {
-            None => Bound {
-                device: grant.device,
-                names: grant.names,
-            },
+        let vouched = match &previous {
+            None => grant.vouched,
             Some(old) => {
-                let mut bound = Bound::renewing(old)?;
-                if let Some(granted) = grant.device {
-                    match &bound.device {
+                let mut vouched = vouched_by_renewal(old)?;
+                if let Some(granted) = grant.vouched.device {
+                    match &vouched.device {
                         Some(held) if *held != granted => {
                             return Err(Refusal::DeviceMismatch {
                                 granted,
                                 held: held.clone(),
                             });
                         }
-                        _ => bound.device = Some(granted),
+                        _ => vouched.device = Some(granted),
                     }
                 }
-                if grant.names != Names::default() {
-                    bound.names = grant.names;
+                if grant.vouched.names != Names::default() {
+                    vouched.names = grant.vouched.names;
                 }
-                bound
+                vouched
             }
         };
         if self.admission.approval == Approval::Manual && previous.is_none() {
-            return self.hold(req, &csr, bound, grant.consume).await;
+            return self.hold(req, &csr, vouched, grant.consume).await;
         }
         let certs = self
-            .issue(csr, bound, previous.map(|old| old.serial), grant.consume)
+            .issue(csr, vouched, previous.map(|old| old.serial), grant.consume)
             .await?;
         Ok(Some(Payload::Certs(certs)))
     }
@@ -517,8 +513,7 @@ impl ScepService {
         {
             return Ok(Grant {
                 consume: None,
-                device: None,
-                names: Names::default(),
+                vouched: Vouched::default(),
             });
         }
         let hash = ChallengeHash::of(presented.as_bytes());
@@ -527,8 +522,10 @@ impl ScepService {
             Ok(Some(c)) if c.is_live(now) => {
                 return Ok(Grant {
                     consume: Some(hash),
-                    device: c.device,
-                    names: c.names,
+                    vouched: Vouched {
+                        device: c.device,
+                        names: c.names,
+                    },
                 });
             }
             Ok(_) => {}
@@ -545,18 +542,16 @@ impl ScepService {
             common_name: csr.common_name(),
             sans: csr.sans.iter().map(ToString::to_string).collect(),
         };
-        let verdict = webhook.approve(&details).await?;
         Ok(Grant {
             consume: None,
-            device: verdict.device,
-            names: verdict.names,
+            vouched: webhook.approve(&details).await?,
         })
     }
 
     async fn issue(
         &self,
         csr: Csr,
-        bound: Bound,
+        vouched: Vouched,
         replaces: Option<Serial>,
         consume: Option<ChallengeHash>,
     ) -> Result<Vec<Vec<u8>>, Refusal> {
@@ -564,7 +559,7 @@ impl ScepService {
             .ca
             .issue(IssueRequest {
                 consume,
-                ..self.request(csr, bound, replaces)
+                ..self.request(csr, vouched, replaces)
             })
             .await
             .map_err(|e| match e {
@@ -633,7 +628,7 @@ impl ScepService {
         let csr = decided
             .csr()
             .map_err(|e| DecisionError::Internal(e.to_string()))?;
-        let bound = Bound {
+        let vouched = Vouched {
             device: decided.device.clone(),
             names: decided.stated.clone(),
         };
@@ -653,7 +648,7 @@ impl ScepService {
                         &approved,
                     )]
                 })),
-                ..self.request(csr, bound, None)
+                ..self.request(csr, vouched, None)
             })
             .await
             .map_err(|e| match e {
@@ -670,10 +665,10 @@ impl ScepService {
 
     /// An issuance of a SCEP certificate: the device template, the RSA issuer line (the SCEP
     /// CA signs what it answers for).
-    fn request(&self, csr: Csr, bound: Bound, replaces: Option<Serial>) -> IssueRequest {
+    fn request(&self, csr: Csr, vouched: Vouched, replaces: Option<Serial>) -> IssueRequest {
         IssueRequest {
-            device: bound.device,
-            names: bound.names,
+            device: vouched.device,
+            names: vouched.names,
             replaces,
             ..IssueRequest::new(csr, self.template.clone(), KeyFamily::Rsa, Protocol::Scep)
         }
@@ -692,25 +687,17 @@ impl ScepService {
     }
 }
 
-/// Whom a request's certificate is for, as someone other than the request said it.
-struct Bound {
-    device: Option<DeviceId>,
-    names: Names,
-}
-
-impl Bound {
-    /// A renewal keeps the device, subject and SANs of the certificate it replaces.
-    fn renewing(old: &CertRecord) -> Result<Self, Refusal> {
-        let (subject, sans) = crate::ca::csr::names_of_certificate(&old.der)
-            .map_err(|e| Refusal::Internal(format!("certificate {}: {e}", old.serial)))?;
-        Ok(Self {
-            device: old.device.clone(),
-            names: Names {
-                subject: Some(subject),
-                sans: Some(sans),
-            },
-        })
-    }
+/// A renewal is vouched for by the certificate it replaces: its device, subject and SANs.
+fn vouched_by_renewal(old: &CertRecord) -> Result<Vouched, Refusal> {
+    let (subject, sans) = crate::ca::csr::names_of_certificate(&old.der)
+        .map_err(|e| Refusal::Internal(format!("certificate {}: {e}", old.serial)))?;
+    Ok(Vouched {
+        device: old.device.clone(),
+        names: Names {
+            subject: Some(subject),
+            sans: Some(sans),
+        },
+    })
 }
 
 /// What the SCEP validation webhook is told about a request.
