@@ -24,8 +24,9 @@ struct FailedLabels {
     reason: &'static str,
 }
 
+/// A reason from a fixed set: SCEP refusals, connections closed by the server.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RefusalLabels {
+struct ReasonLabels {
     reason: &'static str,
 }
 
@@ -48,23 +49,18 @@ struct CipherLabels {
     cipher: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ClosedLabels {
-    reason: &'static str,
-}
-
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
     registry: Registry,
     issued: Family<IssuedLabels, Counter>,
     failed: Family<FailedLabels, Counter>,
-    scep_refused: Family<RefusalLabels, Counter>,
+    scep_refused: Family<ReasonLabels, Counter>,
     issue_seconds: Histograms<ProtocolLabels>,
     http_seconds: Histograms<HttpLabels>,
     scep_ciphers: Family<CipherLabels, Counter>,
     connections_open: Gauge,
-    connections_closed: Family<ClosedLabels, Counter>,
+    connections_closed: Family<ReasonLabels, Counter>,
 }
 
 fn latency() -> Histogram {
@@ -77,7 +73,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("enrollca");
         let issued = Family::<IssuedLabels, Counter>::default();
         let failed = Family::<FailedLabels, Counter>::default();
-        let scep_refused = Family::<RefusalLabels, Counter>::default();
+        let scep_refused = Family::<ReasonLabels, Counter>::default();
         let issue_seconds: Histograms<ProtocolLabels> = Family::new_with_constructor(latency);
         let http_seconds: Histograms<HttpLabels> = Family::new_with_constructor(latency);
         registry.register("certificates_issued", "Certificates issued", issued.clone());
@@ -108,7 +104,7 @@ impl Default for Metrics {
             scep_ciphers.clone(),
         );
         let connections_open = Gauge::default();
-        let connections_closed = Family::<ClosedLabels, Counter>::default();
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "http_connections_open",
             "HTTP and HTTPS connections open now",
@@ -204,7 +200,7 @@ impl Metrics {
 
     pub fn observe_scep_refusal(&self, reason: &'static str) {
         self.scep_refused
-            .get_or_create(&RefusalLabels { reason })
+            .get_or_create(&ReasonLabels { reason })
             .inc();
     }
 
@@ -232,7 +228,7 @@ impl Metrics {
 
     pub fn observe_connection_closed(&self, reason: &'static str) {
         self.connections_closed
-            .get_or_create(&ClosedLabels { reason })
+            .get_or_create(&ReasonLabels { reason })
             .inc();
     }
 

@@ -108,12 +108,12 @@ pub async fn serve(
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
                             None
                         }
-                        Err(_) => Some("header_timeout"),
+                        Err(_) => Some(Closed::HeaderTimeout),
                     }
                 }
             };
             if let (Some(reason), Some(metrics)) = (closed, &how.metrics) {
-                metrics.observe_connection_closed(reason);
+                metrics.observe_connection_closed(reason.label());
             }
         });
     }
@@ -152,6 +152,25 @@ impl AcceptErrors {
     }
 }
 
+/// Why the server closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closed {
+    /// No complete request in time (a new connection's first, or hyper's per-request check).
+    HeaderTimeout,
+    /// Nothing in flight and no bytes moving for `limits.idle_timeout`.
+    Idle,
+}
+
+impl Closed {
+    /// The metrics label.
+    fn label(self) -> &'static str {
+        match self {
+            Self::HeaderTimeout => "header_timeout",
+            Self::Idle => "idle",
+        }
+    }
+}
+
 /// When a connection last moved bytes, and how many of its requests are being answered.
 struct Activity {
     born: Instant,
@@ -178,15 +197,15 @@ impl Activity {
         self.last.store(ms, Ordering::Relaxed);
     }
 
-    /// Why the connection should be closed now, if it should (a metrics label).
-    fn verdict(&self, limits: &Limits) -> Option<&'static str> {
+    /// Why the connection should be closed now, if it should.
+    fn verdict(&self, limits: &Limits) -> Option<Closed> {
         let age = self.born.elapsed();
         if !self.started.load(Ordering::Relaxed) && age > limits.header_read_timeout {
-            return Some("header_timeout");
+            return Some(Closed::HeaderTimeout);
         }
         let idle = age.saturating_sub(Duration::from_millis(self.last.load(Ordering::Relaxed)));
         (self.in_flight.load(Ordering::Relaxed) == 0 && idle > limits.idle_timeout)
-            .then_some("idle")
+            .then_some(Closed::Idle)
     }
 }
 
@@ -290,7 +309,7 @@ async fn serve_connection<I>(
     router: Router,
     limits: &Limits,
     shutdown: CancellationToken,
-) -> Option<&'static str>
+) -> Option<Closed>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -331,7 +350,7 @@ where
                 let Err(e) = result else { return None };
                 tracing::debug!(error = %e, "connection ended with an error");
                 // hyper's own header timeout, which the watchdog may not have seen first.
-                return activity.verdict(limits).filter(|&why| why == "header_timeout");
+                return activity.verdict(limits).filter(|&why| why == Closed::HeaderTimeout);
             }
             () = shutdown.cancelled() => break None,
             _ = watchdog.tick() => {
@@ -341,7 +360,7 @@ where
             }
         }
     };
-    tracing::debug!(reason = why, "closing connection");
+    tracing::debug!(reason = ?why, "closing connection");
     conn.as_mut().graceful_shutdown();
     // In-flight requests finish (each is bounded by the request timeout) when shutting down;
     // a connection closed by the watchdog has none, so the grace is all it gets.
