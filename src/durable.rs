@@ -47,7 +47,7 @@ pub fn sync_parent(path: &Path) -> std::io::Result<()> {
     }
 }
 
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 

@@ -191,7 +191,7 @@ impl TryFrom<String> for San {
 pub type Subject = Vec<(Attr, String)>;
 
 /// Parses `CN=a,O=b` as written (no escaped commas); keys are `Attr` labels or dotted OIDs.
-pub fn parse_subject(text: &str) -> Result<Vec<(Attr, String)>, CsrError> {
+pub fn parse_subject(text: &str) -> Result<Subject, CsrError> {
     split_subject(text)?
         .into_iter()
         .map(|(k, v)| {
@@ -235,7 +235,7 @@ pub fn names_of_certificate(der: &[u8]) -> Result<(Subject, Vec<San>), CsrError>
     Ok((subject, sans))
 }
 
-fn subject_of(name: &x509_parser::x509::X509Name<'_>) -> Result<Vec<(Attr, String)>, CsrError> {
+fn subject_of(name: &x509_parser::x509::X509Name<'_>) -> Result<Subject, CsrError> {
     name.iter_attributes()
         .map(|attr| {
             let value = attr
@@ -314,11 +314,7 @@ impl Csr {
 
     /// A request rebuilt from what was kept of a verified one (its signature and challenge
     /// are gone; possession of the key was checked when it was received).
-    pub fn from_parts(
-        spki_der: &[u8],
-        subject: Vec<(Attr, String)>,
-        sans: Vec<San>,
-    ) -> Result<Self, CsrError> {
+    pub fn from_parts(spki_der: &[u8], subject: Subject, sans: Vec<San>) -> Result<Self, CsrError> {
         let (rest, parsed) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der)
             .map_err(|e| CsrError::Malformed(e.to_string()))?;
         if !rest.is_empty() {

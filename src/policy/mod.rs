@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::attest::DeviceFacts;
-use crate::ca::csr::{Attr, Csr, San};
+use crate::ca::csr::{Attr, Csr, San, Subject};
 use crate::store::DeviceId;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub enum PolicyError {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Names {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject: Option<Vec<(Attr, String)>>,
+    pub subject: Option<Subject>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sans: Option<Vec<San>>,
 }

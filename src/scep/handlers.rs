@@ -162,16 +162,18 @@ async fn pki_operation(state: &AppState, client: Option<ClientAddr>, body: Vec<u
         response
     };
     // Held until the answer is made: the address's private-key work in flight.
-    let mut _slot = None;
-    if let Some(ClientAddr(ip)) = client {
-        if let Err(wait) = state.costly.check(ip) {
-            return too_many(retry_after_secs(wait));
+    let _slot = match client {
+        None => None,
+        Some(ClientAddr(ip)) => {
+            if let Err(wait) = state.costly.check(ip) {
+                return too_many(retry_after_secs(wait));
+            }
+            let Some(slot) = state.costly_in_flight.enter(ip) else {
+                return too_many(1);
+            };
+            Some(slot)
         }
-        match state.costly_in_flight.enter(ip) {
-            Some(slot) => _slot = Some(slot),
-            None => return too_many(1),
-        }
-    }
+    };
     match state.scep.pki_operation(body).await {
         Ok(reply) => ([(header::CONTENT_TYPE, "application/x-pki-message")], reply).into_response(),
         Err(e) => e.into_response(),

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::ca::Serial;
-use crate::ca::csr::{Attr, Csr, CsrError, San};
+use crate::ca::csr::{Csr, CsrError, San, Subject};
 use crate::policy::Names;
 use crate::store::DeviceId;
 
@@ -54,7 +54,7 @@ pub struct PendingRequest {
 /// The names a held request asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Requested {
-    pub subject: Vec<(Attr, String)>,
+    pub subject: Subject,
     pub sans: Vec<San>,
 }
 
