@@ -392,14 +392,28 @@ const OCSP_VALIDITY: std::time::Duration = std::time::Duration::from_secs(12 * 3
 /// How often expiries are noted and expired one-time challenges and ACME orders deleted.
 const SWEEP: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// Abandoned ACME accounts are looked for every this many sweeps (daily): it reads every
+/// account, and an account is abandoned only after weeks.
+const ACCOUNT_SWEEP_EVERY: u32 = 144;
+
 /// Periodically: notes certificates that have expired in the event feed, and deletes expired
-/// one-time challenges and ACME orders, so minting a challenge per device or an order per
-/// renewal does not grow the store without bound.
+/// one-time challenges, ACME orders and abandoned ACME accounts, so minting a challenge per
+/// device, an order per renewal or accounts by the thousand does not grow the store without
+/// bound.
 async fn sweep(ca: Arc<Ca>, acme: Arc<AcmeService>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(SWEEP);
+    let mut sweeps = 0u32;
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                if sweeps % ACCOUNT_SWEEP_EVERY == 0 {
+                    match acme.purge_abandoned_accounts().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(purged = n, "abandoned ACME accounts deleted"),
+                        Err(e) => tracing::warn!(error = %e, "could not purge abandoned ACME accounts"),
+                    }
+                }
+                sweeps = sweeps.wrapping_add(1);
                 match ca.store().purge_challenges(ca.clock().now()).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(purged = n, "expired one-time challenges deleted"),

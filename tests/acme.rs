@@ -10,6 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use common::acme::{Client, Key, Responder, Tweak, certificates, check_issued, csr, roots_file};
 use common::*;
+use enrollca::store::{DocKind, SledStore, Store};
 use serde_json::{Value, json};
 
 /// A server whose http-01 validator fetches from `port`, and its roots as a file.
@@ -94,6 +95,30 @@ async fn lego_enrols_renews_and_revokes_with_ec_and_rsa_keys() {
     let kinds = server.event_kinds().await;
     assert_eq!(kinds.iter().filter(|k| *k == "issued").count(), 4);
     assert_eq!(kinds.iter().filter(|k| *k == "revoked").count(), 2);
+
+    // Each issuance lists the certificate under its account, which is what keeps an account
+    // that got certificates from being purged as abandoned.
+    let mut listed = Vec::new();
+    for rec in certificates(&server).await {
+        listed.push(format!(
+            "{}/{}",
+            rec["account"].as_str().unwrap(),
+            rec["serial"].as_str().unwrap()
+        ));
+    }
+    let data = server.data.clone();
+    server.stop();
+    let store = SledStore::open(&data.join("db")).unwrap();
+    let marks: Vec<String> = store
+        .docs(DocKind::AcmeAccountCert, "", None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    listed.sort();
+    assert_eq!(listed.len(), 4);
+    assert_eq!(marks, listed);
 }
 
 fn certbot(dir: &Path, roots: &str, args: &[&str]) -> std::process::Output {

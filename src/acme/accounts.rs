@@ -2,12 +2,14 @@
 //! key, update, deactivation and key rollover.
 
 use serde::Deserialize;
+use time::{Duration, OffsetDateTime};
 
 use super::error::{AcmeError, ProblemType};
 use super::jws::{Binding, Jwk, Jws, KeyRef};
 use super::model::{Account, AccountStatus, EabKey};
 use super::service::{AcmeService, KeyUse, Profile, Signed, Signer, random_id};
-use crate::store::{DocKind, DocWrite, Expect, StoreError, Stored};
+
+use crate::store::{DocKey, DocKind, DocWrite, Expect, MAX_PAGE, Store, StoreError, Stored};
 
 /// Most contacts an account may list.
 const MAX_CONTACTS: usize = 10;
@@ -51,6 +53,11 @@ pub struct NewEabKey {
 }
 
 impl AcmeService {
+    /// The daily sweep's part for accounts: abandoned ones go (see `purge_abandoned`).
+    pub async fn purge_abandoned_accounts(&self) -> Result<usize, StoreError> {
+        purge_abandoned(self.store().as_ref(), self.now()).await
+    }
+
     /// newAccount: returns the account and whether it was created now.
     pub async fn new_account(&self, req: &Signed) -> Result<(Account, bool), AcmeError> {
         let (profile, jws, url) = (&*req.profile, &req.jws, req.url.as_str());
@@ -127,11 +134,17 @@ impl AcmeService {
             contact: req.contact,
             eab_kid,
             created_at: self.now(),
+            certificates_listed: true,
         };
         // The account before what names it: its key's index, the binding it used.
         let mut writes = vec![
             DocWrite::put(DocKind::AcmeAccount, &id, None, &account),
-            DocWrite::put(DocKind::AcmeAccountKey, &key_id(profile, jwk), None, &id),
+            DocWrite::put(
+                DocKind::AcmeAccountKey,
+                &key_id(&profile.name, jwk),
+                None,
+                &id,
+            ),
         ];
         writes.extend(binding);
         match self.store().write_docs(writes).await {
@@ -204,7 +217,7 @@ impl AcmeService {
         jwk: &Jwk,
     ) -> Result<Option<Stored<Account>>, AcmeError> {
         let Some(id) = self
-            .load::<String>(DocKind::AcmeAccountKey, &key_id(profile, jwk))
+            .load::<String>(DocKind::AcmeAccountKey, &key_id(&profile.name, jwk))
             .await?
         else {
             return Ok(None);
@@ -287,7 +300,7 @@ impl AcmeService {
             let location = self.url(&profile.name, &format!("account/{}", holder.value.id));
             return Err(AcmeError::key_in_use(location));
         }
-        let old_index = key_id(profile, &account.value.key);
+        let old_index = key_id(&profile.name, &account.value.key);
         let old_version = self
             .store()
             .doc(&crate::store::DocKey::new(
@@ -308,7 +321,7 @@ impl AcmeService {
             },
             DocWrite::put(
                 DocKind::AcmeAccountKey,
-                &key_id(profile, new_key),
+                &key_id(&profile.name, new_key),
                 None,
                 &next.id,
             ),
@@ -347,8 +360,76 @@ impl AcmeService {
 }
 
 /// Key index id: keys are unique per profile (each profile is its own directory).
-fn key_id(profile: &Profile, jwk: &Jwk) -> String {
-    format!("{}/{}", profile.name, jwk.thumbprint())
+fn key_id(profile: &str, jwk: &Jwk) -> String {
+    format!("{profile}/{}", jwk.thumbprint())
+}
+
+/// An account that was never issued a certificate and has no order left is deleted this
+/// long after its creation: newAccount is unauthenticated, so what it stores must not stay
+/// for ever. Longer than an order's lifetime and retention together, so an account that is
+/// still ordering keeps its orders and thereby itself.
+const ABANDONED_AFTER: Duration = Duration::days(30);
+
+/// Deletes abandoned accounts (see `ABANDONED_AFTER`) with their key's index entry; returns
+/// how many went. Accounts bound with an external account key are kept (an operator vouched
+/// for them), and so is one that changes meanwhile.
+pub async fn purge_abandoned(store: &dyn Store, now: OffsetDateTime) -> Result<usize, StoreError> {
+    let cutoff = now - ABANDONED_AFTER;
+    let mut after: Option<String> = None;
+    let mut purged = 0;
+    loop {
+        let page = store
+            .docs(DocKind::AcmeAccount, "", after.as_deref(), MAX_PAGE)
+            .await?;
+        let Some((last, _)) = page.last() else {
+            return Ok(purged);
+        };
+        after = Some(last.clone());
+        for (id, doc) in page {
+            let version = doc.version;
+            let Ok(Stored { value: account, .. }) = doc.decode::<Account>() else {
+                continue;
+            };
+            if !account.certificates_listed
+                || account.eab_kid.is_some()
+                || account.created_at > cutoff
+            {
+                continue;
+            }
+            let prefix = format!("{id}/");
+            let holds = |kind| {
+                let prefix = &prefix;
+                async move { Ok::<_, StoreError>(!store.docs(kind, prefix, None, 1).await?.is_empty()) }
+            };
+            if holds(DocKind::AcmeAccountCert).await? || holds(DocKind::AcmeAccountOrder).await? {
+                continue;
+            }
+            let index = key_id(&account.profile, &account.key);
+            let mut writes = vec![DocWrite {
+                key: DocKey::new(DocKind::AcmeAccount, &id),
+                expect: Expect::Version(version),
+                value: None,
+            }];
+            if let Some(doc) = store
+                .doc(&DocKey::new(DocKind::AcmeAccountKey, &index))
+                .await?
+            {
+                writes.insert(
+                    0,
+                    DocWrite {
+                        key: DocKey::new(DocKind::AcmeAccountKey, index),
+                        expect: Expect::Version(doc.version),
+                        value: None,
+                    },
+                );
+            }
+            match store.write_docs(writes).await {
+                Ok(()) => purged += 1,
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 /// A concurrent change to the same resource: the client should simply try again.
@@ -389,4 +470,94 @@ fn check_contacts(contacts: &[String]) -> Result<(), AcmeError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledStore;
+
+    fn account(id: &str, age: Duration, now: OffsetDateTime) -> Account {
+        Account {
+            id: id.into(),
+            profile: "p".into(),
+            // Distinct per id, 32 bytes as an Ed25519 key must be.
+            key: Jwk::Ed25519 {
+                x: format!("{id:>32}").into_bytes(),
+            },
+            status: AccountStatus::Valid,
+            contact: Vec::new(),
+            eab_kid: None,
+            created_at: now - age,
+            certificates_listed: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_old_accounts_without_certificates_orders_or_binding_are_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let old = ABANDONED_AFTER + Duration::days(1);
+        let accounts = [
+            account("idle", old, now),
+            account("recent", ABANDONED_AFTER - Duration::days(1), now),
+            account("certified", old, now),
+            account("ordering", old, now),
+            Account {
+                eab_kid: Some("kid".into()),
+                ..account("bound", old, now)
+            },
+            Account {
+                certificates_listed: false,
+                ..account("legacy", old, now)
+            },
+        ];
+        for a in &accounts {
+            let writes = vec![
+                DocWrite::put(DocKind::AcmeAccount, &a.id, None, a),
+                DocWrite::put(DocKind::AcmeAccountKey, &key_id("p", &a.key), None, &a.id),
+            ];
+            store.write_docs(writes).await.unwrap();
+        }
+        let marks = vec![
+            DocWrite::put(DocKind::AcmeAccountCert, "certified/0A1B", None, &()),
+            DocWrite::put(DocKind::AcmeAccountOrder, "ordering/o1", None, &()),
+            // A neighbour whose id starts with another account's: not that account's entry.
+            DocWrite::put(DocKind::AcmeAccountCert, "idlex/0C", None, &()),
+        ];
+        store.write_docs(marks).await.unwrap();
+
+        assert_eq!(purge_abandoned(&store, now).await.unwrap(), 1);
+        for a in &accounts {
+            let kept = store
+                .doc(&DocKey::new(DocKind::AcmeAccount, &a.id))
+                .await
+                .unwrap()
+                .is_some();
+            let indexed = store
+                .doc(&DocKey::new(DocKind::AcmeAccountKey, key_id("p", &a.key)))
+                .await
+                .unwrap()
+                .is_some();
+            assert_eq!(kept, a.id != "idle", "account {}", a.id);
+            assert_eq!(indexed, kept, "key index of {}", a.id);
+        }
+        assert_eq!(purge_abandoned(&store, now).await.unwrap(), 0);
+    }
+
+    /// An account written before `certificates_listed` existed reads as unlisted.
+    #[test]
+    fn accounts_stored_without_the_flag_are_not_listed() {
+        let now = OffsetDateTime::now_utc();
+        let mut value = serde_json::to_value(account("a", Duration::ZERO, now)).unwrap();
+        value.as_object_mut().unwrap().remove("certificates_listed");
+        let mut cbor = Vec::new();
+        ciborium::into_writer(&value, &mut cbor).unwrap();
+        let doc = crate::store::Doc {
+            value: cbor,
+            version: 1,
+        };
+        assert!(!doc.decode::<Account>().unwrap().value.certificates_listed);
+    }
 }

@@ -139,6 +139,10 @@ pub struct Account {
     pub eab_kid: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Its certificates are listed under `AcmeAccountCert`. Accounts made before that list
+    /// existed lack the field and are never purged as abandoned: nothing shows they are.
+    #[serde(default)]
+    pub certificates_listed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

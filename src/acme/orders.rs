@@ -576,6 +576,7 @@ impl AcmeService {
         let ready_version = order.version;
         let done = order.value.clone();
         let order_id = id.to_owned();
+        let account_id = account.id.clone();
         let issued = self
             .ca
             .issue(IssueRequest {
@@ -586,12 +587,15 @@ impl AcmeService {
                     valid.state = OrderState::Valid {
                         certificate: record.serial.clone(),
                     };
-                    vec![DocWrite::put(
-                        DocKind::AcmeOrder,
-                        &order_id,
-                        Some(ready_version),
-                        &valid,
-                    )]
+                    vec![
+                        DocWrite::put(DocKind::AcmeOrder, &order_id, Some(ready_version), &valid),
+                        DocWrite::put(
+                            DocKind::AcmeAccountCert,
+                            &format!("{account_id}/{}", record.serial),
+                            None,
+                            &(),
+                        ),
+                    ]
                 })),
                 attested,
                 ..IssueRequest::new(

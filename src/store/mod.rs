@@ -285,6 +285,9 @@ pub enum DocKind {
     AcmeOrder,
     /// `account/order` → nothing: an account's orders in id order.
     AcmeAccountOrder,
+    /// `account/serial` → nothing: the certificates an account was issued, so that an
+    /// account that got one is never purged as abandoned.
+    AcmeAccountCert,
     AcmeAuthz,
     AcmeEabKey,
     /// Issuer id → the last CRL number it signed (CRL numbers only ever grow).
@@ -316,6 +319,7 @@ impl DocKind {
             Self::WebhookCursor => 10,
             Self::InventoryDevice => 11,
             Self::InventoryIdentifier => 12,
+            Self::AcmeAccountCert => 13,
         }
     }
 }
