@@ -143,3 +143,82 @@ impl Webhook {
         DocKey::new(DocKind::WebhookCursor, self.url.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use time::OffsetDateTime;
+
+    use super::*;
+    use crate::ca::Serial;
+    use crate::store::{CertRecord, CertStatus, Linked, Protocol, SledStore};
+
+    /// A receiver that accepts every delivery and notes when each came.
+    async fn receiver() -> (String, Arc<Mutex<Vec<Instant>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let noted = seen.clone();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(move || {
+                noted.lock().unwrap().push(Instant::now());
+                async {}
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    /// A receiver that acknowledges a batch whose cursor then cannot be stored hears the batch
+    /// again, but after growing pauses, not at once and for ever.
+    #[tokio::test]
+    async fn a_cursor_that_cannot_be_stored_is_retried_with_growing_pauses() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let (url, seen) = receiver().await;
+        let webhook = Webhook::new(url.clone(), &Secret::new("s"), store.clone()).unwrap();
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(webhook.run(shutdown.clone()));
+        // A cursor document that does not decode: every write of the cursor conflicts with
+        // it, and re-reading it fails, so the cursor can never be stored.
+        let garbage = DocWrite::put(DocKind::WebhookCursor, &url, None, &"not a sequence");
+        store.write_docs(vec![garbage]).await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        let record = CertRecord {
+            serial: Serial::random(),
+            issuer: "0123456789abcdef".parse().unwrap(),
+            subject: "CN=x".into(),
+            sans: Vec::new(),
+            device: None,
+            not_before: now,
+            not_after: now + time::Duration::days(1),
+            issued_at: now,
+            protocol: Protocol::Admin,
+            profile: "p".into(),
+            replaces: None,
+            account: None,
+            attested: None,
+            status: CertStatus::Good,
+            der: vec![0x30, 0],
+        };
+        let started = Instant::now();
+        store
+            .insert_certificate(record, Linked::default())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1_800)).await;
+        shutdown.cancel();
+        running.await.unwrap();
+
+        let seen = seen.lock().unwrap().clone();
+        // At once, after 0.5 s, after a further 1 s: three deliveries, each gap longer.
+        let at: Vec<Duration> = seen.iter().take(5).map(|t| *t - started).collect();
+        assert_eq!(seen.len(), 3, "deliveries, the first at {at:?}");
+        let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps[0] >= FIRST_PAUSE, "{gaps:?}");
+        assert!(gaps[1] >= FIRST_PAUSE * 2, "{gaps:?}");
+    }
+}
