@@ -239,29 +239,23 @@ impl Jwk {
 }
 
 /// The readings of an ES256 signature to try. A well-formed one is 64 bytes (r ‖ s). Apple's
-/// clients drop leading zero bytes of r and s, so 62 or 63 bytes also occur; the split is then
-/// ambiguous and each left-padded reading is tried (a wrong one simply fails to verify).
+/// clients write r and s as minimal integers, dropping every leading zero byte, so any length
+/// down to 2 can occur; the split is then ambiguous and each left-padded reading is tried (a
+/// wrong one simply fails to verify). A half shorter than 32 bytes is minimal, so it cannot
+/// start with a zero byte: such splits are not tried. At most 32 readings, none above 64 bytes.
 fn es256_readings(sig: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
     let len = sig.len();
-    let short = 64usize.saturating_sub(len);
-    let range = if (62..=64).contains(&len) {
-        // r takes between 32 - short and 32 bytes; s the rest.
-        (32 - short)..=32
-    } else {
-        // Nothing to try: an empty range.
-        #[allow(clippy::reversed_empty_ranges)]
-        {
-            1..=0
-        }
-    };
-    range.filter_map(move |r_len| {
-        let s_len = len.checked_sub(r_len)?;
-        if s_len > 32 {
+    // r takes 1 to 32 bytes and leaves s 1 to 32; an empty range when nothing fits.
+    let r_lens = len.saturating_sub(32).max(1)..=len.saturating_sub(1).min(32);
+    r_lens.filter_map(move |r_len| {
+        let (r, s) = sig.split_at(r_len);
+        let minimal = |half: &[u8]| half.len() == 32 || half[0] != 0;
+        if len > 64 || !minimal(r) || !minimal(s) {
             return None;
         }
         let mut out = vec![0u8; 64];
-        out[32 - r_len..32].copy_from_slice(&sig[..r_len]);
-        out[64 - s_len..].copy_from_slice(&sig[r_len..]);
+        out[32 - r.len()..32].copy_from_slice(r);
+        out[64 - s.len()..].copy_from_slice(s);
         Some(out)
     })
 }
@@ -462,9 +456,29 @@ mod tests {
         assert!(readings.iter().all(|r| r.len() == 64));
         assert_eq!(readings[0][0], 0);
         assert_eq!(readings[1][32], 0);
-        assert_eq!(es256_readings(&[0; 64]).count(), 1);
-        assert_eq!(es256_readings(&[0; 61]).count(), 0);
-        assert_eq!(es256_readings(&[0; 65]).count(), 0);
+        assert_eq!(es256_readings(&[1; 64]).count(), 1);
+        // 61 bytes: r of 29 to 32.
+        assert_eq!(es256_readings(&[1; 61]).count(), 4);
+        // The shortest: one byte each.
+        assert_eq!(es256_readings(&[1; 2]).collect::<Vec<_>>().len(), 1);
+        // 33 bytes: every split from 1 + 32 to 32 + 1.
+        assert_eq!(es256_readings(&[1; 33]).count(), 32);
+        // A short half that starts with zero is not minimal: that split is not tried.
+        let mut zero_led = vec![1u8; 62];
+        zero_led[31] = 0;
+        assert_eq!(
+            es256_readings(&zero_led).count(),
+            2,
+            "r 30 + s 32, r 32 + s 30"
+        );
+        for nothing in [&[][..], &[1], &[1; 65]] {
+            assert_eq!(
+                es256_readings(nothing).count(),
+                0,
+                "{} bytes",
+                nothing.len()
+            );
+        }
     }
 
     use ring::rand::SystemRandom;
@@ -563,6 +577,74 @@ mod tests {
             }
         }
         panic!("no short r and s in 20000 signatures (odds below 1e-30)");
+    }
+
+    /// A valid ES256 signature whose r is 31 bytes and s `s_len` bytes, both minimal, with
+    /// its key. Such lengths are too rare to wait for (61 bytes: about 1 in 4 million), so the
+    /// signature is built: a nonce k whose r = x(kG) has a leading zero byte (1 in 256), an s
+    /// of the wanted length, and the private key d = (s·k − z) / r mod n that makes them sign
+    /// z = SHA-256(msg), since s = k⁻¹(z + r·d).
+    fn short_signature(msg: &[u8], s_len: usize) -> (Jwk, Vec<u8>) {
+        use openssl::bn::{BigNum, BigNumContext, MsbOption};
+        use openssl::ec::{EcGroup, EcPoint};
+        let group = EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
+        let mut ctx = BigNumContext::new().unwrap();
+        let mut n = BigNum::new().unwrap();
+        group.order(&mut n, &mut ctx).unwrap();
+        let affine = |p: &EcPoint, ctx: &mut BigNumContext| {
+            let (mut x, mut y) = (BigNum::new().unwrap(), BigNum::new().unwrap());
+            p.affine_coordinates(&group, &mut x, &mut y, ctx).unwrap();
+            (x, y)
+        };
+        let (k, r) = loop {
+            let mut k = BigNum::new().unwrap();
+            n.rand_range(&mut k).unwrap();
+            let mut point = EcPoint::new(&group).unwrap();
+            point.mul_generator(&group, &k, &ctx).unwrap();
+            let (x, _) = affine(&point, &mut ctx);
+            let mut r = BigNum::new().unwrap();
+            r.nnmod(&x, &n, &mut ctx).unwrap();
+            if r.num_bytes() == 31 {
+                break (k, r);
+            }
+        };
+        let mut s = BigNum::new().unwrap();
+        s.rand(s_len as i32 * 8, MsbOption::ONE, false).unwrap();
+        let z =
+            BigNum::from_slice(ring::digest::digest(&ring::digest::SHA256, msg).as_ref()).unwrap();
+        let (mut sk, mut t, mut r_inv, mut d) = (
+            BigNum::new().unwrap(),
+            BigNum::new().unwrap(),
+            BigNum::new().unwrap(),
+            BigNum::new().unwrap(),
+        );
+        sk.mod_mul(&s, &k, &n, &mut ctx).unwrap();
+        t.mod_sub(&sk, &z, &n, &mut ctx).unwrap();
+        r_inv.mod_inverse(&r, &n, &mut ctx).unwrap();
+        d.mod_mul(&t, &r_inv, &n, &mut ctx).unwrap();
+        let mut public = EcPoint::new(&group).unwrap();
+        public.mul_generator(&group, &d, &ctx).unwrap();
+        let (x, y) = affine(&public, &mut ctx);
+        let jwk = Jwk::P256 {
+            x: x.to_vec_padded(32).unwrap(),
+            y: y.to_vec_padded(32).unwrap(),
+        };
+        (jwk, [r.to_vec(), s.to_vec()].concat())
+    }
+
+    #[test]
+    fn es256_signatures_of_61_and_60_bytes_verify() {
+        let msg = b"protected.payload";
+        for (s_len, total) in [(30, 61), (29, 60), (1, 32)] {
+            let (jwk, sig) = short_signature(msg, s_len);
+            assert_eq!(sig.len(), total);
+            assert_eq!(jwk.verify(Alg::Es256, msg, &sig), Ok(()), "{total} bytes");
+            assert_eq!(
+                jwk.verify(Alg::Es256, b"protected.payloaD", &sig),
+                Err(JwsError::BadSignature),
+                "{total} bytes"
+            );
+        }
     }
 
     #[test]
