@@ -112,8 +112,8 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
 
     // Bind first: a port in use fails before any key is touched, and an ephemeral port (0)
     // is known before it is written into certificates.
-    let http = bind("listen.http", config.listen.http).await?;
-    let https = bind("listen.https", config.listen.https).await?;
+    let http = bind("listen.http", config.listen.http)?;
+    let https = bind("listen.https", config.listen.https)?;
     let (http_addr, https_addr) = (http.local_addr()?, https.local_addr()?);
     config.listen.http = http_addr;
     config.listen.https = https_addr;
@@ -435,8 +435,21 @@ async fn sweep(ca: Arc<Ca>, acme: Arc<AcmeService>, shutdown: CancellationToken)
     }
 }
 
-async fn bind(key: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("{key} {addr}: cannot listen"))
+/// Connections the kernel may complete before they are accepted (it caps this at
+/// `net.core.somaxconn`). `TcpListener::bind` asks for 128: a fleet reconnecting at once, or
+/// the connection cap being reached, overflows that, and a client whose handshake completed
+/// into a full queue is silently dropped while believing itself connected.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(key: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let listen = || {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().with_context(|| format!("{key} {addr}: cannot listen"))
 }
