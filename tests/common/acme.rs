@@ -263,7 +263,7 @@ impl Client {
     }
 }
 
-/// A JWS whose ES256 signature has r or s shortened by its leading zero byte, as Apple's
+/// A JWS whose ES256 signature has r or s shortened by its leading zero bytes, as Apple's
 /// ACME client sends about 1 in 128 of its requests.
 fn apple_short_jws(key: &Key, protected: &Value, payload: Option<&Value>) -> Value {
     let p = B64.encode(protected.to_string());
@@ -275,7 +275,7 @@ fn apple_short_jws(key: &Key, protected: &Value, payload: Option<&Value>) -> Val
         let sig = key.sign(input.as_bytes());
         let (r, s) = sig.split_at(32);
         if r[0] == 0 || s[0] == 0 {
-            let strip = |x: &[u8]| x[usize::from(x[0] == 0)..].to_vec();
+            let strip = |x: &[u8]| x[x.iter().take_while(|b| **b == 0).count()..].to_vec();
             let short = [strip(r), strip(s)].concat();
             assert!(short.len() < 64);
             return json!({"protected": p, "payload": pl, "signature": B64.encode(&short)});
