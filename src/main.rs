@@ -622,7 +622,15 @@ async fn run_profile(cmd: ProfileCommand) -> anyhow::Result<()> {
                 .into_iter()
                 .next()
                 .ok_or_else(|| anyhow::anyhow!("issuer {} has no certificate", scep_ca.id))?;
-            let fingerprint = openssl::sha::sha1(&der).to_vec();
+            // Apple compares CAFingerprint with the root of what GetCACert serves: the SCEP
+            // CA itself when it is self-signed, else the root above it.
+            let roots = backend.roots(&dir).await?;
+            let anchor = enrollca::ca::Trust::new(roots, Vec::new())
+                .above(&der)
+                .first()
+                .cloned()
+                .unwrap_or(der);
+            let fingerprint = openssl::sha::sha1(&anchor).to_vec();
             let url = format!("{}/scep", config.listen.public_url());
             print!(
                 "{}",

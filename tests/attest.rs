@@ -760,24 +760,34 @@ async fn the_cli_prints_apple_payloads_that_plistlib_reads() {
         second["PayloadContent"]["Challenge"].as_str(),
         "one-time"
     );
-    // The fingerprint is SHA-1 of the certificate GetCACert serves.
-    let ca = server
-        .get("/scep?operation=GetCACert")
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let ca_path = tmp.path().join("scep-ca.der");
-    std::fs::write(&ca_path, &ca).unwrap();
+    // The fingerprint is SHA-1 of the root GetCACert serves above the SCEP CA: what Apple
+    // compares it with.
+    let served = server.scep_ca_certs(&tmp.path().join("getcacert")).await;
+    let served = split_pem(
+        tmp.path(),
+        "served",
+        &std::fs::read_to_string(&served).unwrap(),
+    );
+    assert_eq!(served.len(), 2, "the SCEP CA, then the root");
     let sha1 = stdout(&run(
         "openssl",
-        &["dgst", "-sha1", "-r", ca_path.to_str().unwrap()],
+        &[
+            "x509",
+            "-noout",
+            "-fingerprint",
+            "-sha1",
+            "-in",
+            served[1].to_str().unwrap(),
+        ],
     ));
     assert_eq!(
         content["CAFingerprint"],
-        sha1.split_whitespace().next().unwrap()
+        sha1.trim()
+            .rsplit('=')
+            .next()
+            .unwrap()
+            .replace(':', "")
+            .to_lowercase()
     );
     let fixed = scep(&["--challenge", "static-secret"]);
     assert_eq!(fixed["PayloadContent"]["Challenge"], "static-secret");

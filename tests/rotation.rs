@@ -250,12 +250,10 @@ async fn the_scep_ca_rotates_while_devices_enrol_and_renew() {
         tokio::task::block_in_place(|| scepclient(&server, &new_dir, "new-device", CHALLENGE));
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(issuer_of(&new_dir.join("cert.pem")).contains(&next_cn));
-    let ca_pem = server.scep_ca_pem(tmp.path()).await;
-    assert_chain_verifies(
-        roots.to_str().unwrap(),
-        ca_pem.to_str().unwrap(),
-        new_dir.join("cert.pem").to_str().unwrap(),
-    );
+    let served = server
+        .scep_ca_certs(&tmp.path().join("after-activate"))
+        .await;
+    assert_verifies_with_getcacert(&served, &new_dir.join("cert.pem"));
     std::fs::remove_file(old_dir.join("csr.pem")).unwrap();
     let out = tokio::task::block_in_place(|| scepclient(&server, &old_dir, "old-device", ""));
     assert!(
@@ -270,6 +268,7 @@ async fn the_scep_ca_rotates_while_devices_enrol_and_renew() {
         issuer_of(&old_cert).contains(&next_cn),
         "renewed by the new CA"
     );
+    assert_verifies_with_getcacert(&served, &old_cert);
     let rec = server
         .get_json(&format!("/api/v1/certificates/{renewed}"))
         .await;

@@ -37,7 +37,14 @@ async fn scepclient_enrols_and_a_wrong_challenge_is_refused() {
     ] {
         assert!(caps.lines().any(|l| l == cap), "{cap} missing from {caps}");
     }
-    let ca_pem = server.scep_ca_pem(tmp.path()).await;
+    // The SCEP CA is under the root: GetCACert serves both (a device has nothing else).
+    let ca_pem = server.scep_ca_certs(tmp.path()).await;
+    let served = split_pem(
+        tmp.path(),
+        "served",
+        &std::fs::read_to_string(&ca_pem).unwrap(),
+    );
+    assert_eq!(served.len(), 2, "the SCEP CA and the root");
     let ca_text = stdout(&run(
         "openssl",
         &["x509", "-noout", "-text", "-in", ca_pem.to_str().unwrap()],
@@ -51,12 +58,7 @@ async fn scepclient_enrols_and_a_wrong_challenge_is_refused() {
     let out = scepclient(&server, &dir, "device-1", CHALLENGE);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let cert = dir.join("cert.pem");
-    let roots = data.join("ca/roots.pem");
-    assert_chain_verifies(
-        roots.to_str().unwrap(),
-        ca_pem.to_str().unwrap(),
-        cert.to_str().unwrap(),
-    );
+    assert_verifies_with_getcacert(&ca_pem, &cert);
     let subject = stdout(&run(
         "openssl",
         &["x509", "-noout", "-subject", "-in", cert.to_str().unwrap()],
@@ -84,6 +86,7 @@ async fn scepclient_enrols_and_a_wrong_challenge_is_refused() {
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let renewed = serial_of(&cert);
     assert_ne!(renewed, serial);
+    assert_verifies_with_getcacert(&ca_pem, &cert);
     let rec: Value = server
         .get_json(&format!("/api/v1/certificates/{renewed}"))
         .await;
@@ -308,7 +311,8 @@ async fn certmonger_enrols_resubmits_and_is_refused() {
     let data = init_dir(tmp.path(), &[], &[]);
     let server = Server::start(&data, &[("ENROLLCA_SCEP_CHALLENGE", CHALLENGE)]);
     let cm = Certmonger::start(&tmp.path().join("certmonger"));
-    let roots = data.join("ca/roots.pem");
+    // certmonger's trust for CertRep signatures: what GetCACert served, nothing else.
+    let served = server.scep_ca_certs(&tmp.path().join("getcacert")).await;
     let out = cm.getcert(&[
         "add-scep-ca",
         "-c",
@@ -316,7 +320,7 @@ async fn certmonger_enrols_resubmits_and_is_refused() {
         "-u",
         &server.url("/scep"),
         "-N",
-        roots.to_str().unwrap(),
+        served.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
 
@@ -325,12 +329,7 @@ async fn certmonger_enrols_resubmits_and_is_refused() {
     let id = request_id(&out);
     let status = cm.status(&id);
     assert!(status.contains("status: MONITORING"), "{status}");
-    let issuer_pem = server.scep_ca_pem(tmp.path()).await;
-    assert_chain_verifies(
-        roots.to_str().unwrap(),
-        issuer_pem.to_str().unwrap(),
-        cert.to_str().unwrap(),
-    );
+    assert_verifies_with_getcacert(&served, &cert);
     assert_certifies_key(&cert, &key);
     let first = serial_of(&cert);
 
@@ -341,6 +340,7 @@ async fn certmonger_enrols_resubmits_and_is_refused() {
     assert!(status.contains("status: MONITORING"), "{status}");
     let second = serial_of(&cert);
     assert_ne!(first, second);
+    assert_verifies_with_getcacert(&served, &cert);
     assert_certifies_key(&cert, &key);
     let rec: Value = server
         .get_json(&format!("/api/v1/certificates/{second}"))
@@ -374,7 +374,18 @@ async fn strongswan_enrols_with_3des_and_aes_and_is_refused() {
     let data = init_dir(tmp.path(), &[], &[]);
     let server = Server::start(&data, &[("ENROLLCA_SCEP_CHALLENGE", CHALLENGE)]);
     let d = tmp.path();
-    let ca = server.scep_ca_pem(d).await;
+    // strongSwan bootstraps from GetCACert: the root (to be confirmed by its fingerprint) as
+    // ca.der, the SCEP CA it verified under that root as ca-1.der.
+    let out = std::process::Command::new("pki")
+        .args(["--scepca", "--url", &server.url("/scep")])
+        .args(["--caout", d.join("ca.der").to_str().unwrap(), "--force"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pki --scepca: {}", stderr(&out));
+    let said = stderr(&out);
+    assert!(said.contains("Sub CA cert is trusted"), "{said}");
+    let (root, ca) = (d.join("ca.der"), d.join("ca-1.der"));
+    let served = server.scep_ca_certs(&d.join("getcacert")).await;
     let key = d.join("ss.key");
     assert!(
         run(
@@ -385,7 +396,6 @@ async fn strongswan_enrols_with_3des_and_aes_and_is_refused() {
         .success()
     );
 
-    let roots = data.join("ca/roots.pem");
     for cipher in ["des3", "aes"] {
         let cert = d.join(format!("ss-{cipher}.der"));
         let out = std::process::Command::new("pki")
@@ -406,18 +416,14 @@ async fn strongswan_enrols_with_3des_and_aes_and_is_refused() {
                 "--cacert-sig",
                 ca.to_str().unwrap(),
                 "--cacert",
-                roots.to_str().unwrap(),
+                root.to_str().unwrap(),
             ])
             .args(["--cipher", cipher, "--digest", "sha256", "--outform", "der"])
             .output()
             .unwrap();
         assert!(out.status.success(), "{cipher}: {}", stderr(&out));
         std::fs::write(&cert, &out.stdout).unwrap();
-        assert_chain_verifies(
-            roots.to_str().unwrap(),
-            ca.to_str().unwrap(),
-            cert.to_str().unwrap(),
-        );
+        assert_verifies_with_getcacert(&served, &cert);
         let subject = stdout(&run(
             "openssl",
             &["x509", "-noout", "-subject", "-in", cert.to_str().unwrap()],
@@ -472,6 +478,7 @@ async fn strongswan_enrols_with_3des_and_aes_and_is_refused() {
     assert!(out.status.success(), "{}", stderr(&out));
     let renewed = d.join("ss-renewed.der");
     std::fs::write(&renewed, &out.stdout).unwrap();
+    assert_verifies_with_getcacert(&served, &renewed);
     let cert_pub = stdout(&run(
         "openssl",
         &[

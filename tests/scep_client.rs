@@ -24,6 +24,8 @@ fn scep_server(tmp: &std::path::Path, extra: &[(&str, &str)]) -> Server {
 struct Client<'a> {
     server: &'a Server,
     ca: X509,
+    /// Every certificate GetCACert served, in order (DER).
+    served: Vec<Vec<u8>>,
     transaction: String,
 }
 
@@ -35,9 +37,13 @@ impl<'a> Client<'a> {
             .bytes()
             .await
             .unwrap();
+        let p7 =
+            openssl::pkcs7::Pkcs7::from_der(&der).expect("a chain: the SCEP CA is under the root");
+        let served = p7.signed().unwrap().certificates().unwrap();
         Self {
             server,
-            ca: X509::from_der(&der).unwrap(),
+            ca: enrollca::scep::client::ca_of_getcacert(&der).unwrap(),
+            served: served.iter().map(|c| c.to_der().unwrap()).collect(),
             transaction: "test-transaction-1".into(),
         }
     }
@@ -183,11 +189,14 @@ async fn every_cipher_and_digest_enrols_and_get_cert_and_get_crl_answer() {
         );
         let (certs, used) = certs.unwrap();
         assert_eq!(used, reply_cipher, "{cipher:?} answered with {used:?}");
-        assert_eq!(certs.len(), 2, "issued certificate and the SCEP CA");
         assert!(
             certs[0].public_key().unwrap().public_eq(&device.key),
             "issued certificate first"
         );
+        // Then the chain GetCACert serves: the SCEP CA, then the root.
+        let chain: Vec<Vec<u8>> = certs[1..].iter().map(|c| c.to_der().unwrap()).collect();
+        assert_eq!(chain, client.served);
+        assert_eq!(chain.len(), 2);
         assert_eq!(certs[1].to_der().unwrap(), client.ca.to_der().unwrap());
         issued.push((device, certs[0].clone()));
     }

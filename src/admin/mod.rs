@@ -147,6 +147,17 @@ impl Backend {
         }
     }
 
+    /// The roots clients are told to trust (`/roots.pem`, or the data directory's).
+    pub async fn roots(&self, dir: &DataDir) -> anyhow::Result<Vec<Vec<u8>>> {
+        match self {
+            Self::Remote(r) => {
+                let pem = r.send(r.http.get(format!("{}/roots.pem", r.base))).await?;
+                crate::datadir::pem_certs(&pem)
+            }
+            Self::Local(_) => dir.read_roots(),
+        }
+    }
+
     pub async fn certificates(&self, q: CertQuery) -> anyhow::Result<CertPage> {
         match self {
             Self::Remote(r) => {

@@ -75,7 +75,7 @@ pub struct ScepPayload<'a> {
     pub challenge: Option<&'a str>,
     pub key_size: u32,
     pub subject: &'a [(String, String)],
-    /// SHA-1 of the CA certificate GetCACert returns (what Apple devices compare).
+    /// SHA-1 of the root of what GetCACert serves (what Apple devices compare with).
     pub ca_fingerprint: Vec<u8>,
 }
 

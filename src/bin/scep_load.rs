@@ -8,7 +8,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Parser;
 use enrollca::loadgen::{Report, cpu_seconds};
 use enrollca::scep::client::Identity;
@@ -141,27 +140,14 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// GetCACert: a single certificate, or the first of a CA/RA chain.
+/// GetCACert's SCEP CA, the one requests are encrypted to.
 async fn fetch_ca(http: &reqwest::Client, url: &str) -> anyhow::Result<X509> {
     let resp = http
         .get(format!("{url}?operation=GetCACert"))
         .send()
         .await?;
-    let der = resp.bytes().await?;
-    if let Ok(cert) = X509::from_der(&der) {
-        return Ok(cert);
-    }
-    let p7 = openssl::pkcs7::Pkcs7::from_der(&der)
-        .context("GetCACert answer is neither a certificate nor PKCS#7")?;
-    let certs = p7
-        .signed()
-        .and_then(|s| s.certificates())
-        .context("no certificates in GetCACert")?;
-    Ok(certs
-        .iter()
-        .next()
-        .context("empty GetCACert chain")?
-        .to_owned())
+    let body = resp.bytes().await?;
+    enrollca::scep::client::ca_of_getcacert(&body).map_err(anyhow::Error::msg)
 }
 
 fn build_requests(

@@ -43,6 +43,9 @@ pub enum CaError {
     Build(#[from] rcgen::Error),
 }
 
+/// DER certificates, shared.
+pub type Certificates = Arc<[Vec<u8>]>;
+
 /// The roots clients are told to trust, and the cross certificates between them (root
 /// rotation): what `/roots.pem` and `/ca/cross.pem` serve and alternate chains end with.
 #[derive(Debug, Default)]
@@ -52,6 +55,8 @@ pub struct Trust {
     /// `cross_above`'s answers by issuer (SHA-256 of its DER): finding one parses
     /// certificates and checks a signature, and every ACME certificate download asks.
     above: Mutex<HashMap<[u8; 32], Option<usize>>>,
+    /// `above`'s answers by CA (SHA-256 of its DER): SCEP asks on every GetCACert and CertRep.
+    paths: Mutex<HashMap<[u8; 32], Certificates>>,
 }
 
 impl Trust {
@@ -60,6 +65,7 @@ impl Trust {
             roots,
             cross,
             above: Mutex::default(),
+            paths: Mutex::default(),
         }
     }
 
@@ -99,6 +105,40 @@ impl Trust {
             found
         });
         index.map(|i| self.cross[i].as_slice())
+    }
+
+    /// What lies above a CA certificate on the way to the roots: the root that signed it, then
+    /// the cross certificate (if any) that leads from that root to the other root a client may
+    /// trust after a rotation. Empty for a self-signed CA, or one no root here signed.
+    pub fn above(&self, ca_der: &[u8]) -> Certificates {
+        let key = hierarchy::sha256(ca_der);
+        let lock = || self.paths.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = lock().get(&key) {
+            return known.clone();
+        }
+        let found: Certificates = self.find_above(ca_der).into();
+        lock().insert(key, found.clone());
+        found
+    }
+
+    fn find_above(&self, ca_der: &[u8]) -> Vec<Vec<u8>> {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let Ok((_, ca)) = X509Certificate::from_der(ca_der) else {
+            return Vec::new();
+        };
+        if ca.subject().as_raw() == ca.issuer().as_raw() && ca.verify_signature(None).is_ok() {
+            return Vec::new();
+        }
+        let root = self.roots.iter().find(|r| {
+            X509Certificate::from_der(r).is_ok_and(|(_, r)| {
+                r.subject().as_raw() == ca.issuer().as_raw()
+                    && ca.verify_signature(Some(r.public_key())).is_ok()
+            })
+        });
+        root.into_iter()
+            .cloned()
+            .chain(self.cross_above(ca_der).map(<[u8]>::to_vec))
+            .collect()
     }
 
     fn find_cross_above(&self, issuer_der: &[u8]) -> Option<usize> {

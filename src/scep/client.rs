@@ -87,3 +87,17 @@ impl Identity {
         }
     }
 }
+
+/// The SCEP CA in a GetCACert answer: the certificate itself, or the first of a chain (a
+/// certs-only PKCS#7, which openssl reads in the order served).
+pub fn ca_of_getcacert(body: &[u8]) -> Result<openssl::x509::X509, String> {
+    if let Ok(cert) = openssl::x509::X509::from_der(body) {
+        return Ok(cert);
+    }
+    let p7 = openssl::pkcs7::Pkcs7::from_der(body)
+        .map_err(|_| "GetCACert answer is neither a certificate nor PKCS#7".to_owned())?;
+    p7.signed()
+        .and_then(|s| s.certificates())
+        .and_then(|certs| certs.iter().next().map(ToOwned::to_owned))
+        .ok_or_else(|| "no certificate in GetCACert's chain".to_owned())
+}

@@ -62,10 +62,12 @@ pub async fn get(
             state.scep.caps(),
         )
             .into_response(),
-        Some("GetCACert") => match state.scep.ca_cert() {
-            Ok(der) => {
-                ([(header::CONTENT_TYPE, "application/x-x509-ca-cert")], der).into_response()
-            }
+        Some("GetCACert") => match state.scep.ca_certs() {
+            Ok(certs) => (
+                [(header::CONTENT_TYPE, certs.content_type())],
+                certs.into_body(),
+            )
+                .into_response(),
             Err(e) => e.into_response(),
         },
         Some("GetNextCACert") => match state.scep.next_ca_cert() {

@@ -8,7 +8,7 @@ use super::pending::{Approval, Decision, PendingRequest, Requested};
 use super::wire::{self, MessageSigner, Outcome, Payload, SignedMessage, WireError};
 use crate::ca::Serial;
 use crate::ca::csr::{Csr, CsrError};
-use crate::ca::{Ca, IssueError, IssueRequest, KeyFamily};
+use crate::ca::{Ca, IssueError, IssueRequest, IssuerId, KeyFamily};
 use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::policy::{Names, PolicyError, Template, Vouched};
@@ -141,6 +141,30 @@ impl Refusal {
     }
 }
 
+/// GetCACert's answer (RFC 8894 §4.2.1).
+pub enum CaCerts {
+    /// A self-signed SCEP CA: its certificate (DER), `application/x-x509-ca-cert`.
+    Alone(Vec<u8>),
+    /// A SCEP CA under a root: a certs-only SignedData holding it first and every certificate
+    /// above it, `application/x-x509-ca-ra-cert`.
+    Chain(Vec<u8>),
+}
+
+impl CaCerts {
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            Self::Alone(_) => "application/x-x509-ca-cert",
+            Self::Chain(_) => "application/x-x509-ca-ra-cert",
+        }
+    }
+
+    pub fn into_body(self) -> Vec<u8> {
+        match self {
+            Self::Alone(der) | Self::Chain(der) => der,
+        }
+    }
+}
+
 impl ScepService {
     pub fn new(
         ca: Arc<Ca>,
@@ -171,15 +195,23 @@ impl ScepService {
             .collect()
     }
 
-    /// The SCEP CA certificate (DER): the active RSA issuer, which decrypts and signs.
-    pub fn ca_cert(&self) -> Result<Vec<u8>, ScepError> {
+    /// GetCACert's answer: the active RSA issuer, which decrypts and signs, with what a
+    /// client needs above it.
+    pub fn ca_certs(&self) -> Result<CaCerts, ScepError> {
         let issuers = self.ca.issuers();
         let rsa = issuers.active(KeyFamily::Rsa).ok_or(ScepError::NoIssuer)?;
-        Ok(rsa.cert_der().to_vec())
+        let mut chain = self.chain_of(rsa.cert_der());
+        if chain.len() == 1 {
+            return Ok(CaCerts::Alone(chain.remove(0)));
+        }
+        wire::degenerate(&chain)
+            .map(CaCerts::Chain)
+            .map_err(|e| ScepError::Internal(e.to_string()))
     }
 
-    /// The staged next SCEP CA (GetNextCACert): its certificate in a certs-only SignedData,
-    /// signed by the current CA so clients can trust it before it takes over.
+    /// The staged next SCEP CA (GetNextCACert): its certificate and the certificates above it
+    /// in a certs-only SignedData, signed by the current CA so clients can trust it before it
+    /// takes over.
     pub fn next_ca_cert(&self) -> Result<Vec<u8>, ScepError> {
         let issuers = self.ca.issuers();
         let active = issuers.active(KeyFamily::Rsa).ok_or(ScepError::NoIssuer)?;
@@ -193,8 +225,29 @@ impl ScepService {
                 .pkey()
                 .map_err(|e| ScepError::Internal(e.to_string()))?,
         };
-        wire::next_ca(&signer, &[next.cert_der().to_vec()])
+        wire::next_ca(&signer, &self.chain_of(next.cert_der()))
             .map_err(|e| ScepError::Internal(e.to_string()))
+    }
+
+    /// A SCEP CA certificate and every certificate above it up to its root, then the cross
+    /// certificate a client trusting another root needs (RFC 8894 §4.2.1.2): what GetCACert
+    /// serves and what follows the issued certificate in a CertRep.
+    fn chain_of(&self, ca_der: &[u8]) -> Vec<Vec<u8>> {
+        let above = self.ca.trust().above(ca_der);
+        std::iter::once(ca_der.to_vec())
+            .chain(above.iter().cloned())
+            .collect()
+    }
+
+    /// An issued certificate as a CertRep carries it: first, then its SCEP CA's chain.
+    fn with_chain(&self, leaf: Vec<u8>, issuer: &IssuerId) -> Result<Vec<Vec<u8>>, Refusal> {
+        let issuers = self.ca.issuers();
+        let issuer = issuers
+            .get(issuer)
+            .ok_or_else(|| Refusal::Internal(format!("issuer {issuer} is not loaded")))?;
+        Ok(std::iter::once(leaf)
+            .chain(self.chain_of(issuer.cert_der()))
+            .collect())
     }
 
     /// Handles a PKIOperation; every refusal of a decrypted request is a signed FAILURE.
@@ -321,9 +374,7 @@ impl ScepService {
                     .await
                     .map_err(|e| Refusal::Internal(e.to_string()))?
                     .ok_or_else(|| Refusal::Internal(format!("approved {serial} is missing")))?;
-                let issuers = self.ca.issuers();
-                let mut certs = vec![record.der];
-                certs.extend(issuers.get(&record.issuer).map(|i| i.cert_der().to_vec()));
+                let certs = self.with_chain(record.der, &record.issuer)?;
                 Ok(Some(Payload::Certs(certs)))
             }
         }
@@ -568,7 +619,7 @@ impl ScepService {
                 IssueError::Store(StoreError::ChallengeUnavailable) => Refusal::Challenge,
                 other => Refusal::Internal(other.to_string()),
             })?;
-        Ok(issued.certificates().map(<[u8]>::to_vec).collect())
+        self.with_chain(issued.record.der, &issued.record.issuer)
     }
 
     /// Enrolments held for approval, oldest transaction ids first; `waiting_only` leaves out

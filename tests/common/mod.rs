@@ -296,14 +296,42 @@ impl Server {
         minted["challenge"].as_str().unwrap().to_owned()
     }
 
-    /// SCEP GetCACert, which must be a single DER certificate, converted by openssl to a PEM
-    /// file in `dir`.
-    pub async fn scep_ca_pem(&self, dir: &Path) -> PathBuf {
+    /// What SCEP GetCACert serves, as a client bootstraps from it, in a PEM bundle in `dir`
+    /// (the SCEP CA first): a lone self-signed CA (`application/x-x509-ca-cert`), or the CA
+    /// with every certificate above it in a certs-only PKCS#7 (`application/x-x509-ca-ra-cert`),
+    /// unpacked by openssl.
+    pub async fn scep_ca_certs(&self, dir: &Path) -> PathBuf {
         let resp = reqwest::get(self.url("/scep?operation=GetCACert"))
             .await
             .unwrap();
-        assert_eq!(resp.headers()["content-type"], "application/x-x509-ca-cert");
-        der_to_pem(dir, "scep-ca", &resp.bytes().await.unwrap())
+        assert_eq!(resp.status(), 200);
+        let kind = resp.headers()["content-type"].to_str().unwrap().to_owned();
+        let body = resp.bytes().await.unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        match kind.as_str() {
+            "application/x-x509-ca-cert" => der_to_pem(dir, "scep-ca", &body),
+            "application/x-x509-ca-ra-cert" => {
+                let p7 = dir.join("getcacert.p7b");
+                std::fs::write(&p7, &body).unwrap();
+                let pem = dir.join("scep-ca.pem");
+                let out = run(
+                    "openssl",
+                    &[
+                        "pkcs7",
+                        "-inform",
+                        "DER",
+                        "-print_certs",
+                        "-in",
+                        p7.to_str().unwrap(),
+                        "-out",
+                        pem.to_str().unwrap(),
+                    ],
+                );
+                assert!(out.status.success(), "openssl pkcs7: {}", stderr(&out));
+                pem
+            }
+            other => panic!("GetCACert answered {other}"),
+        }
     }
 
     /// Issues through `POST /api/v1/certificates` for a fresh openssl key of type `key`
@@ -402,11 +430,50 @@ pub fn der_to_pem(dir: &Path, name: &str, der: &[u8]) -> PathBuf {
     pem_path
 }
 
-/// Runs micromdm scepclient against the server; an empty `challenge` leaves the flag out.
+/// SHA-256 (hex) of the SCEP CA certificate GetCACert serves now (fetched with curl): the
+/// pin micromdm scepclient needs to pick the CA it encrypts to out of a chain, as an Apple
+/// device pins its root with `CAFingerprint`.
+pub fn scep_ca_fingerprint(server: &Server) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("getcacert");
+    let out = run(
+        "curl",
+        &[
+            "-sSf",
+            "-o",
+            body.to_str().unwrap(),
+            &server.url("/scep?operation=GetCACert"),
+        ],
+    );
+    assert!(out.status.success(), "GetCACert: {}", stderr(&out));
+    // A chain: openssl lists the certificates in the order served (a DER SET OF decoder
+    // would sort them), the SCEP CA first.
+    let listed = run(
+        "openssl",
+        &[
+            "pkcs7",
+            "-inform",
+            "DER",
+            "-print_certs",
+            "-in",
+            body.to_str().unwrap(),
+        ],
+    );
+    let ca = if listed.status.success() {
+        split_pem(dir.path(), "served", &stdout(&listed)).remove(0)
+    } else {
+        der_to_pem(dir.path(), "served", &std::fs::read(&body).unwrap())
+    };
+    openssl_fingerprint(&ca).replace(':', "").to_lowercase()
+}
+
+/// Runs micromdm scepclient against the server, pinned to its SCEP CA; an empty `challenge`
+/// leaves the flag out.
 pub fn scepclient(server: &Server, dir: &Path, cn: &str, challenge: &str) -> Output {
     std::fs::create_dir_all(dir).unwrap();
     let mut cmd = Command::new("scepclient");
-    cmd.args(["-server-url", &server.url("/scep")]);
+    cmd.args(["-server-url", &server.url("/scep")])
+        .args(["-ca-fingerprint", &scep_ca_fingerprint(server)]);
     if !challenge.is_empty() {
         cmd.args(["-challenge", challenge]);
     }
@@ -532,6 +599,13 @@ pub fn openssl_self_signed(dir: &Path, name: &str, subject: &str) -> (PathBuf, P
 /// TLS client authentication; fails the test with openssl's words.
 pub fn assert_chain_verifies(roots: &str, intermediate: &str, leaf: &str) {
     assert_chain_verifies_for("sslclient", roots, intermediate, leaf);
+}
+
+/// openssl verifies `leaf` for TLS client use with nothing but what GetCACert served
+/// (`scep_ca_certs`) as its trust: what an enrolled device and its peers can rely on.
+pub fn assert_verifies_with_getcacert(getcacert: &Path, leaf: &Path) {
+    let bundle = getcacert.to_str().unwrap();
+    assert_chain_verifies(bundle, bundle, leaf.to_str().unwrap());
 }
 
 /// `assert_chain_verifies` for another openssl `-purpose` (e.g. `sslserver`).
