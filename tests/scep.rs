@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use serde_json::Value;
@@ -831,4 +831,235 @@ async fn validation_webhook_over_https_verifies_the_validator() {
     assert!(format!("{}{}", stdout(&out), stderr(&out)).contains("badRequest"));
     assert_eq!(server.events().await.len(), 1);
     cancel.cancel();
+}
+
+/// scepclient, certmonger and strongSwan each enrol knowing only the server's SCEP URL and
+/// what GetCACert serves (plus scepclient's pin, taken from it); each certificate verifies
+/// with openssl against that answer and nothing else. Returns GetCACert's certificates.
+async fn every_client_enrols_from_getcacert_alone(server: &Server, dir: &Path) -> Vec<PathBuf> {
+    let served = server.scep_ca_certs(&dir.join("getcacert")).await;
+    let listed = split_pem(dir, "served", &std::fs::read_to_string(&served).unwrap());
+
+    let out = scepclient(server, &dir.join("scepclient"), "device-sc", CHALLENGE);
+    assert!(
+        out.status.success(),
+        "scepclient: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_verifies_with_getcacert(&served, &dir.join("scepclient/cert.pem"));
+
+    let cm = Certmonger::start(&dir.join("certmonger"));
+    let out = cm.getcert(&[
+        "add-scep-ca",
+        "-c",
+        "enrollca",
+        "-u",
+        &server.url("/scep"),
+        "-N",
+        served.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (key, cert) = (dir.join("cm.key"), dir.join("cm.pem"));
+    let out = cm.request(&key, &cert, "CN=device-cm", CHALLENGE);
+    let status = cm.status(&request_id(&out));
+    assert!(
+        status.contains("status: MONITORING"),
+        "certmonger: {status}"
+    );
+    assert_verifies_with_getcacert(&served, &cert);
+
+    let ss = dir.join("strongswan");
+    std::fs::create_dir_all(&ss).unwrap();
+    let out = std::process::Command::new("pki")
+        .args(["--scepca", "--url", &server.url("/scep")])
+        .args(["--caout", ss.join("ca.der").to_str().unwrap(), "--force"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pki --scepca: {}", stderr(&out));
+    // It writes each certificate it received as ca.der, ca-1.der, ...: the SCEP CA (to
+    // encrypt to) and the root (its anchor) are found by their fingerprints.
+    let written: Vec<PathBuf> = std::fs::read_dir(&ss)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "der"))
+        .collect();
+    assert_eq!(written.len(), listed.len(), "{written:?}");
+    let fingerprint = |p: &Path| {
+        stdout(&run(
+            "openssl",
+            &[
+                "x509",
+                "-noout",
+                "-fingerprint",
+                "-sha256",
+                "-in",
+                p.to_str().unwrap(),
+            ],
+        ))
+    };
+    let find = |wanted: &Path| {
+        written
+            .iter()
+            .find(|w| fingerprint(w) == fingerprint(wanted))
+            .unwrap_or_else(|| panic!("strongSwan did not write {}", wanted.display()))
+            .clone()
+    };
+    let (enc, anchor) = (find(&listed[0]), find(listed.get(1).unwrap_or(&listed[0])));
+    let key = ss.join("ss.key");
+    assert!(
+        run(
+            "openssl",
+            &["genrsa", "-out", key.to_str().unwrap(), "2048"]
+        )
+        .status
+        .success()
+    );
+    let out = std::process::Command::new("pki")
+        .args([
+            "--scep",
+            "--url",
+            &server.url("/scep"),
+            "--in",
+            key.to_str().unwrap(),
+        ])
+        .args(["--dn", "CN=device-ss", "--password", CHALLENGE])
+        .args([
+            "--cacert-enc",
+            enc.to_str().unwrap(),
+            "--cacert-sig",
+            enc.to_str().unwrap(),
+        ])
+        .args([
+            "--cacert",
+            anchor.to_str().unwrap(),
+            "--cipher",
+            "aes",
+            "--digest",
+            "sha256",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pki --scep: {}", stderr(&out));
+    let cert = ss.join("ss.der");
+    std::fs::write(&cert, &out.stdout).unwrap();
+    assert_verifies_with_getcacert(&served, &cert);
+    listed
+}
+
+/// Issue 24: a self-signed SCEP CA imported as it is (a single-level CA, as micromdm makes)
+/// is served alone, as `application/x-x509-ca-cert`, and every client bootstraps from it.
+#[tokio::test]
+async fn clients_bootstrap_from_an_imported_self_signed_scep_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (key, ca) = (d.join("ca.key"), d.join("ca.pem"));
+    let out = run(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            ca.to_str().unwrap(),
+            "-subj",
+            "/CN=Imported SCEP CA/O=test",
+            "-days",
+            "3650",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature,keyEncipherment",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (ca, key) = (ca.to_str().unwrap(), key.to_str().unwrap());
+    let data = init_dir(
+        d,
+        &[
+            "--root-cert",
+            ca,
+            "--root-key",
+            key,
+            "--rsa-issuer-cert",
+            ca,
+            "--rsa-issuer-key",
+            key,
+        ],
+        &[],
+    );
+    let server = Server::start(&data, &[("ENROLLCA_SCEP_CHALLENGE", CHALLENGE)]);
+    let resp = reqwest::get(server.url("/scep?operation=GetCACert"))
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/x-x509-ca-cert");
+
+    let served = every_client_enrols_from_getcacert_alone(&server, d).await;
+    assert_eq!(served.len(), 1);
+    assert_eq!(
+        openssl_fingerprint(&served[0]),
+        openssl_fingerprint(Path::new(ca))
+    );
+}
+
+/// Issue 24: after `ca rotate root` and a SCEP CA prepared and activated under the new root, GetCACert
+/// serves the new SCEP CA, the new root and the cross certificate from the old root, and every
+/// client bootstraps from that.
+#[tokio::test]
+async fn clients_bootstrap_from_getcacert_after_a_root_rotation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let server = Server::start(&data, &[("ENROLLCA_SCEP_CHALLENGE", CHALLENGE)]);
+    let before = server.scep_ca_certs(&tmp.path().join("before")).await;
+    let before = split_pem(
+        tmp.path(),
+        "before",
+        &std::fs::read_to_string(&before).unwrap(),
+    );
+    server.cli_ok(&["ca", "rotate", "root"]);
+    server.cli_ok(&["ca", "rotate", "prepare", "--family", "rsa"]);
+    server.cli_ok(&["ca", "rotate", "activate", "--family", "rsa"]);
+
+    let served = every_client_enrols_from_getcacert_alone(&server, tmp.path()).await;
+    assert_eq!(
+        served.len(),
+        3,
+        "the new SCEP CA, the new root, the cross certificate"
+    );
+    let subject = |p: &Path| {
+        stdout(&run(
+            "openssl",
+            &[
+                "x509",
+                "-noout",
+                "-subject",
+                "-issuer",
+                "-in",
+                p.to_str().unwrap(),
+            ],
+        ))
+    };
+    let (old_root, new_root, cross) = (
+        subject(&before[1]),
+        subject(&served[1]),
+        subject(&served[2]),
+    );
+    assert_ne!(old_root, new_root);
+    // The cross certificate is the new root's name and key, issued by the old root.
+    let name = |s: &str, which: &str| {
+        s.lines()
+            .find(|l| l.starts_with(which))
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(name(&cross, "subject"), name(&new_root, "subject"));
+    assert_eq!(name(&cross, "issuer"), name(&old_root, "subject"));
 }
