@@ -618,18 +618,18 @@ async fn run_profile(cmd: ProfileCommand) -> anyhow::Result<()> {
                 .iter()
                 .find(|i| i.family == KeyFamily::Rsa && i.state == IssuerState::Active)
                 .ok_or_else(|| anyhow::anyhow!("no active RSA issuer serves SCEP"))?;
-            let der = enrollca::datadir::pem_certs(scep_ca.pem.as_bytes())?
-                .into_iter()
-                .next()
+            // The SCEP CA, then any intermediates: the last is the one a root signed.
+            let top = enrollca::datadir::pem_certs(scep_ca.pem.as_bytes())?
+                .pop()
                 .ok_or_else(|| anyhow::anyhow!("issuer {} has no certificate", scep_ca.id))?;
             // Apple compares CAFingerprint with the root of what GetCACert serves: the SCEP
             // CA itself when it is self-signed, else the root above it.
             let roots = backend.roots(&dir).await?;
             let anchor = enrollca::ca::Trust::new(roots, Vec::new())
-                .above(&der)
+                .above(&top)
                 .first()
                 .cloned()
-                .unwrap_or(der);
+                .unwrap_or(top);
             let fingerprint = openssl::sha::sha1(&anchor).to_vec();
             let url = format!("{}/scep", config.listen.public_url());
             print!(

@@ -1063,3 +1063,152 @@ async fn clients_bootstrap_from_getcacert_after_a_root_rotation() {
     assert_eq!(name(&cross, "subject"), name(&new_root, "subject"));
     assert_eq!(name(&cross, "issuer"), name(&old_root, "subject"));
 }
+
+/// Issue 24: an imported three-level hierarchy (root → intermediate → SCEP CA, the SCEP CA's
+/// file carrying the intermediate after it) is served whole by GetCACert, and every client
+/// bootstraps from it.
+#[tokio::test]
+async fn clients_bootstrap_from_an_imported_three_level_hierarchy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let p = |name: &str| d.join(name).to_str().unwrap().to_owned();
+    let ok = |args: &[&str]| {
+        let out = run("openssl", args);
+        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+    };
+    ok(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &p("root.key"),
+        "-out",
+        &p("root.pem"),
+        "-subj",
+        "/CN=Imported Root/O=test",
+        "-days",
+        "3650",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    // Each CA below: a key, a request, a certificate signed by its parent.
+    let ca = |name: &str, key: &[&str], parent: &str, ext: &str| {
+        let mut args = vec!["req", "-new", "-nodes"];
+        args.extend_from_slice(key);
+        let (keyfile, csr, ext_file) = (
+            p(&format!("{name}.key")),
+            p(&format!("{name}.csr")),
+            p(&format!("{name}.ext")),
+        );
+        let subj = format!("/CN=Imported {name}/O=test");
+        args.extend_from_slice(&["-keyout", &keyfile, "-out", &csr, "-subj", &subj]);
+        ok(&args);
+        std::fs::write(&ext_file, ext).unwrap();
+        ok(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &p(&format!("{parent}.pem")),
+            "-CAkey",
+            &p(&format!("{parent}.key")),
+            "-CAcreateserial",
+            "-out",
+            &p(&format!("{name}.pem")),
+            "-days",
+            "2000",
+            "-extfile",
+            &ext_file,
+        ]);
+    };
+    ca(
+        "intermediate",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "root",
+        "basicConstraints=critical,CA:TRUE,pathlen:1\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    );
+    ca(
+        "scep",
+        &["-newkey", "rsa:2048"],
+        "intermediate",
+        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign,digitalSignature,keyEncipherment\n",
+    );
+    let bundle = format!(
+        "{}{}",
+        std::fs::read_to_string(p("scep.pem")).unwrap(),
+        std::fs::read_to_string(p("intermediate.pem")).unwrap()
+    );
+    std::fs::write(p("scep-chain.pem"), bundle).unwrap();
+    let data = init_dir(
+        d,
+        &[
+            "--root-cert",
+            &p("root.pem"),
+            "--root-key",
+            &p("root.key"),
+            "--rsa-issuer-cert",
+            &p("scep-chain.pem"),
+            "--rsa-issuer-key",
+            &p("scep.key"),
+        ],
+        &[],
+    );
+    let server = Server::start(&data, &[("ENROLLCA_SCEP_CHALLENGE", CHALLENGE)]);
+    let served = every_client_enrols_from_getcacert_alone(&server, &d.join("clients")).await;
+    let fingerprints: Vec<String> = served.iter().map(|c| openssl_fingerprint(c)).collect();
+    let expected: Vec<String> = ["scep.pem", "intermediate.pem", "root.pem"]
+        .iter()
+        .map(|f| openssl_fingerprint(&d.join(f)))
+        .collect();
+    assert_eq!(
+        fingerprints, expected,
+        "the SCEP CA, the intermediate, the root"
+    );
+
+    // An intermediate that did not sign the SCEP CA is refused at init, naming the break.
+    ca(
+        "stranger",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "root",
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    );
+    std::fs::write(
+        p("wrong-chain.pem"),
+        format!(
+            "{}{}",
+            std::fs::read_to_string(p("scep.pem")).unwrap(),
+            std::fs::read_to_string(p("stranger.pem")).unwrap()
+        ),
+    )
+    .unwrap();
+    let out = enrollca(
+        &[
+            "init",
+            "--data",
+            &p("refused"),
+            "--root-cert",
+            &p("root.pem"),
+            "--root-key",
+            &p("root.key"),
+            "--rsa-issuer-cert",
+            &p("wrong-chain.pem"),
+            "--rsa-issuer-key",
+            &p("scep.key"),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("was not signed by the next certificate of its chain"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!d.join("refused").exists());
+}

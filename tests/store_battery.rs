@@ -461,6 +461,7 @@ async fn state_survives_reopening() {
             family: KeyFamily::Rsa,
             state: IssuerState::Active,
             cert_der: vec![1, 2, 3],
+            intermediates: vec![vec![4, 5].into()],
             key_file: "ca/issuers/x.key".into(),
             created_at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
         };
@@ -486,6 +487,7 @@ async fn state_survives_reopening() {
         let issuers = store.issuers().await.unwrap();
         assert_eq!(issuers.len(), 1, "{name}: put_issuer replaces");
         assert_eq!(issuers[0].state, IssuerState::Retiring);
+        assert_eq!(issuers[0].intermediates, issuer_rec.intermediates);
         // The feed continues where it stopped.
         assert_eq!(
             store
@@ -902,6 +904,7 @@ async fn issuer_changes_are_all_or_nothing_with_their_events() {
             family: KeyFamily::Ecdsa,
             state,
             cert_der: vec![n],
+            intermediates: Vec::new(),
             key_file: format!("ca/issuers/{n}.key"),
             created_at: now,
         };

@@ -714,12 +714,12 @@ impl AcmeService {
             AcmeError::internal(format!("issuer {} is not loaded", record.issuer))
         })?;
         let trust = self.ca.trust();
-        let cross = trust.cross_above(issuer.cert_der());
+        let cross = trust.cross_above(issuer.top());
         if alternate && cross.is_none() {
             return Err(AcmeError::not_found("alternate chain"));
         }
-        let chain = [record.der.as_slice(), issuer.cert_der()]
-            .into_iter()
+        let chain = std::iter::once(record.der.as_slice())
+            .chain(issuer.chain())
             .chain(cross.filter(|_| alternate))
             .map(|der| crate::datadir::to_pem("CERTIFICATE", der))
             .collect();

@@ -129,7 +129,7 @@ async fn build(dir: &DataDir, opts: &InitOptions) -> anyhow::Result<InitReport> 
         (KeyFamily::Rsa, &opts.rsa_issuer, "SCEP"),
         (KeyFamily::Ecdsa, &opts.ecdsa_issuer, "ACME"),
     ] {
-        let Made { cert_der, key } = match source {
+        let (Made { cert_der, key }, intermediates) = match source {
             Source::Generate(spec) => {
                 ensure!(
                     spec.family() == family,
@@ -138,16 +138,17 @@ async fn build(dir: &DataDir, opts: &InitOptions) -> anyhow::Result<InitReport> 
                 let root_key = root_key.as_ref().context(
                     "the root key is not available: import the issuing CAs as well (--rsa-issuer-cert/--ecdsa-issuer-cert)",
                 )?;
-                hierarchy::issuing_ca(
+                let made = hierarchy::issuing_ca(
                     &root_der,
                     root_key,
                     CaKey::generate(*spec)?,
                     &format!("{org} {name} Issuing CA {suffix}"),
                     org,
-                )?
+                )?;
+                (made, Vec::new())
             }
             Source::Import { cert, key } => {
-                let cert_der = read_one_cert(cert)?;
+                let (cert_der, intermediates) = read_chain(cert, &root_der)?;
                 let key_path = key
                     .as_deref()
                     .context("an imported issuing CA needs its key file")?;
@@ -157,8 +158,9 @@ async fn build(dir: &DataDir, opts: &InitOptions) -> anyhow::Result<InitReport> 
                     "{}: expected a {family} key",
                     key_path.display()
                 );
-                check_issued_by(&cert_der, &root_der)?;
-                Made { cert_der, key }
+                hierarchy::check_path(&cert_der, &intermediates, &root_der)
+                    .map_err(|why| anyhow::anyhow!("{}: {why}", cert.display()))?;
+                (Made { cert_der, key }, intermediates)
             }
         };
         let id = IssuerId::for_spki(&key.spki_der());
@@ -170,6 +172,7 @@ async fn build(dir: &DataDir, opts: &InitOptions) -> anyhow::Result<InitReport> 
                 family,
                 state: IssuerState::Active,
                 cert_der,
+                intermediates: intermediates.into_iter().map(Into::into).collect(),
                 key_file: DataDir::issuer_key_rel(&id),
                 created_at: OffsetDateTime::now_utc(),
             })
@@ -277,6 +280,17 @@ format = "text"
     )
 }
 
+/// An issuing CA's certificate file: the CA first, then the intermediates above it, nearest
+/// first (a trailing copy of the root is dropped; the CA may be the root itself).
+fn read_chain(path: &Path, root_der: &[u8]) -> anyhow::Result<(Vec<u8>, Vec<Vec<u8>>)> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut certs = pem_certs(&pem).with_context(|| format!("{}: not PEM", path.display()))?;
+    ensure!(!certs.is_empty(), "{}: no certificate", path.display());
+    let ca = certs.remove(0);
+    certs.retain(|c| c != root_der);
+    Ok((ca, certs))
+}
+
 fn read_one_cert(path: &Path) -> anyhow::Result<Vec<u8>> {
     let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let mut certs = pem_certs(&pem).with_context(|| format!("{}: not PEM", path.display()))?;
@@ -311,15 +325,6 @@ fn check_root(der: &[u8], key: Option<&CaKey>) -> anyhow::Result<()> {
             "the root key does not match the root certificate"
         );
     }
-    Ok(())
-}
-
-/// An issuing CA certificate signed by the root (init's imports, rotation's imports).
-pub(crate) fn check_issued_by(der: &[u8], root_der: &[u8]) -> anyhow::Result<()> {
-    let (cert, root) = (parse(der)?, parse(root_der)?);
-    ensure!(cert.is_ca(), "the issuing CA certificate is not a CA");
-    cert.verify_signature(Some(root.public_key()))
-        .map_err(|_| anyhow::anyhow!("the issuing CA certificate was not signed by the root"))?;
     Ok(())
 }
 

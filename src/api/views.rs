@@ -124,16 +124,22 @@ pub struct IssuerView {
     #[serde(with = "time::serde::rfc3339")]
     pub not_after: OffsetDateTime,
     pub sha256_fingerprint: String,
+    /// The issuer's certificate, then the intermediates between it and its root (imported
+    /// hierarchies), nearest first.
     pub pem: String,
 }
 
 impl IssuerView {
-    pub fn new(
+    pub fn new<'a>(
         id: &IssuerId,
         family: KeyFamily,
         state: IssuerState,
-        cert_der: &[u8],
+        chain: impl IntoIterator<Item = &'a [u8]>,
     ) -> anyhow::Result<Self> {
+        let chain: Vec<&[u8]> = chain.into_iter().collect();
+        let cert_der = *chain
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("issuer {id} has no certificate"))?;
         use x509_parser::prelude::{FromDer, X509Certificate};
         let (_, cert) =
             X509Certificate::from_der(cert_der).map_err(|e| anyhow::anyhow!("issuer {id}: {e}"))?;
@@ -145,16 +151,18 @@ impl IssuerView {
             not_before: cert.validity().not_before.to_datetime(),
             not_after: cert.validity().not_after.to_datetime(),
             sha256_fingerprint: crate::ca::hierarchy::fingerprint(cert_der),
-            pem: to_pem("CERTIFICATE", cert_der),
+            pem: chain.iter().map(|c| to_pem("CERTIFICATE", c)).collect(),
         })
     }
 
     pub fn from_record(rec: &IssuerRecord) -> anyhow::Result<Self> {
-        Self::new(&rec.id, rec.family, rec.state, &rec.cert_der)
+        let chain = std::iter::once(rec.cert_der.as_slice())
+            .chain(rec.intermediates.iter().map(|c| c.as_slice()));
+        Self::new(&rec.id, rec.family, rec.state, chain)
     }
 
     pub fn from_issuer(i: &Issuer) -> anyhow::Result<Self> {
-        Self::new(i.id(), i.family(), i.state(), i.cert_der())
+        Self::new(i.id(), i.family(), i.state(), i.chain())
     }
 }
 

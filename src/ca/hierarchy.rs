@@ -214,6 +214,39 @@ fn parent_not_after(der: &[u8]) -> Result<OffsetDateTime, CaError> {
     Ok(cert.validity().not_after.to_datetime())
 }
 
+/// Checks that `ca_der`, with the `intermediates` above it in order, leads to `root_der`:
+/// each is a CA certificate signed by the next, the last signed by the root. Why not, if not.
+pub fn check_path(ca_der: &[u8], intermediates: &[Vec<u8>], root_der: &[u8]) -> Result<(), String> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    fn parse(der: &[u8]) -> Result<X509Certificate<'_>, String> {
+        X509Certificate::from_der(der)
+            .map(|(_, c)| c)
+            .map_err(|e| format!("unparsable certificate: {e}"))
+    }
+    let path: Vec<&[u8]> = std::iter::once(ca_der)
+        .chain(intermediates.iter().map(Vec::as_slice))
+        .collect();
+    let root = parse(root_der)?;
+    for (i, der) in path.iter().enumerate() {
+        let cert = parse(der)?;
+        let name = if i == 0 {
+            "the issuing CA certificate".to_owned()
+        } else {
+            format!("intermediate {}", cert.subject())
+        };
+        if !cert.is_ca() {
+            return Err(format!("{name} is not a CA"));
+        }
+        let (parent, what) = match path.get(i + 1) {
+            Some(next) => (parse(next)?, "the next certificate of its chain"),
+            None => (root.clone(), "the root"),
+        };
+        cert.verify_signature(Some(parent.public_key()))
+            .map_err(|_| format!("{name} was not signed by {what}"))?;
+    }
+    Ok(())
+}
+
 /// SHA-256, as the fixed-size value hashes are stored and compared as.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     ring::digest::digest(&ring::digest::SHA256, bytes)

@@ -196,7 +196,7 @@ impl Ca {
                         device = record.device.as_ref().map(DeviceId::as_str), "issued");
                     return Ok(Issued {
                         record,
-                        chain: vec![issuer.cert_der().to_vec()],
+                        chain: issuer.chain().map(<[u8]>::to_vec).collect(),
                     });
                 }
                 Err(StoreError::DuplicateSerial(s)) => {

@@ -76,6 +76,8 @@ pub struct Issuer {
     id: IssuerId,
     state: IssuerState,
     cert_der: Vec<u8>,
+    /// The CA certificates between this one and its root, nearest first.
+    intermediates: Vec<Vec<u8>>,
     subject: String,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
@@ -130,6 +132,7 @@ impl Issuer {
             id,
             state,
             cert_der,
+            intermediates: Vec::new(),
             subject,
             not_before,
             not_after,
@@ -148,7 +151,8 @@ impl Issuer {
         public_url: &str,
     ) -> Result<Self, CaError> {
         let key = keys.load(&record.key_file, data_dir)?;
-        let issuer = Self::new(record.cert_der.clone(), key, record.state, public_url)?;
+        let mut issuer = Self::new(record.cert_der.clone(), key, record.state, public_url)?;
+        issuer.intermediates = record.intermediates.iter().map(|c| c.to_vec()).collect();
         if issuer.id != record.id || issuer.family() != record.family {
             return Err(CaError::BadCaCert(format!(
                 "issuer record {} does not describe its certificate",
@@ -172,6 +176,18 @@ impl Issuer {
 
     pub fn cert_der(&self) -> &[u8] {
         &self.cert_der
+    }
+
+    /// This CA's certificate, then the intermediates above it: what follows a certificate it
+    /// issued in a chain (the root, and any cross certificate, come from `Trust::above`).
+    pub fn chain(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(self.cert_der.as_slice())
+            .chain(self.intermediates.iter().map(Vec::as_slice))
+    }
+
+    /// The top of `chain`: the certificate a root signed.
+    pub fn top(&self) -> &[u8] {
+        self.intermediates.last().unwrap_or(&self.cert_der)
     }
 
     pub fn subject(&self) -> &str {

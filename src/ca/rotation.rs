@@ -106,7 +106,7 @@ impl Rotation {
             .active(family)
             .ok_or(RotationError::NothingStaged(family))?
             .clone();
-        let Made { cert_der, key } = match import {
+        let (Made { cert_der, key }, intermediates) = match import {
             Some(Import::Files { cert_pem, key_pem }) => {
                 self.imported(&cert_pem, &key_pem, family)?
             }
@@ -129,11 +129,12 @@ impl Rotation {
                 };
                 let (root_der, root_key) = self.current_root()?;
                 let (cn, org) = next_names(active.cert_der());
-                tokio::task::spawn_blocking(move || {
+                let made = tokio::task::spawn_blocking(move || {
                     hierarchy::issuing_ca(&root_der, &root_key, key, &cn, &org)
                 })
                 .await
-                .map_err(|e| RotationError::Io(e.to_string()))??
+                .map_err(|e| RotationError::Io(e.to_string()))??;
+                (made, Vec::new())
             }
         };
         let id = IssuerId::for_spki(&key.spki_der());
@@ -158,6 +159,7 @@ impl Rotation {
             family,
             state: IssuerState::Next,
             cert_der,
+            intermediates: intermediates.into_iter().map(Into::into).collect(),
             key_file,
             created_at: self.now(),
         };
@@ -335,42 +337,45 @@ impl Rotation {
         Ok((root, key))
     }
 
-    /// A next issuer signed offline by one of our roots.
+    /// A next issuer signed offline by one of our roots, directly or through the intermediates
+    /// that follow it in `cert_pem`; returns it with those intermediates.
     fn imported(
         &self,
         cert_pem: &[u8],
         key_pem: &[u8],
         family: KeyFamily,
-    ) -> Result<Made, RotationError> {
+    ) -> Result<(Made, Vec<Vec<u8>>), RotationError> {
         let bad = |m: String| RotationError::BadImport(m);
+        let trust = self.ca.trust();
         let mut certs = crate::datadir::pem_certs(cert_pem).map_err(|e| bad(e.to_string()))?;
-        if certs.len() != 1 {
-            return Err(bad(format!("{} certificates, expected one", certs.len())));
+        if certs.is_empty() {
+            return Err(bad("no certificate".into()));
         }
         let cert_der = certs.remove(0);
+        // A bundle may end with the root itself: it is not an intermediate.
+        certs.retain(|c| !trust.roots.contains(c));
         let key = CaKey::from_pem(key_pem, self.keys.passphrase.as_ref(), "the imported key")
             .map_err(|e| bad(e.to_string()))?;
         if key.family() != family {
             return Err(bad(format!("a {} key for the {family} line", key.family())));
         }
-        let trust = self.ca.trust();
         let checks: Vec<_> = trust
             .roots
             .iter()
-            .map(|root| crate::admin::init::check_issued_by(&cert_der, root))
+            .map(|root| hierarchy::check_path(&cert_der, &certs, root))
             .collect();
         if !checks.iter().any(Result::is_ok) {
             let why = checks
                 .into_iter()
                 .find_map(Result::err)
-                .map_or_else(|| "no root".to_owned(), |e| e.to_string());
+                .unwrap_or_else(|| "no root".to_owned());
             return Err(bad(why));
         }
         let (_, cert) = X509Certificate::from_der(&cert_der).map_err(|e| bad(e.to_string()))?;
         if cert.public_key().raw != key.spki_der().as_slice() {
             return Err(bad("the key does not match the certificate".into()));
         }
-        Ok(Made { cert_der, key })
+        Ok((Made { cert_der, key }, certs))
     }
 
     fn now(&self) -> OffsetDateTime {

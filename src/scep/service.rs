@@ -8,7 +8,7 @@ use super::pending::{Approval, Decision, PendingRequest, Requested};
 use super::wire::{self, MessageSigner, Outcome, Payload, SignedMessage, WireError};
 use crate::ca::Serial;
 use crate::ca::csr::{Csr, CsrError};
-use crate::ca::{Ca, IssueError, IssueRequest, IssuerId, KeyFamily};
+use crate::ca::{Ca, IssueError, IssueRequest, Issuer, IssuerId, KeyFamily};
 use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::policy::{Names, PolicyError, Template, Vouched};
@@ -200,7 +200,7 @@ impl ScepService {
     pub fn ca_certs(&self) -> Result<CaCerts, ScepError> {
         let issuers = self.ca.issuers();
         let rsa = issuers.active(KeyFamily::Rsa).ok_or(ScepError::NoIssuer)?;
-        let mut chain = self.chain_of(rsa.cert_der());
+        let mut chain = self.chain_of(rsa);
         if chain.len() == 1 {
             return Ok(CaCerts::Alone(chain.remove(0)));
         }
@@ -225,16 +225,16 @@ impl ScepService {
                 .pkey()
                 .map_err(|e| ScepError::Internal(e.to_string()))?,
         };
-        wire::next_ca(&signer, &self.chain_of(next.cert_der()))
-            .map_err(|e| ScepError::Internal(e.to_string()))
+        wire::next_ca(&signer, &self.chain_of(next)).map_err(|e| ScepError::Internal(e.to_string()))
     }
 
     /// A SCEP CA certificate and every certificate above it up to its root, then the cross
     /// certificate a client trusting another root needs (RFC 8894 §4.2.1.2): what GetCACert
     /// serves and what follows the issued certificate in a CertRep.
-    fn chain_of(&self, ca_der: &[u8]) -> Vec<Vec<u8>> {
-        let above = self.ca.trust().above(ca_der);
-        std::iter::once(ca_der.to_vec())
+    fn chain_of(&self, ca: &Issuer) -> Vec<Vec<u8>> {
+        let above = self.ca.trust().above(ca.top());
+        ca.chain()
+            .map(<[u8]>::to_vec)
             .chain(above.iter().cloned())
             .collect()
     }
@@ -245,9 +245,7 @@ impl ScepService {
         let issuer = issuers
             .get(issuer)
             .ok_or_else(|| Refusal::Internal(format!("issuer {issuer} is not loaded")))?;
-        Ok(std::iter::once(leaf)
-            .chain(self.chain_of(issuer.cert_der()))
-            .collect())
+        Ok(std::iter::once(leaf).chain(self.chain_of(issuer)).collect())
     }
 
     /// Handles a PKIOperation; every refusal of a decrypted request is a signed FAILURE.

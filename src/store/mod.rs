@@ -224,6 +224,10 @@ pub struct IssuerRecord {
     pub state: IssuerState,
     #[serde(with = "serde_bytes")]
     pub cert_der: Vec<u8>,
+    /// The CA certificates between this one and its root, nearest first (an imported issuer
+    /// under an intermediate); empty when the root signed it.
+    #[serde(default)]
+    pub intermediates: Vec<serde_bytes::ByteBuf>,
     /// Key file, relative to the data directory.
     pub key_file: String,
     #[serde(with = "time::serde::rfc3339")]
