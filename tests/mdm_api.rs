@@ -415,3 +415,98 @@ async fn events_reach_the_webhook_in_order_after_it_was_down() {
     assert_eq!(events[3]["type"], "revoked");
     assert_eq!(events[0]["serial"], serials[0].as_str());
 }
+
+/// Issue 24, item 6: a DDM status report lists every certificate a device holds; the MDM
+/// asks about them in one call and gets `/validate`'s answer for each, in order.
+#[tokio::test]
+async fn a_batch_is_judged_entry_by_entry_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let server = Server::start(&data, &[]);
+    let dir = tmp.path();
+    let (good, good_pem) = issue(&server, dir, "b-good", "DEVICE-B").await;
+    let (revoked, revoked_pem) = issue(&server, dir, "b-revoked", "DEVICE-B").await;
+    let resp = server
+        .post(&format!("/api/v1/certificates/{revoked}/revoke"))
+        .json(&json!({"reason": "keyCompromise"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (_, foreign) = openssl_self_signed(dir, "b-foreign", "/CN=elsewhere");
+    let foreign_pem = std::fs::read_to_string(&foreign).unwrap();
+    let revoked_b64: String = revoked_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+
+    let batch = |certificates: Vec<String>| {
+        let server = &server;
+        async move {
+            server
+                .post("/api/v1/validate/batch")
+                .json(&json!({ "certificates": certificates }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let asked = vec![
+        good_pem.clone(),
+        revoked_b64,
+        foreign_pem,
+        "not a certificate".to_owned(),
+        good_pem.clone(),
+    ];
+    let resp = batch(asked.clone()).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), asked.len());
+    let statuses: Vec<&str> = results
+        .iter()
+        .map(|r| r["status"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(statuses, ["good", "revoked", "not-ours", "-", "good"]);
+    assert_eq!(results[0]["serial"], good.as_str());
+    assert_eq!(results[0]["device"], "DEVICE-B");
+    assert_eq!(results[1]["revocation_reason"], "keyCompromise");
+    // Each answer is what /validate says, the unreadable entry its 400's reason.
+    for (i, text) in asked.iter().enumerate() {
+        let single = validate(&server, text).await;
+        let single: Value = single.json().await.unwrap();
+        match results[i].get("error") {
+            Some(error) => assert_eq!(*error, single["detail"], "entry {i}"),
+            None => assert_eq!(results[i], single, "entry {i}"),
+        }
+    }
+
+    // 1,000 RSA device certificates (over a megabyte of PEM): answered; 1,001: refused.
+    let (_, chain) = server.issue(dir, "b-rsa", "rsa:2048", "rsa").await;
+    let rsa_pem = std::fs::read_to_string(&chain[0]).unwrap();
+    let full = vec![rsa_pem.clone(); 1000];
+    assert!(full.concat().len() > 1 << 20);
+    let resp = batch(full).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1000);
+    assert!(results.iter().all(|r| r["status"] == "good"));
+    let resp = batch(vec![rsa_pem; 1001]).await;
+    assert_eq!(resp.status(), 400);
+    let problem: Value = resp.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("at most 1000"),
+        "{problem}"
+    );
+
+    // A token is needed, as for /validate.
+    let resp = server
+        .client
+        .post(server.url("/api/v1/validate/batch"))
+        .json(&json!({ "certificates": [good_pem] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}

@@ -178,4 +178,15 @@ async fn the_document_matches_the_routes_and_the_responses() {
         &response_schema(&doc, "/api/v1/validate", "post"),
         &validated.json().await.unwrap(),
     );
+    let batch = server
+        .post("/api/v1/validate/batch")
+        .json(&json!({"certificates": [issued["chain_pem"], "not a certificate"]}))
+        .send()
+        .await
+        .unwrap();
+    validate(
+        &doc,
+        &response_schema(&doc, "/api/v1/validate/batch", "post"),
+        &batch.json().await.unwrap(),
+    );
 }

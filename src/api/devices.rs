@@ -76,7 +76,68 @@ pub async fn validate(
     State(app): State<Arc<AppState>>,
     Json(body): Json<ValidateBody>,
 ) -> Result<axum::Json<ValidateView>, ApiError> {
-    let der = certificate_der(&body.certificate)?;
+    judge(&app, &body.certificate).await.map(axum::Json)
+}
+
+/// Most certificates one batch may ask about.
+pub const MAX_BATCH: usize = 1000;
+
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateBatchBody {
+    /// Client certificates, PEM or base64 DER: at most 1,000.
+    pub certificates: Vec<String>,
+}
+
+/// One entry's answer: the verdict `/validate` gives, or why the entry is not a certificate.
+#[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BatchAnswer {
+    Verdict(ValidateView),
+    Unreadable {
+        /// What `/validate` would have answered with HTTP 400.
+        error: String,
+    },
+}
+
+#[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
+pub struct ValidateBatchView {
+    /// One answer per certificate asked about, in the order asked.
+    pub results: Vec<BatchAnswer>,
+}
+
+/// `POST /api/v1/validate/batch`: many certificates at once, as a device's DDM status report
+/// (`security.certificate.list`) lists them. An entry that is not a certificate gets its reason
+/// in place; the batch as a whole is refused only when it is too large.
+#[utoipa::path(post, path = "/api/v1/validate/batch", tag = "devices",
+    description = "Each certificate judged as /api/v1/validate does, answers in the order asked (scope read). At most 1,000 per batch.",
+    request_body = ValidateBatchBody,
+    responses((status = 200, body = ValidateBatchView), (status = 400, description = "More than 1,000 certificates")))]
+pub async fn validate_batch(
+    _: Can<Read>,
+    State(app): State<Arc<AppState>>,
+    Json(body): Json<ValidateBatchBody>,
+) -> Result<axum::Json<ValidateBatchView>, ApiError> {
+    if body.certificates.len() > MAX_BATCH {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_BATCH} certificates per batch, not {}",
+            body.certificates.len()
+        )));
+    }
+    let mut results = Vec::with_capacity(body.certificates.len());
+    for text in &body.certificates {
+        results.push(match judge(&app, text).await {
+            Ok(verdict) => BatchAnswer::Verdict(verdict),
+            Err(ApiError::BadRequest(error)) => BatchAnswer::Unreadable { error },
+            Err(other) => return Err(other),
+        });
+    }
+    Ok(axum::Json(ValidateBatchView { results }))
+}
+
+/// The verdict on one presented certificate; `BadRequest` when it is not one.
+async fn judge(app: &AppState, text: &str) -> Result<ValidateView, ApiError> {
+    let der = certificate_der(text)?;
     let (rest, cert) = X509Certificate::from_der(&der)
         .map_err(|e| ApiError::BadRequest(format!("not an X.509 certificate: {e}")))?;
     if !rest.is_empty() {
@@ -96,19 +157,28 @@ pub async fn validate(
         known.filter(|s| s.der_sha256 == crate::ca::hierarchy::sha256(&der)),
     ) else {
         let issuers = app.ca.issuers();
-        let issuer = issuers.iter().find(|i| {
-            X509Certificate::from_der(i.cert_der()).is_ok_and(|(_, ca)| {
-                ca.subject() == cert.issuer()
-                    && cert.verify_signature(Some(ca.public_key())).is_ok()
-            })
-        });
-        return Ok(axum::Json(match issuer {
+        // Signature checks are CPU work: off the reactor (a batch may hold many strangers).
+        let signer = tokio::task::spawn_blocking(move || {
+            let (_, cert) = X509Certificate::from_der(&der).ok()?;
+            issuers
+                .iter()
+                .find(|i| {
+                    X509Certificate::from_der(i.cert_der()).is_ok_and(|(_, ca)| {
+                        ca.subject() == cert.issuer()
+                            && cert.verify_signature(Some(ca.public_key())).is_ok()
+                    })
+                })
+                .map(|i| i.id().clone())
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        return Ok(match signer {
             Some(issuer) => ValidateView {
-                issuer: Some(issuer.id().clone()),
+                issuer: Some(issuer),
                 ..ValidateView::verdict(Verdict::Unknown)
             },
             None => ValidateView::verdict(Verdict::NotOurs),
-        }));
+        });
     };
     let now = app.ca.clock().now();
     let (status, revoked_at, revocation_reason) = match state.status {
@@ -116,7 +186,7 @@ pub async fn validate(
         CertStatus::Good if state.is_expired(now) => (Verdict::Expired, None, None),
         CertStatus::Good => (Verdict::Good, None, None),
     };
-    Ok(axum::Json(ValidateView {
+    Ok(ValidateView {
         status,
         serial: Some(serial),
         issuer: Some(state.issuer),
@@ -124,7 +194,7 @@ pub async fn validate(
         not_after: Some(state.not_after),
         revoked_at,
         revocation_reason,
-    }))
+    })
 }
 
 /// PEM, or the base64 of DER.

@@ -23,6 +23,7 @@ pub use certificates::{get_certificate, issue_certificate, list_certificates, re
 pub use challenges::create_challenge;
 pub use devices::{
     DeviceRevokedView, DeviceView, ValidateView, Verdict, get_device, revoke_device, validate,
+    validate_batch,
 };
 pub use eab::{EabBody, EabView, create_eab_key};
 pub use held::{HeldList, HeldView, approve_held, list_held, reject_held};

@@ -85,6 +85,7 @@ impl Modify for Bearer {
         super::certificates::get_certificate,
         super::certificates::revoke_certificate,
         super::devices::validate,
+        super::devices::validate_batch,
         super::devices::get_device,
         super::devices::revoke_device,
         super::inventory::register_device,

@@ -15,6 +15,8 @@ use crate::scep;
 
 /// Largest request body accepted anywhere (CSRs, SCEP envelopes and JSON are far smaller).
 const MAX_BODY: usize = 1 << 20;
+/// A validation batch: 1,000 certificates of a few KiB each, in PEM.
+const MAX_BATCH_BODY: usize = 8 << 20;
 
 /// The routers of the two listeners. Plain HTTP serves what devices and relying parties
 /// fetch without credentials (SCEP, CRLs, OCSP, CA certificates, health, metrics); the API
@@ -83,6 +85,10 @@ fn api_routes() -> Router<Arc<AppState>> {
             axum::routing::delete(api::delete_token),
         )
         .route("/api/v1/validate", post(api::validate))
+        .route(
+            "/api/v1/validate/batch",
+            post(api::validate_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)),
+        )
         .route("/api/v1/devices", post(api::import_devices))
         .route(
             "/api/v1/devices/{id}",
