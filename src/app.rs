@@ -223,9 +223,12 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
             .context("events.webhook_url: cannot set up the HTTP client")?;
         tokio::spawn(webhook.run(shutdown.clone()));
     }
+    let expiring_before = time::Duration::try_from(config.events.expiring_before)
+        .context("events.expiring_before is out of range")?;
     tokio::spawn(sweep(
         state.ca.clone(),
         state.acme.clone(),
+        expiring_before,
         shutdown.clone(),
     ));
     let metrics = state.metrics.clone();
@@ -389,18 +392,24 @@ const CRL_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 36
 /// thisUpdate to nextUpdate of OCSP responses; cached ones are signed again after half.
 const OCSP_VALIDITY: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
 
-/// How often expiries are noted and expired one-time challenges and ACME orders deleted.
+/// How often expiries are noted and expired one-time challenges and ACME orders deleted (so
+/// an `expiring` or `expired` event comes at most this late).
 const SWEEP: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Abandoned ACME accounts are looked for every this many sweeps (daily): it reads every
 /// account, and an account is abandoned only after weeks.
 const ACCOUNT_SWEEP_EVERY: u32 = 144;
 
-/// Periodically: notes certificates that have expired in the event feed, and deletes expired
-/// one-time challenges, ACME orders and abandoned ACME accounts, so minting a challenge per
-/// device, an order per renewal or accounts by the thousand does not grow the store without
-/// bound.
-async fn sweep(ca: Arc<Ca>, acme: Arc<AcmeService>, shutdown: CancellationToken) {
+/// Periodically: notes certificates that have expired or will expire within
+/// `expiring_before` in the event feed, and deletes expired one-time challenges, ACME orders
+/// and abandoned ACME accounts, so minting a challenge per device, an order per renewal or
+/// accounts by the thousand does not grow the store without bound.
+async fn sweep(
+    ca: Arc<Ca>,
+    acme: Arc<AcmeService>,
+    expiring_before: time::Duration,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(SWEEP);
     let mut sweeps = 0u32;
     loop {
@@ -423,6 +432,13 @@ async fn sweep(ca: Arc<Ca>, acme: Arc<AcmeService>, shutdown: CancellationToken)
                     Ok(0) => {}
                     Ok(n) => tracing::info!(count = n, "expired certificates noted in the feed"),
                     Err(e) => tracing::warn!(error = %e, "could not note expired certificates"),
+                }
+                if !expiring_before.is_zero() {
+                    match ca.store().expiring(ca.clock().now(), expiring_before).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(count = n, "expiring certificates noted in the feed"),
+                        Err(e) => tracing::warn!(error = %e, "could not note expiring certificates"),
+                    }
                 }
                 match acme.purge_expired().await {
                     Ok(0) => {}

@@ -351,14 +351,28 @@ impl Default for Limits {
     }
 }
 
-/// Pushing the event feed to the MDM.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+/// The event feed and pushing it to the MDM.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Events {
     /// Every event is POSTed here, in order, at least once (retried with backoff).
     pub webhook_url: Option<String>,
     /// Key of the `X-Enrollca-Signature: sha256=<hex HMAC>` header over each body.
     pub webhook_secret: Option<Secret>,
+    /// How long before its notAfter a certificate gets its `expiring` event, so the MDM can
+    /// have the device renew in time. `0s`: none.
+    #[serde(with = "humantime_serde")]
+    pub expiring_before: Duration,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            webhook_secret: None,
+            expiring_before: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -535,6 +549,10 @@ const KEYS: &[(&str, Apply)] = &[
     }),
     ("events.webhook_secret", |c, v| {
         c.events.webhook_secret = non_empty(v).map(Secret::new);
+        Ok(())
+    }),
+    ("events.expiring_before", |c, v| {
+        c.events.expiring_before = parse_duration(v)?;
         Ok(())
     }),
     ("limits.header_read_timeout", |c, v| {

@@ -510,3 +510,52 @@ async fn a_batch_is_judged_entry_by_entry_in_order() {
         .unwrap();
     assert_eq!(resp.status(), 401);
 }
+
+/// Issue 24, item 7: a certificate due for renewal gets one `expiring` event
+/// (`events.expiring_before` ahead of its notAfter), noted by the sweep that runs at start
+/// and every 10 minutes; a revoked one gets none.
+#[tokio::test]
+async fn certificates_due_for_renewal_get_one_expiring_event() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let dir = tmp.path();
+    // Certificates live a year: with the default 30 days, nothing is due.
+    let server = Server::start(&data, &[]);
+    let (due, _) = issue(&server, dir, "e-due", "DEVICE-E").await;
+    let (revoked, _) = issue(&server, dir, "e-revoked", "DEVICE-E").await;
+    let resp = server
+        .post(&format!("/api/v1/certificates/{revoked}/revoke"))
+        .json(&json!({"reason": "superseded"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    server.stop();
+    let server = Server::start(&data, &[]);
+    assert!(!server.event_kinds().await.contains(&"expiring".to_owned()));
+    server.stop();
+
+    // A window longer than their lifetime: the good one is due, once. The sweep runs beside
+    // the listeners: its event is awaited, and a second start is watched for a while.
+    let env = [("ENROLLCA_EVENTS_EXPIRING_BEFORE", "400days")];
+    for start in 0..2 {
+        let server = Server::start(&data, &env);
+        let mut expiring = Vec::new();
+        for _ in 0..30 {
+            expiring = server
+                .events()
+                .await
+                .into_iter()
+                .filter(|e| e["type"] == "expiring")
+                .collect::<Vec<Value>>();
+            if start == 0 && !expiring.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(expiring.len(), 1, "start {start}: {expiring:?}");
+        assert_eq!(expiring[0]["serial"], due.as_str());
+        assert_eq!(expiring[0]["device"], "DEVICE-E");
+        server.stop();
+    }
+}

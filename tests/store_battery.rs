@@ -1041,3 +1041,80 @@ async fn revoked_listings_by_issuer_hold_exactly_the_revoked_across_a_reopen() {
     })
     .await;
 }
+
+/// Issue 24, item 7: `expiring` comes once per certificate, `within` before its notAfter,
+/// and never for one revoked, renewed or already expired; it survives reopening.
+#[tokio::test]
+async fn expiring_is_noted_once_for_certificates_still_to_renew() {
+    for_each_backend(|open, name, dir| async move {
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let ending = |device: &str, days: i64| {
+            let mut r = record(Some(device), 1);
+            r.not_after = now + Duration::days(days);
+            r
+        };
+        let soon = ending("soon", 10);
+        let later = ending("later", 60);
+        let revoked = ending("revoked", 10);
+        let renewed = ending("renewed", 10);
+        let renewal = CertRecord {
+            replaces: Some(renewed.serial.clone()),
+            ..ending("renewed", 365)
+        };
+        let mut gone = ending("gone", -1);
+        gone.not_before = now - Duration::days(30);
+        {
+            let store = open(dir.path());
+            for rec in [&soon, &later, &revoked, &renewed, &renewal, &gone] {
+                store
+                    .insert_certificate(rec.clone(), Linked::default())
+                    .await
+                    .unwrap();
+            }
+            store
+                .revoke(&revoked.serial, RevocationReason::Superseded, now)
+                .await
+                .unwrap();
+            assert_eq!(
+                store.expiring(now, Duration::days(30)).await.unwrap(),
+                1,
+                "{name}: only the one due, good, not renewed and not expired"
+            );
+            assert_eq!(
+                store.expiring(now, Duration::days(30)).await.unwrap(),
+                0,
+                "{name}: once"
+            );
+            let last = all_events(store.as_ref()).await.pop().unwrap();
+            assert_eq!(
+                (&last.kind, &last.serial),
+                (&EventKind::Expiring, &soon.serial),
+                "{name}"
+            );
+            assert_eq!(last.device.as_ref().map(|d| d.as_str()), Some("soon"));
+        }
+        // Reopened: what was noted stays noted; the rest come when due.
+        let store = open(dir.path());
+        assert_eq!(
+            store.expiring(now, Duration::days(30)).await.unwrap(),
+            0,
+            "{name}"
+        );
+        assert_eq!(
+            store.expiring(now, Duration::days(400)).await.unwrap(),
+            2,
+            "{name}: `later` and the renewal"
+        );
+        let noted: Vec<Serial> = all_events(store.as_ref())
+            .await
+            .into_iter()
+            .filter(|e| e.kind == EventKind::Expiring)
+            .map(|e| e.serial)
+            .collect();
+        assert_eq!(noted.len(), 3, "{name}");
+        for serial in [&soon.serial, &later.serial, &renewal.serial] {
+            assert!(noted.contains(serial), "{name}");
+        }
+    })
+    .await;
+}

@@ -259,6 +259,7 @@ subject_serial = false           # true: the attested serial number goes into th
 [events]
 # webhook_url = "https://mdm.internal/enrollca/events"   # every event POSTed, in order
 # webhook_secret = "change-me"                            # HMAC-SHA256 key of the signature
+expiring_before = "30days"        # an `expiring` event this long before a certificate's notAfter; "0s": none
 
 [limits]
 header_read_timeout = "10s"        # a request's headers (and a new connection's first request)

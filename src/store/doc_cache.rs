@@ -254,6 +254,14 @@ impl<S: Store> Store for DocCache<S> {
         self.inner.expire(now).await
     }
 
+    async fn expiring(
+        &self,
+        now: OffsetDateTime,
+        within: time::Duration,
+    ) -> Result<usize, StoreError> {
+        self.inner.expiring(now, within).await
+    }
+
     async fn revoke(
         &self,
         serial: &Serial,

@@ -176,6 +176,9 @@ pub enum EventKind {
     },
     /// Its notAfter has passed (noted by the periodic sweep, for certificates still good).
     Expired,
+    /// Its notAfter is less than `events.expiring_before` away: time to have the device renew
+    /// (noted once by the periodic sweep, for certificates still good and not yet renewed).
+    Expiring,
     /// CA rotation, with the issuing CA certificate's serial and the issuer's id: staged as
     /// the next issuer of its line …
     #[serde(rename = "issuer-staged")]
@@ -611,6 +614,15 @@ pub trait Store: Send + Sync + 'static {
     /// Appends an `expired` event for each certificate whose notAfter is before `now`, once
     /// per certificate, skipping revoked ones; returns how many.
     async fn expire(&self, now: OffsetDateTime) -> Result<usize, StoreError>;
+
+    /// Appends an `expiring` event for each certificate whose notAfter is before
+    /// `now + within` (and not yet past), once per certificate, skipping revoked ones and
+    /// those a renewal has replaced; returns how many.
+    async fn expiring(
+        &self,
+        now: OffsetDateTime,
+        within: time::Duration,
+    ) -> Result<usize, StoreError>;
 
     /// Marks a certificate revoked and appends the `revoked` event, atomically and durably.
     async fn revoke(

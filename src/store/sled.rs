@@ -60,6 +60,9 @@ struct Trees {
     docs: Tree,
     /// notAfter ‖ serial → nothing: certificates whose `expired` event is still to come.
     by_expiry: Tree,
+    /// notAfter ‖ serial → nothing: certificates whose `expiring` event is still to come
+    /// (neither revoked nor renewed yet). Holds `EXPIRING_INDEXED` once built.
+    by_expiring: Tree,
     /// issuer ‖ serial → when, why, and until when it would have been valid: what a CRL
     /// lists, without reading the certificates. Holds `REVOKED_INDEXED` once built.
     by_revoked: Tree,
@@ -80,6 +83,7 @@ enum TreeId {
     Docs,
     ByExpiry,
     ByRevoked,
+    ByExpiring,
 }
 
 impl Trees {
@@ -94,12 +98,15 @@ impl Trees {
             TreeId::Docs => &self.docs,
             TreeId::ByExpiry => &self.by_expiry,
             TreeId::ByRevoked => &self.by_revoked,
+            TreeId::ByExpiring => &self.by_expiring,
         }
     }
 }
 
 /// Marks `by_revoked` as complete (an owner id is never empty, so no entry collides).
 const REVOKED_INDEXED: &[u8] = &[0, 0];
+/// Marks `by_expiring` as built (shorter than any notAfter ‖ serial key, so it sorts first).
+const EXPIRING_INDEXED: &[u8] = &[0, 0];
 
 /// sled's page cache (its default is 1 GiB); the OS page cache holds the rest. The hot
 /// reads (certificate states, documents) are answered from caches in front of the store, so
@@ -120,6 +127,8 @@ enum Op {
     PutChallenge(ChallengeHash, Box<ChallengeRecord>),
     /// Note the expiry of these certificates (candidates read from `by_expiry`).
     Expire(Vec<Vec<u8>>, OffsetDateTime),
+    /// Note that these certificates expire soon (candidates read from `by_expiring`).
+    Expiring(Vec<Vec<u8>>, OffsetDateTime),
     /// Delete these challenges if they are still there and expired before the instant.
     PurgeChallenges(Vec<ChallengeHash>, OffsetDateTime),
     Revoke {
@@ -164,6 +173,7 @@ impl SledStore {
             docs: tree("docs")?,
             by_expiry: tree("by_expiry")?,
             by_revoked: tree("by_revoked")?,
+            by_expiring: tree("by_expiring")?,
             journal: tree("journal")?,
         };
         // sled syncs what it writes to its files, but not the directory entries that name
@@ -174,6 +184,7 @@ impl SledStore {
         replay_journal(&db, &trees)?;
         backfill_expiry(&trees)?;
         backfill_revoked(&trees)?;
+        backfill_expiring(&trees)?;
         let next_seq = match trees.events.last().map_err(backend)? {
             Some((key, _)) => decode_seq(&key)? + 1,
             None => 1,
@@ -278,6 +289,40 @@ impl Store for SledStore {
             match self.submit(Op::Expire(due, now)).await? {
                 Outcome::Purged(n) => noted += n,
                 _ => unreachable!("expire answers Purged"),
+            }
+            if !more {
+                return Ok(noted);
+            }
+        }
+    }
+
+    async fn expiring(
+        &self,
+        now: OffsetDateTime,
+        within: time::Duration,
+    ) -> Result<usize, StoreError> {
+        let until = ((now + within).unix_timestamp() as u64 ^ (1 << 63)).to_be_bytes();
+        // As `expire`: in commits of at most MAX_BATCH until none is due.
+        let mut noted = 0;
+        loop {
+            let due = self
+                .read(move |t| {
+                    t.by_expiring
+                        .range(..until)
+                        .keys()
+                        .filter(|k| k.as_ref().map_or(true, |k| k.as_ref() != EXPIRING_INDEXED))
+                        .take(MAX_BATCH)
+                        .map(|k| k.map(|k| k.to_vec()).map_err(backend))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await?;
+            let more = due.len() == MAX_BATCH;
+            if due.is_empty() {
+                return Ok(noted);
+            }
+            match self.submit(Op::Expiring(due, now)).await? {
+                Outcome::Purged(n) => noted += n,
+                _ => unreachable!("expiring answers Purged"),
             }
             if !more {
                 return Ok(noted);
@@ -596,6 +641,7 @@ impl Writer {
             docs,
             by_expiry,
             by_revoked,
+            by_expiring,
         ] = [
             TreeId::Certs,
             TreeId::ByDevice,
@@ -606,6 +652,7 @@ impl Writer {
             TreeId::Docs,
             TreeId::ByExpiry,
             TreeId::ByRevoked,
+            TreeId::ByExpiring,
         ]
         .map(|id| staged.tree(id));
         let mut seq = self.next_seq;
@@ -633,6 +680,14 @@ impl Writer {
                         }
                         by_issuer.insert(index_key(rec.issuer.as_str(), key), []);
                         by_expiry.insert(expiry_key(rec), []);
+                        by_expiring.insert(expiry_key(rec), []);
+                        // What a renewal replaces will not need renewing.
+                        if let Some(old) = &rec.replaces
+                            && let Some(bytes) = certs.get(old.as_bytes())?
+                            && let Ok(old) = decode::<CertRecord>("certs", &bytes)
+                        {
+                            by_expiring.remove(expiry_key(&old).as_slice())?;
+                        }
                         if let Some(hash) = linked.consume {
                             challenges.remove(hash.as_bytes())?;
                         }
@@ -660,6 +715,7 @@ impl Writer {
                                 reason: *reason,
                             };
                             certs.insert(serial.as_bytes(), encode(&rec));
+                            by_expiring.remove(expiry_key(&rec).as_slice())?;
                             by_revoked.insert(
                                 index_key(rec.issuer.as_str(), serial.as_bytes()),
                                 encode(&RevokedValue::of(&rec)),
@@ -684,6 +740,26 @@ impl Writer {
                         };
                         if rec.status == CertStatus::Good {
                             append_event(&events, &mut seq, &rec, EventKind::Expired, *now);
+                            noted += 1;
+                        }
+                    }
+                    Ok(Outcome::Purged(noted))
+                }
+                Op::Expiring(keys, now) => {
+                    let mut noted = 0;
+                    for key in keys {
+                        if by_expiring.remove(key.as_slice())?.is_none() {
+                            continue;
+                        }
+                        let Some(bytes) = certs.get(&key[8..])? else {
+                            continue;
+                        };
+                        let Ok(rec) = decode::<CertRecord>("certs", &bytes) else {
+                            continue;
+                        };
+                        // One already past its notAfter gets its `expired` event instead.
+                        if rec.status == CertStatus::Good && !rec.is_expired(*now) {
+                            append_event(&events, &mut seq, &rec, EventKind::Expiring, *now);
                             noted += 1;
                         }
                     }
@@ -1106,6 +1182,38 @@ fn backfill_revoked(t: &Trees) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Databases written before `by_expiring` existed get it built once, on open: every good
+/// certificate that no other renews.
+fn backfill_expiring(t: &Trees) -> Result<(), StoreError> {
+    if t.by_expiring
+        .contains_key(EXPIRING_INDEXED)
+        .map_err(backend)?
+    {
+        return Ok(());
+    }
+    let mut renewed = std::collections::HashSet::new();
+    let mut good = Vec::new();
+    for kv in t.certs.iter() {
+        let rec: CertRecord = decode("certs", &kv.map_err(backend)?.1)?;
+        if let Some(old) = &rec.replaces {
+            renewed.insert(old.clone());
+        }
+        if rec.status == CertStatus::Good {
+            good.push((rec.serial.clone(), expiry_key(&rec)));
+        }
+    }
+    for (serial, key) in good {
+        if !renewed.contains(&serial) {
+            t.by_expiring.insert(key, &[]).map_err(backend)?;
+        }
+    }
+    t.by_expiring
+        .insert(EXPIRING_INDEXED, &[])
+        .map_err(backend)?;
+    t.by_expiring.flush().map_err(backend)?;
+    Ok(())
+}
+
 /// Index key: length-prefixed owner, then the serial, so prefixes never collide.
 fn index_key(owner: &str, serial: &[u8]) -> Vec<u8> {
     let owner = owner.as_bytes();
@@ -1149,6 +1257,55 @@ mod tests {
             key: doc_key(&DocKey::new(DocKind::ApiToken, id)),
             value: value.map(|v| serde_bytes::ByteBuf::from([&1u64.to_be_bytes()[..], v].concat())),
         }
+    }
+
+    /// A database written before `by_expiring` existed: the index is built on open, without
+    /// what a renewal replaced, and only once.
+    #[tokio::test]
+    async fn the_expiring_index_is_built_once_for_an_older_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let record = |days: i64, replaces: Option<Serial>| CertRecord {
+            serial: Serial::random(),
+            issuer: "0123456789abcdef".parse().unwrap(),
+            subject: "CN=x".into(),
+            sans: Vec::new(),
+            device: None,
+            not_before: now - time::Duration::days(1),
+            not_after: now + time::Duration::days(days),
+            issued_at: now,
+            protocol: crate::store::Protocol::Admin,
+            profile: "p".into(),
+            replaces,
+            account: None,
+            attested: None,
+            status: CertStatus::Good,
+            der: vec![0x30, 0],
+        };
+        let soon = record(10, None);
+        let renewed = record(10, None);
+        let renewal = record(365, Some(renewed.serial.clone()));
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let certs = db.open_tree("certs").unwrap();
+            for rec in [&soon, &renewed, &renewal] {
+                certs.insert(rec.serial.as_bytes(), encode(rec)).unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let month = time::Duration::days(30);
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            assert_eq!(store.expiring(now, month).await.unwrap(), 1, "`soon` only");
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.expiring(now, month).await.unwrap(),
+            0,
+            "not built again"
+        );
+        let year = time::Duration::days(400);
+        assert_eq!(store.expiring(now, year).await.unwrap(), 1, "the renewal");
     }
 
     /// A crash after a commit's journal entry was flushed but before its writes reached
