@@ -182,12 +182,8 @@ mod tests {
         let webhook = Webhook::new(url.clone(), &Secret::new("s"), store.clone()).unwrap();
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(webhook.run(shutdown.clone()));
-        // A cursor document that does not decode: every write of the cursor conflicts with
-        // it, and re-reading it fails, so the cursor can never be stored.
-        let garbage = DocWrite::put(DocKind::WebhookCursor, &url, None, &"not a sequence");
-        store.write_docs(vec![garbage]).await.unwrap();
         let now = OffsetDateTime::now_utc();
-        let record = CertRecord {
+        let record = || CertRecord {
             serial: Serial::random(),
             issuer: "0123456789abcdef".parse().unwrap(),
             subject: "CN=x".into(),
@@ -204,17 +200,40 @@ mod tests {
             status: CertStatus::Good,
             der: vec![0x30, 0],
         };
-        let started = Instant::now();
+        // A first event, delivered and acknowledged: the loop is running, its cursor stored.
         store
-            .insert_certificate(record, Linked::default())
+            .insert_certificate(record(), Linked::default())
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(1_800)).await;
+        let key = DocKey::new(DocKind::WebhookCursor, url.as_str());
+        let stored = loop {
+            if let Some(doc) = store.doc(&key).await.unwrap() {
+                break doc.version;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        // The cursor document replaced by one that does not decode: the next write of the
+        // cursor conflicts with it and re-reading it fails, so it can never be stored again.
+        let garbage = DocWrite::put(
+            DocKind::WebhookCursor,
+            &url,
+            Some(stored),
+            &"not a sequence",
+        );
+        store.write_docs(vec![garbage]).await.unwrap();
+        seen.lock().unwrap().clear();
+        let started = Instant::now();
+        store
+            .insert_certificate(record(), Linked::default())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2_300)).await;
         shutdown.cancel();
         running.await.unwrap();
 
         let seen = seen.lock().unwrap().clone();
-        // At once, after 0.5 s, after a further 1 s: three deliveries, each gap longer.
+        // At once, after 0.5 s, after a further 1 s (the next would be 2 s later): three
+        // deliveries, each gap longer.
         let at: Vec<Duration> = seen.iter().take(5).map(|t| *t - started).collect();
         assert_eq!(seen.len(), 3, "deliveries, the first at {at:?}");
         let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1] - w[0]).collect();
