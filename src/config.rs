@@ -219,6 +219,8 @@ pub struct AcmeProfile {
     pub terms_of_service: Option<String>,
     /// device-attest-01 profiles: key types an attested key may have.
     pub attestation_key_types: Vec<KeyType>,
+    /// device-attest-01 profiles: what a device orders as its permanent-identifier.
+    pub permanent_identifier: PermanentIdentifier,
     /// device-attest-01 profiles: how a genuine device is known to be one of ours.
     pub device_inventory: DeviceInventory,
     /// With `device_inventory = "webhook"`: asked about each device; only a 2xx admits it.
@@ -230,6 +232,18 @@ pub struct AcmeProfile {
     /// private, link-local, CGNAT, multicast and unspecified addresses are refused, on the
     /// resolved address of the first request and of every redirect, unless listed here.
     pub internal_targets: Vec<ipnet::IpNet>,
+}
+
+/// What a device-attest-01 order names the device by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PermanentIdentifier {
+    /// Its serial number or UDID, which the attestation must show.
+    #[default]
+    SerialOrUdid,
+    /// A one-time ClientIdentifier the MDM minted for it (Apple's `ClientIdentifier`); the
+    /// attestation must show the serial number or UDID the inventory has for that device.
+    ClientIdentifier,
 }
 
 /// Where a device-attest-01 profile learns that a device belongs to this organisation: an
@@ -289,6 +303,7 @@ impl Default for AcmeProfile {
             external_account_required: false,
             terms_of_service: None,
             attestation_key_types: vec![KeyType::P256, KeyType::P384],
+            permanent_identifier: PermanentIdentifier::SerialOrUdid,
             device_inventory: DeviceInventory::Registered,
             inventory_webhook_url: None,
             subject_serial: false,
@@ -760,6 +775,16 @@ impl Config {
                 }
                 (_, Some(url)) => check_url("acme.profiles.inventory_webhook_url", url)?,
                 _ => {}
+            }
+            if profile.permanent_identifier == PermanentIdentifier::ClientIdentifier
+                && (!profile.attests() || profile.device_inventory != DeviceInventory::Registered)
+            {
+                return Err(ConfigError::Invalid {
+                    key: "acme.profiles",
+                    message: format!(
+                        "profile `{name}`: permanent_identifier = \"client-identifier\" needs device-attest-01 and device_inventory = \"registered\" (the attestation is checked against the serial number and UDID registered for the device)"
+                    ),
+                });
             }
         }
         for path in &self.acme.attestation_roots {

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use enrollca::admin::init::{InitOptions, Source, init};
 use enrollca::admin::{Backend, data_dir, dir_config};
 use enrollca::api::views::{CertView, ChallengeBody, IssueBody};
-use enrollca::api::{EabBody, PrepareBody, RootBody, Scope, TokenBody};
+use enrollca::api::{ClientIdentifierBody, EabBody, PrepareBody, RootBody, Scope, TokenBody};
 use enrollca::app::{ServeOptions, serve};
 use enrollca::ca::csr::San;
 use enrollca::ca::{KeyFamily, KeySpec, Serial};
@@ -172,6 +172,21 @@ enum AcmeCommand {
         /// The ACME profile the key is for.
         #[arg(long, default_value = "default")]
         profile: String,
+    },
+    /// Mint a one-time ClientIdentifier for a registered device, for the payload's
+    /// `ClientIdentifier` (printed once; only its hash is stored). Needs the server.
+    ClientIdentifier {
+        #[command(flatten)]
+        target: Target,
+        /// The device, as registered (`PUT /api/v1/devices/ID`).
+        #[arg(long)]
+        device: DeviceId,
+        /// The ACME profile it is for (its permanent_identifier must be "client-identifier").
+        #[arg(long, default_value = "device")]
+        profile: String,
+        /// How long it stays usable.
+        #[arg(long, default_value = "7days")]
+        ttl: humantime::Duration,
     },
 }
 
@@ -711,15 +726,40 @@ fn print_issuer(i: &enrollca::api::views::IssuerView, json: bool) -> anyhow::Res
 }
 
 async fn run_acme(cmd: AcmeCommand) -> anyhow::Result<()> {
-    let AcmeCommand::EabKey { target, profile } = cmd;
-    let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;
-    let key = backend.create_eab_key(&EabBody { profile }).await?;
-    if target.json {
-        println!("{}", serde_json::to_string_pretty(&key)?);
-    } else {
-        println!("kid       {}", key.kid);
-        println!("hmac key  {}", key.hmac_key);
-        println!("directory {}", key.directory);
+    match cmd {
+        AcmeCommand::EabKey { target, profile } => {
+            let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;
+            let key = backend.create_eab_key(&EabBody { profile }).await?;
+            if target.json {
+                println!("{}", serde_json::to_string_pretty(&key)?);
+            } else {
+                println!("kid       {}", key.kid);
+                println!("hmac key  {}", key.hmac_key);
+                println!("directory {}", key.directory);
+            }
+        }
+        AcmeCommand::ClientIdentifier {
+            target,
+            device,
+            profile,
+            ttl,
+        } => {
+            let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;
+            let body = ClientIdentifierBody {
+                device,
+                profile,
+                ttl: Some(ttl.into()),
+            };
+            let minted = backend.create_client_identifier(&body).await?;
+            if target.json {
+                println!("{}", serde_json::to_string_pretty(&minted)?);
+            } else {
+                println!("client identifier {}", minted.client_identifier);
+                println!("device            {}", minted.device);
+                println!("expires           {}", minted.expires_at);
+                println!("directory         {}", minted.directory);
+            }
+        }
     }
     Ok(())
 }

@@ -800,3 +800,181 @@ async fn the_cli_prints_apple_payloads_that_plistlib_reads() {
         json!([[["CN", "mdm-7"]]])
     );
 }
+
+/// Issue 24, item 3: a profile whose devices order with a one-time ClientIdentifier the MDM
+/// minted (Apple's payload `ClientIdentifier`): the attestation must show the serial number
+/// or UDID registered for that device, the certificate names the device by that serial
+/// number, never by the one-time value, and the value works once, until it expires, for
+/// its profile only.
+#[tokio::test]
+async fn a_one_time_client_identifier_stands_for_its_device_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = TestAttestationCa::generate("Test").unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let config_path = data.join("config.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let config = config.replacen(
+        "permanent_identifier = \"serial-or-udid\"",
+        "permanent_identifier = \"client-identifier\"",
+        1,
+    );
+    std::fs::write(&config_path, config).unwrap();
+    let server = device_server_in(tmp.path(), &data, &ca);
+    assert_eq!(
+        register(&server, "mdm-7", json!({"serial": SERIAL, "udid": UDID})).await,
+        201
+    );
+    assert_eq!(
+        register(&server, "mdm-8", json!({"serial": "C02OTHERDEV1"})).await,
+        201
+    );
+
+    // Minted by the CLI for mdm-7.
+    let out = server.cli_ok(&["acme", "client-identifier", "--device", "mdm-7"]);
+    let minted = out
+        .lines()
+        .find_map(|l| l.strip_prefix("client identifier "))
+        .unwrap_or_else(|| panic!("{out}"))
+        .trim()
+        .to_owned();
+    assert!(
+        minted.len() == 48 && minted.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{minted}"
+    );
+
+    let mut device = Client::new(&server, "device").await;
+    device.register().await;
+    let pending = order_for(&mut device, &minted).await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let resp = answer(
+        &mut device,
+        &pending,
+        &ca.attest(&key, &leaf_for(&pending.token)).unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    let finalize = pending.order["finalize"].as_str().unwrap().to_owned();
+    let csr = device_csr(&key, "Device");
+    let resp = device
+        .post(&finalize, Some(json!({"csr": B64.encode(&csr)})))
+        .await;
+    assert_eq!(resp.status, 200, "finalize: {}", resp.text);
+    let cert_url = resp.body["certificate"].as_str().unwrap().to_owned();
+    let chain = device.post(&cert_url, None).await.text;
+    let leaf = split_pem(tmp.path(), "ci", &chain).remove(0);
+    assert_eq!(
+        permanent_identifier(&std::fs::read(&leaf).unwrap()),
+        SERIAL,
+        "named by the attested serial number, not the one-time value"
+    );
+    let view = server.get_json("/api/v1/devices/mdm-7").await;
+    assert_eq!(view["certificates"][0]["attested"]["serial"], SERIAL);
+    let record = view["certificates"][0].to_string();
+    assert!(
+        !record.contains(&minted),
+        "the one-time value is nowhere in the record"
+    );
+
+    // Used: a second order with it is refused.
+    let mut again = Client::new(&server, "device").await;
+    again.register().await;
+    let url = again.url("newOrder");
+    let order =
+        |value: &str| json!({"identifiers": [{"type": "permanent-identifier", "value": value}]});
+    let resp = again.post(&url, Some(order(&minted))).await;
+    assert_eq!(
+        (resp.status, resp.problem()),
+        (400, "rejectedIdentifier"),
+        "{}",
+        resp.text
+    );
+    assert!(resp.text.contains("used already"), "{}", resp.text);
+
+    // Minted for mdm-8, attested as mdm-7's hardware: refused, nothing issued.
+    let api = |body: Value| {
+        let server = &server;
+        async move {
+            server
+                .post("/api/v1/acme/client-identifiers")
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let resp = api(json!({"device": "mdm-8"})).await;
+    assert_eq!(resp.status(), 201);
+    let other: Value = resp.json().await.unwrap();
+    assert_eq!(other["profile"], "device");
+    let other = other["client_identifier"].as_str().unwrap().to_owned();
+    let pending = order_for(&mut again, &other).await;
+    let resp = answer(
+        &mut again,
+        &pending,
+        &ca.attest(&key, &leaf_for(&pending.token)).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (resp.status, resp.problem()),
+        (400, "badAttestationStatement"),
+        "{}",
+        resp.text
+    );
+    assert!(
+        resp.text.contains("C02OTHERDEV1"),
+        "names the mismatch: {}",
+        resp.text
+    );
+
+    // Expired.
+    let resp = api(json!({"device": "mdm-7", "ttl": "1s"})).await;
+    let brief: Value = resp.json().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let resp = again
+        .post(
+            &url,
+            Some(order(brief["client_identifier"].as_str().unwrap())),
+        )
+        .await;
+    assert_eq!(
+        (resp.status, resp.problem()),
+        (400, "rejectedIdentifier"),
+        "{}",
+        resp.text
+    );
+    assert!(resp.text.contains("expired"), "{}", resp.text);
+
+    // Not minted: for an unregistered device, for a profile that names devices otherwise,
+    // for longer than 30 days; and an unknown value is refused like a used one.
+    for (body, status, why) in [
+        (json!({"device": "nobody"}), 409, "not registered"),
+        (
+            json!({"device": "mdm-7", "profile": "default"}),
+            400,
+            "not by ClientIdentifier",
+        ),
+        (json!({"device": "mdm-7", "ttl": "31days"}), 400, "ttl"),
+        (
+            json!({"device": "mdm-7", "profile": "nope"}),
+            404,
+            "no ACME profile",
+        ),
+    ] {
+        let resp = api(body.clone()).await;
+        assert_eq!(resp.status(), status, "{body}");
+        let text = resp.text().await.unwrap();
+        assert!(text.contains(why), "{body}: {text}");
+    }
+    let resp = again.post(&url, Some(order("NEVER-MINTED-VALUE"))).await;
+    assert_eq!(
+        (resp.status, resp.problem()),
+        (400, "rejectedIdentifier"),
+        "{}",
+        resp.text
+    );
+    assert_eq!(
+        certificate_count(&server).await,
+        1,
+        "one certificate in all"
+    );
+}

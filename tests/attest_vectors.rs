@@ -18,7 +18,7 @@ fn verifier() -> Verifier {
 fn expected() -> Expected<'static> {
     Expected {
         nonce: freshness_nonce("vector-token"),
-        identifier: "C02VECTOR01",
+        identifiers: &["C02VECTOR01"],
         key_types: &[KeyType::P256],
         now: datetime!(2027-06-01 0:00 UTC),
     }
@@ -47,7 +47,7 @@ fn the_stored_attestation_verifies_and_names_its_device_and_key() {
         Err(AttestError::Nonce(_))
     ));
     let other_id = Expected {
-        identifier: "C02OTHER",
+        identifiers: &["C02OTHER"],
         ..expected()
     };
     assert!(matches!(

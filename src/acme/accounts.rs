@@ -4,11 +4,13 @@
 use serde::Deserialize;
 use time::{Duration, OffsetDateTime};
 
+use super::client_identifiers::{self, ClientIdentifier, MintRefusal};
 use super::error::{AcmeError, ProblemType};
 use super::jws::{Binding, Jwk, Jws, KeyRef};
 use super::model::{Account, AccountStatus, EabKey};
 use super::service::{AcmeService, KeyUse, Profile, Signed, Signer, random_id};
 
+use crate::config::PermanentIdentifier;
 use crate::store::{DocKey, DocKind, DocWrite, Expect, MAX_PAGE, Store, StoreError, Stored};
 
 /// Most contacts an account may list.
@@ -332,6 +334,37 @@ impl AcmeService {
             .map_err(conflict_is_retryable)?;
         tracing::info!(account = %next.id, "ACME account key changed");
         Ok(next)
+    }
+
+    /// Mints a one-time ClientIdentifier for a registered device (admin API): the value, shown
+    /// once, and what it stands for.
+    pub async fn mint_client_identifier(
+        &self,
+        profile: &str,
+        device: &crate::store::DeviceId,
+        ttl: std::time::Duration,
+    ) -> Result<(String, ClientIdentifier), MintRefusal> {
+        let profile = self.profile(profile).map_err(|_| MintRefusal::NoProfile)?;
+        if profile.config.permanent_identifier != PermanentIdentifier::ClientIdentifier {
+            return Err(MintRefusal::NotTaken(profile.name.clone()));
+        }
+        if ttl < std::time::Duration::from_secs(1) || ttl > client_identifiers::MAX_TTL {
+            return Err(MintRefusal::Ttl);
+        }
+        let registered = crate::inventory::device(self.store().as_ref(), device).await?;
+        if registered.is_none() {
+            return Err(MintRefusal::Unregistered(device.clone()));
+        }
+        let now = self.now().replace_nanosecond(0).unwrap_or(self.now());
+        let record = ClientIdentifier {
+            device: device.clone(),
+            profile: profile.name.clone(),
+            expires_at: now + ttl,
+        };
+        let (value, write) = client_identifiers::mint(&record);
+        self.store().write_docs(vec![write]).await?;
+        tracing::info!(device = %device, profile = %profile.name, "ClientIdentifier minted");
+        Ok((value, record))
     }
 
     /// Mints an External Account Binding key for `profile` (admin API).

@@ -3,6 +3,7 @@
 
 mod accounts;
 pub mod client;
+pub mod client_identifiers;
 mod dns01;
 pub mod error;
 pub mod handlers;

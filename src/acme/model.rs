@@ -178,6 +178,10 @@ pub struct Order {
     /// The device, as the MDM's inventory names it, for orders of permanent identifiers.
     #[serde(default)]
     pub device: Option<DeviceId>,
+    /// The store key of the one-time ClientIdentifier the order was placed with, used up
+    /// with the certificate.
+    #[serde(default)]
+    pub client_identifier: Option<String>,
 }
 
 impl Order {
@@ -310,6 +314,10 @@ pub struct Authorization {
     /// What a valid device-attest-01 proved: the key the CSR must carry, and the device.
     #[serde(default)]
     pub attestation: Option<Attestation>,
+    /// For a ClientIdentifier: the serial number and UDID registered for its device, one of
+    /// which the attestation must show. Empty: it must show the identifier itself.
+    #[serde(default)]
+    pub hardware_ids: Vec<String>,
 }
 
 impl Authorization {
@@ -390,6 +398,7 @@ mod tests {
             expires: now + time::Duration::hours(1),
             state: OrderState::Open,
             device: None,
+            client_identifier: None,
         };
         use AuthzStatus as A;
         assert_eq!(

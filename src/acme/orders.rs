@@ -10,6 +10,7 @@ use serde::Deserialize;
 use time::{Duration, OffsetDateTime};
 
 use super::accounts::conflict_is_retryable;
+use super::client_identifiers;
 use super::error::{AcmeError, ProblemType, Subproblem};
 use super::model::{
     Account, Authorization, AuthzStatus, Challenge, ChallengeStatus, ChallengeType, Identifier,
@@ -19,6 +20,7 @@ use super::service::{AcmeService, KeyUse, Profile, Signed, Signer, random_id};
 use crate::attest::{AttestError, Attestation, Expected, freshness_nonce};
 use crate::ca::csr::{Csr, San};
 use crate::ca::{IssueError, IssueRequest, Serial};
+use crate::config::PermanentIdentifier;
 use crate::inventory::Refusal;
 use crate::policy::Attested;
 use crate::revocation::RevocationReason;
@@ -74,6 +76,19 @@ struct AuthzUpdate {
     status: String,
 }
 
+/// How a device order named its device.
+enum Admitted {
+    /// By its serial number or UDID.
+    ByHardware(DeviceId),
+    /// By a one-time ClientIdentifier (its store key), standing for a device registered with
+    /// these serial number and UDID.
+    ByClientIdentifier {
+        device: DeviceId,
+        key: String,
+        hardware_ids: Vec<String>,
+    },
+}
+
 /// An order with the statuses of its authorizations, as a client sees it now.
 pub struct OrderView {
     pub order: Order,
@@ -81,8 +96,10 @@ pub struct OrderView {
 }
 
 impl AcmeService {
-    /// The periodic sweep's part for ACME: expired orders go (see `purge_expired`).
+    /// The periodic sweep's part for ACME: expired orders go (see `purge_expired`), and
+    /// expired ClientIdentifiers. Returns how many orders went.
     pub async fn purge_expired(&self) -> Result<usize, StoreError> {
+        client_identifiers::purge_expired(self.store().as_ref(), self.now()).await?;
         purge_expired(self.store().as_ref(), self.now()).await
     }
 
@@ -104,10 +121,19 @@ impl AcmeService {
             )));
         }
         let identifiers = self.check_identifiers(profile, &req.identifiers)?;
-        let device = if profile.config.attests() {
+        let named = if profile.config.attests() {
             Some(self.admit_device(profile, &account, &identifiers).await?)
         } else {
             None
+        };
+        let (device, client_identifier, hardware_ids) = match named {
+            None => (None, None, Vec::new()),
+            Some(Admitted::ByHardware(device)) => (Some(device), None, Vec::new()),
+            Some(Admitted::ByClientIdentifier {
+                device,
+                key,
+                hardware_ids,
+            }) => (Some(device), Some(key), hardware_ids),
         };
         let now = self.now();
         let expires = (now + ORDER_LIFETIME).replace_nanosecond(0).unwrap_or(now);
@@ -138,6 +164,7 @@ impl AcmeService {
                         })
                         .collect(),
                     attestation: None,
+                    hardware_ids: hardware_ids.clone(),
                 }
             })
             .collect();
@@ -150,6 +177,7 @@ impl AcmeService {
             expires,
             state: OrderState::Open,
             device,
+            client_identifier,
         };
         let mut writes: Vec<_> = authzs
             .iter()
@@ -170,35 +198,77 @@ impl AcmeService {
     }
 
     /// A device order names one device, and the profile's inventory must know it: a genuine
-    /// device is not necessarily one of ours. Returns its device id.
+    /// device is not necessarily one of ours. By serial number or UDID, or by a one-time
+    /// ClientIdentifier the MDM minted for it, as the profile says.
     async fn admit_device(
         &self,
         profile: &Profile,
         account: &Account,
         identifiers: &[Identifier],
-    ) -> Result<DeviceId, AcmeError> {
+    ) -> Result<Admitted, AcmeError> {
         let [identifier] = identifiers else {
             return Err(AcmeError::malformed(
                 "a device order names exactly one permanent-identifier",
             ));
         };
+        let value = identifier.value.as_str();
+        let store = self.store().as_ref();
+        if profile.config.permanent_identifier == PermanentIdentifier::ClientIdentifier {
+            let minted = match client_identifiers::usable(store, value, &profile.name, self.now())
+                .await?
+            {
+                Ok(minted) => minted,
+                Err(unusable) => {
+                    tracing::info!(profile = %profile.name, reason = %unusable, "ClientIdentifier refused");
+                    return Err(AcmeError::new(
+                        ProblemType::RejectedIdentifier,
+                        unusable.to_string(),
+                    ));
+                }
+            };
+            let device = minted.value.device;
+            let registered = crate::inventory::device(store, &device).await?;
+            let hardware_ids: Vec<String> = registered
+                .iter()
+                .flat_map(|d| d.serial.iter().chain(&d.udid).cloned())
+                .collect();
+            if hardware_ids.is_empty() {
+                return Err(AcmeError::new(
+                    ProblemType::RejectedIdentifier,
+                    format!("the ClientIdentifier's device {device} is no longer registered"),
+                ));
+            }
+            return Ok(Admitted::ByClientIdentifier {
+                device,
+                key: client_identifiers::key_of(value),
+                hardware_ids,
+            });
+        }
         match profile
             .inventory
-            .admit(&profile.name, &account.id, &identifier.value)
+            .admit(&profile.name, &account.id, value)
             .await
         {
-            Ok(device) => Ok(device),
+            Ok(device) => Ok(Admitted::ByHardware(device)),
             Err(Refusal::Store(e)) => Err(e.into()),
             Err(refusal) => {
-                tracing::info!(profile = %profile.name, identifier = %identifier.value,
+                tracing::info!(profile = %profile.name, identifier = %value,
                     reason = %refusal, "device refused");
-                Err(AcmeError::new(
-                    ProblemType::RejectedIdentifier,
-                    format!(
-                        "{} is not a device this organisation manages",
-                        identifier.value
+                // A ClientIdentifier sent to a profile that names devices by serial number.
+                let minted = store
+                    .doc(&DocKey::new(
+                        DocKind::AcmeClientIdentifier,
+                        client_identifiers::key_of(value),
+                    ))
+                    .await?;
+                let detail = match minted {
+                    Some(_) => format!(
+                        "profile `{}` names devices by serial number or UDID, not by ClientIdentifier",
+                        profile.name
                     ),
-                ))
+                    None => format!("{value} is not a device this organisation manages"),
+                };
+                Err(AcmeError::new(ProblemType::RejectedIdentifier, detail))
             }
         }
     }
@@ -491,10 +561,15 @@ impl AcmeService {
         let Some(running) = self.validating.start(&authz.value.id) else {
             return Ok(authz.value);
         };
-        let (verifier, token, identifier, key_types) = (
+        // What the attested serial number or UDID must be: the ordered one, or one of those
+        // registered for the device a ClientIdentifier stands for.
+        let identifiers = match authz.value.hardware_ids.as_slice() {
+            [] => vec![authz.value.identifier.value.clone()],
+            registered => registered.to_vec(),
+        };
+        let (verifier, token, key_types) = (
             Arc::clone(&self.attestation),
             challenge.token.clone(),
-            authz.value.identifier.value.clone(),
             profile.config.attestation_key_types.clone(),
         );
         // Two P-384 verifications and CBOR/X.509 parsing: off the reactor.
@@ -506,7 +581,7 @@ impl AcmeService {
                 &bytes,
                 &Expected {
                     nonce: freshness_nonce(&token),
-                    identifier: &identifier,
+                    identifiers: &identifiers.iter().map(String::as_str).collect::<Vec<_>>(),
                     key_types: &key_types,
                     now,
                 },
@@ -574,6 +649,23 @@ impl AcmeService {
             ));
         };
         let ready_version = order.version;
+        // A ClientIdentifier is used up with the certificate, in the same write.
+        let use_up = match &order.value.client_identifier {
+            None => None,
+            Some(key) => {
+                let doc = self
+                    .store()
+                    .doc(&DocKey::new(DocKind::AcmeClientIdentifier, key.as_str()))
+                    .await?
+                    .ok_or_else(|| {
+                        AcmeError::new(
+                            ProblemType::RejectedIdentifier,
+                            "the order's ClientIdentifier was used by another order",
+                        )
+                    })?;
+                Some(client_identifiers::use_up(key, doc.version))
+            }
+        };
         let done = order.value.clone();
         let order_id = id.to_owned();
         let account_id = account.id.clone();
@@ -587,7 +679,7 @@ impl AcmeService {
                     valid.state = OrderState::Valid {
                         certificate: record.serial.clone(),
                     };
-                    vec![
+                    let mut writes = vec![
                         DocWrite::put(DocKind::AcmeOrder, &order_id, Some(ready_version), &valid),
                         DocWrite::put(
                             DocKind::AcmeAccountCert,
@@ -595,7 +687,9 @@ impl AcmeService {
                             None,
                             &(),
                         ),
-                    ]
+                    ];
+                    writes.extend(use_up.clone());
+                    writes
                 })),
                 attested,
                 ..IssueRequest::new(
@@ -617,6 +711,14 @@ impl AcmeService {
                     status: OrderStatus::Valid,
                 })
             }
+            // Another order used the ClientIdentifier first.
+            Err(IssueError::Store(StoreError::Conflict {
+                kind: DocKind::AcmeClientIdentifier,
+                ..
+            })) => Err(AcmeError::new(
+                ProblemType::RejectedIdentifier,
+                "the order's ClientIdentifier was used by another order",
+            )),
             // Another finalization won the race for the order.
             Err(IssueError::Store(StoreError::Conflict { .. })) => Err(AcmeError::new(
                 ProblemType::OrderNotReady,
@@ -679,8 +781,24 @@ impl AcmeService {
                 ),
             ));
         }
+        // A ClientIdentifier only stood for the device: the certificate names the device by
+        // the attested serial number (or UDID) it was checked against, never by that value.
+        let permanent_identifier = match authz.value.hardware_ids.as_slice() {
+            [] => authz.value.identifier.value,
+            registered => {
+                let attested = |v: &Option<String>| {
+                    v.clone()
+                        .filter(|v| registered.iter().any(|r| r.eq_ignore_ascii_case(v)))
+                };
+                attested(&attestation.facts.serial)
+                    .or_else(|| attested(&attestation.facts.udid))
+                    .ok_or_else(|| {
+                        AcmeError::internal(format!("authz {authz_id} attested another device"))
+                    })?
+            }
+        };
         Ok(Attested {
-            permanent_identifier: authz.value.identifier.value,
+            permanent_identifier,
             facts: attestation.facts,
         })
     }
@@ -958,6 +1076,7 @@ mod tests {
             expires,
             challenges: Vec::new(),
             attestation: None,
+            hardware_ids: Vec::new(),
         };
         let order = Order {
             id: id.into(),
@@ -968,6 +1087,7 @@ mod tests {
             expires,
             state: OrderState::Open,
             device: None,
+            client_identifier: None,
         };
         (order, authz)
     }

@@ -16,8 +16,8 @@ use crate::api::views::{
     CertPage, CertView, ChallengeBody, ChallengeView, IssueBody, IssuedView, IssuerView, RevokeBody,
 };
 use crate::api::{
-    ActivatedView, EabBody, EabView, HeldList, HeldView, PrepareBody, RootBody, RootView,
-    TokenBody, TokenList, TokenView,
+    ActivatedView, ClientIdentifierBody, ClientIdentifierView, EabBody, EabView, HeldList,
+    HeldView, PrepareBody, RootBody, RootView, TokenBody, TokenList, TokenView,
 };
 use crate::ca::Serial;
 use crate::config::{Config, Log, LogFormat};
@@ -304,6 +304,18 @@ impl Backend {
         match self {
             Self::Remote(r) => Ok(r),
             Self::Local(_) => bail!("{what} needs the running server; start `enrollca serve`"),
+        }
+    }
+
+    pub async fn create_client_identifier(
+        &self,
+        body: &ClientIdentifierBody,
+    ) -> anyhow::Result<ClientIdentifierView> {
+        match self {
+            Self::Remote(r) => r.post("/api/v1/acme/client-identifiers", body).await,
+            Self::Local(_) => {
+                bail!("minting ClientIdentifiers needs the running server; start `enrollca serve`")
+            }
         }
     }
 

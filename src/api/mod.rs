@@ -25,7 +25,10 @@ pub use devices::{
     DeviceRevokedView, DeviceView, ValidateView, Verdict, get_device, revoke_device, validate,
     validate_batch,
 };
-pub use eab::{EabBody, EabView, create_eab_key};
+pub use eab::{
+    ClientIdentifierBody, ClientIdentifierView, EabBody, EabView, create_client_identifier,
+    create_eab_key,
+};
 pub use held::{HeldList, HeldView, approve_held, list_held, reject_held};
 pub use inventory::{
     ImportBody, ImportEntry, ImportView, RegisterBody, import_devices, register_device,

@@ -98,6 +98,7 @@ impl Modify for Bearer {
         super::held::approve_held,
         super::held::reject_held,
         super::eab::create_eab_key,
+        super::eab::create_client_identifier,
         super::tokens::create_token,
         super::tokens::list_tokens,
         super::tokens::delete_token,

@@ -303,13 +303,17 @@ impl Format for Apple {
             kext_status: integer(KEXT_STATUS, "kernel extension status")?,
         };
         let same = |v: &Option<String>| {
-            v.as_deref()
-                .is_some_and(|v| v.eq_ignore_ascii_case(expected.identifier))
+            v.as_deref().is_some_and(|v| {
+                expected
+                    .identifiers
+                    .iter()
+                    .any(|e| v.eq_ignore_ascii_case(e))
+            })
         };
         if !same(&facts.serial) && !same(&facts.udid) {
             return Err(AttestError::Identifier(format!(
                 "the order is for `{}`, the attestation for serial {} and UDID {}",
-                expected.identifier,
+                expected.identifiers.join("` or `"),
                 facts.serial.as_deref().unwrap_or("(none)"),
                 facts.udid.as_deref().unwrap_or("(none)"),
             )));
@@ -368,10 +372,10 @@ mod tests {
         }
     }
 
-    fn expect<'a>(token: &str, identifier: &'a str) -> Expected<'a> {
+    fn expect<'a>(token: &str, identifier: &'a [&'a str]) -> Expected<'a> {
         Expected {
             nonce: freshness_nonce(token),
-            identifier,
+            identifiers: identifier,
             key_types: &[KeyType::P256, KeyType::P384],
             now: OffsetDateTime::now_utc(),
         }
@@ -382,7 +386,7 @@ mod tests {
         let f = fixture();
         let obj = f.ca.attest(&f.device, &leaf("tok")).unwrap();
         for id in ["C02XYZ123", "c02xyz123", "00008030-001A2C3E0A12802E"] {
-            let a = f.verifier.verify(&obj, &expect("tok", id)).unwrap();
+            let a = f.verifier.verify(&obj, &expect("tok", &[id])).unwrap();
             assert_eq!(
                 a.spki,
                 rcgen::PublicKeyData::subject_public_key_info(&f.device)
@@ -406,7 +410,7 @@ mod tests {
             (
                 "wrong nonce",
                 signed(&f.ca, &leaf("other")),
-                expect("tok", "C02XYZ123"),
+                expect("tok", &["C02XYZ123"]),
                 "freshness nonce: it is not SHA-256",
             ),
             (
@@ -418,7 +422,7 @@ mod tests {
                         ..leaf("tok")
                     },
                 ),
-                expect("tok", "C02XYZ123"),
+                expect("tok", &["C02XYZ123"]),
                 "no freshness nonce",
             ),
             (
@@ -431,7 +435,7 @@ mod tests {
                         ..leaf("tok")
                     },
                 ),
-                expect("tok", "C02XYZ123"),
+                expect("tok", &["C02XYZ123"]),
                 "expired at",
             ),
             (
@@ -444,25 +448,25 @@ mod tests {
                         ..leaf("tok")
                     },
                 ),
-                expect("tok", "C02XYZ123"),
+                expect("tok", &["C02XYZ123"]),
                 "not valid before",
             ),
             (
                 "unknown root",
                 signed(&other, &leaf("tok")),
-                expect("tok", "C02XYZ123"),
+                expect("tok", &["C02XYZ123"]),
                 "not a trusted attestation root",
             ),
             (
                 "intermediate missing",
                 lone_leaf,
-                expect("tok", "C02XYZ123"),
+                expect("tok", &["C02XYZ123"]),
                 "not a trusted attestation root",
             ),
             (
                 "identifier",
                 signed(&f.ca, &leaf("tok")),
-                expect("tok", "SOMEONE-ELSE"),
+                expect("tok", &["SOMEONE-ELSE"]),
                 "identifier: the order is for `SOMEONE-ELSE`",
             ),
             (
@@ -475,25 +479,25 @@ mod tests {
                         ..leaf("tok")
                     },
                 ),
-                expect("tok", "C02XYZ123"),
+                expect("tok", &["C02XYZ123"]),
                 "serial (none) and UDID (none)",
             ),
             (
                 "empty x5c",
                 object("apple", &[]),
-                expect("tok", "C02XYZ123"),
+                expect("tok", &["C02XYZ123"]),
                 "`x5c` is empty",
             ),
             (
                 "fmt",
                 object("tpm", &[]),
-                expect("tok", "C02XYZ123"),
+                expect("tok", &["C02XYZ123"]),
                 "format `tpm` is not supported",
             ),
             (
                 "garbage cert",
                 object("apple", &[vec![0x30, 0x03, 1, 2, 3]]),
-                expect("tok", "C02XYZ123"),
+                expect("tok", &["C02XYZ123"]),
                 "x5c[0] is not a DER certificate",
             ),
             (
@@ -505,7 +509,7 @@ mod tests {
                         f.ca.leaf(&f.device, &leaf("tok")).unwrap(),
                     ],
                 ),
-                expect("tok", "C02XYZ123"),
+                expect("tok", &["C02XYZ123"]),
                 "is not issued by",
             ),
         ];
@@ -515,7 +519,7 @@ mod tests {
         }
         let only_p256 = Expected {
             key_types: &[KeyType::P256],
-            ..expect("tok", "C02XYZ123")
+            ..expect("tok", &["C02XYZ123"])
         };
         let err = f
             .verifier
@@ -533,7 +537,7 @@ mod tests {
             .verifier
             .verify(
                 &forger.attest(&f.device, &leaf("tok")).unwrap(),
-                &expect("tok", "C02XYZ123"),
+                &expect("tok", &["C02XYZ123"]),
             )
             .unwrap_err()
             .to_string();

@@ -76,8 +76,9 @@ pub struct Attestation {
 pub struct Expected<'a> {
     /// SHA-256 of the challenge token (the freshness nonce).
     pub nonce: [u8; 32],
-    /// The order's permanent identifier: the device's serial number or UDID.
-    pub identifier: &'a str,
+    /// What the attested serial number or UDID must be (either): the order's permanent
+    /// identifier, or what is registered for the device a ClientIdentifier stands for.
+    pub identifiers: &'a [&'a str],
     pub key_types: &'a [KeyType],
     pub now: OffsetDateTime,
 }

@@ -212,7 +212,7 @@ mod tests {
         };
         let expected = Expected {
             nonce: freshness_nonce("t"),
-            identifier: "S1",
+            identifiers: &["S1"],
             key_types: &[KeyType::P256],
             now: OffsetDateTime::now_utc(),
         };

@@ -102,6 +102,10 @@ fn api_routes() -> Router<Arc<AppState>> {
         .route("/api/v1/scep/pending/{id}/approve", post(api::approve_held))
         .route("/api/v1/scep/pending/{id}/reject", post(api::reject_held))
         .route("/api/v1/acme/eab-keys", post(api::create_eab_key))
+        .route(
+            "/api/v1/acme/client-identifiers",
+            post(api::create_client_identifier),
+        )
 }
 
 async fn api_over_http() -> ApiError {

@@ -295,6 +295,8 @@ pub enum DocKind {
     /// `account/serial` → nothing: the certificates an account was issued, so that an
     /// account that got one is never purged as abandoned.
     AcmeAccountCert,
+    /// Hex SHA-256 of a one-time ClientIdentifier → the device it was minted for.
+    AcmeClientIdentifier,
     AcmeAuthz,
     AcmeEabKey,
     /// Issuer id → the last CRL number it signed (CRL numbers only ever grow).
@@ -327,6 +329,7 @@ impl DocKind {
             Self::InventoryDevice => 11,
             Self::InventoryIdentifier => 12,
             Self::AcmeAccountCert => 13,
+            Self::AcmeClientIdentifier => 14,
         }
     }
 }

@@ -22,7 +22,7 @@ fn verifier() -> &'static Verifier {
 fuzz_target!(|data: &[u8]| {
     let expected = Expected {
         nonce: freshness_nonce("vector-token"),
-        identifier: "C02VECTOR01",
+        identifiers: &["C02VECTOR01"],
         key_types: &[KeyType::P256, KeyType::P384],
         now: time::macros::datetime!(2027-06-01 0:00 UTC),
     };
