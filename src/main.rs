@@ -78,13 +78,19 @@ enum ProfileCommand {
         /// The ACME profile (it must offer device-attest-01).
         #[arg(long, default_value = "device")]
         profile: String,
-        /// The device's serial number or UDID: what it orders and attests.
+        /// What the device orders as its permanent-identifier: its serial number or UDID
+        /// (profiles with permanent_identifier = "serial-or-udid").
+        #[arg(long, required_unless_present = "device", conflicts_with = "device")]
+        client_identifier: Option<String>,
+        /// Mint a one-time ClientIdentifier for this registered device (profiles with
+        /// permanent_identifier = "client-identifier"; needs the server).
         #[arg(long)]
-        client_identifier: String,
+        device: Option<DeviceId>,
         /// Secure Enclave key size: 256 or 384.
         #[arg(long, default_value_t = 384, value_parser = clap::builder::TypedValueParser::map(clap::builder::PossibleValuesParser::new(["256", "384"]), |s: String| s.parse::<u32>().expect("listed values are numbers")))]
         key_size: u32,
-        /// Subject, e.g. "CN=device,O=Example" (default: CN=<client identifier>).
+        /// Subject, e.g. "CN=device,O=Example" (default: CN=<device>, or CN=<client
+        /// identifier> without --device).
         #[arg(long)]
         subject: Option<String>,
     },
@@ -570,10 +576,25 @@ async fn run_profile(cmd: ProfileCommand) -> anyhow::Result<()> {
             target,
             profile,
             client_identifier,
+            device,
             key_size,
             subject,
         } => {
             let dir = data_dir(Some(target.data.data));
+            let (client_identifier, named) = match (client_identifier, device) {
+                (Some(value), _) => (value.clone(), value),
+                (None, Some(device)) => {
+                    let backend = Backend::connect(&dir, target.url.clone()).await?;
+                    let body = ClientIdentifierBody {
+                        device: device.clone(),
+                        profile: profile.clone(),
+                        ttl: None,
+                    };
+                    let minted = backend.create_client_identifier(&body).await?;
+                    (minted.client_identifier, device.to_string())
+                }
+                (None, None) => unreachable!("clap requires one of them"),
+            };
             let config = dir_config(&dir)?;
             let p = config
                 .acme
@@ -584,9 +605,8 @@ async fn run_profile(cmd: ProfileCommand) -> anyhow::Result<()> {
                 p.attests(),
                 "ACME profile `{profile}` does not offer device-attest-01"
             );
-            let subject = payload::parse_subject(
-                &subject.unwrap_or_else(|| format!("CN={client_identifier}")),
-            )?;
+            let subject =
+                payload::parse_subject(&subject.unwrap_or_else(|| format!("CN={named}")))?;
             let directory_url = format!(
                 "{}/acme/{profile}/directory",
                 config.listen.public_https_url()

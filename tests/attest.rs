@@ -944,6 +944,16 @@ async fn a_one_time_client_identifier_stands_for_its_device_once() {
     );
     assert!(resp.text.contains("expired"), "{}", resp.text);
 
+    // The payload, with a ClientIdentifier minted for it: live, and naming the device.
+    let out = server.cli(&["profile", "acme", "--device", "mdm-7"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let payload = plist_json(&stdout(&out));
+    assert_eq!(payload["Subject"], json!([[["CN", "mdm-7"]]]));
+    let value = payload["ClientIdentifier"].as_str().unwrap().to_owned();
+    assert_eq!(value.len(), 48);
+    let resp = again.post(&url, Some(order(&value))).await;
+    assert_eq!(resp.status, 201, "{}", resp.text);
+
     // Not minted: for an unregistered device, for a profile that names devices otherwise,
     // for longer than 30 days; and an unknown value is refused like a used one.
     for (body, status, why) in [

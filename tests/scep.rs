@@ -859,7 +859,13 @@ async fn every_client_enrols_from_getcacert_alone(server: &Server, dir: &Path) -
         "-N",
         served.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "getcert add-scep-ca: {:?} {}{}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
     let (key, cert) = (dir.join("cm.key"), dir.join("cm.pem"));
     let out = cm.request(&key, &cert, "CN=device-cm", CHALLENGE);
     let status = cm.status(&request_id(&out));
