@@ -11,7 +11,7 @@ use super::model::{Account, AccountStatus, EabKey};
 use super::service::{AcmeService, KeyUse, Profile, Signed, Signer, random_id};
 
 use crate::config::PermanentIdentifier;
-use crate::store::{DocKey, DocKind, DocWrite, Expect, MAX_PAGE, Store, StoreError, Stored};
+use crate::store::{DocKey, DocKind, DocPages, DocWrite, Expect, Store, StoreError, Stored};
 
 /// Most contacts an account may list.
 const MAX_CONTACTS: usize = 10;
@@ -408,16 +408,9 @@ const ABANDONED_AFTER: Duration = Duration::days(30);
 /// for them), and so is one that changes meanwhile.
 pub async fn purge_abandoned(store: &dyn Store, now: OffsetDateTime) -> Result<usize, StoreError> {
     let cutoff = now - ABANDONED_AFTER;
-    let mut after: Option<String> = None;
+    let mut pages = DocPages::new(store, DocKind::AcmeAccount);
     let mut purged = 0;
-    loop {
-        let page = store
-            .docs(DocKind::AcmeAccount, "", after.as_deref(), MAX_PAGE)
-            .await?;
-        let Some((last, _)) = page.last() else {
-            return Ok(purged);
-        };
-        after = Some(last.clone());
+    while let Some(page) = pages.next().await? {
         for (id, doc) in page {
             let version = doc.version;
             let Ok(Stored { value: account, .. }) = doc.decode::<Account>() else {
@@ -463,6 +456,7 @@ pub async fn purge_abandoned(store: &dyn Store, now: OffsetDateTime) -> Result<u
             }
         }
     }
+    Ok(purged)
 }
 
 /// A concurrent change to the same resource: the client should simply try again.

@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::store::{DeviceId, DocKey, DocKind, DocWrite, Expect, Store, StoreError, Stored};
+use crate::store::{
+    DeviceId, DocKey, DocKind, DocPages, DocWrite, Expect, Store, StoreError, Stored,
+};
 
 /// Longest a ClientIdentifier may live: a payload not acted on within a month is stale.
 pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -103,21 +105,9 @@ pub enum MintRefusal {
 /// Deletes ClientIdentifiers that expired before `now` (minted per device, they would
 /// otherwise pile up); returns how many went. One changed meanwhile is left for next time.
 pub async fn purge_expired(store: &dyn Store, now: OffsetDateTime) -> Result<usize, StoreError> {
-    let mut after: Option<String> = None;
+    let mut pages = DocPages::new(store, DocKind::AcmeClientIdentifier);
     let mut purged = 0;
-    loop {
-        let page = store
-            .docs(
-                DocKind::AcmeClientIdentifier,
-                "",
-                after.as_deref(),
-                crate::store::MAX_PAGE,
-            )
-            .await?;
-        let Some((last, _)) = page.last() else {
-            return Ok(purged);
-        };
-        after = Some(last.clone());
+    while let Some(page) = pages.next().await? {
         for (key, doc) in page {
             let version = doc.version;
             let Ok(minted) = doc.decode::<ClientIdentifier>() else {
@@ -133,6 +123,7 @@ pub async fn purge_expired(store: &dyn Store, now: OffsetDateTime) -> Result<usi
             }
         }
     }
+    Ok(purged)
 }
 
 #[cfg(test)]

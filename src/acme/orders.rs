@@ -25,7 +25,7 @@ use crate::inventory::Refusal;
 use crate::policy::Attested;
 use crate::revocation::RevocationReason;
 use crate::store::{
-    CertRecord, DeviceId, DocKey, DocKind, DocWrite, Expect, MAX_PAGE, Protocol, Store, StoreError,
+    CertRecord, DeviceId, DocKey, DocKind, DocPages, DocWrite, Expect, Protocol, Store, StoreError,
     Stored,
 };
 
@@ -957,16 +957,9 @@ fn check_csr_names(csr: &Csr, identifiers: &[Identifier]) -> Result<(), AcmeErro
 /// changes meanwhile is left for the next sweep.
 pub async fn purge_expired(store: &dyn Store, now: OffsetDateTime) -> Result<usize, StoreError> {
     let cutoff = now - RETENTION;
-    let mut after: Option<String> = None;
+    let mut pages = DocPages::new(store, DocKind::AcmeOrder);
     let mut purged = 0;
-    loop {
-        let page = store
-            .docs(DocKind::AcmeOrder, "", after.as_deref(), MAX_PAGE)
-            .await?;
-        let Some((last, _)) = page.last() else {
-            return Ok(purged);
-        };
-        after = Some(last.clone());
+    while let Some(page) = pages.next().await? {
         for (id, doc) in page {
             let version = doc.version;
             let Ok(order) = doc.decode::<Order>() else {
@@ -999,6 +992,7 @@ pub async fn purge_expired(store: &dyn Store, now: OffsetDateTime) -> Result<usi
             }
         }
     }
+    Ok(purged)
 }
 
 /// Writes a validation's result into its authorization, if it is still waiting for it.

@@ -350,6 +350,37 @@ impl DocKey {
     }
 }
 
+/// Every document of one kind, a page at a time, for sweeps that may delete what they read
+/// (each page starts after the last id of the one before).
+pub struct DocPages<'a> {
+    store: &'a dyn Store,
+    kind: DocKind,
+    after: Option<String>,
+}
+
+impl<'a> DocPages<'a> {
+    pub fn new(store: &'a dyn Store, kind: DocKind) -> Self {
+        Self {
+            store,
+            kind,
+            after: None,
+        }
+    }
+
+    /// The next page, or `None` after the last.
+    pub async fn next(&mut self) -> Result<Option<Vec<(String, Doc)>>, StoreError> {
+        let page = self
+            .store
+            .docs(self.kind, "", self.after.as_deref(), MAX_PAGE)
+            .await?;
+        let Some((last, _)) = page.last() else {
+            return Ok(None);
+        };
+        self.after = Some(last.clone());
+        Ok(Some(page))
+    }
+}
+
 /// A stored document with its version, which counts the writes it has seen (from 1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Doc {

@@ -154,6 +154,44 @@ struct Job {
 }
 
 impl SledStore {
+    /// Notes the certificates a notAfter-ordered index (`by_expiry`, `by_expiring`) holds
+    /// before `until`, in commits of at most MAX_BATCH until none is due: a fleet enrolled
+    /// together is noted in one sweep. Each commit removes the entries it saw, so this ends.
+    async fn note_due(
+        &self,
+        index: fn(&Trees) -> &Tree,
+        until: OffsetDateTime,
+        note: impl Fn(Vec<Vec<u8>>) -> Op,
+    ) -> Result<usize, StoreError> {
+        let until = (until.unix_timestamp() as u64 ^ (1 << 63)).to_be_bytes();
+        let mut noted = 0;
+        loop {
+            let due = self
+                .read(move |t| {
+                    index(t)
+                        .range(..until)
+                        .keys()
+                        // Not the 2-byte "index built" marker: entries are notAfter ‖ serial.
+                        .filter(|k| k.as_ref().map_or(true, |k| k.len() > 8))
+                        .take(MAX_BATCH)
+                        .map(|k| k.map(|k| k.to_vec()).map_err(backend))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await?;
+            let more = due.len() == MAX_BATCH;
+            if due.is_empty() {
+                return Ok(noted);
+            }
+            match self.submit(note(due)).await? {
+                Outcome::Purged(n) => noted += n,
+                _ => unreachable!("noting expiries answers Purged"),
+            }
+            if !more {
+                return Ok(noted);
+            }
+        }
+    }
+
     /// Opens (or creates) the database in `dir` and starts its writer thread.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = sled::Config::new()
@@ -266,34 +304,8 @@ impl Store for SledStore {
     }
 
     async fn expire(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
-        let until = (now.unix_timestamp() as u64 ^ (1 << 63)).to_be_bytes();
-        // In commits of at most MAX_BATCH, until none is due: a fleet enrolled together
-        // expires together, and every one is noted in this sweep. Each commit removes the
-        // index entries it saw, so this ends.
-        let mut noted = 0;
-        loop {
-            let due = self
-                .read(move |t| {
-                    t.by_expiry
-                        .range(..until)
-                        .keys()
-                        .take(MAX_BATCH)
-                        .map(|k| k.map(|k| k.to_vec()).map_err(backend))
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .await?;
-            let more = due.len() == MAX_BATCH;
-            if due.is_empty() {
-                return Ok(noted);
-            }
-            match self.submit(Op::Expire(due, now)).await? {
-                Outcome::Purged(n) => noted += n,
-                _ => unreachable!("expire answers Purged"),
-            }
-            if !more {
-                return Ok(noted);
-            }
-        }
+        self.note_due(|t| &t.by_expiry, now, |due| Op::Expire(due, now))
+            .await
     }
 
     async fn expiring(
@@ -301,33 +313,12 @@ impl Store for SledStore {
         now: OffsetDateTime,
         within: time::Duration,
     ) -> Result<usize, StoreError> {
-        let until = ((now + within).unix_timestamp() as u64 ^ (1 << 63)).to_be_bytes();
-        // As `expire`: in commits of at most MAX_BATCH until none is due.
-        let mut noted = 0;
-        loop {
-            let due = self
-                .read(move |t| {
-                    t.by_expiring
-                        .range(..until)
-                        .keys()
-                        .filter(|k| k.as_ref().map_or(true, |k| k.as_ref() != EXPIRING_INDEXED))
-                        .take(MAX_BATCH)
-                        .map(|k| k.map(|k| k.to_vec()).map_err(backend))
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .await?;
-            let more = due.len() == MAX_BATCH;
-            if due.is_empty() {
-                return Ok(noted);
-            }
-            match self.submit(Op::Expiring(due, now)).await? {
-                Outcome::Purged(n) => noted += n,
-                _ => unreachable!("expiring answers Purged"),
-            }
-            if !more {
-                return Ok(noted);
-            }
-        }
+        self.note_due(
+            |t| &t.by_expiring,
+            now + within,
+            |due| Op::Expiring(due, now),
+        )
+        .await
     }
 
     async fn revoke(
