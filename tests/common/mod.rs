@@ -308,30 +308,16 @@ impl Server {
         let kind = resp.headers()["content-type"].to_str().unwrap().to_owned();
         let body = resp.bytes().await.unwrap();
         std::fs::create_dir_all(dir).unwrap();
-        match kind.as_str() {
-            "application/x-x509-ca-cert" => der_to_pem(dir, "scep-ca", &body),
-            "application/x-x509-ca-ra-cert" => {
-                let p7 = dir.join("getcacert.p7b");
-                std::fs::write(&p7, &body).unwrap();
-                let pem = dir.join("scep-ca.pem");
-                let out = run(
-                    "openssl",
-                    &[
-                        "pkcs7",
-                        "-inform",
-                        "DER",
-                        "-print_certs",
-                        "-in",
-                        p7.to_str().unwrap(),
-                        "-out",
-                        pem.to_str().unwrap(),
-                    ],
-                );
-                assert!(out.status.success(), "openssl pkcs7: {}", stderr(&out));
-                pem
-            }
-            other => panic!("GetCACert answered {other}"),
-        }
+        assert!(
+            [
+                "application/x-x509-ca-cert",
+                "application/x-x509-ca-ra-cert"
+            ]
+            .contains(&kind.as_str()),
+            "GetCACert answered {kind}"
+        );
+        std::fs::write(dir.join("getcacert"), &body).unwrap();
+        getcacert_pem(dir, &dir.join("getcacert"))
     }
 
     /// Issues through `POST /api/v1/certificates` for a fresh openssl key of type `key`
@@ -430,6 +416,32 @@ pub fn der_to_pem(dir: &Path, name: &str, der: &[u8]) -> PathBuf {
     pem_path
 }
 
+/// A GetCACert answer saved at `body` as a PEM bundle in `dir`, in the order served (the SCEP
+/// CA first): openssl unpacks a certs-only PKCS#7 (a DER SET OF decoder would sort it), a
+/// lone certificate is converted.
+fn getcacert_pem(dir: &Path, body: &Path) -> PathBuf {
+    let pem = dir.join("scep-ca.pem");
+    let (body_s, pem_s) = (body.to_str().unwrap(), pem.to_str().unwrap());
+    let unpacked = run(
+        "openssl",
+        &[
+            "pkcs7",
+            "-inform",
+            "DER",
+            "-print_certs",
+            "-in",
+            body_s,
+            "-out",
+            pem_s,
+        ],
+    );
+    if unpacked.status.success() {
+        pem
+    } else {
+        der_to_pem(dir, "scep-ca", &std::fs::read(body).unwrap())
+    }
+}
+
 /// SHA-256 (hex) of the SCEP CA certificate GetCACert serves now (fetched with curl): the
 /// pin micromdm scepclient needs to pick the CA it encrypts to out of a chain, as an Apple
 /// device pins its root with `CAFingerprint`.
@@ -446,24 +458,12 @@ pub fn scep_ca_fingerprint(server: &Server) -> String {
         ],
     );
     assert!(out.status.success(), "GetCACert: {}", stderr(&out));
-    // A chain: openssl lists the certificates in the order served (a DER SET OF decoder
-    // would sort them), the SCEP CA first.
-    let listed = run(
-        "openssl",
-        &[
-            "pkcs7",
-            "-inform",
-            "DER",
-            "-print_certs",
-            "-in",
-            body.to_str().unwrap(),
-        ],
-    );
-    let ca = if listed.status.success() {
-        split_pem(dir.path(), "served", &stdout(&listed)).remove(0)
-    } else {
-        der_to_pem(dir.path(), "served", &std::fs::read(&body).unwrap())
-    };
+    let ca = split_pem(
+        dir.path(),
+        "served",
+        &std::fs::read_to_string(getcacert_pem(dir.path(), &body)).unwrap(),
+    )
+    .remove(0);
     openssl_fingerprint(&ca).replace(':', "").to_lowercase()
 }
 
