@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::store::{DeviceId, Doc, DocKey, DocKind, DocWrite, Expect, Store, StoreError, Stored};
+use crate::store::{DeviceId, Doc, DocKey, DocKind, DocWrite, Store, StoreError, Stored};
 use crate::validator::{Validator, ValidatorError};
 
 /// A registered device.
@@ -101,7 +101,7 @@ pub async fn register(
         .iter()
         .filter(|k| !new.contains(k))
         // Index entries are written once, never updated.
-        .map(|k| delete(DocKind::InventoryIdentifier, k, 1))
+        .map(|k| DocWrite::delete(DocKind::InventoryIdentifier, k, 1))
         .collect();
     writes.push(DocWrite::put(
         DocKind::InventoryDevice,
@@ -138,9 +138,9 @@ pub async fn unregister(store: &dyn Store, id: &DeviceId) -> Result<bool, Invent
     let mut writes: Vec<DocWrite> = current
         .value
         .identifiers()
-        .map(|k| delete(DocKind::InventoryIdentifier, &k, 1))
+        .map(|k| DocWrite::delete(DocKind::InventoryIdentifier, &k, 1))
         .collect();
-    writes.push(delete(
+    writes.push(DocWrite::delete(
         DocKind::InventoryDevice,
         id.as_str(),
         current.version,
@@ -165,14 +165,6 @@ async fn device_doc(
         .await?
         .map(Doc::decode)
         .transpose()
-}
-
-fn delete(kind: DocKind, id: &str, version: u64) -> DocWrite {
-    DocWrite {
-        key: DocKey::new(kind, id),
-        expect: Expect::Version(version),
-        value: None,
-    }
 }
 
 /// Why a device was not admitted (the log says which; the client learns only that it was not).

@@ -11,7 +11,7 @@ use super::model::{Account, AccountStatus, EabKey};
 use super::service::{AcmeService, KeyUse, Profile, Signed, Signer, random_id};
 
 use crate::config::PermanentIdentifier;
-use crate::store::{DocKey, DocKind, DocPages, DocWrite, Expect, Store, StoreError, Stored};
+use crate::store::{DocKey, DocKind, DocPages, DocWrite, Store, StoreError, Stored};
 
 /// Most contacts an account may list.
 const MAX_CONTACTS: usize = 10;
@@ -316,11 +316,7 @@ impl AcmeService {
         next.key = new_key.clone();
         let writes = vec![
             DocWrite::put(DocKind::AcmeAccount, &next.id, Some(account.version), &next),
-            DocWrite {
-                key: crate::store::DocKey::new(DocKind::AcmeAccountKey, old_index),
-                expect: Expect::Version(old_version),
-                value: None,
-            },
+            DocWrite::delete(DocKind::AcmeAccountKey, &old_index, old_version),
             DocWrite::put(
                 DocKind::AcmeAccountKey,
                 &key_id(&profile.name, new_key),
@@ -431,22 +427,14 @@ pub async fn purge_abandoned(store: &dyn Store, now: OffsetDateTime) -> Result<u
                 continue;
             }
             let index = key_id(&account.profile, &account.key);
-            let mut writes = vec![DocWrite {
-                key: DocKey::new(DocKind::AcmeAccount, &id),
-                expect: Expect::Version(version),
-                value: None,
-            }];
+            let mut writes = vec![DocWrite::delete(DocKind::AcmeAccount, &id, version)];
             if let Some(doc) = store
                 .doc(&DocKey::new(DocKind::AcmeAccountKey, &index))
                 .await?
             {
                 writes.insert(
                     0,
-                    DocWrite {
-                        key: DocKey::new(DocKind::AcmeAccountKey, index),
-                        expect: Expect::Version(doc.version),
-                        value: None,
-                    },
+                    DocWrite::delete(DocKind::AcmeAccountKey, &index, doc.version),
                 );
             }
             match store.write_docs(writes).await {

@@ -8,9 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::store::{
-    DeviceId, DocKey, DocKind, DocPages, DocWrite, Expect, Store, StoreError, Stored,
-};
+use crate::store::{DeviceId, DocKey, DocKind, DocPages, DocWrite, Store, StoreError, Stored};
 
 /// Longest a ClientIdentifier may live: a payload not acted on within a month is stale.
 pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -76,11 +74,7 @@ pub async fn usable(
 
 /// The write that uses a ClientIdentifier up, if it is still at `version`.
 pub fn use_up(key: &str, version: u64) -> DocWrite {
-    DocWrite {
-        key: DocKey::new(DocKind::AcmeClientIdentifier, key),
-        expect: Expect::Version(version),
-        value: None,
-    }
+    DocWrite::delete(DocKind::AcmeClientIdentifier, key, version)
 }
 
 /// Why a ClientIdentifier is not minted.

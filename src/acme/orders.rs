@@ -25,8 +25,7 @@ use crate::inventory::Refusal;
 use crate::policy::Attested;
 use crate::revocation::RevocationReason;
 use crate::store::{
-    CertRecord, DeviceId, DocKey, DocKind, DocPages, DocWrite, Expect, Protocol, Store, StoreError,
-    Stored,
+    CertRecord, DeviceId, DocKey, DocKind, DocPages, DocWrite, Protocol, Store, StoreError, Stored,
 };
 
 /// How long an order (and its authorizations) may take to complete.
@@ -968,21 +967,16 @@ pub async fn purge_expired(store: &dyn Store, now: OffsetDateTime) -> Result<usi
             if order.value.expires > cutoff {
                 continue;
             }
-            let delete = |kind, id: &str, version| DocWrite {
-                key: DocKey::new(kind, id),
-                expect: Expect::Version(version),
-                value: None,
-            };
             let index = format!("{}/{id}", order.value.account);
             // What refers to a document goes before it: the index, the order, its authzs.
             let mut writes = vec![
                 // Index entries are written once, never updated.
-                delete(DocKind::AcmeAccountOrder, &index, 1),
-                delete(DocKind::AcmeOrder, &id, version),
+                DocWrite::delete(DocKind::AcmeAccountOrder, &index, 1),
+                DocWrite::delete(DocKind::AcmeOrder, &id, version),
             ];
             for authz in &order.value.authorizations {
                 if let Some(doc) = store.doc(&DocKey::new(DocKind::AcmeAuthz, authz)).await? {
-                    writes.push(delete(DocKind::AcmeAuthz, authz, doc.version));
+                    writes.push(DocWrite::delete(DocKind::AcmeAuthz, authz, doc.version));
                 }
             }
             match store.write_docs(writes).await {

@@ -15,7 +15,7 @@ use super::ApiError;
 use super::auth::{Can, Manage, Scope, TokenHash, TokenRecord};
 use super::extract::{Json, Path};
 use crate::app::AppState;
-use crate::store::{DocKey, DocKind, DocWrite, Expect};
+use crate::store::{DocKind, DocWrite};
 
 #[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,11 +135,7 @@ pub async fn delete_token(
     let [(hash, doc)] = found.as_slice() else {
         return Err(not_found());
     };
-    let delete = DocWrite {
-        key: DocKey::new(DocKind::ApiToken, hash.as_str()),
-        expect: Expect::Version(doc.version),
-        value: None,
-    };
+    let delete = DocWrite::delete(DocKind::ApiToken, hash, doc.version);
     store.write_docs(vec![delete]).await?;
     tracing::info!(token = %id, "API token withdrawn");
     Ok(StatusCode::NO_CONTENT)

@@ -437,6 +437,15 @@ impl DocWrite {
             value: Some(bytes),
         }
     }
+
+    /// Deletes the document, if it is still at `version`.
+    pub fn delete(kind: DocKind, id: &str, version: u64) -> Self {
+        Self {
+            key: DocKey::new(kind, id),
+            expect: Expect::Version(version),
+            value: None,
+        }
+    }
 }
 
 /// What commits, or fails, together with a certificate's record.
