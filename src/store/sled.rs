@@ -125,10 +125,8 @@ enum Op {
     Insert(Box<CertRecord>, Linked),
     WriteDocs(Vec<DocWrite>, Option<ChallengeHash>),
     PutChallenge(ChallengeHash, Box<ChallengeRecord>),
-    /// Note the expiry of these certificates (candidates read from `by_expiry`).
-    Expire(Vec<Vec<u8>>, OffsetDateTime),
-    /// Note that these certificates expire soon (candidates read from `by_expiring`).
-    Expiring(Vec<Vec<u8>>, OffsetDateTime),
+    /// Note these certificates (candidates read from the `Due`'s index) at the instant.
+    NoteDue(Due, Vec<Vec<u8>>, OffsetDateTime),
     /// Delete these challenges if they are still there and expired before the instant.
     PurgeChallenges(Vec<ChallengeHash>, OffsetDateTime),
     Revoke {
@@ -153,22 +151,57 @@ struct Job {
     reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
+/// An event the sweep notes once per certificate, from a notAfter-ordered index.
+#[derive(Clone, Copy)]
+enum Due {
+    /// `expired`, from `by_expiry`.
+    Expired,
+    /// `expiring`, from `by_expiring`.
+    Expiring,
+}
+
+impl Due {
+    fn index(self) -> TreeId {
+        match self {
+            Self::Expired => TreeId::ByExpiry,
+            Self::Expiring => TreeId::ByExpiring,
+        }
+    }
+
+    fn event(self) -> EventKind {
+        match self {
+            Self::Expired => EventKind::Expired,
+            Self::Expiring => EventKind::Expiring,
+        }
+    }
+
+    /// Whether `rec` gets the event at `now`: only still-good certificates, and one already
+    /// past its notAfter gets its `expired` event instead of `expiring`.
+    fn applies(self, rec: &CertRecord, now: OffsetDateTime) -> bool {
+        rec.status == CertStatus::Good
+            && match self {
+                Self::Expired => true,
+                Self::Expiring => !rec.is_expired(now),
+            }
+    }
+}
+
 impl SledStore {
-    /// Notes the certificates a notAfter-ordered index (`by_expiry`, `by_expiring`) holds
-    /// before `until`, in commits of at most MAX_BATCH until none is due: a fleet enrolled
-    /// together is noted in one sweep. Each commit removes the entries it saw, so this ends.
+    /// Notes the certificates `due`'s index holds before `until`, at `now`, in commits of at
+    /// most MAX_BATCH until none is due: a fleet enrolled together is noted in one sweep.
+    /// Each commit removes the entries it saw, so this ends.
     async fn note_due(
         &self,
-        index: fn(&Trees) -> &Tree,
+        due: Due,
         until: OffsetDateTime,
-        note: impl Fn(Vec<Vec<u8>>) -> Op,
+        now: OffsetDateTime,
     ) -> Result<usize, StoreError> {
         let until = (until.unix_timestamp() as u64 ^ (1 << 63)).to_be_bytes();
         let mut noted = 0;
         loop {
-            let due = self
+            let keys = self
                 .read(move |t| {
-                    index(t)
+                    t.tree(due.index())
                         .range(..until)
                         .keys()
                         // Not the 2-byte "index built" marker: entries are notAfter ‖ serial.
@@ -178,11 +211,11 @@ impl SledStore {
                         .collect::<Result<Vec<_>, _>>()
                 })
                 .await?;
-            let more = due.len() == MAX_BATCH;
-            if due.is_empty() {
+            let more = keys.len() == MAX_BATCH;
+            if keys.is_empty() {
                 return Ok(noted);
             }
-            match self.submit(note(due)).await? {
+            match self.submit(Op::NoteDue(due, keys, now)).await? {
                 Outcome::Purged(n) => noted += n,
                 _ => unreachable!("noting expiries answers Purged"),
             }
@@ -304,8 +337,7 @@ impl Store for SledStore {
     }
 
     async fn expire(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
-        self.note_due(|t| &t.by_expiry, now, |due| Op::Expire(due, now))
-            .await
+        self.note_due(Due::Expired, now, now).await
     }
 
     async fn expiring(
@@ -313,12 +345,7 @@ impl Store for SledStore {
         now: OffsetDateTime,
         within: time::Duration,
     ) -> Result<usize, StoreError> {
-        self.note_due(
-            |t| &t.by_expiring,
-            now + within,
-            |due| Op::Expiring(due, now),
-        )
-        .await
+        self.note_due(Due::Expiring, now + within, now).await
     }
 
     async fn revoke(
@@ -717,10 +744,14 @@ impl Writer {
                         }
                     },
                 },
-                Op::Expire(keys, now) => {
+                Op::NoteDue(due, keys, now) => {
+                    let index = match due {
+                        Due::Expired => &by_expiry,
+                        Due::Expiring => &by_expiring,
+                    };
                     let mut noted = 0;
                     for key in keys {
-                        if by_expiry.remove(key.as_slice())?.is_none() {
+                        if index.remove(key.as_slice())?.is_none() {
                             continue;
                         }
                         let Some(bytes) = certs.get(&key[8..])? else {
@@ -729,28 +760,8 @@ impl Writer {
                         let Ok(rec) = decode::<CertRecord>("certs", &bytes) else {
                             continue;
                         };
-                        if rec.status == CertStatus::Good {
-                            append_event(&events, &mut seq, &rec, EventKind::Expired, *now);
-                            noted += 1;
-                        }
-                    }
-                    Ok(Outcome::Purged(noted))
-                }
-                Op::Expiring(keys, now) => {
-                    let mut noted = 0;
-                    for key in keys {
-                        if by_expiring.remove(key.as_slice())?.is_none() {
-                            continue;
-                        }
-                        let Some(bytes) = certs.get(&key[8..])? else {
-                            continue;
-                        };
-                        let Ok(rec) = decode::<CertRecord>("certs", &bytes) else {
-                            continue;
-                        };
-                        // One already past its notAfter gets its `expired` event instead.
-                        if rec.status == CertStatus::Good && !rec.is_expired(*now) {
-                            append_event(&events, &mut seq, &rec, EventKind::Expiring, *now);
+                        if due.applies(&rec, *now) {
+                            append_event(&events, &mut seq, &rec, due.event(), *now);
                             noted += 1;
                         }
                     }
