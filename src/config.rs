@@ -221,6 +221,11 @@ pub struct AcmeProfile {
     pub attestation_key_types: Vec<KeyType>,
     /// device-attest-01 profiles: what a device orders as its permanent-identifier.
     pub permanent_identifier: PermanentIdentifier,
+    /// device-attest-01 profiles: refuse a device that answers without an attestation.
+    /// `false` (with `permanent_identifier = "client-identifier"` only) lets the one-time
+    /// ClientIdentifier alone vouch for a device that cannot attest (Apple: A10X and
+    /// earlier, Intel Macs with a T2); its certificate is recorded as not attested.
+    pub require_attestation: bool,
     /// device-attest-01 profiles: how a genuine device is known to be one of ours.
     pub device_inventory: DeviceInventory,
     /// With `device_inventory = "webhook"`: asked about each device; only a 2xx admits it.
@@ -304,6 +309,7 @@ impl Default for AcmeProfile {
             terms_of_service: None,
             attestation_key_types: vec![KeyType::P256, KeyType::P384],
             permanent_identifier: PermanentIdentifier::SerialOrUdid,
+            require_attestation: true,
             device_inventory: DeviceInventory::Registered,
             inventory_webhook_url: None,
             subject_serial: false,
@@ -786,6 +792,16 @@ impl Config {
                     ),
                 });
             }
+            if !profile.require_attestation
+                && profile.permanent_identifier != PermanentIdentifier::ClientIdentifier
+            {
+                return Err(ConfigError::Invalid {
+                    key: "acme.profiles",
+                    message: format!(
+                        "profile `{name}`: require_attestation = false needs permanent_identifier = \"client-identifier\" (without an attestation, only a one-time value the MDM minted for the device can vouch for it)"
+                    ),
+                });
+            }
         }
         for path in &self.acme.attestation_roots {
             check_file("acme.attestation_roots", path)?;
@@ -1044,6 +1060,12 @@ mod tests {
         let hook = load("challenges = [\"device-attest-01\"]\ndevice_inventory = \"webhook\"\n")
             .unwrap_err();
         assert!(hook.contains("needs inventory_webhook_url"), "{hook}");
+        let unvouched =
+            load("challenges = [\"device-attest-01\"]\nrequire_attestation = false\n").unwrap_err();
+        assert!(
+            unvouched.contains("require_attestation = false needs permanent_identifier"),
+            "{unvouched}"
+        );
         let ok = load("challenges = [\"device-attest-01\"]\ndns_names = []\n").unwrap();
         assert!(ok.acme.profiles["d"].attests());
     }

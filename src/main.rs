@@ -931,7 +931,10 @@ fn print_cert(c: &CertView, json: bool) -> anyhow::Result<()> {
     if let Some(old) = &c.replaces {
         println!("renews      {old}");
     }
-    if let Some(a) = &c.attested {
+    if !c.attested {
+        println!("attested    no");
+    }
+    if let Some(a) = &c.attestation {
         let facts = [
             ("serial", a.serial.clone()),
             ("udid", a.udid.clone()),

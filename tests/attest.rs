@@ -40,6 +40,31 @@ fn device_server_in(tmp: &Path, data: &Path, ca: &TestAttestationCa) -> Server {
     Server::start(data, &[])
 }
 
+/// A server whose `device` profile takes one-time ClientIdentifiers, requiring an
+/// attestation or not.
+fn client_identifier_server(
+    tmp: &Path,
+    ca: &TestAttestationCa,
+    require_attestation: bool,
+) -> Server {
+    let data = init_dir(tmp, &[], &[]);
+    let config_path = data.join("config.toml");
+    let config = std::fs::read_to_string(&config_path)
+        .unwrap()
+        .replacen(
+            "permanent_identifier = \"serial-or-udid\"",
+            "permanent_identifier = \"client-identifier\"",
+            1,
+        )
+        .replacen(
+            "require_attestation = true",
+            &format!("require_attestation = {require_attestation}"),
+            1,
+        );
+    std::fs::write(&config_path, config).unwrap();
+    device_server_in(tmp, &data, ca)
+}
+
 async fn register(server: &Server, id: &str, body: Value) -> u16 {
     server
         .client
@@ -228,10 +253,11 @@ async fn an_attested_device_enrols_and_its_certificate_names_it() {
     let cert = &view["certificates"][0];
     assert_eq!(cert["device"], "mdm-7");
     assert_eq!(cert["protocol"], "acme");
-    assert_eq!(cert["attested"]["serial"], SERIAL);
-    assert_eq!(cert["attested"]["udid"], UDID);
-    assert_eq!(cert["attested"]["os_version"], "18.1");
-    assert_eq!(cert["attested"]["secure_boot"], "Full Security");
+    assert_eq!(cert["attested"], true);
+    assert_eq!(cert["attestation"]["serial"], SERIAL);
+    assert_eq!(cert["attestation"]["udid"], UDID);
+    assert_eq!(cert["attestation"]["os_version"], "18.1");
+    assert_eq!(cert["attestation"]["secure_boot"], "Full Security");
     let serial = cert["serial"].as_str().unwrap().to_owned();
     let shown = stdout(&server.cli(&["cert", "show", &serial]));
     assert!(
@@ -407,31 +433,41 @@ async fn each_false_attestation_is_refused_with_its_check_and_nothing_is_issued(
         assert_eq!(again.body["status"], "invalid", "{name}: {}", again.text);
     }
 
-    // A device that says it cannot attest.
-    let pending = order_for(&mut device, SERIAL).await;
-    let url = pending.challenge_url.clone();
-    let resp = device
-        .post(&url, Some(json!({"error": "attestation unavailable"})))
-        .await;
-    assert_eq!(resp.problem(), "badAttestationStatement");
-    assert!(resp.text.contains("cannot attest"), "{}", resp.text);
-
-    // An answer without attObj is malformed and changes nothing.
-    let pending = order_for(&mut device, SERIAL).await;
-    let url = pending.challenge_url.clone();
-    let resp = device.post(&url, Some(json!({}))).await;
-    assert_eq!(
-        (resp.status, resp.problem()),
-        (400, "malformed"),
-        "{}",
-        resp.text
-    );
-    assert_eq!(
-        device.post(&pending.authz_url, None).await.body["status"],
-        "pending"
-    );
+    // Answers that carry no attestation (a device that cannot attest): this profile
+    // requires one, so each is refused, saying so, and the order cannot go on.
+    let none = B64.encode(object("none", &[]));
+    for (name, body, why) in [
+        (
+            "device error",
+            json!({"error": "attestation unavailable"}),
+            "the device reported \"attestation unavailable\"",
+        ),
+        ("no attObj", json!({}), "the answer has no `attObj`"),
+        ("format none", json!({"attObj": none}), "format `none`"),
+    ] {
+        let pending = order_for(&mut device, SERIAL).await;
+        let url = pending.challenge_url.clone();
+        let resp = device.post(&url, Some(body)).await;
+        assert_eq!(
+            (resp.status, resp.problem()),
+            (400, "badAttestationStatement"),
+            "{name}: {}",
+            resp.text
+        );
+        let detail = resp.body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("no attestation was supplied") && detail.contains(why),
+            "{name}: {detail}"
+        );
+        assert_eq!(
+            device.post(&pending.order_url, None).await.body["status"],
+            "invalid",
+            "{name}"
+        );
+    }
 
     // A CSR for another key than the attested one.
+    let pending = order_for(&mut device, SERIAL).await;
     let resp = answer(
         &mut device,
         &pending,
@@ -636,7 +672,7 @@ async fn a_profile_can_ask_the_mdm_webhook_about_each_device() {
     assert_eq!(resp.body["status"], "valid", "{}", resp.text);
     let view = server.get_json("/api/v1/devices/mdm-hook-1").await;
     let cert = &view["certificates"][0];
-    assert_eq!(cert["attested"]["serial"], SERIAL);
+    assert_eq!(cert["attestation"]["serial"], SERIAL);
     assert_eq!(
         cert["subject"],
         format!("CN=hooked device,serialNumber={SERIAL}"),
@@ -810,16 +846,7 @@ async fn the_cli_prints_apple_payloads_that_plistlib_reads() {
 async fn a_one_time_client_identifier_stands_for_its_device_once() {
     let tmp = tempfile::tempdir().unwrap();
     let ca = TestAttestationCa::generate("Test").unwrap();
-    let data = init_dir(tmp.path(), &[], &[]);
-    let config_path = data.join("config.toml");
-    let config = std::fs::read_to_string(&config_path).unwrap();
-    let config = config.replacen(
-        "permanent_identifier = \"serial-or-udid\"",
-        "permanent_identifier = \"client-identifier\"",
-        1,
-    );
-    std::fs::write(&config_path, config).unwrap();
-    let server = device_server_in(tmp.path(), &data, &ca);
+    let server = client_identifier_server(tmp.path(), &ca, true);
     assert_eq!(
         register(&server, "mdm-7", json!({"serial": SERIAL, "udid": UDID})).await,
         201
@@ -868,7 +895,7 @@ async fn a_one_time_client_identifier_stands_for_its_device_once() {
         "named by the attested serial number, not the one-time value"
     );
     let view = server.get_json("/api/v1/devices/mdm-7").await;
-    assert_eq!(view["certificates"][0]["attested"]["serial"], SERIAL);
+    assert_eq!(view["certificates"][0]["attestation"]["serial"], SERIAL);
     let record = view["certificates"][0].to_string();
     assert!(
         !record.contains(&minted),
@@ -987,4 +1014,148 @@ async fn a_one_time_client_identifier_stands_for_its_device_once() {
         1,
         "one certificate in all"
     );
+}
+
+/// Issue 24, item 4: a device that cannot attest (Apple ignores `Attest` on A10X and earlier
+/// and on Intel Macs with a T2) answers device-attest-01 without an attestation. On a
+/// profile with `require_attestation = false` its one-time ClientIdentifier alone vouches
+/// for it, once; its certificate names the registered serial number and says `attested:
+/// false` in the API, the event feed and `cert show`. An attestation that is supplied is
+/// still checked: a false one is refused, never taken for a missing one.
+#[tokio::test]
+async fn a_device_that_cannot_attest_enrols_on_its_client_identifier_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = TestAttestationCa::generate("Test").unwrap();
+    let server = client_identifier_server(tmp.path(), &ca, false);
+    assert_eq!(
+        register(&server, "mdm-7", json!({"serial": SERIAL, "udid": UDID})).await,
+        201
+    );
+    let mint = || async {
+        let resp = server
+            .post("/api/v1/acme/client-identifiers")
+            .json(&json!({"device": "mdm-7"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let body: Value = resp.json().await.unwrap();
+        body["client_identifier"].as_str().unwrap().to_owned()
+    };
+    let mut device = Client::new(&server, "device").await;
+    device.register().await;
+
+    // A supplied attestation is judged as ever: one for other hardware is refused.
+    let pending = order_for(&mut device, &mint().await).await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let foreign = Leaf {
+        serial: Some("C02STRANGER1".into()),
+        udid: None,
+        ..leaf_for(&pending.token)
+    };
+    let resp = answer(&mut device, &pending, &ca.attest(&key, &foreign).unwrap()).await;
+    assert_eq!(
+        (resp.status, resp.problem()),
+        (400, "badAttestationStatement"),
+        "{}",
+        resp.text
+    );
+
+    // No attestation: the ClientIdentifier vouches.
+    let minted = mint().await;
+    let pending = order_for(&mut device, &minted).await;
+    let url = pending.challenge_url.clone();
+    let resp = device
+        .post(&url, Some(json!({"error": "attestation unsupported"})))
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    assert_eq!(resp.body["status"], "valid");
+    assert_eq!(
+        device.post(&pending.order_url, None).await.body["status"],
+        "ready"
+    );
+    // Its key is not vouched for by hardware, but must still be of the profile's types.
+    let finalize = pending.order["finalize"].as_str().unwrap().to_owned();
+    let rsa_csr = tmp.path().join("rsa.csr");
+    let made = run(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "/dev/null",
+            "-subj",
+            "/CN=x",
+            "-outform",
+            "DER",
+            "-out",
+            rsa_csr.to_str().unwrap(),
+        ],
+    );
+    assert!(made.status.success(), "{}", stderr(&made));
+    let resp = device
+        .post(
+            &finalize,
+            Some(json!({"csr": B64.encode(std::fs::read(&rsa_csr).unwrap())})),
+        )
+        .await;
+    assert_eq!(resp.problem(), "badCSR", "{}", resp.text);
+    assert!(resp.text.contains("key types"), "{}", resp.text);
+    let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let resp = device
+        .post(
+            &finalize,
+            Some(json!({"csr": B64.encode(device_csr(&p384, "Device"))})),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "finalize: {}", resp.text);
+    let cert_url = resp.body["certificate"].as_str().unwrap().to_owned();
+    let chain = device.post(&cert_url, None).await.text;
+    let leaf = split_pem(tmp.path(), "unattested", &chain).remove(0);
+    assert_eq!(
+        permanent_identifier(&std::fs::read(&leaf).unwrap()),
+        SERIAL,
+        "named by the serial number registered for the device"
+    );
+    let key_path = tmp.path().join("unattested.key");
+    std::fs::write(&key_path, p384.serialize_pem()).unwrap();
+    assert_certifies_key(&leaf, &key_path);
+
+    // The MDM can tell: the API, the event feed and the CLI say it was not attested.
+    let view = server.get_json("/api/v1/devices/mdm-7").await;
+    let cert = &view["certificates"][0];
+    assert_eq!(cert["attested"], false, "{cert}");
+    assert!(cert.get("attestation").is_none(), "{cert}");
+    let serial = cert["serial"].as_str().unwrap().to_owned();
+    let events = server.get_json("/api/v1/events?after=0").await;
+    let issued: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{events}"))
+        .iter()
+        .filter(|e| e["type"] == "issued")
+        .collect();
+    assert_eq!(issued.len(), 1, "{events}");
+    assert_eq!(issued[0]["serial"], serial.as_str());
+    assert_eq!(issued[0]["attested"], false, "{events}");
+    let shown = server.cli_ok(&["cert", "show", &serial]);
+    assert!(shown.contains("attested    no"), "{shown}");
+
+    // Once: the ClientIdentifier is used up with the certificate.
+    let url = device.url("newOrder");
+    let resp = device
+        .post(
+            &url,
+            Some(json!({"identifiers": [{"type": "permanent-identifier", "value": minted}]})),
+        )
+        .await;
+    assert_eq!(
+        (resp.status, resp.problem()),
+        (400, "rejectedIdentifier"),
+        "{}",
+        resp.text
+    );
+    assert_eq!(certificate_count(&server).await, 1);
 }

@@ -107,12 +107,21 @@ async fn insert_then_read_back_with_its_event() {
         );
         let events = all_events(store.as_ref()).await;
         assert_eq!(events.len(), 1);
-        assert_eq!(events[0].kind, EventKind::Issued);
+        assert_eq!(
+            events[0].kind,
+            EventKind::Issued {
+                attested: Some(false)
+            }
+        );
         assert_eq!(events[0].serial, rec.serial);
         assert_eq!(events[0].device, rec.device);
 
         let mut renewal = record(Some("dev-1"), 1);
         renewal.replaces = Some(rec.serial.clone());
+        renewal.attested = Some(enrollca::attest::DeviceFacts {
+            format: "apple".into(),
+            ..Default::default()
+        });
         assert_eq!(
             store
                 .insert_certificate(renewal, Linked::default())
@@ -124,7 +133,8 @@ async fn insert_then_read_back_with_its_event() {
         assert_eq!(
             events[1].kind,
             EventKind::Renewed {
-                replaces: rec.serial.clone()
+                replaces: rec.serial.clone(),
+                attested: Some(true),
             }
         );
         assert_eq!(store.certificate(&Serial::random()).await.unwrap(), None);

@@ -295,6 +295,19 @@ pub struct Challenge {
     pub error: Option<AcmeError>,
 }
 
+/// How a device-attest-01 authorization was proven.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DeviceProof {
+    /// A verified attestation: the key the CSR must carry, and the device. Encoded as a bare
+    /// `Attestation`, as authorizations stored before `Unattested` existed have it.
+    Attested(Attestation),
+    /// No attestation, on a profile that does not require one: the one-time
+    /// ClientIdentifier alone vouched for its device, certified by the identifier registered
+    /// for it. The CSR's key is then not known to be hardware-bound.
+    Unattested { permanent_identifier: String },
+}
+
 /// An authorization belongs to exactly one order here (no reuse across orders), so its
 /// changes never have to be reconciled with another order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -311,9 +324,9 @@ pub struct Authorization {
     #[serde(with = "time::serde::rfc3339")]
     pub expires: OffsetDateTime,
     pub challenges: Vec<Challenge>,
-    /// What a valid device-attest-01 proved: the key the CSR must carry, and the device.
-    #[serde(default)]
-    pub attestation: Option<Attestation>,
+    /// How a valid device-attest-01 was proven (stored under its first name, `attestation`).
+    #[serde(default, rename = "attestation")]
+    pub proof: Option<DeviceProof>,
     /// For a ClientIdentifier: the serial number and UDID registered for its device, one of
     /// which the attestation must show. Empty: it must show the identifier itself.
     #[serde(default)]
@@ -422,5 +435,36 @@ mod tests {
             order.status(&[A::Valid], false, later),
             OrderStatus::Invalid
         );
+    }
+
+    #[test]
+    fn a_device_proof_reads_what_earlier_versions_stored() {
+        let attestation = Attestation {
+            spki: vec![0x30, 0x59, 1, 2],
+            facts: crate::attest::DeviceFacts {
+                format: "apple".into(),
+                serial: Some("C02X".into()),
+                ..Default::default()
+            },
+        };
+        fn cbor<T: Serialize>(value: &T) -> Vec<u8> {
+            let mut bytes = Vec::new();
+            ciborium::into_writer(value, &mut bytes).unwrap();
+            bytes
+        }
+        // Earlier versions stored a bare `Attestation` under `attestation`.
+        let legacy = cbor(&attestation);
+        let read: DeviceProof = ciborium::from_reader(legacy.as_slice()).unwrap();
+        assert_eq!(read, DeviceProof::Attested(attestation.clone()));
+        for proof in [
+            DeviceProof::Attested(attestation),
+            DeviceProof::Unattested {
+                permanent_identifier: "C02X".into(),
+            },
+        ] {
+            let bytes = cbor(&proof);
+            let back: DeviceProof = ciborium::from_reader(bytes.as_slice()).unwrap();
+            assert_eq!(back, proof);
+        }
     }
 }

@@ -13,16 +13,16 @@ use super::accounts::conflict_is_retryable;
 use super::client_identifiers;
 use super::error::{AcmeError, ProblemType, Subproblem};
 use super::model::{
-    Account, Authorization, AuthzStatus, Challenge, ChallengeStatus, ChallengeType, Identifier,
-    IdentifierType, Order, OrderState, OrderStatus,
+    Account, Authorization, AuthzStatus, Challenge, ChallengeStatus, ChallengeType, DeviceProof,
+    Identifier, IdentifierType, Order, OrderState, OrderStatus,
 };
 use super::service::{AcmeService, KeyUse, Profile, Signed, Signer, random_id};
-use crate::attest::{AttestError, Attestation, Expected, freshness_nonce};
+use crate::attest::{AttestError, Expected, KeyType, freshness_nonce};
 use crate::ca::csr::{Csr, San};
 use crate::ca::{IssueError, IssueRequest, Serial};
 use crate::config::PermanentIdentifier;
 use crate::inventory::Refusal;
-use crate::policy::Attested;
+use crate::policy::DeviceIdentity;
 use crate::revocation::RevocationReason;
 use crate::store::{
     CertRecord, DeviceId, DocKey, DocKind, DocPages, DocWrite, Protocol, Store, StoreError, Stored,
@@ -162,7 +162,7 @@ impl AcmeService {
                             error: None,
                         })
                         .collect(),
-                    attestation: None,
+                    proof: None,
                     hardware_ids: hardware_ids.clone(),
                 }
             })
@@ -522,8 +522,9 @@ impl AcmeService {
     }
 
     /// device-attest-01 (draft-ietf-acme-device-attest §5): the answer carries the evidence,
-    /// so it is judged at once. Success stores the attested key and facts on the
-    /// authorization; any failure leaves it invalid and is reported as the problem.
+    /// so it is judged at once. Success stores the proof (the attested key and facts, or, on a
+    /// profile that does not require attestation, that the ClientIdentifier alone vouched)
+    /// on the authorization; any failure leaves it invalid and is reported as the problem.
     async fn attest(
         &self,
         profile: &Profile,
@@ -541,22 +542,6 @@ impl AcmeService {
         {
             return Ok(authz.value);
         }
-        let att_obj = match answer {
-            AttestationAnswer {
-                att_obj: Some(a), ..
-            } => a,
-            AttestationAnswer { error: Some(e), .. } => {
-                let e = AttestError::DeviceError(e.to_string());
-                return self
-                    .record_attestation(&authz.value, Err(e.into()), now)
-                    .await;
-            }
-            _ => {
-                return Err(AcmeError::malformed(
-                    "device-attest-01 is answered with {\"attObj\": base64url(CBOR)}",
-                ));
-            }
-        };
         let Some(running) = self.validating.start(&authz.value.id) else {
             return Ok(authz.value);
         };
@@ -566,49 +551,74 @@ impl AcmeService {
             [] => vec![authz.value.identifier.value.clone()],
             registered => registered.to_vec(),
         };
-        let (verifier, token, key_types) = (
-            Arc::clone(&self.attestation),
-            challenge.token.clone(),
-            profile.config.attestation_key_types.clone(),
-        );
-        // Two P-384 verifications and CBOR/X.509 parsing: off the reactor.
-        let outcome = tokio::task::spawn_blocking(move || {
-            let bytes = URL_SAFE_NO_PAD
-                .decode(att_obj.trim_end_matches('='))
-                .map_err(|_| AttestError::Malformed("`attObj` is not base64url".into()))?;
-            verifier.verify(
-                &bytes,
-                &Expected {
-                    nonce: freshness_nonce(&token),
-                    identifiers: &identifiers.iter().map(String::as_str).collect::<Vec<_>>(),
-                    key_types: &key_types,
-                    now,
-                },
-            )
-        })
-        .await
-        .map_err(|e| AcmeError::internal(format!("attestation task failed: {e}")))?
-        .map(Some)
-        .map_err(AcmeError::from);
-        if let Err(e) = &outcome {
-            tracing::info!(authz = %authz.value.id, identifier = %authz.value.identifier,
-                problem = %e, "attestation refused");
-        }
-        let result = self.record_attestation(&authz.value, outcome, now).await;
+        let outcome = match answer {
+            AttestationAnswer {
+                att_obj: Some(att_obj),
+                ..
+            } => {
+                let (verifier, token, key_types) = (
+                    Arc::clone(&self.attestation),
+                    challenge.token.clone(),
+                    profile.config.attestation_key_types.clone(),
+                );
+                let identifiers = identifiers.clone();
+                // Two P-384 verifications and CBOR/X.509 parsing: off the reactor.
+                tokio::task::spawn_blocking(move || {
+                    let bytes = URL_SAFE_NO_PAD
+                        .decode(att_obj.trim_end_matches('='))
+                        .map_err(|_| AttestError::Malformed("`attObj` is not base64url".into()))?;
+                    verifier.verify(
+                        &bytes,
+                        &Expected {
+                            nonce: freshness_nonce(&token),
+                            identifiers: &identifiers
+                                .iter()
+                                .map(String::as_str)
+                                .collect::<Vec<_>>(),
+                            key_types: &key_types,
+                            now,
+                        },
+                    )
+                })
+                .await
+                .map_err(|e| AcmeError::internal(format!("attestation task failed: {e}")))?
+            }
+            AttestationAnswer { error: Some(e), .. } => {
+                Err(AttestError::NotSupplied(format!("the device reported {e}")))
+            }
+            AttestationAnswer { .. } => Err(AttestError::NotSupplied(
+                "the answer has no `attObj`".into(),
+            )),
+        };
+        let outcome = match outcome {
+            Ok(attestation) => Ok(DeviceProof::Attested(attestation)),
+            // A device that cannot attest, on a profile that lets its one-time
+            // ClientIdentifier (bound to a registered device) vouch for it instead.
+            Err(AttestError::NotSupplied(why))
+                if !profile.config.require_attestation && !authz.value.hardware_ids.is_empty() =>
+            {
+                tracing::info!(authz = %authz.value.id, %why,
+                    "no attestation; the ClientIdentifier vouches for the device");
+                Ok(DeviceProof::Unattested {
+                    permanent_identifier: identifiers[0].clone(),
+                })
+            }
+            Err(e) => {
+                tracing::info!(authz = %authz.value.id, identifier = %authz.value.identifier,
+                    problem = %e, "attestation refused");
+                Err(AcmeError::from(e))
+            }
+        };
+        let written = record_outcome(
+            &**self.store(),
+            &authz.value.id,
+            kind,
+            outcome.clone().map(Some),
+            now,
+        )
+        .await;
         drop(running);
-        result
-    }
-
-    /// Stores an attestation's outcome; a refusal is returned as the error it was.
-    async fn record_attestation(
-        &self,
-        authz: &Authorization,
-        outcome: Result<Option<Attestation>, AcmeError>,
-        now: OffsetDateTime,
-    ) -> Result<Authorization, AcmeError> {
-        let kind = ChallengeType::DeviceAttest01;
-        let written =
-            record_outcome(&**self.store(), &authz.id, kind, outcome.clone(), now).await?;
+        let written = written?;
         outcome?;
         written.ok_or_else(|| AcmeError::malformed("the authorization changed meanwhile"))
     }
@@ -631,9 +641,9 @@ impl AcmeService {
             .decode(req.csr.trim_end_matches('='))
             .map_err(|_| AcmeError::new(ProblemType::BadCsr, "`csr` is not base64url"))?;
         let csr = Csr::from_der(&der)?;
-        let attested = match order.value.identifiers.as_slice() {
+        let identity = match order.value.identifiers.as_slice() {
             [id] if id.kind == IdentifierType::PermanentIdentifier => {
-                Some(self.check_attested_csr(&csr, &order.value).await?)
+                Some(self.check_device_csr(&csr, &order.value, profile).await?)
             }
             identifiers => {
                 check_csr_names(&csr, identifiers)?;
@@ -690,7 +700,7 @@ impl AcmeService {
                     writes.extend(use_up.clone());
                     writes
                 })),
-                attested,
+                identity,
                 ..IssueRequest::new(
                     csr,
                     profile.template.clone(),
@@ -747,9 +757,15 @@ impl AcmeService {
         outcome
     }
 
-    /// A device order's CSR must carry the attested key and ask for no names: the device is
-    /// named by the PermanentIdentifier the certificate gets from the order.
-    async fn check_attested_csr(&self, csr: &Csr, order: &Order) -> Result<Attested, AcmeError> {
+    /// A device order's CSR asks for no names: the device is named by the PermanentIdentifier
+    /// the certificate gets from the order. Its key must be the attested one or, for a device
+    /// that could not attest, at least of a type the profile accepts.
+    async fn check_device_csr(
+        &self,
+        csr: &Csr,
+        order: &Order,
+        profile: &Profile,
+    ) -> Result<DeviceIdentity, AcmeError> {
         let [authz_id] = order.authorizations.as_slice() else {
             return Err(AcmeError::internal(format!(
                 "device order {} has {} authorizations",
@@ -763,21 +779,43 @@ impl AcmeService {
             .ok_or_else(|| {
                 AcmeError::internal(format!("order {} lost authz {authz_id}", order.id))
             })?;
-        let attestation = authz.value.attestation.ok_or_else(|| {
-            AcmeError::internal(format!("valid authz {authz_id} has no attestation"))
-        })?;
-        if rcgen::PublicKeyData::subject_public_key_info(&csr.spki) != attestation.spki {
-            return Err(AcmeError::new(
-                ProblemType::BadCsr,
-                "the CSR's key is not the key the device attested",
-            ));
-        }
         if let Some(san) = csr.sans.first() {
             return Err(AcmeError::new(
                 ProblemType::BadCsr,
                 format!(
                     "the CSR asks for {san}; a device certificate is named by its permanent identifier only"
                 ),
+            ));
+        }
+        let attestation = match authz.value.proof {
+            None => {
+                return Err(AcmeError::internal(format!(
+                    "valid authz {authz_id} has no proof"
+                )));
+            }
+            Some(DeviceProof::Unattested {
+                permanent_identifier,
+            }) => {
+                let key_types = &profile.config.attestation_key_types;
+                if !KeyType::of(csr.key).is_some_and(|k| key_types.contains(&k)) {
+                    return Err(AcmeError::new(
+                        ProblemType::BadCsr,
+                        format!(
+                            "the CSR's key is not one of the profile's key types {key_types:?}"
+                        ),
+                    ));
+                }
+                return Ok(DeviceIdentity {
+                    permanent_identifier,
+                    facts: None,
+                });
+            }
+            Some(DeviceProof::Attested(attestation)) => attestation,
+        };
+        if rcgen::PublicKeyData::subject_public_key_info(&csr.spki) != attestation.spki {
+            return Err(AcmeError::new(
+                ProblemType::BadCsr,
+                "the CSR's key is not the key the device attested",
             ));
         }
         // A ClientIdentifier only stood for the device: the certificate names the device by
@@ -796,9 +834,9 @@ impl AcmeService {
                     })?
             }
         };
-        Ok(Attested {
+        Ok(DeviceIdentity {
             permanent_identifier,
-            facts: attestation.facts,
+            facts: Some(attestation.facts),
         })
     }
 
@@ -995,7 +1033,7 @@ async fn record_outcome(
     store: &dyn crate::store::Store,
     authz_id: &str,
     kind: ChallengeType,
-    outcome: Result<Option<Attestation>, AcmeError>,
+    outcome: Result<Option<DeviceProof>, AcmeError>,
     now: OffsetDateTime,
 ) -> Result<Option<Authorization>, StoreError> {
     for _ in 0..COMMIT_ATTEMPTS {
@@ -1025,7 +1063,7 @@ async fn record_outcome(
         } else {
             AuthzStatus::Invalid
         };
-        next.attestation = outcome.clone().ok().flatten();
+        next.proof = outcome.clone().ok().flatten();
         match store
             .write_docs(vec![DocWrite::put(
                 DocKind::AcmeAuthz,
@@ -1063,7 +1101,7 @@ mod tests {
             status: AuthzStatus::Pending,
             expires,
             challenges: Vec::new(),
-            attestation: None,
+            proof: None,
             hardware_ids: Vec::new(),
         };
         let order = Order {

@@ -253,6 +253,7 @@ issuer = "ecdsa"
 external_account_required = false
 attestation_key_types = ["p256", "p384"]
 permanent_identifier = "serial-or-udid"  # or "client-identifier": one-time values the MDM mints (POST /api/v1/acme/client-identifiers)
+require_attestation = true       # false (client-identifier only): a device that cannot attest enrols on its ClientIdentifier alone
 device_inventory = "registered"  # devices the MDM registered (PUT /api/v1/devices/ID); or "webhook"
 # inventory_webhook_url = "https://mdm.internal/enrollca/device"  # with "webhook": 2xx admits
 subject_serial = false           # true: the attested serial number goes into the subject

@@ -47,9 +47,13 @@ pub struct CertView {
     /// The ACME account that ordered it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
-    /// What device attestation proved about the device (attested certificates only).
+    /// Whether a device attestation vouched for the key and the device. `false` for SCEP and
+    /// ACME certificates, and for a device that could not attest and enrolled on its one-time
+    /// ClientIdentifier alone (`require_attestation = false`).
+    pub attested: bool,
+    /// What the attestation proved about the device (attested certificates only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attested: Option<crate::attest::DeviceFacts>,
+    pub attestation: Option<crate::attest::DeviceFacts>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
     pub revocation_reason: Option<RevocationReason>,
@@ -79,7 +83,8 @@ impl CertView {
             profile: rec.profile.clone(),
             replaces: rec.replaces.clone(),
             account: rec.account.clone(),
-            attested: rec.attested.clone(),
+            attested: rec.attested.is_some(),
+            attestation: rec.attested.clone(),
             revoked_at,
             revocation_reason,
             pem: with_pem.then(|| to_pem("CERTIFICATE", &rec.der)),

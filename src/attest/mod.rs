@@ -29,7 +29,7 @@ pub enum KeyType {
 }
 
 impl KeyType {
-    fn of(key: SubjectKey) -> Option<Self> {
+    pub fn of(key: SubjectKey) -> Option<Self> {
         match key {
             SubjectKey::EcP256 => Some(Self::P256),
             SubjectKey::EcP384 => Some(Self::P384),
@@ -103,8 +103,11 @@ pub enum AttestError {
     Identifier(String),
     #[error("attested key: {0}")]
     Key(String),
-    #[error("the device reported that it cannot attest: {0}")]
-    DeviceError(String),
+    /// The answer carries no attestation: a device that cannot attest (Apple ignores
+    /// `Attest` on A10X and earlier and on Intel Macs with a T2). A profile decides whether
+    /// its one-time ClientIdentifier may vouch for it instead.
+    #[error("no attestation was supplied ({0})")]
+    NotSupplied(String),
     /// A configured trust anchor is unusable (a start-up error, never a client's).
     #[error("trust anchor: {0}")]
     Anchor(String),
@@ -140,6 +143,12 @@ impl Verifier {
         expected: &Expected<'_>,
     ) -> Result<Attestation, AttestError> {
         let object = AttestationObject::parse(bytes)?;
+        // WebAuthn's `none`: an object that attests nothing.
+        if object.fmt == "none" {
+            return Err(AttestError::NotSupplied(
+                "the attestation object is of format `none`".into(),
+            ));
+        }
         let format = self
             .formats
             .iter()

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::csr::{Attr, Csr, San};
 use super::{ActiveIssuer, Ca, IssuerId, KeyFamily, Serial};
-use crate::policy::{Attested, Contents, Eku, Names, PolicyError, Template};
+use crate::policy::{Contents, DeviceIdentity, Eku, Names, PolicyError, Template};
 use crate::store::{
     CertRecord, CertStatus, ChallengeHash, DeviceId, DocWrite, Linked, Protocol, StoreError,
 };
@@ -37,8 +37,8 @@ pub struct IssueRequest {
     /// Documents written in that same write, built once the record exists (an ACME order
     /// that becomes valid and names its certificate).
     pub completes: Option<Completion>,
-    /// What device attestation proved (device-attest-01), for the certificate and its record.
-    pub attested: Option<Attested>,
+    /// The device a device-attest-01 certificate names, and what its attestation proved.
+    pub identity: Option<DeviceIdentity>,
     /// The subject and SANs whoever vouched for the request stated (`policy::Names`).
     pub names: Names,
 }
@@ -57,7 +57,7 @@ impl IssueRequest {
             account: None,
             consume: None,
             completes: None,
-            attested: None,
+            identity: None,
             names: Names::default(),
         }
     }
@@ -137,7 +137,7 @@ impl Ca {
             .clone();
         let contents = req.template.apply(
             &req.csr,
-            req.attested.as_ref(),
+            req.identity.as_ref(),
             req.device.as_ref(),
             &req.names,
         )?;
@@ -182,7 +182,7 @@ impl Ca {
                 profile: req.template.name.clone(),
                 replaces: req.replaces.clone(),
                 account: req.account.clone(),
-                attested: req.attested.as_ref().map(|a| a.facts.clone()),
+                attested: req.identity.as_ref().and_then(|i| i.facts.clone()),
                 status: CertStatus::Good,
                 der,
             };

@@ -219,7 +219,7 @@ impl Template {
     pub fn apply(
         &self,
         csr: &Csr,
-        attested: Option<&Attested>,
+        identity: Option<&DeviceIdentity>,
         device: Option<&DeviceId>,
         stated: &Names,
     ) -> Result<Contents, PolicyError> {
@@ -257,12 +257,14 @@ impl Template {
                 csr.sans.clone()
             }
         };
-        if let Some(serial) = attested.and_then(|a| a.facts.serial.as_ref()) {
-            if self.subject_serial {
-                subject.push((Attr::SerialNumber, serial.clone()));
-            }
+        // Only an attestation vouches for a serialNumber attribute.
+        let attested_serial = identity
+            .and_then(|i| i.facts.as_ref())
+            .and_then(|f| f.serial.as_ref());
+        if let (true, Some(serial)) = (self.subject_serial, attested_serial) {
+            subject.push((Attr::SerialNumber, serial.clone()));
         }
-        let permanent_identifier = attested.map(|a| a.permanent_identifier.clone());
+        let permanent_identifier = identity.map(|i| i.permanent_identifier.clone());
         let has_cn = subject.iter().any(|(a, _)| *a == Attr::CommonName);
         if !has_cn && sans.is_empty() && permanent_identifier.is_none() {
             return Err(PolicyError::NoSubject);
@@ -275,12 +277,15 @@ impl Template {
     }
 }
 
-/// What device attestation proved, carried into the certificate and its record.
+/// The device a device-attest-01 certificate is for, carried into the certificate and its
+/// record.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Attested {
-    /// The order's identifier (serial number or UDID), certified as a PermanentIdentifier.
+pub struct DeviceIdentity {
+    /// Its serial number or UDID, certified as a PermanentIdentifier.
     pub permanent_identifier: String,
-    pub facts: DeviceFacts,
+    /// What its attestation proved; `None` when the device could not attest and its one-time
+    /// ClientIdentifier alone vouched for it.
+    pub facts: Option<DeviceFacts>,
 }
 
 /// What the certificate will say about its subject.

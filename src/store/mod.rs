@@ -167,9 +167,16 @@ impl From<&CertRecord> for CertState {
 #[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum EventKind {
-    Issued,
+    /// `attested`: whether a device attestation vouched for it (absent from events recorded
+    /// before enrollca said so).
+    Issued {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attested: Option<bool>,
+    },
     Renewed {
         replaces: Serial,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attested: Option<bool>,
     },
     Revoked {
         reason: RevocationReason,
