@@ -18,6 +18,7 @@ pub mod inventory;
 pub mod loadgen;
 pub mod metrics;
 pub mod notify;
+pub mod payload;
 pub mod policy;
 pub mod rate;
 pub mod revocation;

@@ -71,10 +71,13 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ProfileCommand {
-    /// `com.apple.security.acme`: Managed Device Attestation against a device profile.
+    /// ACME with Managed Device Attestation against a device profile: the payload
+    /// `com.apple.security.acme`, or the declarative credential `com.apple.credential.acme`.
     Acme {
         #[command(flatten)]
         target: Target,
+        #[arg(long, value_enum, default_value = "plist")]
+        format: PayloadFormat,
         /// The ACME profile (it must offer device-attest-01).
         #[arg(long, default_value = "device")]
         profile: String,
@@ -94,10 +97,13 @@ enum ProfileCommand {
         #[arg(long)]
         subject: Option<String>,
     },
-    /// `com.apple.security.scep`: SCEP enrolment with a challenge.
+    /// SCEP enrolment with a challenge: the payload `com.apple.security.scep`, or the
+    /// declarative credential `com.apple.credential.scep`.
     Scep {
         #[command(flatten)]
         target: Target,
+        #[arg(long, value_enum, default_value = "plist")]
+        format: PayloadFormat,
         /// The challenge to embed (e.g. the static `scep.challenge`).
         #[arg(long, conflicts_with = "one_time")]
         challenge: Option<String>,
@@ -111,7 +117,7 @@ enum ProfileCommand {
         #[arg(long, default_value = "7days")]
         ttl: humantime::Duration,
         /// RSA key size.
-        #[arg(long, default_value_t = 2048)]
+        #[arg(long, default_value_t = 2048, value_parser = clap::builder::TypedValueParser::map(clap::builder::PossibleValuesParser::new(["2048", "4096"]), |s: String| s.parse::<u32>().expect("listed values are numbers")))]
         key_size: u32,
         /// Subject, e.g. "CN=device,O=Example" (default: CN=<device> with --device, else
         /// CN=enrollca device). With --one-time the challenge states it: the certificate
@@ -119,6 +125,17 @@ enum ProfileCommand {
         #[arg(long)]
         subject: Option<String>,
     },
+}
+
+/// How `enrollca profile` writes what it makes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PayloadFormat {
+    /// A configuration profile payload, as an XML property list.
+    Plist,
+    /// A declarative device management credential: the JSON document a
+    /// `com.apple.asset.credential.*` declaration points at, printed byte for byte (no
+    /// trailing newline), so its SHA-256 and size are what the declaration states.
+    Ddm,
 }
 
 #[derive(Subcommand)]
@@ -570,10 +587,11 @@ async fn run_scep(cmd: ScepCommand) -> anyhow::Result<()> {
 }
 
 async fn run_profile(cmd: ProfileCommand) -> anyhow::Result<()> {
-    use enrollca::admin::payload;
+    use enrollca::payload;
     match cmd {
         ProfileCommand::Acme {
             target,
+            format,
             profile,
             client_identifier,
             device,
@@ -611,18 +629,20 @@ async fn run_profile(cmd: ProfileCommand) -> anyhow::Result<()> {
                 "{}/acme/{profile}/directory",
                 config.listen.public_https_url()
             );
-            print!(
-                "{}",
-                payload::to_xml(payload::acme(&payload::AcmePayload {
-                    directory_url: &directory_url,
-                    client_identifier: &client_identifier,
-                    key_size,
-                    subject: &subject,
-                }))?
-            );
+            let acme = payload::Acme {
+                directory_url: &directory_url,
+                client_identifier: &client_identifier,
+                key_size,
+                subject: &subject,
+            };
+            match format {
+                PayloadFormat::Plist => print!("{}", payload::to_xml(acme.profile_payload())?),
+                PayloadFormat::Ddm => print!("{}", acme.credential().document),
+            }
         }
         ProfileCommand::Scep {
             target,
+            format,
             challenge,
             one_time,
             device,
@@ -667,16 +687,18 @@ async fn run_profile(cmd: ProfileCommand) -> anyhow::Result<()> {
                 .unwrap_or(top);
             let fingerprint = openssl::sha::sha1(&anchor).to_vec();
             let url = format!("{}/scep", config.listen.public_url());
-            print!(
-                "{}",
-                payload::to_xml(payload::scep(&payload::ScepPayload {
-                    url: &url,
-                    challenge: challenge.as_deref(),
-                    key_size,
-                    subject: &payload::parse_subject(&subject)?,
-                    ca_fingerprint: fingerprint,
-                }))?
-            );
+            let subject = payload::parse_subject(&subject)?;
+            let scep = payload::Scep {
+                url: &url,
+                challenge: challenge.as_deref(),
+                key_size,
+                subject: &subject,
+                ca_fingerprint: fingerprint,
+            };
+            match format {
+                PayloadFormat::Plist => print!("{}", payload::to_xml(scep.profile_payload())?),
+                PayloadFormat::Ddm => print!("{}", scep.credential().document),
+            }
         }
     }
     Ok(())

@@ -2,7 +2,6 @@
 //! its authenticated API; when no server answers they open the data directory themselves.
 
 pub mod init;
-pub mod payload;
 
 use std::path::PathBuf;
 use std::sync::Arc;
