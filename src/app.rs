@@ -189,6 +189,7 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         config.listen.public_url(),
     ));
     let scep = Arc::new(ScepService::new(
+        format!("{}/scep", config.listen.public_url()),
         ca.clone(),
         crls.clone(),
         metrics.clone(),

@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use base64::Engine;
-use rand::RngCore;
 
 use super::ApiError;
 use super::auth::{Can, EnrollAdmin};
@@ -15,7 +13,6 @@ use super::views::{ChallengeBody, ChallengeView};
 use crate::app::AppState;
 use crate::ca::csr::parse_subject;
 use crate::policy::{Names, subject_string};
-use crate::store::{ChallengeHash, ChallengeRecord};
 
 const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 const MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
@@ -30,11 +27,7 @@ pub async fn create_challenge(
     Json(body): Json<ChallengeBody>,
 ) -> Result<(StatusCode, axum::Json<ChallengeView>), ApiError> {
     let ttl = body.ttl.unwrap_or(DEFAULT_TTL);
-    if ttl < Duration::from_secs(1) || ttl > MAX_TTL {
-        return Err(ApiError::BadRequest(
-            "ttl must be between 1s and 30days".into(),
-        ));
-    }
+    check_ttl(ttl)?;
     let subject = body
         .subject
         .as_deref()
@@ -45,28 +38,11 @@ pub async fn create_challenge(
         subject,
         sans: body.sans.clone(),
     };
-    let mut secret = [0u8; 24];
-    rand::rngs::OsRng.fill_bytes(&mut secret);
-    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
-    let now = state
-        .ca
-        .clock()
-        .now()
-        .replace_nanosecond(0)
-        .expect("0 is a valid nanosecond");
-    let record = ChallengeRecord {
-        device: body.device.clone(),
-        names: names.clone(),
-        created_at: now,
-        expires_at: now + ttl,
-    };
-    let expires_at = record.expires_at;
-    state
-        .ca
-        .store()
-        .put_challenge(ChallengeHash::of(challenge.as_bytes()), record)
+    let (challenge, record) = state
+        .scep
+        .mint_challenge(body.device.clone(), names.clone(), ttl)
         .await?;
-    tracing::info!(device = body.device.as_ref().map(|d| d.as_str()), %expires_at, "one-time SCEP challenge minted");
+    let expires_at = record.expires_at;
     Ok((
         StatusCode::CREATED,
         axum::Json(ChallengeView {
@@ -77,4 +53,13 @@ pub async fn create_challenge(
             expires_at,
         }),
     ))
+}
+
+pub(super) fn check_ttl(ttl: Duration) -> Result<(), ApiError> {
+    if ttl < Duration::from_secs(1) || ttl > MAX_TTL {
+        return Err(ApiError::BadRequest(
+            "ttl must be between 1s and 30days".into(),
+        ));
+    }
+    Ok(())
 }

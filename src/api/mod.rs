@@ -3,6 +3,7 @@
 pub mod auth;
 mod certificates;
 mod challenges;
+mod credentials;
 mod devices;
 mod eab;
 mod extract;
@@ -21,6 +22,7 @@ use crate::store::StoreError;
 pub use auth::{Scope, TokenHash, TokenRecord};
 pub use certificates::{get_certificate, issue_certificate, list_certificates, revoke_certificate};
 pub use challenges::create_challenge;
+pub use credentials::{CredentialKind, CredentialView, device_credential};
 pub use devices::{
     DeviceRevokedView, DeviceView, ValidateView, Verdict, get_device, revoke_device, validate,
     validate_batch,

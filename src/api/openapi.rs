@@ -88,6 +88,7 @@ impl Modify for Bearer {
         super::devices::validate_batch,
         super::devices::get_device,
         super::devices::revoke_device,
+        super::credentials::device_credential,
         super::inventory::register_device,
         super::inventory::unregister_device,
         super::inventory::import_devices,

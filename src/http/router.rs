@@ -97,6 +97,10 @@ fn api_routes() -> Router<Arc<AppState>> {
                 .delete(api::unregister_device),
         )
         .route("/api/v1/devices/{id}/revoke", post(api::revoke_device))
+        .route(
+            "/api/v1/devices/{id}/credentials/{kind}",
+            get(api::device_credential),
+        )
         .route("/api/v1/scep/challenges", post(api::create_challenge))
         .route("/api/v1/scep/pending", get(api::list_held))
         .route("/api/v1/scep/pending/{id}/approve", post(api::approve_held))

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use base64::Engine;
+
 use super::message::{Cipher, FailInfo, MessageType};
 use super::pending::{Approval, Decision, PendingRequest, Requested};
 use super::wire::{self, MessageSigner, Outcome, Payload, SignedMessage, WireError};
@@ -14,8 +16,8 @@ use crate::metrics::Metrics;
 use crate::policy::{Names, PolicyError, Template, Vouched};
 use crate::revocation::Crls;
 use crate::store::{
-    CertRecord, CertStatus, ChallengeHash, DeviceId, DocKey, DocKind, DocWrite, Protocol,
-    StoreError, Stored,
+    CertRecord, CertStatus, ChallengeHash, ChallengeRecord, DeviceId, DocKey, DocKind, DocWrite,
+    Protocol, StoreError, Stored,
 };
 use crate::validator::{Validator, ValidatorError};
 
@@ -48,6 +50,9 @@ pub enum ScepError {
 }
 
 pub struct ScepService {
+    /// Where devices reach it (`listen.public_url` + `/scep`), for the payloads that point
+    /// them here.
+    url: String,
     ca: Arc<Ca>,
     crls: Arc<Crls>,
     metrics: Arc<Metrics>,
@@ -167,6 +172,7 @@ impl CaCerts {
 
 impl ScepService {
     pub fn new(
+        url: String,
         ca: Arc<Ca>,
         crls: Arc<Crls>,
         metrics: Arc<Metrics>,
@@ -174,6 +180,7 @@ impl ScepService {
         admission: Admission,
     ) -> Self {
         Self {
+            url,
             ca,
             crls,
             metrics,
@@ -207,6 +214,52 @@ impl ScepService {
         wire::degenerate(&chain)
             .map(CaCerts::Chain)
             .map_err(|e| ScepError::Internal(e.to_string()))
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Mints a one-time challenge stating what the certificate will say (and, if given,
+    /// whose it is); only its hash is stored. Returns the challenge and its record.
+    pub async fn mint_challenge(
+        &self,
+        device: Option<DeviceId>,
+        names: Names,
+        ttl: std::time::Duration,
+    ) -> Result<(String, ChallengeRecord), StoreError> {
+        let mut secret = [0u8; 24];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+        let now = self
+            .ca
+            .clock()
+            .now()
+            .replace_nanosecond(0)
+            .expect("0 is a valid nanosecond");
+        let record = ChallengeRecord {
+            device,
+            names,
+            created_at: now,
+            expires_at: now + ttl,
+        };
+        self.ca
+            .store()
+            .put_challenge(ChallengeHash::of(challenge.as_bytes()), record.clone())
+            .await?;
+        tracing::info!(device = record.device.as_ref().map(|d| d.as_str()),
+            expires_at = %record.expires_at, "one-time SCEP challenge minted");
+        Ok((challenge, record))
+    }
+
+    /// Apple's `CAFingerprint`: SHA-1 of the root at the top of GetCACert's answer, which is
+    /// what a device compares it with (the SCEP CA itself when it is self-signed).
+    pub fn ca_fingerprint(&self) -> Result<[u8; 20], ScepError> {
+        let issuers = self.ca.issuers();
+        let rsa = issuers.active(KeyFamily::Rsa).ok_or(ScepError::NoIssuer)?;
+        let chain = self.chain_of(rsa);
+        let root = chain.last().expect("a chain holds at least its CA");
+        Ok(openssl::sha::sha1(root))
     }
 
     /// The staged next SCEP CA (GetNextCACert): its certificate and the certificates above it

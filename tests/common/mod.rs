@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test crate uses a different part of the harness
 
 pub mod acme;
+pub mod device;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -485,6 +486,65 @@ pub fn scepclient(server: &Server, dir: &Path, cn: &str, challenge: &str) -> Out
             cn,
         ]);
     cmd.output().unwrap()
+}
+
+/// strongSwan as a device uses it: `pki --scepca` learns the CA from GetCACert, then
+/// `pki --scep` enrols a new RSA key of `bits` for `dn` with `challenge`, AES-encrypted.
+/// Returns its output (the certificate, DER, on stdout) and the key's path.
+pub fn strongswan_enrol(
+    server: &Server,
+    dir: &Path,
+    dn: &str,
+    challenge: &str,
+    bits: u32,
+) -> (Output, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let out = run(
+        "pki",
+        &[
+            "--scepca",
+            "--url",
+            &server.url("/scep"),
+            "--caout",
+            dir.join("ca.der").to_str().unwrap(),
+            "--force",
+        ],
+    );
+    assert!(out.status.success(), "pki --scepca: {}", stderr(&out));
+    let key = dir.join("key.pem");
+    let made = run(
+        "openssl",
+        &["genrsa", "-out", key.to_str().unwrap(), &bits.to_string()],
+    );
+    assert!(made.status.success(), "{}", stderr(&made));
+    let (root, ca) = (dir.join("ca.der"), dir.join("ca-1.der"));
+    let out = run(
+        "pki",
+        &[
+            "--scep",
+            "--url",
+            &server.url("/scep"),
+            "--in",
+            key.to_str().unwrap(),
+            "--dn",
+            dn,
+            "--password",
+            challenge,
+            "--cacert-enc",
+            ca.to_str().unwrap(),
+            "--cacert-sig",
+            ca.to_str().unwrap(),
+            "--cacert",
+            root.to_str().unwrap(),
+            "--cipher",
+            "aes",
+            "--digest",
+            "sha256",
+            "--outform",
+            "der",
+        ],
+    );
+    (out, key)
 }
 
 /// A port nothing listens on right now (bound, read, released).

@@ -1,0 +1,171 @@
+//! Devices of the device-attest-01 tests: a server trusting a synthetic Apple-style
+//! attestation CA, the MDM's inventory, and a device's order up to its attestation.
+
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use enrollca::attest::freshness_nonce;
+use enrollca::attest::synthetic::{Leaf, TestAttestationCa};
+use serde_json::{Value, json};
+
+use super::acme::{Client, Response};
+use super::*;
+
+pub const SERIAL: &str = "C02TESTDEV01";
+pub const UDID: &str = "00008030-001A2C3E0A12802E";
+
+/// A server trusting `ca`'s root for attestation, with the built-in `device` profile.
+pub async fn device_server(tmp: &Path, ca: &TestAttestationCa) -> Server {
+    let data = init_dir(tmp, &[], &[]);
+    device_server_in(tmp, &data, ca)
+}
+
+pub fn device_server_in(tmp: &Path, data: &Path, ca: &TestAttestationCa) -> Server {
+    let root = tmp.join("attestation-root.pem");
+    std::fs::write(&root, ca.root_pem()).unwrap();
+    let config_path = data.join("config.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let config = config.replacen(
+        "attestation_roots = []",
+        &format!("attestation_roots = [{:?}]", root.to_str().unwrap()),
+        1,
+    );
+    std::fs::write(&config_path, config).unwrap();
+    Server::start(data, &[])
+}
+
+/// A server whose `device` profile takes one-time ClientIdentifiers, requiring an
+/// attestation or not.
+pub fn client_identifier_server(
+    tmp: &Path,
+    ca: &TestAttestationCa,
+    require_attestation: bool,
+) -> Server {
+    let data = init_dir(tmp, &[], &[]);
+    let config_path = data.join("config.toml");
+    let config = std::fs::read_to_string(&config_path)
+        .unwrap()
+        .replacen(
+            "permanent_identifier = \"serial-or-udid\"",
+            "permanent_identifier = \"client-identifier\"",
+            1,
+        )
+        .replacen(
+            "require_attestation = true",
+            &format!("require_attestation = {require_attestation}"),
+            1,
+        );
+    std::fs::write(&config_path, config).unwrap();
+    device_server_in(tmp, &data, ca)
+}
+
+pub async fn register(server: &Server, id: &str, body: Value) -> u16 {
+    server
+        .client
+        .put(server.url(&format!("/api/v1/devices/{id}")))
+        .bearer_auth(&server.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// An order for a device, up to its pending device-attest-01 challenge.
+pub struct Pending {
+    pub order_url: String,
+    pub order: Value,
+    pub authz_url: String,
+    pub challenge_url: String,
+    pub token: String,
+}
+
+pub async fn order_for(client: &mut Client, identifier: &str) -> Pending {
+    let url = client.url("newOrder");
+    let resp = client
+        .post(
+            &url,
+            Some(json!({"identifiers": [{"type": "permanent-identifier", "value": identifier}]})),
+        )
+        .await;
+    assert_eq!(resp.status, 201, "newOrder: {}", resp.text);
+    let authz_url = resp.body["authorizations"][0].as_str().unwrap().to_owned();
+    let authz = client.post(&authz_url, None).await.body;
+    let challenges = authz["challenges"].as_array().unwrap();
+    assert_eq!(
+        challenges.len(),
+        1,
+        "device profiles offer device-attest-01 only"
+    );
+    assert_eq!(challenges[0]["type"], "device-attest-01");
+    Pending {
+        order_url: resp.location(),
+        order: resp.body.clone(),
+        authz_url,
+        challenge_url: challenges[0]["url"].as_str().unwrap().to_owned(),
+        token: challenges[0]["token"].as_str().unwrap().to_owned(),
+    }
+}
+
+pub async fn answer(client: &mut Client, pending: &Pending, att_obj: &[u8]) -> Response {
+    let url = pending.challenge_url.clone();
+    client
+        .post(&url, Some(json!({"attObj": B64.encode(att_obj)})))
+        .await
+}
+
+/// The device's identity leaf for a challenge.
+pub fn leaf_for(token: &str) -> Leaf {
+    Leaf {
+        nonce: Some(freshness_nonce(token)),
+        serial: Some(SERIAL.into()),
+        udid: Some(UDID.into()),
+        ..Leaf::default()
+    }
+}
+
+pub fn device_csr(key: &rcgen::KeyPair, cn: &str) -> Vec<u8> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.serialize_request(key).unwrap().der().to_vec()
+}
+
+/// The value of the certificate's PermanentIdentifier otherName SAN (RFC 4043), read with
+/// x509-parser and checked to be exactly `[0] { SEQUENCE { UTF8String value } }`.
+pub fn permanent_identifier(pem: &[u8]) -> String {
+    use x509_parser::extensions::GeneralName;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    let san = cert.subject_alternative_name().unwrap().expect("a SAN");
+    let [GeneralName::OtherName(oid, value)] = san.value.general_names.as_slice() else {
+        panic!("one otherName expected: {:?}", san.value.general_names);
+    };
+    assert_eq!(oid.to_id_string(), "1.3.6.1.5.5.7.8.3");
+    let n = value.len();
+    let id = &value[6..];
+    assert_eq!(
+        value[..6],
+        [
+            0xa0,
+            (n - 2) as u8,
+            0x30,
+            (n - 4) as u8,
+            0x0c,
+            (n - 6) as u8
+        ],
+        "[0] EXPLICIT SEQUENCE {{ UTF8String }}"
+    );
+    String::from_utf8(id.to_vec()).unwrap()
+}
+
+pub async fn certificate_count(server: &Server) -> usize {
+    server.get_json("/api/v1/certificates?limit=1000").await["items"]
+        .as_array()
+        .unwrap()
+        .len()
+}
