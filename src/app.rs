@@ -15,7 +15,6 @@ use crate::admin::init::{InitOptions, init};
 use crate::api::TokenHash;
 use crate::attest::{Apple, Verifier};
 use crate::ca::KeyAccess;
-use crate::ca::hierarchy::fingerprint;
 use crate::ca::pkcs11::Pkcs11Access;
 use crate::ca::rotation::Rotation;
 use crate::ca::{Ca, Issuer, IssuerSet, KeyFamily};
@@ -23,6 +22,7 @@ use crate::clock::SystemClock;
 use crate::config::DeviceInventory;
 use crate::config::{Config, Limits};
 use crate::datadir::{DataDir, passphrase};
+use crate::encoding::fingerprint;
 use crate::http::server::Listener;
 use crate::inventory::Gate;
 use crate::metrics::Metrics;
@@ -320,7 +320,7 @@ fn pkcs11_access(ca: &crate::config::Ca) -> anyhow::Result<Option<Pkcs11Access>>
     };
     Ok(Some(Pkcs11Access::new(
         module.clone(),
-        crate::config::Secret::new(pin),
+        crate::secret::Secret::new(pin),
     )))
 }
 
@@ -357,7 +357,7 @@ fn acme_service(config: &Config, ca: Arc<Ca>) -> anyhow::Result<AcmeService> {
     for path in &config.acme.attestation_roots {
         let pem = std::fs::read(path)
             .with_context(|| format!("acme.attestation_roots: reading {}", path.display()))?;
-        let certs = crate::datadir::pem_certs(&pem)
+        let certs = crate::encoding::pem_certs(&pem)
             .ok()
             .filter(|c| !c.is_empty())
             .with_context(|| {

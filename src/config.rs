@@ -17,6 +17,7 @@ use crate::attest::KeyType;
 use crate::ca::KeyFamily;
 use crate::policy::SanKind;
 use crate::scep::pending::Approval;
+use crate::secret::Secret;
 
 /// Environment variables with the `ENROLLCA_` prefix that are not config keys.
 pub const RESERVED_ENV: &[&str] = &[
@@ -418,33 +419,6 @@ impl Default for Log {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// A secret string: never printed by `Debug`, compared in constant time.
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Constant-time equality (length is not hidden, content is).
-    pub fn matches(&self, candidate: &[u8]) -> bool {
-        use subtle::ConstantTimeEq;
-        self.0.as_bytes().ct_eq(candidate).into()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -1068,13 +1042,5 @@ mod tests {
         );
         let ok = load("challenges = [\"device-attest-01\"]\ndns_names = []\n").unwrap();
         assert!(ok.acme.profiles["d"].attests());
-    }
-
-    #[test]
-    fn secret_is_not_debug_printed() {
-        let s = Secret::new("hunter2");
-        assert!(!format!("{s:?}").contains("hunter2"));
-        assert!(s.matches(b"hunter2"));
-        assert!(!s.matches(b"hunter3"));
     }
 }

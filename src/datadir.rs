@@ -14,6 +14,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::ca::{IssuerId, Passphrase};
+use crate::encoding::pem_certs;
 
 #[derive(Debug, Clone)]
 pub struct DataDir {
@@ -137,25 +138,6 @@ impl DataDir {
         );
         Ok(roots)
     }
-}
-
-/// Every CERTIFICATE block of a PEM file, in DER.
-pub fn pem_certs(pem: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
-    rustls_pemfile::certs(&mut &pem[..])
-        .map(|c| c.map(|c| c.to_vec()).map_err(anyhow::Error::from))
-        .collect()
-}
-
-pub fn to_pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }
 
 /// The CA key passphrase: `ENROLLCA_CA_PASSPHRASE`, else the file `ca.passphrase_file` names.

@@ -674,7 +674,7 @@ async fn run_profile(cmd: ProfileCommand) -> anyhow::Result<()> {
                 .find(|i| i.family == KeyFamily::Rsa && i.state == IssuerState::Active)
                 .ok_or_else(|| anyhow::anyhow!("no active RSA issuer serves SCEP"))?;
             // The SCEP CA, then any intermediates: the last is the one a root signed.
-            let top = enrollca::datadir::pem_certs(scep_ca.pem.as_bytes())?
+            let top = enrollca::encoding::pem_certs(scep_ca.pem.as_bytes())?
                 .pop()
                 .ok_or_else(|| anyhow::anyhow!("issuer {} has no certificate", scep_ca.id))?;
             // Apple compares CAFingerprint with the root of what GetCACert serves: the SCEP

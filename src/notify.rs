@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::store::{DocKey, DocKind, DocWrite, Event, Seq, Store, StoreError};
 
 /// Events per delivery.

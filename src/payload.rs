@@ -170,7 +170,7 @@ impl Credential {
             .credential_type
             .strip_prefix("com.apple.credential.")
             .expect("credential types are com.apple.credential.*");
-        let hash = hex::encode(crate::ca::hierarchy::sha256(self.document.as_bytes()));
+        let hash = hex::encode(crate::encoding::sha256(self.document.as_bytes()));
         serde_json::json!({
             "Type": format!("com.apple.asset.credential.{kind}"),
             "Identifier": identifier,
@@ -246,7 +246,7 @@ mod tests {
         assert_eq!(reference["Size"], credential.document.len());
         assert_eq!(
             reference["Hash-SHA-256"],
-            hex::encode(crate::ca::hierarchy::sha256(credential.document.as_bytes()))
+            hex::encode(crate::encoding::sha256(credential.document.as_bytes()))
         );
         assert_eq!(declaration["Type"], "com.apple.asset.credential.scep");
     }

@@ -11,7 +11,7 @@ const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/attest");
 
 fn verifier() -> Verifier {
     let root = std::fs::read(format!("{DIR}/root.pem")).unwrap();
-    let roots = enrollca::datadir::pem_certs(&root).unwrap();
+    let roots = enrollca::encoding::pem_certs(&root).unwrap();
     Verifier::new(vec![Arc::new(Apple::new(roots).unwrap())])
 }
 

@@ -9,10 +9,10 @@ fn apple_enterprise_attestation_root_fingerprint() {
         "/pki/apple-enterprise-attestation-root-ca.pem"
     ))
     .unwrap();
-    let certs = enrollca::datadir::pem_certs(&pem).unwrap();
+    let certs = enrollca::encoding::pem_certs(&pem).unwrap();
     assert_eq!(certs.len(), 1);
     assert_eq!(
-        enrollca::ca::hierarchy::fingerprint(&certs[0]),
+        enrollca::encoding::fingerprint(&certs[0]),
         "CC:F5:9E:F8:FC:B3:01:7D:97:F8:B5:FA:6F:A9:0E:7A:3F:92:83:F7:6B:55:AC:6C:F6:ED:A8:B8:B9:49:F0:5B"
     );
     let (_, cert) = X509Certificate::from_der(&certs[0]).unwrap();

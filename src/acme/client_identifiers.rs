@@ -36,7 +36,7 @@ pub enum Unusable {
 
 /// The store's key for a ClientIdentifier: hex SHA-256, so the store never holds it.
 pub fn key_of(value: &str) -> String {
-    hex::encode(crate::ca::hierarchy::sha256(value.as_bytes()))
+    hex::encode(crate::encoding::sha256(value.as_bytes()))
 }
 
 /// A fresh ClientIdentifier (192 random bits in upper-case hex: letters and digits, as a

@@ -876,7 +876,7 @@ impl AcmeService {
         let chain = std::iter::once(record.der.as_slice())
             .chain(issuer.chain())
             .chain(cross.filter(|_| alternate))
-            .map(|der| crate::datadir::to_pem("CERTIFICATE", der))
+            .map(|der| crate::encoding::to_pem("CERTIFICATE", der))
             .collect();
         Ok((chain, cross.is_some() && !alternate))
     }

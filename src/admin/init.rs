@@ -9,7 +9,8 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::ca::hierarchy::{self, Made};
 use crate::ca::{CaKey, IssuerId, KeyFamily, KeySpec, Passphrase};
-use crate::datadir::{DataDir, pem_certs, to_pem};
+use crate::datadir::DataDir;
+use crate::encoding::{pem_certs, to_pem};
 use crate::store::{IssuerRecord, IssuerState, SledStore, Store};
 
 /// Where a CA comes from.
@@ -193,7 +194,7 @@ async fn build(dir: &DataDir, opts: &InitOptions) -> anyhow::Result<InitReport> 
     )?;
 
     Ok(InitReport {
-        root_fingerprint: hierarchy::fingerprint(&root_der),
+        root_fingerprint: crate::encoding::fingerprint(&root_der),
         issuers,
     })
 }

@@ -151,7 +151,7 @@ impl Backend {
         match self {
             Self::Remote(r) => {
                 let pem = r.send(r.http.get(format!("{}/roots.pem", r.base))).await?;
-                crate::datadir::pem_certs(&pem)
+                crate::encoding::pem_certs(&pem)
             }
             Self::Local(_) => dir.read_roots(),
         }

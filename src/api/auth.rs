@@ -21,7 +21,7 @@ pub struct TokenHash([u8; 32]);
 
 impl TokenHash {
     pub fn of(token: &str) -> Self {
-        Self(crate::ca::hierarchy::sha256(token.trim().as_bytes()))
+        Self(crate::encoding::sha256(token.trim().as_bytes()))
     }
 
     fn matches(&self, presented: &str) -> bool {

@@ -14,7 +14,7 @@ use super::views::{CertPage, CertView, IssueBody, IssuedView, RevokeBody};
 use crate::app::AppState;
 use crate::ca::csr::Csr;
 use crate::ca::{IssueRequest, IssuerId, Serial};
-use crate::datadir::to_pem;
+use crate::encoding::to_pem;
 use crate::store::{CertQuery, DeviceId, Protocol, StatusFilter};
 
 #[utoipa::path(post, path = "/api/v1/certificates", tag = "certificates",

@@ -154,7 +154,7 @@ async fn judge(app: &AppState, text: &str) -> Result<ValidateView, ApiError> {
     // signature tells a forgery under our name (unknown) from a stranger's (not-ours).
     let (Some(serial), Some(state)) = (
         serial,
-        known.filter(|s| s.der_sha256 == crate::ca::hierarchy::sha256(&der)),
+        known.filter(|s| s.der_sha256 == crate::encoding::sha256(&der)),
     ) else {
         let issuers = app.ca.issuers();
         // Signature checks are CPU work: off the reactor (a batch may hold many strangers).

@@ -13,7 +13,7 @@ use super::extract::Path;
 use crate::app::AppState;
 use crate::ca::csr::San;
 use crate::ca::{IssueError, Serial};
-use crate::datadir::to_pem;
+use crate::encoding::to_pem;
 use crate::scep::pending::{Decision, PendingRequest};
 use crate::scep::service::DecisionError;
 use crate::store::DeviceId;

@@ -135,8 +135,8 @@ pub async fn rotate_root(
     Ok((
         StatusCode::CREATED,
         axum::Json(RootView {
-            sha256_fingerprint: crate::ca::hierarchy::fingerprint(&root),
-            root_pem: crate::datadir::to_pem("CERTIFICATE", &root),
+            sha256_fingerprint: crate::encoding::fingerprint(&root),
+            root_pem: crate::encoding::to_pem("CERTIFICATE", &root),
             cross_pem: state.ca.trust().cross_pem(),
         }),
     ))

@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 use crate::ca::csr::San;
 use crate::ca::{Issuer, IssuerId, KeyFamily, Serial};
-use crate::datadir::to_pem;
+use crate::encoding::to_pem;
 use crate::revocation::RevocationReason;
 use crate::store::{CertRecord, CertStatus, DeviceId, IssuerRecord, IssuerState, Page, Protocol};
 
@@ -155,7 +155,7 @@ impl IssuerView {
             subject: cert.subject().to_string(),
             not_before: cert.validity().not_before.to_datetime(),
             not_after: cert.validity().not_after.to_datetime(),
-            sha256_fingerprint: crate::ca::hierarchy::fingerprint(cert_der),
+            sha256_fingerprint: crate::encoding::fingerprint(cert_der),
             pem: chain.iter().map(|c| to_pem("CERTIFICATE", c)).collect(),
         })
     }

@@ -79,7 +79,7 @@ impl Apple {
     /// Trusts Apple's root and `extra` roots (DER).
     pub fn new(extra: Vec<Vec<u8>>) -> Result<Self, AttestError> {
         let apple =
-            crate::datadir::pem_certs(APPLE_ROOT_PEM).expect("the shipped Apple root parses");
+            crate::encoding::pem_certs(APPLE_ROOT_PEM).expect("the shipped Apple root parses");
         let mut verifier = Self {
             roots: Vec::new(),
             verified: Mutex::new(HashSet::new()),
@@ -168,7 +168,7 @@ impl Apple {
         der: &[u8],
         now: ASN1Time,
     ) -> Result<(), String> {
-        let digest = crate::ca::hierarchy::sha256(der);
+        let digest = crate::encoding::sha256(der);
         let issuer = cert.issuer().as_raw();
         let mut named = false;
         for root in &self.roots {
@@ -355,7 +355,7 @@ mod tests {
 
     fn fixture() -> Fixture {
         let ca = TestAttestationCa::generate("Unit").unwrap();
-        let root = crate::datadir::pem_certs(ca.root_pem().as_bytes()).unwrap();
+        let root = crate::encoding::pem_certs(ca.root_pem().as_bytes()).unwrap();
         Fixture {
             verifier: Verifier::new(vec![Arc::new(Apple::new(root).unwrap())]),
             ca,

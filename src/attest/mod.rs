@@ -85,7 +85,7 @@ pub struct Expected<'a> {
 
 /// The freshness nonce an attestation for a challenge must carry: SHA-256 of its token.
 pub fn freshness_nonce(token: &str) -> [u8; 32] {
-    crate::ca::hierarchy::sha256(token.as_bytes())
+    crate::encoding::sha256(token.as_bytes())
 }
 
 /// Each names the check that failed; ACME reports them as `badAttestationStatement`.

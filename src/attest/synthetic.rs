@@ -88,7 +88,7 @@ impl TestAttestationCa {
         };
         let cert_pem = read("intermediate.pem")?;
         let key = KeyPair::from_pem(&read("intermediate.key")?)?;
-        let der = crate::datadir::pem_certs(cert_pem.as_bytes())?
+        let der = crate::encoding::pem_certs(cert_pem.as_bytes())?
             .into_iter()
             .next()
             .context("intermediate.pem holds no certificate")?;
@@ -202,7 +202,7 @@ mod tests {
         assert!(ok.success());
         let ca = TestAttestationCa::load(dir.path()).unwrap();
         let root = std::fs::read(dir.path().join("root.pem")).unwrap();
-        let roots = crate::datadir::pem_certs(&root).unwrap();
+        let roots = crate::encoding::pem_certs(&root).unwrap();
         let verifier = Verifier::new(vec![Arc::new(Apple::new(roots).unwrap())]);
         let device = KeyPair::generate().unwrap();
         let leaf = Leaf {

@@ -254,7 +254,7 @@ pub struct Csr {
     pub subject: Vec<(Attr, String)>,
     pub sans: Vec<San>,
     /// PKCS#9 challengePassword (SCEP carries its challenge here). A secret: never log it.
-    pub challenge: Option<crate::config::Secret>,
+    pub challenge: Option<crate::secret::Secret>,
 }
 
 impl Csr {
@@ -299,7 +299,7 @@ impl Csr {
             .iter_attributes()
             .find_map(|a| match a.parsed_attribute() {
                 ParsedCriAttribute::ChallengePassword(c) => {
-                    Some(crate::config::Secret::new(c.0.clone()))
+                    Some(crate::secret::Secret::new(c.0.clone()))
                 }
                 _ => None,
             });

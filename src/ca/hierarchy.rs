@@ -246,20 +246,3 @@ pub fn check_path(ca_der: &[u8], intermediates: &[Vec<u8>], root_der: &[u8]) -> 
     }
     Ok(())
 }
-
-/// SHA-256, as the fixed-size value hashes are stored and compared as.
-pub fn sha256(bytes: &[u8]) -> [u8; 32] {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 is 32 bytes")
-}
-
-/// Hex SHA-256 fingerprint with colons, as operators compare them.
-pub fn fingerprint(der: &[u8]) -> String {
-    sha256(der)
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}

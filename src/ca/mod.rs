@@ -82,21 +82,21 @@ impl Trust {
     pub fn roots_pem(&self) -> String {
         self.roots
             .iter()
-            .map(|r| crate::datadir::to_pem("CERTIFICATE", r))
+            .map(|r| crate::encoding::to_pem("CERTIFICATE", r))
             .collect()
     }
 
     pub fn cross_pem(&self) -> String {
         self.cross
             .iter()
-            .map(|r| crate::datadir::to_pem("CERTIFICATE", r))
+            .map(|r| crate::encoding::to_pem("CERTIFICATE", r))
             .collect()
     }
 
     /// The cross certificate that re-certifies the root above `issuer_der` under another
     /// root: what a client trusting only that other root needs after `issuer_der`.
     pub fn cross_above(&self, issuer_der: &[u8]) -> Option<&[u8]> {
-        let key = hierarchy::sha256(issuer_der);
+        let key = crate::encoding::sha256(issuer_der);
         let lock = || self.above.lock().unwrap_or_else(|p| p.into_inner());
         let known = lock().get(&key).copied();
         let index = known.unwrap_or_else(|| {
@@ -111,7 +111,7 @@ impl Trust {
     /// the cross certificate (if any) that leads from that root to the other root a client may
     /// trust after a rotation. Empty for a self-signed CA, or one no root here signed.
     pub fn above(&self, ca_der: &[u8]) -> Certificates {
-        let key = hierarchy::sha256(ca_der);
+        let key = crate::encoding::sha256(ca_der);
         let lock = || self.paths.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(known) = lock().get(&key) {
             return known.clone();

@@ -23,7 +23,7 @@ pub const URI_SCHEME: &str = "pkcs11:";
 /// (a PKCS#11 library is initialised once).
 pub struct Pkcs11Access {
     module: PathBuf,
-    pin: crate::config::Secret,
+    pin: crate::secret::Secret,
     context: OnceLock<Result<Arc<Pkcs11>, String>>,
 }
 
@@ -36,7 +36,7 @@ impl std::fmt::Debug for Pkcs11Access {
 }
 
 impl Pkcs11Access {
-    pub fn new(module: PathBuf, pin: crate::config::Secret) -> Self {
+    pub fn new(module: PathBuf, pin: crate::secret::Secret) -> Self {
         Self {
             module,
             pin,

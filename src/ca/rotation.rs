@@ -13,8 +13,9 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use super::hierarchy::{self, Made};
 use super::keys::{CaKey, KeyAccess, KeyFamily, KeySpec};
 use super::{Ca, CaError, Issuer, IssuerId, IssuerSet, Serial};
-use crate::datadir::{DataDir, to_pem};
+use crate::datadir::DataDir;
 use crate::durable;
+use crate::encoding::to_pem;
 use crate::store::{
     CertQuery, EventKind, IssuerChange, IssuerRecord, IssuerState, StatusFilter, StoreError,
 };
@@ -291,7 +292,7 @@ impl Rotation {
         durable::write(&self.dir.roots(), next.roots_pem().as_bytes(), 0o644).map_err(io)?;
         self.dir.complete_root_rotation(&old_id).map_err(io)?;
         self.ca.set_trust(next);
-        tracing::info!(root = %hierarchy::fingerprint(&new_root.cert_der), "root rotated; cross certificates issued both ways");
+        tracing::info!(root = %crate::encoding::fingerprint(&new_root.cert_der), "root rotated; cross certificates issued both ways");
         Ok(new_root.cert_der)
     }
 
@@ -347,7 +348,7 @@ impl Rotation {
     ) -> Result<(Made, Vec<Vec<u8>>), RotationError> {
         let bad = |m: String| RotationError::BadImport(m);
         let trust = self.ca.trust();
-        let mut certs = crate::datadir::pem_certs(cert_pem).map_err(|e| bad(e.to_string()))?;
+        let mut certs = crate::encoding::pem_certs(cert_pem).map_err(|e| bad(e.to_string()))?;
         if certs.is_empty() {
             return Err(bad("no certificate".into()));
         }

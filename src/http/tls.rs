@@ -14,7 +14,8 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use crate::ca::hierarchy;
 use crate::ca::{CaKey, Passphrase};
 use crate::config::Config;
-use crate::datadir::{DataDir, to_pem};
+use crate::datadir::DataDir;
+use crate::encoding::to_pem;
 
 const RENEW_BEFORE: time::Duration = time::Duration::days(30);
 

@@ -11,10 +11,10 @@ use super::wire::{self, MessageSigner, Outcome, Payload, SignedMessage, WireErro
 use crate::ca::Serial;
 use crate::ca::csr::{Csr, CsrError};
 use crate::ca::{Ca, IssueError, IssueRequest, Issuer, IssuerId, KeyFamily};
-use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::policy::{Names, PolicyError, Template, Vouched};
 use crate::revocation::Crls;
+use crate::secret::Secret;
 use crate::store::{
     CertRecord, CertStatus, ChallengeHash, ChallengeRecord, DeviceId, DocKey, DocKind, DocWrite,
     Protocol, StoreError, Stored,
@@ -640,7 +640,7 @@ impl ScepService {
             transaction_id: &req.transaction_id,
             message_type: "PKCSReq",
             challenge: presented,
-            csr: crate::datadir::to_pem("CERTIFICATE REQUEST", content),
+            csr: crate::encoding::to_pem("CERTIFICATE REQUEST", content),
             common_name: csr.common_name(),
             sans: csr.sans.iter().map(ToString::to_string).collect(),
         };

@@ -159,7 +159,7 @@ impl From<&CertRecord> for CertState {
             device: record.device.clone(),
             not_after: record.not_after,
             status: record.status,
-            der_sha256: crate::ca::hierarchy::sha256(&record.der),
+            der_sha256: crate::encoding::sha256(&record.der),
         }
     }
 }
@@ -250,7 +250,7 @@ pub struct ChallengeHash([u8; 32]);
 
 impl ChallengeHash {
     pub fn of(secret: &[u8]) -> Self {
-        Self(crate::ca::hierarchy::sha256(secret))
+        Self(crate::encoding::sha256(secret))
     }
 
     pub fn from_bytes(bytes: [u8; 32]) -> Self {

@@ -14,7 +14,7 @@ static VERIFIER: OnceLock<Verifier> = OnceLock::new();
 fn verifier() -> &'static Verifier {
     VERIFIER.get_or_init(|| {
         let root = include_bytes!("../../vectors/attest/root.pem");
-        let roots = enrollca::datadir::pem_certs(root).unwrap();
+        let roots = enrollca::encoding::pem_certs(root).unwrap();
         Verifier::new(vec![Arc::new(Apple::new(roots).unwrap())])
     })
 }
