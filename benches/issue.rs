@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use enrollca::admin::init::{InitOptions, Source, init};
 use enrollca::app::open_ca;
-use enrollca::ca::csr::Csr;
 use enrollca::ca::{IssueRequest, KeyFamily, KeySpec};
 use enrollca::config::Config;
+use enrollca::csr::Csr;
 use enrollca::datadir::DataDir;
 use enrollca::metrics::Metrics;
 use enrollca::policy::Template;

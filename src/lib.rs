@@ -11,6 +11,7 @@ pub mod attest;
 pub mod ca;
 pub mod clock;
 pub mod config;
+pub mod csr;
 pub mod datadir;
 pub mod durable;
 pub mod encoding;

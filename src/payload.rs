@@ -24,8 +24,8 @@ fn subject(attrs: &[(String, String)]) -> Value {
 
 /// Parses `CN=a,O=b` (RFC 4514 order as written; no escaped commas). Apple payloads take any
 /// attribute, so keys are kept as written.
-pub fn parse_subject(text: &str) -> Result<Vec<(String, String)>, crate::ca::csr::CsrError> {
-    Ok(crate::ca::csr::split_subject(text)?
+pub fn parse_subject(text: &str) -> Result<Vec<(String, String)>, crate::csr::CsrError> {
+    Ok(crate::csr::split_subject(text)?
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect())

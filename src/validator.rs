@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ca::csr::{San, parse_subject};
-use crate::policy::{Names, Vouched};
+use crate::csr::Names;
+use crate::csr::{San, parse_subject};
+use crate::policy::Vouched;
 use crate::store::DeviceId;
 
 /// What a validator may answer with a 2xx (the body is optional).

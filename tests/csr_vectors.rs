@@ -2,7 +2,7 @@
 //! them: each either parses or is refused with an error, never a panic, and a corrupted
 //! request never passes as its original.
 
-use enrollca::ca::csr::{Attr, Csr, CsrError, San, SubjectKey};
+use enrollca::csr::{Attr, Csr, CsrError, San, SubjectKey};
 
 fn vector(name: &str) -> Vec<u8> {
     std::fs::read(format!(

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use enrollca::admin::init::{InitOptions, Source, init};
 use enrollca::app::open_ca;
-use enrollca::ca::csr::Csr;
 use enrollca::ca::{Ca, IssueRequest, KeyFamily, KeySpec, Serial};
 use enrollca::config::Config;
+use enrollca::csr::Csr;
 use enrollca::datadir::DataDir;
 use enrollca::metrics::Metrics;
 use enrollca::policy::Template;

@@ -1,7 +1,7 @@
 //! The SCEP wire code on requests captured from real clients (tests/vectors/scep), on every
 //! truncation of them, and on the replies we build.
 
-use enrollca::ca::csr::Csr;
+use enrollca::csr::Csr;
 use enrollca::scep::message::{Cipher, Digest, MessageType};
 use enrollca::scep::wire::{self, MessageSigner, Outcome, Payload, WireError};
 use openssl::pkey::{PKey, Private};

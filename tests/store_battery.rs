@@ -5,9 +5,9 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use enrollca::ca::csr::parse_subject;
 use enrollca::ca::{IssuerId, KeyFamily, Serial};
-use enrollca::policy::Names;
+use enrollca::csr::Names;
+use enrollca::csr::parse_subject;
 use enrollca::revocation::RevocationReason;
 use enrollca::store::{
     CertQuery, CertRecord, CertState, CertStatus, DeviceId, DocCache, DocKey, DocKind, DocWrite,

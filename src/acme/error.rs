@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::jws::JwsError;
 use super::model::Identifier;
-use crate::ca::csr::CsrError;
+use crate::csr::CsrError;
 use crate::store::StoreError;
 
 /// `urn:ietf:params:acme:error:<name>` types enrollca uses.

@@ -18,9 +18,9 @@ use super::model::{
 };
 use super::service::{AcmeService, KeyUse, Profile, Signed, Signer, random_id};
 use crate::attest::{AttestError, Expected, KeyType, freshness_nonce};
-use crate::ca::csr::{Csr, San};
 use crate::ca::{IssueError, IssueRequest, Serial};
 use crate::config::PermanentIdentifier;
+use crate::csr::{Csr, San};
 use crate::inventory::Refusal;
 use crate::policy::DeviceIdentity;
 use crate::revocation::RevocationReason;

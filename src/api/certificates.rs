@@ -12,8 +12,8 @@ use super::auth::{Can, EnrollAdmin, Read, Revoke};
 use super::extract::{Json, Path, Query};
 use super::views::{CertPage, CertView, IssueBody, IssuedView, RevokeBody};
 use crate::app::AppState;
-use crate::ca::csr::Csr;
 use crate::ca::{IssueRequest, IssuerId, Serial};
+use crate::csr::Csr;
 use crate::encoding::to_pem;
 use crate::store::{CertQuery, DeviceId, Protocol, StatusFilter};
 

@@ -11,8 +11,9 @@ use super::auth::{Can, EnrollAdmin};
 use super::extract::Json;
 use super::views::{ChallengeBody, ChallengeView};
 use crate::app::AppState;
-use crate::ca::csr::parse_subject;
-use crate::policy::{Names, subject_string};
+use crate::csr::Names;
+use crate::csr::parse_subject;
+use crate::policy::subject_string;
 
 const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 const MAX_TTL: Duration = Duration::from_secs(30 * 86_400);

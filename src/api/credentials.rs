@@ -16,9 +16,9 @@ use super::auth::{Can, EnrollAdmin};
 use super::extract::{Path, Query};
 use crate::acme::client_identifiers::MintRefusal;
 use crate::app::AppState;
-use crate::ca::csr::Attr;
+use crate::csr::Attr;
+use crate::csr::Names;
 use crate::payload::{self, Credential};
-use crate::policy::Names;
 use crate::store::DeviceId;
 
 /// A declaration is usually fetched within minutes; a week covers a device that is off.

@@ -11,8 +11,8 @@ use super::ApiError;
 use super::auth::{Can, EnrollAdmin, Read};
 use super::extract::Path;
 use crate::app::AppState;
-use crate::ca::csr::San;
 use crate::ca::{IssueError, Serial};
+use crate::csr::San;
 use crate::encoding::to_pem;
 use crate::scep::pending::{Decision, PendingRequest};
 use crate::scep::service::DecisionError;
@@ -120,7 +120,7 @@ async fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ca::csr::Attr;
+    use crate::csr::Attr;
     use crate::scep::pending::Requested;
 
     #[test]

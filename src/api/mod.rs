@@ -15,8 +15,8 @@ mod rotation;
 mod tokens;
 pub mod views;
 
-use crate::ca::csr::CsrError;
 use crate::ca::{IssueError, Serial};
+use crate::csr::CsrError;
 use crate::store::StoreError;
 
 pub use auth::{Scope, TokenHash, TokenRecord};

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::ca::csr::San;
 use crate::ca::{Issuer, IssuerId, KeyFamily, Serial};
+use crate::csr::San;
 use crate::encoding::to_pem;
 use crate::revocation::RevocationReason;
 use crate::store::{CertRecord, CertStatus, DeviceId, IssuerRecord, IssuerState, Page, Protocol};

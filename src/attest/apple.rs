@@ -13,7 +13,7 @@ use x509_parser::time::ASN1Time;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
 use super::{AttestError, Attestation, AttestationObject, DeviceFacts, Expected, Format, KeyType};
-use crate::ca::csr::SubjectKey;
+use crate::csr::SubjectKey;
 
 /// Apple's root, shipped in `pki/` (its fingerprint is asserted by `tests/pki.rs`).
 const APPLE_ROOT_PEM: &[u8] = include_bytes!("../../pki/apple-enterprise-attestation-root-ca.pem");

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 pub use apple::Apple;
 pub use object::AttestationObject;
 
-use crate::ca::csr::SubjectKey;
+use crate::csr::SubjectKey;
 
 /// Largest attestation object accepted (Apple's are about 2 KiB).
 pub const MAX_OBJECT_LEN: usize = 64 * 1024;

@@ -9,9 +9,10 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
-use super::csr::{Attr, Csr, San};
 use super::{ActiveIssuer, Ca, IssuerId, KeyFamily, Serial};
-use crate::policy::{Contents, DeviceIdentity, Eku, Names, PolicyError, Template};
+use crate::csr::Names;
+use crate::csr::{Attr, Csr, San};
+use crate::policy::{Contents, DeviceIdentity, Eku, PolicyError, Template};
 use crate::store::{
     CertRecord, CertStatus, ChallengeHash, DeviceId, DocWrite, Linked, Protocol, StoreError,
 };
@@ -39,7 +40,7 @@ pub struct IssueRequest {
     pub completes: Option<Completion>,
     /// The device a device-attest-01 certificate names, and what its attestation proved.
     pub identity: Option<DeviceIdentity>,
-    /// The subject and SANs whoever vouched for the request stated (`policy::Names`).
+    /// The subject and SANs whoever vouched for the request stated (`csr::Names`).
     pub names: Names,
 }
 

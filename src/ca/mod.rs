@@ -1,7 +1,6 @@
 //! The certificate authority: issuers, their keys, and the one function that mints
 //! end-entity certificates (`Ca::issue`).
 
-pub mod csr;
 pub mod hierarchy;
 mod issue;
 mod issuer;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::attest::DeviceFacts;
-use crate::ca::csr::{Attr, Csr, San, Subject};
+use crate::csr::{Attr, Csr, Names, San};
 use crate::store::DeviceId;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -23,18 +23,6 @@ pub enum PolicyError {
     SansNotStated,
     #[error("the request's common name must be the device id {0}")]
     CommonNameNotDevice(DeviceId),
-}
-
-/// What the party that vouches for a request (the MDM through a one-time challenge or the
-/// validation webhook, or the certificate a renewal replaces) says the certificate names.
-/// The request itself is never trusted to name its device: a stated subject or SAN list is
-/// what the certificate gets, and a request asking for anything else is refused.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Names {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject: Option<Subject>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sans: Option<Vec<San>>,
 }
 
 /// Whom a certificate is for, as the party that vouched for the request said it: the device
@@ -318,7 +306,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::ca::csr::parse_subject;
+    use crate::csr::parse_subject;
 
     fn csr(subject: &str, sans: &[&str]) -> Csr {
         let key = rcgen::KeyPair::generate().unwrap();

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::ca::Serial;
-use crate::ca::csr::{Csr, CsrError, San, Subject};
-use crate::policy::Names;
+use crate::csr::Names;
+use crate::csr::{Csr, CsrError, San, Subject};
 use crate::store::DeviceId;
 
 /// Whether accepted PKCSReq enrolments are issued at once or wait for an operator.
@@ -38,7 +38,7 @@ pub struct PendingRequest {
     pub public_key: Vec<u8>,
     /// The subject and SANs the request asked for.
     pub requested: Requested,
-    /// What the challenge or webhook stated for it (see `policy::Names`).
+    /// What the challenge or webhook stated for it (see `csr::Names`).
     #[serde(default)]
     pub stated: Names,
     /// The requester's signing certificate: only its key may collect the result, and the

@@ -9,10 +9,11 @@ use super::message::{Cipher, FailInfo, MessageType};
 use super::pending::{Approval, Decision, PendingRequest, Requested};
 use super::wire::{self, MessageSigner, Outcome, Payload, SignedMessage, WireError};
 use crate::ca::Serial;
-use crate::ca::csr::{Csr, CsrError};
 use crate::ca::{Ca, IssueError, IssueRequest, Issuer, IssuerId, KeyFamily};
+use crate::csr::Names;
+use crate::csr::{Csr, CsrError};
 use crate::metrics::Metrics;
-use crate::policy::{Names, PolicyError, Template, Vouched};
+use crate::policy::{PolicyError, Template, Vouched};
 use crate::revocation::Crls;
 use crate::secret::Secret;
 use crate::store::{
@@ -791,7 +792,7 @@ impl ScepService {
 
 /// A renewal is vouched for by the certificate it replaces: its device, subject and SANs.
 fn vouched_by_renewal(old: &CertRecord) -> Result<Vouched, Refusal> {
-    let (subject, sans) = crate::ca::csr::names_of_certificate(&old.der)
+    let (subject, sans) = crate::csr::names_of_certificate(&old.der)
         .map_err(|e| Refusal::Internal(format!("certificate {}: {e}", old.serial)))?;
     Ok(Vouched {
         device: old.device.clone(),

@@ -273,9 +273,9 @@ impl fmt::Debug for ChallengeHash {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChallengeRecord {
     pub device: Option<DeviceId>,
-    /// The subject and SANs the MDM stated when minting it (`policy::Names`).
+    /// The subject and SANs the MDM stated when minting it (`csr::Names`).
     #[serde(default)]
-    pub names: crate::policy::Names,
+    pub names: crate::csr::Names,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]

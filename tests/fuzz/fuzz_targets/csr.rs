@@ -4,7 +4,7 @@
 #![no_main]
 
 use enrollca::ca::Serial;
-use enrollca::ca::csr::Csr;
+use enrollca::csr::Csr;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -16,7 +16,7 @@ static CA_KEY: LazyLock<PKey<Private>> = LazyLock::new(|| {
 fuzz_target!(|data: &[u8]| {
     if let Ok(req) = wire::open(data) {
         if let Ok((content, _)) = wire::decrypt(&req.envelope, &CA_KEY) {
-            let _ = enrollca::ca::csr::Csr::from_der(&content);
+            let _ = enrollca::csr::Csr::from_der(&content);
         }
     }
     // The envelope parser also sees raw bytes (the signed content is the client's choice).

@@ -187,6 +187,18 @@ impl TryFrom<String> for San {
     }
 }
 
+/// What the party that vouches for a request (the MDM through a one-time challenge or the
+/// validation webhook, or the certificate a renewal replaces) says the certificate names.
+/// The request itself is never trusted to name its device: a stated subject or SAN list is
+/// what the certificate gets, and a request asking for anything else is refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Names {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Subject>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sans: Option<Vec<San>>,
+}
+
 /// A subject's attributes, in the order written.
 pub type Subject = Vec<(Attr, String)>;
 
