@@ -15,13 +15,14 @@ use crate::admin::init::{InitOptions, init};
 use crate::api::TokenHash;
 use crate::attest::{Apple, Verifier};
 use crate::ca::KeyAccess;
+use crate::ca::passphrase;
 use crate::ca::pkcs11::Pkcs11Access;
 use crate::ca::rotation::Rotation;
 use crate::ca::{Ca, Issuer, IssuerSet, KeyFamily};
 use crate::clock::SystemClock;
 use crate::config::DeviceInventory;
 use crate::config::{Config, Limits};
-use crate::datadir::{DataDir, passphrase};
+use crate::datadir::DataDir;
 use crate::encoding::fingerprint;
 use crate::http::server::Listener;
 use crate::inventory::Gate;
@@ -152,7 +153,7 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         (ecdsa.cert_der(), ecdsa.key()),
     )?;
 
-    let trust = dir.read_trust()?;
+    let trust = crate::ca::Trust::new(dir.read_roots()?, dir.read_cross()?);
     let roots = trust.roots().to_vec();
     ca.set_trust(trust);
     let token = std::fs::read_to_string(dir.admin_token())

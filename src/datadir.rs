@@ -13,8 +13,8 @@
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::ca::{IssuerId, Passphrase};
 use crate::encoding::pem_certs;
+use crate::model::IssuerId;
 
 #[derive(Debug, Clone)]
 pub struct DataDir {
@@ -62,8 +62,7 @@ impl DataDir {
     pub fn complete_root_rotation(&self, old_id: &IssuerId) -> std::io::Result<()> {
         let retired = self.retired_root_key(old_id);
         if !retired.exists() {
-            crate::ca::keys::write_private(&retired, &std::fs::read(self.root_key())?)
-                .map_err(std::io::Error::other)?;
+            crate::durable::create_private(&retired, &std::fs::read(self.root_key())?)?;
         }
         crate::durable::rename(&self.staged_root_key(), &self.root_key())
     }
@@ -73,14 +72,13 @@ impl DataDir {
         self.root.join(format!("ca/retired-root-{id}.key"))
     }
 
-    /// The roots and the cross certificates between them.
-    pub fn read_trust(&self) -> anyhow::Result<crate::ca::Trust> {
-        let cross = match std::fs::read(self.cross()) {
-            Ok(pem) => pem_certs(&pem)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+    /// The cross certificates between roots (none before a root rotation).
+    pub fn read_cross(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+        match std::fs::read(self.cross()) {
+            Ok(pem) => pem_certs(&pem),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => anyhow::bail!("{}: {e}", self.cross().display()),
-        };
-        Ok(crate::ca::Trust::new(self.read_roots()?, cross))
+        }
     }
 
     pub fn issuer_cert(&self, id: &IssuerId) -> PathBuf {
@@ -137,20 +135,5 @@ impl DataDir {
             self.roots().display()
         );
         Ok(roots)
-    }
-}
-
-/// The CA key passphrase: `ENROLLCA_CA_PASSPHRASE`, else the file `ca.passphrase_file` names.
-pub fn passphrase(file: Option<&Path>) -> anyhow::Result<Option<Passphrase>> {
-    if let Ok(p) = std::env::var("ENROLLCA_CA_PASSPHRASE") {
-        return Ok(Passphrase::new(p));
-    }
-    match file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("passphrase file {}: {e}", path.display()))?;
-            Ok(Passphrase::new(text))
-        }
-        None => Ok(None),
     }
 }

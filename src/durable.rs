@@ -29,6 +29,19 @@ pub fn write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     sync_parent(path)
 }
 
+/// Creates `path` with mode 0600 (failing if it exists) and syncs it and its directory entry:
+/// for keys and tokens, which must neither be readable by others nor lost.
+pub fn create_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    sync_parent(path)
+}
+
 /// Renames durably: the rename is on disk when this returns (both directories synced).
 pub fn rename(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::rename(from, to)?;

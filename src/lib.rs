@@ -19,6 +19,7 @@ pub mod http;
 pub mod inventory;
 pub mod loadgen;
 pub mod metrics;
+pub mod model;
 pub mod notify;
 pub mod payload;
 pub mod policy;

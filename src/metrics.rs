@@ -9,8 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::ca::{IssueError, Issued};
-use crate::store::Protocol;
+use crate::model::{IssuerId, Protocol};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct IssuedLabels {
@@ -162,31 +161,29 @@ fn protocol_label(p: Protocol) -> &'static str {
 }
 
 impl Metrics {
+    /// An issuance: by which issuer it was signed, or why it failed (a short label).
     pub fn observe_issuance(
         &self,
         protocol: Protocol,
-        result: &Result<Issued, IssueError>,
+        outcome: Result<&IssuerId, &'static str>,
         elapsed: Duration,
     ) {
         let protocol = protocol_label(protocol);
-        match result {
-            Ok(issued) => {
+        match outcome {
+            Ok(issuer) => {
                 self.issued
                     .get_or_create(&IssuedLabels {
                         protocol,
-                        issuer: issued.record.issuer.to_string(),
+                        issuer: issuer.to_string(),
                     })
                     .inc();
                 self.issue_seconds
                     .get_or_create(&ProtocolLabels { protocol })
                     .observe(elapsed.as_secs_f64());
             }
-            Err(e) => {
+            Err(reason) => {
                 self.failed
-                    .get_or_create(&FailedLabels {
-                        protocol,
-                        reason: e.reason(),
-                    })
+                    .get_or_create(&FailedLabels { protocol, reason })
                     .inc();
             }
         }

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::csr::Names;
 use crate::csr::{San, parse_subject};
+use crate::model::DeviceId;
 use crate::policy::Vouched;
-use crate::store::DeviceId;
 
 /// What a validator may answer with a 2xx (the body is optional).
 #[derive(Debug, Default, Deserialize)]

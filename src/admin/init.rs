@@ -187,7 +187,7 @@ async fn build(dir: &DataDir, opts: &InitOptions) -> anyhow::Result<InitReport> 
     rand::rngs::OsRng.fill_bytes(&mut token);
     use base64::Engine;
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token);
-    crate::ca::keys::write_private(&dir.admin_token(), format!("{token}\n").as_bytes())?;
+    crate::durable::create_private(&dir.admin_token(), format!("{token}\n").as_bytes())?;
     std::fs::write(
         dir.config(),
         default_config(opts.passphrase_file.as_deref()),

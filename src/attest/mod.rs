@@ -11,6 +11,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub use crate::model::DeviceFacts;
 pub use apple::Apple;
 pub use object::AttestationObject;
 
@@ -36,30 +37,6 @@ impl KeyType {
             _ => None,
         }
     }
-}
-
-/// What an attestation says about the device, kept on the authorization and then on the
-/// certificate record. Fields a format does not carry stay `None`.
-#[derive(utoipa::ToSchema, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceFacts {
-    /// The attestation format that vouched for these facts.
-    pub format: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub serial: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub udid: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub os_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sepos_version: Option<String>,
-    /// System Integrity Protection status as the device reports it (an integer; macOS only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sip_status: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secure_boot: Option<String>,
-    /// Third-party kernel extension status (an integer; macOS only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kext_status: Option<i64>,
 }
 
 /// A verified attestation: the hardware-bound key and the device it is in.

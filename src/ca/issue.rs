@@ -125,8 +125,14 @@ impl Ca {
         let started = Instant::now();
         let protocol = req.protocol;
         let result = self.issue_inner(req).await;
-        self.metrics
-            .observe_issuance(protocol, &result, started.elapsed());
+        self.metrics.observe_issuance(
+            protocol,
+            result
+                .as_ref()
+                .map(|issued| &issued.record.issuer)
+                .map_err(IssueError::reason),
+            started.elapsed(),
+        );
         result
     }
 

@@ -4,71 +4,13 @@ use std::fmt;
 use std::path::Path;
 
 use der::Encode;
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::CaError;
-use super::keys::{CaKey, KeyAccess, KeyFamily};
+use super::keys::{CaKey, KeyAccess};
+use crate::model::{IssuerId, KeyFamily};
 use crate::store::{IssuerRecord, IssuerState};
-
-/// Stable short name of an issuer: hex of the first 8 octets of SHA-256 over its public key.
-/// It names the CRL (`/crl/<id>.crl`) and survives re-issuing the CA certificate.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct IssuerId(String);
-
-impl IssuerId {
-    pub fn for_spki(spki_der: &[u8]) -> Self {
-        let digest = ring::digest::digest(&ring::digest::SHA256, spki_der);
-        Self(hex::encode(&digest.as_ref()[..8]))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for IssuerId {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        if s.len() == 16
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            Ok(Self(s))
-        } else {
-            Err(format!(
-                "`{s}` is not an issuer id (16 lower-case hex digits)"
-            ))
-        }
-    }
-}
-
-impl std::str::FromStr for IssuerId {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::try_from(s.to_owned())
-    }
-}
-
-impl From<IssuerId> for String {
-    fn from(id: IssuerId) -> String {
-        id.0
-    }
-}
-
-impl fmt::Display for IssuerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for IssuerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "IssuerId({})", self.0)
-    }
-}
 
 /// An issuing CA loaded for use. Whether it may mint is decided by the issuer set, which only
 /// hands out the active one as an [`super::ActiveIssuer`].

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use super::keys::KeyFamily;
 use super::{CaError, Issuer, IssuerId};
+use crate::model::KeyFamily;
 use crate::store::IssuerState;
 
 /// The issuer allowed to mint. Only [`IssuerSet`] constructs it, so code holding an issuer that

@@ -5,9 +5,7 @@
 //! keys later. rcgen sees the key through its `SigningKey` trait.
 
 use std::fmt;
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use openssl::ec::{EcGroup, EcKey};
@@ -18,6 +16,8 @@ use openssl::rsa::Rsa;
 use openssl::sign::Signer;
 use openssl::symm::Cipher;
 use serde::{Deserialize, Serialize};
+
+use crate::model::KeyFamily;
 
 /// Key types a CA may hold. SCEP needs RSA (devices encrypt to the CA's key); ACME and the
 /// root may use ECDSA.
@@ -66,46 +66,6 @@ impl std::str::FromStr for KeySpec {
                     "unknown key type `{s}` (rsa2048, rsa3072, rsa4096, p256, p384)"
                 ));
             }
-        })
-    }
-}
-
-/// The two issuer lines: every profile names the family it issues from.
-#[derive(
-    utoipa::ToSchema,
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyFamily {
-    Rsa,
-    Ecdsa,
-}
-
-impl std::str::FromStr for KeyFamily {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "rsa" => Ok(Self::Rsa),
-            "ecdsa" => Ok(Self::Ecdsa),
-            _ => Err(format!("unknown issuer line `{s}` (rsa, ecdsa)")),
-        }
-    }
-}
-
-impl fmt::Display for KeyFamily {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Rsa => "rsa",
-            Self::Ecdsa => "ecdsa",
         })
     }
 }
@@ -323,29 +283,17 @@ impl CaKey {
 
     /// Writes the key to a new file created with mode 0600; never overwrites.
     pub fn save(&self, path: &Path, passphrase: Option<&Passphrase>) -> Result<(), KeyError> {
-        write_private(path, &self.to_pem(passphrase)?)
+        crate::durable::create_private(path, &self.to_pem(passphrase)?).map_err(|source| {
+            KeyError::Io {
+                path: path.display().to_string(),
+                source,
+            }
+        })
     }
 
     pub fn spki_der(&self) -> Vec<u8> {
         rcgen::PublicKeyData::subject_public_key_info(self)
     }
-}
-
-/// Creates `path` with mode 0600 (failing if it exists) and syncs it and its directory entry.
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
-    let io = |source| KeyError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    crate::durable::sync_parent(path).map_err(io)
 }
 
 fn rsa(bits: u32) -> Result<PKey<Private>, openssl::error::ErrorStack> {
@@ -425,6 +373,21 @@ impl Passphrase {
 
     pub fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
+    }
+}
+
+/// The CA key passphrase: `ENROLLCA_CA_PASSPHRASE`, else the file `ca.passphrase_file` names.
+pub fn passphrase(file: Option<&Path>) -> anyhow::Result<Option<Passphrase>> {
+    if let Ok(p) = std::env::var("ENROLLCA_CA_PASSPHRASE") {
+        return Ok(Passphrase::new(p));
+    }
+    match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("passphrase file {}: {e}", path.display()))?;
+            Ok(Passphrase::new(text))
+        }
+        None => Ok(None),
     }
 }
 

@@ -8,7 +8,6 @@ mod issuer_set;
 pub mod keys;
 pub mod pkcs11;
 pub mod rotation;
-mod serial;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,15 +16,15 @@ use arc_swap::ArcSwap;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
+pub use crate::model::{IssuerId, KeyFamily, Serial, SerialError};
 pub use issue::{IssueError, IssueRequest, Issued};
-pub use issuer::{Issuer, IssuerId};
+pub use issuer::Issuer;
 pub use issuer_set::{ActiveIssuer, IssuerSet};
-pub use keys::{CaKey, KeyAccess, KeyError, KeyFamily, KeySpec, Passphrase};
-pub use serial::{Serial, SerialError};
+pub use keys::{CaKey, KeyAccess, KeyError, KeySpec, Passphrase, passphrase};
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::revocation::RevocationReason;
+use crate::model::RevocationReason;
 use crate::store::{CertRecord, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]

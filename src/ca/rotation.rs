@@ -11,11 +11,12 @@ use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::hierarchy::{self, Made};
-use super::keys::{CaKey, KeyAccess, KeyFamily, KeySpec};
+use super::keys::{CaKey, KeyAccess, KeySpec};
 use super::{Ca, CaError, Issuer, IssuerId, IssuerSet, Serial};
 use crate::datadir::DataDir;
 use crate::durable;
 use crate::encoding::to_pem;
+use crate::model::KeyFamily;
 use crate::store::{
     CertQuery, EventKind, IssuerChange, IssuerRecord, IssuerState, StatusFilter, StoreError,
 };

@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::attest::DeviceFacts;
 use crate::csr::{Attr, Csr, Names, San};
-use crate::store::DeviceId;
+use crate::model::{DeviceFacts, DeviceId};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {

@@ -3,8 +3,7 @@
 
 pub mod crl;
 pub mod ocsp;
-mod reason;
 
+pub use crate::model::RevocationReason;
 pub use crl::{Crl, CrlError, Crls};
 pub use ocsp::{Answer, Ocsp, OcspError};
-pub use reason::RevocationReason;

@@ -23,8 +23,8 @@ use super::{
     DocWrite, Event, Expect, IssuerChange, IssuerRecord, Linked, Page, Revoked, Seq, Store,
     StoreError,
 };
-use crate::ca::{IssuerId, Serial};
-use crate::revocation::RevocationReason;
+use crate::model::RevocationReason;
+use crate::model::{IssuerId, Serial};
 
 /// Entries held before the cache starts over (a few hundred bytes each).
 const CAPACITY: usize = 100_000;

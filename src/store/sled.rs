@@ -36,8 +36,8 @@ use super::{
     DocWrite, Event, EventKind, Expect, IssuerChange, IssuerRecord, Linked, MAX_PAGE, Page,
     Revoked, Seq, Store, StoreError,
 };
-use crate::ca::{IssuerId, Serial};
-use crate::revocation::RevocationReason;
+use crate::model::RevocationReason;
+use crate::model::{IssuerId, Serial};
 
 /// Most jobs one commit takes; bounds transaction size and reply latency.
 const MAX_BATCH: usize = 512;
