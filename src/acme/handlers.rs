@@ -18,9 +18,9 @@ use super::model::{
     Account, Authorization, AuthzStatus, ChallengeStatus, ChallengeType, Identifier, OrderState,
 };
 use super::orders::OrderView;
+use super::problem::AcmeProblem;
 use super::service::{AcmeService, Signed};
 use crate::app::AppState;
-use crate::http::problem::AcmeProblem;
 use crate::rate::ClientAddr;
 
 /// How long clients are asked to wait before polling a resource that is still changing.

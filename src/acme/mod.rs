@@ -13,6 +13,7 @@ pub mod jws;
 pub mod model;
 pub mod nonce;
 mod orders;
+pub mod problem;
 pub mod service;
 mod targets;
 pub mod tls_alpn01;

@@ -11,6 +11,7 @@ mod held;
 mod inventory;
 mod issuers;
 pub mod openapi;
+mod problem;
 mod rotation;
 mod tokens;
 pub mod views;

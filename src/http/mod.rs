@@ -1,7 +1,6 @@
-//! HTTP: the listeners, the route table, and the mapping of errors to the wire.
+//! HTTP: the listeners and the route table.
 
 mod middleware;
-pub mod problem;
 pub mod router;
 pub mod server;
 pub mod tls;
