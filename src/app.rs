@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::acme::settings::DeviceInventory;
 use crate::acme::validation::Validators;
 use crate::acme::{AcmeService, Profile};
 use crate::admin::init::{InitOptions, init};
@@ -20,11 +21,11 @@ use crate::ca::pkcs11::Pkcs11Access;
 use crate::ca::rotation::Rotation;
 use crate::ca::{Ca, Issuer, IssuerSet, KeyFamily};
 use crate::clock::SystemClock;
-use crate::config::DeviceInventory;
-use crate::config::{Config, Limits};
+use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::encoding::fingerprint;
 use crate::http::server::Listener;
+use crate::http::settings::Limits;
 use crate::inventory::Gate;
 use crate::metrics::Metrics;
 use crate::policy::{SanKinds, Template};
@@ -147,7 +148,7 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         .active(KeyFamily::Ecdsa)
         .context("no active ECDSA issuer")?;
     let tls = crate::http::tls::server_config(
-        &config,
+        &config.tls,
         dir,
         pass.as_ref(),
         (ecdsa.cert_der(), ecdsa.key()),

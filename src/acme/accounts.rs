@@ -10,7 +10,7 @@ use super::jws::{Binding, Jwk, Jws, KeyRef};
 use super::model::{Account, AccountStatus, EabKey};
 use super::service::{AcmeService, KeyUse, Profile, Signed, Signer, random_id};
 
-use crate::config::PermanentIdentifier;
+use crate::acme::settings::PermanentIdentifier;
 use crate::store::{DocKey, DocKind, DocPages, DocWrite, Store, StoreError, Stored};
 
 /// Most contacts an account may list.

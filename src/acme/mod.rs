@@ -15,6 +15,7 @@ pub mod nonce;
 mod orders;
 pub mod problem;
 pub mod service;
+pub mod settings;
 mod targets;
 pub mod tls_alpn01;
 pub mod validation;

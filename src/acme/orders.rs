@@ -17,9 +17,9 @@ use super::model::{
     Identifier, IdentifierType, Order, OrderState, OrderStatus,
 };
 use super::service::{AcmeService, KeyUse, Profile, Signed, Signer, random_id};
+use crate::acme::settings::PermanentIdentifier;
 use crate::attest::{AttestError, Expected, KeyType, freshness_nonce};
 use crate::ca::{IssueError, IssueRequest, Serial};
-use crate::config::PermanentIdentifier;
 use crate::csr::{Csr, San};
 use crate::inventory::Refusal;
 use crate::policy::DeviceIdentity;

@@ -9,9 +9,9 @@ use super::dns01::Dns01;
 use super::error::{AcmeError, ProblemType};
 use super::http01::Http01;
 use super::model::{ChallengeType, Identifier};
+use super::settings::AcmeSettings;
 use super::targets::Targets;
 use super::tls_alpn01::TlsAlpn01;
-use crate::config;
 
 /// The validators of the challenge types that the server checks by asking the network
 /// (device-attest-01 carries its evidence in the answer instead).
@@ -30,7 +30,7 @@ struct Reaching {
 }
 
 impl Validators {
-    pub fn new(config: &config::Acme) -> anyhow::Result<Self> {
+    pub fn new(config: &AcmeSettings) -> anyhow::Result<Self> {
         let offers_dns01 = config
             .profiles
             .values()

@@ -3,4 +3,5 @@
 mod middleware;
 pub mod router;
 pub mod server;
+pub mod settings;
 pub mod tls;

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::config::Limits;
+use super::settings::Limits;
 use crate::metrics::Metrics;
 use crate::rate::ClientAddr;
 

@@ -11,21 +11,21 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use super::settings::Tls;
 use crate::ca::hierarchy;
 use crate::ca::{CaKey, Passphrase};
-use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::encoding::to_pem;
 
 const RENEW_BEFORE: time::Duration = time::Duration::days(30);
 
 pub fn server_config(
-    config: &Config,
+    tls: &Tls,
     dir: &DataDir,
     pass: Option<&Passphrase>,
     issuer_fallback: (&[u8], &CaKey),
 ) -> anyhow::Result<Arc<ServerConfig>> {
-    let (cert_path, key_path) = match (&config.tls.cert, &config.tls.key) {
+    let (cert_path, key_path) = match (&tls.cert, &tls.key) {
         (Some(c), Some(k)) => (c.clone(), k.clone()),
         _ => {
             ensure_generated(dir, pass, issuer_fallback)?;
