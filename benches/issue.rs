@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use enrollca::admin::init::{InitOptions, Source, init};
 use enrollca::app::open_ca;
 use enrollca::ca::{IssueRequest, KeyFamily, KeySpec};
 use enrollca::config::Config;
 use enrollca::csr::Csr;
 use enrollca::datadir::DataDir;
+use enrollca::init::{InitOptions, Source, init};
 use enrollca::metrics::Metrics;
 use enrollca::policy::Template;
 use enrollca::store::{Protocol, SledStore, Store};

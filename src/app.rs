@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use crate::acme::settings::DeviceInventory;
 use crate::acme::validation::Validators;
 use crate::acme::{AcmeService, Profile};
-use crate::admin::init::{InitOptions, init};
 use crate::api::TokenHash;
 use crate::attest::{Apple, Verifier};
 use crate::ca::KeyAccess;
@@ -26,6 +25,7 @@ use crate::datadir::DataDir;
 use crate::encoding::fingerprint;
 use crate::http::server::Listener;
 use crate::http::settings::Limits;
+use crate::init::{InitOptions, init};
 use crate::inventory::Gate;
 use crate::metrics::Metrics;
 use crate::policy::{SanKinds, Template};
@@ -109,7 +109,7 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         .clone()
         .or_else(|| Some(dir.config()).filter(|p| p.is_file()));
     let mut config = Config::load(config_path.as_deref(), std::env::vars())?;
-    crate::admin::init_logging(&config.log);
+    crate::logging::init_logging(&config.log);
     fit_open_files(&mut config.limits);
 
     // Bind first: a port in use fails before any key is touched, and an ephemeral port (0)

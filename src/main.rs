@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use enrollca::admin::init::{InitOptions, Source, init};
 use enrollca::admin::{Backend, data_dir, dir_config};
 use enrollca::api::views::{CertView, ChallengeBody, IssueBody};
 use enrollca::api::{ClientIdentifierBody, EabBody, PrepareBody, RootBody, Scope, TokenBody};
@@ -19,6 +18,7 @@ use enrollca::app::{ServeOptions, serve};
 use enrollca::ca::passphrase;
 use enrollca::ca::{KeyFamily, KeySpec, Serial};
 use enrollca::csr::San;
+use enrollca::init::{InitOptions, Source, init};
 use enrollca::revocation::RevocationReason;
 use enrollca::store::{CertQuery, DeviceId, IssuerState, StatusFilter};
 use tokio_util::sync::CancellationToken;

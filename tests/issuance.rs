@@ -3,12 +3,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use enrollca::admin::init::{InitOptions, Source, init};
 use enrollca::app::open_ca;
 use enrollca::ca::{Ca, IssueRequest, KeyFamily, KeySpec, Serial};
 use enrollca::config::Config;
 use enrollca::csr::Csr;
 use enrollca::datadir::DataDir;
+use enrollca::init::{InitOptions, Source, init};
 use enrollca::metrics::Metrics;
 use enrollca::policy::Template;
 use enrollca::store::{CertQuery, Protocol, SledStore, Store};
