@@ -9,9 +9,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
-use crate::app::AppState;
+use crate::metrics::Metrics;
 
-pub async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub async fn observe(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let id = hex::encode(rand::random::<[u8; 8]>());
     // The route template, never the raw URI: query strings can carry SCEP messages and
     // challenges, which must not reach the log.
@@ -25,7 +25,7 @@ pub async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Nex
     let mut response = next.run(req).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    state.metrics.observe_http(&route, &method, status, elapsed);
+    metrics.observe_http(&route, &method, status, elapsed);
     span.in_scope(|| {
         tracing::info!(status, micros = elapsed.as_micros() as u64, "done");
     });

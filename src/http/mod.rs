@@ -1,7 +1,6 @@
 //! HTTP: the listeners and the route table.
 
-mod middleware;
-pub mod router;
+pub mod middleware;
 pub mod server;
 pub mod settings;
 pub mod tls;

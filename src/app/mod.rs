@@ -1,5 +1,7 @@
 //! Wiring: config → store → issuers → services → listeners.
 
+mod router;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -235,8 +237,7 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         shutdown.clone(),
     ));
     let metrics = state.metrics.clone();
-    let (http_router, https_router) =
-        crate::http::router::routers(state, config.listen.api_on_http);
+    let (http_router, https_router) = router::routers(state, config.listen.api_on_http);
     let plain = Listener {
         tls: None,
         limits: config.limits.clone(),

@@ -8,9 +8,9 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
-use super::middleware::observe;
 use crate::api::{self, ApiError};
 use crate::app::AppState;
+use crate::http::middleware::observe;
 use crate::scep;
 
 /// Largest request body accepted anywhere (CSRs, SCEP envelopes and JSON are far smaller).
@@ -38,7 +38,10 @@ pub fn routers(state: Arc<AppState>, api_on_http: bool) -> (Router, Router) {
 fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
     routes
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            observe,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
