@@ -22,6 +22,15 @@ pub struct Rate {
     pub burst: u32,
 }
 
+/// What costs the CA before anyone is authenticated, bounded by client address: requests a
+/// second (`limits.client_rate`), and SCEP private-key work in flight
+/// (`limits.client_concurrency`).
+#[derive(Clone)]
+pub struct Costly {
+    pub rate: std::sync::Arc<Limiter<IpAddr>>,
+    pub in_flight: std::sync::Arc<Concurrency<IpAddr>>,
+}
+
 struct Bucket {
     tokens: f64,
     at: Instant,

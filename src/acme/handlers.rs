@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Extension, FromRequest, Path, Request, State};
+use axum::extract::{Extension, FromRef, FromRequest, Path, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -20,24 +20,23 @@ use super::model::{
 use super::orders::OrderView;
 use super::problem::AcmeProblem;
 use super::service::{AcmeService, Signed};
-use crate::app::AppState;
-use crate::rate::ClientAddr;
+use crate::rate::{ClientAddr, Costly};
 
 /// How long clients are asked to wait before polling a resource that is still changing.
 const RETRY_AFTER_SECS: &str = "1";
 
 /// Adds `Replay-Nonce`, `Cache-Control: no-store` and the directory `Link` to every ACME
 /// response, errors included (clients retry `badNonce` with the nonce it carries).
-pub async fn headers(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub async fn headers(State(acme): State<Arc<AcmeService>>, req: Request, next: Next) -> Response {
     let profile = profile_in(req.uri().path()).to_owned();
     let mut response = next.run(req).await;
     let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&state.acme.nonce()) {
+    if let Ok(v) = HeaderValue::from_str(&acme.nonce()) {
         h.insert("replay-nonce", v);
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if state.acme.profile(&profile).is_ok() {
-        let link = format!("<{}>;rel=\"index\"", state.acme.url(&profile, "directory"));
+    if acme.profile(&profile).is_ok() {
+        let link = format!("<{}>;rel=\"index\"", acme.url(&profile, "directory"));
         if let Ok(v) = HeaderValue::from_str(&link) {
             h.append(header::LINK, v);
         }
@@ -72,10 +71,9 @@ struct Meta {
 }
 
 pub async fn directory(
-    State(state): State<Arc<AppState>>,
+    State(acme): State<Arc<AcmeService>>,
     Path(profile): Path<String>,
 ) -> Result<Response, AcmeError> {
-    let acme = &state.acme;
     let p = acme.profile(&profile)?;
     let url = |path: &str| acme.url(&profile, path);
     Ok(axum::Json(Directory {
@@ -94,11 +92,11 @@ pub async fn directory(
 
 /// HEAD answers 200 and GET 204 (RFC 8555 §7.2); the nonce itself is added by `headers`.
 pub async fn new_nonce(
-    State(state): State<Arc<AppState>>,
+    State(acme): State<Arc<AcmeService>>,
     Path(profile): Path<String>,
     method: Method,
 ) -> Result<StatusCode, AcmeError> {
-    state.acme.profile(&profile)?;
+    acme.profile(&profile)?;
     Ok(if method == Method::HEAD {
         StatusCode::OK
     } else {
@@ -108,11 +106,15 @@ pub async fn new_nonce(
 
 /// Every POST to an ACME resource: its profile (from the path), the JWS (only
 /// `application/jose+json`) and the URL it must have been signed for.
-impl FromRequest<Arc<AppState>> for Signed {
+impl<S> FromRequest<S> for Signed
+where
+    S: Send + Sync,
+    Arc<AcmeService>: FromRef<S>,
+{
     type Rejection = AcmeError;
 
-    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, AcmeError> {
-        let acme = &state.acme;
+    async fn from_request(req: Request, state: &S) -> Result<Self, AcmeError> {
+        let acme = Arc::<AcmeService>::from_ref(state);
         let profile = acme.profile(profile_in(req.uri().path()))?.clone();
         let content_type = req
             .headers()
@@ -165,7 +167,8 @@ fn account_json(acme: &AcmeService, account: &Account) -> AccountJson {
 }
 
 pub async fn new_account(
-    State(state): State<Arc<AppState>>,
+    State(acme): State<Arc<AcmeService>>,
+    State(costly): State<Costly>,
     client: Option<Extension<ClientAddr>>,
     Path(profile): Path<String>,
     req: Signed,
@@ -173,12 +176,11 @@ pub async fn new_account(
     // A new account is a durable write for anyone who asks: `limits.client_rate` a second
     // per client address.
     if let Some(Extension(ClientAddr(ip))) = client {
-        state
-            .costly
+        costly
+            .rate
             .check(ip)
             .map_err(|wait| AcmeError::rate_limited("new accounts from this address", wait))?;
     }
-    let acme = &state.acme;
     let (account, created) = acme.new_account(&req).await?;
     let status = if created {
         StatusCode::CREATED
@@ -189,28 +191,26 @@ pub async fn new_account(
     Ok((
         status,
         location(&url),
-        axum::Json(account_json(acme, &account)),
+        axum::Json(account_json(&acme, &account)),
     )
         .into_response())
 }
 
 pub async fn account(
-    State(state): State<Arc<AppState>>,
+    State(acme): State<Arc<AcmeService>>,
     Path((_, id)): Path<(String, String)>,
     req: Signed,
 ) -> Result<Response, AcmeError> {
-    let acme = &state.acme;
     let account = acme.update_account(&req, &id).await?;
-    Ok(axum::Json(account_json(acme, &account)).into_response())
+    Ok(axum::Json(account_json(&acme, &account)).into_response())
 }
 
 pub async fn key_change(
-    State(state): State<Arc<AppState>>,
+    State(acme): State<Arc<AcmeService>>,
     req: Signed,
 ) -> Result<Response, AcmeError> {
-    let acme = &state.acme;
     let account = acme.key_change(&req).await?;
-    Ok(axum::Json(account_json(acme, &account)).into_response())
+    Ok(axum::Json(account_json(&acme, &account)).into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -219,12 +219,11 @@ pub struct OrdersCursor {
 }
 
 pub async fn account_orders(
-    State(state): State<Arc<AppState>>,
+    State(acme): State<Arc<AcmeService>>,
     Path((profile, id)): Path<(String, String)>,
     axum::extract::Query(q): axum::extract::Query<OrdersCursor>,
     req: Signed,
 ) -> Result<Response, AcmeError> {
-    let acme = &state.acme;
     let (ids, next) = acme.account_orders(&req, &id, q.cursor.as_deref()).await?;
     let orders: Vec<String> = ids
         .iter()
@@ -298,33 +297,30 @@ fn order_response(
 }
 
 pub async fn new_order(
-    State(state): State<Arc<AppState>>,
+    State(acme): State<Arc<AcmeService>>,
     Path(profile): Path<String>,
     req: Signed,
 ) -> Result<Response, AcmeError> {
-    let acme = &state.acme;
     let view = acme.new_order(&req).await?;
-    Ok(order_response(acme, &profile, view, StatusCode::CREATED))
+    Ok(order_response(&acme, &profile, view, StatusCode::CREATED))
 }
 
 pub async fn order(
-    State(state): State<Arc<AppState>>,
+    State(acme): State<Arc<AcmeService>>,
     Path((profile, id)): Path<(String, String)>,
     req: Signed,
 ) -> Result<Response, AcmeError> {
-    let acme = &state.acme;
     let view = acme.order(&req, &id).await?;
-    Ok(order_response(acme, &profile, view, StatusCode::OK))
+    Ok(order_response(&acme, &profile, view, StatusCode::OK))
 }
 
 pub async fn finalize(
-    State(state): State<Arc<AppState>>,
+    State(acme): State<Arc<AcmeService>>,
     Path((profile, id)): Path<(String, String)>,
     req: Signed,
 ) -> Result<Response, AcmeError> {
-    let acme = &state.acme;
     let view = acme.finalize(&req, &id).await?;
-    Ok(order_response(acme, &profile, view, StatusCode::OK))
+    Ok(order_response(&acme, &profile, view, StatusCode::OK))
 }
 
 #[derive(Serialize)]
@@ -376,11 +372,10 @@ struct AuthzJson {
 }
 
 pub async fn authorization(
-    State(state): State<Arc<AppState>>,
+    State(acme): State<Arc<AcmeService>>,
     Path((profile, id)): Path<(String, String)>,
     req: Signed,
 ) -> Result<Response, AcmeError> {
-    let acme = &state.acme;
     let authz = acme.authorization(&req, &id).await?;
     let status = authz.status_at(acme.now());
     let body = AuthzJson {
@@ -391,7 +386,7 @@ pub async fn authorization(
         challenges: authz
             .challenges
             .iter()
-            .filter_map(|c| challenge_json(acme, &profile, &authz, c.kind))
+            .filter_map(|c| challenge_json(&acme, &profile, &authz, c.kind))
             .collect(),
     };
     let mut response = axum::Json(body).into_response();
@@ -405,13 +400,12 @@ pub async fn authorization(
 }
 
 pub async fn challenge(
-    State(state): State<Arc<AppState>>,
+    State(acme): State<Arc<AcmeService>>,
     Path((profile, authz_id, kind)): Path<(String, String, String)>,
     req: Signed,
 ) -> Result<Response, AcmeError> {
-    let acme = &state.acme;
     let (authz, kind) = acme.challenge(&req, &authz_id, &kind).await?;
-    let body = challenge_json(acme, &profile, &authz, kind)
+    let body = challenge_json(&acme, &profile, &authz, kind)
         .ok_or_else(|| AcmeError::not_found("challenge"))?;
     let up = format!(
         "<{}>;rel=\"up\"",
@@ -421,11 +415,10 @@ pub async fn challenge(
 }
 
 pub async fn certificate(
-    State(state): State<Arc<AppState>>,
+    State(acme): State<Arc<AcmeService>>,
     Path((profile, serial)): Path<(String, String)>,
     req: Signed,
 ) -> Result<Response, AcmeError> {
-    let acme = &state.acme;
     let (pem, alternate) = acme.certificate(&req, &serial, false).await?;
     let mut response = (
         [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
@@ -447,11 +440,11 @@ pub async fn certificate(
 }
 
 pub async fn alternate_certificate(
-    State(state): State<Arc<AppState>>,
+    State(acme): State<Arc<AcmeService>>,
     Path((_, serial)): Path<(String, String)>,
     req: Signed,
 ) -> Result<Response, AcmeError> {
-    let (pem, _) = state.acme.certificate(&req, &serial, true).await?;
+    let (pem, _) = acme.certificate(&req, &serial, true).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
         pem,
@@ -460,10 +453,9 @@ pub async fn alternate_certificate(
 }
 
 pub async fn revoke(
-    State(state): State<Arc<AppState>>,
+    State(acme): State<Arc<AcmeService>>,
     req: Signed,
 ) -> Result<Response, AcmeError> {
-    let acme = &state.acme;
     acme.revoke(&req).await?;
     Ok(StatusCode::OK.into_response())
 }

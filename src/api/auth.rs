@@ -6,15 +6,14 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use super::ApiError;
-use crate::app::AppState;
-use crate::store::{DocKey, DocKind};
+use crate::store::{DocKey, DocKind, Store};
 
 #[derive(Clone)]
 pub struct TokenHash([u8; 32]);
@@ -104,26 +103,36 @@ impl Required for Manage {
 /// with one that lacks the scope.
 pub struct Can<S: Required>(PhantomData<S>);
 
-impl<S: Required> FromRequestParts<Arc<AppState>> for Can<S> {
+/// What checking a bearer token needs: the admin token's hash, and the store that holds the
+/// scoped tokens.
+#[derive(Clone)]
+pub struct Tokens {
+    pub admin: TokenHash,
+    pub store: Arc<dyn Store>,
+}
+
+impl<S, T> FromRequestParts<T> for Can<S>
+where
+    S: Required,
+    T: Send + Sync,
+    Tokens: FromRef<T>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &T) -> Result<Self, ApiError> {
+        let tokens = Tokens::from_ref(state);
         let presented = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(ApiError::Unauthorized)?;
-        if state.admin_token.matches(presented) {
+        if tokens.admin.matches(presented) {
             return Ok(Self(PhantomData));
         }
         let key = DocKey::new(DocKind::ApiToken, TokenHash::of(presented).hex());
-        let record: TokenRecord = state
-            .ca
-            .store()
+        let record: TokenRecord = tokens
+            .store
             .doc(&key)
             .await?
             .ok_or(ApiError::Unauthorized)?

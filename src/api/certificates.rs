@@ -11,10 +11,11 @@ use super::ApiError;
 use super::auth::{Can, EnrollAdmin, Read, Revoke};
 use super::extract::{Json, Path, Query};
 use super::views::{CertPage, CertView, IssueBody, IssuedView, RevokeBody};
-use crate::app::AppState;
+use crate::ca::Ca;
 use crate::ca::{IssueRequest, IssuerId, Serial};
 use crate::csr::Csr;
 use crate::encoding::to_pem;
+use crate::policy::Template;
 use crate::store::{CertQuery, DeviceId, Protocol, StatusFilter};
 
 #[utoipa::path(post, path = "/api/v1/certificates", tag = "certificates",
@@ -24,15 +25,15 @@ use crate::store::{CertQuery, DeviceId, Protocol, StatusFilter};
         (status = 401, description = "No valid token"), (status = 403, description = "Missing scope or policy refusal")))]
 pub async fn issue_certificate(
     _: Can<EnrollAdmin>,
-    State(state): State<Arc<AppState>>,
+    State(ca): State<Arc<Ca>>,
+    State(template): State<Arc<Template>>,
     Json(body): Json<IssueBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let csr = Csr::from_pem(&body.csr)?;
-    let issued = state
-        .ca
+    let issued = ca
         .issue(IssueRequest {
             device: body.device,
-            ..IssueRequest::new(csr, state.template.clone(), body.issuer, Protocol::Admin)
+            ..IssueRequest::new(csr, template.clone(), body.issuer, Protocol::Admin)
         })
         .await?;
     let chain_pem = issued
@@ -41,7 +42,7 @@ pub async fn issue_certificate(
         .collect();
     let location = format!("/api/v1/certificates/{}", issued.record.serial);
     let view = IssuedView {
-        certificate: CertView::new(&issued.record, state.ca.clock().now(), true),
+        certificate: CertView::new(&issued.record, ca.clock().now(), true),
         chain_pem,
     };
     Ok((
@@ -71,11 +72,11 @@ pub struct ListParams {
     responses((status = 200, body = CertPage), (status = 400, description = "Bad filter"), (status = 401, description = "No valid token")))]
 pub async fn list_certificates(
     _: Can<Read>,
-    State(state): State<Arc<AppState>>,
+    State(ca): State<Arc<Ca>>,
     Query(p): Query<ListParams>,
 ) -> Result<axum::Json<CertPage>, ApiError> {
     let bad = |what: &str, e: String| ApiError::BadRequest(format!("{what}: {e}"));
-    let now = state.ca.clock().now();
+    let now = ca.clock().now();
     let query = CertQuery {
         device: p
             .device
@@ -100,7 +101,7 @@ pub async fn list_certificates(
         limit: p.limit.unwrap_or(100),
         now: Some(now),
     };
-    let page = state.ca.store().certificates(query).await?;
+    let page = ca.store().certificates(query).await?;
     Ok(axum::Json(CertPage::new(&page, now)))
 }
 
@@ -114,21 +115,16 @@ fn parse_serial(s: &str) -> Result<Serial, ApiError> {
     responses((status = 200, body = CertView), (status = 404, description = "No such certificate"), (status = 401, description = "No valid token")))]
 pub async fn get_certificate(
     _: Can<Read>,
-    State(state): State<Arc<AppState>>,
+    State(ca): State<Arc<Ca>>,
     Path(serial): Path<String>,
 ) -> Result<axum::Json<CertView>, ApiError> {
     let serial = parse_serial(&serial)?;
-    let rec = state
-        .ca
+    let rec = ca
         .store()
         .certificate(&serial)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no certificate with serial {serial}")))?;
-    Ok(axum::Json(CertView::new(
-        &rec,
-        state.ca.clock().now(),
-        true,
-    )))
+    Ok(axum::Json(CertView::new(&rec, ca.clock().now(), true)))
 }
 
 #[utoipa::path(post, path = "/api/v1/certificates/{serial}/revoke", tag = "certificates",
@@ -138,13 +134,13 @@ pub async fn get_certificate(
         (status = 409, description = "Already revoked"), (status = 400, description = "Unknown reason")))]
 pub async fn revoke_certificate(
     _: Can<Revoke>,
-    State(state): State<Arc<AppState>>,
+    State(ca): State<Arc<Ca>>,
     Path(serial): Path<String>,
     Json(body): Json<RevokeBody>,
 ) -> Result<axum::Json<CertView>, ApiError> {
     let serial = parse_serial(&serial)?;
-    let now = state.ca.clock().now();
-    let rec = state.ca.revoke(&serial, body.reason, now).await?;
+    let now = ca.clock().now();
+    let rec = ca.revoke(&serial, body.reason, now).await?;
     tracing::info!(serial = %serial, reason = %body.reason, "revoked");
     Ok(axum::Json(CertView::new(&rec, now, false)))
 }

@@ -10,10 +10,10 @@ use super::ApiError;
 use super::auth::{Can, EnrollAdmin};
 use super::extract::Json;
 use super::views::{ChallengeBody, ChallengeView};
-use crate::app::AppState;
 use crate::csr::Names;
 use crate::csr::parse_subject;
 use crate::policy::subject_string;
+use crate::scep::ScepService;
 
 const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 const MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
@@ -24,7 +24,7 @@ const MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
     responses((status = 201, body = ChallengeView), (status = 400, description = "Bad ttl")))]
 pub async fn create_challenge(
     _: Can<EnrollAdmin>,
-    State(state): State<Arc<AppState>>,
+    State(scep): State<Arc<ScepService>>,
     Json(body): Json<ChallengeBody>,
 ) -> Result<(StatusCode, axum::Json<ChallengeView>), ApiError> {
     let ttl = body.ttl.unwrap_or(DEFAULT_TTL);
@@ -39,8 +39,7 @@ pub async fn create_challenge(
         subject,
         sans: body.sans.clone(),
     };
-    let (challenge, record) = state
-        .scep
+    let (challenge, record) = scep
         .mint_challenge(body.device.clone(), names.clone(), ttl)
         .await?;
     let expires_at = record.expires_at;

@@ -14,11 +14,12 @@ use time::OffsetDateTime;
 use super::ApiError;
 use super::auth::{Can, EnrollAdmin};
 use super::extract::{Path, Query};
+use crate::acme::AcmeService;
 use crate::acme::client_identifiers::MintRefusal;
-use crate::app::AppState;
 use crate::csr::Attr;
 use crate::csr::Names;
 use crate::payload::{self, Credential};
+use crate::scep::ScepService;
 use crate::store::DeviceId;
 
 /// A declaration is usually fetched within minutes; a week covers a device that is off.
@@ -77,7 +78,8 @@ pub struct CredentialView {
         (status = 409, description = "ACME: the device is not registered with a serial number or UDID")))]
 pub async fn device_credential(
     _: Can<EnrollAdmin>,
-    State(state): State<Arc<AppState>>,
+    State(acme): State<Arc<AcmeService>>,
+    State(scep): State<Arc<ScepService>>,
     Path((device, kind)): Path<(DeviceId, CredentialKind)>,
     Query(p): Query<CredentialParams>,
 ) -> Result<Response, ApiError> {
@@ -90,8 +92,7 @@ pub async fn device_credential(
                 return Err(ApiError::BadRequest("profile: empty".into()));
             }
             let profile = p.profile.unwrap_or_else(|| "device".to_owned());
-            let (value, minted) = state
-                .acme
+            let (value, minted) = acme
                 .mint_client_identifier(&profile, &device, ttl)
                 .await
                 .map_err(|e| match e {
@@ -104,7 +105,7 @@ pub async fn device_credential(
                     }
                     refusal => ApiError::BadRequest(refusal.to_string()),
                 })?;
-            let directory_url = state.acme.url(&profile, "directory");
+            let directory_url = acme.url(&profile, "directory");
             let credential = payload::Acme {
                 directory_url: &directory_url,
                 client_identifier: &value,
@@ -123,8 +124,7 @@ pub async fn device_credential(
                 return Err(ApiError::BadRequest("profile: SCEP has no profiles".into()));
             }
             super::challenges::check_ttl(ttl)?;
-            let ca_fingerprint = state
-                .scep
+            let ca_fingerprint = scep
                 .ca_fingerprint()
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
             // The challenge states the subject the document asks for: nothing else is issued.
@@ -132,12 +132,11 @@ pub async fn device_credential(
                 subject: Some(vec![(Attr::CommonName, device.as_str().to_owned())]),
                 sans: None,
             };
-            let (challenge, record) = state
-                .scep
+            let (challenge, record) = scep
                 .mint_challenge(Some(device.clone()), names, ttl)
                 .await?;
             let credential = payload::Scep {
-                url: state.scep.url(),
+                url: scep.url(),
                 challenge: Some(&challenge),
                 key_size: 2048,
                 subject: &subject,

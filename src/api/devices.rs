@@ -13,7 +13,7 @@ use super::ApiError;
 use super::auth::{Can, Read, Revoke};
 use super::extract::{Json, Path};
 use super::views::{CertView, RevokeBody};
-use crate::app::AppState;
+use crate::ca::Ca;
 use crate::ca::{IssuerId, Serial};
 use crate::revocation::RevocationReason;
 use crate::store::{CertQuery, CertStatus, DeviceId, StatusFilter};
@@ -73,10 +73,10 @@ impl ValidateView {
     responses((status = 200, body = ValidateView), (status = 400, description = "Not a certificate")))]
 pub async fn validate(
     _: Can<Read>,
-    State(app): State<Arc<AppState>>,
+    State(ca): State<Arc<Ca>>,
     Json(body): Json<ValidateBody>,
 ) -> Result<axum::Json<ValidateView>, ApiError> {
-    judge(&app, &body.certificate).await.map(axum::Json)
+    judge(&ca, &body.certificate).await.map(axum::Json)
 }
 
 /// Most certificates one batch may ask about.
@@ -115,7 +115,7 @@ pub struct ValidateBatchView {
     responses((status = 200, body = ValidateBatchView), (status = 400, description = "More than 1,000 certificates")))]
 pub async fn validate_batch(
     _: Can<Read>,
-    State(app): State<Arc<AppState>>,
+    State(ca): State<Arc<Ca>>,
     Json(body): Json<ValidateBatchBody>,
 ) -> Result<axum::Json<ValidateBatchView>, ApiError> {
     if body.certificates.len() > MAX_BATCH {
@@ -126,7 +126,7 @@ pub async fn validate_batch(
     }
     let mut results = Vec::with_capacity(body.certificates.len());
     for text in &body.certificates {
-        results.push(match judge(&app, text).await {
+        results.push(match judge(&ca, text).await {
             Ok(verdict) => BatchAnswer::Verdict(verdict),
             Err(ApiError::BadRequest(error)) => BatchAnswer::Unreadable { error },
             Err(other) => return Err(other),
@@ -136,7 +136,7 @@ pub async fn validate_batch(
 }
 
 /// The verdict on one presented certificate; `BadRequest` when it is not one.
-async fn judge(app: &AppState, text: &str) -> Result<ValidateView, ApiError> {
+async fn judge(ca: &Ca, text: &str) -> Result<ValidateView, ApiError> {
     let der = certificate_der(text)?;
     let (rest, cert) = X509Certificate::from_der(&der)
         .map_err(|e| ApiError::BadRequest(format!("not an X.509 certificate: {e}")))?;
@@ -147,7 +147,7 @@ async fn judge(app: &AppState, text: &str) -> Result<ValidateView, ApiError> {
     }
     let serial = Serial::from_bytes(cert.raw_serial()).ok();
     let known = match &serial {
-        Some(serial) => app.ca.store().certificate_state(serial).await?,
+        Some(serial) => ca.store().certificate_state(serial).await?,
         None => None,
     };
     // Byte for byte what we issued and recorded: ours, no signature to check. Otherwise the
@@ -156,7 +156,7 @@ async fn judge(app: &AppState, text: &str) -> Result<ValidateView, ApiError> {
         serial,
         known.filter(|s| s.der_sha256 == crate::encoding::sha256(&der)),
     ) else {
-        let issuers = app.ca.issuers();
+        let issuers = ca.issuers();
         // Signature checks are CPU work: off the reactor (a batch may hold many strangers).
         let signer = tokio::task::spawn_blocking(move || {
             let (_, cert) = X509Certificate::from_der(&der).ok()?;
@@ -180,7 +180,7 @@ async fn judge(app: &AppState, text: &str) -> Result<ValidateView, ApiError> {
             None => ValidateView::verdict(Verdict::NotOurs),
         });
     };
-    let now = app.ca.clock().now();
+    let now = ca.clock().now();
     let (status, revoked_at, revocation_reason) = match state.status {
         CertStatus::Revoked { at, reason } => (Verdict::Revoked, Some(at), Some(reason)),
         CertStatus::Good if state.is_expired(now) => (Verdict::Expired, None, None),
@@ -228,11 +228,10 @@ pub struct DeviceView {
 
 /// Every certificate of a device, newest first.
 async fn device_certificates(
-    state: &AppState,
+    ca: &Ca,
     device: &DeviceId,
 ) -> Result<Vec<crate::store::CertRecord>, ApiError> {
-    let mut out = state
-        .ca
+    let mut out = ca
         .store()
         .all_certificates(CertQuery {
             device: Some(device.clone()),
@@ -250,17 +249,17 @@ async fn device_certificates(
     responses((status = 200, body = DeviceView), (status = 404, description = "Neither registered nor holding certificates")))]
 pub async fn get_device(
     _: Can<Read>,
-    State(state): State<Arc<AppState>>,
+    State(ca): State<Arc<Ca>>,
     Path(id): Path<DeviceId>,
 ) -> Result<axum::Json<DeviceView>, ApiError> {
-    let records = device_certificates(&state, &id).await?;
-    let registered = crate::inventory::device(&**state.ca.store(), &id).await?;
+    let records = device_certificates(&ca, &id).await?;
+    let registered = crate::inventory::device(&**ca.store(), &id).await?;
     if records.is_empty() && registered.is_none() {
         return Err(ApiError::NotFound(format!(
             "device {id} is neither registered nor holds certificates"
         )));
     }
-    let now = state.ca.clock().now();
+    let now = ca.clock().now();
     Ok(axum::Json(DeviceView {
         registered,
         certificates: records
@@ -285,17 +284,17 @@ pub struct DeviceRevokedView {
     responses((status = 200, body = DeviceRevokedView), (status = 404, description = "No certificates for the device")))]
 pub async fn revoke_device(
     _: Can<Revoke>,
-    State(state): State<Arc<AppState>>,
+    State(ca): State<Arc<Ca>>,
     Path(id): Path<DeviceId>,
     Json(body): Json<RevokeBody>,
 ) -> Result<axum::Json<DeviceRevokedView>, ApiError> {
-    let records = device_certificates(&state, &id).await?;
+    let records = device_certificates(&ca, &id).await?;
     if records.is_empty() {
         return Err(ApiError::NotFound(format!(
             "no certificates for device {id}"
         )));
     }
-    let now = state.ca.clock().now();
+    let now = ca.clock().now();
     let query = CertQuery {
         status: Some(StatusFilter::Good),
         now: Some(now),
@@ -303,7 +302,7 @@ pub async fn revoke_device(
     };
     let mut revoked = Vec::new();
     for rec in records.iter().filter(|r| query.matches(r)) {
-        match state.ca.revoke(&rec.serial, body.reason, now).await {
+        match ca.revoke(&rec.serial, body.reason, now).await {
             Ok(r) => revoked.push(r.serial),
             // Revoked meanwhile by someone else: the goal is met.
             Err(crate::store::StoreError::AlreadyRevoked(_)) => {}

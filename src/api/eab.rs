@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::ApiError;
 use super::auth::{Can, EnrollAdmin};
 use super::extract::Json;
-use crate::app::AppState;
+use crate::acme::AcmeService;
 
 #[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,10 +34,10 @@ pub struct EabView {
     responses((status = 201, body = EabView), (status = 404, description = "No such profile")))]
 pub async fn create_eab_key(
     _: Can<EnrollAdmin>,
-    State(state): State<Arc<AppState>>,
+    State(acme): State<Arc<AcmeService>>,
     Json(body): Json<EabBody>,
 ) -> Result<(StatusCode, axum::Json<EabView>), ApiError> {
-    let key = state.acme.mint_eab_key(&body.profile).await.map_err(|e| {
+    let key = acme.mint_eab_key(&body.profile).await.map_err(|e| {
         if e.http_status() == 404 {
             ApiError::NotFound(format!("no ACME profile `{}`", body.profile))
         } else {
@@ -47,7 +47,7 @@ pub async fn create_eab_key(
     Ok((
         StatusCode::CREATED,
         axum::Json(EabView {
-            directory: state.acme.url(&body.profile, "directory"),
+            directory: acme.url(&body.profile, "directory"),
             profile: body.profile,
             kid: key.kid,
             hmac_key: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.hmac_key),
@@ -95,13 +95,12 @@ pub struct ClientIdentifierView {
         (status = 409, description = "The device is not registered with a serial number or UDID")))]
 pub async fn create_client_identifier(
     _: Can<EnrollAdmin>,
-    State(state): State<Arc<AppState>>,
+    State(acme): State<Arc<AcmeService>>,
     Json(body): Json<ClientIdentifierBody>,
 ) -> Result<(StatusCode, axum::Json<ClientIdentifierView>), ApiError> {
     use crate::acme::client_identifiers::MintRefusal;
     let ttl = body.ttl.unwrap_or(DEFAULT_CLIENT_IDENTIFIER_TTL);
-    let (value, minted) = state
-        .acme
+    let (value, minted) = acme
         .mint_client_identifier(&body.profile, &body.device, ttl)
         .await
         .map_err(|e| match e {
@@ -116,7 +115,7 @@ pub async fn create_client_identifier(
         StatusCode::CREATED,
         axum::Json(ClientIdentifierView {
             client_identifier: value,
-            directory: state.acme.url(&minted.profile, "directory"),
+            directory: acme.url(&minted.profile, "directory"),
             device: minted.device,
             profile: minted.profile,
             expires_at: minted.expires_at,

@@ -10,10 +10,10 @@ use time::OffsetDateTime;
 use super::ApiError;
 use super::auth::{Can, EnrollAdmin, Read};
 use super::extract::Path;
-use crate::app::AppState;
 use crate::ca::{IssueError, Serial};
 use crate::csr::San;
 use crate::encoding::to_pem;
+use crate::scep::ScepService;
 use crate::scep::pending::{Decision, PendingRequest};
 use crate::scep::service::DecisionError;
 use crate::store::DeviceId;
@@ -68,10 +68,9 @@ pub struct HeldList {
     responses((status = 200, body = HeldList)))]
 pub async fn list_held(
     _: Can<Read>,
-    State(state): State<Arc<AppState>>,
+    State(scep): State<Arc<ScepService>>,
 ) -> Result<axum::Json<HeldList>, ApiError> {
-    let held = state
-        .scep
+    let held = scep
         .held_requests(true)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -85,10 +84,10 @@ pub async fn list_held(
     responses((status = 200, body = HeldView), (status = 404, description = "Unknown transaction"), (status = 409, description = "Already decided")))]
 pub async fn approve_held(
     admin: Can<EnrollAdmin>,
-    state: State<Arc<AppState>>,
+    scep: State<Arc<ScepService>>,
     path: Path<String>,
 ) -> Result<axum::Json<HeldView>, ApiError> {
-    decide(admin, state, path, true).await
+    decide(admin, scep, path, true).await
 }
 
 #[utoipa::path(post, path = "/api/v1/scep/pending/{id}/reject", tag = "enrolment",
@@ -96,19 +95,19 @@ pub async fn approve_held(
     responses((status = 200, body = HeldView), (status = 404, description = "Unknown transaction"), (status = 409, description = "Already decided")))]
 pub async fn reject_held(
     admin: Can<EnrollAdmin>,
-    state: State<Arc<AppState>>,
+    scep: State<Arc<ScepService>>,
     path: Path<String>,
 ) -> Result<axum::Json<HeldView>, ApiError> {
-    decide(admin, state, path, false).await
+    decide(admin, scep, path, false).await
 }
 
 async fn decide(
     _: Can<EnrollAdmin>,
-    State(state): State<Arc<AppState>>,
+    State(scep): State<Arc<ScepService>>,
     Path(id): Path<String>,
     approve: bool,
 ) -> Result<axum::Json<HeldView>, ApiError> {
-    let decided = state.scep.decide(&id, approve).await.map_err(|e| match e {
+    let decided = scep.decide(&id, approve).await.map_err(|e| match e {
         DecisionError::NotFound => ApiError::NotFound(format!("no held enrolment {id}")),
         DecisionError::AlreadyDecided => ApiError::Conflict(e.to_string()),
         DecisionError::Policy(p) => ApiError::Issue(IssueError::Policy(p)),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::ApiError;
 use super::auth::{Can, EnrollAdmin};
 use super::extract::{Json, Path};
-use crate::app::AppState;
+use crate::ca::Ca;
 use crate::inventory::{self, InventoryDevice, InventoryError};
 use crate::store::DeviceId;
 
@@ -72,12 +72,12 @@ impl From<InventoryError> for ApiError {
         (status = 400, description = "No or malformed identifier"), (status = 409, description = "An identifier belongs to another device")))]
 pub async fn register_device(
     _: Can<EnrollAdmin>,
-    State(state): State<Arc<AppState>>,
+    State(ca): State<Arc<Ca>>,
     Path(id): Path<DeviceId>,
     Json(body): Json<RegisterBody>,
 ) -> Result<(StatusCode, axum::Json<InventoryDevice>), ApiError> {
-    let store = state.ca.store();
-    let now = state.ca.clock().now();
+    let store = ca.store();
+    let now = ca.clock().now();
     let created = inventory::register(&**store, &id, body.serial, body.udid, now).await?;
     let device = inventory::device(&**store, &id)
         .await?
@@ -98,10 +98,10 @@ pub async fn register_device(
     responses((status = 204, description = "Removed from the inventory"), (status = 404, description = "Not registered")))]
 pub async fn unregister_device(
     _: Can<EnrollAdmin>,
-    State(state): State<Arc<AppState>>,
+    State(ca): State<Arc<Ca>>,
     Path(id): Path<DeviceId>,
 ) -> Result<StatusCode, ApiError> {
-    if inventory::unregister(&**state.ca.store(), &id).await? {
+    if inventory::unregister(&**ca.store(), &id).await? {
         tracing::info!(device = %id, "device unregistered");
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -116,7 +116,7 @@ pub async fn unregister_device(
     responses((status = 200, body = ImportView), (status = 400, description = "More than 1000 devices or malformed JSON")))]
 pub async fn import_devices(
     _: Can<EnrollAdmin>,
-    State(state): State<Arc<AppState>>,
+    State(ca): State<Arc<Ca>>,
     Json(body): Json<ImportBody>,
 ) -> Result<axum::Json<ImportView>, ApiError> {
     if body.devices.len() > MAX_IMPORT {
@@ -124,8 +124,8 @@ pub async fn import_devices(
             "at most {MAX_IMPORT} devices per import"
         )));
     }
-    let store = state.ca.store();
-    let now = state.ca.clock().now();
+    let store = ca.store();
+    let now = ca.clock().now();
     let mut view = ImportView {
         registered: 0,
         failed: Vec::new(),

@@ -10,16 +10,16 @@ use super::ApiError;
 use super::auth::{Can, Read};
 use super::extract::Query;
 use super::views::IssuerView;
-use crate::app::AppState;
+use crate::ca::Ca;
 use crate::store::{Event, Seq};
 
 #[utoipa::path(get, path = "/api/v1/issuers", tag = "issuers",
     responses((status = 200, body = Vec<IssuerView>)))]
 pub async fn list_issuers(
     _: Can<Read>,
-    State(state): State<Arc<AppState>>,
+    State(ca): State<Arc<Ca>>,
 ) -> Result<axum::Json<Vec<IssuerView>>, ApiError> {
-    let set = state.ca.issuers();
+    let set = ca.issuers();
     let views = set
         .iter()
         .map(|i| IssuerView::from_issuer(i))
@@ -55,10 +55,10 @@ pub struct EventPage {
     responses((status = 200, body = EventPage), (status = 400, description = "Bad parameter")))]
 pub async fn list_events(
     _: Can<Read>,
-    State(state): State<Arc<AppState>>,
+    State(ca): State<Arc<Ca>>,
     Query(p): Query<EventParams>,
 ) -> Result<axum::Json<EventPage>, ApiError> {
-    let store = state.ca.store();
+    let store = ca.store();
     let limit = p.limit.unwrap_or(100);
     let wait = p.wait.unwrap_or_default();
     if wait > MAX_WAIT {

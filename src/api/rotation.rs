@@ -11,7 +11,8 @@ use super::ApiError;
 use super::auth::{Can, Manage};
 use super::extract::{JsonOrDefault, Path};
 use super::views::IssuerView;
-use crate::app::AppState;
+use crate::ca::Ca;
+use crate::ca::rotation::Rotation;
 use crate::ca::rotation::{Import, RotationError};
 use crate::ca::{IssuerId, KeyFamily, KeySpec};
 use crate::store::IssuerRecord;
@@ -66,7 +67,7 @@ fn family(s: &str) -> Result<KeyFamily, ApiError> {
     responses((status = 201, body = IssuerView), (status = 400, description = "Bad import"), (status = 409, description = "A next issuer is already staged")))]
 pub async fn prepare(
     _: Can<Manage>,
-    State(state): State<Arc<AppState>>,
+    State(rotation): State<Arc<Rotation>>,
     Path(line): Path<String>,
     JsonOrDefault(body): JsonOrDefault<PrepareBody>,
 ) -> Result<(StatusCode, axum::Json<IssuerView>), ApiError> {
@@ -86,7 +87,7 @@ pub async fn prepare(
             ));
         }
     };
-    let record = state.rotation.prepare(family(&line)?, import).await?;
+    let record = rotation.prepare(family(&line)?, import).await?;
     Ok((StatusCode::CREATED, axum::Json(view(&record)?)))
 }
 
@@ -96,10 +97,10 @@ pub async fn prepare(
     responses((status = 200, body = ActivatedView), (status = 409, description = "Nothing staged")))]
 pub async fn activate(
     _: Can<Manage>,
-    State(state): State<Arc<AppState>>,
+    State(rotation): State<Arc<Rotation>>,
     Path(line): Path<String>,
 ) -> Result<axum::Json<ActivatedView>, ApiError> {
-    let (activated, retiring) = state.rotation.activate(family(&line)?).await?;
+    let (activated, retiring) = rotation.activate(family(&line)?).await?;
     Ok(axum::Json(ActivatedView {
         activated: view(&activated)?,
         retiring: view(&retiring)?,
@@ -128,16 +129,17 @@ pub struct RootView {
     responses((status = 201, body = RootView), (status = 409, description = "The root key is offline")))]
 pub async fn rotate_root(
     _: Can<Manage>,
-    State(state): State<Arc<AppState>>,
+    State(rotation): State<Arc<Rotation>>,
+    State(ca): State<Arc<Ca>>,
     JsonOrDefault(body): JsonOrDefault<RootBody>,
 ) -> Result<(StatusCode, axum::Json<RootView>), ApiError> {
-    let root = state.rotation.rotate_root(body.key_type).await?;
+    let root = rotation.rotate_root(body.key_type).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(RootView {
             sha256_fingerprint: crate::encoding::fingerprint(&root),
             root_pem: crate::encoding::to_pem("CERTIFICATE", &root),
-            cross_pem: state.ca.trust().cross_pem(),
+            cross_pem: ca.trust().cross_pem(),
         }),
     ))
 }
@@ -148,9 +150,9 @@ pub async fn rotate_root(
     responses((status = 200, body = IssuerView), (status = 404, description = "No such issuer"), (status = 409, description = "Not retiring, or certificates still valid")))]
 pub async fn retire(
     _: Can<Manage>,
-    State(state): State<Arc<AppState>>,
+    State(rotation): State<Arc<Rotation>>,
     Path(id): Path<IssuerId>,
 ) -> Result<axum::Json<IssuerView>, ApiError> {
-    let record = state.rotation.retire(&id).await?;
+    let record = rotation.retire(&id).await?;
     Ok(axum::Json(view(&record)?))
 }

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use super::ApiError;
 use super::auth::{Can, Manage, Scope, TokenHash, TokenRecord};
 use super::extract::{Json, Path};
-use crate::app::AppState;
+use crate::ca::Ca;
 use crate::store::{DocKind, DocWrite};
 
 #[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
@@ -55,7 +55,7 @@ impl TokenView {
     responses((status = 201, body = TokenView), (status = 400, description = "Bad name or scope"), (status = 403, description = "Not the admin token")))]
 pub async fn create_token(
     _: Can<Manage>,
-    State(state): State<Arc<AppState>>,
+    State(ca): State<Arc<Ca>>,
     Json(body): Json<TokenBody>,
 ) -> Result<(StatusCode, axum::Json<TokenView>), ApiError> {
     if body.name.trim().is_empty() || body.name.len() > 64 {
@@ -79,16 +79,13 @@ pub async fn create_token(
     let record = TokenRecord {
         name: body.name.trim().to_owned(),
         scopes,
-        created_at: state
-            .ca
+        created_at: ca
             .clock()
             .now()
             .replace_nanosecond(0)
             .unwrap_or(OffsetDateTime::UNIX_EPOCH),
     };
-    state
-        .ca
-        .store()
+    ca.store()
         .write_docs(vec![DocWrite::put(DocKind::ApiToken, &hash, None, &record)])
         .await?;
     tracing::info!(name = %record.name, scopes = ?record.scopes, "API token minted");
@@ -107,10 +104,10 @@ pub struct TokenList {
     responses((status = 200, body = TokenList)))]
 pub async fn list_tokens(
     _: Can<Manage>,
-    State(state): State<Arc<AppState>>,
+    State(ca): State<Arc<Ca>>,
 ) -> Result<axum::Json<TokenList>, ApiError> {
     let mut items = Vec::new();
-    for (hash, doc) in state.ca.store().all_docs(DocKind::ApiToken, "").await? {
+    for (hash, doc) in ca.store().all_docs(DocKind::ApiToken, "").await? {
         let record: TokenRecord = doc.decode()?.value;
         items.push(TokenView::new(&hash, record, None));
     }
@@ -123,14 +120,14 @@ pub async fn list_tokens(
     responses((status = 204, description = "Withdrawn"), (status = 404, description = "No such token")))]
 pub async fn delete_token(
     _: Can<Manage>,
-    State(state): State<Arc<AppState>>,
+    State(ca): State<Arc<Ca>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let not_found = || ApiError::NotFound(format!("no token {id}"));
     if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(not_found());
     }
-    let store = state.ca.store();
+    let store = ca.store();
     let found = store.docs(DocKind::ApiToken, &id, None, 2).await?;
     let [(hash, doc)] = found.as_slice() else {
         return Err(not_found());

@@ -2,7 +2,7 @@
 
 mod router;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -31,14 +31,15 @@ use crate::init::{InitOptions, init};
 use crate::inventory::Gate;
 use crate::metrics::Metrics;
 use crate::policy::{SanKinds, Template};
-use crate::rate::{Concurrency, Limiter, Rate};
+use crate::rate::{Concurrency, Costly, Limiter, Rate};
 use crate::revocation::{Crls, Ocsp};
 use crate::scep::ScepService;
 use crate::scep::service::Admission;
 use crate::store::{DocCache, SledStore, Store};
 use crate::validator::Validator;
 
-/// What request handlers share.
+/// What request handlers share (every field an `Arc` or as cheap to clone).
+#[derive(Clone)]
 pub struct AppState {
     pub ca: Arc<Ca>,
     pub crls: Arc<Crls>,
@@ -49,11 +50,41 @@ pub struct AppState {
     pub template: Arc<Template>,
     pub metrics: Arc<Metrics>,
     pub admin_token: TokenHash,
-    /// Requests that cost the CA before anyone is authenticated, by client address.
-    pub costly: Limiter<IpAddr>,
-    /// SCEP private-key work in flight, by client address.
-    pub costly_in_flight: Concurrency<IpAddr>,
+    pub costly: Costly,
 }
+
+/// Each handler extracts only the part of the state it needs (`State<Arc<AcmeService>>`,
+/// …): only this module knows them all.
+macro_rules! sub_states {
+    ($($field:ident: $ty:ty),* $(,)?) => {
+        $(impl axum::extract::FromRef<AppState> for $ty {
+            fn from_ref(state: &AppState) -> Self {
+                state.$field.clone()
+            }
+        })*
+    };
+}
+
+impl axum::extract::FromRef<AppState> for crate::api::auth::Tokens {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            admin: state.admin_token.clone(),
+            store: Arc::clone(state.ca.store()),
+        }
+    }
+}
+
+sub_states!(
+    ca: Arc<Ca>,
+    crls: Arc<Crls>,
+    ocsp: Arc<Ocsp>,
+    rotation: Arc<Rotation>,
+    acme: Arc<AcmeService>,
+    scep: Arc<ScepService>,
+    template: Arc<Template>,
+    metrics: Arc<Metrics>,
+    costly: Costly,
+);
 
 /// Shortest admin token accepted at start-up.
 const MIN_ADMIN_TOKEN: usize = 32;
@@ -206,7 +237,7 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         },
     ));
     let acme = Arc::new(acme_service(&config, ca.clone())?);
-    let state = Arc::new(AppState {
+    let state = AppState {
         ca,
         crls,
         ocsp,
@@ -216,12 +247,14 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         template,
         metrics,
         admin_token: TokenHash::of(&token),
-        costly: Limiter::new(Rate {
-            per_second: config.limits.client_rate,
-            burst: config.limits.client_burst,
-        }),
-        costly_in_flight: Concurrency::new(config.limits.client_concurrency),
-    });
+        costly: Costly {
+            rate: Arc::new(Limiter::new(Rate {
+                per_second: config.limits.client_rate,
+                burst: config.limits.client_burst,
+            })),
+            in_flight: Arc::new(Concurrency::new(config.limits.client_concurrency)),
+        },
+    };
 
     if let (Some(url), Some(secret)) = (&config.events.webhook_url, &config.events.webhook_secret) {
         let webhook = crate::notify::Webhook::new(url.clone(), secret, store.clone())

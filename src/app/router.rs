@@ -1,7 +1,5 @@
 //! Every route enrollca serves, in one table.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
@@ -22,7 +20,7 @@ const MAX_BATCH_BODY: usize = 8 << 20;
 /// fetch without credentials (SCEP, CRLs, OCSP, CA certificates, health, metrics); the API
 /// (bearer tokens) only with `api_on_http`, ACME never (RFC 8555 §6.1 requires HTTPS, and a
 /// request signed for the HTTPS URL must not be accepted over plain HTTP). HTTPS serves all.
-pub fn routers(state: Arc<AppState>, api_on_http: bool) -> (Router, Router) {
+pub fn routers(state: AppState, api_on_http: bool) -> (Router, Router) {
     let https = public_routes()
         .merge(api_routes())
         .merge(acme_routes(state.clone()));
@@ -35,7 +33,7 @@ pub fn routers(state: Arc<AppState>, api_on_http: bool) -> (Router, Router) {
     (finish(http, state.clone()), finish(https, state))
 }
 
-fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
+fn finish(routes: Router<AppState>, state: AppState) -> Router {
     routes
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn_with_state(
@@ -47,7 +45,7 @@ fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
 }
 
 /// What anyone may fetch, on either listener.
-fn public_routes() -> Router<Arc<AppState>> {
+fn public_routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -61,7 +59,7 @@ fn public_routes() -> Router<Arc<AppState>> {
 }
 
 /// The MDM's and operators' API (bearer tokens).
-fn api_routes() -> Router<Arc<AppState>> {
+fn api_routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/openapi.json", get(api::openapi::document))
         .route("/api/v1/issuers", get(api::list_issuers))
@@ -126,7 +124,7 @@ async fn acme_over_http() -> ApiError {
 }
 
 /// ACME resources (RFC 8555 §7.1), each under its profile's directory.
-fn acme_routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
+fn acme_routes(state: AppState) -> Router<AppState> {
     use crate::acme::handlers as h;
     Router::new()
         .route("/acme/{profile}/directory", get(h::directory))
@@ -155,7 +153,7 @@ fn acme_routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .layer(axum::middleware::from_fn_with_state(state, h::headers))
 }
 
-async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     // Healthy means the store answers; a wedged writer shows up here.
     match state.ca.store().flush().await {
         Ok(()) => (StatusCode::OK, "ok\n"),
@@ -163,7 +161,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
@@ -173,7 +171,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     )
 }
 
-async fn roots(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+async fn roots(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/x-pem-file")],
         state.ca.trust().roots_pem(),
@@ -181,7 +179,7 @@ async fn roots(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 /// Cross certificates between the roots (empty until a root rotation), PEM.
-async fn cross_certificates(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+async fn cross_certificates(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/x-pem-file")],
         state.ca.trust().cross_pem(),
@@ -190,7 +188,7 @@ async fn cross_certificates(State(state): State<Arc<AppState>>) -> impl IntoResp
 
 /// Issuer certificates in DER at the caIssuers URL the certificates carry.
 async fn ca_certificate(
-    State(state): State<Arc<AppState>>,
+    State(state): State<AppState>,
     axum::extract::Path(file): axum::extract::Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let not_found = || ApiError::NotFound(format!("no issuer certificate {file}"));
@@ -208,7 +206,7 @@ async fn ca_certificate(
 
 /// The issuer's current CRL in DER, at the CRL distribution point the certificates carry.
 async fn crl(
-    State(state): State<Arc<AppState>>,
+    State(state): State<AppState>,
     axum::extract::Path(file): axum::extract::Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let not_found = || ApiError::NotFound(format!("no CRL {file}"));
@@ -228,7 +226,7 @@ async fn crl(
 
 /// `POST /ocsp` with an `application/ocsp-request` body (RFC 6960 appendix A.1).
 async fn ocsp_post(
-    State(state): State<Arc<AppState>>,
+    State(state): State<AppState>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> axum::response::Response {
@@ -245,7 +243,7 @@ async fn ocsp_post(
 
 /// `GET /ocsp/<base64 of the DER request>` (RFC 5019 §5): cacheable by HTTP caches.
 async fn ocsp_get(
-    State(state): State<Arc<AppState>>,
+    State(state): State<AppState>,
     axum::extract::Path(request): axum::extract::Path<String>,
 ) -> axum::response::Response {
     use base64::Engine;

@@ -10,9 +10,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::Deserialize;
 
-use super::service::ScepError;
-use crate::app::AppState;
-use crate::rate::{ClientAddr, retry_after_secs};
+use super::service::{ScepError, ScepService};
+use crate::rate::{ClientAddr, Costly, retry_after_secs};
 
 #[derive(Debug, Deserialize)]
 pub struct Params {
@@ -52,17 +51,18 @@ impl IntoResponse for ScepError {
 }
 
 pub async fn get(
-    State(state): State<Arc<AppState>>,
+    State(scep): State<Arc<ScepService>>,
+    State(costly): State<Costly>,
     client: Option<Extension<ClientAddr>>,
     Query(p): Query<Params>,
 ) -> Response {
     match p.operation.as_deref() {
         Some("GetCACaps") => (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            state.scep.caps(),
+            scep.caps(),
         )
             .into_response(),
-        Some("GetCACert") => match state.scep.ca_certs() {
+        Some("GetCACert") => match scep.ca_certs() {
             Ok(certs) => (
                 [(header::CONTENT_TYPE, certs.content_type())],
                 certs.into_body(),
@@ -70,7 +70,7 @@ pub async fn get(
                 .into_response(),
             Err(e) => e.into_response(),
         },
-        Some("GetNextCACert") => match state.scep.next_ca_cert() {
+        Some("GetNextCACert") => match scep.next_ca_cert() {
             Ok(der) => (
                 [(header::CONTENT_TYPE, "application/x-x509-next-ca-cert")],
                 der,
@@ -96,7 +96,7 @@ pub async fn get(
                 })
                 .collect();
             match base64::engine::general_purpose::STANDARD.decode(message.as_bytes()) {
-                Ok(body) => pki_operation(&state, client.map(|c| c.0), body).await,
+                Ok(body) => pki_operation(&scep, &costly, client.map(|c| c.0), body).await,
                 Err(e) => plain(
                     StatusCode::BAD_REQUEST,
                     format!("message is not base64: {e}"),
@@ -112,7 +112,8 @@ pub async fn get(
 }
 
 pub async fn post(
-    State(state): State<Arc<AppState>>,
+    State(scep): State<Arc<ScepService>>,
+    State(costly): State<Costly>,
     client: Option<Extension<ClientAddr>>,
     Query(p): Query<Params>,
     headers: HeaderMap,
@@ -146,13 +147,18 @@ pub async fn post(
     if body.is_empty() {
         return plain(StatusCode::BAD_REQUEST, "empty PKIOperation body");
     }
-    pki_operation(&state, client.map(|c| c.0), body.to_vec()).await
+    pki_operation(&scep, &costly, client.map(|c| c.0), body.to_vec()).await
 }
 
 /// Opening a message costs an RSA decryption before anything is authenticated: each client
 /// address gets `limits.client_rate` of them. SCEP has no word for "later", so HTTP 429 with
 /// `Retry-After` says it.
-async fn pki_operation(state: &AppState, client: Option<ClientAddr>, body: Vec<u8>) -> Response {
+async fn pki_operation(
+    scep: &ScepService,
+    costly: &Costly,
+    client: Option<ClientAddr>,
+    body: Vec<u8>,
+) -> Response {
     let too_many = |secs: u64| {
         let mut response = plain(
             StatusCode::TOO_MANY_REQUESTS,
@@ -167,16 +173,16 @@ async fn pki_operation(state: &AppState, client: Option<ClientAddr>, body: Vec<u
     let _slot = match client {
         None => None,
         Some(ClientAddr(ip)) => {
-            if let Err(wait) = state.costly.check(ip) {
+            if let Err(wait) = costly.rate.check(ip) {
                 return too_many(retry_after_secs(wait));
             }
-            let Some(slot) = state.costly_in_flight.enter(ip) else {
+            let Some(slot) = costly.in_flight.enter(ip) else {
                 return too_many(1);
             };
             Some(slot)
         }
     };
-    match state.scep.pki_operation(body).await {
+    match scep.pki_operation(body).await {
         Ok(reply) => ([(header::CONTENT_TYPE, "application/x-pki-message")], reply).into_response(),
         Err(e) => e.into_response(),
     }
