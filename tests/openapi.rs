@@ -90,8 +90,8 @@ async fn the_document_matches_the_routes_and_the_responses() {
     }
 
     // Every API route in the route table is documented.
-    let table = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/app/router.rs"))
-        .unwrap();
+    let table =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/app/router.rs")).unwrap();
     let routes: BTreeSet<String> = table
         .split('"')
         .filter(|s| s.starts_with("/api/v1"))
