@@ -215,7 +215,7 @@ impl Ca {
         Err(IssueError::Sign("could not draw a unique serial".into()))
     }
 
-    /// Builds and signs the certificate on the blocking pool (at most one job per core).
+    /// Builds and signs the certificate on the blocking pool (at most two jobs per core: see `Ca::signing`).
     async fn sign(
         &self,
         issuer: &ActiveIssuer,
