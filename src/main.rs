@@ -20,7 +20,7 @@ use enrollca::ca::{KeyFamily, KeySpec, Serial};
 use enrollca::csr::San;
 use enrollca::init::{InitOptions, Source, init};
 use enrollca::revocation::RevocationReason;
-use enrollca::store::{CertQuery, DeviceId, IssuerState, StatusFilter};
+use enrollca::store::{CertQuery, DeviceId, IssuerState, Standing};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -359,7 +359,7 @@ enum CertCommand {
         device: Option<DeviceId>,
         /// good, revoked or expired.
         #[arg(long)]
-        status: Option<StatusFilter>,
+        status: Option<Standing>,
         #[arg(long)]
         issuer: Option<enrollca::ca::IssuerId>,
         /// Continue after this serial (the `next` of the previous page).

@@ -12,7 +12,7 @@ use enrollca::revocation::RevocationReason;
 use enrollca::store::{
     CertQuery, CertRecord, CertState, CertStatus, DeviceId, DocCache, DocKey, DocKind, DocWrite,
     EventKind, Expect, IssuerChange, IssuerRecord, IssuerState, Linked, Protocol, SledStore,
-    StatusFilter, Store, StoreError,
+    Standing, Store, StoreError,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -390,7 +390,7 @@ async fn listings_filter_and_page_without_gaps_or_repeats() {
         assert_eq!(by_issuer.items.len(), 2);
         let exp = store
             .certificates(CertQuery {
-                status: Some(StatusFilter::Expired),
+                status: Some(Standing::Expired),
                 limit: 100,
                 ..Default::default()
             })
@@ -403,7 +403,7 @@ async fn listings_filter_and_page_without_gaps_or_repeats() {
         let good = store
             .certificates(CertQuery {
                 device: Some("dev-a".parse().unwrap()),
-                status: Some(StatusFilter::Good),
+                status: Some(Standing::Good),
                 limit: 100,
                 ..Default::default()
             })
@@ -1012,7 +1012,7 @@ async fn revoked_listings_by_issuer_hold_exactly_the_revoked_across_a_reopen() {
         let recs: Vec<_> = [1, 1, 1, 2].iter().map(|i| record(None, *i)).collect();
         let query = |issuer_n| CertQuery {
             issuer: Some(issuer(issuer_n)),
-            status: Some(StatusFilter::Revoked),
+            status: Some(Standing::Revoked),
             now: Some(now),
             ..CertQuery::default()
         };

@@ -16,7 +16,7 @@ use crate::ca::{IssueRequest, IssuerId, Serial};
 use crate::csr::Csr;
 use crate::encoding::to_pem;
 use crate::policy::Template;
-use crate::store::{CertQuery, DeviceId, Protocol, StatusFilter};
+use crate::store::{CertQuery, DeviceId, Protocol, Standing};
 
 #[utoipa::path(post, path = "/api/v1/certificates", tag = "certificates",
     description = "Operator issuance from a PKCS#10 request (scope enroll-admin).",
@@ -90,7 +90,7 @@ pub async fn list_certificates(
             .map_err(|e| bad("issuer", e))?,
         status: p
             .status
-            .map(|s| s.parse::<StatusFilter>())
+            .map(|s| s.parse::<Standing>())
             .transpose()
             .map_err(|e| bad("status", e))?,
         after: p

@@ -16,7 +16,7 @@ use super::views::{CertView, RevokeBody};
 use crate::ca::Ca;
 use crate::ca::{IssuerId, Serial};
 use crate::revocation::RevocationReason;
-use crate::store::{CertQuery, CertStatus, DeviceId, StatusFilter};
+use crate::store::{CertQuery, CertStatus, DeviceId, Standing};
 
 #[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -181,10 +181,14 @@ async fn judge(ca: &Ca, text: &str) -> Result<ValidateView, ApiError> {
         });
     };
     let now = ca.clock().now();
-    let (status, revoked_at, revocation_reason) = match state.status {
-        CertStatus::Revoked { at, reason } => (Verdict::Revoked, Some(at), Some(reason)),
-        CertStatus::Good if state.is_expired(now) => (Verdict::Expired, None, None),
-        CertStatus::Good => (Verdict::Good, None, None),
+    let (revoked_at, revocation_reason) = match state.status {
+        CertStatus::Revoked { at, reason } => (Some(at), Some(reason)),
+        CertStatus::Good => (None, None),
+    };
+    let status = match state.standing(now) {
+        Standing::Good => Verdict::Good,
+        Standing::Expired => Verdict::Expired,
+        Standing::Revoked => Verdict::Revoked,
     };
     Ok(ValidateView {
         status,
@@ -296,7 +300,7 @@ pub async fn revoke_device(
     }
     let now = ca.clock().now();
     let query = CertQuery {
-        status: Some(StatusFilter::Good),
+        status: Some(Standing::Good),
         now: Some(now),
         ..CertQuery::default()
     };

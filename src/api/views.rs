@@ -7,30 +7,14 @@ use crate::ca::{Issuer, IssuerId, KeyFamily, Serial};
 use crate::csr::San;
 use crate::encoding::to_pem;
 use crate::revocation::RevocationReason;
-use crate::store::{CertRecord, CertStatus, DeviceId, IssuerRecord, IssuerState, Page, Protocol};
-
-#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Good,
-    Revoked,
-    Expired,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Good => "good",
-            Self::Revoked => "revoked",
-            Self::Expired => "expired",
-        }
-    }
-}
+use crate::store::{
+    CertRecord, CertStatus, DeviceId, IssuerRecord, IssuerState, Page, Protocol, Standing,
+};
 
 #[derive(utoipa::ToSchema, Debug, Clone, Serialize, Deserialize)]
 pub struct CertView {
     pub serial: Serial,
-    pub status: Status,
+    pub status: Standing,
     pub issuer: IssuerId,
     pub subject: String,
     pub sans: Vec<String>,
@@ -64,11 +48,11 @@ pub struct CertView {
 
 impl CertView {
     pub fn new(rec: &CertRecord, now: OffsetDateTime, with_pem: bool) -> Self {
-        let (status, revoked_at, revocation_reason) = match rec.status {
-            CertStatus::Revoked { at, reason } => (Status::Revoked, Some(at), Some(reason)),
-            CertStatus::Good if rec.is_expired(now) => (Status::Expired, None, None),
-            CertStatus::Good => (Status::Good, None, None),
+        let (revoked_at, revocation_reason) = match rec.status {
+            CertStatus::Revoked { at, reason } => (Some(at), Some(reason)),
+            CertStatus::Good => (None, None),
         };
+        let status = rec.standing(now);
         Self {
             serial: rec.serial.clone(),
             status,

@@ -18,7 +18,7 @@ use crate::durable;
 use crate::encoding::to_pem;
 use crate::model::KeyFamily;
 use crate::store::{
-    CertQuery, EventKind, IssuerChange, IssuerRecord, IssuerState, StatusFilter, StoreError,
+    CertQuery, EventKind, IssuerChange, IssuerRecord, IssuerState, Standing, StoreError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -231,7 +231,7 @@ impl Rotation {
             .store()
             .all_certificates(CertQuery {
                 issuer: Some(id.clone()),
-                status: Some(StatusFilter::Good),
+                status: Some(Standing::Good),
                 now: Some(self.now()),
                 ..CertQuery::default()
             })

@@ -57,8 +57,51 @@ pub struct CertRecord {
 }
 
 impl CertRecord {
-    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
-        self.not_after < now
+    pub fn standing(&self, now: OffsetDateTime) -> Standing {
+        self.status.standing(self.not_after, now)
+    }
+}
+
+impl CertStatus {
+    /// The one place good, expired and revoked are told apart: a revoked certificate stays
+    /// revoked after its notAfter; a good one is expired once its notAfter has passed.
+    pub fn standing(self, not_after: OffsetDateTime, now: OffsetDateTime) -> Standing {
+        match self {
+            Self::Revoked { .. } => Standing::Revoked,
+            Self::Good if not_after < now => Standing::Expired,
+            Self::Good => Standing::Good,
+        }
+    }
+}
+
+/// Where a certificate stands at a moment: what the API shows and what listings filter on.
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Standing {
+    Good,
+    Revoked,
+    Expired,
+}
+
+impl Standing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Good => "good",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+impl std::str::FromStr for Standing {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "good" => Ok(Self::Good),
+            "revoked" => Ok(Self::Revoked),
+            "expired" => Ok(Self::Expired),
+            _ => Err(format!("unknown status `{s}` (good, revoked, expired)")),
+        }
     }
 }
 
@@ -125,4 +168,36 @@ pub enum IssuerState {
     Next,
     Retiring,
     Retired,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_stands_good_until_its_not_after_and_revoked_for_ever() {
+        let not_after = time::macros::datetime!(2026-06-01 00:00 UTC);
+        let second = time::Duration::SECOND;
+        let revoked = CertStatus::Revoked {
+            at: not_after - 10 * second,
+            reason: RevocationReason::KeyCompromise,
+        };
+        for (status, now, standing) in [
+            (CertStatus::Good, not_after - second, Standing::Good),
+            (CertStatus::Good, not_after, Standing::Good),
+            (CertStatus::Good, not_after + second, Standing::Expired),
+            (revoked, not_after - second, Standing::Revoked),
+            (revoked, not_after + second, Standing::Revoked),
+        ] {
+            assert_eq!(
+                status.standing(not_after, now),
+                standing,
+                "{status:?} at {now}"
+            );
+        }
+        for s in [Standing::Good, Standing::Revoked, Standing::Expired] {
+            assert_eq!(s.as_str().parse::<Standing>(), Ok(s));
+        }
+        assert!("valid".parse::<Standing>().is_err());
+    }
 }

@@ -8,7 +8,7 @@ mod issuer;
 mod reason;
 mod serial;
 
-pub use cert::{CertRecord, CertStatus, Event, EventKind, IssuerState, Protocol, Seq};
+pub use cert::{CertRecord, CertStatus, Event, EventKind, IssuerState, Protocol, Seq, Standing};
 pub use device::{DeviceFacts, DeviceId};
 pub use issuer::{IssuerId, KeyFamily};
 pub use reason::RevocationReason;

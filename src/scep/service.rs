@@ -17,8 +17,8 @@ use crate::policy::{PolicyError, Template, Vouched};
 use crate::revocation::Crls;
 use crate::secret::Secret;
 use crate::store::{
-    CertRecord, CertStatus, ChallengeHash, ChallengeRecord, DeviceId, DocKey, DocKind, DocWrite,
-    Protocol, StoreError, Stored,
+    CertRecord, ChallengeHash, ChallengeRecord, DeviceId, DocKey, DocKind, DocWrite, Protocol,
+    Standing, StoreError, Stored,
 };
 use crate::validator::{Validator, ValidatorError};
 
@@ -785,7 +785,7 @@ impl ScepService {
         let serial = Serial::from_bytes(&serial).ok()?;
         let record = self.ca.store().certificate(&serial).await.ok()??;
         let now = self.ca.clock().now();
-        let good = record.status == CertStatus::Good && !record.is_expired(now);
+        let good = record.standing(now) == Standing::Good;
         (good && req.signer_der == record.der).then_some(record)
     }
 }

@@ -20,7 +20,7 @@ use crate::model::{IssuerId, KeyFamily, RevocationReason, Serial};
 pub use self::doc_cache::DocCache;
 pub use self::sled::SledStore;
 pub use crate::model::{
-    CertRecord, CertStatus, DeviceId, Event, EventKind, IssuerState, Protocol, Seq,
+    CertRecord, CertStatus, DeviceId, Event, EventKind, IssuerState, Protocol, Seq, Standing,
 };
 
 /// Longest page any listing returns.
@@ -41,8 +41,8 @@ pub struct CertState {
 }
 
 impl CertState {
-    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
-        self.not_after < now
+    pub fn standing(&self, now: OffsetDateTime) -> Standing {
+        self.status.standing(self.not_after, now)
     }
 }
 
@@ -312,42 +312,12 @@ impl Linked {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StatusFilter {
-    Good,
-    Revoked,
-    Expired,
-}
-
-impl StatusFilter {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Good => "good",
-            Self::Revoked => "revoked",
-            Self::Expired => "expired",
-        }
-    }
-}
-
-impl std::str::FromStr for StatusFilter {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "good" => Ok(Self::Good),
-            "revoked" => Ok(Self::Revoked),
-            "expired" => Ok(Self::Expired),
-            _ => Err(format!("unknown status `{s}` (good, revoked, expired)")),
-        }
-    }
-}
-
 /// A certificate listing: filters, then a page in serial order after the cursor.
 #[derive(Debug, Clone, Default)]
 pub struct CertQuery {
     pub device: Option<DeviceId>,
     pub issuer: Option<IssuerId>,
-    pub status: Option<StatusFilter>,
+    pub status: Option<Standing>,
     /// `expired` and `good` are judged against this instant.
     pub now: Option<OffsetDateTime>,
     pub after: Option<Serial>,
@@ -357,13 +327,7 @@ pub struct CertQuery {
 impl CertQuery {
     pub fn matches(&self, rec: &CertRecord) -> bool {
         let now = self.now.unwrap_or_else(OffsetDateTime::now_utc);
-        let status_ok = match self.status {
-            None => true,
-            Some(StatusFilter::Revoked) => matches!(rec.status, CertStatus::Revoked { .. }),
-            Some(StatusFilter::Good) => rec.status == CertStatus::Good && !rec.is_expired(now),
-            Some(StatusFilter::Expired) => rec.status == CertStatus::Good && rec.is_expired(now),
-        };
-        status_ok
+        self.status.is_none_or(|s| rec.standing(now) == s)
             && self
                 .device
                 .as_ref()

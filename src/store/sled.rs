@@ -37,7 +37,7 @@ use super::{
     Revoked, Seq, Store, StoreError,
 };
 use crate::model::RevocationReason;
-use crate::model::{IssuerId, Serial};
+use crate::model::{IssuerId, Serial, Standing};
 
 /// Most jobs one commit takes; bounds transaction size and reply latency.
 const MAX_BATCH: usize = 512;
@@ -178,11 +178,10 @@ impl Due {
     /// Whether `rec` gets the event at `now`: only still-good certificates, and one already
     /// past its notAfter gets its `expired` event instead of `expiring`.
     fn applies(self, rec: &CertRecord, now: OffsetDateTime) -> bool {
-        rec.status == CertStatus::Good
-            && match self {
-                Self::Expired => true,
-                Self::Expiring => !rec.is_expired(now),
-            }
+        match self {
+            Self::Expired => rec.status == CertStatus::Good,
+            Self::Expiring => rec.standing(now) == Standing::Good,
+        }
     }
 }
 
@@ -1071,7 +1070,7 @@ fn get_cert(certs: &Tree, serial: &Serial) -> Result<Option<CertRecord>, StoreEr
 fn list_certs(t: &Trees, q: &CertQuery) -> Result<Page<CertRecord>, StoreError> {
     let limit = q.limit.clamp(1, MAX_PAGE);
     // Walk the narrowest index; every candidate is then checked against the whole query.
-    let revoked_only = matches!(q.status, Some(super::StatusFilter::Revoked));
+    let revoked_only = matches!(q.status, Some(Standing::Revoked));
     let (index, prefix) = match (&q.device, &q.issuer) {
         (Some(d), _) => (&t.by_device, index_key(d.as_str(), &[])),
         (None, Some(i)) if revoked_only => (&t.by_revoked, index_key(i.as_str(), &[])),
