@@ -542,7 +542,7 @@ impl ScepService {
         let csr = Csr::from_der(content)?;
         let old = self
             .previous_certificate(req)
-            .await
+            .await?
             .ok_or(Refusal::NotRenewable)?;
         let vouched = vouched_by_renewal(&old)?;
         self.issue(csr, vouched, Some(old.serial), None).await
@@ -568,7 +568,7 @@ impl ScepService {
         // certmonger renews this way: a PKCSReq signed with the certificate it holds. The device
         // and names come from the challenge or webhook, else from that certificate; never from
         // the request.
-        let previous = self.previous_certificate(req).await;
+        let previous = self.previous_certificate(req).await?;
         let vouched = match &previous {
             None => grant.vouched,
             Some(old) => {
@@ -779,14 +779,33 @@ impl ScepService {
 
     /// The still-good certificate of ours that signed this request, when a client renews by
     /// signing its PKCSReq with the certificate it holds (certmonger does). Being byte for byte
-    /// the certificate we recorded is proof enough that we issued it.
-    async fn previous_certificate(&self, req: &SignedMessage) -> Option<CertRecord> {
-        let serial = req.signer.serial_number().to_bn().ok()?.to_vec();
-        let serial = Serial::from_bytes(&serial).ok()?;
-        let record = self.ca.store().certificate(&serial).await.ok()??;
+    /// the certificate we recorded is proof enough that we issued it. A store that cannot
+    /// answer is our failure, never reported to the device as its own.
+    async fn previous_certificate(
+        &self,
+        req: &SignedMessage,
+    ) -> Result<Option<CertRecord>, Refusal> {
+        let Some(serial) = req
+            .signer
+            .serial_number()
+            .to_bn()
+            .ok()
+            .and_then(|n| Serial::from_bytes(&n.to_vec()).ok())
+        else {
+            return Ok(None);
+        };
+        let Some(record) = self
+            .ca
+            .store()
+            .certificate(&serial)
+            .await
+            .map_err(|e| Refusal::Internal(format!("reading certificate {serial}: {e}")))?
+        else {
+            return Ok(None);
+        };
         let now = self.ca.clock().now();
         let good = record.standing(now) == Standing::Good;
-        (good && req.signer_der == record.der).then_some(record)
+        Ok((good && req.signer_der == record.der).then_some(record))
     }
 }
 
