@@ -1,7 +1,7 @@
 //! enrollca: a certificate authority for device management.
 //!
 //! Devices enrol over SCEP and ACME; the MDM server reads issuance and revocation state
-//! through the API. See README.md for the architecture; each module's doc says its part.
+//! through the API. See docs/architecture.md for the layers; each module's doc says its part.
 
 pub mod acme;
 pub mod admin;
