@@ -169,7 +169,7 @@ async fn device_doc(
 
 /// Why a device was not admitted (the log says which; the client learns only that it was not).
 #[derive(Debug, thiserror::Error)]
-pub enum Refusal {
+pub enum NotAdmitted {
     #[error("{0} is not a registered device")]
     NotRegistered(String),
     #[error(transparent)]
@@ -201,10 +201,10 @@ impl Gate {
         profile: &str,
         account: &str,
         identifier: &str,
-    ) -> Result<DeviceId, Refusal> {
+    ) -> Result<DeviceId, NotAdmitted> {
         let fallback = || {
             DeviceId::try_from(identifier.to_owned())
-                .map_err(|_| Refusal::NotRegistered(identifier.into()))
+                .map_err(|_| NotAdmitted::NotRegistered(identifier.into()))
         };
         match self {
             Self::Open => fallback(),
@@ -215,7 +215,7 @@ impl Gate {
                         index_key(identifier),
                     ))
                     .await?
-                    .ok_or_else(|| Refusal::NotRegistered(identifier.into()))?;
+                    .ok_or_else(|| NotAdmitted::NotRegistered(identifier.into()))?;
                 Ok(doc.decode::<DeviceId>()?.value)
             }
             Self::Webhook(validator) => {

@@ -558,7 +558,7 @@ async fn run_scep(cmd: ScepCommand) -> anyhow::Result<()> {
     };
     let backend = Backend::connect(&data_dir(Some(target.data.data)), target.url).await?;
     let Some((id, approve)) = decision else {
-        let held = backend.held().await?;
+        let held = backend.pending().await?;
         if target.json {
             println!("{}", serde_json::to_string_pretty(&held)?);
         } else {

@@ -21,7 +21,7 @@ use crate::acme::settings::PermanentIdentifier;
 use crate::attest::{AttestError, Expected, KeyType, freshness_nonce};
 use crate::ca::{IssueError, IssueRequest, Serial};
 use crate::csr::{Csr, San};
-use crate::inventory::Refusal;
+use crate::inventory::NotAdmitted;
 use crate::policy::DeviceIdentity;
 use crate::revocation::RevocationReason;
 use crate::store::{
@@ -249,7 +249,7 @@ impl AcmeService {
             .await
         {
             Ok(device) => Ok(Admitted::ByHardware(device)),
-            Err(Refusal::Store(e)) => Err(e.into()),
+            Err(NotAdmitted::Store(e)) => Err(e.into()),
             Err(refusal) => {
                 tracing::info!(profile = %profile.name, identifier = %value,
                     reason = %refusal, "device refused");

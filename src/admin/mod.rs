@@ -13,8 +13,8 @@ use crate::api::views::{
     CertPage, CertView, ChallengeBody, ChallengeView, IssueBody, IssuedView, IssuerView, RevokeBody,
 };
 use crate::api::{
-    ActivatedView, ClientIdentifierBody, ClientIdentifierView, EabBody, EabView, HeldList,
-    HeldView, PrepareBody, RootBody, RootView, TokenBody, TokenList, TokenView,
+    ActivatedView, ClientIdentifierBody, ClientIdentifierView, EabBody, EabView, PendingList,
+    PendingView, PrepareBody, RootBody, RootView, TokenBody, TokenList, TokenView,
 };
 use crate::ca::Serial;
 use crate::config::Config;
@@ -184,15 +184,15 @@ impl Backend {
     }
 
     /// SCEP enrolments waiting for approval.
-    pub async fn held(&self) -> anyhow::Result<HeldList> {
+    pub async fn pending(&self) -> anyhow::Result<PendingList> {
         match self {
             Self::Remote(r) => r.get("/api/v1/scep/pending").await,
-            Self::Local(_) => bail!("held enrolments are managed through the running server"),
+            Self::Local(_) => bail!("pending enrolments are managed through the running server"),
         }
     }
 
     /// Approves (issues) or rejects a held SCEP enrolment.
-    pub async fn decide(&self, transaction_id: &str, approve: bool) -> anyhow::Result<HeldView> {
+    pub async fn decide(&self, transaction_id: &str, approve: bool) -> anyhow::Result<PendingView> {
         let verb = if approve { "approve" } else { "reject" };
         match self {
             Self::Remote(r) => {

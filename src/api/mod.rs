@@ -7,10 +7,10 @@ mod credentials;
 mod devices;
 mod eab;
 mod extract;
-mod held;
 mod inventory;
 mod issuers;
 pub mod openapi;
+mod pending;
 mod problem;
 mod rotation;
 mod tokens;
@@ -32,12 +32,12 @@ pub use eab::{
     ClientIdentifierBody, ClientIdentifierView, EabBody, EabView, create_client_identifier,
     create_eab_key,
 };
-pub use held::{HeldList, HeldView, approve_held, list_held, reject_held};
 pub use inventory::{
     ImportBody, ImportEntry, ImportView, RegisterBody, import_devices, register_device,
     unregister_device,
 };
 pub use issuers::{list_events, list_issuers};
+pub use pending::{PendingList, PendingView, approve_pending, list_pending, reject_pending};
 pub use rotation::{
     ActivatedView, PrepareBody, RootBody, RootView, activate, prepare, retire, rotate_root,
 };

@@ -103,9 +103,15 @@ fn api_routes() -> Router<AppState> {
             get(api::device_credential),
         )
         .route("/api/v1/scep/challenges", post(api::create_challenge))
-        .route("/api/v1/scep/pending", get(api::list_held))
-        .route("/api/v1/scep/pending/{id}/approve", post(api::approve_held))
-        .route("/api/v1/scep/pending/{id}/reject", post(api::reject_held))
+        .route("/api/v1/scep/pending", get(api::list_pending))
+        .route(
+            "/api/v1/scep/pending/{id}/approve",
+            post(api::approve_pending),
+        )
+        .route(
+            "/api/v1/scep/pending/{id}/reject",
+            post(api::reject_pending),
+        )
         .route("/api/v1/acme/eab-keys", post(api::create_eab_key))
         .route(
             "/api/v1/acme/client-identifiers",

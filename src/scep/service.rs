@@ -85,7 +85,7 @@ struct Grant {
 /// Why an operator's decision could not be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum DecisionError {
-    #[error("no held enrolment with this transaction id")]
+    #[error("no pending enrolment with this transaction id")]
     NotFound,
     #[error("the enrolment has already been decided")]
     AlreadyDecided,
@@ -405,7 +405,7 @@ impl ScepService {
     /// CertPoll: the state of an enrolment held for approval, asked by the key that sent it.
     async fn poll(&self, req: &SignedMessage) -> Result<Option<Payload>, Refusal> {
         let held = self
-            .held(&req.transaction_id)
+            .pending(&req.transaction_id)
             .await?
             .ok_or(Refusal::UnknownCert)?;
         if req.signer_der != held.value.signer {
@@ -432,7 +432,10 @@ impl ScepService {
         }
     }
 
-    async fn held(&self, transaction_id: &str) -> Result<Option<Stored<PendingRequest>>, Refusal> {
+    async fn pending(
+        &self,
+        transaction_id: &str,
+    ) -> Result<Option<Stored<PendingRequest>>, Refusal> {
         let doc = self
             .ca
             .store()
@@ -455,7 +458,7 @@ impl ScepService {
         consume: Option<ChallengeHash>,
     ) -> Result<Option<Payload>, Refusal> {
         use rcgen::PublicKeyData;
-        if let Some(held) = self.held(&req.transaction_id).await? {
+        if let Some(held) = self.pending(&req.transaction_id).await? {
             if held.value.signer != req.signer_der {
                 return Err(Refusal::SignerKey);
             }
@@ -676,7 +679,7 @@ impl ScepService {
 
     /// Enrolments held for approval, oldest transaction ids first; `waiting_only` leaves out
     /// those already decided.
-    pub async fn held_requests(
+    pub async fn pending_requests(
         &self,
         waiting_only: bool,
     ) -> Result<Vec<PendingRequest>, ScepError> {
@@ -705,7 +708,7 @@ impl ScepService {
         approve: bool,
     ) -> Result<PendingRequest, DecisionError> {
         let held = self
-            .held(transaction_id)
+            .pending(transaction_id)
             .await
             .map_err(|e| DecisionError::Internal(e.to_string()))?
             .ok_or(DecisionError::NotFound)?;

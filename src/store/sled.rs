@@ -139,7 +139,8 @@ enum Op {
     Flush,
 }
 
-enum Outcome {
+/// What applying one queued operation did, for its caller.
+enum Applied {
     Inserted(Seq),
     Purged(usize),
     Revoked(Box<CertRecord>),
@@ -148,7 +149,7 @@ enum Outcome {
 
 struct Job {
     op: Op,
-    reply: oneshot::Sender<Result<Outcome, StoreError>>,
+    reply: oneshot::Sender<Result<Applied, StoreError>>,
 }
 
 /// An event the sweep notes once per certificate, from a notAfter-ordered index.
@@ -215,7 +216,7 @@ impl SledStore {
                 return Ok(noted);
             }
             match self.submit(Op::NoteDue(due, keys, now)).await? {
-                Outcome::Purged(n) => noted += n,
+                Applied::Purged(n) => noted += n,
                 _ => unreachable!("noting expiries answers Purged"),
             }
             if !more {
@@ -283,7 +284,7 @@ impl SledStore {
         })
     }
 
-    async fn submit(&self, op: Op) -> Result<Outcome, StoreError> {
+    async fn submit(&self, op: Op) -> Result<Applied, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
             .send(Job { op, reply })
@@ -330,7 +331,7 @@ impl Store for SledStore {
         linked: Linked,
     ) -> Result<Seq, StoreError> {
         match self.submit(Op::Insert(Box::new(record), linked)).await? {
-            Outcome::Inserted(seq) => Ok(seq),
+            Applied::Inserted(seq) => Ok(seq),
             _ => unreachable!("insert answers Inserted"),
         }
     }
@@ -359,7 +360,7 @@ impl Store for SledStore {
             at,
         };
         match self.submit(op).await? {
-            Outcome::Revoked(rec) => Ok(*rec),
+            Applied::Revoked(rec) => Ok(*rec),
             _ => unreachable!("revoke answers Revoked"),
         }
     }
@@ -431,7 +432,7 @@ impl Store for SledStore {
             return Ok(0);
         }
         match self.submit(Op::PurgeChallenges(expired, now)).await? {
-            Outcome::Purged(n) => Ok(n),
+            Applied::Purged(n) => Ok(n),
             _ => unreachable!("purge answers Purged"),
         }
     }
@@ -587,7 +588,7 @@ impl Writer {
     }
 
     /// Stages the batch, makes it durable and applies it; one result per job.
-    fn commit(&mut self, batch: &[Job]) -> Vec<Result<Outcome, StoreError>> {
+    fn commit(&mut self, batch: &[Job]) -> Vec<Result<Applied, StoreError>> {
         if let Some(why) = &self.stopped {
             let why = format!("writes stopped after a failed commit: {why}");
             return batch
@@ -718,7 +719,7 @@ impl Writer {
                             None => EventKind::Issued { attested },
                         };
                         append_event(&events, &mut seq, rec, kind, rec.issued_at);
-                        Ok(Outcome::Inserted(seq - 1))
+                        Ok(Applied::Inserted(seq - 1))
                     }
                 }
                 Op::Revoke { serial, reason, at } => match certs.get(serial.as_bytes())? {
@@ -741,7 +742,7 @@ impl Writer {
                             );
                             let kind = EventKind::Revoked { reason: *reason };
                             append_event(&events, &mut seq, &rec, kind, *at);
-                            Ok(Outcome::Revoked(Box::new(rec)))
+                            Ok(Applied::Revoked(Box::new(rec)))
                         }
                     },
                 },
@@ -766,7 +767,7 @@ impl Writer {
                             noted += 1;
                         }
                     }
-                    Ok(Outcome::Purged(noted))
+                    Ok(Applied::Purged(noted))
                 }
                 Op::PurgeChallenges(hashes, now) => {
                     let mut purged = 0;
@@ -780,11 +781,11 @@ impl Writer {
                             purged += 1;
                         }
                     }
-                    Ok(Outcome::Purged(purged))
+                    Ok(Applied::Purged(purged))
                 }
                 Op::PutChallenge(hash, rec) => {
                     challenges.insert(hash.as_bytes(), encode(rec.as_ref()));
-                    Ok(Outcome::Done)
+                    Ok(Applied::Done)
                 }
                 Op::WriteDocs(writes, consume) => {
                     let now = OffsetDateTime::now_utc();
@@ -797,7 +798,7 @@ impl Writer {
                                     challenges.remove(hash.as_bytes())?;
                                 }
                                 apply_docs(&docs, writes);
-                                Ok(Outcome::Done)
+                                Ok(Applied::Done)
                             }
                             Err(e) => Err(e),
                         }
@@ -805,7 +806,7 @@ impl Writer {
                 }
                 Op::PutIssuer(rec) => {
                     issuers.insert(rec.id.as_str().as_bytes(), encode(rec.as_ref()));
-                    Ok(Outcome::Done)
+                    Ok(Applied::Done)
                 }
                 Op::ChangeIssuers(changes, at) => {
                     // Every expectation is checked before anything is staged.
@@ -842,11 +843,11 @@ impl Writer {
                                 events.insert(seq.to_be_bytes(), encode(&event));
                                 seq += 1;
                             }
-                            Ok(Outcome::Done)
+                            Ok(Applied::Done)
                         }
                     }
                 }
-                Op::Flush => Ok(Outcome::Done),
+                Op::Flush => Ok(Applied::Done),
             };
             results.push(result);
         }
@@ -855,7 +856,7 @@ impl Writer {
 }
 
 /// Each job's result, the next event number, and the writes to make.
-type StagedBatch = (Vec<Result<Outcome, StoreError>>, Seq, Vec<StagedWrite>);
+type StagedBatch = (Vec<Result<Applied, StoreError>>, Seq, Vec<StagedWrite>);
 
 /// One staged write: a value to put, or `None` to delete the key.
 #[derive(Serialize, Deserialize)]

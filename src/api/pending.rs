@@ -19,7 +19,7 @@ use crate::scep::service::DecisionError;
 use crate::store::DeviceId;
 
 #[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
-pub struct HeldView {
+pub struct PendingView {
     pub transaction_id: String,
     pub subject: String,
     pub device: Option<DeviceId>,
@@ -37,7 +37,7 @@ pub struct HeldView {
     pub public_key_pem: String,
 }
 
-impl From<PendingRequest> for HeldView {
+impl From<PendingRequest> for PendingView {
     fn from(p: PendingRequest) -> Self {
         let subject = p.subject();
         let (state, serial) = match p.decision {
@@ -59,45 +59,45 @@ impl From<PendingRequest> for HeldView {
 }
 
 #[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
-pub struct HeldList {
-    pub items: Vec<HeldView>,
+pub struct PendingList {
+    pub items: Vec<PendingView>,
 }
 
 /// The enrolments still waiting for a decision.
 #[utoipa::path(get, path = "/api/v1/scep/pending", tag = "enrolment",
-    responses((status = 200, body = HeldList)))]
-pub async fn list_held(
+    responses((status = 200, body = PendingList)))]
+pub async fn list_pending(
     _: Can<Read>,
     State(scep): State<Arc<ScepService>>,
-) -> Result<axum::Json<HeldList>, ApiError> {
+) -> Result<axum::Json<PendingList>, ApiError> {
     let held = scep
-        .held_requests(true)
+        .pending_requests(true)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(axum::Json(HeldList {
-        items: held.into_iter().map(HeldView::from).collect(),
+    Ok(axum::Json(PendingList {
+        items: held.into_iter().map(PendingView::from).collect(),
     }))
 }
 
 #[utoipa::path(post, path = "/api/v1/scep/pending/{id}/approve", tag = "enrolment",
     params(("id" = String, Path, description = "SCEP transaction id")),
-    responses((status = 200, body = HeldView), (status = 404, description = "Unknown transaction"), (status = 409, description = "Already decided")))]
-pub async fn approve_held(
+    responses((status = 200, body = PendingView), (status = 404, description = "Unknown transaction"), (status = 409, description = "Already decided")))]
+pub async fn approve_pending(
     admin: Can<EnrollAdmin>,
     scep: State<Arc<ScepService>>,
     path: Path<String>,
-) -> Result<axum::Json<HeldView>, ApiError> {
+) -> Result<axum::Json<PendingView>, ApiError> {
     decide(admin, scep, path, true).await
 }
 
 #[utoipa::path(post, path = "/api/v1/scep/pending/{id}/reject", tag = "enrolment",
     params(("id" = String, Path, description = "SCEP transaction id")),
-    responses((status = 200, body = HeldView), (status = 404, description = "Unknown transaction"), (status = 409, description = "Already decided")))]
-pub async fn reject_held(
+    responses((status = 200, body = PendingView), (status = 404, description = "Unknown transaction"), (status = 409, description = "Already decided")))]
+pub async fn reject_pending(
     admin: Can<EnrollAdmin>,
     scep: State<Arc<ScepService>>,
     path: Path<String>,
-) -> Result<axum::Json<HeldView>, ApiError> {
+) -> Result<axum::Json<PendingView>, ApiError> {
     decide(admin, scep, path, false).await
 }
 
@@ -106,7 +106,7 @@ async fn decide(
     State(scep): State<Arc<ScepService>>,
     Path(id): Path<String>,
     approve: bool,
-) -> Result<axum::Json<HeldView>, ApiError> {
+) -> Result<axum::Json<PendingView>, ApiError> {
     let decided = scep.decide(&id, approve).await.map_err(|e| match e {
         DecisionError::NotFound => ApiError::NotFound(format!("no held enrolment {id}")),
         DecisionError::AlreadyDecided => ApiError::Conflict(e.to_string()),
@@ -140,7 +140,7 @@ mod tests {
                 serial: serial.clone(),
             },
         };
-        let view = HeldView::from(held);
+        let view = PendingView::from(held);
         assert_eq!(
             (view.state.as_str(), view.serial),
             ("approved", Some(serial))
