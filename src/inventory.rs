@@ -87,7 +87,7 @@ pub async fn register(
     let device = InventoryDevice {
         serial,
         udid,
-        registered_at: now.replace_nanosecond(0).unwrap_or(now),
+        registered_at: crate::clock::whole_seconds(now),
     };
     let current = device_doc(store, id).await?;
     let old: Vec<String> = current

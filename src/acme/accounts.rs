@@ -351,7 +351,7 @@ impl AcmeService {
         if registered.is_none() {
             return Err(MintRefusal::Unregistered(device.clone()));
         }
-        let now = self.now().replace_nanosecond(0).unwrap_or(self.now());
+        let now = crate::clock::whole_seconds(self.now());
         let record = ClientIdentifier {
             device: device.clone(),
             profile: profile.name.clone(),

@@ -135,7 +135,7 @@ impl AcmeService {
             }) => (Some(device), Some(key), hardware_ids),
         };
         let now = self.now();
-        let expires = (now + ORDER_LIFETIME).replace_nanosecond(0).unwrap_or(now);
+        let expires = crate::clock::whole_seconds(now + ORDER_LIFETIME);
         let order_id = random_id(16);
         let authzs: Vec<Authorization> = identifiers
             .iter()

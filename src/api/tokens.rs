@@ -79,11 +79,7 @@ pub async fn create_token(
     let record = TokenRecord {
         name: body.name.trim().to_owned(),
         scopes,
-        created_at: ca
-            .clock()
-            .now()
-            .replace_nanosecond(0)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        created_at: ca.clock().now_seconds(),
     };
     ca.store()
         .write_docs(vec![DocWrite::put(DocKind::ApiToken, &hash, None, &record)])

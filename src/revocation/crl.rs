@@ -92,12 +92,7 @@ impl Crls {
             .clone();
         // Counted before reading: a revocation that lands meanwhile makes this CRL stale.
         let revocations = self.ca.revocation_count(id);
-        let now = self
-            .ca
-            .clock()
-            .now()
-            .replace_nanosecond(0)
-            .expect("0 is a valid nanosecond");
+        let now = self.ca.clock().now_seconds();
         let revoked = self.revoked(id, now).await?;
         let number = self.next_number(id).await?;
         let this_update = now;

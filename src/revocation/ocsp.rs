@@ -137,8 +137,7 @@ impl Ocsp {
             .get(&first)
             .cloned()
             .expect("issuer_for only finds loaded issuers");
-        let clock = self.ca.clock().now();
-        let now = clock.replace_nanosecond(0).unwrap_or(clock);
+        let now = self.ca.clock().now_seconds();
 
         let mut records = Vec::with_capacity(targets.len());
         for (cert_id, hashes) in &targets {

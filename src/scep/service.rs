@@ -232,12 +232,7 @@ impl ScepService {
         let mut secret = [0u8; 24];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
         let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
-        let now = self
-            .ca
-            .clock()
-            .now()
-            .replace_nanosecond(0)
-            .expect("0 is a valid nanosecond");
+        let now = self.ca.clock().now_seconds();
         let record = ChallengeRecord {
             device,
             names,

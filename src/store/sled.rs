@@ -1268,7 +1268,7 @@ mod tests {
     #[tokio::test]
     async fn the_expiring_index_is_built_once_for_an_older_database() {
         let dir = tempfile::tempdir().unwrap();
-        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let now = crate::clock::whole_seconds(OffsetDateTime::now_utc());
         let record = |days: i64, replaces: Option<Serial>| CertRecord {
             serial: Serial::random(),
             issuer: "0123456789abcdef".parse().unwrap(),
