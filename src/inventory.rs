@@ -8,8 +8,13 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::store::{DeviceId, Doc, DocKey, DocKind, DocWrite, Store, StoreError, Stored};
+use crate::store::{Collection, DeviceId, DocKind, DocWrite, Store, StoreError, Stored};
 use crate::validator::{Validator, ValidatorError};
+
+const DEVICES: Collection<InventoryDevice> = Collection::new(DocKind::InventoryDevice);
+/// Upper-cased serial number or UDID → the device registered with it: keeps them unique.
+/// Entries are written once, never updated (so always at version 1).
+const IDENTIFIERS: Collection<DeviceId> = Collection::new(DocKind::InventoryIdentifier);
 
 /// A registered device.
 #[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,30 +105,20 @@ pub async fn register(
     let mut writes: Vec<DocWrite> = old
         .iter()
         .filter(|k| !new.contains(k))
-        // Index entries are written once, never updated.
-        .map(|k| DocWrite::delete(DocKind::InventoryIdentifier, k, 1))
+        .map(|k| IDENTIFIERS.delete(k, 1))
         .collect();
-    writes.push(DocWrite::put(
-        DocKind::InventoryDevice,
-        id.as_str(),
-        current.as_ref().map(|d| d.version),
-        &device,
-    ));
+    writes.push(DEVICES.put(id.as_str(), current.as_ref().map(|d| d.version), &device));
     for key in &new {
         if old.contains(key) {
             continue;
         }
-        if let Some(holder) = store
-            .doc(&DocKey::new(DocKind::InventoryIdentifier, key.as_str()))
-            .await?
-        {
-            let holder: Stored<DeviceId> = holder.decode()?;
+        if let Some(holder) = IDENTIFIERS.get(store, key).await? {
             return Err(InventoryError::Taken {
                 identifier: key.clone(),
                 device: holder.value.as_str().to_owned(),
             });
         }
-        writes.push(DocWrite::put(DocKind::InventoryIdentifier, key, None, id));
+        writes.push(IDENTIFIERS.create(key, id));
     }
     store.write_docs(writes).await?;
     Ok(current.is_none())
@@ -138,13 +133,9 @@ pub async fn unregister(store: &dyn Store, id: &DeviceId) -> Result<bool, Invent
     let mut writes: Vec<DocWrite> = current
         .value
         .identifiers()
-        .map(|k| DocWrite::delete(DocKind::InventoryIdentifier, &k, 1))
+        .map(|k| IDENTIFIERS.delete(&k, 1))
         .collect();
-    writes.push(DocWrite::delete(
-        DocKind::InventoryDevice,
-        id.as_str(),
-        current.version,
-    ));
+    writes.push(DEVICES.delete(id.as_str(), current.version));
     store.write_docs(writes).await?;
     Ok(true)
 }
@@ -160,11 +151,7 @@ async fn device_doc(
     store: &dyn Store,
     id: &DeviceId,
 ) -> Result<Option<Stored<InventoryDevice>>, StoreError> {
-    store
-        .doc(&DocKey::new(DocKind::InventoryDevice, id.as_str()))
-        .await?
-        .map(Doc::decode)
-        .transpose()
+    DEVICES.get(store, id.as_str()).await
 }
 
 /// Why a device was not admitted (the log says which; the client learns only that it was not).
@@ -209,14 +196,11 @@ impl Gate {
         match self {
             Self::Open => fallback(),
             Self::Registered(store) => {
-                let doc = store
-                    .doc(&DocKey::new(
-                        DocKind::InventoryIdentifier,
-                        index_key(identifier),
-                    ))
+                let holder = IDENTIFIERS
+                    .get(store.as_ref(), &index_key(identifier))
                     .await?
                     .ok_or_else(|| NotAdmitted::NotRegistered(identifier.into()))?;
-                Ok(doc.decode::<DeviceId>()?.value)
+                Ok(holder.value)
             }
             Self::Webhook(validator) => {
                 let question = DeviceQuestion {

@@ -171,13 +171,13 @@ enum ScepCommand {
         #[command(flatten)]
         target: Target,
     },
-    /// Issue the certificate of a held enrolment; the device collects it by polling.
+    /// Issue the certificate of a pending enrolment; the device collects it by polling.
     Approve {
         #[command(flatten)]
         target: Target,
         transaction_id: String,
     },
-    /// Refuse a held enrolment; the device's next poll gets FAILURE.
+    /// Refuse a pending enrolment; the device's next poll gets FAILURE.
     Reject {
         #[command(flatten)]
         target: Target,

@@ -12,13 +12,15 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::secret::Secret;
-use crate::store::{DocKey, DocKind, DocWrite, Event, Seq, Store, StoreError};
+use crate::store::{Collection, DocKind, Event, Seq, Store, StoreError};
 
 /// Events per delivery.
 const BATCH: usize = 100;
 const FIRST_PAUSE: Duration = Duration::from_millis(500);
 const LONGEST_PAUSE: Duration = Duration::from_secs(60);
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// Webhook URL → the last event sequence it acknowledged.
+const CURSORS: Collection<Seq> = Collection::new(DocKind::WebhookCursor);
 
 /// The signature header: `sha256=` and the hex HMAC-SHA256 of the body under the secret.
 pub const SIGNATURE_HEADER: &str = "x-enrollca-signature";
@@ -122,25 +124,15 @@ impl Webhook {
 
     /// The acknowledged sequence and the version of the document holding it.
     async fn cursor(&self) -> Result<(Seq, Option<u64>), StoreError> {
-        let doc = self.store.doc(&self.key_of_cursor()).await?;
-        Ok(match doc {
-            Some(d) => {
-                let stored = d.decode::<Seq>()?;
-                (stored.value, Some(stored.version))
-            }
-            None => (0, None),
-        })
+        let stored = CURSORS.get(self.store.as_ref(), &self.url).await?;
+        Ok(stored.map_or((0, None), |s| (s.value, Some(s.version))))
     }
 
     async fn advance(&self, cursor: &mut (Seq, Option<u64>), to: Seq) -> Result<(), StoreError> {
-        let write = DocWrite::put(DocKind::WebhookCursor, &self.url, cursor.1, &to);
+        let write = CURSORS.put(&self.url, cursor.1, &to);
         self.store.write_docs(vec![write]).await?;
         *cursor = (to, Some(cursor.1.map_or(1, |v| v + 1)));
         Ok(())
-    }
-
-    fn key_of_cursor(&self) -> DocKey {
-        DocKey::new(DocKind::WebhookCursor, self.url.as_str())
     }
 }
 
@@ -153,7 +145,7 @@ mod tests {
 
     use super::*;
     use crate::ca::Serial;
-    use crate::store::{CertRecord, CertStatus, Linked, Protocol, SledStore};
+    use crate::store::{CertRecord, CertStatus, DocWrite, Linked, Protocol, SledStore};
 
     /// A receiver that accepts every delivery and notes when each came.
     async fn receiver() -> (String, Arc<Mutex<Vec<Instant>>>) {
@@ -205,7 +197,7 @@ mod tests {
             .insert_certificate(record(), Linked::default())
             .await
             .unwrap();
-        let key = DocKey::new(DocKind::WebhookCursor, url.as_str());
+        let key = CURSORS.key(url.as_str());
         let stored = loop {
             if let Some(doc) = store.doc(&key).await.unwrap() {
                 break doc.version;
@@ -214,12 +206,7 @@ mod tests {
         };
         // The cursor document replaced by one that does not decode: the next write of the
         // cursor conflicts with it and re-reading it fails, so it can never be stored again.
-        let garbage = DocWrite::put(
-            DocKind::WebhookCursor,
-            &url,
-            Some(stored),
-            &"not a sequence",
-        );
+        let garbage = DocWrite::put(CURSORS.kind(), &url, Some(stored), &"not a sequence");
         store.write_docs(vec![garbage]).await.unwrap();
         seen.lock().unwrap().clear();
         let started = Instant::now();

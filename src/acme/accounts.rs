@@ -10,8 +10,9 @@ use super::jws::{Binding, Jwk, Jws, KeyRef};
 use super::model::{Account, AccountStatus, EabKey};
 use super::service::{AcmeService, KeyUse, Profile, Signed, Signer, random_id};
 
+use super::repo::{ACCOUNT_CERTS, ACCOUNT_KEYS, ACCOUNT_ORDERS, ACCOUNTS, EAB_KEYS};
 use crate::acme::settings::PermanentIdentifier;
-use crate::store::{DocKey, DocKind, DocPages, DocWrite, Store, StoreError, Stored};
+use crate::store::{DocWrite, Store, StoreError, Stored};
 
 /// Most contacts an account may list.
 const MAX_CONTACTS: usize = 10;
@@ -140,13 +141,8 @@ impl AcmeService {
         };
         // The account before what names it: its key's index, the binding it used.
         let mut writes = vec![
-            DocWrite::put(DocKind::AcmeAccount, &id, None, &account),
-            DocWrite::put(
-                DocKind::AcmeAccountKey,
-                &key_id(&profile.name, jwk),
-                None,
-                &id,
-            ),
+            ACCOUNTS.create(&id, &account),
+            ACCOUNT_KEYS.create(&key_id(&profile.name, jwk), &id),
         ];
         writes.extend(binding);
         match self.store().write_docs(writes).await {
@@ -155,10 +151,9 @@ impl AcmeService {
                 Ok(Created::New(account))
             }
             // The key has an account (made earlier, or concurrently): the caller answers it.
-            Err(StoreError::Conflict {
-                kind: DocKind::AcmeAccountKey,
-                ..
-            }) => Ok(Created::KeyTaken),
+            Err(StoreError::Conflict { kind, .. }) if kind == ACCOUNT_KEYS.kind() => {
+                Ok(Created::KeyTaken)
+            }
             Err(StoreError::Conflict { .. }) => Err(AcmeError::unauthorized(
                 "the external account key was used concurrently",
             )),
@@ -182,8 +177,8 @@ impl AcmeService {
             ));
         }
         let refused = || AcmeError::unauthorized("the external account binding does not verify");
-        let stored: Stored<EabKey> = self
-            .load(DocKind::AcmeEabKey, &binding.kid)
+        let stored = EAB_KEYS
+            .get(self.store().as_ref(), &binding.kid)
             .await?
             .ok_or_else(refused)?;
         if stored.value.profile != profile.name {
@@ -204,12 +199,7 @@ impl AcmeService {
         }
         let mut used = stored.value;
         used.account = Some(account.to_owned());
-        let write = DocWrite::put(
-            DocKind::AcmeEabKey,
-            &binding.kid,
-            Some(stored.version),
-            &used,
-        );
+        let write = EAB_KEYS.replace(&binding.kid, stored.version, &used);
         Ok((binding.kid, write))
     }
 
@@ -218,13 +208,11 @@ impl AcmeService {
         profile: &Profile,
         jwk: &Jwk,
     ) -> Result<Option<Stored<Account>>, AcmeError> {
-        let Some(id) = self
-            .load::<String>(DocKind::AcmeAccountKey, &key_id(&profile.name, jwk))
-            .await?
-        else {
+        let store = self.store().as_ref();
+        let Some(id) = ACCOUNT_KEYS.get(store, &key_id(&profile.name, jwk)).await? else {
             return Ok(None);
         };
-        self.load(DocKind::AcmeAccount, &id.value).await
+        Ok(ACCOUNTS.get(store, &id.value).await?)
     }
 
     /// POST to the account URL: read (POST-as-GET), update contacts, or deactivate.
@@ -256,12 +244,7 @@ impl AcmeService {
             return Ok(next);
         }
         self.store()
-            .write_docs(vec![DocWrite::put(
-                DocKind::AcmeAccount,
-                id,
-                Some(account.version),
-                &next,
-            )])
+            .write_docs(vec![ACCOUNTS.replace(id, account.version, &next)])
             .await
             .map_err(conflict_is_retryable)?;
         if next.status == AccountStatus::Deactivated {
@@ -303,26 +286,17 @@ impl AcmeService {
             return Err(AcmeError::key_in_use(location));
         }
         let old_index = key_id(&profile.name, &account.value.key);
-        let old_version = self
-            .store()
-            .doc(&crate::store::DocKey::new(
-                DocKind::AcmeAccountKey,
-                &old_index,
-            ))
+        let old_version = ACCOUNT_KEYS
+            .get(self.store().as_ref(), &old_index)
             .await?
             .map(|d| d.version)
             .ok_or_else(|| AcmeError::internal("account key index is missing"))?;
         let mut next = account.value.clone();
         next.key = new_key.clone();
         let writes = vec![
-            DocWrite::put(DocKind::AcmeAccount, &next.id, Some(account.version), &next),
-            DocWrite::delete(DocKind::AcmeAccountKey, &old_index, old_version),
-            DocWrite::put(
-                DocKind::AcmeAccountKey,
-                &key_id(&profile.name, new_key),
-                None,
-                &next.id,
-            ),
+            ACCOUNTS.replace(&next.id, account.version, &next),
+            ACCOUNT_KEYS.delete(&old_index, old_version),
+            ACCOUNT_KEYS.create(&key_id(&profile.name, new_key), &next.id),
         ];
         self.store()
             .write_docs(writes)
@@ -376,12 +350,7 @@ impl AcmeService {
             account: None,
         };
         self.store()
-            .write_docs(vec![DocWrite::put(
-                DocKind::AcmeEabKey,
-                &kid,
-                None,
-                &record,
-            )])
+            .write_docs(vec![EAB_KEYS.create(&kid, &record)])
             .await?;
         tracing::info!(kid = %kid, profile = %profile.name, "EAB key minted");
         Ok(NewEabKey { kid, hmac_key })
@@ -404,12 +373,15 @@ const ABANDONED_AFTER: Duration = Duration::days(30);
 /// for them), and so is one that changes meanwhile.
 pub async fn purge_abandoned(store: &dyn Store, now: OffsetDateTime) -> Result<usize, StoreError> {
     let cutoff = now - ABANDONED_AFTER;
-    let mut pages = DocPages::new(store, DocKind::AcmeAccount);
+    let mut pages = ACCOUNTS.pages(store);
     let mut purged = 0;
     while let Some(page) = pages.next().await? {
-        for (id, doc) in page {
-            let version = doc.version;
-            let Ok(Stored { value: account, .. }) = doc.decode::<Account>() else {
+        for (id, account) in page {
+            let Ok(Stored {
+                value: account,
+                version,
+            }) = account
+            else {
                 continue;
             };
             if !account.certificates_listed
@@ -419,23 +391,21 @@ pub async fn purge_abandoned(store: &dyn Store, now: OffsetDateTime) -> Result<u
                 continue;
             }
             let prefix = format!("{id}/");
-            let holds = |kind| {
-                let prefix = &prefix;
-                async move { Ok::<_, StoreError>(!store.docs(kind, prefix, None, 1).await?.is_empty()) }
-            };
-            if holds(DocKind::AcmeAccountCert).await? || holds(DocKind::AcmeAccountOrder).await? {
+            if !ACCOUNT_CERTS
+                .page(store, &prefix, None, 1)
+                .await?
+                .is_empty()
+                || !ACCOUNT_ORDERS
+                    .page(store, &prefix, None, 1)
+                    .await?
+                    .is_empty()
+            {
                 continue;
             }
             let index = key_id(&account.profile, &account.key);
-            let mut writes = vec![DocWrite::delete(DocKind::AcmeAccount, &id, version)];
-            if let Some(doc) = store
-                .doc(&DocKey::new(DocKind::AcmeAccountKey, &index))
-                .await?
-            {
-                writes.insert(
-                    0,
-                    DocWrite::delete(DocKind::AcmeAccountKey, &index, doc.version),
-                );
+            let mut writes = vec![ACCOUNTS.delete(&id, version)];
+            if let Some(doc) = ACCOUNT_KEYS.get(store, &index).await? {
+                writes.insert(0, ACCOUNT_KEYS.delete(&index, doc.version));
             }
             match store.write_docs(writes).await {
                 Ok(()) => purged += 1,
@@ -530,28 +500,24 @@ mod tests {
         ];
         for a in &accounts {
             let writes = vec![
-                DocWrite::put(DocKind::AcmeAccount, &a.id, None, a),
-                DocWrite::put(DocKind::AcmeAccountKey, &key_id("p", &a.key), None, &a.id),
+                ACCOUNTS.create(&a.id, a),
+                ACCOUNT_KEYS.create(&key_id("p", &a.key), &a.id),
             ];
             store.write_docs(writes).await.unwrap();
         }
         let marks = vec![
-            DocWrite::put(DocKind::AcmeAccountCert, "certified/0A1B", None, &()),
-            DocWrite::put(DocKind::AcmeAccountOrder, "ordering/o1", None, &()),
+            ACCOUNT_CERTS.create("certified/0A1B", &()),
+            ACCOUNT_ORDERS.create("ordering/o1", &()),
             // A neighbour whose id starts with another account's: not that account's entry.
-            DocWrite::put(DocKind::AcmeAccountCert, "idlex/0C", None, &()),
+            ACCOUNT_CERTS.create("idlex/0C", &()),
         ];
         store.write_docs(marks).await.unwrap();
 
         assert_eq!(purge_abandoned(&store, now).await.unwrap(), 1);
         for a in &accounts {
-            let kept = store
-                .doc(&DocKey::new(DocKind::AcmeAccount, &a.id))
-                .await
-                .unwrap()
-                .is_some();
-            let indexed = store
-                .doc(&DocKey::new(DocKind::AcmeAccountKey, key_id("p", &a.key)))
+            let kept = ACCOUNTS.get(&store, &a.id).await.unwrap().is_some();
+            let indexed = ACCOUNT_KEYS
+                .get(&store, &key_id("p", &a.key))
                 .await
                 .unwrap()
                 .is_some();

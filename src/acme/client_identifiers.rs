@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::store::{DeviceId, DocKey, DocKind, DocPages, DocWrite, Store, StoreError, Stored};
+use super::repo::CLIENT_IDENTIFIERS;
+use crate::store::{DeviceId, DocWrite, Store, StoreError, Stored};
 
 /// Longest a ClientIdentifier may live: a payload not acted on within a month is stale.
 pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -45,7 +46,7 @@ pub fn mint(record: &ClientIdentifier) -> (String, DocWrite) {
     let mut bytes = [0u8; 24];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
     let value = hex::encode_upper(bytes);
-    let write = DocWrite::put(DocKind::AcmeClientIdentifier, &key_of(&value), None, record);
+    let write = CLIENT_IDENTIFIERS.create(&key_of(&value), record);
     (value, write)
 }
 
@@ -56,13 +57,9 @@ pub async fn usable(
     profile: &str,
     now: OffsetDateTime,
 ) -> Result<Result<Stored<ClientIdentifier>, Unusable>, StoreError> {
-    let Some(doc) = store
-        .doc(&DocKey::new(DocKind::AcmeClientIdentifier, key_of(value)))
-        .await?
-    else {
+    let Some(stored) = CLIENT_IDENTIFIERS.get(store, &key_of(value)).await? else {
         return Ok(Err(Unusable::UnknownOrUsed));
     };
-    let stored: Stored<ClientIdentifier> = doc.decode()?;
     Ok(if stored.value.profile != profile {
         Err(Unusable::OtherProfile(stored.value.profile))
     } else if stored.value.expires_at <= now {
@@ -74,7 +71,7 @@ pub async fn usable(
 
 /// The write that uses a ClientIdentifier up, if it is still at `version`.
 pub fn use_up(key: &str, version: u64) -> DocWrite {
-    DocWrite::delete(DocKind::AcmeClientIdentifier, key, version)
+    CLIENT_IDENTIFIERS.delete(key, version)
 }
 
 /// Why a ClientIdentifier is not minted.
@@ -99,15 +96,14 @@ pub enum MintRefusal {
 /// Deletes ClientIdentifiers that expired before `now` (minted per device, they would
 /// otherwise pile up); returns how many went. One changed meanwhile is left for next time.
 pub async fn purge_expired(store: &dyn Store, now: OffsetDateTime) -> Result<usize, StoreError> {
-    let mut pages = DocPages::new(store, DocKind::AcmeClientIdentifier);
+    let mut pages = CLIENT_IDENTIFIERS.pages(store);
     let mut purged = 0;
     while let Some(page) = pages.next().await? {
-        for (key, doc) in page {
-            let version = doc.version;
-            let Ok(minted) = doc.decode::<ClientIdentifier>() else {
+        for (key, minted) in page {
+            let Ok(Stored { value, version }) = minted else {
                 continue;
             };
-            if minted.value.expires_at > now {
+            if value.expires_at > now {
                 continue;
             }
             match store.write_docs(vec![use_up(&key, version)]).await {

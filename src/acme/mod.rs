@@ -14,6 +14,7 @@ pub mod model;
 pub mod nonce;
 mod orders;
 pub mod problem;
+mod repo;
 pub mod service;
 pub mod settings;
 mod targets;

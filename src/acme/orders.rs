@@ -24,9 +24,9 @@ use crate::csr::{Csr, San};
 use crate::inventory::NotAdmitted;
 use crate::policy::DeviceIdentity;
 use crate::revocation::RevocationReason;
-use crate::store::{
-    CertRecord, DeviceId, DocKey, DocKind, DocPages, DocWrite, Protocol, Store, StoreError, Stored,
-};
+use crate::store::{CertRecord, Collection, DeviceId, Protocol, Store, StoreError, Stored};
+
+use super::repo::{ACCOUNT_CERTS, ACCOUNT_ORDERS, AUTHZS, CLIENT_IDENTIFIERS, ORDERS};
 
 /// How long an order (and its authorizations) may take to complete.
 const ORDER_LIFETIME: Duration = Duration::hours(24);
@@ -34,8 +34,6 @@ const ORDER_LIFETIME: Duration = Duration::hours(24);
 const MAX_IDENTIFIERS: usize = 100;
 /// Orders per page of an account's order list.
 pub const ORDERS_PAGE: usize = 100;
-/// Re-reads when a validation result meets a concurrent change of its authorization.
-const COMMIT_ATTEMPTS: usize = 5;
 /// How long an order is kept once it has expired (clients may still read a finished order;
 /// its certificate stays downloadable by serial whatever happens to the order).
 const RETENTION: Duration = Duration::days(7);
@@ -178,17 +176,9 @@ impl AcmeService {
             device,
             client_identifier,
         };
-        let mut writes: Vec<_> = authzs
-            .iter()
-            .map(|a| DocWrite::put(DocKind::AcmeAuthz, &a.id, None, a))
-            .collect();
-        writes.push(DocWrite::put(DocKind::AcmeOrder, &order_id, None, &order));
-        writes.push(DocWrite::put(
-            DocKind::AcmeAccountOrder,
-            &format!("{}/{}", account.id, order_id),
-            None,
-            &(),
-        ));
+        let mut writes: Vec<_> = authzs.iter().map(|a| AUTHZS.create(&a.id, a)).collect();
+        writes.push(ORDERS.create(&order_id, &order));
+        writes.push(ACCOUNT_ORDERS.create(&format!("{}/{}", account.id, order_id), &()));
         self.store().write_docs(writes).await?;
         Ok(OrderView {
             order,
@@ -254,11 +244,8 @@ impl AcmeService {
                 tracing::info!(profile = %profile.name, identifier = %value,
                     reason = %refusal, "device refused");
                 // A ClientIdentifier sent to a profile that names devices by serial number.
-                let minted = store
-                    .doc(&DocKey::new(
-                        DocKind::AcmeClientIdentifier,
-                        client_identifiers::key_of(value),
-                    ))
+                let minted = CLIENT_IDENTIFIERS
+                    .get(store, &client_identifiers::key_of(value))
                     .await?;
                 let detail = match minted {
                     Some(_) => format!(
@@ -319,10 +306,8 @@ impl AcmeService {
     }
 
     async fn owned_order(&self, account: &Account, id: &str) -> Result<Stored<Order>, AcmeError> {
-        self.owned(account, (DocKind::AcmeOrder, "order"), id, |o: &Order| {
-            &o.account
-        })
-        .await
+        self.owned(account, (&ORDERS, "order"), id, |o: &Order| &o.account)
+            .await
     }
 
     async fn owned_authz(
@@ -332,7 +317,7 @@ impl AcmeService {
     ) -> Result<Stored<Authorization>, AcmeError> {
         self.owned(
             account,
-            (DocKind::AcmeAuthz, "authorization"),
+            (&AUTHZS, "authorization"),
             id,
             |a: &Authorization| &a.account,
         )
@@ -343,12 +328,12 @@ impl AcmeService {
     async fn owned<T: serde::de::DeserializeOwned>(
         &self,
         account: &Account,
-        (kind, what): (DocKind, &str),
+        (collection, what): (&Collection<T>, &str),
         id: &str,
         owner: fn(&T) -> &String,
     ) -> Result<Stored<T>, AcmeError> {
-        let doc: Stored<T> = self
-            .load(kind, id)
+        let doc = collection
+            .get(self.store().as_ref(), id)
             .await?
             .ok_or_else(|| AcmeError::not_found(what))?;
         if *owner(&doc.value) != account.id {
@@ -363,8 +348,10 @@ impl AcmeService {
         let now = self.now();
         let mut statuses = Vec::with_capacity(order.authorizations.len());
         for id in &order.authorizations {
-            let authz: Stored<Authorization> =
-                self.load(DocKind::AcmeAuthz, id).await?.ok_or_else(|| {
+            let authz = AUTHZS
+                .get(self.store().as_ref(), id)
+                .await?
+                .ok_or_else(|| {
                     AcmeError::internal(format!("order {} lost authz {id}", order.id))
                 })?;
             statuses.push(authz.value.status_at(now));
@@ -388,10 +375,9 @@ impl AcmeService {
         }
         let prefix = format!("{account_id}/");
         let after = cursor.map(|c| format!("{prefix}{c}"));
-        let page = self
-            .store()
-            .docs(
-                DocKind::AcmeAccountOrder,
+        let page = ACCOUNT_ORDERS
+            .page(
+                self.store().as_ref(),
                 &prefix,
                 after.as_deref(),
                 ORDERS_PAGE + 1,
@@ -435,12 +421,7 @@ impl AcmeService {
         let mut next = authz.value;
         next.status = AuthzStatus::Deactivated;
         self.store()
-            .write_docs(vec![DocWrite::put(
-                DocKind::AcmeAuthz,
-                id,
-                Some(authz.version),
-                &next,
-            )])
+            .write_docs(vec![AUTHZS.replace(id, authz.version, &next)])
             .await
             .map_err(conflict_is_retryable)?;
         Ok(next)
@@ -662,9 +643,8 @@ impl AcmeService {
         let use_up = match &order.value.client_identifier {
             None => None,
             Some(key) => {
-                let doc = self
-                    .store()
-                    .doc(&DocKey::new(DocKind::AcmeClientIdentifier, key.as_str()))
+                let doc = CLIENT_IDENTIFIERS
+                    .get(self.store().as_ref(), key)
                     .await?
                     .ok_or_else(|| {
                         AcmeError::new(
@@ -689,13 +669,8 @@ impl AcmeService {
                         certificate: record.serial.clone(),
                     };
                     let mut writes = vec![
-                        DocWrite::put(DocKind::AcmeOrder, &order_id, Some(ready_version), &valid),
-                        DocWrite::put(
-                            DocKind::AcmeAccountCert,
-                            &format!("{account_id}/{}", record.serial),
-                            None,
-                            &(),
-                        ),
+                        ORDERS.replace(&order_id, ready_version, &valid),
+                        ACCOUNT_CERTS.create(&format!("{account_id}/{}", record.serial), &()),
                     ];
                     writes.extend(use_up.clone());
                     writes
@@ -721,13 +696,14 @@ impl AcmeService {
                 })
             }
             // Another order used the ClientIdentifier first.
-            Err(IssueError::Store(StoreError::Conflict {
-                kind: DocKind::AcmeClientIdentifier,
-                ..
-            })) => Err(AcmeError::new(
-                ProblemType::RejectedIdentifier,
-                "the order's ClientIdentifier was used by another order",
-            )),
+            Err(IssueError::Store(StoreError::Conflict { kind, .. }))
+                if kind == CLIENT_IDENTIFIERS.kind() =>
+            {
+                Err(AcmeError::new(
+                    ProblemType::RejectedIdentifier,
+                    "the order's ClientIdentifier was used by another order",
+                ))
+            }
             // Another finalization won the race for the order.
             Err(IssueError::Store(StoreError::Conflict { .. })) => Err(AcmeError::new(
                 ProblemType::OrderNotReady,
@@ -743,12 +719,7 @@ impl AcmeService {
                     error: problem.clone(),
                 };
                 self.store()
-                    .write_docs(vec![DocWrite::put(
-                        DocKind::AcmeOrder,
-                        id,
-                        Some(ready_version),
-                        &failed,
-                    )])
+                    .write_docs(vec![ORDERS.replace(id, ready_version, &failed)])
                     .await?;
                 Err(problem)
             }
@@ -773,8 +744,8 @@ impl AcmeService {
                 order.authorizations.len()
             )));
         };
-        let authz: Stored<Authorization> = self
-            .load(DocKind::AcmeAuthz, authz_id)
+        let authz = AUTHZS
+            .get(self.store().as_ref(), authz_id)
             .await?
             .ok_or_else(|| {
                 AcmeError::internal(format!("order {} lost authz {authz_id}", order.id))
@@ -994,27 +965,30 @@ fn check_csr_names(csr: &Csr, identifiers: &[Identifier]) -> Result<(), AcmeErro
 /// changes meanwhile is left for the next sweep.
 pub async fn purge_expired(store: &dyn Store, now: OffsetDateTime) -> Result<usize, StoreError> {
     let cutoff = now - RETENTION;
-    let mut pages = DocPages::new(store, DocKind::AcmeOrder);
+    let mut pages = ORDERS.pages(store);
     let mut purged = 0;
     while let Some(page) = pages.next().await? {
-        for (id, doc) in page {
-            let version = doc.version;
-            let Ok(order) = doc.decode::<Order>() else {
+        for (id, order) in page {
+            let Ok(Stored {
+                value: order,
+                version,
+            }) = order
+            else {
                 continue;
             };
-            if order.value.expires > cutoff {
+            if order.expires > cutoff {
                 continue;
             }
-            let index = format!("{}/{id}", order.value.account);
+            let index = format!("{}/{id}", order.account);
             // What refers to a document goes before it: the index, the order, its authzs.
             let mut writes = vec![
                 // Index entries are written once, never updated.
-                DocWrite::delete(DocKind::AcmeAccountOrder, &index, 1),
-                DocWrite::delete(DocKind::AcmeOrder, &id, version),
+                ACCOUNT_ORDERS.delete(&index, 1),
+                ORDERS.delete(&id, version),
             ];
-            for authz in &order.value.authorizations {
-                if let Some(doc) = store.doc(&DocKey::new(DocKind::AcmeAuthz, authz)).await? {
-                    writes.push(DocWrite::delete(DocKind::AcmeAuthz, authz, doc.version));
+            for authz in &order.authorizations {
+                if let Some(doc) = AUTHZS.get(store, authz).await? {
+                    writes.push(AUTHZS.delete(authz, doc.version));
                 }
             }
             match store.write_docs(writes).await {
@@ -1030,55 +1004,37 @@ pub async fn purge_expired(store: &dyn Store, now: OffsetDateTime) -> Result<usi
 /// Writes a validation's result into its authorization, if it is still waiting for it.
 /// Returns the authorization as written, or `None` when it was no longer waiting.
 async fn record_outcome(
-    store: &dyn crate::store::Store,
+    store: &dyn Store,
     authz_id: &str,
     kind: ChallengeType,
     outcome: Result<Option<DeviceProof>, AcmeError>,
     now: OffsetDateTime,
 ) -> Result<Option<Authorization>, StoreError> {
-    for _ in 0..COMMIT_ATTEMPTS {
-        let key = crate::store::DocKey::new(DocKind::AcmeAuthz, authz_id);
-        let Some(doc) = store.doc(&key).await? else {
-            return Ok(None);
-        };
-        let Ok(current) = doc.decode::<Authorization>() else {
-            return Ok(None);
-        };
-        let mut next = current.value;
-        if next.status_at(now) != AuthzStatus::Pending {
-            return Ok(None);
-        }
-        let valid = outcome.is_ok();
-        for c in next.challenges.iter_mut().filter(|c| c.kind == kind) {
-            c.status = if valid {
-                ChallengeStatus::Valid
-            } else {
-                ChallengeStatus::Invalid
+    let valid = outcome.is_ok();
+    AUTHZS
+        .update(store, authz_id, |current| {
+            let Some(current) = current.filter(|a| a.status_at(now) == AuthzStatus::Pending) else {
+                return Ok(None);
             };
-            c.validated = valid.then_some(now);
-            c.error = outcome.clone().err();
-        }
-        next.status = if valid {
-            AuthzStatus::Valid
-        } else {
-            AuthzStatus::Invalid
-        };
-        next.proof = outcome.clone().ok().flatten();
-        match store
-            .write_docs(vec![DocWrite::put(
-                DocKind::AcmeAuthz,
-                authz_id,
-                Some(current.version),
-                &next,
-            )])
-            .await
-        {
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(e),
-            Ok(()) => return Ok(Some(next)),
-        }
-    }
-    Ok(None)
+            let mut next = current.clone();
+            for c in next.challenges.iter_mut().filter(|c| c.kind == kind) {
+                c.status = if valid {
+                    ChallengeStatus::Valid
+                } else {
+                    ChallengeStatus::Invalid
+                };
+                c.validated = valid.then_some(now);
+                c.error = outcome.clone().err();
+            }
+            next.status = if valid {
+                AuthzStatus::Valid
+            } else {
+                AuthzStatus::Invalid
+            };
+            next.proof = outcome.clone().ok().flatten();
+            Ok(Some(next))
+        })
+        .await
 }
 
 #[cfg(test)]
@@ -1129,26 +1085,22 @@ mod tests {
         ] {
             let (o, a) = order(id, expires);
             let writes = vec![
-                DocWrite::put(DocKind::AcmeOrder, id, None, &o),
-                DocWrite::put(DocKind::AcmeAuthz, &a.id, None, &a),
-                DocWrite::put(DocKind::AcmeAccountOrder, &format!("acct/{id}"), None, &()),
+                ORDERS.create(id, &o),
+                AUTHZS.create(&a.id, &a),
+                ACCOUNT_ORDERS.create(&format!("acct/{id}"), &()),
             ];
             store.write_docs(writes).await.unwrap();
         }
         assert_eq!(purge_expired(&store, now).await.unwrap(), 1);
-        let gone = |kind, id: &str| {
-            let key = DocKey::new(kind, id);
+        let gone = |key: crate::store::DocKey| {
             let store = &store;
             async move { store.doc(&key).await.unwrap().is_none() }
         };
-        assert!(gone(DocKind::AcmeOrder, "old").await);
-        assert!(gone(DocKind::AcmeAuthz, "z-old").await);
-        assert!(gone(DocKind::AcmeAccountOrder, "acct/old").await);
-        assert!(
-            !gone(DocKind::AcmeOrder, "recent").await,
-            "kept within retention"
-        );
-        assert!(!gone(DocKind::AcmeAuthz, "z-recent").await);
+        assert!(gone(ORDERS.key("old")).await);
+        assert!(gone(AUTHZS.key("z-old")).await);
+        assert!(gone(ACCOUNT_ORDERS.key("acct/old")).await);
+        assert!(!gone(ORDERS.key("recent")).await, "kept within retention");
+        assert!(!gone(AUTHZS.key("z-recent")).await);
         assert_eq!(purge_expired(&store, now).await.unwrap(), 0);
     }
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
-use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
 use super::error::{AcmeError, ProblemType};
@@ -23,7 +22,7 @@ use crate::ca::Ca;
 use crate::inventory::Gate;
 use crate::policy::Template;
 use crate::rate::{Limiter, Rate};
-use crate::store::{Doc, DocKey, DocKind, Store, Stored};
+use crate::store::{Store, Stored};
 
 /// A profile as the service uses it: its configuration, certificate template and, for
 /// device-attest-01 profiles, how devices are known to be ours.
@@ -238,27 +237,14 @@ impl AcmeService {
         };
         let prefix = self.url(&profile.name, "account/");
         let id = kid.strip_prefix(&prefix).ok_or_else(missing)?;
-        let account: Stored<Account> = self
-            .load(DocKind::AcmeAccount, id)
+        let account = super::repo::ACCOUNTS
+            .get(self.store().as_ref(), id)
             .await?
             .ok_or_else(missing)?;
         if account.value.profile != profile.name {
             return Err(missing());
         }
         Ok(account)
-    }
-
-    pub(super) async fn load<T: DeserializeOwned>(
-        &self,
-        kind: DocKind,
-        id: &str,
-    ) -> Result<Option<Stored<T>>, AcmeError> {
-        self.store()
-            .doc(&DocKey::new(kind, id))
-            .await?
-            .map(Doc::decode)
-            .transpose()
-            .map_err(Into::into)
     }
 }
 

@@ -191,7 +191,7 @@ impl Backend {
         }
     }
 
-    /// Approves (issues) or rejects a held SCEP enrolment.
+    /// Approves (issues) or rejects a pending SCEP enrolment.
     pub async fn decide(&self, transaction_id: &str, approve: bool) -> anyhow::Result<PendingView> {
         let verb = if approve { "approve" } else { "reject" };
         match self {

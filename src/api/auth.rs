@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use super::ApiError;
-use crate::store::{DocKey, DocKind, Store};
+use crate::store::{Collection, DocKind, Store};
 
 #[derive(Clone)]
 pub struct TokenHash([u8; 32]);
@@ -53,7 +53,7 @@ pub enum Scope {
     Read,
     /// Revoke certificates and devices.
     Revoke,
-    /// Mint SCEP challenges and EAB keys, decide held enrolments, issue as an operator.
+    /// Mint SCEP challenges and EAB keys, decide pending enrolments, issue as an operator.
     EnrollAdmin,
     /// Mint and list tokens: the bootstrap admin token only.
     Manage,
@@ -66,6 +66,9 @@ impl std::str::FromStr for Scope {
             .map_err(|_| format!("unknown scope `{s}` (read, revoke, enroll-admin)"))
     }
 }
+
+/// Scoped tokens, by the hex SHA-256 of the token.
+pub(super) const TOKENS: Collection<TokenRecord> = Collection::new(DocKind::ApiToken);
 
 /// A scoped token as stored (keyed by the hex SHA-256 of the token).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,13 +133,10 @@ where
         if tokens.admin.matches(presented) {
             return Ok(Self(PhantomData));
         }
-        let key = DocKey::new(DocKind::ApiToken, TokenHash::of(presented).hex());
-        let record: TokenRecord = tokens
-            .store
-            .doc(&key)
+        let record = TOKENS
+            .get(tokens.store.as_ref(), &TokenHash::of(presented).hex())
             .await?
             .ok_or(ApiError::Unauthorized)?
-            .decode()?
             .value;
         if record.scopes.contains(&S::SCOPE) {
             Ok(Self(PhantomData))

@@ -108,7 +108,7 @@ async fn decide(
     approve: bool,
 ) -> Result<axum::Json<PendingView>, ApiError> {
     let decided = scep.decide(&id, approve).await.map_err(|e| match e {
-        DecisionError::NotFound => ApiError::NotFound(format!("no held enrolment {id}")),
+        DecisionError::NotFound => ApiError::NotFound(format!("no pending enrolment {id}")),
         DecisionError::AlreadyDecided => ApiError::Conflict(e.to_string()),
         DecisionError::Policy(p) => ApiError::Issue(IssueError::Policy(p)),
         DecisionError::Internal(m) => ApiError::Internal(m),

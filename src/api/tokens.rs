@@ -12,10 +12,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::ApiError;
-use super::auth::{Can, Manage, Scope, TokenHash, TokenRecord};
+use super::auth::{Can, Manage, Scope, TOKENS, TokenHash, TokenRecord};
 use super::extract::{Json, Path};
 use crate::ca::Ca;
-use crate::store::{DocKind, DocWrite};
 
 #[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,7 +81,7 @@ pub async fn create_token(
         created_at: ca.clock().now_seconds(),
     };
     ca.store()
-        .write_docs(vec![DocWrite::put(DocKind::ApiToken, &hash, None, &record)])
+        .write_docs(vec![TOKENS.create(&hash, &record)])
         .await?;
     tracing::info!(name = %record.name, scopes = ?record.scopes, "API token minted");
     Ok((
@@ -103,9 +102,8 @@ pub async fn list_tokens(
     State(ca): State<Arc<Ca>>,
 ) -> Result<axum::Json<TokenList>, ApiError> {
     let mut items = Vec::new();
-    for (hash, doc) in ca.store().all_docs(DocKind::ApiToken, "").await? {
-        let record: TokenRecord = doc.decode()?.value;
-        items.push(TokenView::new(&hash, record, None));
+    for (hash, record) in TOKENS.all(ca.store().as_ref(), "").await? {
+        items.push(TokenView::new(&hash, record.value, None));
     }
     Ok(axum::Json(TokenList { items }))
 }
@@ -124,11 +122,11 @@ pub async fn delete_token(
         return Err(not_found());
     }
     let store = ca.store();
-    let found = store.docs(DocKind::ApiToken, &id, None, 2).await?;
-    let [(hash, doc)] = found.as_slice() else {
+    let found = TOKENS.page(store.as_ref(), &id, None, 2).await?;
+    let [(hash, record)] = found.as_slice() else {
         return Err(not_found());
     };
-    let delete = DocWrite::delete(DocKind::ApiToken, hash, doc.version);
+    let delete = TOKENS.delete(hash, record.version);
     store.write_docs(vec![delete]).await?;
     tracing::info!(token = %id, "API token withdrawn");
     Ok(StatusCode::NO_CONTENT)

@@ -12,7 +12,10 @@ use time::OffsetDateTime;
 
 use super::RevocationReason;
 use crate::ca::{Ca, IssuerId};
-use crate::store::{DocKey, DocKind, DocWrite, StoreError};
+use crate::store::{Collection, DocKind, StoreError};
+
+/// Issuer id → the last CRL number it signed (CRL numbers only ever grow).
+const CRL_NUMBERS: Collection<u64> = Collection::new(DocKind::CrlNumber);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CrlError {
@@ -141,23 +144,12 @@ impl Crls {
 
     /// The next CRL number for `id`, durably, so numbers keep growing across restarts.
     async fn next_number(&self, id: &IssuerId) -> Result<u64, StoreError> {
-        let store = self.ca.store();
-        let last = store
-            .doc(&DocKey::new(DocKind::CrlNumber, id.as_str()))
-            .await?
-            .map(|doc| doc.decode::<u64>())
-            .transpose()?;
-        let number = last.as_ref().map_or(1, |l| l.value + 1);
-        let version = last.map(|l| l.version);
-        store
-            .write_docs(vec![DocWrite::put(
-                DocKind::CrlNumber,
-                id.as_str(),
-                version,
-                &number,
-            )])
+        let next = CRL_NUMBERS
+            .update(self.ca.store().as_ref(), id.as_str(), |last| {
+                Ok::<_, StoreError>(Some(last.map_or(1, |n| n + 1)))
+            })
             .await?;
-        Ok(number)
+        Ok(next.expect("the change always writes"))
     }
 }
 

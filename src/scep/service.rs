@@ -1,12 +1,14 @@
 //! SCEP enrolment policy: who may get a certificate, and the one place SCEP outcomes become
 //! CertRep statuses and failInfo codes.
 
+mod approval;
+
 use std::sync::Arc;
 
 use base64::Engine;
 
 use super::message::{Cipher, FailInfo, MessageType};
-use super::pending::{Approval, Decision, PendingRequest, Requested};
+use super::pending::Approval;
 use super::wire::{self, MessageSigner, Outcome, Payload, SignedMessage, WireError};
 use crate::ca::Serial;
 use crate::ca::{Ca, IssueError, IssueRequest, Issuer, IssuerId, KeyFamily};
@@ -17,10 +19,11 @@ use crate::policy::{PolicyError, Template, Vouched};
 use crate::revocation::Crls;
 use crate::secret::Secret;
 use crate::store::{
-    CertRecord, ChallengeHash, ChallengeRecord, DeviceId, DocKey, DocKind, DocWrite, Protocol,
-    Standing, StoreError, Stored,
+    CertRecord, ChallengeHash, ChallengeRecord, DeviceId, Protocol, Standing, StoreError,
 };
 use crate::validator::{Validator, ValidatorError};
+
+pub use approval::DecisionError;
 
 /// Capabilities advertised by GetCACaps: only what this server does (plus `GetNextCACert`
 /// while a next RSA issuer is staged).
@@ -80,19 +83,6 @@ struct Grant {
     /// The device a one-time challenge was minted for, or the webhook named, and the names
     /// either stated.
     vouched: Vouched,
-}
-
-/// Why an operator's decision could not be applied.
-#[derive(Debug, thiserror::Error)]
-pub enum DecisionError {
-    #[error("no pending enrolment with this transaction id")]
-    NotFound,
-    #[error("the enrolment has already been decided")]
-    AlreadyDecided,
-    #[error(transparent)]
-    Policy(PolicyError),
-    #[error("{0}")]
-    Internal(String),
 }
 
 /// Why a decrypted request is refused, before it becomes a failInfo.
@@ -397,95 +387,6 @@ impl ScepService {
         Ok(Some(payload))
     }
 
-    /// CertPoll: the state of an enrolment held for approval, asked by the key that sent it.
-    async fn poll(&self, req: &SignedMessage) -> Result<Option<Payload>, Refusal> {
-        let held = self
-            .pending(&req.transaction_id)
-            .await?
-            .ok_or(Refusal::UnknownCert)?;
-        if req.signer_der != held.value.signer {
-            return Err(Refusal::SignerKey);
-        }
-        self.answer_for(&held.value).await
-    }
-
-    async fn answer_for(&self, held: &PendingRequest) -> Result<Option<Payload>, Refusal> {
-        match &held.decision {
-            Decision::Waiting => Ok(None),
-            Decision::Rejected => Err(Refusal::Rejected),
-            Decision::Approved { serial } => {
-                let record = self
-                    .ca
-                    .store()
-                    .certificate(serial)
-                    .await
-                    .map_err(|e| Refusal::Internal(e.to_string()))?
-                    .ok_or_else(|| Refusal::Internal(format!("approved {serial} is missing")))?;
-                let certs = self.with_chain(record.der, &record.issuer)?;
-                Ok(Some(Payload::Certs(certs)))
-            }
-        }
-    }
-
-    async fn pending(
-        &self,
-        transaction_id: &str,
-    ) -> Result<Option<Stored<PendingRequest>>, Refusal> {
-        let doc = self
-            .ca
-            .store()
-            .doc(&DocKey::new(DocKind::ScepPending, transaction_id))
-            .await
-            .map_err(|e| Refusal::Internal(e.to_string()))?;
-        doc.map(|d| d.decode())
-            .transpose()
-            .map_err(|e| Refusal::Internal(e.to_string()))
-    }
-
-    /// Holds an accepted enrolment for an operator; its one-time challenge is spent now. A
-    /// client that sends the same PKCSReq again is answered as if it polled. The request is
-    /// held as its key and names, never as itself: it carries the challenge password.
-    async fn hold(
-        &self,
-        req: &SignedMessage,
-        csr: &Csr,
-        vouched: Vouched,
-        consume: Option<ChallengeHash>,
-    ) -> Result<Option<Payload>, Refusal> {
-        use rcgen::PublicKeyData;
-        if let Some(held) = self.pending(&req.transaction_id).await? {
-            if held.value.signer != req.signer_der {
-                return Err(Refusal::SignerKey);
-            }
-            return self.answer_for(&held.value).await;
-        }
-        // Refuse now what approval would refuse: the operator decides on an issuable request.
-        self.template
-            .apply(csr, None, vouched.device.as_ref(), &vouched.names)?;
-        let pending = PendingRequest {
-            transaction_id: req.transaction_id.clone(),
-            public_key: csr.spki.subject_public_key_info(),
-            requested: Requested {
-                subject: csr.subject.clone(),
-                sans: csr.sans.clone(),
-            },
-            stated: vouched.names,
-            signer: req.signer_der.clone(),
-            device: vouched.device,
-            received_at: self.ca.clock().now(),
-            decision: Decision::Waiting,
-        };
-        let write = DocWrite::put(DocKind::ScepPending, &req.transaction_id, None, &pending);
-        match self.ca.store().commit_docs(vec![write], consume).await {
-            Ok(()) => {
-                tracing::info!(transaction = %req.transaction_id, "SCEP enrolment held for approval");
-                Ok(None)
-            }
-            Err(StoreError::ChallengeUnavailable) => Err(Refusal::Challenge),
-            Err(e) => Err(Refusal::Internal(e.to_string())),
-        }
-    }
-
     /// GetCRL: the current CRL of the issuer named in IssuerAndSerialNumber (any of ours,
     /// retiring ones included: their certificates still need revocation status).
     async fn get_crl(&self, content: &[u8]) -> Result<Vec<u8>, Refusal> {
@@ -670,98 +571,6 @@ impl ScepService {
                 other => Refusal::Internal(other.to_string()),
             })?;
         self.with_chain(issued.record.der, &issued.record.issuer)
-    }
-
-    /// Enrolments held for approval, oldest transaction ids first; `waiting_only` leaves out
-    /// those already decided.
-    pub async fn pending_requests(
-        &self,
-        waiting_only: bool,
-    ) -> Result<Vec<PendingRequest>, ScepError> {
-        let internal = |e: StoreError| ScepError::Internal(e.to_string());
-        let docs = self
-            .ca
-            .store()
-            .all_docs(DocKind::ScepPending, "")
-            .await
-            .map_err(internal)?;
-        let mut out = Vec::new();
-        for (_, doc) in docs {
-            let held: PendingRequest = doc.decode().map_err(internal)?.value;
-            if !waiting_only || held.decision == Decision::Waiting {
-                out.push(held);
-            }
-        }
-        Ok(out)
-    }
-
-    /// An operator's decision on a held enrolment. Approval issues the certificate and
-    /// records the decision in the same write; the client collects it with CertPoll.
-    pub async fn decide(
-        &self,
-        transaction_id: &str,
-        approve: bool,
-    ) -> Result<PendingRequest, DecisionError> {
-        let held = self
-            .pending(transaction_id)
-            .await
-            .map_err(|e| DecisionError::Internal(e.to_string()))?
-            .ok_or(DecisionError::NotFound)?;
-        if held.value.decision != Decision::Waiting {
-            return Err(DecisionError::AlreadyDecided);
-        }
-        let version = held.version;
-        let mut decided = held.value;
-        if !approve {
-            decided.decision = Decision::Rejected;
-            let write = DocWrite::put(
-                DocKind::ScepPending,
-                transaction_id,
-                Some(version),
-                &decided,
-            );
-            return match self.ca.store().write_docs(vec![write]).await {
-                Ok(()) => Ok(decided),
-                Err(StoreError::Conflict { .. }) => Err(DecisionError::AlreadyDecided),
-                Err(e) => Err(DecisionError::Internal(e.to_string())),
-            };
-        }
-        let csr = decided
-            .csr()
-            .map_err(|e| DecisionError::Internal(e.to_string()))?;
-        let vouched = Vouched {
-            device: decided.device.clone(),
-            names: decided.stated.clone(),
-        };
-        let (id, record) = (transaction_id.to_owned(), decided.clone());
-        let issued = self
-            .ca
-            .issue(IssueRequest {
-                completes: Some(Box::new(move |cert: &CertRecord| {
-                    let mut approved = record.clone();
-                    approved.decision = Decision::Approved {
-                        serial: cert.serial.clone(),
-                    };
-                    vec![DocWrite::put(
-                        DocKind::ScepPending,
-                        &id,
-                        Some(version),
-                        &approved,
-                    )]
-                })),
-                ..self.request(csr, vouched, None)
-            })
-            .await
-            .map_err(|e| match e {
-                IssueError::Store(StoreError::Conflict { .. }) => DecisionError::AlreadyDecided,
-                IssueError::Policy(p) => DecisionError::Policy(p),
-                other => DecisionError::Internal(other.to_string()),
-            })?;
-        decided.decision = Decision::Approved {
-            serial: issued.record.serial,
-        };
-        tracing::info!(transaction = %transaction_id, "held SCEP enrolment approved");
-        Ok(decided)
     }
 
     /// An issuance of a SCEP certificate: the device template, the RSA issuer line (the SCEP

@@ -6,6 +6,7 @@
 //! all of it or none of it is there. A concurrent reader may see its records appear one after
 //! another, but never one that refers to a record not yet there.
 
+mod collection;
 mod doc_cache;
 mod sled;
 
@@ -17,6 +18,7 @@ use time::OffsetDateTime;
 
 use crate::model::{IssuerId, KeyFamily, RevocationReason, Serial};
 
+pub use self::collection::{Collection, Entry, Pages};
 pub use self::doc_cache::DocCache;
 pub use self::sled::SledStore;
 pub use crate::model::{
