@@ -308,21 +308,9 @@ async fn each_false_attestation_is_refused_with_its_check_and_nothing_is_issued(
 
     // A CSR for another key than the attested one.
     let pending = order_for(&mut device, SERIAL).await;
-    let resp = answer(
-        &mut device,
-        &pending,
-        &ca.attest(&key, &leaf_for(&pending.token)).unwrap(),
-    )
-    .await;
-    assert_eq!(resp.status, 200, "{}", resp.text);
+    attest(&mut device, &pending, &ca, &key).await;
     let other_key = rcgen::KeyPair::generate().unwrap();
-    let finalize = pending.order["finalize"].as_str().unwrap().to_owned();
-    let resp = device
-        .post(
-            &finalize,
-            Some(json!({"csr": B64.encode(device_csr(&other_key, "x"))})),
-        )
-        .await;
+    let resp = finalize(&mut device, &pending, &other_key, "x").await;
     assert_eq!(resp.problem(), "badCSR", "{}", resp.text);
     assert!(
         resp.text.contains("not the key the device attested"),
@@ -495,20 +483,8 @@ async fn a_profile_can_ask_the_mdm_webhook_about_each_device() {
 
     let pending = order_for(&mut device, SERIAL).await;
     let key = rcgen::KeyPair::generate().unwrap();
-    let resp = answer(
-        &mut device,
-        &pending,
-        &ca.attest(&key, &leaf_for(&pending.token)).unwrap(),
-    )
-    .await;
-    assert_eq!(resp.status, 200, "{}", resp.text);
-    let finalize = pending.order["finalize"].as_str().unwrap().to_owned();
-    let resp = device
-        .post(
-            &finalize,
-            Some(json!({"csr": B64.encode(device_csr(&key, "hooked device"))})),
-        )
-        .await;
+    attest(&mut device, &pending, &ca, &key).await;
+    let resp = finalize(&mut device, &pending, &key, "hooked device").await;
     assert_eq!(resp.body["status"], "valid", "{}", resp.text);
     let view = server.get_json("/api/v1/devices/mdm-hook-1").await;
     let cert = &view["certificates"][0];
@@ -713,18 +689,8 @@ async fn a_one_time_client_identifier_stands_for_its_device_once() {
     device.register().await;
     let pending = order_for(&mut device, &minted).await;
     let key = rcgen::KeyPair::generate().unwrap();
-    let resp = answer(
-        &mut device,
-        &pending,
-        &ca.attest(&key, &leaf_for(&pending.token)).unwrap(),
-    )
-    .await;
-    assert_eq!(resp.status, 200, "{}", resp.text);
-    let finalize = pending.order["finalize"].as_str().unwrap().to_owned();
-    let csr = device_csr(&key, "Device");
-    let resp = device
-        .post(&finalize, Some(json!({"csr": B64.encode(&csr)})))
-        .await;
+    attest(&mut device, &pending, &ca, &key).await;
+    let resp = finalize(&mut device, &pending, &key, "Device").await;
     assert_eq!(resp.status, 200, "finalize: {}", resp.text);
     let cert_url = resp.body["certificate"].as_str().unwrap().to_owned();
     let chain = device.post(&cert_url, None).await.text;

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64};
+use base64::engine::general_purpose::STANDARD;
 use common::acme::Client;
 use common::device::*;
 use common::*;
@@ -216,20 +216,8 @@ async fn the_mdm_gets_declarative_credentials_that_match_apples_schema_and_enrol
     let client_identifier = doc["ClientIdentifier"].as_str().unwrap();
     let pending = order_for(&mut device, client_identifier).await;
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
-    let resp = answer(
-        &mut device,
-        &pending,
-        &ca.attest(&key, &leaf_for(&pending.token)).unwrap(),
-    )
-    .await;
-    assert_eq!(resp.status, 200, "{}", resp.text);
-    let finalize = pending.order["finalize"].as_str().unwrap().to_owned();
-    let resp = device
-        .post(
-            &finalize,
-            Some(json!({"csr": B64.encode(device_csr(&key, "mdm-7"))})),
-        )
-        .await;
+    attest(&mut device, &pending, &ca, &key).await;
+    let resp = finalize(&mut device, &pending, &key, "mdm-7").await;
     assert_eq!(resp.status, 200, "finalize: {}", resp.text);
     let device_view = server.get_json("/api/v1/devices/mdm-7").await;
     assert_eq!(device_view["certificates"][0]["protocol"], "acme");

@@ -116,6 +116,31 @@ pub async fn answer(client: &mut Client, pending: &Pending, att_obj: &[u8]) -> R
         .await
 }
 
+/// Answers the challenge as a genuine device holding `key` would, and checks it is accepted.
+pub async fn attest(
+    client: &mut Client,
+    pending: &Pending,
+    ca: &TestAttestationCa,
+    key: &rcgen::KeyPair,
+) {
+    let att_obj = ca.attest(key, &leaf_for(&pending.token)).unwrap();
+    let resp = answer(client, pending, &att_obj).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+}
+
+/// Finalizes the order with a device CSR for `key`, named `cn`.
+pub async fn finalize(
+    client: &mut Client,
+    pending: &Pending,
+    key: &rcgen::KeyPair,
+    cn: &str,
+) -> Response {
+    let url = pending.order["finalize"].as_str().unwrap().to_owned();
+    client
+        .post(&url, Some(json!({"csr": B64.encode(device_csr(key, cn))})))
+        .await
+}
+
 /// The device's identity leaf for a challenge.
 pub fn leaf_for(token: &str) -> Leaf {
     Leaf {
