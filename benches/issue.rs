@@ -63,7 +63,7 @@ async fn measure(duration: Duration) -> (f64, f64) {
             &data,
             &Config::default(),
             &enrollca::ca::KeyAccess::default(),
-            store,
+            enrollca::store::Backing::system(store),
             Arc::new(Metrics::default()),
         )
         .await

@@ -26,7 +26,7 @@ async fn ca_in(dir: &std::path::Path) -> (Arc<Ca>, Arc<dyn Store>) {
         &data,
         &Config::default(),
         &enrollca::ca::KeyAccess::default(),
-        store.clone(),
+        enrollca::store::Backing::system(store.clone()),
         Arc::new(Metrics::default()),
     )
     .await

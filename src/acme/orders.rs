@@ -471,7 +471,7 @@ impl AcmeService {
         let (validators, store, clock) = (
             Arc::clone(&self.validators),
             Arc::clone(self.store()),
-            Arc::clone(self.ca.clock()),
+            Arc::clone(&self.backing.clock),
         );
         let authz_id = authz_id.to_owned();
         let profile = req.profile.name.clone();

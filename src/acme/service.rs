@@ -22,7 +22,7 @@ use crate::ca::Ca;
 use crate::inventory::Gate;
 use crate::policy::Template;
 use crate::rate::{Limiter, Rate};
-use crate::store::{Store, Stored};
+use crate::store::{Backing, Store, Stored};
 
 /// A profile as the service uses it: its configuration, certificate template and, for
 /// device-attest-01 profiles, how devices are known to be ours.
@@ -101,6 +101,7 @@ pub enum KeyUse {
 
 pub struct AcmeService {
     pub(super) ca: Arc<Ca>,
+    pub(super) backing: Backing,
     pub(super) profiles: BTreeMap<String, Arc<Profile>>,
     pub(super) nonces: Nonces,
     pub(super) validators: Arc<Validators>,
@@ -119,6 +120,7 @@ pub struct AcmeService {
 impl AcmeService {
     pub fn new(
         ca: Arc<Ca>,
+        backing: Backing,
         profiles: impl IntoIterator<Item = Profile>,
         validators: Validators,
         attestation: Verifier,
@@ -127,6 +129,7 @@ impl AcmeService {
     ) -> Self {
         Self {
             ca,
+            backing,
             profiles: profiles
                 .into_iter()
                 .map(|p| (p.name.clone(), Arc::new(p)))
@@ -162,11 +165,11 @@ impl AcmeService {
     }
 
     pub(super) fn store(&self) -> &Arc<dyn Store> {
-        self.ca.store()
+        &self.backing.store
     }
 
     pub fn now(&self) -> OffsetDateTime {
-        self.ca.clock().now()
+        self.backing.clock.now()
     }
 
     /// Checks a request's envelope and signature: the URL it was signed for, its nonce, its

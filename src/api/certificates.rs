@@ -16,7 +16,7 @@ use crate::ca::{IssueRequest, IssuerId, Serial};
 use crate::csr::Csr;
 use crate::encoding::to_pem;
 use crate::policy::Template;
-use crate::store::{CertQuery, DeviceId, Protocol, Standing};
+use crate::store::{Backing, CertQuery, DeviceId, Protocol, Standing};
 
 #[utoipa::path(post, path = "/api/v1/certificates", tag = "certificates",
     description = "Operator issuance from a PKCS#10 request (scope enroll-admin).",
@@ -26,6 +26,7 @@ use crate::store::{CertQuery, DeviceId, Protocol, Standing};
 pub async fn issue_certificate(
     _: Can<EnrollAdmin>,
     State(ca): State<Arc<Ca>>,
+    State(backing): State<Backing>,
     State(template): State<Arc<Template>>,
     Json(body): Json<IssueBody>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -42,7 +43,7 @@ pub async fn issue_certificate(
         .collect();
     let location = format!("/api/v1/certificates/{}", issued.record.serial);
     let view = IssuedView {
-        certificate: CertView::new(&issued.record, ca.clock().now(), true),
+        certificate: CertView::new(&issued.record, backing.clock.now(), true),
         chain_pem,
     };
     Ok((
@@ -72,11 +73,11 @@ pub struct ListParams {
     responses((status = 200, body = CertPage), (status = 400, description = "Bad filter"), (status = 401, description = "No valid token")))]
 pub async fn list_certificates(
     _: Can<Read>,
-    State(ca): State<Arc<Ca>>,
+    State(backing): State<Backing>,
     Query(p): Query<ListParams>,
 ) -> Result<axum::Json<CertPage>, ApiError> {
     let bad = |what: &str, e: String| ApiError::BadRequest(format!("{what}: {e}"));
-    let now = ca.clock().now();
+    let now = backing.clock.now();
     let query = CertQuery {
         device: p
             .device
@@ -101,7 +102,7 @@ pub async fn list_certificates(
         limit: p.limit.unwrap_or(100),
         now: Some(now),
     };
-    let page = ca.store().certificates(query).await?;
+    let page = backing.store.certificates(query).await?;
     Ok(axum::Json(CertPage::new(&page, now)))
 }
 
@@ -115,16 +116,16 @@ fn parse_serial(s: &str) -> Result<Serial, ApiError> {
     responses((status = 200, body = CertView), (status = 404, description = "No such certificate"), (status = 401, description = "No valid token")))]
 pub async fn get_certificate(
     _: Can<Read>,
-    State(ca): State<Arc<Ca>>,
+    State(backing): State<Backing>,
     Path(serial): Path<String>,
 ) -> Result<axum::Json<CertView>, ApiError> {
     let serial = parse_serial(&serial)?;
-    let rec = ca
-        .store()
+    let rec = backing
+        .store
         .certificate(&serial)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no certificate with serial {serial}")))?;
-    Ok(axum::Json(CertView::new(&rec, ca.clock().now(), true)))
+    Ok(axum::Json(CertView::new(&rec, backing.clock.now(), true)))
 }
 
 #[utoipa::path(post, path = "/api/v1/certificates/{serial}/revoke", tag = "certificates",
@@ -135,11 +136,12 @@ pub async fn get_certificate(
 pub async fn revoke_certificate(
     _: Can<Revoke>,
     State(ca): State<Arc<Ca>>,
+    State(backing): State<Backing>,
     Path(serial): Path<String>,
     Json(body): Json<RevokeBody>,
 ) -> Result<axum::Json<CertView>, ApiError> {
     let serial = parse_serial(&serial)?;
-    let now = ca.clock().now();
+    let now = backing.clock.now();
     let rec = ca.revoke(&serial, body.reason, now).await?;
     tracing::info!(serial = %serial, reason = %body.reason, "revoked");
     Ok(axum::Json(CertView::new(&rec, now, false)))

@@ -16,7 +16,7 @@ use super::views::{CertView, RevokeBody};
 use crate::ca::Ca;
 use crate::ca::{IssuerId, Serial};
 use crate::revocation::RevocationReason;
-use crate::store::{CertQuery, CertStatus, DeviceId, Standing};
+use crate::store::{Backing, CertQuery, CertStatus, DeviceId, Standing, Store};
 
 #[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,9 +74,12 @@ impl ValidateView {
 pub async fn validate(
     _: Can<Read>,
     State(ca): State<Arc<Ca>>,
+    State(backing): State<Backing>,
     Json(body): Json<ValidateBody>,
 ) -> Result<axum::Json<ValidateView>, ApiError> {
-    judge(&ca, &body.certificate).await.map(axum::Json)
+    judge(&ca, &backing, &body.certificate)
+        .await
+        .map(axum::Json)
 }
 
 /// Most certificates one batch may ask about.
@@ -116,6 +119,7 @@ pub struct ValidateBatchView {
 pub async fn validate_batch(
     _: Can<Read>,
     State(ca): State<Arc<Ca>>,
+    State(backing): State<Backing>,
     Json(body): Json<ValidateBatchBody>,
 ) -> Result<axum::Json<ValidateBatchView>, ApiError> {
     if body.certificates.len() > MAX_BATCH {
@@ -126,7 +130,7 @@ pub async fn validate_batch(
     }
     let mut results = Vec::with_capacity(body.certificates.len());
     for text in &body.certificates {
-        results.push(match judge(&ca, text).await {
+        results.push(match judge(&ca, &backing, text).await {
             Ok(verdict) => BatchAnswer::Verdict(verdict),
             Err(ApiError::BadRequest(error)) => BatchAnswer::Unreadable { error },
             Err(other) => return Err(other),
@@ -136,7 +140,7 @@ pub async fn validate_batch(
 }
 
 /// The verdict on one presented certificate; `BadRequest` when it is not one.
-async fn judge(ca: &Ca, text: &str) -> Result<ValidateView, ApiError> {
+async fn judge(ca: &Ca, backing: &Backing, text: &str) -> Result<ValidateView, ApiError> {
     let der = certificate_der(text)?;
     let (rest, cert) = X509Certificate::from_der(&der)
         .map_err(|e| ApiError::BadRequest(format!("not an X.509 certificate: {e}")))?;
@@ -147,7 +151,7 @@ async fn judge(ca: &Ca, text: &str) -> Result<ValidateView, ApiError> {
     }
     let serial = Serial::from_bytes(cert.raw_serial()).ok();
     let known = match &serial {
-        Some(serial) => ca.store().certificate_state(serial).await?,
+        Some(serial) => backing.store.certificate_state(serial).await?,
         None => None,
     };
     // Byte for byte what we issued and recorded: ours, no signature to check. Otherwise the
@@ -180,7 +184,7 @@ async fn judge(ca: &Ca, text: &str) -> Result<ValidateView, ApiError> {
             None => ValidateView::verdict(Verdict::NotOurs),
         });
     };
-    let now = ca.clock().now();
+    let now = backing.clock.now();
     let (revoked_at, revocation_reason) = match state.status {
         CertStatus::Revoked { at, reason } => (Some(at), Some(reason)),
         CertStatus::Good => (None, None),
@@ -232,11 +236,10 @@ pub struct DeviceView {
 
 /// Every certificate of a device, newest first.
 async fn device_certificates(
-    ca: &Ca,
+    store: &dyn Store,
     device: &DeviceId,
 ) -> Result<Vec<crate::store::CertRecord>, ApiError> {
-    let mut out = ca
-        .store()
+    let mut out = store
         .all_certificates(CertQuery {
             device: Some(device.clone()),
             ..CertQuery::default()
@@ -253,17 +256,17 @@ async fn device_certificates(
     responses((status = 200, body = DeviceView), (status = 404, description = "Neither registered nor holding certificates")))]
 pub async fn get_device(
     _: Can<Read>,
-    State(ca): State<Arc<Ca>>,
+    State(backing): State<Backing>,
     Path(id): Path<DeviceId>,
 ) -> Result<axum::Json<DeviceView>, ApiError> {
-    let records = device_certificates(&ca, &id).await?;
-    let registered = crate::inventory::device(&**ca.store(), &id).await?;
+    let records = device_certificates(backing.store.as_ref(), &id).await?;
+    let registered = crate::inventory::device(&*backing.store, &id).await?;
     if records.is_empty() && registered.is_none() {
         return Err(ApiError::NotFound(format!(
             "device {id} is neither registered nor holds certificates"
         )));
     }
-    let now = ca.clock().now();
+    let now = backing.clock.now();
     Ok(axum::Json(DeviceView {
         registered,
         certificates: records
@@ -289,16 +292,17 @@ pub struct DeviceRevokedView {
 pub async fn revoke_device(
     _: Can<Revoke>,
     State(ca): State<Arc<Ca>>,
+    State(backing): State<Backing>,
     Path(id): Path<DeviceId>,
     Json(body): Json<RevokeBody>,
 ) -> Result<axum::Json<DeviceRevokedView>, ApiError> {
-    let records = device_certificates(&ca, &id).await?;
+    let records = device_certificates(backing.store.as_ref(), &id).await?;
     if records.is_empty() {
         return Err(ApiError::NotFound(format!(
             "no certificates for device {id}"
         )));
     }
-    let now = ca.clock().now();
+    let now = backing.clock.now();
     let query = CertQuery {
         status: Some(Standing::Good),
         now: Some(now),

@@ -2,8 +2,6 @@
 //! them: `PUT /api/v1/devices/{id}`, `DELETE /api/v1/devices/{id}`, and `POST
 //! /api/v1/devices` for a bulk import.
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -11,9 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::ApiError;
 use super::auth::{Can, EnrollAdmin};
 use super::extract::{Json, Path};
-use crate::ca::Ca;
 use crate::inventory::{self, InventoryDevice, InventoryError};
-use crate::store::DeviceId;
+use crate::store::{Backing, DeviceId};
 
 #[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,12 +69,12 @@ impl From<InventoryError> for ApiError {
         (status = 400, description = "No or malformed identifier"), (status = 409, description = "An identifier belongs to another device")))]
 pub async fn register_device(
     _: Can<EnrollAdmin>,
-    State(ca): State<Arc<Ca>>,
+    State(backing): State<Backing>,
     Path(id): Path<DeviceId>,
     Json(body): Json<RegisterBody>,
 ) -> Result<(StatusCode, axum::Json<InventoryDevice>), ApiError> {
-    let store = ca.store();
-    let now = ca.clock().now();
+    let store = &backing.store;
+    let now = backing.clock.now();
     let created = inventory::register(&**store, &id, body.serial, body.udid, now).await?;
     let device = inventory::device(&**store, &id)
         .await?
@@ -98,10 +95,10 @@ pub async fn register_device(
     responses((status = 204, description = "Removed from the inventory"), (status = 404, description = "Not registered")))]
 pub async fn unregister_device(
     _: Can<EnrollAdmin>,
-    State(ca): State<Arc<Ca>>,
+    State(backing): State<Backing>,
     Path(id): Path<DeviceId>,
 ) -> Result<StatusCode, ApiError> {
-    if inventory::unregister(&**ca.store(), &id).await? {
+    if inventory::unregister(&*backing.store, &id).await? {
         tracing::info!(device = %id, "device unregistered");
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -116,7 +113,7 @@ pub async fn unregister_device(
     responses((status = 200, body = ImportView), (status = 400, description = "More than 1000 devices or malformed JSON")))]
 pub async fn import_devices(
     _: Can<EnrollAdmin>,
-    State(ca): State<Arc<Ca>>,
+    State(backing): State<Backing>,
     Json(body): Json<ImportBody>,
 ) -> Result<axum::Json<ImportView>, ApiError> {
     if body.devices.len() > MAX_IMPORT {
@@ -124,8 +121,8 @@ pub async fn import_devices(
             "at most {MAX_IMPORT} devices per import"
         )));
     }
-    let store = ca.store();
-    let now = ca.clock().now();
+    let store = &backing.store;
+    let now = backing.clock.now();
     let mut view = ImportView {
         registered: 0,
         failed: Vec::new(),

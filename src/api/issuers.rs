@@ -11,7 +11,7 @@ use super::auth::{Can, Read};
 use super::extract::Query;
 use super::views::IssuerView;
 use crate::ca::Ca;
-use crate::store::{Event, Seq};
+use crate::store::{Backing, Event, Seq};
 
 #[utoipa::path(get, path = "/api/v1/issuers", tag = "issuers",
     responses((status = 200, body = Vec<IssuerView>)))]
@@ -55,10 +55,10 @@ pub struct EventPage {
     responses((status = 200, body = EventPage), (status = 400, description = "Bad parameter")))]
 pub async fn list_events(
     _: Can<Read>,
-    State(ca): State<Arc<Ca>>,
+    State(backing): State<Backing>,
     Query(p): Query<EventParams>,
 ) -> Result<axum::Json<EventPage>, ApiError> {
-    let store = ca.store();
+    let store = &backing.store;
     let limit = p.limit.unwrap_or(100);
     let wait = p.wait.unwrap_or_default();
     if wait > MAX_WAIT {

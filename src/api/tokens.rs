@@ -2,8 +2,6 @@
 //! that should read, or revoke, and nothing more. A token is shown once; only its hash is
 //! stored.
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use base64::Engine;
@@ -14,7 +12,7 @@ use time::OffsetDateTime;
 use super::ApiError;
 use super::auth::{Can, Manage, Scope, TOKENS, TokenHash, TokenRecord};
 use super::extract::{Json, Path};
-use crate::ca::Ca;
+use crate::store::Backing;
 
 #[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,7 +52,7 @@ impl TokenView {
     responses((status = 201, body = TokenView), (status = 400, description = "Bad name or scope"), (status = 403, description = "Not the admin token")))]
 pub async fn create_token(
     _: Can<Manage>,
-    State(ca): State<Arc<Ca>>,
+    State(backing): State<Backing>,
     Json(body): Json<TokenBody>,
 ) -> Result<(StatusCode, axum::Json<TokenView>), ApiError> {
     if body.name.trim().is_empty() || body.name.len() > 64 {
@@ -78,9 +76,10 @@ pub async fn create_token(
     let record = TokenRecord {
         name: body.name.trim().to_owned(),
         scopes,
-        created_at: ca.clock().now_seconds(),
+        created_at: backing.clock.now_seconds(),
     };
-    ca.store()
+    backing
+        .store
         .write_docs(vec![TOKENS.create(&hash, &record)])
         .await?;
     tracing::info!(name = %record.name, scopes = ?record.scopes, "API token minted");
@@ -99,10 +98,10 @@ pub struct TokenList {
     responses((status = 200, body = TokenList)))]
 pub async fn list_tokens(
     _: Can<Manage>,
-    State(ca): State<Arc<Ca>>,
+    State(backing): State<Backing>,
 ) -> Result<axum::Json<TokenList>, ApiError> {
     let mut items = Vec::new();
-    for (hash, record) in TOKENS.all(ca.store().as_ref(), "").await? {
+    for (hash, record) in TOKENS.all(backing.store.as_ref(), "").await? {
         items.push(TokenView::new(&hash, record.value, None));
     }
     Ok(axum::Json(TokenList { items }))
@@ -114,14 +113,14 @@ pub async fn list_tokens(
     responses((status = 204, description = "Withdrawn"), (status = 404, description = "No such token")))]
 pub async fn delete_token(
     _: Can<Manage>,
-    State(ca): State<Arc<Ca>>,
+    State(backing): State<Backing>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let not_found = || ApiError::NotFound(format!("no token {id}"));
     if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(not_found());
     }
-    let store = ca.store();
+    let store = &backing.store;
     let found = TOKENS.page(store.as_ref(), &id, None, 2).await?;
     let [(hash, record)] = found.as_slice() else {
         return Err(not_found());

@@ -21,7 +21,6 @@ use crate::ca::passphrase;
 use crate::ca::pkcs11::Pkcs11Access;
 use crate::ca::rotation::Rotation;
 use crate::ca::{Ca, Issuer, IssuerSet, KeyFamily};
-use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::encoding::fingerprint;
@@ -35,13 +34,14 @@ use crate::rate::{Concurrency, Costly, Limiter, Rate};
 use crate::revocation::{Crls, Ocsp};
 use crate::scep::ScepService;
 use crate::scep::service::Admission;
-use crate::store::{DocCache, SledStore, Store};
+use crate::store::{Backing, DocCache, SledStore, Store};
 use crate::validator::Validator;
 
 /// What request handlers share (every field an `Arc` or as cheap to clone).
 #[derive(Clone)]
 pub struct AppState {
     pub ca: Arc<Ca>,
+    pub backing: Backing,
     pub crls: Arc<Crls>,
     pub ocsp: Arc<Ocsp>,
     pub rotation: Arc<Rotation>,
@@ -69,13 +69,14 @@ impl axum::extract::FromRef<AppState> for crate::api::auth::Tokens {
     fn from_ref(state: &AppState) -> Self {
         Self {
             admin: state.admin_token.clone(),
-            store: Arc::clone(state.ca.store()),
+            store: Arc::clone(&state.backing.store),
         }
     }
 }
 
 sub_states!(
     ca: Arc<Ca>,
+    backing: Backing,
     crls: Arc<Crls>,
     ocsp: Arc<Ocsp>,
     rotation: Arc<Rotation>,
@@ -168,8 +169,9 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
     })?;
     // This process owns the database, so documents may be cached in front of it.
     let store: Arc<dyn Store> = Arc::new(DocCache::new(sled));
+    let backing = Backing::system(store.clone());
     let metrics = Arc::new(Metrics::default());
-    let ca = Arc::new(open_ca(dir, &config, &keys, store.clone(), metrics.clone()).await?);
+    let ca = Arc::new(open_ca(dir, &config, &keys, backing.clone(), metrics.clone()).await?);
     if let Some(rsa) = ca.issuers().active(KeyFamily::Rsa) {
         // SCEP decrypts with the RSA issuer's key, which a token will not do for us here.
         rsa.key()
@@ -215,8 +217,8 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
         .map(|url| Validator::new(url, config.scep.webhook_timeout))
         .transpose()
         .context("scep.webhook_url: cannot set up the HTTP client")?;
-    let crls = Arc::new(Crls::new(ca.clone(), CRL_LIFETIME));
-    let ocsp = Arc::new(Ocsp::new(ca.clone(), OCSP_VALIDITY));
+    let crls = Arc::new(Crls::new((ca.clone(), backing.clone()), CRL_LIFETIME));
+    let ocsp = Arc::new(Ocsp::new((ca.clone(), backing.clone()), OCSP_VALIDITY));
     let rotation = Arc::new(Rotation::new(
         ca.clone(),
         dir.clone(),
@@ -225,7 +227,7 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
     ));
     let scep = Arc::new(ScepService::new(
         format!("{}/scep", config.listen.public_url()),
-        ca.clone(),
+        (ca.clone(), backing.clone()),
         crls.clone(),
         metrics.clone(),
         scep_template,
@@ -236,9 +238,10 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
             allow_single_des: config.scep.allow_single_des,
         },
     ));
-    let acme = Arc::new(acme_service(&config, ca.clone())?);
+    let acme = Arc::new(acme_service(&config, ca.clone(), backing.clone())?);
     let state = AppState {
         ca,
+        backing: backing.clone(),
         crls,
         ocsp,
         rotation,
@@ -264,7 +267,7 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
     let expiring_before = time::Duration::try_from(config.events.expiring_before)
         .context("events.expiring_before is out of range")?;
     tokio::spawn(sweep(
-        state.ca.clone(),
+        state.backing.clone(),
         state.acme.clone(),
         expiring_before,
         shutdown.clone(),
@@ -324,18 +327,18 @@ pub async fn open_ca(
     dir: &DataDir,
     config: &Config,
     keys: &KeyAccess,
-    store: Arc<dyn Store>,
+    backing: Backing,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Ca> {
     let public_url = config.listen.public_url();
     let mut issuers = Vec::new();
-    for record in store.issuers().await? {
+    for record in backing.store.issuers().await? {
         let issuer = Issuer::load(&record, dir.path(), keys, &public_url)
             .with_context(|| format!("loading issuer {}", record.id))?;
         issuers.push(issuer);
     }
     let issuers = IssuerSet::new(issuers)?;
-    Ok(Ca::new(issuers, store, Arc::new(SystemClock), metrics))
+    Ok(Ca::new(issuers, backing.store, backing.clock, metrics))
 }
 
 /// The PKCS#11 module and PIN, when CA keys may live in a token. The PIN comes from
@@ -361,7 +364,7 @@ fn pkcs11_access(ca: &crate::config::Ca) -> anyhow::Result<Option<Pkcs11Access>>
 }
 
 /// The ACME service with one profile per configured directory.
-fn acme_service(config: &Config, ca: Arc<Ca>) -> anyhow::Result<AcmeService> {
+fn acme_service(config: &Config, ca: Arc<Ca>, backing: Backing) -> anyhow::Result<AcmeService> {
     let mut profiles = Vec::new();
     for (name, p) in &config.acme.profiles {
         let lifetime = p.lifetime.unwrap_or(config.issuance.lifetime);
@@ -372,7 +375,7 @@ fn acme_service(config: &Config, ca: Arc<Ca>) -> anyhow::Result<AcmeService> {
             Template::server(name, lifetime, backdate)
         };
         let inventory = match (p.device_inventory, &p.inventory_webhook_url) {
-            (DeviceInventory::Registered, _) => Gate::Registered(ca.store().clone()),
+            (DeviceInventory::Registered, _) => Gate::Registered(backing.store.clone()),
             (DeviceInventory::Webhook, Some(url)) => Gate::Webhook(
                 Validator::new(url.clone(), config.scep.webhook_timeout)
                     .context("setting up the inventory webhook client")?,
@@ -411,6 +414,7 @@ fn acme_service(config: &Config, ca: Arc<Ca>) -> anyhow::Result<AcmeService> {
         Validators::new(&config.acme).context("setting up the challenge validators")?;
     Ok(AcmeService::new(
         ca,
+        backing,
         profiles,
         validators,
         attestation,
@@ -442,7 +446,7 @@ const ACCOUNT_SWEEP_EVERY: u32 = 144;
 /// and abandoned ACME accounts, so minting a challenge per device, an order per renewal or
 /// accounts by the thousand does not grow the store without bound.
 async fn sweep(
-    ca: Arc<Ca>,
+    Backing { store, clock }: Backing,
     acme: Arc<AcmeService>,
     expiring_before: time::Duration,
     shutdown: CancellationToken,
@@ -460,18 +464,18 @@ async fn sweep(
                     }
                 }
                 sweeps = sweeps.wrapping_add(1);
-                match ca.store().purge_challenges(ca.clock().now()).await {
+                match store.purge_challenges(clock.now()).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(purged = n, "expired one-time challenges deleted"),
                     Err(e) => tracing::warn!(error = %e, "could not purge expired challenges"),
                 }
-                match ca.store().expire(ca.clock().now()).await {
+                match store.expire(clock.now()).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(count = n, "expired certificates noted in the feed"),
                     Err(e) => tracing::warn!(error = %e, "could not note expired certificates"),
                 }
                 if !expiring_before.is_zero() {
-                    match ca.store().expiring(ca.clock().now(), expiring_before).await {
+                    match store.expiring(clock.now(), expiring_before).await {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(count = n, "expiring certificates noted in the feed"),
                         Err(e) => tracing::warn!(error = %e, "could not note expiring certificates"),

@@ -161,7 +161,7 @@ fn acme_routes(state: AppState) -> Router<AppState> {
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     // Healthy means the store answers; a wedged writer shows up here.
-    match state.ca.store().flush().await {
+    match state.backing.store.flush().await {
         Ok(()) => (StatusCode::OK, "ok\n"),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n"),
     }

@@ -19,7 +19,7 @@ use enrollca::encoding::to_pem;
 use enrollca::metrics::Metrics;
 use enrollca::policy::Template;
 use enrollca::revocation::RevocationReason;
-use enrollca::store::{DeviceId, Protocol, SledStore, Store};
+use enrollca::store::{Backing, DeviceId, Protocol, SledStore, Store};
 use tokio::sync::Semaphore;
 
 #[derive(Parser)]
@@ -57,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
             &dir,
             &config,
             &keys,
-            store.clone(),
+            Backing::system(store.clone()),
             Arc::new(Metrics::default()),
         )
         .await?,

@@ -205,11 +205,12 @@ impl Ca {
         self.issuers.store(Arc::new(issuers));
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
+    /// For the CA's own steps (rotation); services hold their own `store::Backing`.
+    fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
-    pub fn clock(&self) -> &Arc<dyn Clock> {
+    fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
 

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use super::RevocationReason;
 use crate::ca::{Ca, IssuerId};
-use crate::store::{Collection, DocKind, StoreError};
+use crate::store::{Backing, Collection, DocKind, StoreError};
 
 /// Issuer id → the last CRL number it signed (CRL numbers only ever grow).
 const CRL_NUMBERS: Collection<u64> = Collection::new(DocKind::CrlNumber);
@@ -40,6 +40,7 @@ pub struct Crl {
 
 pub struct Crls {
     ca: Arc<Ca>,
+    backing: Backing,
     lifetime: Duration,
     cache: Mutex<HashMap<IssuerId, Arc<Crl>>>,
     /// One signing at a time; whoever waited finds the fresh CRL in the cache.
@@ -48,9 +49,10 @@ pub struct Crls {
 
 impl Crls {
     /// `lifetime` is the span from thisUpdate to nextUpdate.
-    pub fn new(ca: Arc<Ca>, lifetime: Duration) -> Self {
+    pub fn new((ca, backing): (Arc<Ca>, Backing), lifetime: Duration) -> Self {
         Self {
             ca,
+            backing,
             lifetime,
             cache: Mutex::default(),
             signing: tokio::sync::Mutex::new(()),
@@ -83,7 +85,7 @@ impl Crls {
             .clone();
         let refresh_at = crl.this_update + (crl.next_update - crl.this_update) / 2;
         let current = crl.revocations == self.ca.revocation_count(issuer)
-            && self.ca.clock().now() < refresh_at;
+            && self.backing.clock.now() < refresh_at;
         current.then_some(crl)
     }
 
@@ -95,7 +97,7 @@ impl Crls {
             .clone();
         // Counted before reading: a revocation that lands meanwhile makes this CRL stale.
         let revocations = self.ca.revocation_count(id);
-        let now = self.ca.clock().now_seconds();
+        let now = self.backing.clock.now_seconds();
         let revoked = self.revoked(id, now).await?;
         let number = self.next_number(id).await?;
         let this_update = now;
@@ -129,7 +131,7 @@ impl Crls {
         id: &IssuerId,
         now: OffsetDateTime,
     ) -> Result<Vec<RevokedCertParams>, CrlError> {
-        let revoked = self.ca.store().revoked(id).await?;
+        let revoked = self.backing.store.revoked(id).await?;
         Ok(revoked
             .iter()
             .filter(|r| r.not_after > now)
@@ -145,7 +147,7 @@ impl Crls {
     /// The next CRL number for `id`, durably, so numbers keep growing across restarts.
     async fn next_number(&self, id: &IssuerId) -> Result<u64, StoreError> {
         let next = CRL_NUMBERS
-            .update(self.ca.store().as_ref(), id.as_str(), |last| {
+            .update(self.backing.store.as_ref(), id.as_str(), |last| {
                 Ok::<_, StoreError>(Some(last.map_or(1, |n| n + 1)))
             })
             .await?;

@@ -21,7 +21,7 @@ use x509_ocsp::{
 
 use super::RevocationReason;
 use crate::ca::{Ca, Issuer, IssuerId, Serial};
-use crate::store::{CertState, CertStatus as Status, StoreError};
+use crate::store::{Backing, CertState, CertStatus as Status, StoreError};
 
 const SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
 const SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
@@ -88,6 +88,7 @@ const UNKNOWN_REFRESH: Duration = Duration::from_secs(300);
 
 pub struct Ocsp {
     ca: Arc<Ca>,
+    backing: Backing,
     /// thisUpdate to nextUpdate.
     validity: Duration,
     issuers: Mutex<HashMap<IssuerId, Arc<IssuerHashes>>>,
@@ -105,9 +106,10 @@ impl quick_cache::Weighter<CacheKey, Arc<Cached>> for ResponseWeight {
 }
 
 impl Ocsp {
-    pub fn new(ca: Arc<Ca>, validity: Duration) -> Self {
+    pub fn new((ca, backing): (Arc<Ca>, Backing), validity: Duration) -> Self {
         Self {
             ca,
+            backing,
             validity,
             issuers: Mutex::default(),
             cache: quick_cache::sync::Cache::with_weighter(60_000, CACHE_BYTES, ResponseWeight),
@@ -137,12 +139,12 @@ impl Ocsp {
             .get(&first)
             .cloned()
             .expect("issuer_for only finds loaded issuers");
-        let now = self.ca.clock().now_seconds();
+        let now = self.backing.clock.now_seconds();
 
         let mut records = Vec::with_capacity(targets.len());
         for (cert_id, hashes) in &targets {
             let record = match Serial::from_bytes(cert_id.serial_number.as_bytes()) {
-                Ok(serial) => self.ca.store().certificate_state(&serial).await?,
+                Ok(serial) => self.backing.store.certificate_state(&serial).await?,
                 Err(_) => None,
             };
             records.push((cert_id.clone(), record.filter(|r| r.issuer == hashes.id)));

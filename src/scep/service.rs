@@ -19,7 +19,7 @@ use crate::policy::{PolicyError, Template, Vouched};
 use crate::revocation::Crls;
 use crate::secret::Secret;
 use crate::store::{
-    CertRecord, ChallengeHash, ChallengeRecord, DeviceId, Protocol, Standing, StoreError,
+    Backing, CertRecord, ChallengeHash, ChallengeRecord, DeviceId, Protocol, Standing, StoreError,
 };
 use crate::validator::{Validator, ValidatorError};
 
@@ -58,6 +58,7 @@ pub struct ScepService {
     /// them here.
     url: String,
     ca: Arc<Ca>,
+    backing: Backing,
     crls: Arc<Crls>,
     metrics: Arc<Metrics>,
     template: Arc<Template>,
@@ -164,7 +165,7 @@ impl CaCerts {
 impl ScepService {
     pub fn new(
         url: String,
-        ca: Arc<Ca>,
+        (ca, backing): (Arc<Ca>, Backing),
         crls: Arc<Crls>,
         metrics: Arc<Metrics>,
         template: Arc<Template>,
@@ -173,6 +174,7 @@ impl ScepService {
         Self {
             url,
             ca,
+            backing,
             crls,
             metrics,
             template,
@@ -222,15 +224,15 @@ impl ScepService {
         let mut secret = [0u8; 24];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
         let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
-        let now = self.ca.clock().now_seconds();
+        let now = self.backing.clock.now_seconds();
         let record = ChallengeRecord {
             device,
             names,
             created_at: now,
             expires_at: now + ttl,
         };
-        self.ca
-            .store()
+        self.backing
+            .store
             .put_challenge(ChallengeHash::of(challenge.as_bytes()), record.clone())
             .await?;
         tracing::info!(device = record.device.as_ref().map(|d| d.as_str()),
@@ -420,8 +422,8 @@ impl ScepService {
         let serial = Serial::from_bytes(wanted.serial_number.as_bytes())
             .map_err(|_| Refusal::UnknownCert)?;
         let record = self
-            .ca
-            .store()
+            .backing
+            .store
             .certificate(&serial)
             .await
             .map_err(|e| Refusal::Internal(e.to_string()))?
@@ -519,8 +521,8 @@ impl ScepService {
             });
         }
         let hash = ChallengeHash::of(presented.as_bytes());
-        let now = self.ca.clock().now();
-        match self.ca.store().challenge(&hash).await {
+        let now = self.backing.clock.now();
+        match self.backing.store.challenge(&hash).await {
             Ok(Some(c)) if c.is_live(now) => {
                 return Ok(Grant {
                     consume: Some(hash),
@@ -602,15 +604,15 @@ impl ScepService {
             return Ok(None);
         };
         let Some(record) = self
-            .ca
-            .store()
+            .backing
+            .store
             .certificate(&serial)
             .await
             .map_err(|e| Refusal::Internal(format!("reading certificate {serial}: {e}")))?
         else {
             return Ok(None);
         };
-        let now = self.ca.clock().now();
+        let now = self.backing.clock.now();
         let good = record.standing(now) == Standing::Good;
         Ok((good && req.signer_der == record.der).then_some(record))
     }

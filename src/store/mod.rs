@@ -11,6 +11,7 @@ mod doc_cache;
 mod sled;
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -171,6 +172,24 @@ impl DocKind {
             Self::InventoryIdentifier => 12,
             Self::AcmeAccountCert => 13,
             Self::AcmeClientIdentifier => 14,
+        }
+    }
+}
+
+/// What a service reads its state and its time from. Services hold it themselves rather
+/// than reaching through the CA, which signs and knows neither protocol.
+#[derive(Clone)]
+pub struct Backing {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn crate::clock::Clock>,
+}
+
+impl Backing {
+    /// `store` on the system's clock.
+    pub fn system(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            clock: Arc::new(crate::clock::SystemClock),
         }
     }
 }

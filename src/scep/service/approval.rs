@@ -45,8 +45,8 @@ impl ScepService {
             Decision::Rejected => Err(Refusal::Rejected),
             Decision::Approved { serial } => {
                 let record = self
-                    .ca
-                    .store()
+                    .backing
+                    .store
                     .certificate(serial)
                     .await
                     .map_err(|e| Refusal::Internal(e.to_string()))?
@@ -62,7 +62,7 @@ impl ScepService {
         transaction_id: &str,
     ) -> Result<Option<Stored<PendingRequest>>, Refusal> {
         PENDING
-            .get(self.ca.store().as_ref(), transaction_id)
+            .get(self.backing.store.as_ref(), transaction_id)
             .await
             .map_err(|e| Refusal::Internal(e.to_string()))
     }
@@ -97,11 +97,11 @@ impl ScepService {
             stated: vouched.names,
             signer: req.signer_der.clone(),
             device: vouched.device,
-            received_at: self.ca.clock().now(),
+            received_at: self.backing.clock.now(),
             decision: Decision::Waiting,
         };
         let write = PENDING.create(&req.transaction_id, &pending);
-        match self.ca.store().commit_docs(vec![write], consume).await {
+        match self.backing.store.commit_docs(vec![write], consume).await {
             Ok(()) => {
                 tracing::info!(transaction = %req.transaction_id, "SCEP enrolment held for approval");
                 Ok(None)
@@ -119,7 +119,7 @@ impl ScepService {
     ) -> Result<Vec<PendingRequest>, ScepError> {
         let internal = |e: StoreError| ScepError::Internal(e.to_string());
         let all = PENDING
-            .all(self.ca.store().as_ref(), "")
+            .all(self.backing.store.as_ref(), "")
             .await
             .map_err(internal)?;
         Ok(all
@@ -149,7 +149,7 @@ impl ScepService {
         if !approve {
             decided.decision = Decision::Rejected;
             let write = PENDING.replace(transaction_id, version, &decided);
-            return match self.ca.store().write_docs(vec![write]).await {
+            return match self.backing.store.write_docs(vec![write]).await {
                 Ok(()) => Ok(decided),
                 Err(StoreError::Conflict { .. }) => Err(DecisionError::AlreadyDecided),
                 Err(e) => Err(DecisionError::Internal(e.to_string())),
