@@ -188,8 +188,13 @@ async fn scep_bad_input_is_refused_before_anything_is_written() {
     assert_eq!(server.events().await.len(), 0);
 }
 
-/// A private certmonger: its own D-Bus session bus and state directories, so nothing lands in
-/// the system's certmonger; both processes are stopped by PID on drop.
+/// A private certmonger: its own D-Bus bus and state directories, so nothing lands in the
+/// system's certmonger or in another test's; both processes are stopped by PID on drop.
+///
+/// The bus is configured without service directories. A stock session bus would activate
+/// `certmonger-session` on the first `getcert` call made before our daemon owns its name, and that
+/// one keeps its CAs under the real `$HOME/.config/certmonger`, shared by every test running at
+/// the same time ("There is already a CA with the nickname ...").
 struct Certmonger {
     dir: std::path::PathBuf,
     bus_pid: u32,
@@ -201,12 +206,32 @@ impl Certmonger {
         for sub in ["requests", "cas", "local", "tmp"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
+        let config = dir.join("bus.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*"/>
+    <allow receive_sender="*"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+                dir.join("bus").display()
+            ),
+        )
+        .unwrap();
         let out = run(
             "dbus-daemon",
             &[
-                "--session",
+                &format!("--config-file={}", config.display()),
                 "--fork",
-                &format!("--address=unix:path={}", dir.join("bus").display()),
                 "--print-pid=1",
             ],
         );
@@ -219,7 +244,8 @@ impl Certmonger {
         };
         me.daemon = me
             .command("certmonger")
-            .args(["-s", "-n", "-f"])
+            .args(["-s", "-n"])
+            .stderr(std::fs::File::create(dir.join("certmonger.log")).unwrap())
             .spawn()
             .unwrap();
         // getcert talks to the daemon over the bus; wait until it answers.
