@@ -15,6 +15,7 @@ pub mod csr;
 pub mod datadir;
 pub mod durable;
 pub mod encoding;
+pub mod error;
 pub mod http;
 pub mod init;
 pub mod inventory;

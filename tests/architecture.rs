@@ -11,7 +11,9 @@ use std::path::Path;
 /// Lowest first. Within a layer, modules do not use each other.
 const LAYERS: &[&[&str]] = &[
     // Vocabulary and primitives: nothing of the crate below them.
-    &["clock", "durable", "encoding", "model", "rate", "secret"],
+    &[
+        "clock", "durable", "encoding", "error", "model", "rate", "secret",
+    ],
     &["csr"],
     &["datadir", "metrics", "store"],
     &["notify", "policy"],

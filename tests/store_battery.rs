@@ -32,7 +32,9 @@ fn reopen(dir: &Path) -> SledStore {
     loop {
         match SledStore::open(dir) {
             Ok(store) => return store,
-            Err(StoreError::Backend(e)) if e.contains("could not acquire lock") && tries < 100 => {
+            Err(StoreError::Backend { source, .. })
+                if source.to_string().contains("could not acquire lock") && tries < 100 =>
+            {
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use super::jws::JwsError;
 use super::model::Identifier;
+use crate::ca::IssueError;
 use crate::csr::CsrError;
+use crate::error::{Cause, Kind, RETRY_UNAVAILABLE_SECS};
 use crate::store::StoreError;
 
 /// `urn:ietf:params:acme:error:<name>` types enrollca uses.
@@ -85,7 +87,7 @@ pub struct Subproblem {
     pub identifier: Identifier,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
 #[error("{kind:?}: {detail}")]
 pub struct AcmeError {
     pub kind: ProblemType,
@@ -99,10 +101,37 @@ pub struct AcmeError {
     /// A `Location` to send with the problem (the account that holds the key).
     #[serde(skip)]
     pub location: Option<String>,
-    /// Seconds for `Retry-After` (rate limits).
+    /// Seconds for `Retry-After` (rate limits, an unavailable store).
     #[serde(skip)]
     pub retry_after: Option<u64>,
+    /// Why we failed, for the log line the answer writes; never sent, never stored.
+    #[serde(skip)]
+    #[source]
+    pub cause: Option<Cause>,
 }
+
+/// Two problems are the same when a client would see the same; the cause is only logged.
+impl PartialEq for AcmeError {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            self.kind,
+            &self.detail,
+            &self.subproblems,
+            self.status,
+            &self.location,
+            self.retry_after,
+        ) == (
+            other.kind,
+            &other.detail,
+            &other.subproblems,
+            other.status,
+            &other.location,
+            other.retry_after,
+        )
+    }
+}
+
+impl Eq for AcmeError {}
 
 impl AcmeError {
     pub fn new(kind: ProblemType, detail: impl Into<String>) -> Self {
@@ -113,6 +142,7 @@ impl AcmeError {
             status: None,
             location: None,
             retry_after: None,
+            cause: None,
         }
     }
 
@@ -124,13 +154,30 @@ impl AcmeError {
         Self::new(ProblemType::Unauthorized, detail)
     }
 
-    /// A failure of ours; the detail goes to the log, the client learns only that it happened.
-    pub fn internal(detail: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %detail, "ACME request failed");
-        Self::new(
-            ProblemType::ServerInternal,
-            "the server could not complete the request; see its log",
-        )
+    /// A failure of ours: the client learns only that it happened; the cause goes to the log
+    /// when the problem is answered.
+    pub fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            cause: Some(crate::error::cause(cause)),
+            ..Self::new(
+                ProblemType::ServerInternal,
+                "the server could not complete the request; see its log",
+            )
+        }
+    }
+
+    /// A failure of ours that may pass (the store cannot answer now): HTTP 503 and a
+    /// `Retry-After`, as RFC 8555 has no problem type of its own for it.
+    pub fn unavailable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            status: Some(503),
+            retry_after: Some(RETRY_UNAVAILABLE_SECS),
+            cause: Some(crate::error::cause(cause)),
+            ..Self::new(
+                ProblemType::ServerInternal,
+                "the server cannot complete the request now; retry later",
+            )
+        }
     }
 
     /// `rateLimited` (RFC 8555 §6.6), with when to come back.
@@ -183,9 +230,23 @@ impl From<CsrError> for AcmeError {
     }
 }
 
+impl From<IssueError> for AcmeError {
+    fn from(e: IssueError) -> Self {
+        match e {
+            IssueError::Policy(p) => Self::new(ProblemType::BadCsr, p.to_string()),
+            IssueError::Store(e) => e.into(),
+            e if e.kind() == Kind::Unavailable => Self::unavailable(e),
+            e => Self::internal(e),
+        }
+    }
+}
+
 impl From<StoreError> for AcmeError {
     fn from(e: StoreError) -> Self {
-        Self::internal(e)
+        match e.kind() {
+            Kind::Unavailable => Self::unavailable(e),
+            _ => Self::internal(e),
+        }
     }
 }
 
@@ -193,5 +254,41 @@ impl From<StoreError> for AcmeError {
 impl From<crate::attest::AttestError> for AcmeError {
     fn from(e: crate::attest::AttestError) -> Self {
         Self::new(ProblemType::BadAttestationStatement, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::KeyFamily;
+    use crate::policy::PolicyError;
+
+    #[test]
+    fn a_store_that_cannot_answer_is_a_retryable_failure_of_ours() {
+        let e = AcmeError::from(StoreError::Closed);
+        assert_eq!(e.kind, ProblemType::ServerInternal);
+        assert_eq!((e.http_status(), e.retry_after), (503, Some(5)));
+        assert!(e.cause.is_some());
+        // The cause is for the log: never stored with an order, never sent.
+        let stored = serde_json::to_value(&e).unwrap();
+        assert!(stored.get("cause").is_none(), "{stored}");
+    }
+
+    #[test]
+    fn issuance_failures_are_answered_by_whose_fault_they_are() {
+        let policy = AcmeError::from(IssueError::Policy(PolicyError::SanNotAllowed(
+            "x.example".into(),
+        )));
+        assert_eq!(
+            (policy.kind, policy.http_status()),
+            (ProblemType::BadCsr, 400)
+        );
+        let no_issuer = AcmeError::from(IssueError::NoIssuer(KeyFamily::Ecdsa));
+        assert_eq!(no_issuer.http_status(), 503);
+        let serials = AcmeError::from(IssueError::SerialsExhausted);
+        assert_eq!(
+            (serials.kind, serials.http_status(), serials.retry_after),
+            (ProblemType::ServerInternal, 500, None)
+        );
     }
 }

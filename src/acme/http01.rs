@@ -147,14 +147,7 @@ impl Http01 {
 
 /// reqwest's message repeats the URL; the problem names it once.
 fn without_url(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        msg = format!("{msg}: {s}");
-        source = s.source();
-    }
-    msg
+    crate::error::Chain(&e.without_url()).to_string()
 }
 
 /// reqwest's resolver hook, answered by the validators' `lookup` for one profile's targets:

@@ -58,8 +58,16 @@ impl From<&AcmeError> for AcmeProblem {
 impl IntoResponse for AcmeError {
     fn into_response(self) -> Response {
         let problem = AcmeProblem::from(&self);
-        if problem.status < 500 {
-            tracing::info!(problem = %problem.kind, detail = %self.detail, "ACME request refused");
+        match &self.cause {
+            Some(cause) => {
+                tracing::error!(error = %crate::error::Chain(cause.as_ref()), "ACME request failed")
+            }
+            None if problem.status >= 500 => {
+                tracing::error!(problem = %problem.kind, detail = %self.detail, "ACME request failed")
+            }
+            None => {
+                tracing::info!(problem = %problem.kind, detail = %self.detail, "ACME request refused")
+            }
         }
         let status =
             StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

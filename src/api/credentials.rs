@@ -124,9 +124,7 @@ pub async fn device_credential(
                 return Err(ApiError::BadRequest("profile: SCEP has no profiles".into()));
             }
             super::challenges::check_ttl(ttl)?;
-            let ca_fingerprint = scep
-                .ca_fingerprint()
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let ca_fingerprint = scep.ca_fingerprint().map_err(ApiError::internal)?;
             // The challenge states the subject the document asks for: nothing else is issued.
             let names = Names {
                 subject: Some(vec![(Attr::CommonName, device.as_str().to_owned())]),

@@ -175,7 +175,7 @@ async fn judge(ca: &Ca, backing: &Backing, text: &str) -> Result<ValidateView, A
                 .map(|i| i.id().clone())
         })
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(ApiError::internal)?;
         return Ok(match signer {
             Some(issuer) => ValidateView {
                 issuer: Some(issuer),

@@ -41,7 +41,7 @@ pub async fn create_eab_key(
         if e.http_status() == 404 {
             ApiError::NotFound(format!("no ACME profile `{}`", body.profile))
         } else {
-            ApiError::Internal(e.to_string())
+            ApiError::internal(e)
         }
     })?;
     Ok((

@@ -24,7 +24,7 @@ pub async fn list_issuers(
         .iter()
         .map(|i| IssuerView::from_issuer(i))
         .collect::<Result<_, _>>()
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(ApiError::internal)?;
     Ok(axum::Json(views))
 }
 

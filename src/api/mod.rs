@@ -18,6 +18,8 @@ pub mod views;
 
 use crate::ca::{IssueError, Serial};
 use crate::csr::CsrError;
+use crate::error::{Cause, Kind, cause};
+use crate::scep::ScepError;
 use crate::store::StoreError;
 
 pub use auth::{Scope, TokenHash, TokenRecord};
@@ -63,8 +65,39 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error(transparent)]
     Issue(IssueError),
-    #[error("{0}")]
-    Internal(String),
+    /// A store failure that is not about what the request named: answered by its kind.
+    #[error(transparent)]
+    Store(StoreError),
+    /// A service's failure, answered by its kind; when it is ours the cause is logged, never
+    /// sent.
+    #[error("request failed ({kind:?})")]
+    Failed {
+        kind: Kind,
+        #[source]
+        cause: Cause,
+    },
+}
+
+impl ApiError {
+    pub fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Failed {
+            kind: Kind::Internal,
+            cause: crate::error::cause(cause),
+        }
+    }
+}
+
+impl From<ScepError> for ApiError {
+    fn from(e: ScepError) -> Self {
+        match e {
+            ScepError::Store(e) => e.into(),
+            ScepError::Issue(e) => e.into(),
+            e => Self::Failed {
+                kind: e.kind(),
+                cause: cause(e),
+            },
+        }
+    }
 }
 
 impl From<IssueError> for ApiError {
@@ -78,7 +111,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(s) => Self::NotFound(format!("no certificate with serial {s}")),
             StoreError::AlreadyRevoked(s) => Self::AlreadyRevoked(s),
-            other => Self::Internal(other.to_string()),
+            other => Self::Store(other),
         }
     }
 }

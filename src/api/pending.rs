@@ -70,10 +70,7 @@ pub async fn list_pending(
     _: Can<Read>,
     State(scep): State<Arc<ScepService>>,
 ) -> Result<axum::Json<PendingList>, ApiError> {
-    let held = scep
-        .pending_requests(true)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let held = scep.pending_requests(true).await?;
     Ok(axum::Json(PendingList {
         items: held.into_iter().map(PendingView::from).collect(),
     }))
@@ -111,7 +108,7 @@ async fn decide(
         DecisionError::NotFound => ApiError::NotFound(format!("no pending enrolment {id}")),
         DecisionError::AlreadyDecided => ApiError::Conflict(e.to_string()),
         DecisionError::Policy(p) => ApiError::Issue(IssueError::Policy(p)),
-        DecisionError::Internal(m) => ApiError::Internal(m),
+        DecisionError::Ours(e) => e.into(),
     })?;
     Ok(axum::Json(decided.into()))
 }

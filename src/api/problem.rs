@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::ApiError;
 use crate::ca::IssueError;
+use crate::error::{Chain, Kind, RETRY_UNAVAILABLE_SECS};
 
 #[derive(Debug, Serialize)]
 pub struct Problem {
@@ -63,11 +64,34 @@ impl From<&ApiError> for Problem {
                 "No issuer available",
                 detail,
             ),
-            ApiError::Issue(_) | ApiError::Internal(_) => Self::new(
+            ApiError::Issue(IssueError::Store(e)) | ApiError::Store(e) => {
+                Self::of_kind(e.kind(), detail)
+            }
+            ApiError::Issue(e) => Self::of_kind(e.kind(), detail),
+            ApiError::Failed { kind, cause } => Self::of_kind(*kind, cause.to_string()),
+        }
+    }
+}
+
+impl Problem {
+    /// The answer for a kind of failure that has no more specific one.
+    fn of_kind(kind: Kind, detail: String) -> Self {
+        use StatusCode as S;
+        match kind {
+            Kind::BadInput => Self::new(S::BAD_REQUEST, "bad-request", "Bad request", detail),
+            Kind::NotFound => Self::new(S::NOT_FOUND, "not-found", "Not found", detail),
+            Kind::Conflict => Self::new(S::CONFLICT, "conflict", "Conflict", detail),
+            // Our failures: the client learns whether to retry, the log learns why.
+            Kind::Unavailable => Self::new(
+                S::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Unavailable",
+                "the server cannot complete the request now; retry later".into(),
+            ),
+            Kind::Internal => Self::new(
                 S::INTERNAL_SERVER_ERROR,
                 "internal",
                 "Internal error",
-                // Internal details go to the log, not to the client.
                 "the server could not complete the request; see its log".into(),
             ),
         }
@@ -78,7 +102,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = Problem::from(&self);
         if problem.status >= 500 {
-            tracing::error!(error = %self, "request failed");
+            tracing::error!(error = %Chain(&self), "request failed");
         } else {
             tracing::info!(error = %self, "request refused");
         }
@@ -89,6 +113,12 @@ impl IntoResponse for ApiError {
             axum::http::header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static("application/problem+json"),
         );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                RETRY_UNAVAILABLE_SECS.into(),
+            );
+        }
         if matches!(self, ApiError::Unauthorized) {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
@@ -96,5 +126,55 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DocKind, StoreError};
+
+    fn answer(e: ApiError) -> (u16, String, Option<String>) {
+        let problem = Problem::from(&e);
+        let response = e.into_response();
+        let retry = response
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(response.status().as_u16(), problem.status);
+        (problem.status, problem.detail, retry)
+    }
+
+    #[test]
+    fn a_store_failure_is_ours_and_says_when_to_retry() {
+        let down = StoreError::backend("sled", crate::error::cause("disk on fire"));
+        let (status, detail, retry) = answer(down.into());
+        assert_eq!(status, 503);
+        assert!(!detail.contains("disk on fire"), "{detail}");
+        assert_eq!(retry.as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn store_refusals_keep_their_kind() {
+        let conflict = StoreError::Conflict {
+            kind: DocKind::ApiToken,
+            id: "t".into(),
+        };
+        assert_eq!(answer(conflict.into()).0, 409);
+        assert_eq!(answer(StoreError::ChallengeUnavailable.into()).0, 400);
+        let corrupt = StoreError::Corrupt {
+            tree: "certs",
+            message: "x".into(),
+        };
+        let (status, detail, retry) = answer(corrupt.into());
+        assert_eq!((status, retry), (500, None));
+        assert!(!detail.contains("certs"), "{detail}");
+    }
+
+    #[test]
+    fn an_internal_failure_tells_the_client_nothing_of_its_cause() {
+        let (status, detail, _) = answer(ApiError::internal("secret path /var/lib/x"));
+        assert_eq!(status, 500);
+        assert!(!detail.contains("/var/lib/x"), "{detail}");
     }
 }

@@ -47,13 +47,13 @@ impl From<RotationError> for ApiError {
             RotationError::Store(e) => e.into(),
             // A token that refuses (wrong PIN, no such key) is the operator's to fix.
             RotationError::Ca(crate::ca::CaError::Key(_)) => Self::BadRequest(e.to_string()),
-            RotationError::Ca(_) | RotationError::Io(_) => Self::Internal(e.to_string()),
+            RotationError::Ca(_) | RotationError::Io(_) => Self::internal(e),
         }
     }
 }
 
 fn view(r: &IssuerRecord) -> Result<IssuerView, ApiError> {
-    IssuerView::from_record(r).map_err(|e| ApiError::Internal(e.to_string()))
+    IssuerView::from_record(r).map_err(ApiError::internal)
 }
 
 fn family(s: &str) -> Result<KeyFamily, ApiError> {

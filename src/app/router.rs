@@ -222,7 +222,7 @@ async fn crl(
         .ok_or_else(not_found)?;
     let crl = state.crls.get(&id).await.map_err(|e| match e {
         crate::revocation::CrlError::UnknownIssuer(_) => not_found(),
-        other => ApiError::Internal(other.to_string()),
+        other => ApiError::internal(other),
     })?;
     Ok((
         [(header::CONTENT_TYPE, "application/pkix-crl")],
@@ -283,11 +283,11 @@ async fn ocsp(state: &AppState, der: &[u8], get: bool) -> axum::response::Respon
         }
         // An OCSP client gets an OCSP answer, even for our failure (RFC 6960 §2.3).
         Err(e) => {
-            tracing::error!(error = %e, "OCSP response could not be made");
+            tracing::error!(error = %crate::error::Chain(&e), "OCSP response could not be made");
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/ocsp-response")],
-                crate::revocation::ocsp::internal_error(),
+                e.to_response(),
             )
                 .into_response()
         }

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use super::{ActiveIssuer, Ca, IssuerId, KeyFamily, Serial};
 use crate::csr::Names;
 use crate::csr::{Attr, Csr, San};
+use crate::error::{Cause, Kind, cause};
 use crate::policy::{Contents, DeviceIdentity, Eku, PolicyError, Template};
 use crate::store::{
     CertRecord, CertStatus, ChallengeHash, DeviceId, DocWrite, Linked, Protocol, StoreError,
@@ -87,20 +88,47 @@ pub enum IssueError {
     NoIssuer(KeyFamily),
     #[error("issuer {0} has expired")]
     IssuerExpired(IssuerId),
-    #[error("signing failed: {0}")]
-    Sign(String),
+    /// Building or signing the certificate failed; `context` says at what.
+    #[error("signing failed: {context}")]
+    Sign {
+        context: &'static str,
+        #[source]
+        source: Cause,
+    },
+    #[error("could not draw a unique serial")]
+    SerialsExhausted,
+    #[error("shutting down")]
+    ShuttingDown,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 impl IssueError {
+    fn sign(context: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Sign {
+            context,
+            source: cause(e),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Self::Policy(_) => Kind::BadInput,
+            // Rotation will put an issuer back; until then, nothing can be signed.
+            Self::NoIssuer(_) | Self::IssuerExpired(_) => Kind::Unavailable,
+            Self::Sign { .. } | Self::SerialsExhausted => Kind::Internal,
+            Self::ShuttingDown => Kind::Unavailable,
+            Self::Store(e) => e.kind(),
+        }
+    }
+
     /// Label for the failures-by-reason metric.
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Policy(_) => "policy",
             Self::NoIssuer(_) => "no_issuer",
             Self::IssuerExpired(_) => "issuer_expired",
-            Self::Sign(_) => "sign",
+            Self::Sign { .. } | Self::SerialsExhausted | Self::ShuttingDown => "sign",
             Self::Store(_) => "store",
         }
     }
@@ -208,7 +236,7 @@ impl Ca {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(IssueError::Sign("could not draw a unique serial".into()))
+        Err(IssueError::SerialsExhausted)
     }
 
     /// Builds and signs the certificate on the blocking pool (at most two jobs per core: see `Ca::signing`).
@@ -226,7 +254,7 @@ impl Ca {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| IssueError::Sign("shutting down".into()))?;
+            .map_err(|_| IssueError::ShuttingDown)?;
         let (issuer, req, contents, serial) = (
             issuer.clone(),
             req.clone(),
@@ -238,11 +266,11 @@ impl Ca {
             let params = params(&issuer, &req, &contents, &serial, not_before, not_after)?;
             let cert = params
                 .signed_by(&req.csr.spki, issuer.signer())
-                .map_err(|e| IssueError::Sign(e.to_string()))?;
+                .map_err(|e| IssueError::sign("signing", e))?;
             Ok(cert.der().to_vec())
         })
         .await
-        .map_err(|e| IssueError::Sign(format!("signing task failed: {e}")))?
+        .map_err(|e| IssueError::sign("the signing task", e))?
     }
 }
 
@@ -310,8 +338,7 @@ struct PermanentIdentifier<'a> {
 fn permanent_identifier_san(value: &str) -> Result<Vec<u8>, IssueError> {
     use der::Encode;
     use x509_cert::ext::pkix::name::{GeneralName, OtherName};
-    let encoding =
-        |e: der::Error| IssueError::Sign(format!("encoding the PermanentIdentifier: {e}"));
+    let encoding = |e: der::Error| IssueError::sign("encoding the PermanentIdentifier", e);
     let id = PermanentIdentifier {
         identifier_value: Some(der::asn1::Utf8StringRef::new(value).map_err(encoding)?),
         assigner: None,
@@ -356,7 +383,7 @@ pub(super) fn distinguished_name(
 
 fn san_type(san: &San) -> Result<SanType, IssueError> {
     let ia5 = |v: &str| {
-        rcgen::string::Ia5String::try_from(v).map_err(|e| IssueError::Sign(e.to_string()))
+        rcgen::string::Ia5String::try_from(v).map_err(|e| IssueError::sign("a subjectAltName", e))
     };
     Ok(match san {
         San::Dns(v) => SanType::DnsName(ia5(v)?),

@@ -16,6 +16,7 @@ use super::{Ca, CaError, Issuer, IssuerId, IssuerSet, Serial};
 use crate::datadir::DataDir;
 use crate::durable;
 use crate::encoding::to_pem;
+use crate::error::{Cause, cause};
 use crate::model::KeyFamily;
 use crate::store::{
     CertQuery, EventKind, IssuerChange, IssuerRecord, IssuerState, Standing, StoreError,
@@ -47,8 +48,9 @@ pub enum RotationError {
     Ca(#[from] CaError),
     #[error(transparent)]
     Store(StoreError),
-    #[error("{0}")]
-    Io(String),
+    /// Writing or reading the data directory failed, or a task running it did.
+    #[error("the CA files could not be updated")]
+    Io(#[source] Cause),
 }
 
 impl From<StoreError> for RotationError {
@@ -135,7 +137,7 @@ impl Rotation {
                     hierarchy::issuing_ca(&root_der, &root_key, key, &cn, &org)
                 })
                 .await
-                .map_err(|e| RotationError::Io(e.to_string()))??;
+                .map_err(|e| RotationError::Io(cause(e)))??;
                 (made, Vec::new())
             }
         };
@@ -155,7 +157,7 @@ impl Rotation {
             to_pem("CERTIFICATE", &cert_der).as_bytes(),
             0o644,
         )
-        .map_err(|e| RotationError::Io(e.to_string()))?;
+        .map_err(|e| RotationError::Io(cause(e)))?;
         let record = IssuerRecord {
             id,
             family,
@@ -274,14 +276,14 @@ impl Rotation {
             Ok((new, [new_under_old, old_under_new]))
         })
         .await
-        .map_err(|e| RotationError::Io(e.to_string()))??;
+        .map_err(|e| RotationError::Io(cause(e)))??;
 
         // Each step durable before the next, and every state in between consistent: the
         // root key (`ca/root.key`) always has its certificate in `ca/roots.pem`. The new
         // roots list keeps the old root, so it is written first; the key is swapped last, by
         // one atomic rename. A crash in between leaves the old root in charge and the staged
         // key beside it, which `recover_root_rotation` completes at the next start.
-        let io = |e: std::io::Error| RotationError::Io(e.to_string());
+        let io = |e: std::io::Error| RotationError::Io(cause(e));
         let staged_key = self.dir.staged_root_key();
         let _ = std::fs::remove_file(&staged_key);
         new_root
@@ -311,7 +313,7 @@ impl Rotation {
             IssuerSet::new(issuers)
         })
         .await
-        .map_err(|e| RotationError::Io(e.to_string()))??;
+        .map_err(|e| RotationError::Io(cause(e)))??;
         self.ca.replace_issuers(set);
         Ok(())
     }
@@ -334,7 +336,7 @@ impl Rotation {
             })
             .cloned()
             .ok_or_else(|| {
-                RotationError::Io("no root in ca/roots.pem matches ca/root.key".into())
+                RotationError::Io(cause("no root in ca/roots.pem matches ca/root.key"))
             })?;
         Ok((root, key))
     }

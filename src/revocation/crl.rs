@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use super::RevocationReason;
 use crate::ca::{Ca, IssuerId};
+use crate::error::{Cause, cause};
 use crate::store::{Backing, Collection, DocKind, StoreError};
 
 /// Issuer id → the last CRL number it signed (CRL numbers only ever grow).
@@ -23,8 +24,8 @@ pub enum CrlError {
     UnknownIssuer(IssuerId),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("signing the CRL failed: {0}")]
-    Sign(String),
+    #[error("signing the CRL failed")]
+    Sign(#[source] Cause),
 }
 
 /// A signed CRL and what it was made from.
@@ -112,8 +113,8 @@ impl Crls {
         };
         let der = tokio::task::spawn_blocking(move || issuer.sign_crl(&params))
             .await
-            .map_err(|e| CrlError::Sign(e.to_string()))?
-            .map_err(|e| CrlError::Sign(e.to_string()))?;
+            .map_err(|e| CrlError::Sign(cause(e)))?
+            .map_err(|e| CrlError::Sign(cause(e)))?;
         tracing::info!(issuer = %id, number, "CRL signed");
         Ok(Crl {
             der,

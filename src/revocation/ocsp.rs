@@ -21,6 +21,7 @@ use x509_ocsp::{
 
 use super::RevocationReason;
 use crate::ca::{Ca, Issuer, IssuerId, Serial};
+use crate::error::{Cause, Kind, cause};
 use crate::store::{Backing, CertState, CertStatus as Status, StoreError};
 
 const SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
@@ -45,8 +46,12 @@ pub struct Answer {
 pub enum OcspError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("signing the response failed: {0}")]
-    Sign(String),
+    #[error("signing the response failed")]
+    Sign(#[source] Cause),
+}
+
+fn signing(e: impl std::error::Error + Send + Sync + 'static) -> OcspError {
+    OcspError::Sign(cause(e))
 }
 
 /// An issuer as OCSP requests name it: hashes of its subject and key.
@@ -252,12 +257,11 @@ impl Ocsp {
         now: OffsetDateTime,
     ) -> Result<(Vec<u8>, OffsetDateTime), OcspError> {
         let next_update = now + self.validity;
-        let sign_err = |e: &dyn std::fmt::Display| OcspError::Sign(e.to_string());
         let responses = records
             .iter()
             .map(|(id, record)| single(id, record.as_ref(), now, next_update))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| sign_err(&e))?;
+            .map_err(signing)?;
         let extensions = nonce
             .map(|n| -> Result<_, der::Error> {
                 Ok(vec![x509_cert::ext::Extension {
@@ -267,33 +271,33 @@ impl Ocsp {
                 }])
             })
             .transpose()
-            .map_err(|e| sign_err(&e))?;
+            .map_err(signing)?;
         let tbs = ResponseData {
             version: Version::V1,
             responder_id: ResponderId::ByKey(
-                OctetString::new(hashes.key_sha1.clone()).map_err(|e| sign_err(&e))?,
+                OctetString::new(hashes.key_sha1.clone()).map_err(signing)?,
             ),
-            produced_at: generalized(now).map_err(|e| sign_err(&e))?,
+            produced_at: generalized(now).map_err(signing)?,
             responses,
             response_extensions: extensions,
         };
         let issuer = issuer.clone();
         let der = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, OcspError> {
-            let tbs_der = tbs.to_der().map_err(|e| sign_err(&e))?;
+            let tbs_der = tbs.to_der().map_err(signing)?;
             let key = issuer.key();
-            let signature = rcgen::SigningKey::sign(key, &tbs_der).map_err(|e| sign_err(&e))?;
+            let signature = rcgen::SigningKey::sign(key, &tbs_der).map_err(signing)?;
             let basic = BasicOcspResponse {
                 tbs_response_data: tbs,
                 signature_algorithm: key.signature_algorithm(),
-                signature: BitString::from_bytes(&signature).map_err(|e| sign_err(&e))?,
+                signature: BitString::from_bytes(&signature).map_err(signing)?,
                 certs: None,
             };
             OcspResponse::successful(basic)
                 .and_then(|r| r.to_der())
-                .map_err(|e| sign_err(&e))
+                .map_err(signing)
         })
         .await
-        .map_err(|e| OcspError::Sign(format!("signing task failed: {e}")))??;
+        .map_err(signing)??;
         Ok((der, next_update))
     }
 }
@@ -405,10 +409,24 @@ fn max_age(next_update: OffsetDateTime, now: OffsetDateTime) -> Duration {
     Duration::from_secs(u64::try_from((next_update - now).whole_seconds()).unwrap_or(0))
 }
 
-/// `internalError`: what an OCSP client is told when we failed (it tries another responder
-/// or later).
-pub fn internal_error() -> Vec<u8> {
-    status_only(OcspResponse::internal_error()).der
+impl OcspError {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Self::Store(e) => e.kind(),
+            Self::Sign(_) => Kind::Internal,
+        }
+    }
+
+    /// What an OCSP client is told when we failed (RFC 6960 §2.3): `tryLater` when the store
+    /// cannot answer now, else `internalError`; either way it tries another responder or
+    /// later.
+    pub fn to_response(&self) -> Vec<u8> {
+        let status = match self.kind() {
+            Kind::Unavailable => OcspResponse::try_later(),
+            _ => OcspResponse::internal_error(),
+        };
+        status_only(status).der
+    }
 }
 
 /// An unsigned OCSPResponse carrying only an error status.

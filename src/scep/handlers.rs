@@ -11,6 +11,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::service::{ScepError, ScepService};
+use crate::error::{Chain, Kind, RETRY_UNAVAILABLE_SECS};
 use crate::rate::{ClientAddr, Costly, retry_after_secs};
 
 #[derive(Debug, Deserialize)]
@@ -31,16 +32,29 @@ fn plain(status: StatusCode, reason: impl Into<String>) -> Response {
 }
 
 impl IntoResponse for ScepError {
+    /// Before a message is opened, or when we fail after: a CertRep cannot say either.
     fn into_response(self) -> Response {
-        match self {
-            Self::Wire(e) => {
+        match (self.kind(), &self) {
+            (_, Self::Wire(e)) => {
                 tracing::info!(reason = %e, "SCEP message refused");
                 plain(StatusCode::BAD_REQUEST, e.to_string())
             }
-            Self::NoIssuer => plain(StatusCode::SERVICE_UNAVAILABLE, self.to_string()),
-            Self::NoNextIssuer => plain(StatusCode::NOT_FOUND, self.to_string()),
-            Self::Internal(e) => {
-                tracing::error!(error = %e, "SCEP request failed");
+            (_, Self::NoIssuer) => plain(StatusCode::SERVICE_UNAVAILABLE, self.to_string()),
+            (_, Self::NoNextIssuer) => plain(StatusCode::NOT_FOUND, self.to_string()),
+            (Kind::Unavailable, _) => {
+                tracing::error!(error = %Chain(&self), "SCEP request failed");
+                let mut answer = plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the CA cannot answer now; retry later",
+                );
+                answer
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, RETRY_UNAVAILABLE_SECS.into());
+                answer
+            }
+            // Whatever else reaches here was understood and failed on our side.
+            _ => {
+                tracing::error!(error = %Chain(&self), "SCEP request failed");
                 plain(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal error; see the server log",
@@ -185,5 +199,47 @@ async fn pki_operation(
     match scep.pki_operation(body).await {
         Ok(reply) => ([(header::CONTENT_TYPE, "application/x-pki-message")], reply).into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scep::wire::WireError;
+    use crate::store::StoreError;
+
+    fn answer(e: ScepError) -> (StatusCode, Option<String>) {
+        let response = e.into_response();
+        let retry = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned());
+        (response.status(), retry)
+    }
+
+    #[test]
+    fn a_store_failure_is_never_the_clients() {
+        assert_eq!(
+            answer(StoreError::Closed.into()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("5".into()))
+        );
+        let corrupt = StoreError::Corrupt {
+            tree: "certs",
+            message: "x".into(),
+        };
+        assert_eq!(
+            answer(corrupt.into()),
+            (StatusCode::INTERNAL_SERVER_ERROR, None)
+        );
+        assert_eq!(
+            answer(ScepError::internal("broken")),
+            (StatusCode::INTERNAL_SERVER_ERROR, None)
+        );
+    }
+
+    #[test]
+    fn an_unreadable_message_is() {
+        let e = WireError::Malformed("not CMS".into());
+        assert_eq!(answer(e.into()), (StatusCode::BAD_REQUEST, None));
     }
 }

@@ -14,6 +14,7 @@ use crate::ca::Serial;
 use crate::ca::{Ca, IssueError, IssueRequest, Issuer, IssuerId, KeyFamily};
 use crate::csr::Names;
 use crate::csr::{Csr, CsrError};
+use crate::error::{Cause, Kind};
 use crate::metrics::Metrics;
 use crate::policy::{PolicyError, Template, Vouched};
 use crate::revocation::Crls;
@@ -48,9 +49,30 @@ pub enum ScepError {
     NoIssuer,
     #[error("no next SCEP CA is staged")]
     NoNextIssuer,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Issue(IssueError),
     /// Our side failed after the request was understood: HTTP 500, details in the log.
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("internal error")]
+    Internal(#[source] Cause),
+}
+
+impl ScepError {
+    pub(crate) fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Internal(crate::error::cause(cause))
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Self::Wire(_) => Kind::BadInput,
+            Self::NoIssuer => Kind::Unavailable,
+            Self::NoNextIssuer => Kind::NotFound,
+            Self::Store(e) => e.kind(),
+            Self::Issue(e) => e.kind(),
+            Self::Internal(_) => Kind::Internal,
+        }
+    }
 }
 
 pub struct ScepService {
@@ -111,9 +133,16 @@ enum Refusal {
     SingleDes,
     #[error(transparent)]
     Policy(#[from] PolicyError),
-    /// Our side failed: not the client's doing, answered with HTTP 500.
-    #[error("{0}")]
-    Internal(String),
+    /// Our side failed: not the client's doing, answered over HTTP (500, or 503 when it
+    /// may pass), never as a failInfo.
+    #[error(transparent)]
+    Ours(#[from] ScepError),
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        Self::Ours(e.into())
+    }
 }
 
 impl Refusal {
@@ -132,8 +161,8 @@ impl Refusal {
             | Self::Webhook(_)
             | Self::Unsupported(_)
             | Self::Policy(_)
-            // Internal never reaches a CertRep: pki_operation answers HTTP 500 first.
-            | Self::Internal(_) => FailInfo::BadRequest,
+            // Ours never reaches a CertRep: pki_operation answers over HTTP first.
+            | Self::Ours(_) => FailInfo::BadRequest,
         }
     }
 }
@@ -206,7 +235,7 @@ impl ScepService {
         }
         wire::degenerate(&chain)
             .map(CaCerts::Chain)
-            .map_err(|e| ScepError::Internal(e.to_string()))
+            .map_err(ScepError::internal)
     }
 
     pub fn url(&self) -> &str {
@@ -261,12 +290,9 @@ impl ScepService {
             .ok_or(ScepError::NoNextIssuer)?;
         let signer = MessageSigner {
             cert_der: active.cert_der(),
-            key: active
-                .key()
-                .pkey()
-                .map_err(|e| ScepError::Internal(e.to_string()))?,
+            key: active.key().pkey().map_err(ScepError::internal)?,
         };
-        wire::next_ca(&signer, &self.chain_of(next)).map_err(|e| ScepError::Internal(e.to_string()))
+        wire::next_ca(&signer, &self.chain_of(next)).map_err(ScepError::internal)
     }
 
     /// A SCEP CA certificate and every certificate above it up to its root, then the cross
@@ -285,7 +311,7 @@ impl ScepService {
         let issuers = self.ca.issuers();
         let issuer = issuers
             .get(issuer)
-            .ok_or_else(|| Refusal::Internal(format!("issuer {issuer} is not loaded")))?;
+            .ok_or_else(|| ScepError::internal(format!("issuer {issuer} is not loaded")))?;
         Ok(std::iter::once(leaf).chain(self.chain_of(issuer)).collect())
     }
 
@@ -327,7 +353,7 @@ impl ScepService {
             }))
         })
         .await
-        .map_err(|e| ScepError::Internal(e.to_string()))?;
+        .map_err(ScepError::internal)?;
         let (req, content, cipher, rsa) =
             opened.inspect_err(|_| self.metrics.observe_scep_refusal("unreadable"))?;
         self.metrics.observe_scep_cipher(cipher.name());
@@ -340,7 +366,7 @@ impl ScepService {
         };
         let outcome = match handled {
             Ok(answer) => Ok(answer),
-            Err(Refusal::Internal(e)) => return Err(ScepError::Internal(e)),
+            Err(Refusal::Ours(e)) => return Err(e),
             Err(refusal) => {
                 let info = refusal.fail_info();
                 tracing::info!(transaction = %req.transaction_id, reason = %refusal, fail_info = info.name(), "SCEP request refused");
@@ -368,8 +394,8 @@ impl ScepService {
             wire::cert_rep(&signer, &req, outcome)
         })
         .await
-        .map_err(|e| ScepError::Internal(e.to_string()))?
-        .map_err(|e| ScepError::Internal(e.to_string()))
+        .map_err(ScepError::internal)?
+        .map_err(ScepError::internal)
     }
 
     /// Returns what to send (`None`: PENDING) or why not.
@@ -410,7 +436,7 @@ impl ScepService {
             .crls
             .get(issuer.id())
             .await
-            .map_err(|e| Refusal::Internal(e.to_string()))?;
+            .map_err(ScepError::internal)?;
         Ok(crl.der.clone())
     }
 
@@ -425,8 +451,7 @@ impl ScepService {
             .backing
             .store
             .certificate(&serial)
-            .await
-            .map_err(|e| Refusal::Internal(e.to_string()))?
+            .await?
             .ok_or(Refusal::UnknownCert)?;
         let cert =
             x509_cert::Certificate::from_der(&record.der).map_err(|_| Refusal::UnknownCert)?;
@@ -533,7 +558,7 @@ impl ScepService {
                 });
             }
             Ok(_) => {}
-            Err(e) => return Err(Refusal::Internal(e.to_string())),
+            Err(e) => return Err(e.into()),
         }
         let Some(webhook) = &self.admission.webhook else {
             return Err(Refusal::Challenge);
@@ -570,7 +595,7 @@ impl ScepService {
                 IssueError::Policy(p) => Refusal::Policy(p),
                 // Used by a concurrent request between our check and the write.
                 IssueError::Store(StoreError::ChallengeUnavailable) => Refusal::Challenge,
-                other => Refusal::Internal(other.to_string()),
+                other => ScepError::Issue(other).into(),
             })?;
         self.with_chain(issued.record.der, &issued.record.issuer)
     }
@@ -603,13 +628,7 @@ impl ScepService {
         else {
             return Ok(None);
         };
-        let Some(record) = self
-            .backing
-            .store
-            .certificate(&serial)
-            .await
-            .map_err(|e| Refusal::Internal(format!("reading certificate {serial}: {e}")))?
-        else {
+        let Some(record) = self.backing.store.certificate(&serial).await? else {
             return Ok(None);
         };
         let now = self.backing.clock.now();
@@ -620,8 +639,8 @@ impl ScepService {
 
 /// A renewal is vouched for by the certificate it replaces: its device, subject and SANs.
 fn vouched_by_renewal(old: &CertRecord) -> Result<Vouched, Refusal> {
-    let (subject, sans) = crate::csr::names_of_certificate(&old.der)
-        .map_err(|e| Refusal::Internal(format!("certificate {}: {e}", old.serial)))?;
+    let (subject, sans) =
+        crate::csr::names_of_certificate(&old.der).map_err(ScepError::internal)?;
     Ok(Vouched {
         device: old.device.clone(),
         names: Names {

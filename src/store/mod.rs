@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::error::{Cause, Kind};
 use crate::model::{IssuerId, KeyFamily, RevocationReason, Serial};
 
 pub use self::collection::{Collection, Entry, Pages};
@@ -377,8 +378,13 @@ pub enum StoreError {
     /// A document was not in the state the write expected (someone else changed it first).
     #[error("{kind:?} {id} changed concurrently")]
     Conflict { kind: DocKind, id: String },
-    #[error("storage backend failed: {0}")]
-    Backend(String),
+    /// The backend failed; `context` says at what.
+    #[error("storage backend failed: {context}")]
+    Backend {
+        context: String,
+        #[source]
+        source: Cause,
+    },
     #[error("corrupt record in {tree}: {message}")]
     Corrupt { tree: &'static str, message: String },
     #[error("the store is shut down")]
@@ -386,6 +392,31 @@ pub enum StoreError {
     /// An issuer was not in the state a rotation step expected.
     #[error("issuer {0} changed concurrently")]
     IssuerChanged(IssuerId),
+}
+
+impl StoreError {
+    /// A backend failure, with what was being done when it happened.
+    pub fn backend(context: impl Into<String>, source: Cause) -> Self {
+        Self::Backend {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Self::NotFound(_) => Kind::NotFound,
+            Self::AlreadyRevoked(_) | Self::Conflict { .. } | Self::IssuerChanged(_) => {
+                Kind::Conflict
+            }
+            Self::ChallengeUnavailable => Kind::BadInput,
+            // The backend may come back (a full disk, a lock held); a closed store will not,
+            // but the process is going away and another may answer.
+            Self::Backend { .. } | Self::Closed => Kind::Unavailable,
+            // A serial collision is ours (the caller draws a new one); corruption is ours.
+            Self::DuplicateSerial(_) | Self::Corrupt { .. } => Kind::Internal,
+        }
+    }
 }
 
 /// A revocation as a CRL lists it, read without the certificate itself.

@@ -36,6 +36,7 @@ use super::{
     DocWrite, Event, EventKind, Expect, IssuerChange, IssuerRecord, Linked, MAX_PAGE, Page,
     Revoked, Seq, Store, StoreError,
 };
+use crate::error::{Cause, Chain, cause};
 use crate::model::RevocationReason;
 use crate::model::{IssuerId, Serial, Standing};
 
@@ -232,7 +233,7 @@ impl SledStore {
             .mode(sled::Mode::HighThroughput)
             .cache_capacity(CACHE_BYTES)
             .open()
-            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", dir.display())))?;
+            .map_err(|e| StoreError::backend(format!("opening {}", dir.display()), cause(e)))?;
         let tree = |name: &str| db.open_tree(name).map_err(backend);
         let trees = Trees {
             certs: tree("certs")?,
@@ -251,7 +252,7 @@ impl SledStore {
         // them (nor its `conf`): a power cut soon after creation would lose the store.
         db.flush().map_err(backend)?;
         crate::durable::sync_tree(dir)
-            .map_err(|e| StoreError::Backend(format!("syncing {}: {e}", dir.display())))?;
+            .map_err(|e| StoreError::backend(format!("syncing {}", dir.display()), cause(e)))?;
         replay_journal(&db, &trees)?;
         backfill_expiry(&trees)?;
         backfill_revoked(&trees)?;
@@ -274,7 +275,7 @@ impl SledStore {
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer.run(rx))
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+            .map_err(|e| StoreError::backend("starting the writer thread", cause(e)))?;
         Ok(Self {
             db,
             trees,
@@ -301,7 +302,7 @@ impl SledStore {
         let trees = self.trees.clone();
         tokio::task::spawn_blocking(move || f(&trees))
             .await
-            .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+            .map_err(|e| StoreError::backend("a read task", cause(e)))?
     }
 
     /// Size on disk, for metrics and operators.
@@ -560,7 +561,7 @@ struct Writer {
     unsettled: Vec<u64>,
     /// Why writing stopped: after a failed journal write, flush or apply, what is on disk
     /// is known only to the replay at the next open.
-    stopped: Option<String>,
+    stopped: Option<Cause>,
 }
 
 impl Writer {
@@ -590,15 +591,19 @@ impl Writer {
     /// Stages the batch, makes it durable and applies it; one result per job.
     fn commit(&mut self, batch: &[Job]) -> Vec<Result<Applied, StoreError>> {
         if let Some(why) = &self.stopped {
-            let why = format!("writes stopped after a failed commit: {why}");
             return batch
                 .iter()
-                .map(|_| Err(StoreError::Backend(why.clone())))
+                .map(|_| {
+                    Err(StoreError::backend(
+                        "writes stopped after a failed commit",
+                        why.clone(),
+                    ))
+                })
                 .collect();
         }
         let committed = self.stage(batch).and_then(|(results, seq, writes)| {
             self.persist(writes)
-                .inspect_err(|e| self.stopped = Some(e.to_string()))?;
+                .inspect_err(|e| self.stopped = Some(cause(e.clone())))?;
             Ok((results, seq))
         });
         match committed {
@@ -610,10 +615,11 @@ impl Writer {
                 results
             }
             Err(e) => {
-                tracing::error!(error = %e, jobs = batch.len(), "store commit failed");
+                tracing::error!(error = %Chain(&e), jobs = batch.len(), "store commit failed");
+                let e = cause(e);
                 batch
                     .iter()
-                    .map(|_| Err(StoreError::Backend(e.to_string())))
+                    .map(|_| Err(StoreError::backend("commit", e.clone())))
                     .collect()
             }
         }
@@ -1247,7 +1253,7 @@ fn decode_seq(key: &[u8]) -> Result<Seq, StoreError> {
 }
 
 fn backend(e: sled::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    StoreError::backend("sled", cause(e))
 }
 
 #[cfg(test)]

@@ -108,11 +108,10 @@ impl AcmeService {
                 ProblemType::OrderNotReady,
                 "the order was finalized concurrently",
             )),
+            // Our failure: the order stays ready, and the client may finalize it again.
+            Err(e) if e.kind().is_ours() => Err(AcmeError::from(e)),
             Err(e) => {
-                let problem = match &e {
-                    IssueError::Policy(p) => AcmeError::new(ProblemType::BadCsr, p.to_string()),
-                    other => AcmeError::internal(other),
-                };
+                let problem = AcmeError::from(e);
                 let mut failed = order.value;
                 failed.state = OrderState::Invalid {
                     error: problem.clone(),

@@ -22,8 +22,8 @@ pub enum DecisionError {
     AlreadyDecided,
     #[error(transparent)]
     Policy(PolicyError),
-    #[error("{0}")]
-    Internal(String),
+    #[error(transparent)]
+    Ours(#[from] ScepError),
 }
 
 impl ScepService {
@@ -48,9 +48,8 @@ impl ScepService {
                     .backing
                     .store
                     .certificate(serial)
-                    .await
-                    .map_err(|e| Refusal::Internal(e.to_string()))?
-                    .ok_or_else(|| Refusal::Internal(format!("approved {serial} is missing")))?;
+                    .await?
+                    .ok_or_else(|| ScepError::internal(format!("approved {serial} is missing")))?;
                 let certs = self.with_chain(record.der, &record.issuer)?;
                 Ok(Some(Payload::Certs(certs)))
             }
@@ -64,7 +63,7 @@ impl ScepService {
         PENDING
             .get(self.backing.store.as_ref(), transaction_id)
             .await
-            .map_err(|e| Refusal::Internal(e.to_string()))
+            .map_err(Refusal::from)
     }
 
     /// Holds an accepted enrolment for an operator; its one-time challenge is spent now. A
@@ -107,7 +106,7 @@ impl ScepService {
                 Ok(None)
             }
             Err(StoreError::ChallengeUnavailable) => Err(Refusal::Challenge),
-            Err(e) => Err(Refusal::Internal(e.to_string())),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -117,11 +116,7 @@ impl ScepService {
         &self,
         waiting_only: bool,
     ) -> Result<Vec<PendingRequest>, ScepError> {
-        let internal = |e: StoreError| ScepError::Internal(e.to_string());
-        let all = PENDING
-            .all(self.backing.store.as_ref(), "")
-            .await
-            .map_err(internal)?;
+        let all = PENDING.all(self.backing.store.as_ref(), "").await?;
         Ok(all
             .into_iter()
             .map(|(_, pending)| pending.value)
@@ -136,10 +131,10 @@ impl ScepService {
         transaction_id: &str,
         approve: bool,
     ) -> Result<PendingRequest, DecisionError> {
-        let held = self
-            .pending(transaction_id)
+        let held = PENDING
+            .get(self.backing.store.as_ref(), transaction_id)
             .await
-            .map_err(|e| DecisionError::Internal(e.to_string()))?
+            .map_err(ScepError::from)?
             .ok_or(DecisionError::NotFound)?;
         if held.value.decision != Decision::Waiting {
             return Err(DecisionError::AlreadyDecided);
@@ -152,12 +147,10 @@ impl ScepService {
             return match self.backing.store.write_docs(vec![write]).await {
                 Ok(()) => Ok(decided),
                 Err(StoreError::Conflict { .. }) => Err(DecisionError::AlreadyDecided),
-                Err(e) => Err(DecisionError::Internal(e.to_string())),
+                Err(e) => Err(ScepError::from(e).into()),
             };
         }
-        let csr = decided
-            .csr()
-            .map_err(|e| DecisionError::Internal(e.to_string()))?;
+        let csr = decided.csr().map_err(ScepError::internal)?;
         let vouched = Vouched {
             device: decided.device.clone(),
             names: decided.stated.clone(),
@@ -179,7 +172,7 @@ impl ScepService {
             .map_err(|e| match e {
                 IssueError::Store(StoreError::Conflict { .. }) => DecisionError::AlreadyDecided,
                 IssueError::Policy(p) => DecisionError::Policy(p),
-                other => DecisionError::Internal(other.to_string()),
+                other => ScepError::Issue(other).into(),
             })?;
         decided.decision = Decision::Approved {
             serial: issued.record.serial,
