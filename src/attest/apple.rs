@@ -15,7 +15,7 @@ use x509_parser::x509::SubjectPublicKeyInfo;
 use super::{AttestError, Attestation, AttestationObject, DeviceFacts, Expected, Format, KeyType};
 use crate::csr::SubjectKey;
 
-/// Apple's root, shipped in `pki/` (its fingerprint is asserted by `tests/pki.rs`).
+/// Apple's root, shipped in `pki/` (its fingerprint is asserted by `tests/library/pki.rs`).
 const APPLE_ROOT_PEM: &[u8] = include_bytes!("../../pki/apple-enterprise-attestation-root-ca.pem");
 
 /// Leaf extensions (under Apple's arc 1.2.840.113635.100), as DER OID bytes; values are raw

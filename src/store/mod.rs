@@ -1,7 +1,7 @@
 //! Durable state: certificates, their indexes, the event feed and the issuer set.
 //!
 //! The trait is what the service layers need, nothing more; sled is the embedded backend and
-//! a shared SQL backend can implement the same trait (the battery in `tests/store_battery.rs`
+//! a shared SQL backend can implement the same trait (the battery in `tests/library/store_battery.rs`
 //! runs against every backend). Each write is atomic and durable before it returns: after a crash,
 //! all of it or none of it is there. A concurrent reader may see its records appear one after
 //! another, but never one that refers to a record not yet there.

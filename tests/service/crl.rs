@@ -2,7 +2,7 @@
 //! verified and read by openssl: signed by the issuer, revoked serials with their reasons,
 //! CRL numbers that grow with each revocation and across a restart.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

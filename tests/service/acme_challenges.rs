@@ -2,7 +2,7 @@
 //! an address is asked for by its reverse-DNS name, and a validation certificate that breaks
 //! a rule of RFC 8737 §3 leaves the authorization invalid with the cause, and nothing issued.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! certmonger (a private daemon) and strongSwan `pki --scep`; each enrols and each reports a
 //! wrong challenge as refused. Bad input gets HTTP 400 with a reason and writes nothing.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -3,7 +3,7 @@
 //! ECDSA issuer, with and without a nonce, by POST and by GET; a revocation is seen at once
 //! by OCSP, the CRL, the API and the event feed.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! exercise (every content cipher, SHA-512, GetCert, GetCRL) and the refusals with their
 //! failInfo.
 
-mod common;
+use crate::common;
 
 use common::*;
 use der::{Decode, Encode};

@@ -3,7 +3,7 @@
 //! checked against Apple's published schemas (`tests/vectors/apple-ddm/`), byte for byte
 //! what their declarations state, and usable: a device enrols with what the document says.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -3,7 +3,7 @@
 //! and live responses validate against the documented schemas (JSON Schema, by the
 //! `jsonschema` crate).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -1,0 +1,11 @@
+//! The library against published test vectors and across store backends, without a server:
+//! parsers fed real clients' bytes (ACME JWS, Apple attestations, CSRs, SCEP messages), the
+//! shipped roots, issuance, and the store battery. One test binary: it links once.
+
+mod acme_vectors;
+mod attest_vectors;
+mod csr_vectors;
+mod issuance;
+mod pki;
+mod scep_vectors;
+mod store_battery;
