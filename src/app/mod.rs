@@ -20,6 +20,7 @@ use crate::ca::KeyAccess;
 use crate::ca::passphrase;
 use crate::ca::pkcs11::Pkcs11Access;
 use crate::ca::rotation::Rotation;
+use crate::clock::{Clock, SystemClock};
 use crate::ca::{Ca, Issuer, IssuerSet, KeyFamily};
 use crate::config::Config;
 use crate::datadir::DataDir;
@@ -148,8 +149,30 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
 
     // Bind first: a port in use fails before any key is touched, and an ephemeral port (0)
     // is known before it is written into certificates.
-    let http = bind("listen.http", config.listen.http)?;
-    let https = bind("listen.https", config.listen.https)?;
+    let listeners = Listeners {
+        http: bind("listen.http", config.listen.http)?,
+        https: bind("listen.https", config.listen.https)?,
+    };
+    run(dir, config, listeners, Arc::new(SystemClock), shutdown).await
+}
+
+/// Listeners already bound, by `serve` from the configuration or by a caller that chose them.
+pub struct Listeners {
+    pub http: TcpListener,
+    pub https: TcpListener,
+}
+
+/// Serves the initialised data directory `dir` on `listeners` until `shutdown` is cancelled,
+/// then drains and flushes. Every service reads the time from `clock`; `config.listen` takes
+/// the listeners' addresses (the URLs written into certificates and payloads).
+pub async fn run(
+    dir: &DataDir,
+    mut config: Config,
+    listeners: Listeners,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Listeners { http, https } = listeners;
     let (http_addr, https_addr) = (http.local_addr()?, https.local_addr()?);
     config.listen.http = http_addr;
     config.listen.https = https_addr;
@@ -169,7 +192,10 @@ pub async fn serve(opts: ServeOptions, shutdown: CancellationToken) -> anyhow::R
     })?;
     // This process owns the database, so documents may be cached in front of it.
     let store: Arc<dyn Store> = Arc::new(DocCache::new(sled));
-    let backing = Backing::system(store.clone());
+    let backing = Backing {
+        store: store.clone(),
+        clock,
+    };
     let metrics = Arc::new(Metrics::default());
     let ca = Arc::new(open_ca(dir, &config, &keys, backing.clone(), metrics.clone()).await?);
     if let Some(rsa) = ca.issuers().active(KeyFamily::Rsa) {

@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use super::{
     CertQuery, CertRecord, CertState, ChallengeHash, ChallengeRecord, Doc, DocKey, DocKind,
     DocWrite, Event, Expect, IssuerChange, IssuerRecord, Linked, Page, Revoked, Seq, Store,
-    StoreError,
+    StoreError, UseUp,
 };
 use crate::model::RevocationReason;
 use crate::model::{IssuerId, Serial};
@@ -224,7 +224,7 @@ impl<S: Store> Store for DocCache<S> {
     async fn commit_docs(
         &self,
         writes: Vec<DocWrite>,
-        consume: Option<ChallengeHash>,
+        consume: Option<UseUp>,
     ) -> Result<(), StoreError> {
         let result = self.inner.commit_docs(writes.clone(), consume).await;
         match &result {

@@ -195,6 +195,14 @@ impl Backing {
     }
 }
 
+/// A one-time challenge to use up with a write, and when: the caller's clock decides whether
+/// it has expired, never the store's.
+#[derive(Debug, Clone, Copy)]
+pub struct UseUp {
+    pub challenge: ChallengeHash,
+    pub at: OffsetDateTime,
+}
+
 /// A document's address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DocKey {
@@ -489,11 +497,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// `write_docs` that also uses up a one-time challenge (as `insert_certificate` does), for
     /// requests that consume their challenge before any certificate exists (SCEP requests
-    /// waiting for approval).
+    /// waiting for approval). `ChallengeUnavailable` if it is unknown, used, or expired at
+    /// `consume.at`.
     async fn commit_docs(
         &self,
         writes: Vec<DocWrite>,
-        consume: Option<ChallengeHash>,
+        consume: Option<UseUp>,
     ) -> Result<(), StoreError>;
 
     /// Stores a one-time challenge, durably.

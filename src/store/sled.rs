@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     CertQuery, CertRecord, CertStatus, ChallengeHash, ChallengeRecord, Doc, DocKey, DocKind,
     DocWrite, Event, EventKind, Expect, IssuerChange, IssuerRecord, Linked, MAX_PAGE, Page,
-    Revoked, Seq, Store, StoreError,
+    Revoked, Seq, Store, StoreError, UseUp,
 };
 use crate::error::{Cause, Chain, cause};
 use crate::model::RevocationReason;
@@ -124,7 +124,7 @@ pub struct SledStore {
 
 enum Op {
     Insert(Box<CertRecord>, Linked),
-    WriteDocs(Vec<DocWrite>, Option<ChallengeHash>),
+    WriteDocs(Vec<DocWrite>, Option<UseUp>),
     PutChallenge(ChallengeHash, Box<ChallengeRecord>),
     /// Note these certificates (candidates read from the `Due`'s index) at the instant.
     NoteDue(Due, Vec<Vec<u8>>, OffsetDateTime),
@@ -496,7 +496,7 @@ impl Store for SledStore {
     async fn commit_docs(
         &self,
         writes: Vec<DocWrite>,
-        consume: Option<ChallengeHash>,
+        consume: Option<UseUp>,
     ) -> Result<(), StoreError> {
         self.submit(Op::WriteDocs(writes, consume)).await.map(drop)
     }
@@ -687,7 +687,13 @@ impl Writer {
                     let key = rec.serial.as_bytes();
                     // Reads first; nothing is staged unless every check passes.
                     let docs_ok = check_docs(&docs, &linked.docs)?;
-                    let challenge_ok = usable(&challenges, linked.consume, rec.issued_at)?;
+                    let challenge_ok = usable(
+                        &challenges,
+                        linked.consume.map(|challenge| UseUp {
+                            challenge,
+                            at: rec.issued_at,
+                        }),
+                    )?;
                     if !challenge_ok {
                         Err(StoreError::ChallengeUnavailable)
                     } else if let Err(e) = docs_ok {
@@ -794,14 +800,13 @@ impl Writer {
                     Ok(Applied::Done)
                 }
                 Op::WriteDocs(writes, consume) => {
-                    let now = OffsetDateTime::now_utc();
-                    if !usable(&challenges, *consume, now)? {
+                    if !usable(&challenges, *consume)? {
                         Err(StoreError::ChallengeUnavailable)
                     } else {
                         match check_docs(&docs, writes)? {
                             Ok(()) => {
-                                if let Some(hash) = consume {
-                                    challenges.remove(hash.as_bytes())?;
+                                if let Some(u) = consume {
+                                    challenges.remove(u.challenge.as_bytes())?;
                                 }
                                 apply_docs(&docs, writes);
                                 Ok(Applied::Done)
@@ -996,17 +1001,13 @@ fn append_event(
     *seq += 1;
 }
 
-/// Whether the one-time challenge to use up (if any) exists and is live at `at`.
-fn usable(
-    challenges: &StagedTree,
-    consume: Option<ChallengeHash>,
-    at: OffsetDateTime,
-) -> sled::Result<bool> {
-    let Some(hash) = consume else {
+/// Whether the one-time challenge to use up (if any) exists and is live when it is used.
+fn usable(challenges: &StagedTree, consume: Option<UseUp>) -> sled::Result<bool> {
+    let Some(UseUp { challenge, at }) = consume else {
         return Ok(true);
     };
     Ok(challenges
-        .get(hash.as_bytes())?
+        .get(challenge.as_bytes())?
         .is_some_and(|v| decode::<ChallengeRecord>("challenges", &v).is_ok_and(|c| c.is_live(at))))
 }
 

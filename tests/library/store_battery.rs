@@ -12,7 +12,7 @@ use enrollca::revocation::RevocationReason;
 use enrollca::store::{
     CertQuery, CertRecord, CertState, CertStatus, DeviceId, DocCache, DocKey, DocKind, DocWrite,
     EventKind, Expect, IssuerChange, IssuerRecord, IssuerState, Linked, Protocol, SledStore,
-    Standing, Store, StoreError,
+    Standing, Store, StoreError, UseUp,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -815,16 +815,17 @@ async fn documents_can_use_up_a_challenge_in_the_same_write() {
         };
         store.put_challenge(hash, rec).await.unwrap();
         let write = |id: &str| vec![put(DocKind::ScepPending, id, Expect::Absent, b"waiting")];
-        store.commit_docs(write("t1"), Some(hash)).await.unwrap();
+        let use_up = Some(UseUp {
+            challenge: hash,
+            at: now,
+        });
+        store.commit_docs(write("t1"), use_up).await.unwrap();
         assert!(
             store.challenge(&hash).await.unwrap().is_none(),
             "{name}: used up"
         );
         // A second use is refused, and its document is not written.
-        let err = store
-            .commit_docs(write("t2"), Some(hash))
-            .await
-            .unwrap_err();
+        let err = store.commit_docs(write("t2"), use_up).await.unwrap_err();
         assert!(
             matches!(err, StoreError::ChallengeUnavailable),
             "{name}: {err}"

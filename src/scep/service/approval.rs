@@ -8,7 +8,7 @@ use crate::csr::Csr;
 use crate::policy::{PolicyError, Vouched};
 use crate::scep::pending::{Decision, PendingRequest, Requested};
 use crate::scep::wire::{Payload, SignedMessage};
-use crate::store::{CertRecord, ChallengeHash, Collection, DocKind, StoreError, Stored};
+use crate::store::{CertRecord, ChallengeHash, Collection, DocKind, StoreError, Stored, UseUp};
 
 /// SCEP transaction id → the enrolment held under it.
 const PENDING: Collection<PendingRequest> = Collection::new(DocKind::ScepPending);
@@ -100,6 +100,10 @@ impl ScepService {
             decision: Decision::Waiting,
         };
         let write = PENDING.create(&req.transaction_id, &pending);
+        let consume = consume.map(|challenge| UseUp {
+            challenge,
+            at: pending.received_at,
+        });
         match self.backing.store.commit_docs(vec![write], consume).await {
             Ok(()) => {
                 tracing::info!(transaction = %req.transaction_id, "SCEP enrolment held for approval");
