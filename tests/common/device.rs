@@ -1,7 +1,7 @@
 //! Devices of the device-attest-01 tests: a server trusting a synthetic Apple-style
 //! attestation CA, the MDM's inventory, and a device's order up to its attestation.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -22,6 +22,12 @@ pub async fn device_server(tmp: &Path, ca: &TestAttestationCa) -> Server {
 }
 
 pub fn device_server_in(tmp: &Path, data: &Path, ca: &TestAttestationCa) -> Server {
+    trust_attestation_ca(tmp, data, ca);
+    Server::start(data, &[])
+}
+
+/// Configures the data directory `data` to trust `ca`'s root for attestation.
+fn trust_attestation_ca(tmp: &Path, data: &Path, ca: &TestAttestationCa) {
     let root = tmp.join("attestation-root.pem");
     std::fs::write(&root, ca.root_pem()).unwrap();
     let config_path = data.join("config.toml");
@@ -32,7 +38,6 @@ pub fn device_server_in(tmp: &Path, data: &Path, ca: &TestAttestationCa) -> Serv
         1,
     );
     std::fs::write(&config_path, config).unwrap();
-    Server::start(data, &[])
 }
 
 /// A server whose `device` profile takes one-time ClientIdentifiers, requiring an
@@ -42,6 +47,15 @@ pub fn client_identifier_server(
     ca: &TestAttestationCa,
     require_attestation: bool,
 ) -> Server {
+    Server::start(&client_identifier_data(tmp, ca, require_attestation), &[])
+}
+
+/// The data directory of `client_identifier_server`, for a server started otherwise.
+pub fn client_identifier_data(
+    tmp: &Path,
+    ca: &TestAttestationCa,
+    require_attestation: bool,
+) -> PathBuf {
     let data = init_dir(tmp, &[], &[]);
     let config_path = data.join("config.toml");
     let config = std::fs::read_to_string(&config_path)
@@ -57,7 +71,8 @@ pub fn client_identifier_server(
             1,
         );
     std::fs::write(&config_path, config).unwrap();
-    device_server_in(tmp, &data, ca)
+    trust_attestation_ca(tmp, &data, ca);
+    data
 }
 
 pub async fn register(server: &Server, id: &str, body: Value) -> u16 {

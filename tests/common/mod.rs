@@ -86,10 +86,7 @@ pub fn init_dir(parent: &Path, extra: &[&str], envs: &[(&str, &str)]) -> PathBuf
 }
 
 pub struct Server {
-    child: Child,
-    /// What the server wrote to stderr so far, read by a thread so the pipe never fills.
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-    log_reader: Option<std::thread::JoinHandle<()>>,
+    running: Running,
     pub data: PathBuf,
     pub http: String,
     pub https: String,
@@ -98,7 +95,108 @@ pub struct Server {
     pub client: reqwest::Client,
 }
 
+/// How the server under test runs.
+enum Running {
+    /// The real binary (`enrollca serve`), as a deployment runs it.
+    Process {
+        child: Child,
+        /// What it wrote to stderr so far, read by a thread so the pipe never fills.
+        log: std::sync::Arc<std::sync::Mutex<String>>,
+        log_reader: Option<std::thread::JoinHandle<()>>,
+    },
+    /// `enrollca::app::run` on a thread of this process, on a clock the test moves.
+    InProcess {
+        shutdown: tokio_util::sync::CancellationToken,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+}
+
+/// A clock a test moves instead of sleeping until something expires.
+pub struct TestClock(std::sync::Mutex<time::OffsetDateTime>);
+
+impl TestClock {
+    pub fn starting_now() -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self(std::sync::Mutex::new(time::OffsetDateTime::now_utc())))
+    }
+
+    pub fn advance(&self, by: time::Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl enrollca::clock::Clock for TestClock {
+    fn now(&self) -> time::OffsetDateTime {
+        *self.0.lock().unwrap()
+    }
+}
+
 impl Server {
+    /// Serves the initialised data directory `data` from this process (`app::run`) on
+    /// ephemeral loopback ports, reading the time from `clock`. Clients still reach it over
+    /// HTTP(S) only; what needs the binary itself (signals, exit codes, its log) uses `start`.
+    pub fn in_process(data: &Path, clock: std::sync::Arc<TestClock>) -> Self {
+        let dir = enrollca::datadir::DataDir::new(data);
+        let config_file = Some(dir.config()).filter(|p| p.is_file());
+        let config = enrollca::config::Config::load(config_file.as_deref(), std::iter::empty())
+            .expect("the data directory's configuration loads");
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let (ready, addrs) = mpsc::channel();
+        let stop = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
+                let listeners = enrollca::app::Listeners {
+                    http: bind().await,
+                    https: bind().await,
+                };
+                let http = listeners.http.local_addr().unwrap();
+                let https = listeners.https.local_addr().unwrap();
+                ready.send((http, https)).unwrap();
+                enrollca::app::run(&dir, config, listeners, clock, stop)
+                    .await
+                    .expect("the in-process server runs");
+            });
+        });
+        let (http, https) = addrs
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the in-process server binds");
+        let (http, https) = (format!("http://{http}"), format!("https://{https}"));
+        // Ready when it answers.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", &format!("{http}/healthz")])
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the in-process server did not answer"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let token = std::fs::read_to_string(data.join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Self {
+            running: Running::InProcess {
+                shutdown,
+                thread: Some(thread),
+            },
+            data: data.to_owned(),
+            client: trusting_roots_of(&http),
+            http,
+            https,
+            token,
+            banner: String::new(),
+        }
+    }
+
     /// Starts `enrollca serve --data DATA` on ephemeral loopback ports.
     pub fn start(data: &Path, envs: &[(&str, &str)]) -> Self {
         Self::try_start(data, envs).unwrap_or_else(|e| panic!("server did not start: {e}"))
@@ -185,9 +283,11 @@ impl Server {
             .trim()
             .to_owned();
         Ok(Self {
-            child,
-            log,
-            log_reader: Some(log_reader),
+            running: Running::Process {
+                child,
+                log,
+                log_reader: Some(log_reader),
+            },
             data: data.to_owned(),
             http,
             https,
@@ -197,31 +297,52 @@ impl Server {
         })
     }
 
+    fn child(&mut self) -> &mut Child {
+        match &mut self.running {
+            Running::Process { child, .. } => child,
+            Running::InProcess { .. } => panic!("the server runs in this process"),
+        }
+    }
+
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.running {
+            Running::Process { child, .. } => child.id(),
+            Running::InProcess { .. } => panic!("the server runs in this process"),
+        }
     }
 
     /// SIGTERM, then wait for the exit status; returns it with everything logged.
     pub fn stop(mut self) -> (ExitStatus, String) {
-        run("kill", &["-TERM", &self.child.id().to_string()]);
-        let status = self.child.wait().unwrap();
-        if let Some(reader) = self.log_reader.take() {
+        let child = self.child();
+        run("kill", &["-TERM", &child.id().to_string()]);
+        let status = child.wait().unwrap();
+        let Running::Process {
+            log, log_reader, ..
+        } = &mut self.running
+        else {
+            unreachable!()
+        };
+        if let Some(reader) = log_reader.take() {
             reader.join().unwrap();
         }
-        let log = self.log.lock().unwrap().clone();
+        let log = log.lock().unwrap().clone();
         (status, log)
     }
 
     /// What the server has logged so far (after a moment for the reader to catch up).
     pub fn log_so_far(&self) -> String {
         std::thread::sleep(Duration::from_millis(200));
-        self.log.lock().unwrap().clone()
+        match &self.running {
+            Running::Process { log, .. } => log.lock().unwrap().clone(),
+            Running::InProcess { .. } => panic!("the server runs in this process"),
+        }
     }
 
     /// SIGKILL: no chance to flush anything.
     pub fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        let child = self.child();
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     /// The roots the server publishes at `/roots.pem`.
@@ -375,8 +496,18 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.running {
+            Running::Process { child, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Running::InProcess { shutdown, thread } => {
+                shutdown.cancel();
+                if let Some(thread) = thread.take() {
+                    let _ = thread.join();
+                }
+            }
+        }
     }
 }
 

@@ -662,7 +662,12 @@ async fn the_cli_prints_apple_payloads_that_plistlib_reads() {
 async fn a_one_time_client_identifier_stands_for_its_device_once() {
     let tmp = tempfile::tempdir().unwrap();
     let ca = TestAttestationCa::generate("Test").unwrap();
-    let server = client_identifier_server(tmp.path(), &ca, true);
+    // In this process, on a clock the test moves to expire a ClientIdentifier.
+    let clock = TestClock::starting_now();
+    let server = Server::in_process(
+        &client_identifier_data(tmp.path(), &ca, true),
+        clock.clone(),
+    );
     assert_eq!(
         register(&server, "mdm-7", json!({"serial": SERIAL, "udid": UDID})).await,
         201
@@ -762,7 +767,7 @@ async fn a_one_time_client_identifier_stands_for_its_device_once() {
     // Expired.
     let resp = api(json!({"device": "mdm-7", "ttl": "1s"})).await;
     let brief: Value = resp.json().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    clock.advance(time::Duration::seconds(2));
     let resp = again
         .post(
             &url,

@@ -584,8 +584,10 @@ async fn strongswan_enrols_with_3des_and_aes_and_is_refused() {
 async fn one_time_challenges_enrol_once_per_device() {
     let tmp = tempfile::tempdir().unwrap();
     let data = init_dir(tmp.path(), &[], &[]);
-    // No static challenge: only minted ones open the door.
-    let server = Server::start(&data, &[]);
+    // No static challenge: only minted ones open the door. In this process, on a clock the
+    // test moves to expire a challenge.
+    let clock = TestClock::starting_now();
+    let server = Server::in_process(&data, clock.clone());
     let mint = |args: &[&str]| {
         let mut all = vec!["challenge", "create"];
         all.extend_from_slice(args);
@@ -621,7 +623,7 @@ async fn one_time_challenges_enrol_once_per_device() {
     assert!(format!("{}{}", stdout(&out), stderr(&out)).contains("badRequest"));
     // Expired.
     let short = mint(&["--ttl", "1s"]);
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    clock.advance(time::Duration::seconds(2));
     let out = scepclient(&server, &tmp.path().join("c"), "late", &short);
     assert!(!out.status.success());
     assert_eq!(server.events().await.len(), 1);
