@@ -1,6 +1,8 @@
 //! Operator commands. sled admits one process, so commands talk to the running server through
 //! its authenticated API; when no server answers they open the data directory themselves.
 
+pub mod cli;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
