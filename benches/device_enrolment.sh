@@ -19,7 +19,7 @@ shift || true
 concurrencies=("${@:-16}")
 # BIN=DIR runs binaries built elsewhere, e.g. another revision for an A/B comparison.
 if [ -z "${BIN:-}" ]; then
-  cargo build --release --quiet --bin enrollca --bin enrollca-acme-load
+  cargo build --release --quiet --workspace --bin enrollca --bin enrollca-acme-load
 fi
 bin=${BIN:-$PWD/target/release}
 

@@ -17,7 +17,7 @@ revoked=${2:-100000}
 requests=${3:-200000}
 # BIN=DIR runs binaries built elsewhere, e.g. another revision for an A/B comparison.
 if [ -z "${BIN:-}" ]; then
-  cargo build --release --quiet --bin enrollca --bin enrollca-seed --bin enrollca-api-load
+  cargo build --release --quiet --workspace --bin enrollca --bin enrollca-seed --bin enrollca-api-load
 fi
 bin=${BIN:-$PWD/target/release}
 

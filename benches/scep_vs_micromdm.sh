@@ -11,7 +11,7 @@ requests=${1:-1000}
 command -v scepserver >/dev/null || { echo "install the Debian package scep" >&2; exit 1; }
 # BIN=DIR runs binaries built elsewhere, e.g. another revision for an A/B comparison.
 if [ -z "${BIN:-}" ]; then
-  cargo build --release --quiet --bin enrollca --bin enrollca-scep-load
+  cargo build --release --quiet --workspace --bin enrollca --bin enrollca-scep-load
 fi
 bin=${BIN:-$PWD/target/release}
 

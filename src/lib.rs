@@ -19,7 +19,6 @@ pub mod error;
 pub mod http;
 pub mod init;
 pub mod inventory;
-pub mod loadgen;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -29,8 +29,8 @@ const LAYERS: &[&[&str]] = &[
     &["logging"],
     // The wiring: the only module that knows every service.
     &["app"],
-    // The operator's CLI, and the load generators' shared code.
-    &["admin", "loadgen"],
+    // The operator's CLI.
+    &["admin"],
 ];
 
 /// The `crate::x` modules `text` (one file, tests and comments left out) uses.

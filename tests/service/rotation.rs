@@ -9,6 +9,8 @@ use crate::common;
 use std::path::Path;
 
 use common::*;
+use enrollca::scep::client::Identity;
+use enrollca::scep::message::MessageType;
 use serde_json::Value;
 
 const CHALLENGE: &str = "rotate-me";
@@ -192,7 +194,9 @@ async fn the_scep_ca_rotates_while_devices_enrol_and_renew() {
         )
     );
 
-    // Activate while a load generator enrols: every request succeeds, across the switch.
+    // Activate while devices enrol: our SCEP client in four parallel streams of 150
+    // enrolments, each encrypting to the CA certificate GetCACert gave it before the switch
+    // (a device that fetched it a moment earlier); every enrolment succeeds, across the switch.
     let count = |issuer: String| {
         let server = &server;
         async move {
@@ -205,35 +209,32 @@ async fn the_scep_ca_rotates_while_devices_enrol_and_renew() {
         }
     };
     let old_before = count(old_id.clone()).await;
-    let loadgen = std::process::Command::new(env!("CARGO_BIN_EXE_enrollca-scep-load"))
-        .args(["--url", &server.url("/scep"), "--challenge", CHALLENGE])
-        .args([
-            "--requests",
-            "600",
-            "--concurrency",
-            "4",
-            "--identities",
-            "4",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Activation as soon as the load generator is issuing (it builds its requests first).
-    for _ in 0..600 {
-        if count(old_id.clone()).await > old_before {
-            break;
+    let client = crate::scep_client::Client::new(&server).await;
+    let devices: Vec<Identity> = (0..4).map(|_| Identity::generate().unwrap()).collect();
+    let stream = |s: usize| {
+        let (client, device) = (&client, &devices[s]);
+        async move {
+            for i in 0..150 {
+                let cn = format!("load-{s}-{i}");
+                let csr = device.csr(&cn, Some(CHALLENGE)).unwrap();
+                let (_, issued) = client.send(device, MessageType::PkcsReq, &csr).await;
+                assert!(issued.is_some(), "{cn} was refused");
+            }
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    server.cli_ok(&["ca", "rotate", "activate", "--family", "rsa"]);
-    let out = loadgen.wait_with_output().unwrap();
-    let report = stdout(&out);
-    assert!(out.status.success(), "{report}{}", stderr(&out));
-    assert!(
-        report.contains("600 verified") && report.contains("0 failed"),
-        "{report}"
-    );
+    };
+    let activate = async {
+        // As soon as the streams are issuing.
+        for _ in 0..600 {
+            if count(old_id.clone()).await > old_before {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        tokio::task::block_in_place(|| {
+            server.cli_ok(&["ca", "rotate", "activate", "--family", "rsa"])
+        });
+    };
+    tokio::join!(stream(0), stream(1), stream(2), stream(3), activate);
     let (old_after, new_after) = (count(old_id.clone()).await, count(next_id.clone()).await);
     assert!(
         old_after > old_before && new_after > 0,

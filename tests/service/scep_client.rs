@@ -21,7 +21,8 @@ fn scep_server(tmp: &std::path::Path, extra: &[(&str, &str)]) -> Server {
     Server::start(&data, &envs)
 }
 
-struct Client<'a> {
+/// Our SCEP client against one server, holding what GetCACert served when it was made.
+pub(crate) struct Client<'a> {
     server: &'a Server,
     ca: X509,
     /// Every certificate GetCACert served, in order (DER).
@@ -30,7 +31,7 @@ struct Client<'a> {
 }
 
 impl<'a> Client<'a> {
-    async fn new(server: &'a Server) -> Self {
+    pub(crate) async fn new(server: &'a Server) -> Self {
         let der = reqwest::get(server.url("/scep?operation=GetCACert"))
             .await
             .unwrap()
@@ -49,7 +50,7 @@ impl<'a> Client<'a> {
     }
 
     /// `exchange` with AES-256 and SHA-256.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         device: &Identity,
         message_type: MessageType,

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use enrollca::loadgen::{Report, cpu_seconds};
 use enrollca::scep::client::Identity;
 use enrollca::scep::message::{Cipher, Digest, MessageType, PkiStatus};
 use enrollca::scep::wire::{self, NewRequest};
+use enrollca_loadgen::{Report, cpu_seconds};
 use openssl::x509::X509;
 use tokio::sync::Semaphore;
 

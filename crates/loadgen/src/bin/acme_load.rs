@@ -27,7 +27,7 @@ use clap::Parser;
 use enrollca::acme::client::{AccountKey, Http01Responder};
 use enrollca::attest::freshness_nonce;
 use enrollca::attest::synthetic::{Leaf, TestAttestationCa};
-use enrollca::loadgen::{Report, cpu_seconds};
+use enrollca_loadgen::{Report, cpu_seconds};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, header};

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use enrollca::loadgen::{Report, cpu_seconds};
+use enrollca_loadgen::{Report, cpu_seconds};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use openssl::hash::MessageDigest;
