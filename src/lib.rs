@@ -3,6 +3,10 @@
 //! Devices enrol over SCEP and ACME; the MDM server reads issuance and revocation state
 //! through the API. See docs/architecture.md for the layers; each module's doc says its part.
 
+// What is `pub` is the library's surface (the tests, the load generators and the fuzz targets
+// use it); anything only the crate uses says `pub(crate)` (CI denies warnings).
+#![warn(unreachable_pub)]
+
 pub mod acme;
 pub mod admin;
 pub mod api;

@@ -371,7 +371,10 @@ const ABANDONED_AFTER: Duration = Duration::days(30);
 /// Deletes abandoned accounts (see `ABANDONED_AFTER`) with their key's index entry; returns
 /// how many went. Accounts bound with an external account key are kept (an operator vouched
 /// for them), and so is one that changes meanwhile.
-pub async fn purge_abandoned(store: &dyn Store, now: OffsetDateTime) -> Result<usize, StoreError> {
+pub(crate) async fn purge_abandoned(
+    store: &dyn Store,
+    now: OffsetDateTime,
+) -> Result<usize, StoreError> {
     let cutoff = now - ABANDONED_AFTER;
     let mut pages = ACCOUNTS.pages(store);
     let mut purged = 0;

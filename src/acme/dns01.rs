@@ -19,13 +19,13 @@ use super::validation::is_localhost;
 /// Per query attempt; two attempts, so a validation gives up within 10 s like the others.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-pub struct Dns01 {
+pub(crate) struct Dns01 {
     resolver: TokioResolver,
 }
 
 impl Dns01 {
     /// `server`: the DNS server to ask; none: the system's configuration.
-    pub fn new(server: Option<SocketAddr>) -> anyhow::Result<Self> {
+    pub(crate) fn new(server: Option<SocketAddr>) -> anyhow::Result<Self> {
         let provider = TokioConnectionProvider::default();
         let mut builder = match server {
             Some(addr) => {
@@ -54,7 +54,7 @@ impl Dns01 {
 
     /// Succeeds when one of the TXT records at `_acme-challenge.<name>` is the digest of
     /// `key_authorization`.
-    pub async fn validate(
+    pub(crate) async fn validate(
         &self,
         identifier: &Identifier,
         key_authorization: &str,

@@ -6,19 +6,19 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 #[derive(Default, Clone)]
-pub struct InFlight {
+pub(crate) struct InFlight {
     ids: Arc<Mutex<HashSet<String>>>,
 }
 
 /// Holds an id as in flight until dropped, whatever way the work ends.
-pub struct Running {
+pub(crate) struct Running {
     ids: Arc<Mutex<HashSet<String>>>,
     id: String,
 }
 
 impl InFlight {
     /// Marks `id` as running, or returns `None` if it already is.
-    pub fn start(&self, id: &str) -> Option<Running> {
+    pub(crate) fn start(&self, id: &str) -> Option<Running> {
         let inserted = self.lock().insert(id.to_owned());
         inserted.then(|| Running {
             ids: self.ids.clone(),
@@ -26,7 +26,7 @@ impl InFlight {
         })
     }
 
-    pub fn contains(&self, id: &str) -> bool {
+    pub(crate) fn contains(&self, id: &str) -> bool {
         self.lock().contains(id)
     }
 

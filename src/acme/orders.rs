@@ -37,7 +37,7 @@ const ORDER_LIFETIME: Duration = Duration::hours(24);
 /// Most identifiers in one order.
 const MAX_IDENTIFIERS: usize = 100;
 /// Orders per page of an account's order list.
-pub const ORDERS_PAGE: usize = 100;
+pub(crate) const ORDERS_PAGE: usize = 100;
 /// How long an order is kept once it has expired (clients may still read a finished order;
 /// its certificate stays downloadable by serial whatever happens to the order).
 const RETENTION: Duration = Duration::days(7);
@@ -402,7 +402,10 @@ impl AcmeService {
 /// Deletes orders that expired more than `RETENTION` before `now`, with their authorizations
 /// and their place in the account's order list; returns how many orders went. An order that
 /// changes meanwhile is left for the next sweep.
-pub async fn purge_expired(store: &dyn Store, now: OffsetDateTime) -> Result<usize, StoreError> {
+pub(crate) async fn purge_expired(
+    store: &dyn Store,
+    now: OffsetDateTime,
+) -> Result<usize, StoreError> {
     let cutoff = now - RETENTION;
     let mut pages = ORDERS.pages(store);
     let mut purged = 0;

@@ -83,7 +83,7 @@ pub async fn validate(
 }
 
 /// Most certificates one batch may ask about.
-pub const MAX_BATCH: usize = 1000;
+pub(crate) const MAX_BATCH: usize = 1000;
 
 #[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -28,7 +28,7 @@ pub struct ImportEntry {
 }
 
 /// At most this many devices per import request.
-pub const MAX_IMPORT: usize = 1000;
+pub(crate) const MAX_IMPORT: usize = 1000;
 
 #[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

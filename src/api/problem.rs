@@ -10,7 +10,7 @@ use crate::ca::IssueError;
 use crate::error::{Chain, Kind, RETRY_UNAVAILABLE_SECS};
 
 #[derive(Debug, Serialize)]
-pub struct Problem {
+pub(crate) struct Problem {
     #[serde(rename = "type")]
     pub kind: String,
     pub title: &'static str,

@@ -20,7 +20,7 @@ const MAX_BATCH_BODY: usize = 8 << 20;
 /// fetch without credentials (SCEP, CRLs, OCSP, CA certificates, health, metrics); the API
 /// (bearer tokens) only with `api_on_http`, ACME never (RFC 8555 §6.1 requires HTTPS, and a
 /// request signed for the HTTPS URL must not be accepted over plain HTTP). HTTPS serves all.
-pub fn routers(state: AppState, api_on_http: bool) -> (Router, Router) {
+pub(crate) fn routers(state: AppState, api_on_http: bool) -> (Router, Router) {
     let https = public_routes()
         .merge(api_routes())
         .merge(acme_routes(state.clone()));

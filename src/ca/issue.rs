@@ -23,7 +23,7 @@ use crate::store::{
 const SERIAL_ATTEMPTS: usize = 3;
 
 /// Builds the documents that commit together with a certificate's record.
-pub type Completion = Box<dyn Fn(&CertRecord) -> Vec<DocWrite> + Send + Sync>;
+pub(crate) type Completion = Box<dyn Fn(&CertRecord) -> Vec<DocWrite> + Send + Sync>;
 
 pub struct IssueRequest {
     pub csr: Csr,
