@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use enrollca::scep::client::Identity;
 use enrollca::scep::message::{Cipher, Digest, MessageType, PkiStatus};
 use enrollca::scep::wire::{self, NewRequest};
+use enrollca_testkit::scep::Identity;
 use openssl::x509::X509;
 use serde_json::{Value, json};
 
@@ -148,7 +148,7 @@ async fn scep_ca(server: &Server) -> X509 {
         .bytes()
         .await
         .unwrap();
-    enrollca::scep::client::ca_of_getcacert(&der).unwrap()
+    enrollca_testkit::scep::ca_of_getcacert(&der).unwrap()
 }
 
 fn csr_pem(n: usize) -> String {

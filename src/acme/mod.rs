@@ -2,7 +2,7 @@
 //! validation, finalization and revocation, served per named profile at `/acme/<profile>/directory`.
 
 mod accounts;
-pub mod client;
+
 pub mod client_identifiers;
 mod dns01;
 pub mod error;

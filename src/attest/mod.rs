@@ -4,7 +4,6 @@
 
 mod apple;
 mod object;
-pub mod synthetic;
 
 use std::sync::Arc;
 

@@ -1,6 +1,5 @@
 //! SCEP (RFC 8894): wire format, message vocabulary, enrolment service and HTTP handlers.
 
-pub mod client;
 pub mod handlers;
 pub mod message;
 pub mod pending;

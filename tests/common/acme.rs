@@ -5,13 +5,13 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use enrollca::acme::client::Http01Responder;
+use enrollca_testkit::acme::Http01Responder;
 use serde_json::{Value, json};
 
 use super::*;
 
 /// The test's account keys are the load generator's.
-pub use enrollca::acme::client::AccountKey as Key;
+pub use enrollca_testkit::acme::AccountKey as Key;
 
 /// The test's http-01 responder is the load generator's.
 pub struct Responder;

@@ -1,6 +1,6 @@
-//! A stored attestation object (tests/vectors/attest, made once by `attest::synthetic` with
-//! a P-384 root and intermediate like Apple's) verifies at a fixed time, yields its device
-//! key and facts, and every truncation of it is refused cleanly.
+//! A stored attestation object (tests/vectors/attest, made once by the test kit's
+//! `attestation`, with a P-384 root and intermediate like Apple's) verifies at a fixed time,
+//! yields its device key and facts, and every truncation of it is refused cleanly.
 
 use std::sync::Arc;
 

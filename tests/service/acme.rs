@@ -293,7 +293,7 @@ async fn ready_order(
     name: &str,
 ) -> (
     Server,
-    enrollca::acme::client::Http01Responder,
+    enrollca_testkit::acme::Http01Responder,
     Client,
     String,
     Value,

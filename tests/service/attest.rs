@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use common::acme::{Client, Tweak};
 use common::device::*;
 use common::*;
-use enrollca::attest::synthetic::{Leaf, TestAttestationCa, object};
+use enrollca_testkit::attestation::{Leaf, TestAttestationCa, object};
 use serde_json::{Value, json};
 use time::{Duration, OffsetDateTime};
 

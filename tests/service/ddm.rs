@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use common::acme::Client;
 use common::device::*;
 use common::*;
-use enrollca::attest::synthetic::TestAttestationCa;
+use enrollca_testkit::attestation::TestAttestationCa;
 use serde_json::{Value, json};
 use yaml_rust2::{Yaml, YamlLoader};
 

@@ -9,8 +9,8 @@ use crate::common;
 use std::path::Path;
 
 use common::*;
-use enrollca::scep::client::Identity;
 use enrollca::scep::message::MessageType;
+use enrollca_testkit::scep::Identity;
 use serde_json::Value;
 
 const CHALLENGE: &str = "rotate-me";

@@ -6,9 +6,9 @@ use crate::common;
 
 use common::*;
 use der::{Decode, Encode};
-use enrollca::scep::client::Identity;
 use enrollca::scep::message::{Cipher, Digest, FailInfo, MessageType, PkiStatus};
 use enrollca::scep::wire::{self, NewRequest, SignedMessage};
+use enrollca_testkit::scep::Identity;
 use openssl::x509::X509;
 
 const CHALLENGE: &str = "client-challenge";
@@ -43,7 +43,7 @@ impl<'a> Client<'a> {
         let served = p7.signed().unwrap().certificates().unwrap();
         Self {
             server,
-            ca: enrollca::scep::client::ca_of_getcacert(&der).unwrap(),
+            ca: enrollca_testkit::scep::ca_of_getcacert(&der).unwrap(),
             served: served.iter().map(|c| c.to_der().unwrap()).collect(),
             transaction: "test-transaction-1".into(),
         }

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use enrollca::scep::client::Identity;
 use enrollca::scep::message::{Cipher, Digest, MessageType, PkiStatus};
 use enrollca::scep::wire::{self, NewRequest};
 use enrollca_loadgen::{Report, cpu_seconds};
+use enrollca_testkit::scep::Identity;
 use openssl::x509::X509;
 use tokio::sync::Semaphore;
 
@@ -147,7 +147,7 @@ async fn fetch_ca(http: &reqwest::Client, url: &str) -> anyhow::Result<X509> {
         .send()
         .await?;
     let body = resp.bytes().await?;
-    enrollca::scep::client::ca_of_getcacert(&body).map_err(anyhow::Error::msg)
+    enrollca_testkit::scep::ca_of_getcacert(&body).map_err(anyhow::Error::msg)
 }
 
 fn build_requests(

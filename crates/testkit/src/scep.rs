@@ -4,7 +4,7 @@
 use der::Encode;
 use openssl::pkey::{PKey, Private};
 
-use super::wire::MessageSigner;
+use enrollca::scep::wire::MessageSigner;
 
 /// OID of PKCS#9 challengePassword.
 const CHALLENGE_PASSWORD: &[u64] = &[1, 2, 840, 113549, 1, 9, 7];

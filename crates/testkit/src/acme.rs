@@ -10,7 +10,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::{Value, json};
 
-use super::jws::Jwk;
+use enrollca::acme::jws::Jwk;
 
 pub struct AccountKey {
     pair: EcdsaKeyPair,

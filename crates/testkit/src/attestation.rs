@@ -88,7 +88,7 @@ impl TestAttestationCa {
         };
         let cert_pem = read("intermediate.pem")?;
         let key = KeyPair::from_pem(&read("intermediate.key")?)?;
-        let der = crate::encoding::pem_certs(cert_pem.as_bytes())?
+        let der = enrollca::encoding::pem_certs(cert_pem.as_bytes())?
             .into_iter()
             .next()
             .context("intermediate.pem holds no certificate")?;
@@ -179,7 +179,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::attest::{Apple, Expected, KeyType, Verifier, freshness_nonce};
+    use enrollca::attest::{Apple, Expected, KeyType, Verifier, freshness_nonce};
 
     #[test]
     fn a_ca_made_by_openssl_loads_and_attests_under_its_root() {
@@ -202,7 +202,7 @@ mod tests {
         assert!(ok.success());
         let ca = TestAttestationCa::load(dir.path()).unwrap();
         let root = std::fs::read(dir.path().join("root.pem")).unwrap();
-        let roots = crate::encoding::pem_certs(&root).unwrap();
+        let roots = enrollca::encoding::pem_certs(&root).unwrap();
         let verifier = Verifier::new(vec![Arc::new(Apple::new(roots).unwrap())]);
         let device = KeyPair::generate().unwrap();
         let leaf = Leaf {
