@@ -11,7 +11,7 @@ use std::path::Path;
 /// Replaces `path` with `bytes` (mode `mode`, e.g. 0o600 for keys) atomically and durably:
 /// written to a temporary name beside it, synced, renamed over it, the directory synced.
 /// After a crash `path` holds either its old content or the new one.
-pub fn write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+pub(crate) fn write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let tmp = path.with_extension(match path.extension() {
         Some(ext) => format!("{}.tmp", ext.to_string_lossy()),
         None => "tmp".to_owned(),
@@ -31,7 +31,7 @@ pub fn write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
 
 /// Creates `path` with mode 0600 (failing if it exists) and syncs it and its directory entry:
 /// for keys and tokens, which must neither be readable by others nor lost.
-pub fn create_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn create_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -43,7 +43,7 @@ pub fn create_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Renames durably: the rename is on disk when this returns (both directories synced).
-pub fn rename(from: &Path, to: &Path) -> std::io::Result<()> {
+pub(crate) fn rename(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::rename(from, to)?;
     sync_parent(to)?;
     if from.parent() != to.parent() {
@@ -53,7 +53,7 @@ pub fn rename(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 /// Syncs the directory holding `path`, making its entry (creation, rename, removal) durable.
-pub fn sync_parent(path: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_parent(path: &Path) -> std::io::Result<()> {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
         _ => sync_dir(Path::new(".")),
@@ -66,7 +66,7 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Syncs every file and directory under `root` (children before their directory), and the
 /// directory holding `root`: for a tree written without syncs, made durable in one go.
-pub fn sync_tree(root: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_tree(root: &Path) -> std::io::Result<()> {
     fn walk(path: &Path) -> std::io::Result<()> {
         if path.is_dir() {
             for entry in std::fs::read_dir(path)? {

@@ -32,19 +32,19 @@ impl Kind {
 }
 
 /// Seconds a client is asked to wait (`Retry-After`) when we are [`Kind::Unavailable`].
-pub const RETRY_UNAVAILABLE_SECS: u64 = 5;
+pub(crate) const RETRY_UNAVAILABLE_SECS: u64 = 5;
 
 /// The cause of a failure of ours, shareable: one store failure answers every request of the
 /// batch it failed.
-pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+pub(crate) type Cause = Arc<dyn std::error::Error + Send + Sync>;
 
 /// Any error, or the message of a broken invariant of ours, as a [`Cause`].
-pub fn cause(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Cause {
+pub(crate) fn cause(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Cause {
     Arc::from(e.into())
 }
 
 /// An error followed by its causes, `outer: inner: innermost`, for one log line.
-pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+pub(crate) struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

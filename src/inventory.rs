@@ -18,7 +18,7 @@ const IDENTIFIERS: Collection<DeviceId> = Collection::new(DocKind::InventoryIden
 
 /// A registered device.
 #[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InventoryDevice {
+pub(crate) struct InventoryDevice {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -34,7 +34,7 @@ impl InventoryDevice {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum InventoryError {
+pub(crate) enum InventoryError {
     #[error("{0}")]
     Invalid(String),
     #[error("{identifier} is already registered to device {device}")]
@@ -71,7 +71,7 @@ fn check_identifier(what: &str, v: &str) -> Result<(), InventoryError> {
 
 /// Registers `id` with its serial number and/or UDID, replacing what it had; returns whether
 /// it is new. An identifier registered to another device is refused.
-pub async fn register(
+pub(crate) async fn register(
     store: &dyn Store,
     id: &DeviceId,
     serial: Option<String>,
@@ -125,7 +125,7 @@ pub async fn register(
 }
 
 /// Removes a device from the inventory; returns whether it was there.
-pub async fn unregister(store: &dyn Store, id: &DeviceId) -> Result<bool, InventoryError> {
+pub(crate) async fn unregister(store: &dyn Store, id: &DeviceId) -> Result<bool, InventoryError> {
     let Some(current) = device_doc(store, id).await? else {
         return Ok(false);
     };
@@ -140,7 +140,7 @@ pub async fn unregister(store: &dyn Store, id: &DeviceId) -> Result<bool, Invent
     Ok(true)
 }
 
-pub async fn device(
+pub(crate) async fn device(
     store: &dyn Store,
     id: &DeviceId,
 ) -> Result<Option<InventoryDevice>, StoreError> {

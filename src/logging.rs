@@ -3,7 +3,7 @@
 use crate::config::{Log, LogFormat};
 
 /// Installs the global tracing subscriber (`ENROLLCA_LOG` overrides `log.level`).
-pub fn init_logging(log: &Log) {
+pub(crate) fn init_logging(log: &Log) {
     let filter = std::env::var("ENROLLCA_LOG").unwrap_or_else(|_| log.level.clone());
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -23,14 +23,14 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const CURSORS: Collection<Seq> = Collection::new(DocKind::WebhookCursor);
 
 /// The signature header: `sha256=` and the hex HMAC-SHA256 of the body under the secret.
-pub const SIGNATURE_HEADER: &str = "x-enrollca-signature";
+pub(crate) const SIGNATURE_HEADER: &str = "x-enrollca-signature";
 
 #[derive(Serialize)]
 struct Delivery<'a> {
     events: &'a [Event],
 }
 
-pub struct Webhook {
+pub(crate) struct Webhook {
     url: String,
     key: ring::hmac::Key,
     http: reqwest::Client,
@@ -38,7 +38,7 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    pub fn new(url: String, secret: &Secret, store: Arc<dyn Store>) -> anyhow::Result<Self> {
+    pub(crate) fn new(url: String, secret: &Secret, store: Arc<dyn Store>) -> anyhow::Result<Self> {
         Ok(Self {
             key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.expose().as_bytes()),
             http: reqwest::Client::builder()
@@ -51,7 +51,7 @@ impl Webhook {
     }
 
     /// Delivers until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         let mut cursor = match self.cursor().await {
             Ok(c) => c,
             Err(e) => {

@@ -24,7 +24,7 @@ fn subject(attrs: &[(String, String)]) -> Value {
 
 /// Parses `CN=a,O=b` (RFC 4514 order as written; no escaped commas). Apple payloads take any
 /// attribute, so keys are kept as written.
-pub fn parse_subject(text: &str) -> Result<Vec<(String, String)>, crate::csr::CsrError> {
+pub(crate) fn parse_subject(text: &str) -> Result<Vec<(String, String)>, crate::csr::CsrError> {
     Ok(crate::csr::split_subject(text)?
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -48,7 +48,7 @@ fn payload(kind: &str, display: &str) -> Dictionary {
 
 /// ACME with Managed Device Attestation: a hardware-bound, attested ECC key, client
 /// authentication.
-pub struct Acme<'a> {
+pub(crate) struct Acme<'a> {
     pub directory_url: &'a str,
     pub client_identifier: &'a str,
     /// 256 or 384 (P-256 or P-384 in the Secure Enclave).
@@ -57,7 +57,7 @@ pub struct Acme<'a> {
 }
 
 impl Acme<'_> {
-    pub const CREDENTIAL_TYPE: &'static str = "com.apple.credential.acme";
+    pub(crate) const CREDENTIAL_TYPE: &'static str = "com.apple.credential.acme";
 
     fn keys(&self) -> Dictionary {
         let mut d = Dictionary::new();
@@ -78,20 +78,20 @@ impl Acme<'_> {
     }
 
     /// `com.apple.security.acme`.
-    pub fn profile_payload(&self) -> Dictionary {
+    pub(crate) fn profile_payload(&self) -> Dictionary {
         let mut d = payload("com.apple.security.acme", "ACME device identity (enrollca)");
         d.extend(self.keys());
         d
     }
 
     /// `com.apple.credential.acme`.
-    pub fn credential(&self) -> Credential {
+    pub(crate) fn credential(&self) -> Credential {
         Credential::new(Self::CREDENTIAL_TYPE, &self.keys())
     }
 }
 
 /// SCEP: an RSA key, signing and encryption.
-pub struct Scep<'a> {
+pub(crate) struct Scep<'a> {
     pub url: &'a str,
     pub challenge: Option<&'a str>,
     pub key_size: u32,
@@ -101,7 +101,7 @@ pub struct Scep<'a> {
 }
 
 impl Scep<'_> {
-    pub const CREDENTIAL_TYPE: &'static str = "com.apple.credential.scep";
+    pub(crate) const CREDENTIAL_TYPE: &'static str = "com.apple.credential.scep";
 
     fn keys(&self) -> Dictionary {
         let mut d = Dictionary::new();
@@ -125,20 +125,20 @@ impl Scep<'_> {
     }
 
     /// `com.apple.security.scep`.
-    pub fn profile_payload(&self) -> Dictionary {
+    pub(crate) fn profile_payload(&self) -> Dictionary {
         let mut d = payload("com.apple.security.scep", "SCEP device identity (enrollca)");
         d.insert("PayloadContent".into(), Value::Dictionary(self.keys()));
         d
     }
 
     /// `com.apple.credential.scep`.
-    pub fn credential(&self) -> Credential {
+    pub(crate) fn credential(&self) -> Credential {
         Credential::new(Self::CREDENTIAL_TYPE, &self.keys())
     }
 }
 
 /// A profile payload as an XML property list.
-pub fn to_xml(d: Dictionary) -> Result<String, plist::Error> {
+pub(crate) fn to_xml(d: Dictionary) -> Result<String, plist::Error> {
     let mut out = Vec::new();
     Value::Dictionary(d).to_writer_xml(&mut out)?;
     Ok(String::from_utf8(out).expect("plist writes UTF-8 XML"))
@@ -148,7 +148,7 @@ pub fn to_xml(d: Dictionary) -> Result<String, plist::Error> {
 /// document's bytes are fixed once made (keys sorted, compact), so its SHA-256 and size,
 /// which the asset declaration states and the device checks, hold wherever it is served.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credential {
+pub(crate) struct Credential {
     pub credential_type: &'static str,
     pub document: String,
 }
@@ -165,7 +165,7 @@ impl Credential {
     /// The asset declaration (`com.apple.asset.credential.acme` / `.scep`) that makes the
     /// device fetch the document from `data_url`, with MDM authentication so that only the
     /// device it is for gets it (it may hold a one-time secret).
-    pub fn declaration(&self, identifier: &str, data_url: &str) -> serde_json::Value {
+    pub(crate) fn declaration(&self, identifier: &str, data_url: &str) -> serde_json::Value {
         let kind = self
             .credential_type
             .strip_prefix("com.apple.credential.")

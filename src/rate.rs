@@ -131,7 +131,7 @@ impl<K: Hash + Eq + Clone> Drop for Slot<K> {
 }
 
 /// `Retry-After` in whole seconds, at least 1.
-pub fn retry_after_secs(wait: Duration) -> u64 {
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
     wait.as_secs_f64().ceil().max(1.0) as u64
 }
 

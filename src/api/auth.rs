@@ -72,7 +72,7 @@ pub(super) const TOKENS: Collection<TokenRecord> = Collection::new(DocKind::ApiT
 
 /// A scoped token as stored (keyed by the hex SHA-256 of the token).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenRecord {
+pub(crate) struct TokenRecord {
     pub name: String,
     pub scopes: Vec<Scope>,
     #[serde(with = "time::serde::rfc3339")]
@@ -80,14 +80,14 @@ pub struct TokenRecord {
 }
 
 /// A scope a handler requires, as a type.
-pub trait Required {
+pub(crate) trait Required {
     const SCOPE: Scope;
 }
 
-pub struct Read;
-pub struct Revoke;
-pub struct EnrollAdmin;
-pub struct Manage;
+pub(crate) struct Read;
+pub(crate) struct Revoke;
+pub(crate) struct EnrollAdmin;
+pub(crate) struct Manage;
 
 impl Required for Read {
     const SCOPE: Scope = Scope::Read;
@@ -104,12 +104,12 @@ impl Required for Manage {
 
 /// Proof that the request carried a token with scope `S`: 401 without a known token, 403
 /// with one that lacks the scope.
-pub struct Can<S: Required>(PhantomData<S>);
+pub(crate) struct Can<S: Required>(PhantomData<S>);
 
 /// What checking a bearer token needs: the admin token's hash, and the store that holds the
 /// scoped tokens.
 #[derive(Clone)]
-pub struct Tokens {
+pub(crate) struct Tokens {
     pub admin: TokenHash,
     pub store: Arc<dyn Store>,
 }

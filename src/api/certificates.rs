@@ -23,7 +23,7 @@ use crate::store::{Backing, CertQuery, DeviceId, Protocol, Standing};
     request_body = IssueBody,
     responses((status = 201, body = IssuedView), (status = 400, description = "Bad CSR or request"),
         (status = 401, description = "No valid token"), (status = 403, description = "Missing scope or policy refusal")))]
-pub async fn issue_certificate(
+pub(crate) async fn issue_certificate(
     _: Can<EnrollAdmin>,
     State(ca): State<Arc<Ca>>,
     State(backing): State<Backing>,
@@ -55,7 +55,7 @@ pub async fn issue_certificate(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListParams {
+pub(crate) struct ListParams {
     device: Option<String>,
     issuer: Option<String>,
     status: Option<String>,
@@ -71,7 +71,7 @@ pub struct ListParams {
         ("after" = Option<String>, Query, description = "Continue after this serial (the previous page's `next`)"),
         ("limit" = Option<usize>, Query, description = "Page size (default 100, at most 1000)")),
     responses((status = 200, body = CertPage), (status = 400, description = "Bad filter"), (status = 401, description = "No valid token")))]
-pub async fn list_certificates(
+pub(crate) async fn list_certificates(
     _: Can<Read>,
     State(backing): State<Backing>,
     Query(p): Query<ListParams>,
@@ -114,7 +114,7 @@ fn parse_serial(s: &str) -> Result<Serial, ApiError> {
 #[utoipa::path(get, path = "/api/v1/certificates/{serial}", tag = "certificates",
     params(("serial" = String, Path, description = "Serial number, hex")),
     responses((status = 200, body = CertView), (status = 404, description = "No such certificate"), (status = 401, description = "No valid token")))]
-pub async fn get_certificate(
+pub(crate) async fn get_certificate(
     _: Can<Read>,
     State(backing): State<Backing>,
     Path(serial): Path<String>,
@@ -133,7 +133,7 @@ pub async fn get_certificate(
     params(("serial" = String, Path, description = "Serial number, hex")), request_body = RevokeBody,
     responses((status = 200, body = CertView), (status = 404, description = "No such certificate"),
         (status = 409, description = "Already revoked"), (status = 400, description = "Unknown reason")))]
-pub async fn revoke_certificate(
+pub(crate) async fn revoke_certificate(
     _: Can<Revoke>,
     State(ca): State<Arc<Ca>>,
     State(backing): State<Backing>,

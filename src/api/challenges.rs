@@ -22,7 +22,7 @@ const MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
     description = "Mints a one-time SCEP challenge (scope enroll-admin).",
     request_body = ChallengeBody,
     responses((status = 201, body = ChallengeView), (status = 400, description = "Bad ttl")))]
-pub async fn create_challenge(
+pub(crate) async fn create_challenge(
     _: Can<EnrollAdmin>,
     State(scep): State<Arc<ScepService>>,
     Json(body): Json<ChallengeBody>,

@@ -29,14 +29,14 @@ const DEFAULT_TTL: Duration = Duration::from_secs(7 * 86_400);
 /// challenge).
 #[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum CredentialKind {
+pub(crate) enum CredentialKind {
     Acme,
     Scep,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CredentialParams {
+pub(crate) struct CredentialParams {
     /// Where the MDM serves the document to the device (`https://`); the declaration's
     /// `Reference.DataURL`.
     data_url: String,
@@ -48,7 +48,7 @@ pub struct CredentialParams {
 }
 
 #[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
-pub struct CredentialView {
+pub(crate) struct CredentialView {
     pub device: DeviceId,
     /// `com.apple.credential.acme` or `com.apple.credential.scep`.
     pub credential_type: String,
@@ -76,7 +76,7 @@ pub struct CredentialView {
         (status = 400, description = "Bad data_url or ttl, or the profile does not take ClientIdentifiers"),
         (status = 404, description = "No such profile"),
         (status = 409, description = "ACME: the device is not registered with a serial number or UDID")))]
-pub async fn device_credential(
+pub(crate) async fn device_credential(
     _: Can<EnrollAdmin>,
     State(acme): State<Arc<AcmeService>>,
     State(scep): State<Arc<ScepService>>,

@@ -20,7 +20,7 @@ use crate::store::{Backing, CertQuery, CertStatus, DeviceId, Standing, Store};
 
 #[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ValidateBody {
+pub(crate) struct ValidateBody {
     /// The client certificate: PEM, or base64 DER.
     pub certificate: String,
 }
@@ -28,7 +28,7 @@ pub struct ValidateBody {
 /// The verdict on a presented certificate.
 #[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Good,
     Revoked,
     Expired,
@@ -39,7 +39,7 @@ pub enum Verdict {
 }
 
 #[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
-pub struct ValidateView {
+pub(crate) struct ValidateView {
     pub status: Verdict,
     pub serial: Option<Serial>,
     pub issuer: Option<IssuerId>,
@@ -71,7 +71,7 @@ impl ValidateView {
     description = "Is this client certificate still good? What an MDM asks when a device connects (scope read).",
     request_body = ValidateBody,
     responses((status = 200, body = ValidateView), (status = 400, description = "Not a certificate")))]
-pub async fn validate(
+pub(crate) async fn validate(
     _: Can<Read>,
     State(ca): State<Arc<Ca>>,
     State(backing): State<Backing>,
@@ -87,7 +87,7 @@ pub(crate) const MAX_BATCH: usize = 1000;
 
 #[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ValidateBatchBody {
+pub(crate) struct ValidateBatchBody {
     /// Client certificates, PEM or base64 DER: at most 1,000.
     pub certificates: Vec<String>,
 }
@@ -95,7 +95,7 @@ pub struct ValidateBatchBody {
 /// One entry's answer: the verdict `/validate` gives, or why the entry is not a certificate.
 #[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum BatchAnswer {
+pub(crate) enum BatchAnswer {
     Verdict(ValidateView),
     Unreadable {
         /// What `/validate` would have answered with HTTP 400.
@@ -104,7 +104,7 @@ pub enum BatchAnswer {
 }
 
 #[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
-pub struct ValidateBatchView {
+pub(crate) struct ValidateBatchView {
     /// One answer per certificate asked about, in the order asked.
     pub results: Vec<BatchAnswer>,
 }
@@ -116,7 +116,7 @@ pub struct ValidateBatchView {
     description = "Each certificate judged as /api/v1/validate does, answers in the order asked (scope read). At most 1,000 per batch.",
     request_body = ValidateBatchBody,
     responses((status = 200, body = ValidateBatchView), (status = 400, description = "More than 1,000 certificates")))]
-pub async fn validate_batch(
+pub(crate) async fn validate_batch(
     _: Can<Read>,
     State(ca): State<Arc<Ca>>,
     State(backing): State<Backing>,
@@ -225,7 +225,7 @@ fn certificate_der(text: &str) -> Result<Vec<u8>, ApiError> {
 }
 
 #[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
-pub struct DeviceView {
+pub(crate) struct DeviceView {
     pub device: DeviceId,
     /// Its serial number and UDID, when the MDM registered it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -254,7 +254,7 @@ async fn device_certificates(
     description = "A device's registration and certificates, newest first (scope read).",
     params(("id" = String, Path, description = "Device id")),
     responses((status = 200, body = DeviceView), (status = 404, description = "Neither registered nor holding certificates")))]
-pub async fn get_device(
+pub(crate) async fn get_device(
     _: Can<Read>,
     State(backing): State<Backing>,
     Path(id): Path<DeviceId>,
@@ -278,7 +278,7 @@ pub async fn get_device(
 }
 
 #[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
-pub struct DeviceRevokedView {
+pub(crate) struct DeviceRevokedView {
     pub device: DeviceId,
     pub revoked: Vec<Serial>,
 }
@@ -289,7 +289,7 @@ pub struct DeviceRevokedView {
     description = "Revokes every still-good certificate of a device (scope revoke).",
     params(("id" = String, Path, description = "Device id")), request_body = RevokeBody,
     responses((status = 200, body = DeviceRevokedView), (status = 404, description = "No certificates for the device")))]
-pub async fn revoke_device(
+pub(crate) async fn revoke_device(
     _: Can<Revoke>,
     State(ca): State<Arc<Ca>>,
     State(backing): State<Backing>,

@@ -32,7 +32,7 @@ pub struct EabView {
     description = "Mints an ACME External Account Binding key (scope enroll-admin).",
     request_body = EabBody,
     responses((status = 201, body = EabView), (status = 404, description = "No such profile")))]
-pub async fn create_eab_key(
+pub(crate) async fn create_eab_key(
     _: Can<EnrollAdmin>,
     State(acme): State<Arc<AcmeService>>,
     Json(body): Json<EabBody>,
@@ -93,7 +93,7 @@ pub struct ClientIdentifierView {
         (status = 400, description = "The profile does not take ClientIdentifiers, or the ttl is out of range"),
         (status = 404, description = "No such profile"),
         (status = 409, description = "The device is not registered with a serial number or UDID")))]
-pub async fn create_client_identifier(
+pub(crate) async fn create_client_identifier(
     _: Can<EnrollAdmin>,
     State(acme): State<Arc<AcmeService>>,
     Json(body): Json<ClientIdentifierBody>,

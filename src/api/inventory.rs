@@ -14,14 +14,14 @@ use crate::store::{Backing, DeviceId};
 
 #[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RegisterBody {
+pub(crate) struct RegisterBody {
     pub serial: Option<String>,
     pub udid: Option<String>,
 }
 
 #[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ImportEntry {
+pub(crate) struct ImportEntry {
     pub id: DeviceId,
     pub serial: Option<String>,
     pub udid: Option<String>,
@@ -32,18 +32,18 @@ pub(crate) const MAX_IMPORT: usize = 1000;
 
 #[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ImportBody {
+pub(crate) struct ImportBody {
     pub devices: Vec<ImportEntry>,
 }
 
 #[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
-pub struct ImportFailure {
+pub(crate) struct ImportFailure {
     pub id: DeviceId,
     pub error: String,
 }
 
 #[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
-pub struct ImportView {
+pub(crate) struct ImportView {
     pub registered: usize,
     /// Devices not registered, each with why; the others are registered regardless.
     pub failed: Vec<ImportFailure>,
@@ -67,7 +67,7 @@ impl From<InventoryError> for ApiError {
     params(("id" = String, Path, description = "Device id")), request_body = RegisterBody,
     responses((status = 201, body = InventoryDevice, description = "Registered"), (status = 200, body = InventoryDevice, description = "Replaced"),
         (status = 400, description = "No or malformed identifier"), (status = 409, description = "An identifier belongs to another device")))]
-pub async fn register_device(
+pub(crate) async fn register_device(
     _: Can<EnrollAdmin>,
     State(backing): State<Backing>,
     Path(id): Path<DeviceId>,
@@ -93,7 +93,7 @@ pub async fn register_device(
 #[utoipa::path(delete, path = "/api/v1/devices/{id}", tag = "devices",
     params(("id" = String, Path, description = "Device id")),
     responses((status = 204, description = "Removed from the inventory"), (status = 404, description = "Not registered")))]
-pub async fn unregister_device(
+pub(crate) async fn unregister_device(
     _: Can<EnrollAdmin>,
     State(backing): State<Backing>,
     Path(id): Path<DeviceId>,
@@ -111,7 +111,7 @@ pub async fn unregister_device(
     description = "Bulk registration; each device succeeds or fails on its own (scope enroll-admin).",
     request_body = ImportBody,
     responses((status = 200, body = ImportView), (status = 400, description = "More than 1000 devices or malformed JSON")))]
-pub async fn import_devices(
+pub(crate) async fn import_devices(
     _: Can<EnrollAdmin>,
     State(backing): State<Backing>,
     Json(body): Json<ImportBody>,

@@ -15,7 +15,7 @@ use crate::store::{Backing, Event, Seq};
 
 #[utoipa::path(get, path = "/api/v1/issuers", tag = "issuers",
     responses((status = 200, body = Vec<IssuerView>)))]
-pub async fn list_issuers(
+pub(crate) async fn list_issuers(
     _: Can<Read>,
     State(ca): State<Arc<Ca>>,
 ) -> Result<axum::Json<Vec<IssuerView>>, ApiError> {
@@ -30,7 +30,7 @@ pub async fn list_issuers(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EventParams {
+pub(crate) struct EventParams {
     #[serde(default)]
     after: Seq,
     limit: Option<usize>,
@@ -43,7 +43,7 @@ pub struct EventParams {
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(utoipa::ToSchema, Debug, Serialize, Deserialize)]
-pub struct EventPage {
+pub(crate) struct EventPage {
     pub events: Vec<Event>,
 }
 
@@ -53,7 +53,7 @@ pub struct EventPage {
         ("limit" = Option<usize>, Query, description = "At most this many (default 100)"),
         ("wait" = Option<String>, Query, description = "With nothing new, wait up to this long (e.g. 30s, at most 60s)")),
     responses((status = 200, body = EventPage), (status = 400, description = "Bad parameter")))]
-pub async fn list_events(
+pub(crate) async fn list_events(
     _: Can<Read>,
     State(backing): State<Backing>,
     Query(p): Query<EventParams>,

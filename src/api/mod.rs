@@ -1,6 +1,6 @@
 //! The JSON API under `/api/v1` that MDM servers and the `enrollca` CLI use.
 
-pub mod auth;
+pub(crate) mod auth;
 mod certificates;
 mod challenges;
 mod credentials;
@@ -9,12 +9,12 @@ mod eab;
 mod extract;
 mod inventory;
 mod issuers;
-pub mod openapi;
+pub(crate) mod openapi;
 mod pending;
 mod problem;
 mod rotation;
 mod tokens;
-pub mod views;
+pub(crate) mod views;
 
 use crate::ca::{IssueError, Serial};
 use crate::csr::CsrError;
@@ -22,31 +22,27 @@ use crate::error::{Cause, Kind, cause};
 use crate::scep::ScepError;
 use crate::store::StoreError;
 
-pub use auth::{Scope, TokenHash, TokenRecord};
-pub use certificates::{get_certificate, issue_certificate, list_certificates, revoke_certificate};
-pub use challenges::create_challenge;
-pub use credentials::{CredentialKind, CredentialView, device_credential};
-pub use devices::{
-    DeviceRevokedView, DeviceView, ValidateView, Verdict, get_device, revoke_device, validate,
-    validate_batch,
+pub(crate) use auth::{Scope, TokenHash};
+pub(crate) use certificates::{
+    get_certificate, issue_certificate, list_certificates, revoke_certificate,
 };
-pub use eab::{
+pub(crate) use challenges::create_challenge;
+pub(crate) use credentials::device_credential;
+pub(crate) use devices::{get_device, revoke_device, validate, validate_batch};
+pub(crate) use eab::{
     ClientIdentifierBody, ClientIdentifierView, EabBody, EabView, create_client_identifier,
     create_eab_key,
 };
-pub use inventory::{
-    ImportBody, ImportEntry, ImportView, RegisterBody, import_devices, register_device,
-    unregister_device,
-};
-pub use issuers::{list_events, list_issuers};
-pub use pending::{PendingList, PendingView, approve_pending, list_pending, reject_pending};
-pub use rotation::{
+pub(crate) use inventory::{import_devices, register_device, unregister_device};
+pub(crate) use issuers::{list_events, list_issuers};
+pub(crate) use pending::{PendingList, PendingView, approve_pending, list_pending, reject_pending};
+pub(crate) use rotation::{
     ActivatedView, PrepareBody, RootBody, RootView, activate, prepare, retire, rotate_root,
 };
-pub use tokens::{TokenBody, TokenList, TokenView, create_token, delete_token, list_tokens};
+pub(crate) use tokens::{TokenBody, TokenList, TokenView, create_token, delete_token, list_tokens};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("missing or invalid bearer token")]
     Unauthorized,
     #[error("{0}")]
@@ -79,7 +75,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+    pub(crate) fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::Failed {
             kind: Kind::Internal,
             cause: crate::error::cause(cause),

@@ -110,11 +110,11 @@ impl Modify for Bearer {
         document,
     )
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 /// `GET /api/v1/openapi.json`: this document.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "issuers", security(()),
     responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
-pub async fn document() -> axum::Json<utoipa::openapi::OpenApi> {
+pub(crate) async fn document() -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(ApiDoc::openapi())
 }

@@ -66,7 +66,7 @@ pub struct PendingList {
 /// The enrolments still waiting for a decision.
 #[utoipa::path(get, path = "/api/v1/scep/pending", tag = "enrolment",
     responses((status = 200, body = PendingList)))]
-pub async fn list_pending(
+pub(crate) async fn list_pending(
     _: Can<Read>,
     State(scep): State<Arc<ScepService>>,
 ) -> Result<axum::Json<PendingList>, ApiError> {
@@ -79,7 +79,7 @@ pub async fn list_pending(
 #[utoipa::path(post, path = "/api/v1/scep/pending/{id}/approve", tag = "enrolment",
     params(("id" = String, Path, description = "SCEP transaction id")),
     responses((status = 200, body = PendingView), (status = 404, description = "Unknown transaction"), (status = 409, description = "Already decided")))]
-pub async fn approve_pending(
+pub(crate) async fn approve_pending(
     admin: Can<EnrollAdmin>,
     scep: State<Arc<ScepService>>,
     path: Path<String>,
@@ -90,7 +90,7 @@ pub async fn approve_pending(
 #[utoipa::path(post, path = "/api/v1/scep/pending/{id}/reject", tag = "enrolment",
     params(("id" = String, Path, description = "SCEP transaction id")),
     responses((status = 200, body = PendingView), (status = 404, description = "Unknown transaction"), (status = 409, description = "Already decided")))]
-pub async fn reject_pending(
+pub(crate) async fn reject_pending(
     admin: Can<EnrollAdmin>,
     scep: State<Arc<ScepService>>,
     path: Path<String>,

@@ -65,7 +65,7 @@ fn family(s: &str) -> Result<KeyFamily, ApiError> {
     description = "Stages the next issuer of a line: generated, imported, or for a key in the PKCS#11 token (admin token).",
     params(("family" = String, Path, description = "rsa or ecdsa")), request_body(content = Option<PrepareBody>),
     responses((status = 201, body = IssuerView), (status = 400, description = "Bad import"), (status = 409, description = "A next issuer is already staged")))]
-pub async fn prepare(
+pub(crate) async fn prepare(
     _: Can<Manage>,
     State(rotation): State<Arc<Rotation>>,
     Path(line): Path<String>,
@@ -95,7 +95,7 @@ pub async fn prepare(
 #[utoipa::path(post, path = "/api/v1/rotation/{family}/activate", tag = "issuers",
     params(("family" = String, Path, description = "rsa or ecdsa")),
     responses((status = 200, body = ActivatedView), (status = 409, description = "Nothing staged")))]
-pub async fn activate(
+pub(crate) async fn activate(
     _: Can<Manage>,
     State(rotation): State<Arc<Rotation>>,
     Path(line): Path<String>,
@@ -127,7 +127,7 @@ pub struct RootView {
     description = "A new root, cross-certified both ways with the current one (admin token).",
     request_body(content = Option<RootBody>),
     responses((status = 201, body = RootView), (status = 409, description = "The root key is offline")))]
-pub async fn rotate_root(
+pub(crate) async fn rotate_root(
     _: Can<Manage>,
     State(rotation): State<Arc<Rotation>>,
     State(ca): State<Arc<Ca>>,
@@ -148,7 +148,7 @@ pub async fn rotate_root(
 #[utoipa::path(post, path = "/api/v1/issuers/{id}/retire", tag = "issuers",
     params(("id" = String, Path, description = "Issuer id")),
     responses((status = 200, body = IssuerView), (status = 404, description = "No such issuer"), (status = 409, description = "Not retiring, or certificates still valid")))]
-pub async fn retire(
+pub(crate) async fn retire(
     _: Can<Manage>,
     State(rotation): State<Arc<Rotation>>,
     Path(id): Path<IssuerId>,

@@ -50,7 +50,7 @@ impl TokenView {
     description = "Mints a scoped token, shown once (admin token).",
     request_body = TokenBody,
     responses((status = 201, body = TokenView), (status = 400, description = "Bad name or scope"), (status = 403, description = "Not the admin token")))]
-pub async fn create_token(
+pub(crate) async fn create_token(
     _: Can<Manage>,
     State(backing): State<Backing>,
     Json(body): Json<TokenBody>,
@@ -96,7 +96,7 @@ pub struct TokenList {
 
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
     responses((status = 200, body = TokenList)))]
-pub async fn list_tokens(
+pub(crate) async fn list_tokens(
     _: Can<Manage>,
     State(backing): State<Backing>,
 ) -> Result<axum::Json<TokenList>, ApiError> {
@@ -111,7 +111,7 @@ pub async fn list_tokens(
 #[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens",
     params(("id" = String, Path, description = "Token id")),
     responses((status = 204, description = "Withdrawn"), (status = 404, description = "No such token")))]
-pub async fn delete_token(
+pub(crate) async fn delete_token(
     _: Can<Manage>,
     State(backing): State<Backing>,
     Path(id): Path<String>,

@@ -170,7 +170,7 @@ fn default_family() -> KeyFamily {
 }
 
 #[derive(utoipa::ToSchema, Debug, Clone, Serialize, Deserialize)]
-pub struct RevokeBody {
+pub(crate) struct RevokeBody {
     #[serde(default = "default_reason")]
     pub reason: RevocationReason,
 }
