@@ -105,11 +105,13 @@ async fn build(dir: &DataDir, opts: &InitOptions) -> anyhow::Result<InitReport> 
     let pass = opts.passphrase.as_ref();
     let suffix = hex::encode(rand::random::<[u8; 3]>());
     let org = opts.organization.as_str();
+    // Initialisation is an operator's command, on the system's clock.
+    let now = OffsetDateTime::now_utc();
 
     let (root_der, root_key) = match &opts.root {
         Source::Generate(spec) => {
             let Made { cert_der, key } =
-                hierarchy::root(*spec, &format!("{org} Root CA {suffix}"), org)?;
+                hierarchy::root(*spec, &format!("{org} Root CA {suffix}"), org, now)?;
             (cert_der, Some(key))
         }
         Source::Import { cert, key } => {
@@ -145,6 +147,7 @@ async fn build(dir: &DataDir, opts: &InitOptions) -> anyhow::Result<InitReport> 
                     CaKey::generate(*spec)?,
                     &format!("{org} {name} Issuing CA {suffix}"),
                     org,
+                    now,
                 )?;
                 (made, Vec::new())
             }
@@ -175,7 +178,7 @@ async fn build(dir: &DataDir, opts: &InitOptions) -> anyhow::Result<InitReport> 
                 cert_der,
                 intermediates: intermediates.into_iter().map(Into::into).collect(),
                 key_file: DataDir::issuer_key_rel(&id),
-                created_at: OffsetDateTime::now_utc(),
+                created_at: now,
             })
             .await?;
         issuers.push((family, id));

@@ -25,10 +25,15 @@ pub struct Made {
     pub key: CaKey,
 }
 
-/// A self-signed root.
-pub fn root(spec: KeySpec, common_name: &str, organization: &str) -> Result<Made, CaError> {
+/// A self-signed root, valid from a day before `now`.
+pub fn root(
+    spec: KeySpec,
+    common_name: &str,
+    organization: &str,
+    now: OffsetDateTime,
+) -> Result<Made, CaError> {
     let key = CaKey::generate(spec)?;
-    let mut p = base(common_name, organization, None, ROOT_LIFETIME);
+    let mut p = base(common_name, organization, None, ROOT_LIFETIME, now);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let cert = p.self_signed(&key)?;
@@ -47,6 +52,7 @@ pub fn issuing_ca(
     key: CaKey,
     common_name: &str,
     organization: &str,
+    now: OffsetDateTime,
 ) -> Result<Made, CaError> {
     let spec = key.spec();
     let parent = rcgen::Issuer::from_ca_cert_der(&parent_cert_der.into(), parent_key)?;
@@ -55,6 +61,7 @@ pub fn issuing_ca(
         organization,
         Some(parent_not_after(parent_cert_der)?),
         ISSUER_LIFETIME,
+        now,
     );
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     p.key_usages = vec![
@@ -80,6 +87,7 @@ pub fn cross(
     subject_der: &[u8],
     issuer_der: &[u8],
     issuer_key: &CaKey,
+    now: OffsetDateTime,
 ) -> Result<Vec<u8>, CaError> {
     use openssl::asn1::{Asn1Integer, Asn1Time};
     use openssl::bn::BigNum;
@@ -100,7 +108,6 @@ pub fn cross(
     b.set_issuer_name(issuer.subject_name()).map_err(ssl)?;
     let key = subject.public_key().map_err(ssl)?;
     b.set_pubkey(&key).map_err(ssl)?;
-    let now = OffsetDateTime::now_utc();
     let not_after = parent_not_after(subject_der)?.min(parent_not_after(issuer_der)?);
     let not_before = Asn1Time::from_unix((now - DAY).unix_timestamp()).map_err(ssl)?;
     let not_after = Asn1Time::from_unix(not_after.unix_timestamp()).map_err(ssl)?;
@@ -161,6 +168,7 @@ pub fn tls_server(
     parent_key: &CaKey,
     dns_names: &[&str],
     ips: &[IpAddr],
+    now: OffsetDateTime,
 ) -> Result<Made, CaError> {
     let key = CaKey::generate(KeySpec::EcP256)?;
     let parent = rcgen::Issuer::from_ca_cert_der(&parent_cert_der.into(), parent_key)?;
@@ -170,6 +178,7 @@ pub fn tls_server(
         "enrollca",
         Some(parent_not_after(parent_cert_der)?),
         TLS_LIFETIME,
+        now,
     );
     p.is_ca = IsCa::ExplicitNoCa;
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -193,8 +202,8 @@ fn base(
     organization: &str,
     cap: Option<OffsetDateTime>,
     lifetime: Duration,
+    now: OffsetDateTime,
 ) -> CertificateParams {
-    let now = OffsetDateTime::now_utc();
     let mut p = CertificateParams::default();
     p.serial_number = Some(SerialNumber::from_slice(Serial::random().as_bytes()));
     p.distinguished_name = rcgen::DistinguishedName::new();

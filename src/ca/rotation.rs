@@ -133,8 +133,9 @@ impl Rotation {
                 };
                 let (root_der, root_key) = self.current_root()?;
                 let (cn, org) = next_names(active.cert_der());
+                let now = self.ca.clock().now();
                 let made = tokio::task::spawn_blocking(move || {
-                    hierarchy::issuing_ca(&root_der, &root_key, key, &cn, &org)
+                    hierarchy::issuing_ca(&root_der, &root_key, key, &cn, &org, now)
                 })
                 .await
                 .map_err(|e| RotationError::Io(cause(e)))??;
@@ -269,10 +270,11 @@ impl Rotation {
         let spec = spec.unwrap_or_else(|| old_key.spec());
         let old_id = IssuerId::for_spki(&old_key.spki_der());
         let (cn, org) = next_names(&old_root);
+        let now = self.ca.clock().now();
         let (new_root, cross) = tokio::task::spawn_blocking(move || -> Result<_, CaError> {
-            let new = hierarchy::root(spec, &cn, &org)?;
-            let new_under_old = hierarchy::cross(&new.cert_der, &old_root, &old_key)?;
-            let old_under_new = hierarchy::cross(&old_root, &new.cert_der, &new.key)?;
+            let new = hierarchy::root(spec, &cn, &org, now)?;
+            let new_under_old = hierarchy::cross(&new.cert_der, &old_root, &old_key, now)?;
+            let old_under_new = hierarchy::cross(&old_root, &new.cert_der, &new.key, now)?;
             Ok((new, [new_under_old, old_under_new]))
         })
         .await

@@ -103,7 +103,13 @@ fn ensure_generated(
         IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(Ipv6Addr::LOCALHOST),
     ];
-    let made = hierarchy::tls_server(parent_der, parent_key, &["localhost"], &ips)?;
+    let made = hierarchy::tls_server(
+        parent_der,
+        parent_key,
+        &["localhost"],
+        &ips,
+        OffsetDateTime::now_utc(),
+    )?;
     let mut pem = to_pem("CERTIFICATE", &made.cert_der);
     if let Some(extra) = chain_extra {
         pem.push_str(&to_pem("CERTIFICATE", extra));
