@@ -1,7 +1,7 @@
 //! Durability: a certificate the server acknowledged survives kill -9, and the store reopens
 //! with a gap-free feed that matches the certificates exactly.
 
-mod common;
+use enrollca_testkit::harness as common;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! the event feed must have no gaps. A process kill alone cannot show this: the kernel keeps
 //! what the process wrote.
 
-mod common;
+use enrollca_testkit::harness as common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};

@@ -1,7 +1,7 @@
 //! What an operator sees when start-up cannot work: a non-zero exit and a message that names
 //! the problem. Also the key-at-rest guarantees.
 
-mod common;
+use enrollca_testkit::harness as common;
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;

@@ -2,7 +2,7 @@
 //! responders) enrol, renew and revoke; a hand-driven client breaks every rule on purpose and
 //! each break is refused with its problem type and changes nothing.
 
-use crate::common;
+use enrollca_testkit::harness as common;
 
 use std::path::Path;
 

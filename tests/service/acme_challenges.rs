@@ -2,7 +2,7 @@
 //! an address is asked for by its reverse-DNS name, and a validation certificate that breaks
 //! a rule of RFC 8737 §3 leaves the authorization invalid with the cause, and nothing issued.
 
-use crate::common;
+use enrollca_testkit::harness as common;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -4,7 +4,7 @@
 //! with the cause, and nothing issued. Names are under `example.test`: a resolver answers
 //! names under `localhost` itself (RFC 6761 §6.3), so their TXT records never reach DNS.
 
-use crate::common;
+use enrollca_testkit::harness as common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -4,7 +4,7 @@
 //! key, flattened ES256 JWS, short signatures included). Every false attestation is refused
 //! with `badAttestationStatement` naming its check, and nothing is issued.
 
-use crate::common;
+use enrollca_testkit::harness as common;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;

@@ -2,7 +2,7 @@
 //! service. A test binary of its own: it holds 400 sockets and times what the server does with
 //! them, so other servers starting in parallel in the same binary must not share its cores.
 
-use crate::common;
+use enrollca_testkit::harness as common;
 
 use common::*;
 

@@ -2,7 +2,7 @@
 //! verified and read by openssl: signed by the issuer, revoked serials with their reasons,
 //! CRL numbers that grow with each revocation and across a restart.
 
-use crate::common;
+use enrollca_testkit::harness as common;
 
 use std::path::Path;
 

@@ -3,7 +3,7 @@
 //! checked against Apple's published schemas (`tests/vectors/apple-ddm/`), byte for byte
 //! what their declarations state, and usable: a device enrols with what the document says.
 
-use crate::common;
+use enrollca_testkit::harness as common;
 
 use std::path::Path;
 

@@ -2,9 +2,6 @@
 //! 127.0.0.1, driven over HTTP(S) by third-party clients (scepclient, certmonger, strongSwan,
 //! certbot, lego) and by our own. One test binary: the suite links once, not once per file.
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod acme;
 mod acme_challenges;
 mod acme_dns01;

@@ -1,7 +1,7 @@
 //! What the MDM server asks the real binary: is this client certificate good, which
 //! certificates does a device hold, revoke a device; and the refusals for bad input.
 
-use crate::common;
+use enrollca_testkit::harness as common;
 
 use std::path::Path;
 

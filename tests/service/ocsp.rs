@@ -3,7 +3,7 @@
 //! ECDSA issuer, with and without a nonce, by POST and by GET; a revocation is seen at once
 //! by OCSP, the CRL, the API and the event feed.
 
-use crate::common;
+use enrollca_testkit::harness as common;
 
 use std::path::{Path, PathBuf};
 

@@ -3,7 +3,7 @@
 //! and live responses validate against the documented schemas (JSON Schema, by the
 //! `jsonschema` crate).
 
-use crate::common;
+use enrollca_testkit::harness as common;
 
 use std::collections::BTreeSet;
 

@@ -2,7 +2,7 @@
 //! leaves the token is staged, activated and issues certificates that verify; a wrong PIN or
 //! a missing token is a clear start-up error; a restart with the right PIN issues again.
 
-use crate::common;
+use enrollca_testkit::harness as common;
 
 use std::path::Path;
 

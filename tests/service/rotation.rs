@@ -4,7 +4,7 @@
 //! devices renew and get certificates from the new CA; the old certificates still validate
 //! by OCSP and the retiring CA's CRL; misuse of the steps is refused and changes nothing.
 
-use crate::common;
+use enrollca_testkit::harness as common;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! certmonger (a private daemon) and strongSwan `pki --scep`; each enrols and each reports a
 //! wrong challenge as refused. Bad input gets HTTP 400 with a reason and writes nothing.
 
-use crate::common;
+use enrollca_testkit::harness as common;
 
 use std::path::{Path, PathBuf};
 

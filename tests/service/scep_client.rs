@@ -2,7 +2,7 @@
 //! exercise (every content cipher, SHA-512, GetCert, GetCRL) and the refusals with their
 //! failInfo.
 
-use crate::common;
+use enrollca_testkit::harness as common;
 
 use common::*;
 use der::{Decode, Encode};

@@ -1,7 +1,7 @@
 //! The real binary on 127.0.0.1: start-up, issuance checked by openssl, the admin API's
 //! refusals, the CLI, graceful shutdown.
 
-use crate::common;
+use enrollca_testkit::harness as common;
 
 use std::os::unix::fs::PermissionsExt;
 

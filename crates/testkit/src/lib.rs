@@ -1,6 +1,8 @@
 //! enrollca's test kit: the clients and the synthetic attestation CA that its tests, load
-//! generators and benchmarks drive the product with. Nothing here ships in the product.
+//! generators and benchmarks drive the product with, and the harness its integration tests
+//! run the binary with. Nothing here ships in the product.
 
 pub mod acme;
 pub mod attestation;
+pub mod harness;
 pub mod scep;

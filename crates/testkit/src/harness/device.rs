@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::attestation::{Leaf, TestAttestationCa};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use enrollca::attest::freshness_nonce;
-use enrollca_testkit::attestation::{Leaf, TestAttestationCa};
 use serde_json::{Value, json};
 
 use super::acme::{Client, Response};

@@ -3,15 +3,15 @@
 
 use std::path::Path;
 
+use crate::acme::Http01Responder;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use enrollca_testkit::acme::Http01Responder;
 use serde_json::{Value, json};
 
 use super::*;
 
 /// The test's account keys are the load generator's.
-pub use enrollca_testkit::acme::AccountKey as Key;
+pub use crate::acme::AccountKey as Key;
 
 /// The test's http-01 responder is the load generator's.
 pub struct Responder;

@@ -1,5 +1,4 @@
 //! Test harness: runs the real `enrollca` binary on 127.0.0.1 and drives it over HTTP.
-#![allow(dead_code)] // each test crate uses a different part of the harness
 
 pub mod acme;
 pub mod device;
@@ -10,13 +9,31 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_enrollca");
+/// The `enrollca` binary cargo built for this test run. Cargo builds a package's binaries
+/// before its integration tests and puts them in the profile directory, one level above the
+/// test executables (`target/<profile>/deps/<test>-<hash>`).
+pub fn bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let deps = exe.parent().expect("the test executable's directory");
+    let profile = if deps.ends_with("deps") {
+        deps.parent().expect("the profile directory")
+    } else {
+        deps
+    };
+    let bin = profile.join("enrollca");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the tests with `cargo test` in the enrollca package",
+        bin.display()
+    );
+    bin
+}
 
 /// `enrollca ARGS` with `envs`, to completion.
 /// `enrollca ARGS` with `envs`, to completion; killed after a minute so a command that
 /// should have failed (but serves instead) cannot hang the suite.
 pub fn enrollca(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(args)
         .env_remove("ENROLLCA_CA_PASSPHRASE")
         .envs(envs.iter().copied())
@@ -204,14 +221,14 @@ impl Server {
 
     /// Starts the server, or returns what it printed on stderr when it exits instead.
     pub fn try_start(data: &Path, envs: &[(&str, &str)]) -> Result<Self, String> {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.args(["serve", "--data", data.to_str().unwrap()]);
         Self::spawn(cmd, data, envs)
     }
 
     /// `enrollca serve` with no arguments, run from `cwd`: the newcomer's command.
     pub fn start_default(cwd: &Path) -> Self {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.arg("serve")
             .current_dir(cwd)
             .env_remove("ENROLLCA_DATA");
