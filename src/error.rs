@@ -34,6 +34,14 @@ impl Kind {
 /// Seconds a client is asked to wait (`Retry-After`) when we are [`Kind::Unavailable`].
 pub(crate) const RETRY_UNAVAILABLE_SECS: u64 = 5;
 
+/// What every protocol tells a client about a failure of ours that may pass: to retry, and
+/// nothing of why (that goes to the log).
+pub(crate) const UNAVAILABLE_DETAIL: &str =
+    "the server cannot complete the request now; retry later";
+
+/// What every protocol tells a client about a failure of ours.
+pub(crate) const INTERNAL_DETAIL: &str = "the server could not complete the request; see its log";
+
 /// The cause of a failure of ours, shareable: one store failure answers every request of the
 /// batch it failed.
 pub(crate) type Cause = Arc<dyn std::error::Error + Send + Sync>;

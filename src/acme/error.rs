@@ -7,7 +7,7 @@ use super::jws::JwsError;
 use super::model::Identifier;
 use crate::ca::IssueError;
 use crate::csr::CsrError;
-use crate::error::{Cause, Kind, RETRY_UNAVAILABLE_SECS};
+use crate::error::{Cause, INTERNAL_DETAIL, Kind, RETRY_UNAVAILABLE_SECS, UNAVAILABLE_DETAIL};
 use crate::store::StoreError;
 
 /// `urn:ietf:params:acme:error:<name>` types enrollca uses.
@@ -159,10 +159,7 @@ impl AcmeError {
     pub fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self {
             cause: Some(crate::error::cause(cause)),
-            ..Self::new(
-                ProblemType::ServerInternal,
-                "the server could not complete the request; see its log",
-            )
+            ..Self::new(ProblemType::ServerInternal, INTERNAL_DETAIL)
         }
     }
 
@@ -173,10 +170,7 @@ impl AcmeError {
             status: Some(503),
             retry_after: Some(RETRY_UNAVAILABLE_SECS),
             cause: Some(crate::error::cause(cause)),
-            ..Self::new(
-                ProblemType::ServerInternal,
-                "the server cannot complete the request now; retry later",
-            )
+            ..Self::new(ProblemType::ServerInternal, UNAVAILABLE_DETAIL)
         }
     }
 

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::ApiError;
 use crate::ca::IssueError;
-use crate::error::{Chain, Kind, RETRY_UNAVAILABLE_SECS};
+use crate::error::{Chain, INTERNAL_DETAIL, Kind, RETRY_UNAVAILABLE_SECS, UNAVAILABLE_DETAIL};
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Problem {
@@ -86,13 +86,13 @@ impl Problem {
                 S::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "Unavailable",
-                "the server cannot complete the request now; retry later".into(),
+                UNAVAILABLE_DETAIL.into(),
             ),
             Kind::Internal => Self::new(
                 S::INTERNAL_SERVER_ERROR,
                 "internal",
                 "Internal error",
-                "the server could not complete the request; see its log".into(),
+                INTERNAL_DETAIL.into(),
             ),
         }
     }

@@ -11,7 +11,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::service::{ScepError, ScepService};
-use crate::error::{Chain, Kind, RETRY_UNAVAILABLE_SECS};
+use crate::error::{Chain, INTERNAL_DETAIL, Kind, RETRY_UNAVAILABLE_SECS, UNAVAILABLE_DETAIL};
 use crate::rate::{ClientAddr, Costly, retry_after_secs};
 
 #[derive(Debug, Deserialize)]
@@ -43,10 +43,7 @@ impl IntoResponse for ScepError {
             (_, Self::NoNextIssuer) => plain(StatusCode::NOT_FOUND, self.to_string()),
             (Kind::Unavailable, _) => {
                 tracing::error!(error = %Chain(&self), "SCEP request failed");
-                let mut answer = plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the CA cannot answer now; retry later",
-                );
+                let mut answer = plain(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE_DETAIL);
                 answer
                     .headers_mut()
                     .insert(header::RETRY_AFTER, RETRY_UNAVAILABLE_SECS.into());
@@ -55,10 +52,7 @@ impl IntoResponse for ScepError {
             // Whatever else reaches here was understood and failed on our side.
             _ => {
                 tracing::error!(error = %Chain(&self), "SCEP request failed");
-                plain(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error; see the server log",
-                )
+                plain(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_DETAIL)
             }
         }
     }
