@@ -174,6 +174,15 @@ impl AcmeError {
         }
     }
 
+    /// A failure of ours answered by its kind: 503 when it may pass, else 500.
+    fn ours(kind: Kind, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        if kind == Kind::Unavailable {
+            Self::unavailable(cause)
+        } else {
+            Self::internal(cause)
+        }
+    }
+
     /// `rateLimited` (RFC 8555 §6.6), with when to come back.
     pub fn rate_limited(what: &str, wait: std::time::Duration) -> Self {
         Self {
@@ -229,18 +238,14 @@ impl From<IssueError> for AcmeError {
         match e {
             IssueError::Policy(p) => Self::new(ProblemType::BadCsr, p.to_string()),
             IssueError::Store(e) => e.into(),
-            e if e.kind() == Kind::Unavailable => Self::unavailable(e),
-            e => Self::internal(e),
+            e => Self::ours(e.kind(), e),
         }
     }
 }
 
 impl From<StoreError> for AcmeError {
     fn from(e: StoreError) -> Self {
-        match e.kind() {
-            Kind::Unavailable => Self::unavailable(e),
-            _ => Self::internal(e),
-        }
+        Self::ours(e.kind(), e)
     }
 }
 
