@@ -6,6 +6,7 @@
 //! all of it or none of it is there. A concurrent reader may see its records appear one after
 //! another, but never one that refers to a record not yet there.
 
+mod codec;
 mod collection;
 mod doc_cache;
 mod sled;
@@ -268,13 +269,8 @@ pub struct Stored<T> {
 impl Doc {
     /// Documents are CBOR, like every record of the store.
     pub fn decode<T: serde::de::DeserializeOwned>(self) -> Result<Stored<T>, StoreError> {
-        let value =
-            ciborium::from_reader(self.value.as_slice()).map_err(|e| StoreError::Corrupt {
-                tree: "docs",
-                message: e.to_string(),
-            })?;
         Ok(Stored {
-            value,
+            value: codec::decode("docs", &self.value)?,
             version: self.version,
         })
     }
@@ -298,12 +294,10 @@ pub struct DocWrite {
 impl DocWrite {
     /// Writes `value` (CBOR), expecting the document absent (`None`) or at `version`.
     pub fn put<T: Serialize>(kind: DocKind, id: &str, version: Option<u64>, value: &T) -> Self {
-        let mut bytes = Vec::with_capacity(256);
-        ciborium::into_writer(value, &mut bytes).expect("CBOR encoding into a Vec cannot fail");
         Self {
             key: DocKey::new(kind, id),
             expect: version.map_or(Expect::Absent, Expect::Version),
-            value: Some(bytes),
+            value: Some(codec::encode(value)),
         }
     }
 

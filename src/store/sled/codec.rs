@@ -1,6 +1,7 @@
 //! How keys and values are laid out in the trees.
 
 use super::*;
+pub(super) use crate::store::codec::{decode, encode};
 
 /// Document key: the kind's tag byte, then the id.
 pub(super) fn doc_key(key: &DocKey) -> Vec<u8> {
@@ -27,22 +28,6 @@ pub(super) fn index_key(owner: &str, serial: &[u8]) -> Vec<u8> {
     let owner = owner.as_bytes();
     let len = u16::try_from(owner.len()).expect("owner ids are at most 128 bytes");
     [&len.to_be_bytes()[..], owner, serial].concat()
-}
-
-pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512);
-    ciborium::into_writer(value, &mut out).expect("CBOR encoding into a Vec cannot fail");
-    out
-}
-
-pub(super) fn decode<T: DeserializeOwned>(
-    tree: &'static str,
-    bytes: &[u8],
-) -> Result<T, StoreError> {
-    ciborium::from_reader(bytes).map_err(|e| StoreError::Corrupt {
-        tree,
-        message: e.to_string(),
-    })
 }
 
 pub(super) fn decode_seq(key: &[u8]) -> Result<Seq, StoreError> {

@@ -25,7 +25,6 @@ use std::path::Path;
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sled::{Db, IVec, Tree};
 use time::OffsetDateTime;
