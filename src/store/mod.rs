@@ -9,6 +9,7 @@
 mod codec;
 mod collection;
 mod doc_cache;
+mod postgres;
 mod sled;
 
 use std::fmt;
@@ -23,6 +24,7 @@ use crate::model::{IssuerId, KeyFamily, RevocationReason, Serial};
 
 pub use self::collection::{Collection, Entry, Pages};
 pub use self::doc_cache::DocCache;
+pub use self::postgres::{PgConfig, PgStore};
 pub use self::sled::SledStore;
 pub use crate::model::{
     CertRecord, CertStatus, DeviceId, Event, EventKind, IssuerState, Protocol, Seq, Standing,

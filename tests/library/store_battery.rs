@@ -2,7 +2,9 @@
 //! A new backend joins by adding a `Backend` below; the tests stay as they are.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use enrollca::ca::{IssuerId, KeyFamily, Serial};
@@ -11,18 +13,42 @@ use enrollca::csr::parse_subject;
 use enrollca::revocation::RevocationReason;
 use enrollca::store::{
     CertQuery, CertRecord, CertState, CertStatus, DeviceId, DocCache, DocKey, DocKind, DocWrite,
-    EventKind, Expect, IssuerChange, IssuerRecord, IssuerState, Linked, Protocol, SledStore,
-    Standing, Store, StoreError, UseUp,
+    EventKind, Expect, IssuerChange, IssuerRecord, IssuerState, Linked, PgConfig, PgStore,
+    Protocol, SledStore, Standing, Store, StoreError, UseUp,
 };
+use enrollca_testkit::harness::postgres;
 use time::{Duration, OffsetDateTime};
 
 /// A backend under test: opens (or reopens) a store rooted at `dir`.
-type Backend = fn(&Path) -> Arc<dyn Store>;
+type Backend = fn(&Path) -> Pin<Box<dyn Future<Output = Arc<dyn Store>> + Send>>;
 
 const BACKENDS: &[(&str, Backend)] = &[
-    ("sled", |dir| Arc::new(reopen(dir))),
+    ("sled", |dir| {
+        let store: Arc<dyn Store> = Arc::new(reopen(dir));
+        Box::pin(async move { store })
+    }),
     // What `serve` runs: sled behind the document cache.
-    ("sled+cache", |dir| Arc::new(DocCache::new(reopen(dir)))),
+    ("sled+cache", |dir| {
+        let store: Arc<dyn Store> = Arc::new(DocCache::new(reopen(dir)));
+        Box::pin(async move { store })
+    }),
+    // A database of the test binary's private cluster, one per test directory.
+    ("postgres", |dir| {
+        let name: String = dir
+            .file_name()
+            .unwrap()
+            .as_encoded_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let url = postgres::cluster().database(&format!("battery_{name}"));
+        Box::pin(async move {
+            let store = PgStore::connect(url.parse::<PgConfig>().unwrap(), 8)
+                .await
+                .expect("connecting to the test cluster");
+            Arc::new(store) as Arc<dyn Store>
+        })
+    }),
 ];
 
 /// Opens the sled store in `dir`. sled's own background threads may hold the file lock for
@@ -93,7 +119,7 @@ where
 #[tokio::test]
 async fn insert_then_read_back_with_its_event() {
     for_each_backend(|open, name, dir| async move {
-        let store = open(dir.path());
+        let store = open(dir.path()).await;
         let newest = store.newest_event();
         assert_eq!(*newest.borrow(), 0, "{name}: an empty feed");
         let rec = record(Some("dev-1"), 1);
@@ -147,7 +173,7 @@ async fn insert_then_read_back_with_its_event() {
 #[tokio::test]
 async fn duplicate_serial_writes_nothing() {
     for_each_backend(|open, name, dir| async move {
-        let store = open(dir.path());
+        let store = open(dir.path()).await;
         let rec = record(Some("dev-1"), 1);
         store
             .insert_certificate(rec.clone(), Linked::default())
@@ -184,7 +210,7 @@ async fn duplicate_serial_writes_nothing() {
 #[tokio::test]
 async fn revocation_is_recorded_once() {
     for_each_backend(|open, name, dir| async move {
-        let store = open(dir.path());
+        let store = open(dir.path()).await;
         let rec = record(None, 1);
         store
             .insert_certificate(rec.clone(), Linked::default())
@@ -260,7 +286,7 @@ async fn revocation_is_recorded_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reads_racing_a_revocation_never_bring_back_the_good_state() {
     for_each_backend(|open, name, dir| async move {
-        let store = open(dir.path());
+        let store = open(dir.path()).await;
         for _ in 0..20 {
             let rec = record(None, 1);
             store
@@ -318,7 +344,7 @@ async fn reads_racing_a_revocation_never_bring_back_the_good_state() {
 #[tokio::test]
 async fn listings_filter_and_page_without_gaps_or_repeats() {
     for_each_backend(|open, name, dir| async move {
-        let store = open(dir.path());
+        let store = open(dir.path()).await;
         let mut dev_a = HashSet::new();
         for i in 0..7 {
             let rec = record(
@@ -428,7 +454,7 @@ async fn listings_filter_and_page_without_gaps_or_repeats() {
 #[tokio::test]
 async fn concurrent_writers_get_a_gapless_feed() {
     for_each_backend(|open, name, dir| async move {
-        let store = open(dir.path());
+        let store = open(dir.path()).await;
         let mut tasks = Vec::new();
         for i in 0..2000 {
             let store = store.clone();
@@ -478,7 +504,7 @@ async fn state_survives_reopening() {
             created_at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
         };
         {
-            let store = open(dir.path());
+            let store = open(dir.path()).await;
             store
                 .insert_certificate(rec.clone(), Linked::default())
                 .await
@@ -490,7 +516,7 @@ async fn state_survives_reopening() {
             };
             store.put_issuer(retiring).await.unwrap();
         }
-        let store = open(dir.path());
+        let store = open(dir.path()).await;
         assert_eq!(store.certificate(&rec.serial).await.unwrap(), Some(rec));
         assert!(
             *store.newest_event().borrow() > 0,
@@ -517,7 +543,7 @@ async fn state_survives_reopening() {
 async fn one_time_challenges_are_used_once_and_only_with_a_write() {
     use enrollca::store::{ChallengeHash, ChallengeRecord};
     for_each_backend(|open, name, dir| async move {
-        let store = open(dir.path());
+        let store = open(dir.path()).await;
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let live = ChallengeHash::of(b"live");
         let stale = ChallengeHash::of(b"stale");
@@ -607,7 +633,7 @@ async fn one_time_challenges_are_used_once_and_only_with_a_write() {
 async fn expired_challenges_are_purged_and_live_ones_kept() {
     use enrollca::store::{ChallengeHash, ChallengeRecord};
     for_each_backend(|open, name, dir| async move {
-        let store = open(dir.path());
+        let store = open(dir.path()).await;
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let rec = |expires_at| ChallengeRecord {
             names: Names::default(),
@@ -663,7 +689,7 @@ fn put(kind: DocKind, id: &str, expect: Expect, value: &[u8]) -> DocWrite {
 #[tokio::test]
 async fn documents_are_compare_and_swap_and_all_or_nothing() {
     for_each_backend(|open, name, dir| async move {
-        let store = open(dir.path());
+        let store = open(dir.path()).await;
         let order = DocKey::new(DocKind::AcmeOrder, "o1");
         store
             .write_docs(vec![
@@ -783,7 +809,7 @@ async fn documents_are_compare_and_swap_and_all_or_nothing() {
             .await
             .unwrap();
         drop(store);
-        let store = open(dir.path());
+        let store = open(dir.path()).await;
         assert!(
             store
                 .docs(DocKind::AcmeAccountOrder, "a2/", None, 10)
@@ -804,7 +830,7 @@ async fn documents_are_compare_and_swap_and_all_or_nothing() {
 async fn documents_can_use_up_a_challenge_in_the_same_write() {
     use enrollca::store::{ChallengeHash, ChallengeRecord};
     for_each_backend(|open, name, dir| async move {
-        let store = open(dir.path());
+        let store = open(dir.path()).await;
         let now = OffsetDateTime::now_utc();
         let hash = ChallengeHash::of(b"one-time");
         let rec = ChallengeRecord {
@@ -839,7 +865,7 @@ async fn documents_can_use_up_a_challenge_in_the_same_write() {
 #[tokio::test]
 async fn expiry_is_noted_once_for_certificates_still_good() {
     for_each_backend(|open, name, dir| async move {
-        let store = open(dir.path());
+        let store = open(dir.path()).await;
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let expired = |device| {
             let mut r = record(Some(device), 1);
@@ -878,7 +904,7 @@ async fn expiry_is_noted_once_for_certificates_still_good() {
 #[tokio::test]
 async fn a_fleet_expiring_together_is_noted_in_one_sweep() {
     for_each_backend(|open, name, dir| async move {
-        let store = open(dir.path());
+        let store = open(dir.path()).await;
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         // More than one writer batch (512) of certificates past their notAfter.
         const FLEET: usize = 1300;
@@ -910,7 +936,7 @@ async fn a_fleet_expiring_together_is_noted_in_one_sweep() {
 #[tokio::test]
 async fn issuer_changes_are_all_or_nothing_with_their_events() {
     for_each_backend(|open, name, dir| async move {
-        let store = open(dir.path());
+        let store = open(dir.path()).await;
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let rec = |n, state| IssuerRecord {
             id: issuer(n),
@@ -1020,7 +1046,7 @@ async fn revoked_listings_by_issuer_hold_exactly_the_revoked_across_a_reopen() {
             ..CertQuery::default()
         };
         {
-            let store = open(dir.path());
+            let store = open(dir.path()).await;
             for r in &recs {
                 store
                     .insert_certificate(r.clone(), Linked::default())
@@ -1034,7 +1060,7 @@ async fn revoked_listings_by_issuer_hold_exactly_the_revoked_across_a_reopen() {
                     .unwrap();
             }
         }
-        let store = open(dir.path());
+        let store = open(dir.path()).await;
         let mut got: Vec<_> = store
             .all_certificates(query(1))
             .await
@@ -1077,7 +1103,7 @@ async fn expiring_is_noted_once_for_certificates_still_to_renew() {
         let mut gone = ending("gone", -1);
         gone.not_before = now - Duration::days(30);
         {
-            let store = open(dir.path());
+            let store = open(dir.path()).await;
             for rec in [&soon, &later, &revoked, &renewed, &renewal, &gone] {
                 store
                     .insert_certificate(rec.clone(), Linked::default())
@@ -1107,7 +1133,7 @@ async fn expiring_is_noted_once_for_certificates_still_to_renew() {
             assert_eq!(last.device.as_ref().map(|d| d.as_str()), Some("soon"));
         }
         // Reopened: what was noted stays noted; the rest come when due.
-        let store = open(dir.path());
+        let store = open(dir.path()).await;
         assert_eq!(
             store.expiring(now, Duration::days(30)).await.unwrap(),
             0,

@@ -2,6 +2,7 @@
 
 pub mod acme;
 pub mod device;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
