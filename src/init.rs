@@ -11,7 +11,7 @@ use crate::ca::hierarchy::{self, Made};
 use crate::ca::{CaKey, IssuerId, KeyFamily, KeySpec, Passphrase};
 use crate::datadir::DataDir;
 use crate::encoding::{pem_certs, to_pem};
-use crate::store::{IssuerRecord, IssuerState, SledStore, Store};
+use crate::store::{BackendKind, IssuerRecord, IssuerState, StoreSettings};
 
 /// Where a CA comes from.
 #[derive(Debug, Clone)]
@@ -34,6 +34,9 @@ pub struct InitOptions {
     pub passphrase: Option<Passphrase>,
     /// Recorded in the new config.toml so `serve` finds the passphrase again.
     pub passphrase_file: Option<PathBuf>,
+    /// Where the CA state goes (the issuers, the admin token's record): the data directory's
+    /// sled, or a PostgreSQL database that must hold no CA yet.
+    pub store: StoreSettings,
 }
 
 impl Default for InitOptions {
@@ -45,6 +48,7 @@ impl Default for InitOptions {
             organization: "enrollca".into(),
             passphrase: None,
             passphrase_file: None,
+            store: StoreSettings::default(),
         }
     }
 }
@@ -126,7 +130,15 @@ async fn build(dir: &DataDir, opts: &InitOptions) -> anyhow::Result<InitReport> 
         key.save(&dir.root_key(), pass)?;
     }
 
-    let store = SledStore::open(&dir.db())?;
+    let store = crate::store::open(&opts.store, &dir.db()).await?.direct();
+    if opts.store.backend == BackendKind::Postgres {
+        let held = store.issuers().await?.len();
+        ensure!(
+            held == 0,
+            "the PostgreSQL database already holds a CA ({held} issuers): another node was \
+             initialised on it; copy that node's data directory instead (README, \"Several nodes\")"
+        );
+    }
     let mut issuers = Vec::new();
     for (family, source, name) in [
         (KeyFamily::Rsa, &opts.rsa_issuer, "SCEP"),
@@ -193,7 +205,7 @@ async fn build(dir: &DataDir, opts: &InitOptions) -> anyhow::Result<InitReport> 
     crate::durable::create_private(&dir.admin_token(), format!("{token}\n").as_bytes())?;
     std::fs::write(
         dir.config(),
-        default_config(opts.passphrase_file.as_deref()),
+        default_config(opts.passphrase_file.as_deref(), &opts.store),
     )?;
 
     Ok(InitReport {
@@ -202,7 +214,24 @@ async fn build(dir: &DataDir, opts: &InitOptions) -> anyhow::Result<InitReport> 
     })
 }
 
-fn default_config(passphrase_file: Option<&Path>) -> String {
+fn default_config(passphrase_file: Option<&Path>, store: &StoreSettings) -> String {
+    let section = match store.backend {
+        BackendKind::Sled => "[store]\nbackend = \"sled\"               # or \"postgres\" with url: several nodes (README)\n# url = \"postgres://enrollca@db.internal/enrollca\"   # or ENROLLCA_STORE_URL\n".to_owned(),
+        BackendKind::Postgres => {
+            let url = store.url.as_ref().map(|u| u.expose());
+            // A URL with a password stays out of the file: the nodes get it from their
+            // environment (ENROLLCA_STORE_URL) or from password_file.
+            let url = match url.map(|u| (u, u.parse::<crate::store::PgConfig>())) {
+                Some((u, Ok(c))) if c.get_password().is_none() => format!("url = {u:?}\n"),
+                _ => "# url: set ENROLLCA_STORE_URL (it holds a password)\n".to_owned(),
+            };
+            let password = store.password_file.as_ref().map_or(String::new(), |p| {
+                format!("password_file = {:?}\n", p.display().to_string())
+            });
+            format!("[store]\nbackend = \"postgres\"\n{url}{password}")
+        }
+    };
+    let store = format!("{section}pool_size = {}\n", store.pool_size);
     let ca = match passphrase_file {
         Some(p) => format!("[ca]\npassphrase_file = {:?}\n", p.display().to_string()),
         None => "[ca]\n# passphrase_file = \"/run/secrets/enrollca-ca-passphrase\"\n".into(),
@@ -283,7 +312,8 @@ account_order_burst = 100
 [log]
 level = "info"
 format = "text"
-"#
+
+{store}"#
     )
 }
 
@@ -341,7 +371,8 @@ mod tests {
 
     #[test]
     fn the_written_config_is_the_built_in_default() {
-        let written = crate::config::Config::parse(&default_config(None)).unwrap();
+        let written =
+            crate::config::Config::parse(&default_config(None, &StoreSettings::default())).unwrap();
         assert_eq!(written, crate::config::Config::default());
     }
 }

@@ -22,7 +22,7 @@ use crate::ca::Serial;
 use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::revocation::RevocationReason;
-use crate::store::{CertQuery, SledStore, Store};
+use crate::store::{CertQuery, Store};
 
 /// The data directory's configuration (its config.toml if any, with environment
 /// overrides), as `serve` reads it without `--config`.
@@ -58,13 +58,16 @@ impl Backend {
         {
             Ok(_) => Ok(Self::Remote(remote)),
             Err(e) if e.is_connect() => {
-                let store = SledStore::open(&dir.db()).with_context(|| {
-                    format!(
-                        "no server at {} and the data directory cannot be opened",
-                        remote.base
-                    )
-                })?;
-                Ok(Self::Local(Arc::new(store)))
+                let settings = dir_config(dir)?.store;
+                let store = crate::store::open(&settings, &dir.db())
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "no server at {} and the store cannot be opened",
+                            remote.base
+                        )
+                    })?;
+                Ok(Self::Local(store.direct()))
             }
             Err(e) => Err(e).context(format!("contacting {}", remote.base)),
         }

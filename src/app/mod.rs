@@ -25,6 +25,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::encoding::fingerprint;
+use crate::error::Chain;
 use crate::http::server::Listener;
 use crate::http::settings::Limits;
 use crate::init::{InitOptions, init};
@@ -35,7 +36,7 @@ use crate::rate::{Concurrency, Costly, Limiter, Rate};
 use crate::revocation::{Crls, Ocsp};
 use crate::scep::ScepService;
 use crate::scep::service::Admission;
-use crate::store::{Backing, DocCache, SledStore, Store};
+use crate::store::{BackendKind, Backing};
 use crate::validator::Validator;
 
 /// What request handlers share (every field an `Arc` or as cheap to clone).
@@ -184,14 +185,16 @@ pub async fn run(
     };
     crate::ca::rotation::recover_root_rotation(dir, &keys)
         .context("completing an interrupted root rotation")?;
-    let sled = SledStore::open(&dir.db()).map_err(|e| {
-        anyhow::anyhow!(
-            "{e} (is another enrollca process using {}?)",
-            dir.path().display()
-        )
-    })?;
-    // This process owns the database, so documents may be cached in front of it.
-    let store: Arc<dyn Store> = Arc::new(DocCache::new(sled));
+    let store = crate::store::open(&config.store, &dir.db())
+        .await
+        .map_err(|e| match config.store.backend {
+            BackendKind::Sled => anyhow::anyhow!(
+                "{e} (is another enrollca process using {}?)",
+                dir.path().display()
+            ),
+            BackendKind::Postgres => anyhow::anyhow!("opening the PostgreSQL store: {}", Chain(&e)),
+        })?
+        .serving();
     let backing = Backing {
         store: store.clone(),
         clock,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::scep::pending::Approval;
 use crate::secret::Secret;
+use crate::store::BackendKind;
 
 use super::{Config, ConfigError, LogFormat};
 
@@ -134,6 +135,25 @@ const KEYS: &[(&str, Apply)] = &[
     ("events.expiring_before", |c, v| {
         c.events.expiring_before = parse_duration(v)?;
         Ok(())
+    }),
+    ("store.backend", |c, v| {
+        c.store.backend = match v {
+            "sled" => BackendKind::Sled,
+            "postgres" => BackendKind::Postgres,
+            _ => return Err(format!("`{v}`: sled or postgres")),
+        };
+        Ok(())
+    }),
+    ("store.url", |c, v| {
+        c.store.url = non_empty(v).map(Secret::new);
+        Ok(())
+    }),
+    ("store.password_file", |c, v| {
+        c.store.password_file = non_empty(v).map(PathBuf::from);
+        Ok(())
+    }),
+    ("store.pool_size", |c, v| {
+        parse_into(&mut c.store.pool_size, v)
     }),
     ("limits.header_read_timeout", |c, v| {
         c.limits.header_read_timeout = parse_duration(v)?;

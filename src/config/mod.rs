@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::acme::settings::AcmeSettings;
 use crate::http::settings::{Limits, Tls};
+use crate::store::StoreSettings;
 
 mod env;
 mod sections;
@@ -31,6 +32,7 @@ pub struct Config {
     pub events: Events,
     pub limits: Limits,
     pub log: Log,
+    pub store: StoreSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +147,53 @@ mod tests {
             let err = Config::parse(&toml).err().unwrap_or_default();
             assert!(!err.contains("unknown field"), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn the_store_is_sled_unless_a_postgres_url_is_given_with_it() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.store.backend, crate::store::BackendKind::Sled);
+        let c = Config::load(
+            None,
+            env(&[
+                ("ENROLLCA_STORE_BACKEND", "postgres"),
+                (
+                    "ENROLLCA_STORE_URL",
+                    "postgres://ca:pw@db.internal:5433/enrollca",
+                ),
+                ("ENROLLCA_STORE_POOL_SIZE", "32"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.store.backend, crate::store::BackendKind::Postgres);
+        assert_eq!(c.store.pool_size, 32);
+        assert!(
+            !format!("{:?}", c.store).contains("pw@"),
+            "the URL is a secret"
+        );
+        for (vars, key) in [
+            (&[("ENROLLCA_STORE_BACKEND", "postgres")][..], "store.url"),
+            (
+                &[("ENROLLCA_STORE_URL", "postgres://db/x")][..],
+                "store.url",
+            ),
+            (
+                &[
+                    ("ENROLLCA_STORE_BACKEND", "postgres"),
+                    ("ENROLLCA_STORE_URL", "postgres://ca:hunter2@db:notaport/x"),
+                ][..],
+                "store.url",
+            ),
+            (&[("ENROLLCA_STORE_POOL_SIZE", "0")][..], "store.pool_size"),
+        ] {
+            let err = Config::load(None, env(vars)).unwrap_err().to_string();
+            assert!(err.contains(key), "{vars:?}: {err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        let err = Config::load(None, env(&[("ENROLLCA_STORE_BACKEND", "mysql")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sled or postgres"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,9 @@ use super::{Config, ConfigError};
 
 impl Config {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        self.store
+            .check()
+            .map_err(|(key, message)| ConfigError::Invalid { key, message })?;
         if self.listen.http == self.listen.https && self.listen.http.port() != 0 {
             return Err(ConfigError::Invalid {
                 key: "listen.https",
@@ -37,6 +40,7 @@ impl Config {
             ("ca.passphrase_file", &self.ca.passphrase_file),
             ("ca.pkcs11_module", &self.ca.pkcs11_module),
             ("ca.pkcs11_pin_file", &self.ca.pkcs11_pin_file),
+            ("store.password_file", &self.store.password_file),
         ] {
             if let Some(path) = path {
                 check_file(key, path)?;

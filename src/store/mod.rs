@@ -10,6 +10,7 @@ mod codec;
 mod collection;
 mod doc_cache;
 mod postgres;
+mod settings;
 mod sled;
 
 use std::fmt;
@@ -25,6 +26,7 @@ use crate::model::{IssuerId, KeyFamily, RevocationReason, Serial};
 pub use self::collection::{Collection, Entry, Pages};
 pub use self::doc_cache::DocCache;
 pub use self::postgres::{PgConfig, PgStore};
+pub use self::settings::{BackendKind, MAX_POOL, Opened, StoreSettings, open};
 pub use self::sled::SledStore;
 pub use crate::model::{
     CertRecord, CertStatus, DeviceId, Event, EventKind, IssuerState, Protocol, Seq, Standing,

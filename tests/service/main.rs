@@ -10,6 +10,7 @@ mod connections;
 mod crl;
 mod ddm;
 mod mdm_api;
+mod nodes;
 mod ocsp;
 mod openapi;
 mod pkcs11;

@@ -429,6 +429,8 @@ async fn run_init(a: InitArgs) -> anyhow::Result<()> {
             .passphrase_file
             .map(|p| std::path::absolute(&p))
             .transpose()?,
+        // The store is named by the environment (ENROLLCA_STORE_*): there is no config file yet.
+        store: crate::config::Config::load(None, std::env::vars())?.store,
     };
     let dir = data_dir(Some(a.data.data));
     let report = init(&dir, opts).await?;
