@@ -23,4 +23,5 @@ pub mod validation;
 
 pub use accounts::NewEabKey;
 pub use error::{AcmeError, ProblemType};
+pub use nonce::Nonces;
 pub use service::{AcmeService, Profile};

@@ -1,24 +1,30 @@
 //! Anti-replay nonces (RFC 8555 §6.5): single use, expiring, and free to hand out.
 //!
-//! A nonce is its issue time, random bytes, and a MAC over both under a key this process
-//! draws at start. Issuing one stores nothing, so unauthenticated `new-nonce` requests,
-//! however many, cost no memory and push no client's nonce out. Only nonces that were used
-//! are remembered, by the minute they were issued in, until they expire. That memory is
-//! bounded too: past it, the oldest minute is forgotten and every nonce issued before its end
-//! is refused from then on (a client retries after `badNonce`, as it must), so a replay is
-//! never accepted.
+//! A nonce is its issue time, random bytes, and a MAC over both. Issuing one stores nothing,
+//! so unauthenticated `new-nonce` requests, however many, cost no memory and push no
+//! client's nonce out. Only nonces that were used are remembered, until they expire.
 //!
-//! A restart draws a new key, which costs clients one `badNonce` retry each. Several nodes
-//! would share the key and the used set through the store instead.
+//! One process alone (sled) draws its MAC key at start and remembers used nonces in memory,
+//! by the minute they were issued in. That memory is bounded: past it, the oldest minute is
+//! forgotten and every nonce issued before its end is refused from then on (a client retries
+//! after `badNonce`, as it must), so a replay is never accepted. A restart draws a new key,
+//! which costs clients one `badNonce` retry each.
+//!
+//! Several nodes (a shared store) share the key through the store and record each used
+//! nonce there, written only if absent: a nonce issued by any node is accepted by every node,
+//! once. Their times are the wall clock's, which the nodes share.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use subtle::ConstantTimeEq;
+
+use crate::clock::Clock;
+use crate::store::{Backing, DocKind, DocPages, DocWrite, Store, StoreError};
 
 /// How long a nonce stays usable.
 const LIFETIME: Duration = Duration::from_secs(30 * 60);
@@ -32,6 +38,9 @@ const TIME: usize = 8;
 const RANDOM: usize = 8;
 const TAG: usize = 16;
 const LEN: usize = TIME + RANDOM + TAG;
+
+/// The shared MAC key's document id (of kind `AcmeNonceKey`).
+const SHARED_KEY: &str = "hmac-sha256";
 
 /// What a used nonce is remembered by: its issue time and random part.
 type Id = [u8; TIME + RANDOM];
@@ -47,39 +56,139 @@ struct Shard {
 
 pub struct Nonces {
     key: ring::hmac::Key,
-    started: Instant,
-    shards: [Mutex<Shard>; SHARDS],
-    /// Used nonces remembered per shard.
-    capacity: usize,
+    used: Used,
+}
+
+/// Where used nonces are remembered, and what their times count from.
+enum Used {
+    /// This process alone: in memory; times in ms since it started.
+    Memory {
+        started: Instant,
+        shards: Box<[Mutex<Shard>; SHARDS]>,
+        /// Used nonces remembered per shard.
+        capacity: usize,
+    },
+    /// Every node: in the store; times in Unix ms.
+    Store {
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    },
 }
 
 impl Default for Nonces {
     fn default() -> Self {
-        let mut secret = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut secret);
-        Self {
-            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret),
-            started: Instant::now(),
-            shards: std::array::from_fn(|_| Mutex::default()),
-            capacity: SHARD_CAPACITY,
-        }
+        Self::in_memory(SHARD_CAPACITY)
     }
 }
 
 impl Nonces {
+    fn in_memory(capacity: usize) -> Self {
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        Self {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret),
+            used: Used::Memory {
+                started: Instant::now(),
+                shards: Box::new(std::array::from_fn(|_| Mutex::default())),
+                capacity,
+            },
+        }
+    }
+
+    /// Nonces every node of a cluster shares: the key is the store's (the first node to
+    /// start draws it), used nonces are recorded there.
+    pub async fn shared(backing: &Backing) -> Result<Self, StoreError> {
+        let store = &backing.store;
+        let key = loop {
+            if let Some(doc) = store.doc(&key_address()).await? {
+                break doc.decode::<serde_bytes::ByteBuf>()?.value.into_vec();
+            }
+            let mut secret = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut secret);
+            let draw = DocWrite::put(
+                DocKind::AcmeNonceKey,
+                SHARED_KEY,
+                None,
+                &serde_bytes::Bytes::new(&secret),
+            );
+            match store.write_docs(vec![draw]).await {
+                Ok(()) => break secret.to_vec(),
+                // Another node drew it first: read theirs.
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        };
+        Ok(Self {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
+            used: Used::Store {
+                store: store.clone(),
+                clock: backing.clock.clone(),
+            },
+        })
+    }
+
     /// A fresh nonce for a `Replay-Nonce` header.
     pub fn issue(&self) -> String {
         self.issue_at(self.now_ms())
     }
 
-    /// Uses `nonce` up: true only the first time, only for one this process issued, and only
-    /// before it expires.
-    pub fn consume(&self, nonce: &str) -> bool {
-        self.consume_at(nonce, self.now_ms())
+    /// Uses `nonce` up: true only the first time, only for one we (or, shared, any node)
+    /// issued, and only before it expires.
+    pub async fn consume(&self, nonce: &str) -> Result<bool, StoreError> {
+        let Used::Store { store, .. } = &self.used else {
+            return Ok(self.consume_at(nonce, self.now_ms()));
+        };
+        let Some((id, issued)) = self.verify(nonce, self.now_ms()) else {
+            return Ok(false);
+        };
+        let used = DocWrite::put(DocKind::AcmeUsedNonce, &hex::encode(id), None, &issued);
+        match store.write_docs(vec![used]).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Forgets used nonces that have expired (shared nonces only; memory forgets by itself).
+    /// Their ids start with the issue time, so the oldest come first.
+    pub async fn purge(&self) -> Result<usize, StoreError> {
+        let Used::Store { store, .. } = &self.used else {
+            return Ok(0);
+        };
+        let expired_before = self.now_ms().saturating_sub(LIFETIME.as_millis() as u64);
+        let mut pages = DocPages::new(store.as_ref(), DocKind::AcmeUsedNonce);
+        let mut purged = 0;
+        while let Some(page) = pages.next().await? {
+            let mut gone = Vec::new();
+            let mut done = false;
+            for (id, doc) in page {
+                let issued = hex::decode(&id)
+                    .ok()
+                    .and_then(|b| Some(u64::from_be_bytes(b.get(..TIME)?.try_into().ok()?)));
+                if issued.is_some_and(|t| t >= expired_before) {
+                    done = true;
+                    break;
+                }
+                gone.push(DocWrite::delete(DocKind::AcmeUsedNonce, &id, doc.version));
+            }
+            purged += gone.len();
+            if !gone.is_empty() {
+                store.write_docs(gone).await?;
+            }
+            if done {
+                break;
+            }
+        }
+        Ok(purged)
     }
 
     fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        match &self.used {
+            Used::Memory { started, .. } => started.elapsed().as_millis() as u64,
+            Used::Store { clock, .. } => {
+                (clock.now().unix_timestamp_nanos() / 1_000_000).max(0) as u64
+            }
+        }
     }
 
     fn issue_at(&self, now_ms: u64) -> String {
@@ -91,23 +200,37 @@ impl Nonces {
         URL_SAFE_NO_PAD.encode(nonce)
     }
 
-    fn consume_at(&self, nonce: &str, now_ms: u64) -> bool {
+    /// A nonce we issued that has not expired at `now_ms`: its id and issue time.
+    fn verify(&self, nonce: &str, now_ms: u64) -> Option<(Id, u64)> {
         let mut raw = [0u8; LEN];
         match URL_SAFE_NO_PAD.decode(nonce) {
             Ok(bytes) if bytes.len() == LEN => raw.copy_from_slice(&bytes),
-            _ => return false,
+            _ => return None,
         }
         let (id, tag) = raw.split_at(TIME + RANDOM);
         let expected = ring::hmac::sign(&self.key, id);
         if !bool::from(expected.as_ref()[..TAG].ct_eq(tag)) {
-            return false;
+            return None;
         }
         let issued = u64::from_be_bytes(id[..TIME].try_into().expect("TIME bytes"));
         if issued > now_ms || now_ms - issued >= LIFETIME.as_millis() as u64 {
-            return false;
+            return None;
         }
-        let id: Id = id.try_into().expect("TIME + RANDOM bytes");
-        let mut shard = self.shards[usize::from(id[TIME]) % SHARDS]
+        Some((id.try_into().expect("TIME + RANDOM bytes"), issued))
+    }
+
+    /// Uses a nonce up in memory (this process alone).
+    fn consume_at(&self, nonce: &str, now_ms: u64) -> bool {
+        let Used::Memory {
+            shards, capacity, ..
+        } = &self.used
+        else {
+            unreachable!("shared nonces are used up in the store");
+        };
+        let Some((id, issued)) = self.verify(nonce, now_ms) else {
+            return false;
+        };
+        let mut shard = shards[usize::from(id[TIME]) % SHARDS]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if issued < shard.horizon {
@@ -127,7 +250,7 @@ impl Nonces {
         }
         shard.held += 1;
         // Full: forget the oldest minute, and refuse from now on what was issued in it.
-        while shard.held > self.capacity {
+        while shard.held > *capacity {
             let Some((minute, ids)) = shard.used.pop_first() else {
                 break;
             };
@@ -138,6 +261,10 @@ impl Nonces {
     }
 }
 
+fn key_address() -> crate::store::DocKey {
+    crate::store::DocKey::new(DocKind::AcmeNonceKey, SHARED_KEY)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,16 +272,52 @@ mod tests {
     #[test]
     fn a_nonce_works_once_and_only_if_we_issued_it() {
         let nonces = Nonces::default();
+        let consume = |n: &str| nonces.consume_at(n, nonces.now_ms());
         let n = nonces.issue();
-        assert!(nonces.consume(&n));
-        assert!(!nonces.consume(&n));
-        assert!(!nonces.consume("not-a-nonce"));
-        assert!(!nonces.consume(""));
+        assert!(consume(&n));
+        assert!(!consume(&n));
+        assert!(!consume("not-a-nonce"));
+        assert!(!consume(""));
         // Another process's (another key's) nonce, and a tampered one.
-        assert!(!nonces.consume(&Nonces::default().issue()));
+        assert!(!consume(&Nonces::default().issue()));
         let mut raw = URL_SAFE_NO_PAD.decode(nonces.issue()).unwrap();
         raw[0] ^= 1;
-        assert!(!nonces.consume(&URL_SAFE_NO_PAD.encode(raw)));
+        assert!(!consume(&URL_SAFE_NO_PAD.encode(raw)));
+    }
+
+    /// Two nodes over one store: each accepts the other's nonces, and a nonce is used once
+    /// wherever it is presented; used nonces are forgotten once expired, never before.
+    #[tokio::test]
+    async fn shared_nonces_work_on_every_node_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let clock = Arc::new(crate::clock::SystemClock);
+        let backing = Backing {
+            store: store.clone(),
+            clock,
+        };
+        let (a, b) = (
+            Nonces::shared(&backing).await.unwrap(),
+            Nonces::shared(&backing).await.unwrap(),
+        );
+        let n = a.issue();
+        assert!(b.consume(&n).await.unwrap(), "issued by a, used on b");
+        assert!(!a.consume(&n).await.unwrap(), "and never again, anywhere");
+        assert!(!b.consume(&n).await.unwrap());
+        assert!(a.consume(&b.issue()).await.unwrap());
+        // A process's own key is not the cluster's.
+        assert!(!a.consume(&Nonces::default().issue()).await.unwrap());
+        assert_eq!(a.purge().await.unwrap(), 0, "nothing has expired yet");
+        // One used long ago (its id says so) is forgotten; the two recent ones are kept.
+        let old = a.issue_at(a.now_ms() - LIFETIME.as_millis() as u64 - 1);
+        let (id, issued) = a
+            .verify(&old, a.now_ms() - LIFETIME.as_millis() as u64)
+            .unwrap();
+        let used = DocWrite::put(DocKind::AcmeUsedNonce, &hex::encode(id), None, &issued);
+        store.write_docs(vec![used]).await.unwrap();
+        assert_eq!(a.purge().await.unwrap(), 1);
+        let left = store.all_docs(DocKind::AcmeUsedNonce, "").await.unwrap();
+        assert_eq!(left.len(), 2);
     }
 
     #[test]
@@ -174,17 +337,17 @@ mod tests {
         for _ in 0..200_000 {
             nonces.issue();
         }
-        let held: usize = nonces.shards.iter().map(|s| s.lock().unwrap().held).sum();
+        let Used::Memory { shards, .. } = &nonces.used else {
+            unreachable!()
+        };
+        let held: usize = shards.iter().map(|s| s.lock().unwrap().held).sum();
         assert_eq!(held, 0);
-        assert!(nonces.consume(&first));
+        assert!(nonces.consume_at(&first, nonces.now_ms()));
     }
 
     #[test]
     fn remembering_used_nonces_is_bounded_and_never_admits_a_replay() {
-        let nonces = Nonces {
-            capacity: 64,
-            ..Nonces::default()
-        };
+        let nonces = Nonces::in_memory(64);
         // Minute 0: one nonce used early, one kept for later.
         let replayed = nonces.issue_at(0);
         assert!(nonces.consume_at(&replayed, 10));
@@ -195,7 +358,10 @@ mod tests {
             t = BUCKET_MS + i * (BUCKET_MS / 100);
             assert!(nonces.consume_at(&nonces.issue_at(t), t));
         }
-        for shard in &nonces.shards {
+        let Used::Memory { shards, .. } = &nonces.used else {
+            unreachable!()
+        };
+        for shard in shards.iter() {
             assert!(shard.lock().unwrap().held <= 64);
         }
         // Minute 0 is forgotten: its nonces are refused, used or not.

@@ -101,6 +101,7 @@ impl AcmeService {
     /// expired ClientIdentifiers. Returns how many orders went.
     pub async fn purge_expired(&self) -> Result<usize, StoreError> {
         client_identifiers::purge_expired(self.store().as_ref(), self.now()).await?;
+        self.nonces.purge().await?;
         purge_expired(self.store().as_ref(), self.now()).await
     }
 

@@ -144,6 +144,11 @@ impl AcmeService {
         }
     }
 
+    /// Nonces other than this process's own (a cluster's, `Nonces::shared`).
+    pub fn with_nonces(self, nonces: Nonces) -> Self {
+        Self { nonces, ..self }
+    }
+
     pub fn profile(&self, name: &str) -> Result<&Arc<Profile>, AcmeError> {
         self.profiles
             .get(name)
@@ -188,7 +193,7 @@ impl AcmeService {
                 "the JWS has no nonce",
             ));
         };
-        if !self.nonces.consume(nonce) {
+        if !self.nonces.consume(nonce).await? {
             return Err(AcmeError::new(
                 ProblemType::BadNonce,
                 "the nonce is unknown, used or expired; retry with the one in Replay-Nonce",

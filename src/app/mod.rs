@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::acme::settings::DeviceInventory;
 use crate::acme::validation::Validators;
-use crate::acme::{AcmeService, Profile};
+use crate::acme::{AcmeService, Nonces, Profile};
 use crate::api::TokenHash;
 use crate::attest::{Apple, Verifier};
 use crate::ca::KeyAccess;
@@ -267,7 +267,16 @@ pub async fn run(
             allow_single_des: config.scep.allow_single_des,
         },
     ));
-    let acme = Arc::new(acme_service(&config, ca.clone(), backing.clone())?);
+    // A store other nodes share makes the nonces shared too: a client's requests may reach
+    // any node.
+    let mut acme = acme_service(&config, ca.clone(), backing.clone())?;
+    if config.store.backend == BackendKind::Postgres {
+        let shared = Nonces::shared(&backing)
+            .await
+            .context("reading the shared ACME nonce key")?;
+        acme = acme.with_nonces(shared);
+    }
+    let acme = Arc::new(acme);
     let state = AppState {
         ca,
         backing: backing.clone(),

@@ -145,6 +145,10 @@ pub enum DocKind {
     AcmeAccountCert,
     /// Hex SHA-256 of a one-time ClientIdentifier → the device it was minted for.
     AcmeClientIdentifier,
+    /// The MAC key of the ACME nonces the nodes of a cluster share.
+    AcmeNonceKey,
+    /// Hex issue time ‖ random part of a used shared nonce → its issue time (Unix ms).
+    AcmeUsedNonce,
     AcmeAuthz,
     AcmeEabKey,
     /// Issuer id → the last CRL number it signed (CRL numbers only ever grow).
@@ -178,6 +182,8 @@ impl DocKind {
             Self::InventoryIdentifier => 12,
             Self::AcmeAccountCert => 13,
             Self::AcmeClientIdentifier => 14,
+            Self::AcmeNonceKey => 15,
+            Self::AcmeUsedNonce => 16,
         }
     }
 }

@@ -5,7 +5,8 @@ use enrollca_testkit::harness as common;
 
 use std::path::Path;
 
-use common::acme::roots_file;
+use common::acme::{Client, Responder, certificates, csr, roots_file};
+use common::front::RoundRobin;
 use common::postgres::{Cluster, cluster};
 use common::*;
 use serde_json::Value;
@@ -131,4 +132,72 @@ async fn a_node_on_postgres_enrols_and_keeps_every_record_in_the_database() {
         stderr(&out)
     );
     assert_eq!(count(pg, db, "SELECT count(*) FROM issuers"), 2);
+}
+
+/// Two nodes on one database, behind a round-robin front: `data` copied from the first.
+async fn two_nodes(
+    tmp: &Path,
+    db: &str,
+    extra: &[(&'static str, String)],
+) -> (Server, Server, RoundRobin) {
+    let url = cluster().database(db);
+    let mut env = store_env(&url);
+    let first = init_dir(tmp, &[], &borrowed(&env));
+    // The second node gets the first one's data directory: the same CA keys.
+    let second = tmp.join("second");
+    let out = run(
+        "cp",
+        &["-a", first.to_str().unwrap(), second.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let front = RoundRobin::bind().await;
+    env.push(("ENROLLCA_LISTEN_PUBLIC_HTTPS_URL", front.https()));
+    env.extend(extra.iter().cloned());
+    let a = Server::start(&first, &borrowed(&env));
+    let b = Server::start(&second, &borrowed(&env));
+    let addr = |s: &Server| s.https.trim_start_matches("https://").parse().unwrap();
+    front.route(vec![addr(&a), addr(&b)]);
+    (a, b, front)
+}
+
+/// A client whose every request goes to the other node (a new connection each time through
+/// a round-robin front) completes a whole order: nonces, accounts, orders, authorizations
+/// and the certificate are the cluster's, not a node's.
+#[tokio::test]
+async fn an_acme_client_alternating_between_two_nodes_completes_its_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let responder = Responder::start().await;
+    let (a, b, front) = two_nodes(
+        tmp.path(),
+        "alternating",
+        &[("ENROLLCA_ACME_HTTP01_PORT", responder.port.to_string())],
+    )
+    .await;
+    let roots = a.roots_pem().await;
+    let mut c = Client::at(&front.https(), &roots, "default", false).await;
+    c.register().await;
+    let (order_url, order) = c.order(&["alternating.localhost"]).await;
+    let order = c.authorize(&order_url, &order, &responder).await;
+    assert_eq!(order["status"], "ready", "{order}");
+    let (csr_der, _key) = csr(&["alternating.localhost"]);
+    let resp = c.finalize(&order, &csr_der).await;
+    assert_eq!(resp.status, 200, "finalize: {}", resp.text);
+    let order = c.poll(&order_url, "processing").await;
+    assert_eq!(order["status"], "valid", "{order}");
+    let chain = c.post(order["certificate"].as_str().unwrap(), None).await;
+    assert_eq!(chain.status, 200, "{}", chain.text);
+    assert!(chain.text.starts_with("-----BEGIN CERTIFICATE-----"));
+
+    // Every request took a new connection, in turn: both nodes served about half.
+    let served = front.served();
+    assert!(
+        served.iter().all(|&n| n >= 4) && served.iter().sum::<usize>() >= 10,
+        "{served:?}"
+    );
+    // Both nodes know the certificate; each sees the one event in the feed.
+    for node in [&a, &b] {
+        let certs = certificates(node).await;
+        assert_eq!(certs.len(), 1, "{certs:?}");
+        assert_eq!(node.event_kinds().await, ["issued"]);
+    }
 }

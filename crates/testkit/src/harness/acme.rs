@@ -83,12 +83,21 @@ impl Client {
     /// A client of `profile`'s directory, trusting the server's roots.
     pub async fn new(server: &Server, profile: &str) -> Self {
         let roots = server.roots_pem().await;
-        let http = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(roots.as_bytes()).unwrap())
-            .build()
-            .unwrap();
+        Self::at(&server.https, &roots, profile, true).await
+    }
+
+    /// A client of `profile`'s directory at `base` (e.g. a front for several nodes),
+    /// trusting `roots`; `reuse = false` opens a new connection for every request, so a
+    /// round-robin front sends each to the next node.
+    pub async fn at(base: &str, roots: &str, profile: &str, reuse: bool) -> Self {
+        let mut http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(roots.as_bytes()).unwrap());
+        if !reuse {
+            http = http.pool_max_idle_per_host(0);
+        }
+        let http = http.build().unwrap();
         let dir = http
-            .get(format!("{}/acme/{profile}/directory", server.https))
+            .get(format!("{base}/acme/{profile}/directory"))
             .send()
             .await
             .unwrap()

@@ -2,6 +2,7 @@
 
 pub mod acme;
 pub mod device;
+pub mod front;
 pub mod postgres;
 
 use std::io::{BufRead, BufReader};
