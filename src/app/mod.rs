@@ -267,14 +267,20 @@ pub async fn run(
             allow_single_des: config.scep.allow_single_des,
         },
     ));
-    // A store other nodes share makes the nonces shared too: a client's requests may reach
-    // any node.
     let mut acme = acme_service(&config, ca.clone(), backing.clone())?;
+    // A node of a cluster: a client's requests may reach any node, so the nonces are the
+    // cluster's; and what other nodes revoke or rotate reaches this one through the feed.
     if config.store.backend == BackendKind::Postgres {
         let shared = Nonces::shared(&backing)
             .await
             .context("reading the shared ACME nonce key")?;
         acme = acme.with_nonces(shared);
+        tokio::spawn(crate::ca::follow::follow(
+            ca.clone(),
+            rotation.clone(),
+            store.clone(),
+            shutdown.clone(),
+        ));
     }
     let acme = Arc::new(acme);
     let state = AppState {

@@ -1,6 +1,7 @@
 //! The certificate authority: issuers, their keys, and the one function that mints
 //! end-entity certificates (`Ca::issue`).
 
+pub mod follow;
 pub mod hierarchy;
 mod issue;
 mod issuer;
@@ -223,16 +224,22 @@ impl Ca {
         at: OffsetDateTime,
     ) -> Result<CertRecord, StoreError> {
         let rec = self.store.revoke(serial, reason, at).await?;
+        self.note_revoked(&rec.issuer);
+        Ok(rec)
+    }
+
+    /// Makes what was signed from `issuer`'s revocations so far stale (a revocation here, or
+    /// one another node of the cluster made).
+    pub fn note_revoked(&self, issuer: &IssuerId) {
         *self
             .revocations
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(rec.issuer.clone())
+            .entry(issuer.clone())
             .or_default() += 1;
-        Ok(rec)
     }
 
-    /// How many revocations of `issuer`'s certificates this process has made.
+    /// How many revocations of `issuer`'s certificates this process has learnt of.
     pub fn revocation_count(&self, issuer: &IssuerId) -> u64 {
         self.revocations
             .lock()

@@ -304,6 +304,12 @@ impl Rotation {
     /// Writes the step, then swaps in the issuer set the store now describes.
     async fn commit(&self, changes: Vec<IssuerChange>) -> Result<(), RotationError> {
         self.ca.store().change_issuers(changes, self.now()).await?;
+        self.reload().await
+    }
+
+    /// Swaps in the issuer set the store describes (after a step here, or one another node
+    /// of the cluster took), with each issuer's key from this node's data directory or token.
+    pub async fn reload(&self) -> Result<(), RotationError> {
         let records = self.ca.store().issuers().await?;
         let (dir, keys, url) = (self.dir.clone(), self.keys.clone(), self.public_url.clone());
         // Key files are read and decrypted: off the reactor.

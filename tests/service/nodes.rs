@@ -201,3 +201,74 @@ async fn an_acme_client_alternating_between_two_nodes_completes_its_order() {
         assert_eq!(node.event_kinds().await, ["issued"]);
     }
 }
+
+/// Whether `node`'s CRL of `issuer` lists `serial` (its hex as openssl prints it).
+async fn crl_lists(node: &Server, dir: &Path, issuer: &str, serial: &str) -> bool {
+    let der = node
+        .get(&format!("/crl/{issuer}.crl"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let path = dir.join(format!("{issuer}.crl"));
+    std::fs::write(&path, &der).unwrap();
+    let text = stdout(&run(
+        "openssl",
+        &[
+            "crl",
+            "-inform",
+            "DER",
+            "-noout",
+            "-text",
+            "-in",
+            path.to_str().unwrap(),
+        ],
+    ));
+    assert!(text.contains("Certificate Revocation List"), "{text}");
+    text.to_uppercase().contains(&serial.to_uppercase())
+}
+
+/// A revocation made through one node is what every node answers, through its caches: its
+/// `/validate` at once, its CRL (signed and cached before the revocation) within a second.
+#[tokio::test]
+async fn a_revocation_on_one_node_is_seen_by_the_others_within_a_second() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, _front) = two_nodes(tmp.path(), "revocation", &[]).await;
+    let (serial, chain) = a.issue(tmp.path(), "roaming-device", "ec:P-256", "ecdsa").await;
+    let pem = std::fs::read_to_string(&chain[0]).unwrap();
+    let rec: Value = b.get_json(&format!("/api/v1/certificates/{serial}")).await;
+    let issuer = rec["issuer"].as_str().unwrap().to_owned();
+    // B signs its CRL now, and caches it.
+    assert!(!crl_lists(&b, tmp.path(), &issuer, &serial).await);
+    let validate = |node: &Server| {
+        node.post("/api/v1/validate")
+            .json(&serde_json::json!({ "certificate": pem }))
+            .send()
+    };
+    let v: Value = validate(&b).await.unwrap().json().await.unwrap();
+    assert_eq!(v["status"], "good");
+
+    let r = a
+        .post(&format!("/api/v1/certificates/{serial}/revoke"))
+        .json(&serde_json::json!({"reason": "keyCompromise"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let revoked_at = std::time::Instant::now();
+    let v: Value = validate(&b).await.unwrap().json().await.unwrap();
+    assert_eq!(v["status"], "revoked", "{v}");
+    while !crl_lists(&b, tmp.path(), &issuer, &serial).await {
+        assert!(
+            revoked_at.elapsed() < std::time::Duration::from_secs(1),
+            "B's CRL still lacks the revocation after 1 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "B's CRL listed it {:?} after A revoked it",
+        revoked_at.elapsed()
+    );
+}

@@ -1,0 +1,68 @@
+//! A node of a cluster follows the event feed for what the other nodes change: a revocation
+//! makes this node's signed CRL of that issuer stale, and a rotation step swaps in the issuer
+//! set the store now describes. The feed wakes it when any node commits (the store's
+//! `newest_event`), so the delay is the database's notification, milliseconds.
+//! (`/validate` and OCSP need nothing: they read each certificate's state from the store.)
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Ca;
+use super::rotation::Rotation;
+use crate::error::Chain;
+use crate::model::EventKind;
+use crate::store::{MAX_PAGE, Store};
+
+/// How long a failed read of the feed waits before it is tried again.
+const RETRY: Duration = Duration::from_millis(500);
+
+pub async fn follow(
+    ca: Arc<Ca>,
+    rotation: Arc<Rotation>,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+) {
+    let mut newest = store.newest_event();
+    // What was committed before this node started, it loaded at start.
+    let mut seen = *newest.borrow_and_update();
+    loop {
+        tokio::select! {
+            changed = newest.changed() => if changed.is_err() { return },
+            () = shutdown.cancelled() => return,
+        }
+        let target = *newest.borrow_and_update();
+        let mut issuers_changed = false;
+        while seen < target {
+            let events = match store.events(seen, MAX_PAGE).await {
+                Ok(events) if events.is_empty() => break,
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::warn!(error = %Chain(&e), "could not read the event feed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(RETRY) => continue,
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            };
+            for event in events {
+                match event.kind {
+                    EventKind::Revoked { .. } => ca.note_revoked(&event.issuer),
+                    EventKind::IssuerStaged
+                    | EventKind::IssuerActivated
+                    | EventKind::IssuerRetiring
+                    | EventKind::IssuerRetired => issuers_changed = true,
+                    _ => {}
+                }
+                seen = event.seq;
+            }
+        }
+        if issuers_changed && let Err(e) = rotation.reload().await {
+            tracing::error!(
+                error = %Chain(&e),
+                "another node changed the issuers, and this node cannot load them (are its CA keys the cluster's?)"
+            );
+        }
+    }
+}
