@@ -162,8 +162,16 @@ fn acme_routes(state: AppState) -> Router<AppState> {
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     // Healthy means the store answers; a wedged writer shows up here.
     match state.backing.store.flush().await {
-        Ok(()) => (StatusCode::OK, "ok\n"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n"),
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(
+                header::RETRY_AFTER,
+                crate::error::RETRY_UNAVAILABLE_SECS.to_string(),
+            )],
+            "store unavailable\n",
+        )
+            .into_response(),
     }
 }
 

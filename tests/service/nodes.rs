@@ -236,7 +236,9 @@ async fn crl_lists(node: &Server, dir: &Path, issuer: &str, serial: &str) -> boo
 async fn a_revocation_on_one_node_is_seen_by_the_others_within_a_second() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b, _front) = two_nodes(tmp.path(), "revocation", &[]).await;
-    let (serial, chain) = a.issue(tmp.path(), "roaming-device", "ec:P-256", "ecdsa").await;
+    let (serial, chain) = a
+        .issue(tmp.path(), "roaming-device", "ec:P-256", "ecdsa")
+        .await;
     let pem = std::fs::read_to_string(&chain[0]).unwrap();
     let rec: Value = b.get_json(&format!("/api/v1/certificates/{serial}")).await;
     let issuer = rec["issuer"].as_str().unwrap().to_owned();
@@ -271,4 +273,69 @@ async fn a_revocation_on_one_node_is_seen_by_the_others_within_a_second() {
         "B's CRL listed it {:?} after A revoked it",
         revoked_at.elapsed()
     );
+}
+
+/// While the database is down, a node answers what needs it with 503 and `Retry-After`
+/// (SCEP, ACME's `serverInternal` problem, the API) and `/healthz` says so; it writes
+/// nothing half-way, and it serves again by itself once the database is back.
+#[tokio::test]
+async fn a_database_outage_is_answered_with_503_and_the_node_recovers_by_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A cluster of its own: this test stops it.
+    let pg = Cluster::private();
+    let url = pg.database("outage");
+    let mut env = store_env(&url);
+    let data = init_dir(tmp.path(), &[], &borrowed(&env));
+    env.push(("ENROLLCA_SCEP_CHALLENGE", CHALLENGE.into()));
+    let server = Server::start(&data, &borrowed(&env));
+    let out = scepclient(&server, &tmp.path().join("before"), "before", CHALLENGE);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let roots = server.roots_pem().await;
+    let mut acme = Client::at(&server.https, &roots, "default", true).await;
+    let health = || async {
+        let r = server.get("/healthz").send().await.unwrap();
+        (r.status().as_u16(), r.headers().get("retry-after").cloned())
+    };
+    assert_eq!(health().await.0, 200);
+
+    pg.stop();
+    let (status, retry) = health().await;
+    assert_eq!(status, 503);
+    assert_eq!(retry.unwrap(), "5");
+    // A SCEP device: HTTP 503, never a failInfo; its client gives up with an error.
+    let out = scepclient(&server, &tmp.path().join("during"), "during", CHALLENGE);
+    assert!(!out.status.success());
+    // ACME: serverInternal, 503, Retry-After.
+    let resp = acme
+        .post(
+            &acme.url("newAccount"),
+            Some(serde_json::json!({"termsOfServiceAgreed": true})),
+        )
+        .await;
+    assert_eq!(resp.status, 503, "{}", resp.text);
+    assert_eq!(resp.problem(), "serverInternal");
+    assert_eq!(resp.headers["retry-after"], "5");
+    // The API.
+    let r = server.get("/api/v1/certificates").send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+
+    pg.start();
+    // Back by itself: the pool drops its dead connections and makes new ones.
+    let back = std::time::Instant::now();
+    while health().await.0 != 200 {
+        assert!(
+            back.elapsed() < std::time::Duration::from_secs(10),
+            "not back after 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let out = scepclient(&server, &tmp.path().join("after"), "after", CHALLENGE);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    acme.register().await;
+    // Two certificates, two events: nothing from the outage.
+    assert_eq!(count(&pg, "outage", "SELECT count(*) FROM certs"), 2);
+    assert_eq!(server.event_kinds().await, ["issued", "issued"]);
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
 }

@@ -882,7 +882,12 @@ impl Store for PgStore {
 
     async fn flush(&self) -> Result<(), StoreError> {
         // Every acknowledged commit is already durable (synchronous_commit is checked at
-        // connect).
+        // connect); what is left to know is whether the database answers (`/healthz`).
+        self.client()
+            .await?
+            .execute("SELECT 1", &[])
+            .await
+            .map_err(|e| backend("checking the connection", e))?;
         Ok(())
     }
 

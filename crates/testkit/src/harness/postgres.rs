@@ -25,7 +25,7 @@ pub struct Cluster {
 /// The cluster of this test process, started on first use.
 pub fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    CLUSTER.get_or_init(Cluster::start)
+    CLUSTER.get_or_init(Cluster::private)
 }
 
 /// The newest server installed under Debian's `/usr/lib/postgresql/<major>/bin`.
@@ -47,7 +47,8 @@ fn server_bin() -> PathBuf {
 }
 
 impl Cluster {
-    fn start() -> Self {
+    /// A cluster of its own, for a test that stops or restarts it.
+    pub fn private() -> Self {
         let root = tempfile::Builder::new()
             .prefix("enrollca-pg-")
             .tempdir()
@@ -136,11 +137,21 @@ impl Cluster {
 
     /// Restarts the server, dropping every connection (`pg_ctl restart -m fast`).
     pub fn restart(&self) {
+        self.stop();
+        self.start();
+    }
+
+    /// Stops the server (`-m fast`: connections are dropped, nothing committed is lost).
+    pub fn stop(&self) {
         let out = self.tool(
             "pg_ctl",
             &["-D", path(&self.data), "-m", "fast", "-w", "stop"],
         );
         assert!(out.status.success(), "pg_ctl stop: {}", text(&out));
+    }
+
+    /// Starts it again after `stop`, on the same port.
+    pub fn start(&self) {
         self.pg_ctl_start();
     }
 
