@@ -377,8 +377,18 @@ pub async fn open_ca(
     let public_url = config.listen.public_url();
     let mut issuers = Vec::new();
     for record in backing.store.issuers().await? {
-        let issuer = Issuer::load(&record, dir.path(), keys, &public_url)
-            .with_context(|| format!("loading issuer {}", record.id))?;
+        let issuer = Issuer::load(&record, dir.path(), keys, &public_url).with_context(|| {
+            match config.store.backend {
+                BackendKind::Sled => format!("loading issuer {}", record.id),
+                // The store is the cluster's; the keys are this node's.
+                BackendKind::Postgres => format!(
+                    "loading issuer {} ({}, {:?}) that the database records: this node does not \
+                     hold its key ({}); every node needs the cluster's CA keys (a copy of the \
+                     first node's data directory, or the same PKCS#11 token)",
+                    record.id, record.family, record.state, record.key_file
+                ),
+            }
+        })?;
         issuers.push(issuer);
     }
     let issuers = IssuerSet::new(issuers)?;

@@ -339,3 +339,57 @@ async fn a_database_outage_is_answered_with_503_and_the_node_recovers_by_itself(
     let (status, log) = server.stop();
     assert!(status.success(), "{log}");
 }
+
+/// A node must serve the issuers the database records with their own keys: one with other
+/// keys, or without them, refuses to start and says why.
+#[tokio::test]
+async fn a_node_without_the_clusters_keys_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = cluster().database("foreign_keys");
+    let env = store_env(&url);
+    let first = init_dir(&tmp.path().join("first"), &[], &borrowed(&env));
+    // Its own CA, made on sled, then pointed at the cluster's database: no key file of the
+    // cluster's issuers.
+    let stranger = init_dir(&tmp.path().join("stranger"), &[], &[]);
+    let err = Server::try_start(&stranger, &borrowed(&env))
+        .err()
+        .expect("refused");
+    assert!(err.contains("this node does not hold its key"), "{err}");
+    // The cluster's key file names, with another CA's keys in them.
+    let impostor = tmp.path().join("impostor");
+    let out = run(
+        "cp",
+        &["-a", first.to_str().unwrap(), impostor.to_str().unwrap()],
+    );
+    assert!(out.status.success());
+    let ours: Vec<_> = std::fs::read_dir(impostor.join("ca/issuers"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "key"))
+        .collect();
+    let theirs: Vec<_> = std::fs::read_dir(stranger.join("ca/issuers"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "key"))
+        .collect();
+    assert_eq!((ours.len(), theirs.len()), (2, 2), "{ours:?} {theirs:?}");
+    // Each of ours replaced by theirs of the same kind (an EC key names its curve's OID).
+    let is_ec = |p: &Path| {
+        stdout(&run(
+            "openssl",
+            &["pkey", "-in", p.to_str().unwrap(), "-noout", "-text"],
+        ))
+        .contains("ASN1 OID")
+    };
+    for o in &ours {
+        let t = theirs.iter().find(|t| is_ec(t) == is_ec(o)).unwrap();
+        std::fs::copy(t, o).unwrap();
+    }
+    let err = Server::try_start(&impostor, &borrowed(&env))
+        .err()
+        .expect("refused");
+    assert!(err.contains("does not match the certificate"), "{err}");
+    // The real copy starts.
+    let node = Server::start(&first, &borrowed(&env));
+    assert_eq!(node.get("/healthz").send().await.unwrap().status(), 200);
+}
