@@ -12,13 +12,15 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::secret::Secret;
-use crate::store::{Collection, DocKind, Event, Seq, Store, StoreError};
+use crate::store::{Collection, DocKind, Event, Lease, Seq, Store, StoreError};
 
 /// Events per delivery.
 const BATCH: usize = 100;
 const FIRST_PAUSE: Duration = Duration::from_millis(500);
 const LONGEST_PAUSE: Duration = Duration::from_secs(60);
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an idle deliverer checks that it still holds the lease.
+const LEASE_CHECK: Duration = Duration::from_secs(1);
 /// Webhook URL → the last event sequence it acknowledged.
 const CURSORS: Collection<Seq> = Collection::new(DocKind::WebhookCursor);
 
@@ -35,10 +37,17 @@ pub(crate) struct Webhook {
     key: ring::hmac::Key,
     http: reqwest::Client,
     store: Arc<dyn Store>,
+    /// Delivery is one node's at a time, so the receiver sees one ordered stream.
+    lease: Lease,
 }
 
 impl Webhook {
-    pub(crate) fn new(url: String, secret: &Secret, store: Arc<dyn Store>) -> anyhow::Result<Self> {
+    pub(crate) fn new(
+        url: String,
+        secret: &Secret,
+        store: Arc<dyn Store>,
+        lease: Lease,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.expose().as_bytes()),
             http: reqwest::Client::builder()
@@ -47,21 +56,39 @@ impl Webhook {
                 .build()?,
             url,
             store,
+            lease,
         })
     }
 
-    /// Delivers until `shutdown`.
-    pub(crate) async fn run(self, shutdown: CancellationToken) {
-        let mut cursor = match self.cursor().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "event webhook: cannot read its cursor; not delivering");
-                return;
-            }
-        };
+    /// Delivers until `shutdown`, while this node holds the lease.
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
+        let mut cursor = None;
         let mut newest = self.store.newest_event();
         let mut pause = FIRST_PAUSE;
         loop {
+            if !self.lease.held() {
+                // Whoever delivered meanwhile moved the cursor: read it again once ours.
+                cursor = None;
+                tokio::select! {
+                    () = self.lease.acquired() => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+            let cursor = match &mut cursor {
+                Some(c) => c,
+                None => match self.cursor().await {
+                    Ok(c) => cursor.insert(c),
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?pause, "event webhook: cannot read its cursor");
+                        tokio::select! {
+                            () = tokio::time::sleep(pause) => {}
+                            () = shutdown.cancelled() => return,
+                        }
+                        pause = (pause * 2).min(LONGEST_PAUSE);
+                        continue;
+                    }
+                },
+            };
             // Every failure (reading the feed, delivering, storing the cursor) waits before
             // the next try, longer each time: a store that refuses the cursor must not turn
             // into the same batch sent again at once, forever.
@@ -69,8 +96,10 @@ impl Webhook {
                 Err(e) => format!("cannot read the feed: {e}"),
                 Ok(batch) if batch.is_empty() => {
                     let after = cursor.0;
+                    // Looked at again now and then: the lease may have gone to another node.
                     tokio::select! {
                         _ = newest.wait_for(|seq| *seq > after) => continue,
+                        () = tokio::time::sleep(LEASE_CHECK) => continue,
                         () = shutdown.cancelled() => return,
                     }
                 }
@@ -78,7 +107,7 @@ impl Webhook {
                     let last = batch.last().map_or(cursor.0, |e| e.seq);
                     match self.deliver(&batch).await {
                         Err(why) => format!("delivery of {} failed: {why}", batch[0].seq),
-                        Ok(()) => match self.advance(&mut cursor, last).await {
+                        Ok(()) => match self.advance(cursor, last).await {
                             Ok(()) => {
                                 pause = FIRST_PAUSE;
                                 continue;
@@ -86,7 +115,7 @@ impl Webhook {
                             Err(e) => {
                                 // Another writer may have moved it: start from what is stored.
                                 if let Ok(stored) = self.cursor().await {
-                                    cursor = stored;
+                                    *cursor = stored;
                                 }
                                 format!("cannot store its cursor: {e}")
                             }
@@ -171,7 +200,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
         let (url, seen) = receiver().await;
-        let webhook = Webhook::new(url.clone(), &Secret::new("s"), store.clone()).unwrap();
+        let webhook = Webhook::new(
+            url.clone(),
+            &Secret::new("s"),
+            store.clone(),
+            Lease::alone(),
+        )
+        .unwrap();
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(webhook.run(shutdown.clone()));
         let now = OffsetDateTime::now_utc();

@@ -36,7 +36,7 @@ use crate::rate::{Concurrency, Costly, Limiter, Rate};
 use crate::revocation::{Crls, Ocsp};
 use crate::scep::ScepService;
 use crate::scep::service::Admission;
-use crate::store::{BackendKind, Backing};
+use crate::store::{BackendKind, Backing, Lease};
 use crate::validator::Validator;
 
 /// What request handlers share (every field an `Arc` or as cheap to clone).
@@ -303,9 +303,15 @@ pub async fn run(
         },
     };
 
+    // Periodic work runs once per cluster: on the node holding this lease.
+    let periodic = match config.store.backend {
+        BackendKind::Sled => Lease::alone(),
+        BackendKind::Postgres => Lease::contend("periodic-work", backing.clone(), shutdown.clone()),
+    };
     if let (Some(url), Some(secret)) = (&config.events.webhook_url, &config.events.webhook_secret) {
-        let webhook = crate::notify::Webhook::new(url.clone(), secret, store.clone())
-            .context("events.webhook_url: cannot set up the HTTP client")?;
+        let webhook =
+            crate::notify::Webhook::new(url.clone(), secret, store.clone(), periodic.clone())
+                .context("events.webhook_url: cannot set up the HTTP client")?;
         tokio::spawn(webhook.run(shutdown.clone()));
     }
     let expiring_before = time::Duration::try_from(config.events.expiring_before)
@@ -314,6 +320,7 @@ pub async fn run(
         state.backing.clone(),
         state.acme.clone(),
         expiring_before,
+        periodic,
         shutdown.clone(),
     ));
     let metrics = state.metrics.clone();
@@ -503,13 +510,22 @@ async fn sweep(
     Backing { store, clock }: Backing,
     acme: Arc<AcmeService>,
     expiring_before: time::Duration,
+    mut lease: Lease,
     shutdown: CancellationToken,
 ) {
+    // The first sweep as soon as this node may run it.
+    tokio::select! {
+        () = lease.acquired() => {}
+        () = shutdown.cancelled() => return,
+    }
     let mut tick = tokio::time::interval(SWEEP);
     let mut sweeps = 0u32;
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                if !lease.held() {
+                    continue;
+                }
                 if sweeps % ACCOUNT_SWEEP_EVERY == 0 {
                     match acme.purge_abandoned_accounts().await {
                         Ok(0) => {}

@@ -9,6 +9,7 @@
 mod codec;
 mod collection;
 mod doc_cache;
+mod lease;
 mod postgres;
 mod settings;
 mod sled;
@@ -25,6 +26,7 @@ use crate::model::{IssuerId, KeyFamily, RevocationReason, Serial};
 
 pub use self::collection::{Collection, Entry, Pages};
 pub use self::doc_cache::DocCache;
+pub use self::lease::Lease;
 pub use self::postgres::{PgConfig, PgStore};
 pub use self::settings::{BackendKind, MAX_POOL, Opened, StoreSettings, open};
 pub use self::sled::SledStore;
@@ -149,6 +151,8 @@ pub enum DocKind {
     AcmeNonceKey,
     /// Hex issue time ‖ random part of a used shared nonce → its issue time (Unix ms).
     AcmeUsedNonce,
+    /// Work done once per cluster → the node holding it, and until when.
+    Lease,
     AcmeAuthz,
     AcmeEabKey,
     /// Issuer id → the last CRL number it signed (CRL numbers only ever grow).
@@ -184,6 +188,7 @@ impl DocKind {
             Self::AcmeClientIdentifier => 14,
             Self::AcmeNonceKey => 15,
             Self::AcmeUsedNonce => 16,
+            Self::Lease => 17,
         }
     }
 }

@@ -329,37 +329,6 @@ async fn scoped_tokens_allow_what_they_name_and_nothing_more() {
     );
 }
 
-/// A webhook receiver on `port`: keeps every event it is sent, checking each signature.
-async fn receiver(port: u16, secret: &'static str) -> std::sync::Arc<std::sync::Mutex<Vec<Value>>> {
-    use axum::http::{HeaderMap, StatusCode};
-    let got: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
-    let keep = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
-            let keep = keep.clone();
-            async move {
-                let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-                let sig = headers["x-enrollca-signature"].to_str().unwrap();
-                let tag = hex::decode(sig.strip_prefix("sha256=").unwrap()).unwrap();
-                if ring::hmac::verify(&key, &body, &tag).is_err() {
-                    return StatusCode::UNAUTHORIZED;
-                }
-                let delivery: Value = serde_json::from_slice(&body).unwrap();
-                keep.lock()
-                    .unwrap()
-                    .extend(delivery["events"].as_array().unwrap().clone());
-                StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    got
-}
-
 #[tokio::test]
 async fn events_reach_the_webhook_in_order_after_it_was_down() {
     let tmp = tempfile::tempdir().unwrap();
@@ -383,7 +352,7 @@ async fn events_reach_the_webhook_in_order_after_it_was_down() {
         );
     }
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let got = receiver(port, "hook-key").await;
+    let got = webhook_receiver(port, "hook-key").await;
     let wait_for = |n: usize| {
         let got = got.clone();
         async move {

@@ -885,3 +885,37 @@ pub fn openssl_verified_crl(der: &Path, cafile: &Path) -> String {
     assert!(out.status.success() && all.contains("verify OK"), "{all}");
     all
 }
+
+/// A webhook receiver on `port`: keeps every event it is sent, checking each signature.
+pub async fn webhook_receiver(
+    port: u16,
+    secret: &'static str,
+) -> std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> {
+    use axum::http::{HeaderMap, StatusCode};
+    let got: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+    let keep = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let keep = keep.clone();
+            async move {
+                let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+                let sig = headers["x-enrollca-signature"].to_str().unwrap();
+                let tag = hex::decode(sig.strip_prefix("sha256=").unwrap()).unwrap();
+                if ring::hmac::verify(&key, &body, &tag).is_err() {
+                    return StatusCode::UNAUTHORIZED;
+                }
+                let delivery: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                keep.lock()
+                    .unwrap()
+                    .extend(delivery["events"].as_array().unwrap().clone());
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    got
+}
