@@ -10,6 +10,7 @@ mod codec;
 mod collection;
 mod doc_cache;
 mod lease;
+pub mod migrate;
 mod postgres;
 mod settings;
 mod sled;

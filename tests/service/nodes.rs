@@ -470,3 +470,81 @@ async fn webhook_delivery_moves_to_another_node_when_its_node_dies() {
     }
     assert_eq!(first_seen, [1, 2, 3, 4, 5, 6], "{all:?}");
 }
+
+/// An installation on sled moves to PostgreSQL with `enrollca store migrate`: every record
+/// (certificates and their state, the feed, challenges, tokens, documents) is copied and
+/// checked; a node on the database then serves it and the feed goes on where it was. A
+/// database that already holds something is refused.
+#[tokio::test]
+async fn store_migrate_moves_a_sled_installation_to_postgres() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_dir(tmp.path(), &[], &[]);
+    let server = Server::start(&data, &[]);
+    let (kept, _) = server.issue(tmp.path(), "kept", "ec:P-256", "ecdsa").await;
+    let (revoked, _) = server
+        .issue(tmp.path(), "revoked", "ec:P-256", "ecdsa")
+        .await;
+    let r = server
+        .post(&format!("/api/v1/certificates/{revoked}/revoke"))
+        .json(&serde_json::json!({"reason": "superseded"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let challenge = server
+        .mint_challenge(serde_json::json!({"ttl": "1day"}))
+        .await;
+    let (status, _) = server.stop();
+    assert!(status.success());
+
+    let pg = cluster();
+    let url = pg.database("migrated");
+    let migrate = || {
+        enrollca(
+            &[
+                "store",
+                "migrate",
+                "--from",
+                data.to_str().unwrap(),
+                "--to",
+                &url,
+            ],
+            &[],
+        )
+    };
+    let out = migrate();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = stdout(&out);
+    assert!(report.contains("certificates 2"), "{report}");
+    assert!(report.contains("events       3"), "{report}");
+    assert!(report.contains("challenges   1"), "{report}");
+    assert_eq!(count(pg, "migrated", "SELECT count(*) FROM certs"), 2);
+    assert_eq!(pg.psql("migrated", "SELECT last FROM feed").trim(), "3");
+
+    // Run again: the target is no longer empty.
+    let out = migrate();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+    assert_eq!(count(pg, "migrated", "SELECT count(*) FROM certs"), 2);
+
+    // The same data directory (its keys), now on the database.
+    let env = store_env(&url);
+    let node = Server::start(&data, &borrowed(&env));
+    for (serial, status) in [(&kept, "good"), (&revoked, "revoked")] {
+        let rec: Value = node
+            .get_json(&format!("/api/v1/certificates/{serial}"))
+            .await;
+        assert_eq!(rec["status"], status, "{rec}");
+    }
+    // The one-time challenge came along: a device enrols with it.
+    let out = scepclient(&node, &tmp.path().join("device"), "device", &challenge);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    node.issue(tmp.path(), "after", "ec:P-256", "ecdsa").await;
+    let seqs: Vec<u64> = node
+        .events()
+        .await
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5], "the feed goes on where it was");
+}

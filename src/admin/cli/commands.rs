@@ -3,11 +3,13 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
+
 use tokio_util::sync::CancellationToken;
 
 use super::{
     AcmeCommand, CaCommand, CertCommand, ChallengeCommand, Cli, Command, InitArgs, PayloadFormat,
-    ProfileCommand, RotateCommand, ScepCommand, TokenCommand,
+    ProfileCommand, RotateCommand, ScepCommand, StoreCommand, TokenCommand,
 };
 use crate::admin::{Backend, data_dir, dir_config};
 use crate::api::views::{CertView, ChallengeBody, IssueBody};
@@ -16,7 +18,8 @@ use crate::app::{ServeOptions, serve};
 use crate::ca::passphrase;
 use crate::ca::{KeyFamily, KeySpec};
 use crate::init::{InitOptions, Source, init};
-use crate::store::{CertQuery, IssuerState};
+use crate::secret::Secret;
+use crate::store::{BackendKind, CertQuery, IssuerState, Opened, StoreSettings};
 
 pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -74,6 +77,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scep(cmd) => run_scep(cmd).await,
         Command::Token(cmd) => run_token(cmd).await,
         Command::Profile(cmd) => run_profile(cmd).await,
+        Command::Store(cmd) => run_store(cmd).await,
         Command::Challenge(ChallengeCommand::Create {
             target,
             device,
@@ -599,4 +603,41 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     }
     tracing::info!("shutdown requested; draining");
     shutdown.cancel();
+}
+
+async fn run_store(cmd: StoreCommand) -> anyhow::Result<()> {
+    let StoreCommand::Migrate {
+        from,
+        to,
+        password_file,
+    } = cmd;
+    let dir = data_dir(Some(from));
+    let sled = crate::store::SledStore::open(&dir.db()).with_context(|| {
+        format!(
+            "opening the store in {} (is a server still using it?)",
+            dir.path().display()
+        )
+    })?;
+    let settings = StoreSettings {
+        backend: BackendKind::Postgres,
+        url: Some(Secret::new(to)),
+        password_file,
+        pool_size: 2,
+    };
+    settings
+        .check()
+        .map_err(|(key, why)| anyhow::anyhow!("--to ({key}): {why}"))?;
+    let Opened::Postgres(pg) = crate::store::open(&settings, &dir.db()).await? else {
+        unreachable!("a postgres backend opens PostgreSQL");
+    };
+    let tally = crate::store::migrate::sled_to_postgres(&sled, &pg).await?;
+    println!("copied {} and checked it:", dir.path().display());
+    println!("  certificates {}", tally.certificates);
+    println!("  events       {}", tally.events);
+    println!("  issuers      {}", tally.issuers);
+    println!("  challenges   {}", tally.challenges);
+    println!("  documents    {}", tally.documents);
+    println!("  sha256       {}", tally.sha256);
+    println!("point every node at the database: store.backend = \"postgres\" and store.url");
+    Ok(())
 }

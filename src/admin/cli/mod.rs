@@ -58,6 +58,26 @@ enum Command {
     /// Apple configuration profile payloads (XML plist) that point devices at enrollca.
     #[command(subcommand)]
     Profile(ProfileCommand),
+    /// The store: moving an installation to PostgreSQL.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Copy a data directory's sled store into an empty PostgreSQL database (stop the
+    /// server first), then check the copy by counts and a digest of every record.
+    Migrate {
+        /// The data directory whose store is copied.
+        #[arg(long)]
+        from: PathBuf,
+        /// postgres://user@host[:port]/database (ENROLLCA_STORE_URL).
+        #[arg(long, env = "ENROLLCA_STORE_URL", hide_env_values = true)]
+        to: String,
+        /// The database password, when the URL has none (ENROLLCA_STORE_PASSWORD_FILE).
+        #[arg(long, env = "ENROLLCA_STORE_PASSWORD_FILE")]
+        password_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]

@@ -35,6 +35,7 @@ use super::{
 use crate::error::cause;
 use crate::model::{IssuerId, RevocationReason, Serial, Standing};
 
+mod import;
 mod listen;
 mod migrate;
 

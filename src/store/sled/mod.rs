@@ -30,6 +30,7 @@ use sled::{Db, IVec, Tree};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
+use super::migrate::Row;
 use super::{
     CertQuery, CertRecord, CertStatus, ChallengeHash, ChallengeRecord, Doc, DocKey, DocKind,
     DocWrite, Event, EventKind, Expect, IssuerChange, IssuerRecord, Linked, MAX_PAGE, Page,
@@ -310,6 +311,60 @@ impl SledStore {
         tokio::task::spawn_blocking(move || f(&trees))
             .await
             .map_err(|e| StoreError::backend("a read task", cause(e)))?
+    }
+
+    /// Every record, in the order `store migrate` compares them: certificates by serial,
+    /// events by number, issuers by id, challenges by hash, documents by kind and id.
+    pub fn rows(&self) -> impl Iterator<Item = Result<Row, StoreError>> + '_ {
+        let t = &self.trees;
+        let certs = t.certs.iter().map(move |kv| {
+            let (_, value) = kv.map_err(backend)?;
+            let record: CertRecord = decode("certs", &value)?;
+            let key = expiry_key(&record);
+            Ok(Row::Cert {
+                expired_due: t.by_expiry.contains_key(&key).map_err(backend)?,
+                expiring_due: t.by_expiring.contains_key(&key).map_err(backend)?,
+                record: Box::new(record),
+            })
+        });
+        let events = t.events.iter().map(|kv| {
+            let (_, value) = kv.map_err(backend)?;
+            Ok(Row::Event(Box::new(decode("events", &value)?)))
+        });
+        let issuers = t.issuers.iter().map(|kv| {
+            let (_, value) = kv.map_err(backend)?;
+            Ok(Row::Issuer(Box::new(decode("issuers", &value)?)))
+        });
+        let challenges = t.challenges.iter().map(|kv| {
+            let (key, value) = kv.map_err(backend)?;
+            Ok(Row::Challenge {
+                hash: key.to_vec(),
+                record: Box::new(decode("challenges", &value)?),
+            })
+        });
+        let docs = t.docs.iter().map(|kv| {
+            let (key, value) = kv.map_err(backend)?;
+            let Doc { value, version } = decode_doc(&value)?;
+            let (&kind, id) = key.split_first().ok_or_else(|| StoreError::Corrupt {
+                tree: "docs",
+                message: "empty key".into(),
+            })?;
+            let id = String::from_utf8(id.to_vec()).map_err(|_| StoreError::Corrupt {
+                tree: "docs",
+                message: "document id is not UTF-8".into(),
+            })?;
+            Ok(Row::Doc {
+                kind,
+                id,
+                version,
+                value,
+            })
+        });
+        certs
+            .chain(events)
+            .chain(issuers)
+            .chain(challenges)
+            .chain(docs)
     }
 
     /// Size on disk, for metrics and operators.
