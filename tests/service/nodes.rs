@@ -4,11 +4,14 @@
 use enrollca_testkit::harness as common;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use common::acme::{Client, Responder, certificates, csr, roots_file};
+use common::device;
 use common::front::RoundRobin;
 use common::postgres::{Cluster, cluster};
 use common::*;
+use enrollca_testkit::attestation::TestAttestationCa;
 use serde_json::Value;
 
 const CHALLENGE: &str = "pg-static-challenge";
@@ -547,4 +550,338 @@ async fn store_migrate_moves_a_sled_installation_to_postgres() {
         .map(|e| e["seq"].as_u64().unwrap())
         .collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5], "the feed goes on where it was");
+}
+
+/// What goes wrong in the middle of the proof run.
+#[derive(Clone, Copy, Debug)]
+enum Mishap {
+    /// `kill -9` of one of the three nodes.
+    KillANode,
+    /// `pg_ctl restart -m fast`: every node loses every connection.
+    RestartTheDatabase,
+}
+
+/// A proof run's certificates received so far, and its tries that failed.
+#[derive(Default)]
+struct Progress {
+    received: std::sync::atomic::AtomicUsize,
+    failed_tries: std::sync::atomic::AtomicUsize,
+}
+
+impl Progress {
+    fn received(&self) -> usize {
+        self.received.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Retries `attempt` (run as its own task, so a failed assertion inside is a failed try)
+/// until it succeeds, as a device or an MDM retries; gives up after 60 s.
+async fn until_it_works<T, F, Fut>(progress: &Progress, what: &str, attempt: F) -> T
+where
+    T: Send + 'static,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let start = std::time::Instant::now();
+    loop {
+        match tokio::spawn(attempt()).await {
+            Ok(value) => return value,
+            Err(_) if start.elapsed() < std::time::Duration::from_secs(60) => {
+                progress
+                    .failed_tries
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{what} never worked: {e}"),
+        }
+    }
+}
+
+/// Three nodes on one database behind round-robin fronts; SCEP (micromdm scepclient), ACME
+/// http-01 and device-attest-01 clients and MDM revocations run through them while `mishap`
+/// strikes. Afterwards: every certificate a client received is in the database, every
+/// revocation the MDM was told of is there, the feed runs 1..n without a gap, and every
+/// client got through by retrying.
+async fn three_nodes_survive(mishap: Mishap) {
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path().to_owned();
+    let pg = Arc::new(Cluster::private());
+    let url = pg.database("proof");
+    let responder = Arc::new(Responder::start().await);
+    let attestation = Arc::new(TestAttestationCa::generate("proof").unwrap());
+    let attestation_root = tmp.join("attestation-root.pem");
+    std::fs::write(&attestation_root, attestation.root_pem()).unwrap();
+
+    let mut env = store_env(&url);
+    let first = init_dir(&tmp, &[], &borrowed(&env));
+    let https_front = RoundRobin::bind().await;
+    let http_front = RoundRobin::bind().await;
+    env.extend([
+        ("ENROLLCA_LISTEN_PUBLIC_HTTPS_URL", https_front.https()),
+        (
+            "ENROLLCA_LISTEN_PUBLIC_URL",
+            format!("http://{}", http_front.addr),
+        ),
+        ("ENROLLCA_ACME_HTTP01_PORT", responder.port.to_string()),
+        (
+            "ENROLLCA_ACME_ATTESTATION_ROOTS",
+            attestation_root.display().to_string(),
+        ),
+        ("ENROLLCA_SCEP_CHALLENGE", CHALLENGE.into()),
+        ("ENROLLCA_LIMITS_CLIENT_RATE", "0".into()),
+    ]);
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let data = if i == 0 {
+            first.clone()
+        } else {
+            let copy = tmp.join(format!("node{i}"));
+            let out = run(
+                "cp",
+                &["-a", first.to_str().unwrap(), copy.to_str().unwrap()],
+            );
+            assert!(out.status.success());
+            copy
+        };
+        nodes.push(Server::start(&data, &borrowed(&env)));
+    }
+    let addr = |url: &str, scheme: &str| -> std::net::SocketAddr {
+        url.trim_start_matches(scheme).parse().unwrap()
+    };
+    https_front.route(nodes.iter().map(|n| addr(&n.https, "https://")).collect());
+    http_front.route(nodes.iter().map(|n| addr(&n.http, "http://")).collect());
+    let roots = Arc::new(nodes[0].roots_pem().await);
+    let token = Arc::new(nodes[0].token.clone());
+    let api = Arc::new(
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(roots.as_bytes()).unwrap())
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap(),
+    );
+    let https = Arc::new(https_front.https());
+    let http = Arc::new(format!("http://{}", http_front.addr));
+    // The MDM registers the device the attesting clients enrol.
+    let status = api
+        .put(format!("{https}/api/v1/devices/proof-device"))
+        .bearer_auth(token.as_str())
+        .json(&serde_json::json!({"serial": device::SERIAL}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "{status}");
+    let fingerprint = Arc::new(scep_ca_fingerprint(&nodes[0]));
+
+    const ROUNDS: usize = 8;
+    let progress = Arc::new(Progress::default());
+    // SCEP devices, each enrolling and then revoked by the MDM.
+    let scep = {
+        let progress = progress.clone();
+        let (http, https, api, token, fingerprint, tmp) = (
+            http.clone(),
+            https.clone(),
+            api.clone(),
+            token.clone(),
+            fingerprint.clone(),
+            tmp.clone(),
+        );
+        tokio::spawn(async move {
+            let (mut received, mut revoked) = (Vec::new(), Vec::new());
+            for i in 0..ROUNDS {
+                let dir = tmp.join(format!("scep-{i}"));
+                let serial = until_it_works(&progress, "a SCEP enrolment", || {
+                    let (http, fingerprint, dir) = (http.clone(), fingerprint.clone(), dir.clone());
+                    async move {
+                        let out = tokio::task::spawn_blocking(move || {
+                            std::fs::create_dir_all(&dir).unwrap();
+                            let out = std::process::Command::new("scepclient")
+                                .args(["-server-url", &format!("{http}/scep")])
+                                .args(["-ca-fingerprint", &fingerprint, "-challenge", CHALLENGE])
+                                .args(["-private-key", dir.join("key.pem").to_str().unwrap()])
+                                .args(["-certificate", dir.join("cert.pem").to_str().unwrap()])
+                                .args(["-cn", &format!("proof-scep-{i}")])
+                                .output()
+                                .unwrap();
+                            (out, dir)
+                        })
+                        .await
+                        .unwrap();
+                        assert!(out.0.status.success(), "{}", stderr(&out.0));
+                        serial_of(&out.1.join("cert.pem"))
+                    }
+                })
+                .await;
+                progress
+                    .received
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                received.push(serial.clone());
+                until_it_works(&progress, "a revocation", || {
+                    let (api, https, token, serial) =
+                        (api.clone(), https.clone(), token.clone(), serial.clone());
+                    async move {
+                        let r = api
+                            .post(format!("{https}/api/v1/certificates/{serial}/revoke"))
+                            .bearer_auth(token.as_str())
+                            .json(&serde_json::json!({"reason": "cessationOfOperation"}))
+                            .send()
+                            .await
+                            .unwrap();
+                        // A retry of a revocation that did land is told so: done either way.
+                        assert!(matches!(r.status().as_u16(), 200 | 409), "{}", r.status());
+                    }
+                })
+                .await;
+                revoked.push(serial);
+            }
+            (received, revoked)
+        })
+    };
+    // ACME http-01 and device-attest-01 clients, each order on a fresh client.
+    let acme = |profile: &'static str| {
+        let progress = progress.clone();
+        let (https, roots, responder, attestation) = (
+            https.clone(),
+            roots.clone(),
+            responder.clone(),
+            attestation.clone(),
+        );
+        tokio::spawn(async move {
+            let mut received = Vec::new();
+            for i in 0..ROUNDS {
+                let serial = until_it_works(&progress, "an ACME order", || {
+                    let (https, roots, responder, attestation) = (
+                        https.clone(),
+                        roots.clone(),
+                        responder.clone(),
+                        attestation.clone(),
+                    );
+                    async move {
+                        let mut c = Client::at(&https, &roots, profile, false).await;
+                        c.register().await;
+                        let (order_url, order) = if profile == "device" {
+                            let key = rcgen::KeyPair::generate().unwrap();
+                            let pending = device::order_for(&mut c, device::SERIAL).await;
+                            device::attest(&mut c, &pending, &attestation, &key).await;
+                            let r = device::finalize(&mut c, &pending, &key, "proof").await;
+                            assert_eq!(r.status, 200, "{}", r.text);
+                            (pending.order_url.clone(), pending.order)
+                        } else {
+                            let name = format!("proof-{i}.localhost");
+                            let (order_url, order) = c.order(&[&name]).await;
+                            let order = c.authorize(&order_url, &order, &responder).await;
+                            assert_eq!(order["status"], "ready", "{order}");
+                            let (csr_der, _) = csr(&[&name]);
+                            let r = c.finalize(&order, &csr_der).await;
+                            assert_eq!(r.status, 200, "{}", r.text);
+                            (order_url, order)
+                        };
+                        let _ = order;
+                        let order = c.poll(&order_url, "processing").await;
+                        assert_eq!(order["status"], "valid", "{order}");
+                        let cert_url = order["certificate"].as_str().unwrap().to_owned();
+                        let chain = c.post(&cert_url, None).await;
+                        assert_eq!(chain.status, 200, "{}", chain.text);
+                        cert_url.rsplit('/').next().unwrap().to_owned()
+                    }
+                })
+                .await;
+                progress
+                    .received
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                received.push(serial);
+            }
+            received
+        })
+    };
+    let http01 = acme("default");
+    let attested = acme("device");
+
+    // Mid-run (a few certificates in), the mishap.
+    while progress.received() < 4 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let before = progress.received();
+    let mut survivors = nodes;
+    match mishap {
+        Mishap::KillANode => survivors.remove(1).kill9(),
+        Mishap::RestartTheDatabase => {
+            let pg = pg.clone();
+            tokio::task::spawn_blocking(move || pg.restart())
+                .await
+                .unwrap();
+        }
+    }
+
+    let (scep_received, revoked) = scep.await.unwrap();
+    let mut received = scep_received;
+    received.extend(http01.await.unwrap());
+    received.extend(attested.await.unwrap());
+    assert_eq!(received.len(), 3 * ROUNDS);
+    assert!(
+        before < 3 * ROUNDS / 2,
+        "the mishap came after {before} of {}",
+        3 * ROUNDS
+    );
+
+    // Every certificate a client received is in the database, and every revocation.
+    let node = &survivors[0];
+    for serial in &received {
+        let rec: Value = node
+            .get_json(&format!("/api/v1/certificates/{serial}"))
+            .await;
+        let expected = if revoked.contains(serial) {
+            "revoked"
+        } else {
+            "good"
+        };
+        assert_eq!(rec["status"], expected, "{serial}: {rec}");
+    }
+    let distinct: std::collections::HashSet<_> = received.iter().collect();
+    assert_eq!(distinct.len(), received.len(), "a serial handed out twice");
+    assert_eq!(
+        pg.psql(
+            "proof",
+            "SELECT count(*) = count(DISTINCT serial) FROM certs"
+        )
+        .trim(),
+        "t"
+    );
+    // The feed: 1..n, no gap, and as long as what the certificates account for.
+    let (n, max, min) = {
+        let row = pg.psql("proof", "SELECT count(*), max(seq), min(seq) FROM events");
+        let v: Vec<u64> = row.trim().split('|').map(|x| x.parse().unwrap()).collect();
+        (v[0], v[1], v[2])
+    };
+    assert_eq!((min, max), (1, n), "the feed has a gap");
+    let certs = count(&pg, "proof", "SELECT count(*) FROM certs");
+    let revocations = count(
+        &pg,
+        "proof",
+        "SELECT count(*) FROM certs WHERE revocation IS NOT NULL",
+    );
+    assert_eq!(
+        n,
+        certs + revocations,
+        "one event per issuance and per revocation"
+    );
+    assert_eq!(revocations as usize, revoked.len());
+    eprintln!(
+        "{mishap:?} after {before} certificates: {} received, {certs} recorded (any more went \
+         to clients that lost the answer and retried), {n} events, {} failed tries retried",
+        received.len(),
+        progress
+            .failed_tries
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+}
+
+#[tokio::test]
+async fn three_nodes_lose_nothing_when_one_is_killed() {
+    three_nodes_survive(Mishap::KillANode).await;
+}
+
+#[tokio::test]
+async fn three_nodes_lose_nothing_when_the_database_restarts() {
+    three_nodes_survive(Mishap::RestartTheDatabase).await;
 }
