@@ -27,14 +27,7 @@ bin=${BIN:-$PWD/target/release}
 cd "$work"
 
 # The attestation CA, laid out like Apple's: P-384 root and intermediate.
-mkdir att
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-384 -nodes -keyout att/root.key \
-  -out att/root.pem -days 2 -sha384 -subj "/CN=Bench Enterprise Attestation Root CA" 2>/dev/null
-openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-384 -nodes -keyout att/intermediate.key \
-  -out att/i.csr -subj "/CN=Bench Enterprise Attestation Sub CA 1" 2>/dev/null
-printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n' >att/ext
-openssl x509 -req -in att/i.csr -CA att/root.pem -CAkey att/root.key -CAcreateserial -days 2 \
-  -sha384 -extfile att/ext -out att/intermediate.pem 2>/dev/null
+attestation_ca att
 
 "$bin/enrollca" init --data "$work/data" >/dev/null
 sed -i "s|^attestation_roots = \[\]|attestation_roots = [\"$work/att/root.pem\"]|" data/config.toml

@@ -12,3 +12,18 @@ cleanup() {
   if [ -n "${KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
+
+# A synthetic attestation CA laid out like Apple's (P-384 root and intermediate) in DIR:
+# root.pem, intermediate.pem, intermediate.key, as enrollca-acme-load --attestation-ca wants.
+attestation_ca() {
+  local dir=$1
+  mkdir -p "$dir"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-384 -nodes -keyout "$dir/root.key" \
+    -out "$dir/root.pem" -days 2 -sha384 -subj "/CN=Bench Enterprise Attestation Root CA" 2>/dev/null
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-384 -nodes \
+    -keyout "$dir/intermediate.key" -out "$dir/i.csr" \
+    -subj "/CN=Bench Enterprise Attestation Sub CA 1" 2>/dev/null
+  printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n' >"$dir/ext"
+  openssl x509 -req -in "$dir/i.csr" -CA "$dir/root.pem" -CAkey "$dir/root.key" -CAcreateserial \
+    -days 2 -sha384 -extfile "$dir/ext" -out "$dir/intermediate.pem" 2>/dev/null
+}

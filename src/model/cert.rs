@@ -60,6 +60,19 @@ impl CertRecord {
     pub fn standing(&self, now: OffsetDateTime) -> Standing {
         self.status.standing(self.not_after, now)
     }
+
+    /// The event its recording appends: `renewed` when it replaces another, else `issued`;
+    /// either says whether an attestation vouched for it.
+    pub fn issuance_event(&self) -> EventKind {
+        let attested = Some(self.attested.is_some());
+        match &self.replaces {
+            Some(old) => EventKind::Renewed {
+                replaces: old.clone(),
+                attested,
+            },
+            None => EventKind::Issued { attested },
+        }
+    }
 }
 
 impl CertStatus {

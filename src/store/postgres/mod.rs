@@ -431,15 +431,7 @@ async fn insert_tx(tx: &Tx<'_>, rec: &CertRecord, linked: &Linked) -> TxResult<(
         )
         .await?;
     }
-    let attested = Some(rec.attested.is_some());
-    let kind = match &rec.replaces {
-        Some(old) => EventKind::Renewed {
-            replaces: old.clone(),
-            attested,
-        },
-        None => EventKind::Issued { attested },
-    };
-    Ok(((), vec![event(rec, kind, rec.issued_at)]))
+    Ok(((), vec![event(rec, rec.issuance_event(), rec.issued_at)]))
 }
 
 async fn revoke_tx(

@@ -177,14 +177,7 @@ impl Writer {
                             challenges.remove(hash.as_bytes())?;
                         }
                         apply_docs(&docs, &linked.docs);
-                        let attested = Some(rec.attested.is_some());
-                        let kind = match &rec.replaces {
-                            Some(old) => EventKind::Renewed {
-                                replaces: old.clone(),
-                                attested,
-                            },
-                            None => EventKind::Issued { attested },
-                        };
+                        let kind = rec.issuance_event();
                         append_event(&events, &mut seq, rec, kind, rec.issued_at);
                         Ok(Applied::Inserted(seq - 1))
                     }

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Several nodes on PostgreSQL against one node on sled, side by side in one run on the same
+# cores: device-attest-01 enrolments/s (enrollca-acme-load: whole flows, as
+# device_enrolment.sh) and POST /api/v1/validate answers/s (enrollca-api-load), for
+#   sled      one node, the embedded store;
+#   pg        one node on a private PostgreSQL cluster (initdb here, fsync and
+#             synchronous_commit on, as a deployment runs it);
+#   pg x2     two nodes on that database, the load split between them.
+# Everything shares the machine's cores, so each pass also reports CPU per enrolment: the
+# nodes' (from /proc) and PostgreSQL's (the postmaster and every backend, reaped ones
+# included).
+#
+#   bash benches/cluster.sh [ENROLMENTS] [CONCURRENCY] [VALIDATIONS]   (default: 1000 16 20000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+count=${1:-1000}
+conc=${2:-16}
+validations=${3:-20000}
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --quiet --workspace --bin enrollca --bin enrollca-acme-load \
+    --bin enrollca-api-load
+fi
+bin=${BIN:-$PWD/target/release}
+
+. benches/lib.sh
+cd "$work"
+
+# The attestation CA the nodes trust.
+attestation_ca att
+
+# A private PostgreSQL cluster (as the postgres user when run as root).
+pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+as_pg=()
+[ "$(id -u)" = 0 ] && as_pg=(runuser -u postgres --)
+mkdir pg
+[ "$(id -u)" = 0 ] && chown postgres:postgres pg
+"${as_pg[@]}" "$pgbin/initdb" -D "$work/pg/data" -U enrollca --auth=trust -E UTF8 --locale=C >/dev/null
+"${as_pg[@]}" "$pgbin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
+  -o "-p 15432 -k $work/pg -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
+at_exit "${as_pg[*]} $pgbin/pg_ctl -D $work/pg/data -m immediate stop"
+postmaster=$(head -1 pg/data/postmaster.pid)
+
+# CPU seconds of a process (and of its reaped children, for the postmaster).
+cpu() { awk '{printf "%.2f", ($14 + $15 + $16 + $17) / 100}' "/proc/$1/stat"; }
+pg_cpu() {
+  local total
+  total=$(cpu "$postmaster")
+  for p in $(cat /proc/"$postmaster"/task/*/children 2>/dev/null); do
+    total=$(echo "$total + $(awk '{printf "%.2f", ($14 + $15) / 100}' /proc/$p/stat 2>/dev/null || echo 0)" | bc)
+  done
+  echo "$total"
+}
+
+port=18100
+start_node() { # DATA ENV... → prints "PID HTTP HTTPS"
+  local data=$1; shift
+  local http=$((port++)) https=$((port++))
+  env "$@" ENROLLCA_LOG_LEVEL=warn ENROLLCA_LISTEN_HTTP=127.0.0.1:$http \
+    ENROLLCA_LISTEN_HTTPS=127.0.0.1:$https ENROLLCA_LISTEN_API_ON_HTTP=true \
+    ENROLLCA_LIMITS_CLIENT_RATE=0 ENROLLCA_LIMITS_ACCOUNT_ORDER_RATE=0 \
+    "$bin/enrollca" serve --data "$data" >>"$work/nodes.log" 2>&1 </dev/null &
+  local pid=$!
+  pids+=("$pid")
+  for _ in $(seq 200); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$http/healthz" 2>/dev/null && break
+    sleep 0.1
+  done
+  kill -0 "$pid" 2>/dev/null || { cat "$work/nodes.log" >&2; exit 1; }
+  echo "$pid $http $https"
+}
+
+register() { # HTTP TOKEN
+  for start in $(seq 0 1000 $((count - 1))); do
+    end=$((start + 999 < count - 1 ? start + 999 : count - 1))
+    { printf '{"devices":['
+      for i in $(seq "$start" "$end"); do
+        printf '%s{"id":"bench-%d","serial":"BENCH%06d"}' "$([ "$i" = "$start" ] || echo ,)" "$i" "$i"
+      done
+      printf ']}'; } >import.json
+    curl -fsS -H "authorization: Bearer $2" -H 'content-type: application/json' \
+      --data @import.json "http://127.0.0.1:$1/api/v1/devices" >/dev/null
+  done
+}
+
+# Certificates for the validation pass, issued through the API: PEM, issuer beside it.
+validation_set() { # HTTP TOKEN FILE
+  : >"$3"
+  for i in $(seq 200); do
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null \
+      -subj "/CN=validate-$i" 2>/dev/null |
+      python3 -c 'import json,sys; print(json.dumps({"csr": sys.stdin.read(), "issuer": "ecdsa"}))' |
+      curl -fsS -H "authorization: Bearer $2" -H 'content-type: application/json' --data @- \
+        "http://127.0.0.1:$1/api/v1/certificates" |
+      python3 -c 'import json,sys; b=json.load(sys.stdin); c=b["chain_pem"].split("-----END CERTIFICATE-----")
+print(c[0] + "-----END CERTIFICATE-----")
+open(sys.argv[1] + ".issuer.pem", "w").write(c[1].strip() + "\n-----END CERTIFICATE-----\n")' "$3" >>"$3"
+  done
+}
+
+pass() { # LABEL PG?   (the nodes: the global `nodes`, each "PID HTTP HTTPS")
+  local label=$1 pg=$2
+  local n=${#nodes[@]}
+  local per=$((count / n)) pgc0=0 t0 t1 ncpu0=0 ncpu1=0 i=0 failed=0 pid http https
+  local loads=()
+  [ "$pg" = 1 ] && pgc0=$(pg_cpu)
+  for node in "${nodes[@]}"; do read -r pid _ <<<"$node"; ncpu0=$(echo "$ncpu0 + $(cpu "$pid")" | bc); done
+  t0=$(date +%s.%N)
+  for node in "${nodes[@]}"; do
+    read -r pid http https <<<"$node"
+    "$bin/enrollca-acme-load" --directory "https://127.0.0.1:$https/acme/device/directory" \
+      --ca-file roots.pem --attestation-ca att --orders "$per" --concurrency $((conc / n)) \
+      --label "$label node $i" >"$label-$i.txt" 2>&1 &
+    loads+=($!)
+    i=$((i + 1))
+  done
+  for l in "${loads[@]}"; do wait "$l" || failed=1; done
+  t1=$(date +%s.%N)
+  for node in "${nodes[@]}"; do read -r pid _ <<<"$node"; ncpu1=$(echo "$ncpu1 + $(cpu "$pid")" | bc); done
+  cat "$label"-[0-9].txt
+  [ "$failed" = 0 ] || { echo "$label: a load generator failed"; exit 1; }
+  local secs rate node_ms pg_ms=0
+  secs=$(echo "$t1 - $t0" | bc)
+  rate=$(echo "scale=1; $per * $n / $secs" | bc)
+  node_ms=$(echo "scale=2; ($ncpu1 - $ncpu0) * 1000 / ($per * $n)" | bc)
+  [ "$pg" = 1 ] && pg_ms=$(echo "scale=2; ($(pg_cpu) - $pgc0) * 1000 / ($per * $n)" | bc)
+  echo "RESULT $label: $((per * n)) enrolments in ${secs}s = $rate/s; CPU per enrolment: enrollca $node_ms ms + postgres $pg_ms ms"
+}
+
+validate_pass() { # LABEL PG? HTTP...
+  local label=$1 pg=$2; shift 2
+  local pgc0=0
+  [ "$pg" = 1 ] && pgc0=$(pg_cpu)
+  local i=0 vl=()
+  for http in "$@"; do
+    ENROLLCA_TOKEN=$token "$bin/enrollca-api-load" --url "http://127.0.0.1:$http" --mode validate \
+      --certs validate.pem --requests $((validations / $#)) --concurrency $((16 / $#)) \
+      >"$label-validate-$i.txt" 2>&1 &
+    vl+=($!)
+    i=$((i + 1))
+  done
+  for l in "${vl[@]}"; do wait "$l"; done
+  cat "$label"-validate-*.txt
+  [ "$pg" = 1 ] && echo "RESULT $label validate: postgres CPU $(echo "scale=3; ($(pg_cpu) - $pgc0) * 1000 / $validations" | bc) ms per answer"
+}
+
+# sled, one node.
+"$bin/enrollca" init --data "$work/sled" >/dev/null
+sed -i "s|^attestation_roots = \[\]|attestation_roots = [\"$work/att/root.pem\"]|" sled/config.toml
+read -r pid http https <<<"$(start_node "$work/sled")"
+token=$(cat sled/admin-token)
+curl -fsS "http://127.0.0.1:$http/roots.pem" >roots.pem
+register "$http" "$token"
+nodes=("$pid $http $https")
+pass sled 0
+validation_set "$http" "$token" validate.pem
+validate_pass sled 0 "$http"
+kill "$pid"; wait "$pid" 2>/dev/null || true
+
+# PostgreSQL, one node then two.
+"${as_pg[@]}" "$pgbin/psql" -h 127.0.0.1 -p 15432 -U enrollca -d postgres -qc "CREATE DATABASE bench"
+url=postgres://enrollca@127.0.0.1:15432/bench
+ENROLLCA_STORE_BACKEND=postgres ENROLLCA_STORE_URL=$url "$bin/enrollca" init --data "$work/pg1" >/dev/null
+sed -i "s|^attestation_roots = \[\]|attestation_roots = [\"$work/att/root.pem\"]|" pg1/config.toml
+cp -a pg1 pg2
+read -r pid http https <<<"$(start_node "$work/pg1" ENROLLCA_STORE_BACKEND=postgres ENROLLCA_STORE_URL=$url)"
+token=$(cat pg1/admin-token)
+curl -fsS "http://127.0.0.1:$http/roots.pem" >roots.pem
+register "$http" "$token"
+nodes=("$pid $http $https")
+pass pg 1
+validation_set "$http" "$token" validate.pem
+validate_pass pg 1 "$http"
+read -r pid2 http2 https2 <<<"$(start_node "$work/pg2" ENROLLCA_STORE_BACKEND=postgres ENROLLCA_STORE_URL=$url)"
+nodes=("$pid $http $https" "$pid2 $http2 $https2")
+# The devices enrol again (a device may hold several certificates).
+pass "pg x2" 1
+validate_pass "pg x2" 1 "$http" "$http2"
