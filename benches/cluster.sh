@@ -33,7 +33,10 @@ pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 as_pg=()
 [ "$(id -u)" = 0 ] && as_pg=(runuser -u postgres --)
 mkdir pg
-[ "$(id -u)" = 0 ] && chown postgres:postgres pg
+if [ "$(id -u)" = 0 ]; then
+  chmod o+x "$work"   # mktemp's 0700 would keep the postgres user out
+  chown postgres:postgres pg
+fi
 "${as_pg[@]}" "$pgbin/initdb" -D "$work/pg/data" -U enrollca --auth=trust -E UTF8 --locale=C >/dev/null
 "${as_pg[@]}" "$pgbin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
   -o "-p 15432 -k $work/pg -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
@@ -52,7 +55,8 @@ pg_cpu() {
 }
 
 port=18100
-start_node() { # DATA ENV... → prints "PID HTTP HTTPS"
+start_node() { # DATA ENV... → sets `node` to "PID HTTP HTTPS" (not in a subshell: `pids` and
+  # `port` must change here)
   local data=$1; shift
   local http=$((port++)) https=$((port++))
   env "$@" ENROLLCA_LOG_LEVEL=warn ENROLLCA_LISTEN_HTTP=127.0.0.1:$http \
@@ -66,7 +70,7 @@ start_node() { # DATA ENV... → prints "PID HTTP HTTPS"
     sleep 0.1
   done
   kill -0 "$pid" 2>/dev/null || { cat "$work/nodes.log" >&2; exit 1; }
-  echo "$pid $http $https"
+  node="$pid $http $https"
 }
 
 register() { # HTTP TOKEN
@@ -93,7 +97,7 @@ validation_set() { # HTTP TOKEN FILE
         "http://127.0.0.1:$1/api/v1/certificates" |
       python3 -c 'import json,sys; b=json.load(sys.stdin); c=b["chain_pem"].split("-----END CERTIFICATE-----")
 print(c[0] + "-----END CERTIFICATE-----")
-open(sys.argv[1] + ".issuer.pem", "w").write(c[1].strip() + "\n-----END CERTIFICATE-----\n")' "$3" >>"$3"
+open(sys.argv[1], "w").write(c[1].strip() + "\n-----END CERTIFICATE-----\n")' "${3%.pem}.issuer.pem" >>"$3"
   done
 }
 
@@ -140,13 +144,16 @@ validate_pass() { # LABEL PG? HTTP...
   done
   for l in "${vl[@]}"; do wait "$l"; done
   cat "$label"-validate-*.txt
-  [ "$pg" = 1 ] && echo "RESULT $label validate: postgres CPU $(echo "scale=3; ($(pg_cpu) - $pgc0) * 1000 / $validations" | bc) ms per answer"
+  if [ "$pg" = 1 ]; then
+    echo "RESULT $label validate: postgres CPU $(echo "scale=3; ($(pg_cpu) - $pgc0) * 1000 / $validations" | bc) ms per answer"
+  fi
 }
 
 # sled, one node.
 "$bin/enrollca" init --data "$work/sled" >/dev/null
 sed -i "s|^attestation_roots = \[\]|attestation_roots = [\"$work/att/root.pem\"]|" sled/config.toml
-read -r pid http https <<<"$(start_node "$work/sled")"
+start_node "$work/sled"
+read -r pid http https <<<"$node"
 token=$(cat sled/admin-token)
 curl -fsS "http://127.0.0.1:$http/roots.pem" >roots.pem
 register "$http" "$token"
@@ -162,7 +169,8 @@ url=postgres://enrollca@127.0.0.1:15432/bench
 ENROLLCA_STORE_BACKEND=postgres ENROLLCA_STORE_URL=$url "$bin/enrollca" init --data "$work/pg1" >/dev/null
 sed -i "s|^attestation_roots = \[\]|attestation_roots = [\"$work/att/root.pem\"]|" pg1/config.toml
 cp -a pg1 pg2
-read -r pid http https <<<"$(start_node "$work/pg1" ENROLLCA_STORE_BACKEND=postgres ENROLLCA_STORE_URL=$url)"
+start_node "$work/pg1" ENROLLCA_STORE_BACKEND=postgres ENROLLCA_STORE_URL=$url
+read -r pid http https <<<"$node"
 token=$(cat pg1/admin-token)
 curl -fsS "http://127.0.0.1:$http/roots.pem" >roots.pem
 register "$http" "$token"
@@ -170,7 +178,8 @@ nodes=("$pid $http $https")
 pass pg 1
 validation_set "$http" "$token" validate.pem
 validate_pass pg 1 "$http"
-read -r pid2 http2 https2 <<<"$(start_node "$work/pg2" ENROLLCA_STORE_BACKEND=postgres ENROLLCA_STORE_URL=$url)"
+start_node "$work/pg2" ENROLLCA_STORE_BACKEND=postgres ENROLLCA_STORE_URL=$url
+read -r pid2 http2 https2 <<<"$node"
 nodes=("$pid $http $https" "$pid2 $http2 $https2")
 # The devices enrol again (a device may hold several certificates).
 pass "pg x2" 1

@@ -126,7 +126,13 @@ impl PgStore {
             .map_err(|e| StoreError::backend("PostgreSQL, building the pool", cause(e)))?;
         let client = pool.get().await.map_err(pool_error)?;
         let durable = client
-            .query_one("SHOW synchronous_commit", &[])
+            .query_one(
+                &client
+                    .prepare_cached("SHOW synchronous_commit")
+                    .await
+                    .map_err(|e| backend("preparing a statement", e))?,
+                &[],
+            )
             .await
             .map_err(|e| backend("reading synchronous_commit", e))?;
         let setting: String = durable.get(0);
@@ -140,7 +146,13 @@ impl PgStore {
             ));
         }
         let last: i64 = client
-            .query_one("SELECT last FROM feed", &[])
+            .query_one(
+                &client
+                    .prepare_cached("SELECT last FROM feed")
+                    .await
+                    .map_err(|e| backend("preparing a statement", e))?,
+                &[],
+            )
             .await
             .map_err(|e| backend("reading the feed", e))?
             .get(0);
@@ -217,13 +229,16 @@ impl PgStore {
                              ORDER BY not_after LIMIT $2 FOR UPDATE SKIP LOCKED",
                             flag = due.flag()
                         );
-                        let rows = tx.query(&select, &[&until, &SWEEP_BATCH]).await?;
+                        let rows = tx
+                            .query(&tx.prepare_cached(&select).await?, &[&until, &SWEEP_BATCH])
+                            .await?;
                         let serials: Vec<Vec<u8>> = rows.iter().map(|r| r.get(0)).collect();
                         let clear = format!(
                             "UPDATE certs SET {flag} = false WHERE serial = ANY($1)",
                             flag = due.flag()
                         );
-                        tx.execute(&clear, &[&serials]).await?;
+                        tx.execute(&tx.prepare_cached(&clear).await?, &[&serials])
+                            .await?;
                         let mut events = Vec::new();
                         for row in &rows {
                             let bytes: &[u8] = row.get(1);
@@ -277,7 +292,11 @@ async fn append(tx: &Tx<'_>, events: &mut [Event]) -> TxResult<Seq> {
     }
     let n = int(events.len() as u64);
     let last: i64 = tx
-        .query_one("UPDATE feed SET last = last + $1 RETURNING last", &[&n])
+        .query_one(
+            &tx.prepare_cached("UPDATE feed SET last = last + $1 RETURNING last")
+                .await?,
+            &[&n],
+        )
         .await?
         .get(0);
     let first = last - n + 1;
@@ -289,12 +308,18 @@ async fn append(tx: &Tx<'_>, events: &mut [Event]) -> TxResult<Seq> {
         bodies.push(encode(e));
     }
     tx.execute(
-        "INSERT INTO events (seq, event) SELECT * FROM unnest($1::bigint[], $2::bytea[])",
+        &tx.prepare_cached(
+            "INSERT INTO events (seq, event) SELECT * FROM unnest($1::bigint[], $2::bytea[])",
+        )
+        .await?,
         &[&seqs, &bodies],
     )
     .await?;
-    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &last.to_string()])
-        .await?;
+    tx.execute(
+        &tx.prepare_cached("SELECT pg_notify($1, $2)").await?,
+        &[&CHANNEL, &last.to_string()],
+    )
+    .await?;
     Ok(last as Seq)
 }
 
@@ -317,7 +342,8 @@ async fn use_up(tx: &Tx<'_>, consume: Option<UseUp>) -> TxResult<()> {
     };
     let row = tx
         .query_opt(
-            "DELETE FROM challenges WHERE hash = $1 RETURNING record",
+            &tx.prepare_cached("DELETE FROM challenges WHERE hash = $1 RETURNING record")
+                .await?,
             &[&challenge.as_bytes().as_slice()],
         )
         .await?;
@@ -339,8 +365,11 @@ async fn write_docs(tx: &Tx<'_>, writes: &[DocWrite]) -> TxResult<()> {
         let met = match (w.expect, &w.value) {
             (Expect::Absent, Some(value)) => {
                 tx.execute(
-                    "INSERT INTO docs (kind, id, version, value) VALUES ($1, $2, 1, $3) \
+                    &tx.prepare_cached(
+                        "INSERT INTO docs (kind, id, version, value) VALUES ($1, $2, 1, $3) \
                      ON CONFLICT DO NOTHING",
+                    )
+                    .await?,
                     &[&kind, &id, value],
                 )
                 .await?
@@ -348,15 +377,19 @@ async fn write_docs(tx: &Tx<'_>, writes: &[DocWrite]) -> TxResult<()> {
             }
             (Expect::Absent, None) => tx
                 .query_opt(
-                    "SELECT 1 FROM docs WHERE kind = $1 AND id = $2",
+                    &tx.prepare_cached("SELECT 1 FROM docs WHERE kind = $1 AND id = $2")
+                        .await?,
                     &[&kind, &id],
                 )
                 .await?
                 .is_none(),
             (Expect::Version(v), Some(value)) => {
                 tx.execute(
-                    "UPDATE docs SET version = version + 1, value = $3 \
+                    &tx.prepare_cached(
+                        "UPDATE docs SET version = version + 1, value = $3 \
                      WHERE kind = $1 AND id = $2 AND version = $4",
+                    )
+                    .await?,
                     &[&kind, &id, value, &int(v)],
                 )
                 .await?
@@ -364,7 +397,10 @@ async fn write_docs(tx: &Tx<'_>, writes: &[DocWrite]) -> TxResult<()> {
             }
             (Expect::Version(v), None) => {
                 tx.execute(
-                    "DELETE FROM docs WHERE kind = $1 AND id = $2 AND version = $3",
+                    &tx.prepare_cached(
+                        "DELETE FROM docs WHERE kind = $1 AND id = $2 AND version = $3",
+                    )
+                    .await?,
                     &[&kind, &id, &int(v)],
                 )
                 .await?
@@ -407,9 +443,12 @@ async fn insert_tx(tx: &Tx<'_>, rec: &CertRecord, linked: &Linked) -> TxResult<(
     let serial = rec.serial.as_bytes();
     let inserted = tx
         .execute(
-            "INSERT INTO certs (serial, issuer, device, not_after, revocation, expired_due, \
+            &tx.prepare_cached(
+                "INSERT INTO certs (serial, issuer, device, not_after, revocation, expired_due, \
              expiring_due, record) VALUES ($1, $2, $3, $4, $5, true, true, $6) \
              ON CONFLICT DO NOTHING",
+            )
+            .await?,
             &[
                 &serial,
                 &rec.issuer.as_str(),
@@ -426,7 +465,8 @@ async fn insert_tx(tx: &Tx<'_>, rec: &CertRecord, linked: &Linked) -> TxResult<(
     // What a renewal replaces will not need renewing.
     if let Some(old) = &rec.replaces {
         tx.execute(
-            "UPDATE certs SET expiring_due = false WHERE serial = $1",
+            &tx.prepare_cached("UPDATE certs SET expiring_due = false WHERE serial = $1")
+                .await?,
             &[&old.as_bytes()],
         )
         .await?;
@@ -442,7 +482,8 @@ async fn revoke_tx(
 ) -> TxResult<(CertRecord, Vec<Event>)> {
     let row = tx
         .query_opt(
-            "SELECT record FROM certs WHERE serial = $1 FOR UPDATE",
+            &tx.prepare_cached("SELECT record FROM certs WHERE serial = $1 FOR UPDATE")
+                .await?,
             &[&serial.as_bytes()],
         )
         .await?;
@@ -458,7 +499,10 @@ async fn revoke_tx(
     }
     rec.status = CertStatus::Revoked { at, reason };
     tx.execute(
-        "UPDATE certs SET record = $2, revocation = $3, expiring_due = false WHERE serial = $1",
+        &tx.prepare_cached(
+            "UPDATE certs SET record = $2, revocation = $3, expiring_due = false WHERE serial = $1",
+        )
+        .await?,
         &[&serial.as_bytes(), &encode(&rec), &revocation(&rec)],
     )
     .await?;
@@ -476,7 +520,8 @@ async fn change_issuers_tx(
         let id = c.record.id.as_str();
         let row = tx
             .query_opt(
-                "SELECT record FROM issuers WHERE id = $1 FOR UPDATE",
+                &tx.prepare_cached("SELECT record FROM issuers WHERE id = $1 FOR UPDATE")
+                    .await?,
                 &[&id],
             )
             .await?;
@@ -492,9 +537,12 @@ async fn change_issuers_tx(
         }
         let written = tx
             .execute(
-                "INSERT INTO issuers (id, record) VALUES ($1, $2) \
+                &tx.prepare_cached(
+                    "INSERT INTO issuers (id, record) VALUES ($1, $2) \
                  ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record \
                  WHERE $3",
+                )
+                .await?,
                 &[&id, &encode(&c.record), &now.is_some()],
             )
             .await?;
@@ -590,7 +638,12 @@ impl Store for PgStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT id, version, value FROM docs WHERE kind = $1 AND id = $2",
+                &client
+                    .prepare_cached(
+                        "SELECT id, version, value FROM docs WHERE kind = $1 AND id = $2",
+                    )
+                    .await
+                    .map_err(|e| backend("preparing a statement", e))?,
                 &[&i16::from(key.kind.tag()), &key.id.as_str()],
             )
             .await
@@ -611,9 +664,14 @@ impl Store for PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT id, version, value FROM docs WHERE kind = $1 \
+                &client
+                    .prepare_cached(
+                        "SELECT id, version, value FROM docs WHERE kind = $1 \
                  AND (id > $2 OR ($3 AND id = $2)) AND ($4::text IS NULL OR id < $4) \
                  AND starts_with(id, $5) ORDER BY id LIMIT $6",
+                    )
+                    .await
+                    .map_err(|e| backend("preparing a statement", e))?,
                 &[
                     &i16::from(kind.tag()),
                     &start,
@@ -654,9 +712,14 @@ impl Store for PgStore {
         let client = self.client().await?;
         client
             .execute(
-                "INSERT INTO challenges (hash, expires_at, record) VALUES ($1, $2, $3) \
+                &client
+                    .prepare_cached(
+                        "INSERT INTO challenges (hash, expires_at, record) VALUES ($1, $2, $3) \
                  ON CONFLICT (hash) DO UPDATE SET expires_at = EXCLUDED.expires_at, \
                  record = EXCLUDED.record",
+                    )
+                    .await
+                    .map_err(|e| backend("preparing a statement", e))?,
                 &[
                     &hash.as_bytes().as_slice(),
                     &record.expires_at.unix_timestamp(),
@@ -674,8 +737,11 @@ impl Store for PgStore {
                 Box::pin(async move {
                     let rows = tx
                         .query(
-                            "SELECT hash, record FROM challenges WHERE expires_at <= $1 \
+                            &tx.prepare_cached(
+                                "SELECT hash, record FROM challenges WHERE expires_at <= $1 \
                              FOR UPDATE SKIP LOCKED",
+                            )
+                            .await?,
                             &[&now.unix_timestamp()],
                         )
                         .await?;
@@ -687,8 +753,12 @@ impl Store for PgStore {
                         })
                         .map(|row| row.get(0))
                         .collect();
-                    tx.execute("DELETE FROM challenges WHERE hash = ANY($1)", &[&expired])
-                        .await?;
+                    tx.execute(
+                        &tx.prepare_cached("DELETE FROM challenges WHERE hash = ANY($1)")
+                            .await?,
+                        &[&expired],
+                    )
+                    .await?;
                     Ok((expired.len(), Vec::new()))
                 })
             })
@@ -700,7 +770,10 @@ impl Store for PgStore {
         let client = self.client().await?;
         client
             .query_opt(
-                "SELECT record FROM challenges WHERE hash = $1",
+                &client
+                    .prepare_cached("SELECT record FROM challenges WHERE hash = $1")
+                    .await
+                    .map_err(|e| backend("preparing a statement", e))?,
                 &[&hash.as_bytes().as_slice()],
             )
             .await
@@ -741,7 +814,10 @@ impl Store for PgStore {
         let client = self.client().await?;
         client
             .query_opt(
-                "SELECT record FROM certs WHERE serial = $1",
+                &client
+                    .prepare_cached("SELECT record FROM certs WHERE serial = $1")
+                    .await
+                    .map_err(|e| backend("preparing a statement", e))?,
                 &[&serial.as_bytes()],
             )
             .await
@@ -783,7 +859,13 @@ impl Store for PgStore {
         loop {
             let params: [&(dyn ToSql + Sync); 5] = [&after, &device, &issuer, &now_s, &chunk];
             let rows = client
-                .query(&sql, &params)
+                .query(
+                    &client
+                        .prepare_cached(&sql)
+                        .await
+                        .map_err(|e| backend("preparing a statement", e))?,
+                    &params,
+                )
                 .await
                 .map_err(|e| backend("listing certificates", e))?;
             let full = rows.len() as i64 == chunk;
@@ -810,7 +892,10 @@ impl Store for PgStore {
         let client = self.client().await?;
         client
             .query(
-                "SELECT event FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &client
+                    .prepare_cached("SELECT event FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
+                    .await
+                    .map_err(|e| backend("preparing a statement", e))?,
                 &[&int(after), &limit],
             )
             .await
@@ -823,7 +908,13 @@ impl Store for PgStore {
     async fn issuers(&self) -> Result<Vec<IssuerRecord>, StoreError> {
         let client = self.client().await?;
         client
-            .query("SELECT record FROM issuers ORDER BY id", &[])
+            .query(
+                &client
+                    .prepare_cached("SELECT record FROM issuers ORDER BY id")
+                    .await
+                    .map_err(|e| backend("preparing a statement", e))?,
+                &[],
+            )
             .await
             .map_err(|e| backend("reading the issuers", e))?
             .iter()
@@ -835,8 +926,13 @@ impl Store for PgStore {
         let client = self.client().await?;
         client
             .query(
-                "SELECT revocation FROM certs WHERE issuer = $1 AND revocation IS NOT NULL \
+                &client
+                    .prepare_cached(
+                        "SELECT revocation FROM certs WHERE issuer = $1 AND revocation IS NOT NULL \
                  ORDER BY serial",
+                    )
+                    .await
+                    .map_err(|e| backend("preparing a statement", e))?,
                 &[&issuer.as_str()],
             )
             .await
@@ -850,8 +946,13 @@ impl Store for PgStore {
         let client = self.client().await?;
         client
             .execute(
-                "INSERT INTO issuers (id, record) VALUES ($1, $2) \
+                &client
+                    .prepare_cached(
+                        "INSERT INTO issuers (id, record) VALUES ($1, $2) \
                  ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
+                    )
+                    .await
+                    .map_err(|e| backend("preparing a statement", e))?,
                 &[&record.id.as_str(), &encode(&record)],
             )
             .await
