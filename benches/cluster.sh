@@ -73,19 +73,6 @@ start_node() { # DATA ENV... → sets `node` to "PID HTTP HTTPS" (not in a subsh
   node="$pid $http $https"
 }
 
-register() { # HTTP TOKEN
-  for start in $(seq 0 1000 $((count - 1))); do
-    end=$((start + 999 < count - 1 ? start + 999 : count - 1))
-    { printf '{"devices":['
-      for i in $(seq "$start" "$end"); do
-        printf '%s{"id":"bench-%d","serial":"BENCH%06d"}' "$([ "$i" = "$start" ] || echo ,)" "$i" "$i"
-      done
-      printf ']}'; } >import.json
-    curl -fsS -H "authorization: Bearer $2" -H 'content-type: application/json' \
-      --data @import.json "http://127.0.0.1:$1/api/v1/devices" >/dev/null
-  done
-}
-
 # Certificates for the validation pass, issued through the API: PEM, issuer beside it.
 validation_set() { # HTTP TOKEN FILE
   : >"$3"
@@ -156,7 +143,7 @@ start_node "$work/sled"
 read -r pid http https <<<"$node"
 token=$(cat sled/admin-token)
 curl -fsS "http://127.0.0.1:$http/roots.pem" >roots.pem
-register "$http" "$token"
+register_devices "$count" "http://127.0.0.1:$http" "$token"
 nodes=("$pid $http $https")
 pass sled 0
 validation_set "$http" "$token" validate.pem
@@ -173,7 +160,7 @@ start_node "$work/pg1" ENROLLCA_STORE_BACKEND=postgres ENROLLCA_STORE_URL=$url
 read -r pid http https <<<"$node"
 token=$(cat pg1/admin-token)
 curl -fsS "http://127.0.0.1:$http/roots.pem" >roots.pem
-register "$http" "$token"
+register_devices "$count" "http://127.0.0.1:$http" "$token"
 nodes=("$pid $http $https")
 pass pg 1
 validation_set "$http" "$token" validate.pem

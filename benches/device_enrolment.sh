@@ -43,19 +43,8 @@ done
 kill -0 "$enrollca_pid" 2>/dev/null || { cat enrollca.log >&2; exit 1; }
 curl -fsS http://127.0.0.1:18092/roots.pem >roots.pem
 
-# Register BENCH000000 … in batches of 1000 (the most one import takes).
 token=$(cat data/admin-token)
-for start in $(seq 0 1000 $((count - 1))); do
-  end=$((start + 999 < count - 1 ? start + 999 : count - 1))
-  { printf '{"devices":['
-    for i in $(seq "$start" "$end"); do
-      printf '%s{"id":"bench-%d","serial":"BENCH%06d"}' "$([ "$i" = "$start" ] || echo ,)" "$i" "$i"
-    done
-    printf ']}'; } >import.json
-  curl -fsS -H "authorization: Bearer $token" -H 'content-type: application/json' \
-    --cacert "$work/data/ca/roots.pem" \
-    --data @import.json https://127.0.0.1:18445/api/v1/devices >/dev/null
-done
+register_devices "$count" https://127.0.0.1:18445 "$token" --cacert "$work/data/ca/roots.pem"
 
 for c in "${concurrencies[@]}"; do
   [ -n "${PERF:-}" ] && { perf record -F 499 --call-graph dwarf,32768 -p "$enrollca_pid" -o perf.data 2>/dev/null & perf_pid=$!; sleep 0.5; }

@@ -27,3 +27,20 @@ attestation_ca() {
   openssl x509 -req -in "$dir/i.csr" -CA "$dir/root.pem" -CAkey "$dir/root.key" -CAcreateserial \
     -days 2 -sha384 -extfile "$dir/ext" -out "$dir/intermediate.pem" 2>/dev/null
 }
+
+# Registers devices bench-0 … bench-(COUNT-1), serials BENCH000000 …, in imports of 1000
+# (the most one takes): register_devices COUNT URL TOKEN [CURL ARGS…]
+register_devices() {
+  local count=$1 url=$2 token=$3 start end i
+  shift 3
+  for start in $(seq 0 1000 $((count - 1))); do
+    end=$((start + 999 < count - 1 ? start + 999 : count - 1))
+    { printf '{"devices":['
+      for i in $(seq "$start" "$end"); do
+        printf '%s{"id":"bench-%d","serial":"BENCH%06d"}' "$([ "$i" = "$start" ] || echo ,)" "$i" "$i"
+      done
+      printf ']}'; } >"$work/import.json"
+    curl -fsS -H "authorization: Bearer $token" -H 'content-type: application/json' "$@" \
+      --data @"$work/import.json" "$url/api/v1/devices" >/dev/null
+  done
+}
