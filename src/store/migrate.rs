@@ -3,8 +3,9 @@
 //! events are still to come, the feed with its sequence numbers, issuers, one-time
 //! challenges, and every document: ACME state, tokens, inventory, cursors), in one
 //! transaction, so an interrupted copy leaves the target empty and can simply be run again.
-//! The target must hold nothing; at the end both sides are read back in the same order and
-//! compared by counts and a SHA-256 over every record.
+//! The target must hold nothing; before the commit the copy is read back in the source's order
+//! and compared by counts and a SHA-256 over every record, so a copy that differs is rolled
+//! back.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,21 +22,27 @@ pub enum MigrateError {
     Mismatch { from: Tally, to: Tally },
 }
 
-/// Copies everything `from` holds into the empty database `to`, then checks that the target
-/// reads back exactly what the source holds; returns that tally.
+/// Copies everything `from` holds into the empty database `to`, committing only what reads
+/// back exactly as the source holds it (the server must be stopped: sled's lock sees to it);
+/// returns that tally.
 pub async fn sled_to_postgres(from: &SledStore, to: &PgStore) -> Result<Tally, MigrateError> {
-    to.import(from.rows()).await?;
     let mut source = Tallying::default();
     for row in from.rows() {
         source.add(&row?);
     }
+    let source = source.finish();
+    to.import(from.rows(), &source).await?;
+    // And once more as every node will read it, committed.
     let mut target = Tallying::default();
     to.rows(|row| target.add(&row)).await?;
-    let (from, to) = (source.finish(), target.finish());
-    if from != to {
-        return Err(MigrateError::Mismatch { from, to });
+    let target = target.finish();
+    if source != target {
+        return Err(MigrateError::Mismatch {
+            from: source,
+            to: target,
+        });
     }
-    Ok(from)
+    Ok(source)
 }
 
 /// One stored record, the same whichever backend it is read from.

@@ -7,6 +7,7 @@ mod apple;
 mod attest_vectors;
 mod csr_vectors;
 mod issuance;
+mod migrate;
 mod pki;
 mod scep_vectors;
 mod store_battery;

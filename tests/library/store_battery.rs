@@ -73,7 +73,7 @@ fn issuer(n: u8) -> IssuerId {
     format!("{:016x}", n).parse().unwrap()
 }
 
-fn record(device: Option<&str>, issuer_n: u8) -> CertRecord {
+pub(crate) fn record(device: Option<&str>, issuer_n: u8) -> CertRecord {
     let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
     CertRecord {
         serial: Serial::random(),

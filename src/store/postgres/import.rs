@@ -1,12 +1,13 @@
 //! The PostgreSQL side of `enrollca store migrate`: records written in one transaction into
 //! an empty database, and read back in the order the comparison needs.
 
+use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
 use super::{PgStore, backend, int, revocation};
 use crate::store::StoreError;
 use crate::store::codec::{decode, encode};
-use crate::store::migrate::{MigrateError, Row};
+use crate::store::migrate::{MigrateError, Row, Tally, Tallying};
 
 /// Rows per INSERT.
 const BATCH: usize = 1000;
@@ -141,8 +142,10 @@ impl Pending {
 
 impl PgStore {
     /// Writes `rows` into this database, which must hold nothing yet, in one transaction;
-    /// the feed goes on after the last event copied.
-    pub async fn import<I>(&self, rows: I) -> Result<(), MigrateError>
+    /// the feed goes on after the last event copied. Before committing, reads everything
+    /// back in that transaction and commits only if it tallies with `expected` (the
+    /// source's): a copy that does not match leaves nothing behind.
+    pub async fn import<I>(&self, rows: I, expected: &Tally) -> Result<(), MigrateError>
     where
         I: IntoIterator<Item = Result<Row, StoreError>>,
     {
@@ -182,13 +185,33 @@ impl PgStore {
         )
         .await
         .map_err(db)?;
+        let mut copied = Tallying::default();
+        read_rows(&tx, |row| copied.add(&row)).await?;
+        let copied = copied.finish();
+        if &copied != expected {
+            // Dropping the transaction rolls it back.
+            return Err(MigrateError::Mismatch {
+                from: expected.clone(),
+                to: copied,
+            });
+        }
         tx.commit().await.map_err(db)?;
         Ok(())
     }
 
     /// Every record, in the order `SledStore::rows` gives them, to `visit`.
-    pub async fn rows(&self, mut visit: impl FnMut(Row)) -> Result<(), StoreError> {
+    pub async fn rows(&self, visit: impl FnMut(Row)) -> Result<(), StoreError> {
         let client = self.client().await?;
+        read_rows(&client, visit).await
+    }
+}
+
+/// Every record `client` sees (a connection, or a transaction with its own writes).
+async fn read_rows(
+    client: &impl GenericClient,
+    mut visit: impl FnMut(Row),
+) -> Result<(), StoreError> {
+    {
         let read = |e| backend("reading back", e);
         let mut after: Vec<u8> = Vec::new();
         loop {
