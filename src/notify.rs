@@ -19,8 +19,6 @@ const BATCH: usize = 100;
 const FIRST_PAUSE: Duration = Duration::from_millis(500);
 const LONGEST_PAUSE: Duration = Duration::from_secs(60);
 const TIMEOUT: Duration = Duration::from_secs(10);
-/// How often an idle deliverer checks that it still holds the lease.
-const LEASE_CHECK: Duration = Duration::from_secs(1);
 /// Webhook URL → the last event sequence it acknowledged.
 const CURSORS: Collection<Seq> = Collection::new(DocKind::WebhookCursor);
 
@@ -96,10 +94,10 @@ impl Webhook {
                 Err(e) => format!("cannot read the feed: {e}"),
                 Ok(batch) if batch.is_empty() => {
                     let after = cursor.0;
-                    // Looked at again now and then: the lease may have gone to another node.
                     tokio::select! {
                         _ = newest.wait_for(|seq| *seq > after) => continue,
-                        () = tokio::time::sleep(LEASE_CHECK) => continue,
+                        // Gone to another node: the loop's top waits to get it back.
+                        () = self.lease.lost() => continue,
                         () = shutdown.cancelled() => return,
                     }
                 }

@@ -61,6 +61,14 @@ impl Lease {
         // The keeper only stops at shutdown, which every user of a lease also watches.
         let _ = self.held.wait_for(|held| *held).await;
     }
+
+    /// Waits until this node no longer holds the lease: never, for a process alone (or once
+    /// the keeper has stopped, at shutdown, which every user also watches).
+    pub async fn lost(&mut self) {
+        if self.held.wait_for(|held| !*held).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 struct Keeper {
@@ -137,6 +145,13 @@ mod tests {
         let b = Lease::contend("work", backing.clone(), b_stop.clone());
         tokio::time::sleep(RENEW * 2).await;
         assert!(a.held() && !b.held(), "one holder at a time");
+        // The holder is not told it lost what it still holds; a process alone never loses.
+        assert!(tokio::time::timeout(RENEW, a.lost()).await.is_err());
+        assert!(
+            tokio::time::timeout(RENEW, Lease::alone().lost())
+                .await
+                .is_err()
+        );
         // A dies (stops renewing); B takes over once the lease runs out.
         a_stop.cancel();
         let stopped = std::time::Instant::now();
