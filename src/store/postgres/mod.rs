@@ -126,13 +126,7 @@ impl PgStore {
             .map_err(|e| StoreError::backend("PostgreSQL, building the pool", cause(e)))?;
         let client = pool.get().await.map_err(pool_error)?;
         let durable = client
-            .query_one(
-                &client
-                    .prepare_cached("SHOW synchronous_commit")
-                    .await
-                    .map_err(|e| backend("preparing a statement", e))?,
-                &[],
-            )
+            .query_one("SHOW synchronous_commit", &[])
             .await
             .map_err(|e| backend("reading synchronous_commit", e))?;
         let setting: String = durable.get(0);
@@ -146,13 +140,7 @@ impl PgStore {
             ));
         }
         let last: i64 = client
-            .query_one(
-                &client
-                    .prepare_cached("SELECT last FROM feed")
-                    .await
-                    .map_err(|e| backend("preparing a statement", e))?,
-                &[],
-            )
+            .query_one("SELECT last FROM feed", &[])
             .await
             .map_err(|e| backend("reading the feed", e))?
             .get(0);
@@ -170,6 +158,45 @@ impl PgStore {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Runs one statement on a pooled connection, prepared once per connection (deadpool's
+    /// statement cache); `what` names it in errors.
+    async fn query(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| backend(what, e))?;
+        client
+            .query(&statement, params)
+            .await
+            .map_err(|e| backend(what, e))
+    }
+
+    /// `query` for at most one row.
+    async fn query_opt(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<tokio_postgres::Row>, StoreError> {
+        Ok(self.query(what, sql, params).await?.into_iter().next())
+    }
+
+    /// `query` for a statement that returns no rows.
+    async fn execute(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<(), StoreError> {
+        self.query(what, sql, params).await.map(drop)
     }
 
     /// Runs `op` in a transaction, appends the events it returns (numbered last thing
@@ -635,19 +662,13 @@ impl Store for PgStore {
     }
 
     async fn doc(&self, key: &DocKey) -> Result<Option<Doc>, StoreError> {
-        let client = self.client().await?;
-        let row = client
+        let row = self
             .query_opt(
-                &client
-                    .prepare_cached(
-                        "SELECT id, version, value FROM docs WHERE kind = $1 AND id = $2",
-                    )
-                    .await
-                    .map_err(|e| backend("preparing a statement", e))?,
+                "reading a document",
+                "SELECT id, version, value FROM docs WHERE kind = $1 AND id = $2",
                 &[&i16::from(key.kind.tag()), &key.id.as_str()],
             )
-            .await
-            .map_err(|e| backend("reading a document", e))?;
+            .await?;
         Ok(row.as_ref().map(|r| doc_row(r).1))
     }
 
@@ -661,17 +682,12 @@ impl Store for PgStore {
         let limit = int(limit.clamp(1, MAX_PAGE) as u64);
         let start = after.unwrap_or(prefix);
         let end = prefix_end(prefix);
-        let client = self.client().await?;
-        let rows = client
+        let rows = self
             .query(
-                &client
-                    .prepare_cached(
-                        "SELECT id, version, value FROM docs WHERE kind = $1 \
+                "listing documents",
+                "SELECT id, version, value FROM docs WHERE kind = $1 \
                  AND (id > $2 OR ($3 AND id = $2)) AND ($4::text IS NULL OR id < $4) \
                  AND starts_with(id, $5) ORDER BY id LIMIT $6",
-                    )
-                    .await
-                    .map_err(|e| backend("preparing a statement", e))?,
                 &[
                     &i16::from(kind.tag()),
                     &start,
@@ -681,8 +697,7 @@ impl Store for PgStore {
                     &limit,
                 ],
             )
-            .await
-            .map_err(|e| backend("listing documents", e))?;
+            .await?;
         Ok(rows.iter().map(doc_row).collect())
     }
 
@@ -709,25 +724,18 @@ impl Store for PgStore {
         hash: ChallengeHash,
         record: ChallengeRecord,
     ) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &client
-                    .prepare_cached(
-                        "INSERT INTO challenges (hash, expires_at, record) VALUES ($1, $2, $3) \
+        self.execute(
+            "storing a challenge",
+            "INSERT INTO challenges (hash, expires_at, record) VALUES ($1, $2, $3) \
                  ON CONFLICT (hash) DO UPDATE SET expires_at = EXCLUDED.expires_at, \
                  record = EXCLUDED.record",
-                    )
-                    .await
-                    .map_err(|e| backend("preparing a statement", e))?,
-                &[
-                    &hash.as_bytes().as_slice(),
-                    &record.expires_at.unix_timestamp(),
-                    &encode(&record),
-                ],
-            )
-            .await
-            .map_err(|e| backend("storing a challenge", e))?;
+            &[
+                &hash.as_bytes().as_slice(),
+                &record.expires_at.unix_timestamp(),
+                &encode(&record),
+            ],
+        )
+        .await?;
         Ok(())
     }
 
@@ -767,19 +775,14 @@ impl Store for PgStore {
     }
 
     async fn challenge(&self, hash: &ChallengeHash) -> Result<Option<ChallengeRecord>, StoreError> {
-        let client = self.client().await?;
-        client
-            .query_opt(
-                &client
-                    .prepare_cached("SELECT record FROM challenges WHERE hash = $1")
-                    .await
-                    .map_err(|e| backend("preparing a statement", e))?,
-                &[&hash.as_bytes().as_slice()],
-            )
-            .await
-            .map_err(|e| backend("reading a challenge", e))?
-            .map(|row| decode("challenges", row.get(0)))
-            .transpose()
+        self.query_opt(
+            "reading a challenge",
+            "SELECT record FROM challenges WHERE hash = $1",
+            &[&hash.as_bytes().as_slice()],
+        )
+        .await?
+        .map(|row| decode("challenges", row.get(0)))
+        .transpose()
     }
 
     async fn expire(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
@@ -811,19 +814,14 @@ impl Store for PgStore {
     }
 
     async fn certificate(&self, serial: &Serial) -> Result<Option<CertRecord>, StoreError> {
-        let client = self.client().await?;
-        client
-            .query_opt(
-                &client
-                    .prepare_cached("SELECT record FROM certs WHERE serial = $1")
-                    .await
-                    .map_err(|e| backend("preparing a statement", e))?,
-                &[&serial.as_bytes()],
-            )
-            .await
-            .map_err(|e| backend("reading a certificate", e))?
-            .map(|row| decode("certs", row.get(0)))
-            .transpose()
+        self.query_opt(
+            "reading a certificate",
+            "SELECT record FROM certs WHERE serial = $1",
+            &[&serial.as_bytes()],
+        )
+        .await?
+        .map(|row| decode("certs", row.get(0)))
+        .transpose()
     }
 
     async fn certificates(&self, query: CertQuery) -> Result<Page<CertRecord>, StoreError> {
@@ -851,6 +849,10 @@ impl Store for PgStore {
         let now_s = now.unix_timestamp();
         let chunk = int(limit as u64 + 1);
         let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&sql)
+            .await
+            .map_err(|e| backend("listing certificates", e))?;
         let mut after = query
             .after
             .as_ref()
@@ -859,13 +861,7 @@ impl Store for PgStore {
         loop {
             let params: [&(dyn ToSql + Sync); 5] = [&after, &device, &issuer, &now_s, &chunk];
             let rows = client
-                .query(
-                    &client
-                        .prepare_cached(&sql)
-                        .await
-                        .map_err(|e| backend("preparing a statement", e))?,
-                    &params,
-                )
+                .query(&statement, &params)
                 .await
                 .map_err(|e| backend("listing certificates", e))?;
             let full = rows.len() as i64 == chunk;
@@ -889,74 +885,50 @@ impl Store for PgStore {
 
     async fn events(&self, after: Seq, limit: usize) -> Result<Vec<Event>, StoreError> {
         let limit = int(limit.clamp(1, MAX_PAGE) as u64);
-        let client = self.client().await?;
-        client
-            .query(
-                &client
-                    .prepare_cached("SELECT event FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
-                    .await
-                    .map_err(|e| backend("preparing a statement", e))?,
-                &[&int(after), &limit],
-            )
-            .await
-            .map_err(|e| backend("reading the feed", e))?
-            .iter()
-            .map(|row| decode("events", row.get(0)))
-            .collect()
+        self.query(
+            "reading the feed",
+            "SELECT event FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[&int(after), &limit],
+        )
+        .await?
+        .iter()
+        .map(|row| decode("events", row.get(0)))
+        .collect()
     }
 
     async fn issuers(&self) -> Result<Vec<IssuerRecord>, StoreError> {
-        let client = self.client().await?;
-        client
-            .query(
-                &client
-                    .prepare_cached("SELECT record FROM issuers ORDER BY id")
-                    .await
-                    .map_err(|e| backend("preparing a statement", e))?,
-                &[],
-            )
-            .await
-            .map_err(|e| backend("reading the issuers", e))?
-            .iter()
-            .map(|row| decode("issuers", row.get(0)))
-            .collect()
+        self.query(
+            "reading the issuers",
+            "SELECT record FROM issuers ORDER BY id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| decode("issuers", row.get(0)))
+        .collect()
     }
 
     async fn revoked(&self, issuer: &IssuerId) -> Result<Vec<Revoked>, StoreError> {
-        let client = self.client().await?;
-        client
-            .query(
-                &client
-                    .prepare_cached(
-                        "SELECT revocation FROM certs WHERE issuer = $1 AND revocation IS NOT NULL \
+        self.query(
+            "reading revocations",
+            "SELECT revocation FROM certs WHERE issuer = $1 AND revocation IS NOT NULL \
                  ORDER BY serial",
-                    )
-                    .await
-                    .map_err(|e| backend("preparing a statement", e))?,
-                &[&issuer.as_str()],
-            )
-            .await
-            .map_err(|e| backend("reading revocations", e))?
-            .iter()
-            .map(|row| decode("certs", row.get(0)))
-            .collect()
+            &[&issuer.as_str()],
+        )
+        .await?
+        .iter()
+        .map(|row| decode("certs", row.get(0)))
+        .collect()
     }
 
     async fn put_issuer(&self, record: IssuerRecord) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &client
-                    .prepare_cached(
-                        "INSERT INTO issuers (id, record) VALUES ($1, $2) \
+        self.execute(
+            "storing an issuer",
+            "INSERT INTO issuers (id, record) VALUES ($1, $2) \
                  ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
-                    )
-                    .await
-                    .map_err(|e| backend("preparing a statement", e))?,
-                &[&record.id.as_str(), &encode(&record)],
-            )
-            .await
-            .map_err(|e| backend("storing an issuer", e))?;
+            &[&record.id.as_str(), &encode(&record)],
+        )
+        .await?;
         Ok(())
     }
 
