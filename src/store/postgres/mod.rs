@@ -48,9 +48,14 @@ const SWEEP_BATCH: i64 = 512;
 /// How often a transaction the database aborted to break a deadlock or a serialization
 /// conflict is tried again before the caller is told the store is unavailable.
 const ATTEMPTS: usize = 5;
-/// How long a request waits for a connection, or for one to be made, before it is answered
-/// 503: a database that is down must not hold the node's requests.
+/// How long making a connection may take before the request is answered 503: a database
+/// that is down must not hold the node's requests.
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
+/// How long a request queues for a free connection while all are busy. A burst queues here,
+/// as it does at sled's writer; the HTTP request deadline (90 s) bounds it. (5 s, as for
+/// connecting, answered 503 to the back of a 2,000-commit burst on 8 connections: commits
+/// take their turn at the feed counter, a few ms each.)
+const POOL_WAIT: Duration = Duration::from_secs(30);
 
 pub struct PgStore {
     pool: Pool,
@@ -118,7 +123,7 @@ impl PgStore {
             .max_size(pool_size.max(1))
             .runtime(Runtime::Tokio1)
             .timeouts(Timeouts {
-                wait: Some(CONNECT_WAIT),
+                wait: Some(POOL_WAIT),
                 create: Some(CONNECT_WAIT),
                 recycle: Some(CONNECT_WAIT),
             })
