@@ -11,6 +11,9 @@
 # included).
 #
 #   bash benches/cluster.sh [ENROLMENTS] [CONCURRENCY] [VALIDATIONS]   (default: 1000 16 20000)
+#
+# PG_STATEMENTS=1 also prints, after the one-node PostgreSQL pass, the statements it ran
+# (pg_stat_statements): calls per enrolment is what to cut.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${1:-1000}
@@ -39,7 +42,8 @@ if [ "$(id -u)" = 0 ]; then
 fi
 "${as_pg[@]}" "$pgbin/initdb" -D "$work/pg/data" -U enrollca --auth=trust -E UTF8 --locale=C >/dev/null
 "${as_pg[@]}" "$pgbin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
-  -o "-p 15432 -k $work/pg -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
+  -o "-p 15432 -k $work/pg -c listen_addresses=127.0.0.1 -c max_connections=200 \
+      ${PG_STATEMENTS:+-c shared_preload_libraries=pg_stat_statements}" start >/dev/null
 at_exit "${as_pg[*]} $pgbin/pg_ctl -D $work/pg/data -m immediate stop"
 postmaster=$(head -1 pg/data/postmaster.pid)
 
@@ -162,7 +166,13 @@ token=$(cat pg1/admin-token)
 curl -fsS "http://127.0.0.1:$http/roots.pem" >roots.pem
 register_devices "$count" "http://127.0.0.1:$http" "$token"
 nodes=("$pid $http $https")
+psql_bench() { "${as_pg[@]}" "$pgbin/psql" -h 127.0.0.1 -p 15432 -U enrollca -d bench "$@"; }
+[ -n "${PG_STATEMENTS:-}" ] && psql_bench -qc "CREATE EXTENSION pg_stat_statements" \
+  -c "SELECT pg_stat_statements_reset()" >/dev/null
 pass pg 1
+[ -n "${PG_STATEMENTS:-}" ] && psql_bench -c "SELECT round(calls::numeric / $count, 1) AS \"per enrolment\",
+  left(regexp_replace(query, '\s+', ' ', 'g'), 100) AS statement
+  FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY calls DESC"
 validation_set "$http" "$token" validate.pem
 validate_pass pg 1 "$http"
 start_node "$work/pg2" ENROLLCA_STORE_BACKEND=postgres ENROLLCA_STORE_URL=$url
