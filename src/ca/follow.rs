@@ -17,6 +17,10 @@ use crate::store::{MAX_PAGE, Store};
 
 /// How long a failed read of the feed waits before it is tried again.
 const RETRY: Duration = Duration::from_millis(500);
+/// How often an issuer set this node could not load is tried again: with key files, the
+/// operator copies a new issuer's key to each node after staging it there, and the node
+/// picks it up within this long, no restart.
+const RELOAD_RETRY: Duration = Duration::from_secs(2);
 
 pub async fn follow(
     ca: Arc<Ca>,
@@ -27,13 +31,16 @@ pub async fn follow(
     let mut newest = store.newest_event();
     // What was committed before this node started, it loaded at start.
     let mut seen = *newest.borrow_and_update();
+    // Issuers changed and this node has not loaded them yet.
+    let mut unloaded = false;
     loop {
         tokio::select! {
             changed = newest.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(RELOAD_RETRY), if unloaded => {}
             () = shutdown.cancelled() => return,
         }
         let target = *newest.borrow_and_update();
-        let mut issuers_changed = false;
+        let mut issuers_changed = unloaded;
         while seen < target {
             let events = match store.events(seen, MAX_PAGE).await {
                 Ok(events) if events.is_empty() => break,
@@ -58,11 +65,23 @@ pub async fn follow(
                 seen = event.seq;
             }
         }
-        if issuers_changed && let Err(e) = rotation.reload().await {
-            tracing::error!(
-                error = %Chain(&e),
-                "another node changed the issuers, and this node cannot load them (are its CA keys the cluster's?)"
-            );
+        if issuers_changed {
+            match rotation.reload().await {
+                Ok(()) if unloaded => {
+                    unloaded = false;
+                    tracing::info!("loaded the issuers another node changed");
+                }
+                Ok(()) => {}
+                // Said once; tried again every RELOAD_RETRY until the keys are here.
+                Err(e) if !unloaded => {
+                    unloaded = true;
+                    tracing::error!(
+                        error = %Chain(&e),
+                        "another node changed the issuers, and this node cannot load them yet (copy the new issuer's key here, or use the cluster's PKCS#11 token); trying again every 2 s"
+                    );
+                }
+                Err(_) => {}
+            }
         }
     }
 }
