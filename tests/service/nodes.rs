@@ -288,15 +288,9 @@ async fn issuer_in(node: &Server, family: &str, state: &str) -> Option<String> {
 
 /// What `node` itself serves (not what the database records): does its SCEP offer a next CA?
 async fn offers_next_ca(node: &Server) -> bool {
-    let caps = node
-        .get("/scep?operation=GetCACaps")
-        .send()
+    node.get_text("/scep?operation=GetCACaps")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    caps.contains("GetNextCACert")
+        .contains("GetNextCACert")
 }
 
 /// A rotation step taken through one node takes effect on the other without a restart. With

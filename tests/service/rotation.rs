@@ -616,14 +616,7 @@ async fn after_a_root_rotation_devices_trusting_either_root_accept_both_generati
     let roots = split_pem(dir, "root", &server.roots_pem().await);
     assert_eq!(roots.len(), 2, "/roots.pem serves both roots");
     let (old_root, new_root) = (&roots[0], &roots[1]);
-    let cross_pem = server
-        .get("/ca/cross.pem")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let cross_pem = server.get_text("/ca/cross.pem").await;
     let cross = split_pem(dir, "cross", &cross_pem);
     assert_eq!(cross.len(), 2);
     let retired_keys: Vec<_> = std::fs::read_dir(data.join("ca"))

@@ -392,6 +392,11 @@ impl Server {
         self.get(path).send().await.unwrap().json().await.unwrap()
     }
 
+    /// GET a path and read the answer's body as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.get(path).send().await.unwrap().text().await.unwrap()
+    }
+
     /// The whole event feed, page by page.
     pub async fn events(&self) -> Vec<serde_json::Value> {
         let mut out: Vec<serde_json::Value> = Vec::new();
