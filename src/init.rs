@@ -221,8 +221,8 @@ fn default_config(passphrase_file: Option<&Path>, store: &StoreSettings) -> Stri
             let url = store.url.as_ref().map(|u| u.expose());
             // A URL with a password stays out of the file: the nodes get it from their
             // environment (ENROLLCA_STORE_URL) or from password_file.
-            let url = match url.map(|u| (u, u.parse::<crate::store::PgConfig>())) {
-                Some((u, Ok(c))) if c.get_password().is_none() => format!("url = {u:?}\n"),
+            let url = match url.map(|u| (u, crate::store::PgTarget::parse(u))) {
+                Some((u, Ok(t))) if t.config.get_password().is_none() => format!("url = {u:?}\n"),
                 _ => "# url: set ENROLLCA_STORE_URL (it holds a password)\n".to_owned(),
             };
             let password = store.password_file.as_ref().map_or(String::new(), |p| {

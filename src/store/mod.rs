@@ -28,7 +28,7 @@ use crate::model::{IssuerId, KeyFamily, RevocationReason, Serial};
 pub use self::collection::{Collection, Entry, Pages};
 pub use self::doc_cache::DocCache;
 pub use self::lease::Lease;
-pub use self::postgres::{PgConfig, PgStore};
+pub use self::postgres::{PgStore, PgTarget};
 pub use self::settings::{BackendKind, MAX_POOL, Opened, StoreSettings, open};
 pub use self::sled::SledStore;
 pub use crate::model::{

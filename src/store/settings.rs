@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DocCache, PgConfig, PgStore, SledStore, Store, StoreError};
+use super::{DocCache, PgStore, PgTarget, SledStore, Store, StoreError};
 use crate::error::cause;
 use crate::secret::Secret;
 
@@ -59,10 +59,9 @@ impl StoreSettings {
                     .url
                     .as_ref()
                     .ok_or(("store.url", "store.backend = \"postgres\" needs it".into()))?;
-                url.expose()
-                    .parse::<PgConfig>()
-                    // The driver's message never repeats the URL, so no password leaks.
-                    .map_err(|e| ("store.url", format!("not a PostgreSQL URL: {e}")))?;
+                // Neither the driver's message nor ours repeats the URL: no password leaks.
+                PgTarget::parse(url.expose())
+                    .map_err(|e| ("store.url", format!("not a usable PostgreSQL URL: {e}")))?;
             }
         }
         if !(1..=MAX_POOL).contains(&self.pool_size) {
@@ -72,22 +71,22 @@ impl StoreSettings {
     }
 
     /// The connection settings: the URL, with the password from its file when one is named.
-    fn postgres(&self) -> Result<PgConfig, StoreError> {
+    fn postgres(&self) -> Result<PgTarget, StoreError> {
         let invalid = |why: String| StoreError::backend("PostgreSQL settings", cause(why));
         let url = self
             .url
             .as_ref()
             .ok_or_else(|| invalid("store.url is not set".into()))?;
-        let mut config: PgConfig = url
-            .expose()
-            .parse()
-            .map_err(|e| invalid(format!("store.url: {e}")))?;
+        let mut target =
+            PgTarget::parse(url.expose()).map_err(|e| invalid(format!("store.url: {e}")))?;
         if let Some(file) = &self.password_file {
             let password = std::fs::read_to_string(file)
                 .map_err(|e| invalid(format!("store.password_file {}: {e}", file.display())))?;
-            config.password(password.trim_end_matches(['\r', '\n']));
+            target
+                .config
+                .password(password.trim_end_matches(['\r', '\n']));
         }
-        Ok(config)
+        Ok(target)
     }
 }
 

@@ -3,7 +3,7 @@
 //! committed and reads back identical.
 
 use enrollca::store::migrate::{MigrateError, Tally, sled_to_postgres};
-use enrollca::store::{Linked, PgConfig, PgStore, SledStore, Store};
+use enrollca::store::{Linked, PgTarget, PgStore, SledStore, Store};
 use enrollca_testkit::harness::postgres::cluster;
 
 use crate::store_battery::record;
@@ -19,7 +19,7 @@ async fn a_copy_that_does_not_tally_is_rolled_back_and_a_good_one_committed() {
             .unwrap();
     }
     let url = cluster().database("migrate_rollback");
-    let pg = PgStore::connect(url.parse::<PgConfig>().unwrap(), 2)
+    let pg = PgStore::connect(PgTarget::parse(&url).unwrap(), 2)
         .await
         .unwrap();
 

@@ -13,7 +13,7 @@ use enrollca::csr::parse_subject;
 use enrollca::revocation::RevocationReason;
 use enrollca::store::{
     CertQuery, CertRecord, CertState, CertStatus, DeviceId, DocCache, DocKey, DocKind, DocWrite,
-    EventKind, Expect, IssuerChange, IssuerRecord, IssuerState, Linked, PgConfig, PgStore,
+    EventKind, Expect, IssuerChange, IssuerRecord, IssuerState, Linked, PgTarget, PgStore,
     Protocol, SledStore, Standing, Store, StoreError, UseUp,
 };
 use enrollca_testkit::harness::postgres;
@@ -43,7 +43,7 @@ const BACKENDS: &[(&str, Backend)] = &[
             .collect();
         let url = postgres::cluster().database(&format!("battery_{name}"));
         Box::pin(async move {
-            let store = PgStore::connect(url.parse::<PgConfig>().unwrap(), 8)
+            let store = PgStore::connect(PgTarget::parse(&url).unwrap(), 8)
                 .await
                 .expect("connecting to the test cluster");
             Arc::new(store) as Arc<dyn Store>

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::{AsyncMessage, NoTls};
+use postgres_openssl::MakeTlsConnector;
+use tokio_postgres::AsyncMessage;
 
 use super::{CHANNEL, PgConfig, raise};
 use crate::model::Seq;
@@ -15,10 +16,10 @@ use crate::model::Seq;
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LAST_RETRY: Duration = Duration::from_secs(5);
 
-pub(super) async fn run(config: PgConfig, announce: Arc<watch::Sender<Seq>>) {
+pub(super) async fn run(config: PgConfig, tls: MakeTlsConnector, announce: Arc<watch::Sender<Seq>>) {
     let mut wait = FIRST_RETRY;
     loop {
-        match listen(&config, &announce).await {
+        match listen(&config, &tls, &announce).await {
             Ok(()) => wait = FIRST_RETRY,
             Err(e) if wait == FIRST_RETRY => {
                 tracing::warn!(error = %e, "lost the PostgreSQL event listener; reconnecting")
@@ -33,9 +34,10 @@ pub(super) async fn run(config: PgConfig, announce: Arc<watch::Sender<Seq>>) {
 /// Listens until the connection ends; `Ok` if it got as far as listening.
 async fn listen(
     config: &PgConfig,
+    tls: &MakeTlsConnector,
     announce: &watch::Sender<Seq>,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(tls.clone()).await?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         while let Some(Ok(message)) = poll_fn(|cx| connection.poll_message(cx)).await {

@@ -5,7 +5,7 @@
 //! leaves the schema at a version, never between two. A database migrated by a newer enrollca
 //! is refused rather than written with an older idea of its schema.
 
-use tokio_postgres::NoTls;
+use postgres_openssl::MakeTlsConnector;
 
 use super::{PgConfig, backend};
 use crate::error::cause;
@@ -21,10 +21,10 @@ const LOCK: i64 = 0x656e_726f_6c6c_6361;
 /// The schema version this binary writes.
 pub(super) const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
-pub(super) async fn run(config: &PgConfig) -> Result<(), StoreError> {
+pub(super) async fn run(config: &PgConfig, tls: MakeTlsConnector) -> Result<(), StoreError> {
     // Its own connection: the session lock goes with it, whatever happens here.
     let (mut client, connection) = config
-        .connect(NoTls)
+        .connect(tls)
         .await
         .map_err(|e| backend("connecting", e))?;
     let driver = tokio::spawn(connection);

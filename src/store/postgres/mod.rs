@@ -24,7 +24,6 @@ use deadpool_postgres::{
 };
 use time::OffsetDateTime;
 use tokio::sync::watch;
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
@@ -40,8 +39,10 @@ use crate::model::{IssuerId, RevocationReason, Serial, Standing};
 mod import;
 mod listen;
 mod migrate;
+mod target;
 
-pub use tokio_postgres::Config as PgConfig;
+use target::PgConfig;
+pub use target::PgTarget;
 
 /// The channel a commit that appends events notifies, with the newest sequence number.
 const CHANNEL: &str = "enrollca_events";
@@ -106,17 +107,21 @@ impl PgStore {
     /// Connects, applies the migrations this binary carries (under an advisory lock, so that
     /// nodes starting together apply each once), checks that commits are durable, and starts
     /// listening for other nodes' events.
-    pub async fn connect(mut config: PgConfig, pool_size: usize) -> Result<Self, StoreError> {
+    pub async fn connect(target: PgTarget, pool_size: usize) -> Result<Self, StoreError> {
+        if let Some(why) = target.exposure() {
+            tracing::warn!("{why}");
+        }
+        let PgTarget { mut config, tls, .. } = target;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_WAIT);
         }
         if config.get_application_name().is_none() {
             config.application_name("enrollca");
         }
-        migrate::run(&config).await?;
+        migrate::run(&config, tls.clone()).await?;
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -154,7 +159,7 @@ impl PgStore {
         drop(client);
         let (announce, newest) = watch::channel(last as Seq);
         let announce = Arc::new(announce);
-        let listener = tokio::spawn(listen::run(config, announce.clone()));
+        let listener = tokio::spawn(listen::run(config, tls, announce.clone()));
         Ok(Self {
             pool,
             newest,
