@@ -481,6 +481,107 @@ async fn a_node_without_the_clusters_keys_refuses_to_start() {
     assert_eq!(node.get("/healthz").send().await.unwrap().status(), 200);
 }
 
+/// A CA for a database server's certificates.
+struct DbPki(rcgen::CertifiedIssuer<'static, rcgen::KeyPair>);
+
+impl DbPki {
+    fn new(name: &str) -> Self {
+        let mut params = rcgen::CertificateParams::default();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        Self(rcgen::CertifiedIssuer::self_signed(params, key).unwrap())
+    }
+
+    /// A server certificate naming `names` (IP addresses or DNS names) and its key, PEM.
+    fn server(&self, names: &[&str]) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let params = rcgen::CertificateParams::new(names).unwrap();
+        let cert = params.signed_by(&key, &self.0).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// `sslmode`/`sslrootcert` as libpq reads them: the node's connections are encrypted, and a
+/// node refuses to start against a server it cannot authenticate (a root that did not sign
+/// it; with verify-full, a certificate for another name) rather than hand it the fleet's
+/// records.
+#[tokio::test]
+async fn a_node_talks_to_its_database_over_tls_and_refuses_a_server_it_cannot_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pg = Cluster::private();
+    let pki = DbPki::new("enrollca test database CA");
+    let (cert, key) = pki.server(&["127.0.0.1"]);
+    pg.serve_tls(&cert, &key);
+    let root = tmp.path().join("db-root.pem");
+    std::fs::write(&root, pki.0.pem()).unwrap();
+    let url = pg.database("tls");
+    let with = |mode: &str, root: &Path| {
+        store_env(&format!(
+            "{url}?sslmode={mode}&sslrootcert={}",
+            root.display()
+        ))
+    };
+
+    let env = with("verify-full", &root);
+    let dir = init_dir(tmp.path(), &[], &borrowed(&env));
+    let node = Server::start(&dir, &borrowed(&env));
+    let created = node
+        .post("/api/v1/scep/challenges")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{:?}", created.text().await);
+    let connections = pg.psql(
+        "postgres",
+        "SELECT count(*) FILTER (WHERE s.ssl) || ' of ' || count(*) \
+         FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+         WHERE a.application_name = 'enrollca'",
+    );
+    let (encrypted, all) = connections.trim().split_once(" of ").unwrap();
+    assert!(
+        all.parse::<u32>().unwrap() >= 2,
+        "pool and listener: {connections}"
+    );
+    assert_eq!(encrypted, all, "every connection encrypted: {connections}");
+    drop(node);
+
+    // A root that did not sign the server's certificate.
+    let stranger = tmp.path().join("stranger-root.pem");
+    std::fs::write(&stranger, DbPki::new("another CA").0.pem()).unwrap();
+    let err = Server::try_start(&dir, &borrowed(&with("verify-ca", &stranger)))
+        .err()
+        .expect("refused");
+    assert!(
+        err.contains("unable to get local issuer certificate"),
+        "{err}"
+    );
+    // The right chain, but the certificate names another server.
+    let (cert, key) = pki.server(&["db.internal"]);
+    pg.serve_tls(&cert, &key);
+    let err = Server::try_start(&dir, &borrowed(&with("verify-full", &root)))
+        .err()
+        .expect("refused");
+    assert!(err.contains("IP address mismatch"), "{err}");
+    // verify-ca checks the chain only, and accepts it.
+    let node = Server::start(&dir, &borrowed(&with("verify-ca", &root)));
+    assert_eq!(node.get("/healthz").send().await.unwrap().status(), 200);
+    drop(node);
+    // The cluster takes TCP connections over TLS only: a node without TLS is turned away,
+    // so the connections counted above could not have been plain.
+    let err = Server::try_start(
+        &dir,
+        &borrowed(&store_env(&format!("{url}?sslmode=disable"))),
+    )
+    .err()
+    .expect("refused");
+    assert!(err.contains("no encryption"), "{err}");
+}
+
 /// Webhook delivery is one node's at a time (the periodic-work lease): while two nodes run,
 /// each event reaches the MDM once; when the delivering node is killed, the other takes the
 /// lease within seconds and goes on from the stored cursor, in order, nothing missing.

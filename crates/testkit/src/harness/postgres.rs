@@ -177,6 +177,41 @@ impl Cluster {
         assert!(status.success(), "starting the cluster's guard");
     }
 
+    /// Serves TLS with this certificate and key (PEM) and accepts TCP connections only over
+    /// it (`hostssl`), so a client that connects at all connected encrypted. Restarts the
+    /// server so the new certificate is the one served when this returns.
+    pub fn serve_tls(&self, cert_pem: &str, key_pem: &str) {
+        let (cert, key) = (self.root.join("server.crt"), self.root.join("server.key"));
+        std::fs::write(&cert, cert_pem).unwrap();
+        std::fs::write(&key, key_pem).unwrap();
+        // The server refuses a key others can read, and must own it.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if let Some(user) = self.user {
+            let owner = format!("{user}:{user}");
+            let out = Command::new("chown")
+                .args([owner.as_str(), path(&cert), path(&key)])
+                .output()
+                .expect("chown");
+            assert!(out.status.success(), "chown: {}", text(&out));
+        }
+        // Each its own statement: ALTER SYSTEM does not run inside a transaction.
+        for setting in [
+            format!("ssl_cert_file = '{}'", cert.display()),
+            format!("ssl_key_file = '{}'", key.display()),
+            "ssl = on".to_owned(),
+        ] {
+            self.psql("postgres", &format!("ALTER SYSTEM SET {setting}"));
+        }
+        // Overwriting keeps the file's owner.
+        std::fs::write(
+            self.data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        self.restart();
+    }
+
     /// A `postgres://` URL for `database`, created if it does not exist yet.
     pub fn database(&self, database: &str) -> String {
         assert!(
