@@ -350,8 +350,13 @@ impl AcmeService {
     }
 
     async fn view(&self, order: Order) -> Result<OrderView, AcmeError> {
-        let now = self.now();
-        let mut statuses = Vec::with_capacity(order.authorizations.len());
+        let authzs = self.order_authzs(&order).await?;
+        Ok(self.view_of(order, &authzs))
+    }
+
+    /// The order's authorizations as they are now, in the order's order.
+    async fn order_authzs(&self, order: &Order) -> Result<Vec<Authorization>, AcmeError> {
+        let mut authzs = Vec::with_capacity(order.authorizations.len());
         for id in &order.authorizations {
             let authz = AUTHZS
                 .get(self.store().as_ref(), id)
@@ -359,10 +364,17 @@ impl AcmeService {
                 .ok_or_else(|| {
                     AcmeError::internal(format!("order {} lost authz {id}", order.id))
                 })?;
-            statuses.push(authz.value.status_at(now));
+            authzs.push(authz.value);
         }
+        Ok(authzs)
+    }
+
+    /// The order's status, given its authorizations (`order_authzs`).
+    fn view_of(&self, order: Order, authzs: &[Authorization]) -> OrderView {
+        let now = self.now();
+        let statuses: Vec<_> = authzs.iter().map(|a| a.status_at(now)).collect();
         let status = order.status(&statuses, self.finalizing.contains(&order.id), now);
-        Ok(OrderView { order, status })
+        OrderView { order, status }
     }
 
     /// The account's orders, a page after `cursor` (an order id).

@@ -109,10 +109,26 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
         &self,
         store: &dyn Store,
         id: &str,
+        change: impl FnMut(Option<&T>) -> Result<Option<T>, E>,
+    ) -> Result<Option<T>, E> {
+        self.update_from(store, id, None, change).await
+    }
+
+    /// `update`, trying first on `seen`, a copy the caller has just read: a read fewer when
+    /// nobody wrote meanwhile (a round trip on a shared database), the same outcome when
+    /// somebody did.
+    pub async fn update_from<E: From<StoreError>>(
+        &self,
+        store: &dyn Store,
+        id: &str,
+        mut seen: Option<Stored<T>>,
         mut change: impl FnMut(Option<&T>) -> Result<Option<T>, E>,
     ) -> Result<Option<T>, E> {
         for _ in 0..UPDATE_ATTEMPTS {
-            let current = self.get(store, id).await?;
+            let current = match seen.take() {
+                Some(seen) => Some(seen),
+                None => self.get(store, id).await?,
+            };
             let Some(next) = change(current.as_ref().map(|c| &c.value))? else {
                 return Ok(None);
             };

@@ -3,7 +3,7 @@
 //! committed and reads back identical.
 
 use enrollca::store::migrate::{MigrateError, Tally, sled_to_postgres};
-use enrollca::store::{Linked, PgTarget, PgStore, SledStore, Store};
+use enrollca::store::{Linked, PgStore, PgTarget, SledStore, Store};
 use enrollca_testkit::harness::postgres::cluster;
 
 use crate::store_battery::record;

@@ -13,7 +13,7 @@ use enrollca::csr::parse_subject;
 use enrollca::revocation::RevocationReason;
 use enrollca::store::{
     CertQuery, CertRecord, CertState, CertStatus, DeviceId, DocCache, DocKey, DocKind, DocWrite,
-    EventKind, Expect, IssuerChange, IssuerRecord, IssuerState, Linked, PgTarget, PgStore,
+    EventKind, Expect, IssuerChange, IssuerRecord, IssuerState, Linked, PgStore, PgTarget,
     Protocol, SledStore, Standing, Store, StoreError, UseUp,
 };
 use enrollca_testkit::harness::postgres;

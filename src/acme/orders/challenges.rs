@@ -83,7 +83,7 @@ impl AcmeService {
             Arc::clone(self.store()),
             Arc::clone(&self.backing.clock),
         );
-        let authz_id = authz_id.to_owned();
+        let (authz_id, read) = (authz_id.to_owned(), authz.clone());
         let profile = req.profile.name.clone();
         // Spawned, so a client that hangs up does not cancel it.
         let validation = tokio::spawn(async move {
@@ -95,7 +95,7 @@ impl AcmeService {
                 tracing::info!(authz = %authz_id, %identifier, problem = %e, "challenge failed");
             }
             let now = clock.now();
-            let settled = record_outcome(&*store, &authz_id, kind, outcome, now)
+            let settled = record_outcome(&*store, read, kind, outcome, now)
                 .await
                 .unwrap_or_else(|e| {
                     tracing::error!(authz = %authz_id, error = %e, "could not record a validation");
@@ -202,7 +202,7 @@ impl AcmeService {
         };
         let written = record_outcome(
             &**self.store(),
-            &authz.value.id,
+            authz.clone(),
             kind,
             outcome.clone().map(Some),
             now,
@@ -215,18 +215,19 @@ impl AcmeService {
     }
 }
 
-/// Writes a validation's result into its authorization, if it is still waiting for it.
-/// Returns the authorization as written, or `None` when it was no longer waiting.
+/// Writes a validation's result into its authorization (as read before the validation), if
+/// it is still waiting for it. Returns the authorization as written, or `None` when it was no longer waiting.
 async fn record_outcome(
     store: &dyn Store,
-    authz_id: &str,
+    authz: Stored<Authorization>,
     kind: ChallengeType,
     outcome: Result<Option<DeviceProof>, AcmeError>,
     now: OffsetDateTime,
 ) -> Result<Option<Authorization>, StoreError> {
     let valid = outcome.is_ok();
+    let id = authz.value.id.clone();
     AUTHZS
-        .update(store, authz_id, |current| {
+        .update_from(store, &id, Some(authz), |current| {
             let Some(current) = current.filter(|a| a.status_at(now) == AuthzStatus::Pending) else {
                 return Ok(None);
             };

@@ -9,7 +9,9 @@ impl AcmeService {
         let (profile, jws) = (&*req.profile, &req.jws);
         let account = self.account_signer(req).await?.value;
         let order = self.owned_order(&account, id).await?;
-        let view = self.view(order.value.clone()).await?;
+        // Read once: the status and, for a device, the proof the CSR is checked against.
+        let authzs = self.order_authzs(&order.value).await?;
+        let view = self.view_of(order.value.clone(), &authzs);
         if view.status != OrderStatus::Ready {
             return Err(AcmeError::new(
                 ProblemType::OrderNotReady,
@@ -23,7 +25,7 @@ impl AcmeService {
         let csr = Csr::from_der(&der)?;
         let identity = match order.value.identifiers.as_slice() {
             [id] if id.kind == IdentifierType::PermanentIdentifier => {
-                Some(self.check_device_csr(&csr, &order.value, profile).await?)
+                Some(check_device_csr(&csr, &order.value, &authzs, profile)?)
             }
             identifiers => {
                 check_csr_names(&csr, identifiers)?;
@@ -126,89 +128,6 @@ impl AcmeService {
         outcome
     }
 
-    /// A device order's CSR asks for no names: the device is named by the PermanentIdentifier
-    /// the certificate gets from the order. Its key must be the attested one or, for a device
-    /// that could not attest, at least of a type the profile accepts.
-    async fn check_device_csr(
-        &self,
-        csr: &Csr,
-        order: &Order,
-        profile: &Profile,
-    ) -> Result<DeviceIdentity, AcmeError> {
-        let [authz_id] = order.authorizations.as_slice() else {
-            return Err(AcmeError::internal(format!(
-                "device order {} has {} authorizations",
-                order.id,
-                order.authorizations.len()
-            )));
-        };
-        let authz = AUTHZS
-            .get(self.store().as_ref(), authz_id)
-            .await?
-            .ok_or_else(|| {
-                AcmeError::internal(format!("order {} lost authz {authz_id}", order.id))
-            })?;
-        if let Some(san) = csr.sans.first() {
-            return Err(AcmeError::new(
-                ProblemType::BadCsr,
-                format!(
-                    "the CSR asks for {san}; a device certificate is named by its permanent identifier only"
-                ),
-            ));
-        }
-        let attestation = match authz.value.proof {
-            None => {
-                return Err(AcmeError::internal(format!(
-                    "valid authz {authz_id} has no proof"
-                )));
-            }
-            Some(DeviceProof::Unattested {
-                permanent_identifier,
-            }) => {
-                let key_types = &profile.config.attestation_key_types;
-                if !KeyType::of(csr.key).is_some_and(|k| key_types.contains(&k)) {
-                    return Err(AcmeError::new(
-                        ProblemType::BadCsr,
-                        format!(
-                            "the CSR's key is not one of the profile's key types {key_types:?}"
-                        ),
-                    ));
-                }
-                return Ok(DeviceIdentity {
-                    permanent_identifier,
-                    facts: None,
-                });
-            }
-            Some(DeviceProof::Attested(attestation)) => attestation,
-        };
-        if rcgen::PublicKeyData::subject_public_key_info(&csr.spki) != attestation.spki {
-            return Err(AcmeError::new(
-                ProblemType::BadCsr,
-                "the CSR's key is not the key the device attested",
-            ));
-        }
-        // A ClientIdentifier only stood for the device: the certificate names the device by
-        // the attested serial number (or UDID) it was checked against, never by that value.
-        let permanent_identifier = match authz.value.hardware_ids.as_slice() {
-            [] => authz.value.identifier.value,
-            registered => {
-                let attested = |v: &Option<String>| {
-                    v.clone()
-                        .filter(|v| registered.iter().any(|r| r.eq_ignore_ascii_case(v)))
-                };
-                attested(&attestation.facts.serial)
-                    .or_else(|| attested(&attestation.facts.udid))
-                    .ok_or_else(|| {
-                        AcmeError::internal(format!("authz {authz_id} attested another device"))
-                    })?
-            }
-        };
-        Ok(DeviceIdentity {
-            permanent_identifier,
-            facts: Some(attestation.facts),
-        })
-    }
-
     /// The certificate chain (PEM, leaf first) for its account, and whether an alternate
     /// chain exists. The alternate (after a root rotation) adds the cross certificate that
     /// leads to the other root.
@@ -308,6 +227,82 @@ impl AcmeService {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// A device order's CSR asks for no names: the device is named by the PermanentIdentifier
+/// the certificate gets from the order. Its key must be the attested one or, for a device
+/// that could not attest, at least of a type the profile accepts.
+fn check_device_csr(
+    csr: &Csr,
+    order: &Order,
+    authzs: &[Authorization],
+    profile: &Profile,
+) -> Result<DeviceIdentity, AcmeError> {
+    let [authz] = authzs else {
+        return Err(AcmeError::internal(format!(
+            "device order {} has {} authorizations",
+            order.id,
+            authzs.len()
+        )));
+    };
+    let authz_id = &authz.id;
+    if let Some(san) = csr.sans.first() {
+        return Err(AcmeError::new(
+            ProblemType::BadCsr,
+            format!(
+                "the CSR asks for {san}; a device certificate is named by its permanent identifier only"
+            ),
+        ));
+    }
+    let attestation = match authz.proof.clone() {
+        None => {
+            return Err(AcmeError::internal(format!(
+                "valid authz {authz_id} has no proof"
+            )));
+        }
+        Some(DeviceProof::Unattested {
+            permanent_identifier,
+        }) => {
+            let key_types = &profile.config.attestation_key_types;
+            if !KeyType::of(csr.key).is_some_and(|k| key_types.contains(&k)) {
+                return Err(AcmeError::new(
+                    ProblemType::BadCsr,
+                    format!("the CSR's key is not one of the profile's key types {key_types:?}"),
+                ));
+            }
+            return Ok(DeviceIdentity {
+                permanent_identifier,
+                facts: None,
+            });
+        }
+        Some(DeviceProof::Attested(attestation)) => attestation,
+    };
+    if rcgen::PublicKeyData::subject_public_key_info(&csr.spki) != attestation.spki {
+        return Err(AcmeError::new(
+            ProblemType::BadCsr,
+            "the CSR's key is not the key the device attested",
+        ));
+    }
+    // A ClientIdentifier only stood for the device: the certificate names the device by
+    // the attested serial number (or UDID) it was checked against, never by that value.
+    let permanent_identifier = match authz.hardware_ids.as_slice() {
+        [] => authz.identifier.value.clone(),
+        registered => {
+            let attested = |v: &Option<String>| {
+                v.clone()
+                    .filter(|v| registered.iter().any(|r| r.eq_ignore_ascii_case(v)))
+            };
+            attested(&attestation.facts.serial)
+                .or_else(|| attested(&attestation.facts.udid))
+                .ok_or_else(|| {
+                    AcmeError::internal(format!("authz {authz_id} attested another device"))
+                })?
+        }
+    };
+    Ok(DeviceIdentity {
+        permanent_identifier,
+        facts: Some(attestation.facts),
+    })
 }
 
 /// The names a CSR asks for (subjectAltNames and the common name) must be exactly the order's.

@@ -6,8 +6,8 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
 use postgres_openssl::MakeTlsConnector;
+use tokio::sync::{mpsc, watch};
 use tokio_postgres::AsyncMessage;
 
 use super::{CHANNEL, PgConfig, raise};
@@ -16,7 +16,11 @@ use crate::model::Seq;
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LAST_RETRY: Duration = Duration::from_secs(5);
 
-pub(super) async fn run(config: PgConfig, tls: MakeTlsConnector, announce: Arc<watch::Sender<Seq>>) {
+pub(super) async fn run(
+    config: PgConfig,
+    tls: MakeTlsConnector,
+    announce: Arc<watch::Sender<Seq>>,
+) {
     let mut wait = FIRST_RETRY;
     loop {
         match listen(&config, &tls, &announce).await {

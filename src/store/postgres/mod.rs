@@ -111,7 +111,9 @@ impl PgStore {
         if let Some(why) = target.exposure() {
             tracing::warn!("{why}");
         }
-        let PgTarget { mut config, tls, .. } = target;
+        let PgTarget {
+            mut config, tls, ..
+        } = target;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_WAIT);
         }

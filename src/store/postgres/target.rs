@@ -173,11 +173,22 @@ mod tests {
             .self_signed(&key)
             .unwrap();
         std::fs::write(&root, cert.pem()).unwrap();
-        let url = format!("postgres://u@db/ca?sslmode=require&sslrootcert={}", root.display());
-        assert_eq!(PgTarget::parse(&url).unwrap().protection, Protection::VerifyCa);
+        let url = format!(
+            "postgres://u@db/ca?sslmode=require&sslrootcert={}",
+            root.display()
+        );
+        assert_eq!(
+            PgTarget::parse(&url).unwrap().protection,
+            Protection::VerifyCa
+        );
 
-        let e = PgTarget::parse("postgres://u:hunter2@db/ca?sslmode=verify").err().unwrap();
-        assert!(e.contains("sslmode=verify ") && !e.contains("hunter2"), "{e}");
+        let e = PgTarget::parse("postgres://u:hunter2@db/ca?sslmode=verify")
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("sslmode=verify ") && !e.contains("hunter2"),
+            "{e}"
+        );
         let e = PgTarget::parse("postgres://u@db/ca?sslmode=verify-ca&sslrootcert=/nonexistent")
             .err()
             .unwrap();
