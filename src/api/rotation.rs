@@ -43,7 +43,8 @@ impl From<RotationError> for ApiError {
             | RotationError::NotRetiring { .. }
             | RotationError::StillValid { .. }
             | RotationError::RootKeyOffline
-            | RotationError::Concurrent => Self::Conflict(e.to_string()),
+            | RotationError::Concurrent
+            | RotationError::NotOnEveryNode { .. } => Self::Conflict(e.to_string()),
             RotationError::Store(e) => e.into(),
             // A token that refuses (wrong PIN, no such key) is the operator's to fix.
             RotationError::Ca(crate::ca::CaError::Key(_)) => Self::BadRequest(e.to_string()),

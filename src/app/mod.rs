@@ -281,6 +281,11 @@ pub async fn run(
             store.clone(),
             shutdown.clone(),
         ));
+        tokio::spawn(crate::ca::presence::announce(
+            ca.clone(),
+            backing.clone(),
+            shutdown.clone(),
+        ));
     }
     let acme = Arc::new(acme);
     let state = AppState {

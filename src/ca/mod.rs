@@ -8,6 +8,7 @@ mod issuer;
 mod issuer_set;
 pub mod keys;
 pub mod pkcs11;
+pub mod presence;
 pub mod rotation;
 
 use std::collections::HashMap;

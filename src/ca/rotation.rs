@@ -12,14 +12,14 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::hierarchy::{self, Made};
 use super::keys::{CaKey, KeyAccess, KeySpec};
-use super::{Ca, CaError, Issuer, IssuerId, IssuerSet, Serial};
+use super::{Ca, CaError, Issuer, IssuerId, IssuerSet, Serial, presence};
 use crate::datadir::DataDir;
 use crate::durable;
 use crate::encoding::to_pem;
 use crate::error::{Cause, cause};
 use crate::model::KeyFamily;
 use crate::store::{
-    CertQuery, EventKind, IssuerChange, IssuerRecord, IssuerState, Standing, StoreError,
+    Backing, CertQuery, EventKind, IssuerChange, IssuerRecord, IssuerState, Standing, StoreError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,11 @@ pub enum RotationError {
     BadImport(String),
     #[error("another rotation step changed the issuers meanwhile; look again and retry")]
     Concurrent,
+    #[error(
+        "the key of the staged issuer {id} is not on every node yet ({}); copy ca/issuers/{id}.key to them (they load it within 2 s) and activate again",
+        nodes.join(", ")
+    )]
+    NotOnEveryNode { id: IssuerId, nodes: Vec<String> },
     #[error(transparent)]
     Ca(#[from] CaError),
     #[error(transparent)]
@@ -190,6 +195,7 @@ impl Rotation {
         };
         let next = find(IssuerState::Next).ok_or(RotationError::NothingStaged(family))?;
         let active = find(IssuerState::Active).ok_or(RotationError::NothingStaged(family))?;
+        self.every_node_holds(&next.id).await?;
         let activated = IssuerRecord {
             state: IssuerState::Active,
             ..next
@@ -213,6 +219,35 @@ impl Rotation {
         .await?;
         tracing::info!(issuer = %activated.id, previous = %retiring.id, %family, "issuer activated");
         Ok((activated, retiring))
+    }
+
+    /// Waits (up to `presence::SETTLE`) until this node and every other node heard from
+    /// lately hold the staged issuer's key; refuses, naming those that do not.
+    async fn every_node_holds(&self, id: &IssuerId) -> Result<(), RotationError> {
+        if self.ca.issuers().get(id).is_none() {
+            return Err(RotationError::NotOnEveryNode {
+                id: id.clone(),
+                nodes: vec!["this node".into()],
+            });
+        }
+        let backing = Backing {
+            store: self.ca.store().clone(),
+            clock: self.ca.clock().clone(),
+        };
+        let deadline = tokio::time::Instant::now() + presence::SETTLE;
+        loop {
+            let nodes = presence::lacking(&backing, id).await?;
+            if nodes.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RotationError::NotOnEveryNode {
+                    id: id.clone(),
+                    nodes,
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
     }
 
     /// A retiring issuer with nothing valid left becomes retired.

@@ -154,6 +154,8 @@ pub enum DocKind {
     AcmeUsedNonce,
     /// Work done once per cluster → the node holding it, and until when.
     Lease,
+    /// A node of a cluster → the issuers it holds keys for, and until when it counts.
+    NodePresence,
     AcmeAuthz,
     AcmeEabKey,
     /// Issuer id → the last CRL number it signed (CRL numbers only ever grow).
@@ -190,6 +192,7 @@ impl DocKind {
             Self::AcmeNonceKey => 15,
             Self::AcmeUsedNonce => 16,
             Self::Lease => 17,
+            Self::NodePresence => 18,
         }
     }
 }

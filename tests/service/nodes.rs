@@ -315,6 +315,25 @@ async fn a_rotation_through_one_node_takes_effect_on_the_other() {
         "B serves an issuer whose key it lacks"
     );
     assert!(issuer_in(&b, "rsa", "next").await.is_none());
+    // Activating now would leave B issuing from the retiring CA: refused (after the nodes'
+    // settling time), naming B and not A, and nothing changes.
+    let refused = a.cli(&["ca", "rotate", "activate", "--family", "rsa"]);
+    let why = stderr(&refused);
+    assert!(!refused.status.success(), "activated while B lacks the key");
+    assert!(why.contains("is not on every node yet"), "{why}");
+    assert!(
+        why.contains(&format!("(pid {})", b.pid())),
+        "B named: {why}"
+    );
+    assert!(
+        !why.contains(&format!("(pid {})", a.pid())),
+        "A holds it: {why}"
+    );
+    assert_eq!(
+        issuer_in(&a, "rsa", "next").await.as_deref(),
+        Some(&*next_id)
+    );
+    assert_eq!(issuer_in(&a, "rsa", "active").await.unwrap(), old_id);
 
     let key = format!("ca/issuers/{next_id}.key");
     std::fs::copy(a.data.join(&key), b.data.join(&key)).unwrap();
