@@ -24,6 +24,8 @@ const EVERY: Duration = Duration::from_secs(2);
 const TTL: Duration = Duration::from_secs(10);
 /// How long an activation waits for the nodes to load a staged issuer and say so (they
 /// reload at its event, within milliseconds, and say so at their next `EVERY`).
+/// After this long unheard, a node's record is removed.
+const GONE: Duration = Duration::from_secs(60);
 pub(super) const SETTLE: Duration = Duration::from_secs(5);
 
 const NODES: Collection<Presence> = Collection::new(DocKind::NodePresence);
@@ -62,8 +64,13 @@ pub async fn announce(ca: Arc<Ca>, backing: Backing, shutdown: CancellationToken
                 Ok::<_, StoreError>(Some(presence.clone()))
             })
             .await;
+        let said = match said {
+            // A restarted node is a new node: what stopped nodes left is removed.
+            Ok(_) => forget_gone(&backing).await,
+            Err(e) => Err(e),
+        };
         match said {
-            Ok(_) => failing = false,
+            Ok(()) => failing = false,
             Err(e) if !failing => {
                 failing = true;
                 tracing::warn!(error = %Chain(&e), "cannot record which issuers this node holds");
@@ -80,6 +87,29 @@ pub async fn announce(ca: Arc<Ca>, backing: Backing, shutdown: CancellationToken
             .store
             .write_docs(vec![NODES.delete(&THIS_NODE, mine.version)])
             .await;
+    }
+}
+
+/// Removes what nodes not heard from for a minute said.
+async fn forget_gone(backing: &Backing) -> Result<(), StoreError> {
+    let gone = backing.clock.now() - GONE;
+    let mut stale = Vec::new();
+    let mut pages = NODES.pages(backing.store.as_ref());
+    while let Some(page) = pages.next().await? {
+        for (id, presence) in page {
+            match presence {
+                Ok(p) if p.value.until < gone => stale.push(NODES.delete(&id, p.version)),
+                _ => {}
+            }
+        }
+    }
+    if stale.is_empty() {
+        return Ok(());
+    }
+    match backing.store.write_docs(stale).await {
+        // Another node removed them first.
+        Err(StoreError::Conflict { .. }) => Ok(()),
+        done => done,
     }
 }
 
@@ -101,4 +131,48 @@ pub(super) async fn lacking(
         }
     }
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::SledStore;
+
+    #[tokio::test]
+    async fn only_live_nodes_without_the_issuer_hold_up_an_activation() {
+        let dir = tempfile::tempdir().unwrap();
+        let backing = Backing::system(Arc::new(SledStore::open(dir.path()).unwrap()));
+        let (now, staged) = (backing.clock.now(), IssuerId::for_spki(b"staged"));
+        let say = |name: &str, issuers: Vec<IssuerId>, until| {
+            let p = Presence {
+                name: name.into(),
+                issuers,
+                until,
+            };
+            NODES.create(name, &p)
+        };
+        backing
+            .store
+            .write_docs(vec![
+                say("lacks", vec![], now + TTL),
+                say("holds", vec![staged.clone()], now + TTL),
+                say("stopped", vec![], now - Duration::from_secs(5)),
+                say("gone", vec![], now - GONE - Duration::from_secs(1)),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(lacking(&backing, &staged).await.unwrap(), ["lacks"]);
+
+        forget_gone(&backing).await.unwrap();
+        let left: Vec<String> = NODES
+            .page(backing.store.as_ref(), "", None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(left, ["holds", "lacks", "stopped"]);
+    }
 }
