@@ -522,6 +522,17 @@ impl DbPki {
         let cert = params.signed_by(&key, &self.0).unwrap();
         (cert.pem(), key.serialize_pem())
     }
+
+    /// A client certificate for the database role `role` (its common name) and its key, PEM.
+    fn client(&self, role: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, role);
+        let cert = params.signed_by(&key, &self.0).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
 }
 
 /// `sslmode`/`sslrootcert` as libpq reads them: the node's connections are encrypted, and a
@@ -534,7 +545,7 @@ async fn a_node_talks_to_its_database_over_tls_and_refuses_a_server_it_cannot_ve
     let pg = Cluster::private();
     let pki = DbPki::new("enrollca test database CA");
     let (cert, key) = pki.server(&["127.0.0.1"]);
-    pg.serve_tls(&cert, &key);
+    pg.serve_tls(&cert, &key, None);
     let root = tmp.path().join("db-root.pem");
     std::fs::write(&root, pki.0.pem()).unwrap();
     let url = pg.database("tls");
@@ -579,9 +590,12 @@ async fn a_node_talks_to_its_database_over_tls_and_refuses_a_server_it_cannot_ve
         err.contains("unable to get local issuer certificate"),
         "{err}"
     );
-    // The right chain, but the certificate names another server.
+    // The right chain, but the certificate names another server; and a role that logs in
+    // only with a client certificate.
     let (cert, key) = pki.server(&["db.internal"]);
-    pg.serve_tls(&cert, &key);
+    pg.psql("postgres", "CREATE ROLE by_cert LOGIN");
+    pg.psql("postgres", "CREATE DATABASE tls_cert OWNER by_cert");
+    pg.serve_tls(&cert, &key, Some((&pki.0.pem(), "by_cert")));
     let err = Server::try_start(&dir, &borrowed(&with("verify-full", &root)))
         .err()
         .expect("refused");
@@ -590,6 +604,29 @@ async fn a_node_talks_to_its_database_over_tls_and_refuses_a_server_it_cannot_ve
     let node = Server::start(&dir, &borrowed(&with("verify-ca", &root)));
     assert_eq!(node.get("/healthz").send().await.unwrap().status(), 200);
     drop(node);
+    // sslcert/sslkey: the node presents its certificate, and the role needs it.
+    let (client, client_key) = pki.client("by_cert");
+    let (client_pem, client_key_pem) = (tmp.path().join("node.pem"), tmp.path().join("node.key"));
+    std::fs::write(&client_pem, client).unwrap();
+    std::fs::write(&client_key_pem, client_key).unwrap();
+    let by_cert = format!(
+        "postgres://by_cert@127.0.0.1:{}/tls_cert?sslmode=verify-ca&sslrootcert={}",
+        pg.port,
+        root.display()
+    );
+    let env = store_env(&format!(
+        "{by_cert}&sslcert={}&sslkey={}",
+        client_pem.display(),
+        client_key_pem.display()
+    ));
+    let dir = init_dir(&tmp.path().join("by-cert"), &[], &borrowed(&env));
+    let node = Server::start(&dir, &borrowed(&env));
+    assert_eq!(node.get("/healthz").send().await.unwrap().status(), 200);
+    drop(node);
+    let err = Server::try_start(&dir, &borrowed(&store_env(&by_cert)))
+        .err()
+        .expect("refused");
+    assert!(err.contains("requires a valid client certificate"), "{err}");
     // The cluster takes TCP connections over TLS only: a node without TLS is turned away,
     // so the connections counted above could not have been plain.
     let err = Server::try_start(

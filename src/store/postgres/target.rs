@@ -4,12 +4,13 @@
 //! behaves the same here: `prefer` (the default) and `require` encrypt without knowing whom
 //! they talk to, `verify-ca` checks the server's chain, `verify-full` its name as well. The
 //! driver knows only the first three, so the URL is read here first and the driver is handed
-//! the rest. Roots come from `sslrootcert`, or the system's store when it is absent.
+//! the rest. Roots come from `sslrootcert`, or the system's store when it is absent; a node
+//! that the database authenticates by certificate presents `sslcert` with `sslkey`.
 
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
 use postgres_openssl::MakeTlsConnector;
 use tokio_postgres::config::{Host, SslMode};
 
@@ -63,12 +64,14 @@ impl PgTarget {
     pub fn parse(url: &str) -> Result<Self, String> {
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
         let mut mode = None;
-        let mut root = None;
+        let (mut root, mut cert, mut key) = (None, None, None);
         let mut rest = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match form_urlencoded::parse(pair.as_bytes()).next() {
                 Some((k, v)) if k == "sslmode" => mode = Some(v.parse::<Protection>()?),
                 Some((k, v)) if k == "sslrootcert" => root = Some(PathBuf::from(v.into_owned())),
+                Some((k, v)) if k == "sslcert" => cert = Some(PathBuf::from(v.into_owned())),
+                Some((k, v)) if k == "sslkey" => key = Some(PathBuf::from(v.into_owned())),
                 _ => rest.push(pair),
             }
         }
@@ -87,7 +90,12 @@ impl PgTarget {
             Protection::Prefer => SslMode::Prefer,
             _ => SslMode::Require,
         });
-        let tls = connector(protection, root.as_deref())?;
+        let identity = match (cert, key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err("sslcert and sslkey go together".into()),
+        };
+        let tls = connector(protection, root.as_deref(), identity)?;
         Ok(Self {
             config,
             tls,
@@ -120,6 +128,7 @@ impl PgTarget {
 fn connector(
     protection: Protection,
     root: Option<&std::path::Path>,
+    identity: Option<(PathBuf, PathBuf)>,
 ) -> Result<MakeTlsConnector, String> {
     let mut builder = SslConnector::builder(SslMethod::tls_client())
         .map_err(|e| format!("setting up TLS: {e}"))?;
@@ -127,6 +136,15 @@ fn connector(
         builder
             .set_ca_file(root)
             .map_err(|e| format!("sslrootcert {}: {e}", root.display()))?;
+    }
+    if let Some((cert, key)) = identity {
+        builder
+            .set_certificate_chain_file(&cert)
+            .map_err(|e| format!("sslcert {}: {e}", cert.display()))?;
+        builder
+            .set_private_key_file(&key, SslFiletype::PEM)
+            .and_then(|()| builder.check_private_key())
+            .map_err(|e| format!("sslkey {}: {e}", key.display()))?;
     }
     let verify = matches!(protection, Protection::VerifyCa | Protection::VerifyFull);
     if !verify {
@@ -193,6 +211,20 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.contains("sslrootcert /nonexistent"), "{e}");
+        let e = PgTarget::parse(&format!("postgres://u@db/ca?sslcert={}", root.display()))
+            .err()
+            .unwrap();
+        assert!(e.contains("sslcert and sslkey go together"), "{e}");
+        // A certificate whose key is another one.
+        let other = dir.join("other.key");
+        std::fs::write(&other, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+        let url = format!(
+            "postgres://u@db/ca?sslcert={}&sslkey={}",
+            root.display(),
+            other.display()
+        );
+        let e = PgTarget::parse(&url).err().unwrap();
+        assert!(e.contains("sslkey") && e.contains("other.key"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

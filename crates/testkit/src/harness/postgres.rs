@@ -178,9 +178,11 @@ impl Cluster {
     }
 
     /// Serves TLS with this certificate and key (PEM) and accepts TCP connections only over
-    /// it (`hostssl`), so a client that connects at all connected encrypted. Restarts the
-    /// server so the new certificate is the one served when this returns.
-    pub fn serve_tls(&self, cert_pem: &str, key_pem: &str) {
+    /// it (`hostssl`), so a client that connects at all connected encrypted. With
+    /// `client_certs` (a CA's PEM and a role), that role logs in only with a client
+    /// certificate from that CA naming it. Restarts the server so the new settings are in
+    /// force when this returns.
+    pub fn serve_tls(&self, cert_pem: &str, key_pem: &str, client_certs: Option<(&str, &str)>) {
         let (cert, key) = (self.root.join("server.crt"), self.root.join("server.key"));
         std::fs::write(&cert, cert_pem).unwrap();
         std::fs::write(&key, key_pem).unwrap();
@@ -195,18 +197,31 @@ impl Cluster {
                 .expect("chown");
             assert!(out.status.success(), "chown: {}", text(&out));
         }
+        // No file, no client certificates asked for ('' is the server's default).
+        let client_ca = match client_certs {
+            Some((ca, _)) => {
+                let file = self.root.join("client-ca.pem");
+                std::fs::write(&file, ca).unwrap();
+                file.display().to_string()
+            }
+            None => String::new(),
+        };
         // Each its own statement: ALTER SYSTEM does not run inside a transaction.
         for setting in [
             format!("ssl_cert_file = '{}'", cert.display()),
             format!("ssl_key_file = '{}'", key.display()),
+            format!("ssl_ca_file = '{client_ca}'"),
             "ssl = on".to_owned(),
         ] {
             self.psql("postgres", &format!("ALTER SYSTEM SET {setting}"));
         }
+        let by_cert = client_certs.map_or(String::new(), |(_, role)| {
+            format!("hostssl all {role} 127.0.0.1/32 cert\n")
+        });
         // Overwriting keeps the file's owner.
         std::fs::write(
             self.data.join("pg_hba.conf"),
-            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            format!("local all all trust\n{by_cert}hostssl all all 127.0.0.1/32 trust\n"),
         )
         .unwrap();
         self.restart();
