@@ -43,6 +43,7 @@ impl From<RotationError> for ApiError {
             | RotationError::NotRetiring { .. }
             | RotationError::StillValid { .. }
             | RotationError::RootKeyOffline
+            | RotationError::RootSupersededHere
             | RotationError::Concurrent
             | RotationError::NotOnEveryNode { .. } => Self::Conflict(e.to_string()),
             RotationError::Store(e) => e.into(),

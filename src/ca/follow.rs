@@ -2,6 +2,8 @@
 //! makes this node's signed CRL of that issuer stale, and a rotation step swaps in the issuer
 //! set the store now describes. The feed wakes it when any node commits (the store's
 //! `newest_event`), so the delay is the database's notification, milliseconds.
+//! A root rotation is not in the feed: the roots are compared with the store's every
+//! `TRUST_POLL` (`shared_trust`).
 //! (`/validate` and OCSP need nothing: they read each certificate's state from the store.)
 
 use std::sync::Arc;
@@ -21,6 +23,9 @@ const RETRY: Duration = Duration::from_millis(500);
 /// operator copies a new issuer's key to each node after staging it there, and the node
 /// picks it up within this long, no restart.
 const RELOAD_RETRY: Duration = Duration::from_secs(2);
+/// How often the roots are compared with the store's: a root rotation is no event in the
+/// feed, and is rare enough that a read every few seconds is the cheaper way to learn it.
+const TRUST_POLL: Duration = Duration::from_secs(2);
 
 pub async fn follow(
     ca: Arc<Ca>,
@@ -33,10 +38,24 @@ pub async fn follow(
     let mut seen = *newest.borrow_and_update();
     // Issuers changed and this node has not loaded them yet.
     let mut unloaded = false;
+    let (mut trust_poll, mut trust_failing) = (tokio::time::interval(TRUST_POLL), false);
+    trust_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             changed = newest.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(RELOAD_RETRY), if unloaded => {}
+            _ = trust_poll.tick() => {
+                match rotation.follow_trust().await {
+                    Ok(()) => trust_failing = false,
+                    // Said once, while it lasts (a database outage is reported elsewhere too).
+                    Err(e) if !trust_failing => {
+                        trust_failing = true;
+                        tracing::warn!(error = %Chain(&e), "could not compare the roots with the store's");
+                    }
+                    Err(_) => {}
+                }
+                continue;
+            }
             () = shutdown.cancelled() => return,
         }
         let target = *newest.borrow_and_update();

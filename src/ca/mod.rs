@@ -10,6 +10,7 @@ pub mod keys;
 pub mod pkcs11;
 pub mod presence;
 pub mod rotation;
+pub mod shared_trust;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -77,6 +78,10 @@ impl Trust {
 
     pub fn roots(&self) -> &[Vec<u8>] {
         &self.roots
+    }
+
+    pub fn cross(&self) -> &[Vec<u8>] {
+        &self.cross
     }
 
     pub fn roots_pem(&self) -> String {

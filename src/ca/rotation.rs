@@ -12,7 +12,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::hierarchy::{self, Made};
 use super::keys::{CaKey, KeyAccess, KeySpec};
-use super::{Ca, CaError, Issuer, IssuerId, IssuerSet, Serial, presence};
+use super::{Ca, CaError, Issuer, IssuerId, IssuerSet, Serial, presence, shared_trust};
 use crate::datadir::DataDir;
 use crate::durable;
 use crate::encoding::to_pem;
@@ -40,6 +40,10 @@ pub enum RotationError {
         "the root key is not in the data directory; sign the next issuer offline and import it (--cert, --key)"
     )]
     RootKeyOffline,
+    #[error(
+        "the root key in this node's data directory is an older root's (another node rotated the root); prepare issuers on that node, and take ca/root.key here offline"
+    )]
+    RootSupersededHere,
     #[error("the imported issuer: {0}")]
     BadImport(String),
     #[error("another rotation step changed the issuers meanwhile; look again and retry")]
@@ -333,7 +337,28 @@ impl Rotation {
         self.dir.complete_root_rotation(&old_id).map_err(io)?;
         self.ca.set_trust(next);
         tracing::info!(root = %crate::encoding::fingerprint(&new_root.cert_der), "root rotated; cross certificates issued both ways");
+        // The other nodes learn it from the store; if that write fails, this node's next
+        // `follow_trust` writes it (the data directory has it).
+        if let Err(e) = self.follow_trust().await {
+            tracing::warn!(error = %crate::error::Chain(&e), "the other nodes do not know the new root yet; retrying");
+        }
         Ok(new_root.cert_der)
+    }
+
+    /// Merges the roots this node serves with those the store knows (another node's root
+    /// rotation), keeping both and the data directory up to date.
+    pub async fn follow_trust(&self) -> Result<(), shared_trust::SyncError> {
+        let current = self.ca.trust();
+        if let Some(next) =
+            shared_trust::sync(&self.dir, self.ca.store().as_ref(), &current).await?
+        {
+            tracing::info!(
+                roots = next.roots().len(),
+                "serving the roots another node rotated to"
+            );
+            self.ca.set_trust(next);
+        }
+        Ok(())
     }
 
     /// Writes the step, then swaps in the issuer set the store now describes.
@@ -368,20 +393,23 @@ impl Rotation {
             return Err(RotationError::RootKeyOffline);
         }
         let key = CaKey::load(&path, self.keys.passphrase.as_ref()).map_err(CaError::from)?;
-        let root = self
-            .ca
-            .trust()
+        let trust = self.ca.trust();
+        let position = trust
             .roots()
             .iter()
-            .find(|r| {
+            .position(|r| {
                 X509Certificate::from_der(r)
                     .is_ok_and(|(_, c)| c.public_key().raw == key.spki_der().as_slice())
             })
-            .cloned()
             .ok_or_else(|| {
                 RotationError::Io(cause("no root in ca/roots.pem matches ca/root.key"))
             })?;
-        Ok((root, key))
+        // Roots are listed oldest first. Another node rotated the root: this node's key is
+        // the old root's, which must not sign new issuers.
+        if position + 1 != trust.roots().len() {
+            return Err(RotationError::RootSupersededHere);
+        }
+        Ok((trust.roots()[position].clone(), key))
     }
 
     /// A next issuer signed offline by one of our roots, directly or through the intermediates

@@ -156,6 +156,8 @@ pub enum DocKind {
     Lease,
     /// A node of a cluster → the issuers it holds keys for, and until when it counts.
     NodePresence,
+    /// The roots and cross certificates every node serves (after root rotations).
+    Trust,
     AcmeAuthz,
     AcmeEabKey,
     /// Issuer id → the last CRL number it signed (CRL numbers only ever grow).
@@ -193,6 +195,7 @@ impl DocKind {
             Self::AcmeUsedNonce => 16,
             Self::Lease => 17,
             Self::NodePresence => 18,
+            Self::Trust => 19,
         }
     }
 }

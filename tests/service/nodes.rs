@@ -500,6 +500,43 @@ async fn a_node_without_the_clusters_keys_refuses_to_start() {
     assert_eq!(node.get("/healthz").send().await.unwrap().status(), 200);
 }
 
+/// A root rotation on one node reaches the others through the store: they serve the new
+/// root and the cross certificates (`/roots.pem`, `/ca/cross.pem`) within seconds, no copy,
+/// no restart.
+#[tokio::test]
+async fn a_root_rotation_through_one_node_reaches_the_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, _front) = two_nodes(tmp.path(), "root_rotation", &[]).await;
+    let before = b.roots_pem().await;
+    a.cli_ok(&["ca", "rotate", "root"]);
+    let (roots, cross) = (a.roots_pem().await, a.get_text("/ca/cross.pem").await);
+    assert_eq!(roots.matches("BEGIN CERTIFICATE").count(), 2, "{roots}");
+    assert_eq!(cross.matches("BEGIN CERTIFICATE").count(), 2, "{cross}");
+    assert!(roots.starts_with(&before), "the old root stays first");
+    let rotated = std::time::Instant::now();
+    while b.roots_pem().await != roots {
+        assert!(
+            rotated.elapsed() < std::time::Duration::from_secs(6),
+            "B does not serve the new root 6 s after the rotation"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "B served the new root {:?} after the rotation",
+        rotated.elapsed()
+    );
+    assert_eq!(b.get_text("/ca/cross.pem").await, cross);
+    // B still holds the old root's key; it must not sign a new issuer with it.
+    b.cli_refused(
+        &["ca", "rotate", "prepare", "--family", "ecdsa"],
+        "another node rotated the root",
+    );
+    assert!(
+        issuer_in(&a, "ecdsa", "next").await.is_none(),
+        "nothing staged"
+    );
+}
+
 /// A CA for a database server's certificates.
 struct DbPki(rcgen::CertifiedIssuer<'static, rcgen::KeyPair>);
 
