@@ -3,7 +3,7 @@
 //! set the store now describes. The feed wakes it when any node commits (the store's
 //! `newest_event`), so the delay is the database's notification, milliseconds.
 //! A root rotation is not in the feed: the roots are compared with the store's every
-//! `TRUST_POLL` (`shared_trust`).
+//! `EVERY` (`shared_trust`).
 //! (`/validate` and OCSP need nothing: they read each certificate's state from the store.)
 
 use std::sync::Arc;
@@ -19,13 +19,12 @@ use crate::store::{MAX_PAGE, Store};
 
 /// How long a failed read of the feed waits before it is tried again.
 const RETRY: Duration = Duration::from_millis(500);
-/// How often an issuer set this node could not load is tried again: with key files, the
+/// How often an issuer set this node could not load is tried again (with key files, the
 /// operator copies a new issuer's key to each node after staging it there, and the node
-/// picks it up within this long, no restart.
-const RELOAD_RETRY: Duration = Duration::from_secs(2);
-/// How often the roots are compared with the store's: a root rotation is no event in the
-/// feed, and is rare enough that a read every few seconds is the cheaper way to learn it.
-const TRUST_POLL: Duration = Duration::from_secs(2);
+/// picks it up within this long, no restart), and the roots compared with the store's (a
+/// root rotation is no event in the feed, and rare enough that a read every few seconds is
+/// the cheaper way to learn it).
+const EVERY: Duration = Duration::from_secs(2);
 
 pub async fn follow(
     ca: Arc<Ca>,
@@ -38,13 +37,13 @@ pub async fn follow(
     let mut seen = *newest.borrow_and_update();
     // Issuers changed and this node has not loaded them yet.
     let mut unloaded = false;
-    let (mut trust_poll, mut trust_failing) = (tokio::time::interval(TRUST_POLL), false);
-    trust_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut tick, mut trust_failing) = (tokio::time::interval(EVERY), false);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             changed = newest.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(RELOAD_RETRY), if unloaded => {}
-            _ = trust_poll.tick() => {
+            // Then on to the reload below, when the last one failed.
+            _ = tick.tick() => {
                 match rotation.follow_trust().await {
                     Ok(()) => trust_failing = false,
                     // Said once, while it lasts (a database outage is reported elsewhere too).
@@ -54,7 +53,6 @@ pub async fn follow(
                     }
                     Err(_) => {}
                 }
-                continue;
             }
             () = shutdown.cancelled() => return,
         }
@@ -91,7 +89,7 @@ pub async fn follow(
                     tracing::info!("loaded the issuers another node changed");
                 }
                 Ok(()) => {}
-                // Said once; tried again every RELOAD_RETRY until the keys are here.
+                // Said once; tried again every EVERY until the keys are here.
                 Err(e) if !unloaded => {
                     unloaded = true;
                     tracing::error!(

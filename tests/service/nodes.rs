@@ -5,6 +5,7 @@ use enrollca_testkit::harness as common;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::acme::{Client, Responder, certificates, csr, roots_file};
 use common::device;
@@ -26,6 +27,21 @@ fn store_env(url: &str) -> Vec<(&'static str, String)> {
 
 fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Asks `done` every `every` until it says yes, and returns how long that took; fails the
+/// test with `what` once `bound` has passed.
+async fn eventually<F, Fut>(bound: Duration, every: Duration, what: &str, mut done: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < bound, "{what} (after {bound:?})");
+        tokio::time::sleep(every).await;
+    }
+    start.elapsed()
 }
 
 fn count(cluster: &Cluster, db: &str, sql: &str) -> u64 {
@@ -265,13 +281,13 @@ async fn a_revocation_on_one_node_is_seen_by_the_others_within_a_second() {
     let revoked_at = std::time::Instant::now();
     let v: Value = validate(&b).await.unwrap().json().await.unwrap();
     assert_eq!(v["status"], "revoked", "{v}");
-    while !crl_lists(&b, tmp.path(), &issuer, &serial).await {
-        assert!(
-            revoked_at.elapsed() < std::time::Duration::from_secs(1),
-            "B's CRL still lacks the revocation after 1 s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(1),
+        Duration::from_millis(20),
+        "B's CRL still lacks the revocation",
+        || crl_lists(&b, tmp.path(), &issuer, &serial),
+    )
+    .await;
     eprintln!(
         "B's CRL listed it {:?} after A revoked it",
         revoked_at.elapsed()
@@ -337,18 +353,14 @@ async fn a_rotation_through_one_node_takes_effect_on_the_other() {
 
     let key = format!("ca/issuers/{next_id}.key");
     std::fs::copy(a.data.join(&key), b.data.join(&key)).unwrap();
-    let copied = std::time::Instant::now();
-    while !offers_next_ca(&b).await {
-        assert!(
-            copied.elapsed() < std::time::Duration::from_secs(10),
-            "B never loaded the staged issuer after its key was copied"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    eprintln!(
-        "B served the staged CA {:?} after the key copy",
-        copied.elapsed()
-    );
+    let loaded = eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        "B never loaded the staged issuer after its key was copied",
+        || offers_next_ca(&b),
+    )
+    .await;
+    eprintln!("B served the staged CA {loaded:?} after the key copy");
     // B's GetNextCACert carries the staged CA's certificate.
     let next = b.get("/scep?operation=GetNextCACert").send().await.unwrap();
     assert_eq!(next.status(), 200);
@@ -428,14 +440,13 @@ async fn a_database_outage_is_answered_with_503_and_the_node_recovers_by_itself(
 
     pg.start();
     // Back by itself: the pool drops its dead connections and makes new ones.
-    let back = std::time::Instant::now();
-    while health().await.0 != 200 {
-        assert!(
-            back.elapsed() < std::time::Duration::from_secs(10),
-            "not back after 10 s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        "not back",
+        || async { health().await.0 == 200 },
+    )
+    .await;
     let out = scepclient(&server, &tmp.path().join("after"), "after", CHALLENGE);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     acme.register().await;
@@ -513,18 +524,14 @@ async fn a_root_rotation_through_one_node_reaches_the_others() {
     assert_eq!(roots.matches("BEGIN CERTIFICATE").count(), 2, "{roots}");
     assert_eq!(cross.matches("BEGIN CERTIFICATE").count(), 2, "{cross}");
     assert!(roots.starts_with(&before), "the old root stays first");
-    let rotated = std::time::Instant::now();
-    while b.roots_pem().await != roots {
-        assert!(
-            rotated.elapsed() < std::time::Duration::from_secs(6),
-            "B does not serve the new root 6 s after the rotation"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    eprintln!(
-        "B served the new root {:?} after the rotation",
-        rotated.elapsed()
-    );
+    let served = eventually(
+        Duration::from_secs(6),
+        Duration::from_millis(100),
+        "B does not serve the new root",
+        || async { b.roots_pem().await == roots },
+    )
+    .await;
+    eprintln!("B served the new root {served:?} after the rotation");
     assert_eq!(b.get_text("/ca/cross.pem").await, cross);
     // B still holds the old root's key; it must not sign a new issuer with it.
     b.cli_refused(
@@ -700,16 +707,17 @@ async fn webhook_delivery_moves_to_another_node_when_its_node_dies() {
     let wait_for = |n: usize| {
         let got = got.clone();
         async move {
-            let start = std::time::Instant::now();
-            while got.lock().unwrap().len() < n {
-                assert!(
-                    start.elapsed() < std::time::Duration::from_secs(30),
-                    "the webhook got {} of {n} events",
-                    got.lock().unwrap().len()
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            start.elapsed()
+            let what = format!("the webhook did not get {n} events");
+            eventually(
+                Duration::from_secs(30),
+                Duration::from_millis(50),
+                &what,
+                || {
+                    let have = got.lock().unwrap().len();
+                    async move { have >= n }
+                },
+            )
+            .await
         }
     };
 
