@@ -3,6 +3,7 @@
 //! `step` later) is one `Format`; ACME sees only `Verifier` and what it returns.
 
 mod apple;
+mod chain;
 mod object;
 
 use std::sync::Arc;
