@@ -285,6 +285,7 @@ challenges = ["device-attest-01"]
 issuer = "ecdsa"
 external_account_required = false
 attestation_key_types = ["p256", "p384"]
+attestation_formats = ["apple"]  # add "android-key" for Android devices (see `enrollca profile`)
 permanent_identifier = "serial-or-udid"  # or "client-identifier": one-time values the MDM mints (POST /api/v1/acme/client-identifiers)
 require_attestation = true       # false (client-identifier only): a device that cannot attest enrols on its ClientIdentifier alone
 device_inventory = "registered"  # devices the MDM registered (PUT /api/v1/devices/ID); or "webhook"

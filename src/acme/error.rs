@@ -249,10 +249,14 @@ impl From<StoreError> for AcmeError {
     }
 }
 
-/// Every failed check of an attestation is a `badAttestationStatement` naming that check.
+/// Every failed check of an attestation is a `badAttestationStatement` naming that check;
+/// an attestation we cannot judge yet is ours, and retryable.
 impl From<crate::attest::AttestError> for AcmeError {
     fn from(e: crate::attest::AttestError) -> Self {
-        Self::new(ProblemType::BadAttestationStatement, e.to_string())
+        match e {
+            crate::attest::AttestError::Unavailable(_) => Self::unavailable(e),
+            e => Self::new(ProblemType::BadAttestationStatement, e.to_string()),
+        }
     }
 }
 

@@ -301,7 +301,7 @@ pub struct Challenge {
 pub enum DeviceProof {
     /// A verified attestation: the key the CSR must carry, and the device. Encoded as a bare
     /// `Attestation`, as authorizations stored before `Unattested` existed have it.
-    Attested(Attestation),
+    Attested(Box<Attestation>),
     /// No attestation, on a profile that does not require one: the one-time
     /// ClientIdentifier alone vouched for its device, certified by the identifier registered
     /// for it. The CSR's key is then not known to be hardware-bound.
@@ -455,9 +455,9 @@ mod tests {
         // Earlier versions stored a bare `Attestation` under `attestation`.
         let legacy = cbor(&attestation);
         let read: DeviceProof = ciborium::from_reader(legacy.as_slice()).unwrap();
-        assert_eq!(read, DeviceProof::Attested(attestation.clone()));
+        assert_eq!(read, DeviceProof::Attested(Box::new(attestation.clone())));
         for proof in [
-            DeviceProof::Attested(attestation),
+            DeviceProof::Attested(Box::new(attestation)),
             DeviceProof::Unattested {
                 permanent_identifier: "C02X".into(),
             },

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::model::ChallengeType;
-use crate::attest::KeyType;
+use crate::attest::{AndroidPolicy, FormatName, KeyType};
 use crate::model::KeyFamily;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -22,8 +22,15 @@ pub struct AcmeSettings {
     /// The DNS server dns-01 asks for `_acme-challenge` TXT records; none: the system's
     /// (`/etc/resolv.conf`). Point it at a resolver that sees the zones clients publish to.
     pub dns01_resolver: Option<SocketAddr>,
-    /// Extra PEM root files trusted for device attestation, beside the built-in Apple root.
+    /// Extra PEM root files trusted for device attestation, beside the built-in Apple and
+    /// Google roots.
     pub attestation_roots: Vec<PathBuf>,
+    /// Google's attestation status list (revoked Android attestation keys): a file path or
+    /// an HTTP(S) URL, read when a profile accepts `android-key` and again every
+    /// `android_status_refresh`.
+    pub android_status_list: String,
+    #[serde(with = "humantime_serde")]
+    pub android_status_refresh: Duration,
     /// Named profiles, each served at `/acme/<name>/directory`. Setting any replaces the
     /// built-in `default` profile.
     pub profiles: BTreeMap<String, AcmeProfile>,
@@ -36,6 +43,8 @@ impl Default for AcmeSettings {
             tls_alpn01_port: 443,
             dns01_resolver: None,
             attestation_roots: Vec::new(),
+            android_status_list: GOOGLE_STATUS_LIST.to_owned(),
+            android_status_refresh: Duration::from_secs(3600),
             profiles: BTreeMap::from([
                 ("default".to_owned(), AcmeProfile::development()),
                 ("device".to_owned(), AcmeProfile::device()),
@@ -43,6 +52,9 @@ impl Default for AcmeSettings {
         }
     }
 }
+
+/// Where Google publishes the attestation status list.
+pub const GOOGLE_STATUS_LIST: &str = "https://android.googleapis.com/attestation/status";
 
 /// What one ACME directory issues, and to whom.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -65,6 +77,10 @@ pub struct AcmeProfile {
     pub terms_of_service: Option<String>,
     /// device-attest-01 profiles: key types an attested key may have.
     pub attestation_key_types: Vec<KeyType>,
+    /// device-attest-01 profiles: the attestation formats accepted (`apple`, `android-key`).
+    pub attestation_formats: Vec<FormatName>,
+    /// device-attest-01 profiles accepting `android-key`: what an Android device must show.
+    pub android: AndroidPolicy,
     /// device-attest-01 profiles: what a device orders as its permanent-identifier.
     pub permanent_identifier: PermanentIdentifier,
     /// device-attest-01 profiles: refuse a device that answers without an attestation.
@@ -154,6 +170,8 @@ impl Default for AcmeProfile {
             external_account_required: false,
             terms_of_service: None,
             attestation_key_types: vec![KeyType::P256, KeyType::P384],
+            attestation_formats: vec![FormatName::Apple],
+            android: AndroidPolicy::default(),
             permanent_identifier: PermanentIdentifier::SerialOrUdid,
             require_attestation: true,
             device_inventory: DeviceInventory::Registered,

@@ -15,7 +15,8 @@ use crate::acme::settings::DeviceInventory;
 use crate::acme::validation::Validators;
 use crate::acme::{AcmeService, Nonces, Profile};
 use crate::api::TokenHash;
-use crate::attest::{Apple, Verifier};
+use crate::attest::android::StatusList;
+use crate::attest::{AndroidKey, Apple, FormatName, Verifier};
 use crate::ca::KeyAccess;
 use crate::ca::passphrase;
 use crate::ca::pkcs11::Pkcs11Access;
@@ -267,7 +268,22 @@ pub async fn run(
             allow_single_des: config.scep.allow_single_des,
         },
     ));
-    let mut acme = acme_service(&config, ca.clone(), backing.clone())?;
+    let status_list = StatusList::default();
+    let mut acme = acme_service(&config, ca.clone(), backing.clone(), status_list.clone())?;
+    let android = FormatName::AndroidKey;
+    if config
+        .acme
+        .profiles
+        .values()
+        .any(|p| p.attests() && p.attestation_formats.contains(&android))
+    {
+        tokio::spawn(crate::attest::android::follow_status(
+            config.acme.android_status_list.clone(),
+            config.acme.android_status_refresh,
+            status_list,
+            shutdown.clone(),
+        ));
+    }
     // A node of a cluster: a client's requests may reach any node, so the nonces are the
     // cluster's; and what other nodes revoke or rotate reaches this one through the feed.
     if config.store.backend == BackendKind::Postgres {
@@ -430,7 +446,12 @@ fn pkcs11_access(ca: &crate::config::Ca) -> anyhow::Result<Option<Pkcs11Access>>
 }
 
 /// The ACME service with one profile per configured directory.
-fn acme_service(config: &Config, ca: Arc<Ca>, backing: Backing) -> anyhow::Result<AcmeService> {
+fn acme_service(
+    config: &Config,
+    ca: Arc<Ca>,
+    backing: Backing,
+    status_list: StatusList,
+) -> anyhow::Result<AcmeService> {
     let mut profiles = Vec::new();
     for (name, p) in &config.acme.profiles {
         let lifetime = p.lifetime.unwrap_or(config.issuance.lifetime);
@@ -459,6 +480,7 @@ fn acme_service(config: &Config, ca: Arc<Ca>, backing: Backing) -> anyhow::Resul
         });
     }
     let mut apple = Apple::new(Vec::new()).context("acme.attestation_roots")?;
+    let mut extra = Vec::new();
     for path in &config.acme.attestation_roots {
         let pem = std::fs::read(path)
             .with_context(|| format!("acme.attestation_roots: reading {}", path.display()))?;
@@ -472,10 +494,13 @@ fn acme_service(config: &Config, ca: Arc<Ca>, backing: Backing) -> anyhow::Resul
                 )
             })?;
         apple
-            .trust(certs)
+            .trust(certs.clone())
             .with_context(|| format!("acme.attestation_roots: {}", path.display()))?;
+        extra.extend(certs);
     }
-    let attestation = Verifier::new(vec![Arc::new(apple)]);
+    let android =
+        AndroidKey::new(&extra, status_list).context("acme.attestation_roots (android-key)")?;
+    let attestation = Verifier::new(vec![Arc::new(apple), Arc::new(android)]);
     let validators =
         Validators::new(&config.acme).context("setting up the challenge validators")?;
     Ok(AcmeService::new(

@@ -5,7 +5,9 @@
 use x509_parser::asn1_rs::oid;
 
 use super::chain::{self, Anchors};
-use super::{AttestError, Attestation, AttestationObject, DeviceFacts, Expected, Format, KeyType};
+use super::{
+    AttestError, Attestation, AttestationObject, DeviceFacts, Expected, Format, FormatName, KeyType,
+};
 use crate::csr::SubjectKey;
 
 /// Apple's root, shipped in `pki/` (its fingerprint is asserted by `tests/library/pki.rs`).
@@ -50,8 +52,8 @@ impl Apple {
 }
 
 impl Format for Apple {
-    fn name(&self) -> &'static str {
-        "apple"
+    fn name(&self) -> FormatName {
+        FormatName::Apple
     }
 
     fn verify(
@@ -103,7 +105,7 @@ impl Format for Apple {
         }
 
         let facts = DeviceFacts {
-            format: self.name().to_owned(),
+            format: self.name().as_str().to_owned(),
             serial: text(SERIAL, "serial number")?,
             udid: text(UDID, "UDID")?,
             os_version: text(OS_VERSION, "OS version")?,
@@ -111,6 +113,7 @@ impl Format for Apple {
             sip_status: integer(SIP_STATUS, "SIP status")?,
             secure_boot: text(SECURE_BOOT, "secure boot state")?,
             kext_status: integer(KEXT_STATUS, "kernel extension status")?,
+            ..DeviceFacts::default()
         };
         let same = |v: &Option<String>| {
             v.as_deref().is_some_and(|v| {

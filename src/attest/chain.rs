@@ -21,6 +21,9 @@ const VERIFIED_CACHE: usize = 64;
 pub(super) struct Anchors {
     roots: Vec<Root>,
     max_chain: usize,
+    /// Whether the leaf's issuer may be an end entity: Android's attestation key signs the
+    /// leaf under a certificate marked `CA:FALSE` (its chains are not RFC 5280 chains).
+    leaf_issuer_may_be_end_entity: bool,
     /// SHA-256 of certificates whose signature by a root has been verified.
     verified: Mutex<HashSet<[u8; 32]>>,
 }
@@ -57,8 +60,15 @@ impl Anchors {
         Self {
             roots: Vec::new(),
             max_chain,
+            leaf_issuer_may_be_end_entity: false,
             verified: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Accepts a leaf signed by a certificate that is not a CA's (Android's attestation key).
+    pub(super) fn leaf_issuer_may_be_end_entity(mut self) -> Self {
+        self.leaf_issuer_may_be_end_entity = true;
+        self
     }
 
     /// Trusts more roots (DER); none of them unless all parse, so a caller adding one
@@ -118,7 +128,10 @@ impl Anchors {
         }
         for (i, pair) in certs.windows(2).enumerate() {
             let (child, parent) = (&pair[0], &pair[1]);
-            if child.issuer().as_raw() != parent.subject().as_raw() || !parent.is_ca() {
+            let ca_required = i > 0 || !self.leaf_issuer_may_be_end_entity;
+            if child.issuer().as_raw() != parent.subject().as_raw()
+                || (ca_required && !parent.is_ca())
+            {
                 return Err(AttestError::Chain(format!(
                     "x5c[{i}] ({}) is not issued by x5c[{}] ({})",
                     child.subject(),

@@ -1,7 +1,8 @@
 //! Device attestation: evidence, signed by a device maker's CA, that a key lives in a device's
-//! secure hardware and which device that is. Each attestation format (`apple` now; `tpm` and
-//! `step` later) is one `Format`; ACME sees only `Verifier` and what it returns.
+//! secure hardware and which device that is. Each attestation format (`apple`, `android-key`)
+//! is one `Format`; ACME sees only `Verifier` and what it returns.
 
+pub mod android;
 mod apple;
 mod chain;
 mod object;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 pub use crate::model::DeviceFacts;
+pub use android::{AndroidKey, AndroidPolicy};
 pub use apple::Apple;
 pub use object::AttestationObject;
 
@@ -39,6 +41,26 @@ impl KeyType {
     }
 }
 
+/// The attestation formats enrollca verifies; a profile lists those it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FormatName {
+    /// Apple Managed Device Attestation.
+    Apple,
+    /// Android Key Attestation.
+    AndroidKey,
+}
+
+impl FormatName {
+    /// The attestation object's `fmt`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Apple => "apple",
+            Self::AndroidKey => "android-key",
+        }
+    }
+}
+
 /// A verified attestation: the hardware-bound key and the device it is in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attestation {
@@ -57,6 +79,9 @@ pub struct Expected<'a> {
     /// identifier, or what is registered for the device a ClientIdentifier stands for.
     pub identifiers: &'a [&'a str],
     pub key_types: &'a [KeyType],
+    /// The formats the profile accepts.
+    pub formats: &'a [FormatName],
+    pub android: &'a AndroidPolicy,
     pub now: OffsetDateTime,
 }
 
@@ -80,11 +105,18 @@ pub enum AttestError {
     Identifier(String),
     #[error("attested key: {0}")]
     Key(String),
+    /// The device's state is not what the profile demands (security level, boot state).
+    #[error("{0}")]
+    Device(String),
     /// The answer carries no attestation: a device that cannot attest (Apple ignores
     /// `Attest` on A10X and earlier and on Intel Macs with a T2). A profile decides whether
     /// its one-time ClientIdentifier may vouch for it instead.
     #[error("no attestation was supplied ({0})")]
     NotSupplied(String),
+    /// What the verdict needs is not at hand yet (a revocation list not loaded): ours, and
+    /// the same answer may succeed later.
+    #[error("cannot verify now: {0}")]
+    Unavailable(String),
     /// A configured trust anchor is unusable (a start-up error, never a client's).
     #[error("trust anchor: {0}")]
     Anchor(String),
@@ -93,7 +125,7 @@ pub enum AttestError {
 /// One attestation format's verifier.
 pub trait Format: Send + Sync {
     /// The `fmt` value it verifies.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> FormatName;
     /// Verifies the format's statement (`attStmt`) against what is expected.
     fn verify(
         &self,
@@ -129,9 +161,9 @@ impl Verifier {
         let format = self
             .formats
             .iter()
-            .find(|f| f.name() == object.fmt)
+            .find(|f| f.name().as_str() == object.fmt && expected.formats.contains(&f.name()))
             .ok_or_else(|| {
-                let names: Vec<_> = self.formats.iter().map(|f| f.name()).collect();
+                let names: Vec<_> = expected.formats.iter().map(|f| f.as_str()).collect();
                 AttestError::UnsupportedFormat(object.fmt.clone(), names.join(", "))
             })?;
         format.verify(&object, expected)

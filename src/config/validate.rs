@@ -75,6 +75,12 @@ impl Config {
                     ),
                 });
             }
+            if profile.attests() && profile.attestation_formats.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "acme.profiles",
+                    message: format!("profile `{name}` accepts no attestation format"),
+                });
+            }
             if profile.attests() && profile.attestation_key_types.is_empty() {
                 return Err(ConfigError::Invalid {
                     key: "acme.profiles",

@@ -75,4 +75,20 @@ pub struct DeviceFacts {
     /// Third-party kernel extension status (an integer; macOS only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kext_status: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imei: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meid: Option<String>,
+    /// Security patch level, `YYYY-MM` (Android).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_level: Option<String>,
+    /// Where the key lives: `trusted-environment` or `strongbox` (Android).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_level: Option<String>,
+    /// Verified-boot state: `verified` or `self-signed` (Android).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_boot: Option<String>,
+    /// The package(s) that generated the key, comma-separated (Android).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attesting_app: Option<String>,
 }

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use enrollca::attest::{Apple, AttestError, Expected, KeyType, Verifier, freshness_nonce};
+use enrollca::attest::{
+    AndroidPolicy, Apple, AttestError, Expected, FormatName, KeyType, Verifier, freshness_nonce,
+};
 use enrollca_testkit::attestation::{Leaf, TestAttestationCa, object};
 use time::{Duration, OffsetDateTime};
 
@@ -37,6 +39,8 @@ fn expect<'a>(token: &str, identifier: &'a [&'a str]) -> Expected<'a> {
         nonce: freshness_nonce(token),
         identifiers: identifier,
         key_types: &[KeyType::P256, KeyType::P384],
+        formats: &[FormatName::Apple],
+        android: Box::leak(Box::new(AndroidPolicy::default())),
         now: OffsetDateTime::now_utc(),
     }
 }
@@ -179,6 +183,8 @@ fn every_check_refuses_with_its_reason() {
     }
     let only_p256 = Expected {
         key_types: &[KeyType::P256],
+        formats: &[FormatName::Apple],
+        android: Box::leak(Box::new(AndroidPolicy::default())),
         ..expect("tok", &["C02XYZ123"])
     };
     let err = f

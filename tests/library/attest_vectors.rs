@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use enrollca::attest::{Apple, AttestError, Expected, KeyType, Verifier, freshness_nonce};
+use enrollca::attest::{
+    AndroidPolicy, Apple, AttestError, Expected, FormatName, KeyType, Verifier, freshness_nonce,
+};
 use time::macros::datetime;
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/attest");
@@ -20,6 +22,8 @@ fn expected() -> Expected<'static> {
         nonce: freshness_nonce("vector-token"),
         identifiers: &["C02VECTOR01"],
         key_types: &[KeyType::P256],
+        formats: &[FormatName::Apple],
+        android: Box::leak(Box::new(AndroidPolicy::default())),
         now: datetime!(2027-06-01 0:00 UTC),
     }
 }

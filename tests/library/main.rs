@@ -3,6 +3,7 @@
 //! shipped roots, issuance, and the store battery. One test binary: it links once.
 
 mod acme_vectors;
+mod android_vectors;
 mod apple;
 mod attest_vectors;
 mod csr_vectors;

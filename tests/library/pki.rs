@@ -22,3 +22,26 @@ fn apple_enterprise_attestation_root_fingerprint() {
     );
     assert!(cert.is_ca());
 }
+
+#[test]
+fn google_hardware_attestation_root_fingerprints() {
+    let pem = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/pki/google-hardware-attestation-roots.pem"
+    ))
+    .unwrap();
+    let certs = enrollca::encoding::pem_certs(&pem).unwrap();
+    let fingerprints: Vec<String> = certs
+        .iter()
+        .map(|c| enrollca::encoding::fingerprint(c))
+        .collect();
+    assert_eq!(
+        fingerprints,
+        [
+            // RSA-4096, serialNumber=f92009e853b6b045 (the 2022-2042 issue of the original key).
+            "CE:DB:1C:B6:DC:89:6A:E5:EC:79:73:48:BC:E9:28:67:53:C2:B3:8E:E7:1C:E0:FB:E3:4A:9A:12:48:80:0D:FC",
+            // P-384, Key Attestation CA1 (2025-2035): remotely provisioned devices from 2026.
+            "6D:9D:B4:CE:6C:5C:0B:29:31:66:D0:89:86:E0:57:74:A8:77:6C:EB:52:5D:9E:43:29:52:0D:E1:2B:A4:BC:C0",
+        ]
+    );
+}

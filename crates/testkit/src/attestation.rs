@@ -179,7 +179,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use enrollca::attest::{Apple, Expected, KeyType, Verifier, freshness_nonce};
+    use enrollca::attest::{
+        AndroidPolicy, Apple, Expected, FormatName, KeyType, Verifier, freshness_nonce,
+    };
 
     #[test]
     fn a_ca_made_by_openssl_loads_and_attests_under_its_root() {
@@ -214,6 +216,8 @@ mod tests {
             nonce: freshness_nonce("t"),
             identifiers: &["S1"],
             key_types: &[KeyType::P256],
+            formats: &[FormatName::Apple],
+            android: &AndroidPolicy::default(),
             now: OffsetDateTime::now_utc(),
         };
         verifier

@@ -147,10 +147,12 @@ impl AcmeService {
                 att_obj: Some(att_obj),
                 ..
             } => {
-                let (verifier, token, key_types) = (
+                let (verifier, token, key_types, formats, android) = (
                     Arc::clone(&self.attestation),
                     challenge.token.clone(),
                     profile.config.attestation_key_types.clone(),
+                    profile.config.attestation_formats.clone(),
+                    profile.config.android.clone(),
                 );
                 let identifiers = identifiers.clone();
                 // Two P-384 verifications and CBOR/X.509 parsing: off the reactor.
@@ -167,6 +169,8 @@ impl AcmeService {
                                 .map(String::as_str)
                                 .collect::<Vec<_>>(),
                             key_types: &key_types,
+                            formats: &formats,
+                            android: &android,
                             now,
                         },
                     )
@@ -182,7 +186,7 @@ impl AcmeService {
             )),
         };
         let outcome = match outcome {
-            Ok(attestation) => Ok(DeviceProof::Attested(attestation)),
+            Ok(attestation) => Ok(DeviceProof::Attested(Box::new(attestation))),
             // A device that cannot attest, on a profile that lets its one-time
             // ClientIdentifier (bound to a registered device) vouch for it instead.
             Err(AttestError::NotSupplied(why))
@@ -193,6 +197,11 @@ impl AcmeService {
                 Ok(DeviceProof::Unattested {
                     permanent_identifier: identifiers[0].clone(),
                 })
+            }
+            // Ours, and passing: the challenge stays pending for the device to retry.
+            Err(e @ AttestError::Unavailable(_)) => {
+                tracing::warn!(authz = %authz.value.id, problem = %e, "attestation not judged");
+                return Err(AcmeError::from(e));
             }
             Err(e) => {
                 tracing::info!(authz = %authz.value.id, identifier = %authz.value.identifier,

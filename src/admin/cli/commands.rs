@@ -575,6 +575,12 @@ fn print_cert(c: &CertView, json: bool) -> anyhow::Result<()> {
             ("sip", a.sip_status.map(|v| v.to_string())),
             ("secure-boot", a.secure_boot.clone()),
             ("kexts", a.kext_status.map(|v| v.to_string())),
+            ("imei", a.imei.clone()),
+            ("meid", a.meid.clone()),
+            ("patch", a.patch_level.clone()),
+            ("level", a.security_level.clone()),
+            ("boot", a.verified_boot.clone()),
+            ("app", a.attesting_app.clone()),
         ];
         let shown: Vec<String> = facts
             .iter()

@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use enrollca::attest::{Apple, Expected, KeyType, Verifier, freshness_nonce};
+use enrollca::attest::{AndroidPolicy, Apple, FormatName, Expected, KeyType, Verifier, freshness_nonce};
 use libfuzzer_sys::fuzz_target;
 
 static VERIFIER: OnceLock<Verifier> = OnceLock::new();
@@ -24,6 +24,8 @@ fuzz_target!(|data: &[u8]| {
         nonce: freshness_nonce("vector-token"),
         identifiers: &["C02VECTOR01"],
         key_types: &[KeyType::P256, KeyType::P384],
+        formats: &[FormatName::Apple],
+        android: &AndroidPolicy::default(),
         now: time::macros::datetime!(2027-06-01 0:00 UTC),
     };
     if let Ok(a) = verifier().verify(data, &expected) {
