@@ -3,6 +3,7 @@
 //! run the binary with. Nothing here ships in the product.
 
 pub mod acme;
+pub mod android;
 pub mod attestation;
 pub mod harness;
 pub mod scep;
