@@ -264,7 +264,9 @@ allow_single_des = true            # false refuses DES-encrypted requests (micro
 http01_port = 80
 tls_alpn01_port = 443
 # dns01_resolver = "127.0.0.1:53"  # DNS server asked for dns-01 TXT records; default: the system's
-attestation_roots = []            # PEM roots trusted beside Apple's, for device-attest-01
+attestation_roots = []            # PEM roots trusted beside Apple's and Google's, for device-attest-01
+android_status_list = "https://android.googleapis.com/attestation/status"  # revoked Android attestation keys: URL or file
+android_status_refresh = "1h"     # read again this often (only when a profile accepts android-key)
 
 # One directory per profile: https://<host>/acme/<name>/directory.
 [acme.profiles.default]
@@ -291,6 +293,10 @@ require_attestation = true       # false (client-identifier only): a device that
 device_inventory = "registered"  # devices the MDM registered (PUT /api/v1/devices/ID); or "webhook"
 # inventory_webhook_url = "https://mdm.internal/enrollca/device"  # with "webhook": 2xx admits
 subject_serial = false           # true: the attested serial number goes into the subject
+# [acme.profiles.device.android]  # with "android-key":
+# security_level = "trusted-environment"  # or "strongbox"
+# boot_states = ["verified"]      # add "self-signed" for an owner-signed OS (GrapheneOS); the bootloader must be locked regardless
+# identifier = "serial"           # the attested ID the order names: "serial", "imei" or "meid"
 
 [events]
 # webhook_url = "https://mdm.internal/enrollca/events"   # every event POSTed, in order

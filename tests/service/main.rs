@@ -6,6 +6,7 @@ mod acme;
 mod acme_challenges;
 mod acme_dns01;
 mod attest;
+mod attest_android;
 mod connections;
 mod crl;
 mod ddm;

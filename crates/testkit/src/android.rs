@@ -29,6 +29,8 @@ pub struct AndroidLeaf {
     pub boot_state: u32,
     /// Whether the hardware-enforced list carries a root of trust at all.
     pub root_of_trust: bool,
+    /// Extension bytes to carry instead of the encoded KeyDescription (malformed cases).
+    pub raw_extension: Option<Vec<u8>>,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
 }
@@ -44,6 +46,7 @@ impl Default for AndroidLeaf {
             device_locked: true,
             boot_state: 0,
             root_of_trust: true,
+            raw_extension: None,
             not_before: now - Duration::minutes(5),
             not_after: now + Duration::days(1),
         }
@@ -61,7 +64,12 @@ fn sequence(members: &[Vec<u8>]) -> Vec<u8> {
 fn set(members: &[Vec<u8>]) -> Vec<u8> {
     let content = members.concat();
     der(&Any::new(
-        Header::new(Class::Universal, true, Tag::Set, Length::Definite(content.len())),
+        Header::new(
+            Class::Universal,
+            true,
+            Tag::Set,
+            Length::Definite(content.len()),
+        ),
         &content,
     ))
 }
@@ -69,7 +77,12 @@ fn set(members: &[Vec<u8>]) -> Vec<u8> {
 /// `[tag] EXPLICIT value`.
 fn explicit(tag: u32, value: Vec<u8>) -> Vec<u8> {
     der(&Any::new(
-        Header::new(Class::ContextSpecific, true, Tag(tag), Length::Definite(value.len())),
+        Header::new(
+            Class::ContextSpecific,
+            true,
+            Tag(tag),
+            Length::Definite(value.len()),
+        ),
         &value,
     ))
 }
@@ -195,7 +208,9 @@ impl TestAndroidCa {
         p.not_after = leaf.not_after;
         p.custom_extensions.push(CustomExtension::from_oid_content(
             &KEY_DESCRIPTION,
-            key_description(leaf),
+            leaf.raw_extension
+                .clone()
+                .unwrap_or_else(|| key_description(leaf)),
         ));
         Ok(p.signed_by(device_key, &self.attestation)?.der().to_vec())
     }
@@ -253,8 +268,14 @@ mod tests {
         assert_eq!(a.facts.serial.as_deref(), Some("R5CT1000"));
         assert_eq!(a.facts.os_version.as_deref(), Some("15.0.0"));
         assert_eq!(a.facts.patch_level.as_deref(), Some("2026-11"));
-        assert_eq!(a.facts.security_level.as_deref(), Some("trusted-environment"));
+        assert_eq!(
+            a.facts.security_level.as_deref(),
+            Some("trusted-environment")
+        );
         assert_eq!(a.facts.verified_boot.as_deref(), Some("verified"));
-        assert_eq!(a.facts.attesting_app.as_deref(), Some("com.example.mdm.agent"));
+        assert_eq!(
+            a.facts.attesting_app.as_deref(),
+            Some("com.example.mdm.agent")
+        );
     }
 }
