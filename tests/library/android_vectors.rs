@@ -280,3 +280,20 @@ fn every_truncation_of_a_real_key_description_is_refused_without_panic() {
         );
     }
 }
+
+#[test]
+fn the_fuzz_seeds_are_the_real_leaves_key_descriptions() {
+    for (name, _) in VALID {
+        let ders = chain(name);
+        let (_, leaf) = X509Certificate::from_der(&ders[0]).unwrap();
+        let ext = leaf
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == "1.3.6.1.4.1.11129.2.1.17")
+            .unwrap()
+            .value
+            .to_vec();
+        let seed = std::fs::read(format!("{DIR}/key-descriptions/{name}.der")).unwrap();
+        assert_eq!(seed, ext, "{name}");
+    }
+}

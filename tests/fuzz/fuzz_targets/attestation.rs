@@ -1,12 +1,15 @@
 //! Untrusted device-attest-01 answers: the CBOR attestation object and the certificate chain
-//! inside it, verified against the vector root at a time the vector is valid.
-//! `RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz attestation CORPUS` (seed CORPUS
-//! from tests/vectors/attest/apple-valid.cbor).
+//! inside it, verified against the vector roots (Apple's test root, Google's) at a time the
+//! vectors are valid. `RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz attestation
+//! CORPUS` (seed CORPUS from tests/vectors/attest: an Apple-style and a real Android object).
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
 
-use enrollca::attest::{AndroidPolicy, Apple, FormatName, Expected, KeyType, Verifier, freshness_nonce};
+use enrollca::attest::android::{Revoked, StatusList};
+use enrollca::attest::{
+    AndroidKey, AndroidPolicy, Apple, Expected, FormatName, KeyType, Verifier, freshness_nonce,
+};
 use libfuzzer_sys::fuzz_target;
 
 static VERIFIER: OnceLock<Verifier> = OnceLock::new();
@@ -15,7 +18,8 @@ fn verifier() -> &'static Verifier {
     VERIFIER.get_or_init(|| {
         let root = include_bytes!("../../vectors/attest/root.pem");
         let roots = enrollca::encoding::pem_certs(root).unwrap();
-        Verifier::new(vec![Arc::new(Apple::new(roots).unwrap())])
+        let android = AndroidKey::new(&[], StatusList::loaded(Revoked::default())).unwrap();
+        Verifier::new(vec![Arc::new(Apple::new(roots).unwrap()), Arc::new(android)])
     })
 }
 
@@ -24,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         nonce: freshness_nonce("vector-token"),
         identifiers: &["C02VECTOR01"],
         key_types: &[KeyType::P256, KeyType::P384],
-        formats: &[FormatName::Apple],
+        formats: &[FormatName::Apple, FormatName::AndroidKey],
         android: &AndroidPolicy::default(),
         now: time::macros::datetime!(2027-06-01 0:00 UTC),
     };
@@ -32,4 +36,10 @@ fuzz_target!(|data: &[u8]| {
         // Only the vector's genuine chain can pass; what passes names the ordered device.
         assert_eq!(a.facts.serial.as_deref(), Some("C02VECTOR01"));
     }
+    // The real Android chain is valid in 2025; it attests no serial, so nothing passes.
+    let android = Expected {
+        now: time::macros::datetime!(2025-06-01 0:00 UTC),
+        ..expected
+    };
+    assert!(verifier().verify(data, &android).is_err());
 });
