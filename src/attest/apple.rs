@@ -6,9 +6,8 @@ use x509_parser::asn1_rs::oid;
 
 use super::chain::{self, Anchors};
 use super::{
-    AttestError, Attestation, AttestationObject, DeviceFacts, Expected, Format, FormatName, KeyType,
+    AttestError, Attestation, AttestationObject, DeviceFacts, Expected, Format, FormatName,
 };
-use crate::csr::SubjectKey;
 
 /// Apple's root, shipped in `pki/` (its fingerprint is asserted by `tests/library/pki.rs`).
 const APPLE_ROOT_PEM: &[u8] = include_bytes!("../../pki/apple-enterprise-attestation-root-ca.pem");
@@ -133,16 +132,7 @@ impl Format for Apple {
         }
 
         let spki = leaf.public_key();
-        let key = SubjectKey::of(spki)
-            .ok()
-            .and_then(KeyType::of)
-            .ok_or_else(|| AttestError::Key("the leaf's key is not P-256 or P-384".into()))?;
-        if !expected.key_types.contains(&key) {
-            return Err(AttestError::Key(format!(
-                "{key:?} keys are not accepted by this profile (accepted: {:?})",
-                expected.key_types
-            )));
-        }
+        expected.accepts_key(spki)?;
         Ok(Attestation {
             spki: spki.raw.to_vec(),
             facts,

@@ -85,6 +85,26 @@ pub struct Expected<'a> {
     pub now: OffsetDateTime,
 }
 
+impl Expected<'_> {
+    /// The attested key must be of a type the profile accepts.
+    fn accepts_key(
+        &self,
+        spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>,
+    ) -> Result<(), AttestError> {
+        let key = SubjectKey::of(spki)
+            .ok()
+            .and_then(KeyType::of)
+            .ok_or_else(|| AttestError::Key("the leaf's key is not P-256 or P-384".into()))?;
+        if !self.key_types.contains(&key) {
+            return Err(AttestError::Key(format!(
+                "{key:?} keys are not accepted by this profile (accepted: {:?})",
+                self.key_types
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// The freshness nonce an attestation for a challenge must carry: SHA-256 of its token.
 pub fn freshness_nonce(token: &str) -> [u8; 32] {
     crate::encoding::sha256(token.as_bytes())

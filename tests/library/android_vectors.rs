@@ -32,14 +32,19 @@ fn decoding(name: &str) -> Value {
     serde_json::from_str(&json).unwrap()
 }
 
-fn description(der: &[u8]) -> KeyDescription {
-    let (_, leaf) = X509Certificate::from_der(der).unwrap();
-    let ext = leaf
-        .extensions()
+/// The leaf's KeyDescription extension, DER.
+fn extension(leaf: &[u8]) -> Vec<u8> {
+    let (_, leaf) = X509Certificate::from_der(leaf).unwrap();
+    leaf.extensions()
         .iter()
         .find(|e| e.oid.to_id_string() == "1.3.6.1.4.1.11129.2.1.17")
-        .expect("the leaf carries a KeyDescription");
-    KeyDescription::parse(ext.value).unwrap()
+        .expect("the leaf carries a KeyDescription")
+        .value
+        .to_vec()
+}
+
+fn description(leaf: &[u8]) -> KeyDescription {
+    KeyDescription::parse(&extension(leaf)).unwrap()
 }
 
 fn verifier(revoked: Revoked) -> Verifier {
@@ -222,35 +227,20 @@ fn a_chain_through_a_revoked_intermediate_is_refused_naming_it() {
 
 #[test]
 fn what_real_devices_get_wrong_is_refused_or_tolerated_as_google_does() {
-    // Software attestation (an emulator): its root is not Google's hardware root.
     let v = verifier(Revoked::default());
-    let err = verify(
-        &v,
-        "marlin_sdk29_TEE_EC_NONE",
-        &[0; 32],
-        &["X"],
-        &AndroidPolicy::default(),
-        datetime!(2025-01-01 0:00 UTC),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(&err, AttestError::Chain(m) if m.contains("not a trusted attestation root")),
-        "{err}"
-    );
-    // A leaf edited after signing (its tags reordered): the signature check catches it.
-    let err = verify(
-        &v,
-        "invalid_tags_not_in_ascending_order",
-        &[0; 32],
-        &["X"],
-        &AndroidPolicy::default(),
-        datetime!(2025-01-01 0:00 UTC),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(&err, AttestError::Chain(m) if m.contains("does not verify")),
-        "{err}"
-    );
+    for (name, why) in [
+        // Software attestation (an emulator): its root is not Google's hardware root.
+        ("marlin_sdk29_TEE_EC_NONE", "not a trusted attestation root"),
+        // A leaf edited after signing (its tags reordered): the signature check catches it.
+        ("invalid_tags_not_in_ascending_order", "does not verify"),
+    ] {
+        let at = datetime!(2025-01-01 0:00 UTC);
+        let err = verify(&v, name, &[0; 32], &["X"], &AndroidPolicy::default(), at).unwrap_err();
+        assert!(
+            matches!(&err, AttestError::Chain(m) if m.contains(why)),
+            "{name}: {err}"
+        );
+    }
     // A device that encodes TRUE as 0x01 (BER, not DER) is read as locked.
     let d = description(&chain("invalid_malformed_rot_device_locked")[0]);
     assert!(d.hardware_enforced.root_of_trust.unwrap().device_locked);
@@ -263,15 +253,7 @@ fn what_real_devices_get_wrong_is_refused_or_tolerated_as_google_does() {
 
 #[test]
 fn every_truncation_of_a_real_key_description_is_refused_without_panic() {
-    let der = chain("caiman_sdk36_SB_EC_RKP")[0].clone();
-    let (_, leaf) = X509Certificate::from_der(&der).unwrap();
-    let ext = leaf
-        .extensions()
-        .iter()
-        .find(|e| e.oid.to_id_string() == "1.3.6.1.4.1.11129.2.1.17")
-        .unwrap()
-        .value
-        .to_vec();
+    let ext = extension(&chain("caiman_sdk36_SB_EC_RKP")[0]);
     KeyDescription::parse(&ext).unwrap();
     for len in 0..ext.len() {
         assert!(
@@ -284,15 +266,7 @@ fn every_truncation_of_a_real_key_description_is_refused_without_panic() {
 #[test]
 fn the_fuzz_seeds_are_the_real_leaves_key_descriptions() {
     for (name, _) in VALID {
-        let ders = chain(name);
-        let (_, leaf) = X509Certificate::from_der(&ders[0]).unwrap();
-        let ext = leaf
-            .extensions()
-            .iter()
-            .find(|e| e.oid.to_id_string() == "1.3.6.1.4.1.11129.2.1.17")
-            .unwrap()
-            .value
-            .to_vec();
+        let ext = extension(&chain(name)[0]);
         let seed = std::fs::read(format!("{DIR}/key-descriptions/{name}.der")).unwrap();
         assert_eq!(seed, ext, "{name}");
     }

@@ -15,9 +15,8 @@ pub use status::{Revoked, StatusList, follow as follow_status};
 
 use super::chain::{self, Anchors};
 use super::{
-    AttestError, Attestation, AttestationObject, DeviceFacts, Expected, Format, FormatName, KeyType,
+    AttestError, Attestation, AttestationObject, DeviceFacts, Expected, Format, FormatName,
 };
-use crate::csr::SubjectKey;
 
 /// Google's roots, shipped in `pki/` (fingerprints asserted by `tests/library/pki.rs`).
 const GOOGLE_ROOTS_PEM: &[u8] =
@@ -235,16 +234,7 @@ impl Format for AndroidKey {
         }
 
         let spki = leaf.public_key();
-        let key = SubjectKey::of(spki)
-            .ok()
-            .and_then(KeyType::of)
-            .ok_or_else(|| AttestError::Key("the leaf's key is not P-256 or P-384".into()))?;
-        if !expected.key_types.contains(&key) {
-            return Err(AttestError::Key(format!(
-                "{key:?} keys are not accepted by this profile (accepted: {:?})",
-                expected.key_types
-            )));
-        }
+        expected.accepts_key(spki)?;
         let os_version = hardware.os_version.map(|v| {
             // 160000 is 16.0.0; 0 means unknown.
             format!("{}.{}.{}", v / 10000, v / 100 % 100, v % 100)
