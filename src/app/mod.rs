@@ -16,7 +16,7 @@ use crate::acme::validation::Validators;
 use crate::acme::{AcmeService, Nonces, Profile};
 use crate::api::TokenHash;
 use crate::attest::android::StatusList;
-use crate::attest::{AndroidKey, Apple, FormatName, Verifier};
+use crate::attest::{AndroidKey, Apple, FormatName, Verifier, YubiKeyPiv};
 use crate::ca::KeyAccess;
 use crate::ca::passphrase;
 use crate::ca::pkcs11::Pkcs11Access;
@@ -500,7 +500,8 @@ fn acme_service(
     }
     let android =
         AndroidKey::new(&extra, status_list).context("acme.attestation_roots (android-key)")?;
-    let attestation = Verifier::new(vec![Arc::new(apple), Arc::new(android)]);
+    let yubikey = YubiKeyPiv::new(&extra).context("acme.attestation_roots (step)")?;
+    let attestation = Verifier::new(vec![Arc::new(apple), Arc::new(android), Arc::new(yubikey)]);
     let validators =
         Validators::new(&config.acme).context("setting up the challenge validators")?;
     Ok(AcmeService::new(

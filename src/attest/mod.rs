@@ -1,11 +1,13 @@
 //! Device attestation: evidence, signed by a device maker's CA, that a key lives in a device's
-//! secure hardware and which device that is. Each attestation format (`apple`, `android-key`)
+//! secure hardware and which device that is. Each attestation format (`apple`, `android-key`,
+//! `step`)
 //! is one `Format`; ACME sees only `Verifier` and what it returns.
 
 pub mod android;
 mod apple;
 mod chain;
 mod object;
+mod yubikey;
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ pub use crate::model::DeviceFacts;
 pub use android::{AndroidKey, AndroidPolicy};
 pub use apple::Apple;
 pub use object::AttestationObject;
+pub use yubikey::{PinPolicy, PivExtensions, TouchPolicy, YubiKeyPiv, YubiKeyPolicy};
 
 use crate::csr::SubjectKey;
 
@@ -49,6 +52,8 @@ pub enum FormatName {
     Apple,
     /// Android Key Attestation.
     AndroidKey,
+    /// YubiKey PIV attestation, as step-ca defines it.
+    Step,
 }
 
 impl FormatName {
@@ -57,6 +62,7 @@ impl FormatName {
         match self {
             Self::Apple => "apple",
             Self::AndroidKey => "android-key",
+            Self::Step => "step",
         }
     }
 }
@@ -75,6 +81,9 @@ pub struct Attestation {
 pub struct Expected<'a> {
     /// SHA-256 of the challenge token (the freshness nonce).
     pub nonce: [u8; 32],
+    /// The challenge's key authorization (token `.` account key thumbprint): what a format
+    /// without a freshness field (`step`) signs with the attested key.
+    pub key_authorization: &'a str,
     /// What the attested serial number or UDID must be (either): the order's permanent
     /// identifier, or what is registered for the device a ClientIdentifier stands for.
     pub identifiers: &'a [&'a str],
@@ -82,6 +91,7 @@ pub struct Expected<'a> {
     /// The formats the profile accepts.
     pub formats: &'a [FormatName],
     pub android: &'a AndroidPolicy,
+    pub yubikey: &'a YubiKeyPolicy,
     pub now: OffsetDateTime,
 }
 
@@ -125,6 +135,9 @@ pub enum AttestError {
     Identifier(String),
     #[error("attested key: {0}")]
     Key(String),
+    /// The attested key did not prove it answers this challenge.
+    #[error("proof of possession: {0}")]
+    Proof(String),
     /// The device's state is not what the profile demands (security level, boot state).
     #[error("{0}")]
     Device(String),

@@ -91,4 +91,17 @@ pub struct DeviceFacts {
     /// The package(s) that generated the key, comma-separated (Android).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attesting_app: Option<String>,
+    /// Firmware version, `major.minor.patch` (YubiKey).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
+    /// When the key asks for the PIN: `never`, `once`, `always`, `match-once`,
+    /// `match-always` (YubiKey).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_policy: Option<String>,
+    /// When the key asks for a touch: `never`, `always`, `cached` (YubiKey).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub touch_policy: Option<String>,
+    /// The model's form factor, e.g. `usb-c-keychain` (YubiKey).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub form_factor: Option<String>,
 }

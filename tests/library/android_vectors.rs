@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use enrollca::attest::android::{BootState, KeyDescription, Revoked, SecurityLevel, StatusList};
 use enrollca::attest::{
-    AndroidKey, AndroidPolicy, AttestError, Expected, FormatName, KeyType, Verifier,
+    AndroidKey, AndroidPolicy, AttestError, Expected, FormatName, KeyType, Verifier, YubiKeyPolicy,
 };
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -66,10 +66,12 @@ fn verify(
         &object,
         &Expected {
             nonce: challenge.try_into().unwrap_or([0; 32]),
+            key_authorization: "",
             identifiers,
             key_types: &[KeyType::P256],
             formats: &[FormatName::AndroidKey],
             android: policy,
+            yubikey: &YubiKeyPolicy::default(),
             now,
         },
     )

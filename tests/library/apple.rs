@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use enrollca::attest::{
-    AndroidPolicy, Apple, AttestError, Expected, FormatName, KeyType, Verifier, freshness_nonce,
+    AndroidPolicy, Apple, AttestError, Expected, FormatName, KeyType, Verifier, YubiKeyPolicy,
+    freshness_nonce,
 };
 use enrollca_testkit::attestation::{Leaf, TestAttestationCa, object};
 use time::{Duration, OffsetDateTime};
@@ -37,10 +38,12 @@ fn leaf(token: &str) -> Leaf {
 fn expect<'a>(token: &str, identifier: &'a [&'a str]) -> Expected<'a> {
     Expected {
         nonce: freshness_nonce(token),
+        key_authorization: "",
         identifiers: identifier,
         key_types: &[KeyType::P256, KeyType::P384],
         formats: &[FormatName::Apple],
         android: Box::leak(Box::new(AndroidPolicy::default())),
+        yubikey: Box::leak(Box::new(YubiKeyPolicy::default())),
         now: OffsetDateTime::now_utc(),
     }
 }
@@ -184,7 +187,6 @@ fn every_check_refuses_with_its_reason() {
     let only_p256 = Expected {
         key_types: &[KeyType::P256],
         formats: &[FormatName::Apple],
-        android: Box::leak(Box::new(AndroidPolicy::default())),
         ..expect("tok", &["C02XYZ123"])
     };
     let err = f

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use enrollca::attest::{
-    AndroidPolicy, Apple, AttestError, Expected, FormatName, KeyType, Verifier, freshness_nonce,
+    AndroidPolicy, Apple, AttestError, Expected, FormatName, KeyType, Verifier, YubiKeyPolicy,
+    freshness_nonce,
 };
 use time::macros::datetime;
 
@@ -20,10 +21,12 @@ fn verifier() -> Verifier {
 fn expected() -> Expected<'static> {
     Expected {
         nonce: freshness_nonce("vector-token"),
+        key_authorization: "",
         identifiers: &["C02VECTOR01"],
         key_types: &[KeyType::P256],
         formats: &[FormatName::Apple],
         android: Box::leak(Box::new(AndroidPolicy::default())),
+        yubikey: Box::leak(Box::new(YubiKeyPolicy::default())),
         now: datetime!(2027-06-01 0:00 UTC),
     }
 }
@@ -44,6 +47,7 @@ fn the_stored_attestation_verifies_and_names_its_device_and_key() {
     let v = verifier();
     let other_token = Expected {
         nonce: freshness_nonce("other"),
+        key_authorization: "",
         ..expected()
     };
     assert!(matches!(

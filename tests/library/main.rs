@@ -12,3 +12,4 @@ mod migrate;
 mod pki;
 mod scep_vectors;
 mod store_battery;
+mod yubikey;

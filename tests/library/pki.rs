@@ -45,3 +45,27 @@ fn google_hardware_attestation_root_fingerprints() {
         ]
     );
 }
+
+#[test]
+fn yubico_piv_attestation_root_fingerprints() {
+    let pem = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/pki/yubico-piv-attestation-roots.pem"
+    ))
+    .unwrap();
+    let certs = enrollca::encoding::pem_certs(&pem).unwrap();
+    let fingerprints: Vec<String> = certs
+        .iter()
+        .map(|c| enrollca::encoding::fingerprint(c))
+        .collect();
+    assert_eq!(
+        fingerprints,
+        [
+            // Yubico PIV Root CA Serial 263751, the 2018 issue (pathlen 1) of the original key:
+            // YubiKeys before firmware 5.7.4.
+            "63:EC:E9:14:E5:4D:D8:79:15:F3:40:33:C8:5A:F4:C0:69:6B:A1:51:2F:8A:DD:66:CE:D7:38:33:12:07:B5:46",
+            // Yubico Attestation Root 1 (2024-12-01 on): firmware 5.7.4 and later.
+            "62:76:0C:6A:6E:F9:16:79:F4:54:C8:90:2B:80:FD:00:98:25:B3:F2:5D:A9:0F:1F:BA:CE:2E:C6:58:6C:D5:A8",
+        ]
+    );
+}

@@ -234,7 +234,9 @@ mod tests {
 
     use super::*;
     use enrollca::attest::android::{Revoked, StatusList};
-    use enrollca::attest::{AndroidKey, AndroidPolicy, Expected, FormatName, KeyType, Verifier};
+    use enrollca::attest::{
+        AndroidKey, AndroidPolicy, Expected, FormatName, KeyType, Verifier, YubiKeyPolicy,
+    };
 
     #[test]
     fn a_synthetic_attestation_verifies_and_each_field_reads_back() {
@@ -255,10 +257,12 @@ mod tests {
                 &ca.attest(&device, &leaf).unwrap(),
                 &Expected {
                     nonce,
+                    key_authorization: "",
                     identifiers: &["R5CT1000"],
                     key_types: &[KeyType::P256],
                     formats: &[FormatName::AndroidKey],
                     android: &AndroidPolicy::default(),
+                    yubikey: &YubiKeyPolicy::default(),
                     now: OffsetDateTime::now_utc(),
                 },
             )

@@ -180,7 +180,8 @@ mod tests {
 
     use super::*;
     use enrollca::attest::{
-        AndroidPolicy, Apple, Expected, FormatName, KeyType, Verifier, freshness_nonce,
+        AndroidPolicy, Apple, Expected, FormatName, KeyType, Verifier, YubiKeyPolicy,
+        freshness_nonce,
     };
 
     #[test]
@@ -214,10 +215,12 @@ mod tests {
         };
         let expected = Expected {
             nonce: freshness_nonce("t"),
+            key_authorization: "",
             identifiers: &["S1"],
             key_types: &[KeyType::P256],
             formats: &[FormatName::Apple],
             android: &AndroidPolicy::default(),
+            yubikey: &YubiKeyPolicy::default(),
             now: OffsetDateTime::now_utc(),
         };
         verifier

@@ -7,3 +7,4 @@ pub mod android;
 pub mod attestation;
 pub mod harness;
 pub mod scep;
+pub mod yubikey;

@@ -59,7 +59,7 @@ impl AcmeService {
         if kind == ChallengeType::DeviceAttest01 {
             let answer: AttestationAnswer = jws.json()?;
             return self
-                .attest(&req.profile, authz, answer)
+                .attest(&req.profile, authz, answer, &account.key.thumbprint())
                 .await
                 .map(|a| (a, kind));
         }
@@ -121,6 +121,7 @@ impl AcmeService {
         profile: &Profile,
         authz: Stored<Authorization>,
         answer: AttestationAnswer,
+        thumbprint: &str,
     ) -> Result<Authorization, AcmeError> {
         let now = self.now();
         let kind = ChallengeType::DeviceAttest01;
@@ -147,13 +148,15 @@ impl AcmeService {
                 att_obj: Some(att_obj),
                 ..
             } => {
-                let (verifier, token, key_types, formats, android) = (
+                let (verifier, token, key_types, formats, android, yubikey) = (
                     Arc::clone(&self.attestation),
                     challenge.token.clone(),
                     profile.config.attestation_key_types.clone(),
                     profile.config.attestation_formats.clone(),
                     profile.config.android.clone(),
+                    profile.config.yubikey.clone(),
                 );
+                let key_authorization = format!("{token}.{thumbprint}");
                 let identifiers = identifiers.clone();
                 // Two P-384 verifications and CBOR/X.509 parsing: off the reactor.
                 tokio::task::spawn_blocking(move || {
@@ -164,6 +167,7 @@ impl AcmeService {
                         &bytes,
                         &Expected {
                             nonce: freshness_nonce(&token),
+                            key_authorization: &key_authorization,
                             identifiers: &identifiers
                                 .iter()
                                 .map(String::as_str)
@@ -171,6 +175,7 @@ impl AcmeService {
                             key_types: &key_types,
                             formats: &formats,
                             android: &android,
+                            yubikey: &yubikey,
                             now,
                         },
                     )

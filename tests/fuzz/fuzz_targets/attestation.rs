@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use enrollca::attest::android::{Revoked, StatusList};
 use enrollca::attest::{
-    AndroidKey, AndroidPolicy, Apple, Expected, FormatName, KeyType, Verifier, freshness_nonce,
+    AndroidKey, AndroidPolicy, YubiKeyPolicy, Apple, Expected, FormatName, KeyType, Verifier, freshness_nonce,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -26,10 +26,12 @@ fn verifier() -> &'static Verifier {
 fuzz_target!(|data: &[u8]| {
     let expected = Expected {
         nonce: freshness_nonce("vector-token"),
+        key_authorization: "",
         identifiers: &["C02VECTOR01"],
         key_types: &[KeyType::P256, KeyType::P384],
         formats: &[FormatName::Apple, FormatName::AndroidKey],
         android: &AndroidPolicy::default(),
+        yubikey: &YubiKeyPolicy::default(),
         now: time::macros::datetime!(2027-06-01 0:00 UTC),
     };
     if let Ok(a) = verifier().verify(data, &expected) {
