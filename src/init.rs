@@ -287,7 +287,7 @@ challenges = ["device-attest-01"]
 issuer = "ecdsa"
 external_account_required = false
 attestation_key_types = ["p256", "p384"]
-attestation_formats = ["apple"]  # add "android-key" for Android devices (see `enrollca profile`)
+attestation_formats = ["apple"]  # add "android-key" (Android), "step" (YubiKey PIV); see `enrollca profile`
 permanent_identifier = "serial-or-udid"  # or "client-identifier": one-time values the MDM mints (POST /api/v1/acme/client-identifiers)
 require_attestation = true       # false (client-identifier only): a device that cannot attest enrols on its ClientIdentifier alone
 device_inventory = "registered"  # devices the MDM registered (PUT /api/v1/devices/ID); or "webhook"
@@ -297,6 +297,9 @@ subject_serial = false           # true: the attested serial number goes into th
 # security_level = "trusted-environment"  # or "strongbox"
 # boot_states = ["verified"]      # add "self-signed" for an owner-signed OS (GrapheneOS); the bootloader must be locked regardless
 # identifier = "serial"           # the attested ID the order names: "serial", "imei" or "meid"
+# [acme.profiles.device.yubikey]  # with "step":
+# require_pin = false             # true: only keys that demand the PIN (policy once/always)
+# require_touch = false           # true: only keys that demand a touch (policy always/cached)
 
 [events]
 # webhook_url = "https://mdm.internal/enrollca/events"   # every event POSTed, in order

@@ -581,6 +581,10 @@ fn print_cert(c: &CertView, json: bool) -> anyhow::Result<()> {
             ("level", a.security_level.clone()),
             ("boot", a.verified_boot.clone()),
             ("app", a.attesting_app.clone()),
+            ("firmware", a.firmware.clone()),
+            ("pin", a.pin_policy.clone()),
+            ("touch", a.touch_policy.clone()),
+            ("form", a.form_factor.clone()),
         ];
         let shown: Vec<String> = facts
             .iter()

@@ -1,0 +1,224 @@
+//! ACME device-attest-01 with YubiKey PIV attestation (`step`) against the real binary: a
+//! synthetic Yubico-style CA (root and a key's `f9` certificate) trusted through
+//! `acme.attestation_roots`, on a profile that takes Apple devices and YubiKeys and requires
+//! a PIN. A registered YubiKey enrols; each false attestation is refused with
+//! `badAttestationStatement` naming its check, and nothing is issued.
+
+use enrollca_testkit::harness as common;
+
+use common::acme::Client;
+use common::device::*;
+use common::*;
+use enrollca_testkit::yubikey::{
+    TestYubicoCa, YubiKeyLeaf, serial_der, sign_key_authorization, step_object,
+};
+use serde_json::json;
+use time::{Duration, OffsetDateTime};
+
+const YUBIKEY_SERIAL: &str = "5000001";
+
+/// A server whose `device` profile takes Apple devices and YubiKeys with a PIN, trusting `ca`.
+fn yubikey_server(tmp: &std::path::Path, ca: &TestYubicoCa) -> Server {
+    let data = init_dir(tmp, &[], &[]);
+    let root = tmp.join("yubico-root.pem");
+    std::fs::write(&root, ca.root_pem()).unwrap();
+    let path = data.join("config.toml");
+    let config = std::fs::read_to_string(&path)
+        .unwrap()
+        .replacen(
+            "attestation_roots = []",
+            &format!("attestation_roots = [{:?}]", root.to_str().unwrap()),
+            1,
+        )
+        .replacen(
+            "attestation_formats = [\"apple\"]",
+            "attestation_formats = [\"apple\", \"step\"]",
+            1,
+        )
+        .replacen(
+            "# [acme.profiles.device.yubikey]",
+            "[acme.profiles.device.yubikey]",
+            1,
+        )
+        .replacen("# require_pin = false", "require_pin = true", 1);
+    std::fs::write(&path, config).unwrap();
+    Server::start(&data, &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_yubikey_enrols_and_each_false_attestation_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = TestYubicoCa::generate("Test").unwrap();
+    let stranger = TestYubicoCa::generate("Stranger").unwrap();
+    let server = yubikey_server(tmp.path(), &ca);
+    assert_eq!(
+        register(&server, "yubikey-1", json!({"serial": YUBIKEY_SERIAL})).await,
+        201
+    );
+    let mut device = Client::new(&server, "device").await;
+    device.register().await;
+    let key = rcgen::KeyPair::generate().unwrap();
+
+    let pending = order_for(&mut device, YUBIKEY_SERIAL).await;
+    let key_authorization = device.key.key_authorization(&pending.token);
+    let att = ca
+        .attest(&key, &YubiKeyLeaf::default(), &key_authorization)
+        .unwrap();
+    let resp = answer(&mut device, &pending, &att).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    assert_eq!(resp.body["status"], "valid");
+    let resp = finalize(&mut device, &pending, &key, "YubiKey 5000001").await;
+    assert_eq!(resp.status, 200, "finalize: {}", resp.text);
+    assert_eq!(resp.body["status"], "valid");
+    let cert_url = resp.body["certificate"].as_str().unwrap().to_owned();
+    let chain = device.post(&cert_url, None).await.text;
+    let parts = split_pem(tmp.path(), "yubikey", &chain);
+    assert_eq!(
+        permanent_identifier(&std::fs::read(&parts[0]).unwrap()),
+        YUBIKEY_SERIAL
+    );
+    let key_path = tmp.path().join("yubikey.key");
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    assert_certifies_key(&parts[0], &key_path);
+
+    // The MDM sees what the YubiKey attested.
+    let view = server.get_json("/api/v1/devices/yubikey-1").await;
+    let cert = &view["certificates"][0];
+    assert_eq!(cert["attested"], true);
+    let facts = &cert["attestation"];
+    assert_eq!(facts["format"], "step");
+    assert_eq!(facts["serial"], YUBIKEY_SERIAL);
+    assert_eq!(facts["firmware"], "5.7.4");
+    assert_eq!(facts["pin_policy"], "once");
+    assert_eq!(facts["touch_policy"], "never");
+    assert_eq!(facts["form_factor"], "usb-c-keychain");
+    let serial = cert["serial"].as_str().unwrap().to_owned();
+    let shown = stdout(&server.cli(&["cert", "show", &serial]));
+    assert!(
+        shown.contains(
+            "serial=5000001 firmware=5.7.4 pin=once touch=never form=usb-c-keychain (step)"
+        ),
+        "{shown}"
+    );
+
+    let now = OffsetDateTime::now_utc();
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    type Make<'a> = Box<dyn Fn(&str) -> Vec<u8> + 'a>;
+    let signed = |leaf: YubiKeyLeaf| -> Make {
+        let (ca, key) = (&ca, &key);
+        Box::new(move |ka: &str| {
+            let x5c = [ca.leaf(key, &leaf).unwrap(), ca.f9_der()];
+            step_object(&x5c, &sign_key_authorization(key, ka), -7)
+        })
+    };
+    let cases: Vec<(&str, Make, &str)> = vec![
+        (
+            "signature over another challenge",
+            Box::new(|ka: &str| {
+                ca.attest(&key, &YubiKeyLeaf::default(), &format!("x{ka}"))
+                    .unwrap()
+            }),
+            "proof of possession: the signature over this challenge's key authorization",
+        ),
+        (
+            "signature by another key than the attested one",
+            Box::new(|ka: &str| {
+                let x5c = [ca.leaf(&key, &YubiKeyLeaf::default()).unwrap(), ca.f9_der()];
+                step_object(&x5c, &sign_key_authorization(&other_key, ka), -7)
+            }),
+            "proof of possession",
+        ),
+        (
+            "unknown root",
+            Box::new(|ka: &str| stranger.attest(&key, &YubiKeyLeaf::default(), ka).unwrap()),
+            "not a trusted attestation root",
+        ),
+        (
+            "slot attestation expired",
+            signed(YubiKeyLeaf {
+                not_before: now - Duration::days(3),
+                not_after: now - Duration::days(1),
+                ..YubiKeyLeaf::default()
+            }),
+            "expired at",
+        ),
+        (
+            "f9 certificate missing",
+            Box::new(|ka: &str| {
+                let x5c = [ca.leaf(&key, &YubiKeyLeaf::default()).unwrap()];
+                step_object(&x5c, &sign_key_authorization(&key, ka), -7)
+            }),
+            "not a trusted attestation root",
+        ),
+        (
+            "another YubiKey's serial",
+            signed(YubiKeyLeaf {
+                serial: Some(serial_der(5_000_002)),
+                ..YubiKeyLeaf::default()
+            }),
+            "identifier: the order is for `5000001`, the YubiKey attests serial number 5000002",
+        ),
+        (
+            "PIN never (the profile requires one)",
+            signed(YubiKeyLeaf {
+                policy: Some(vec![1, 2]),
+                ..YubiKeyLeaf::default()
+            }),
+            "PIN policy: the key's is never, the profile requires a PIN",
+        ),
+        (
+            "serial extension malformed",
+            signed(YubiKeyLeaf {
+                serial: Some(vec![0x02, 0x05, 0x01]),
+                ..YubiKeyLeaf::default()
+            }),
+            "the YubiKey serial number extension",
+        ),
+        (
+            "alg not ES256",
+            Box::new(|ka: &str| {
+                let x5c = [ca.leaf(&key, &YubiKeyLeaf::default()).unwrap(), ca.f9_der()];
+                step_object(&x5c, &sign_key_authorization(&key, ka), -257)
+            }),
+            "`alg` is not -7",
+        ),
+    ];
+    for (name, make, why) in &cases {
+        let pending = order_for(&mut device, YUBIKEY_SERIAL).await;
+        let ka = device.key.key_authorization(&pending.token);
+        let resp = answer(&mut device, &pending, &make(&ka)).await;
+        assert_eq!(resp.status, 400, "{name}: {}", resp.text);
+        assert_eq!(resp.problem(), "badAttestationStatement", "{name}");
+        let detail = resp.body["detail"].as_str().unwrap();
+        assert!(detail.contains(why), "{name}: {detail}");
+        assert_eq!(
+            device.post(&pending.order_url, None).await.body["status"],
+            "invalid",
+            "{name}"
+        );
+    }
+
+    // A CSR for another key than the attested one.
+    let pending = order_for(&mut device, YUBIKEY_SERIAL).await;
+    let ka = device.key.key_authorization(&pending.token);
+    let att = ca.attest(&key, &YubiKeyLeaf::default(), &ka).unwrap();
+    assert_eq!(answer(&mut device, &pending, &att).await.status, 200);
+    let resp = finalize(&mut device, &pending, &other_key, "x").await;
+    assert_eq!(resp.problem(), "badCSR", "{}", resp.text);
+
+    // A YubiKey serial the MDM never registered is not ordered at all.
+    let url = device.url("newOrder");
+    let resp = device
+        .post(
+            &url,
+            Some(json!({"identifiers": [{"type": "permanent-identifier", "value": "7777777"}]})),
+        )
+        .await;
+    assert_eq!(resp.problem(), "rejectedIdentifier", "{}", resp.text);
+
+    assert_eq!(
+        certificate_count(&server).await,
+        1,
+        "only the genuine enrolment"
+    );
+}
