@@ -212,6 +212,23 @@ fn a_synthetic_yubikey_verifies_and_its_facts_are_recorded() {
 }
 
 #[test]
+fn a_yubikey_4_3_f9_certificate_without_basic_constraints_chains() {
+    let ca = TestYubicoCa::generate_with("YubiKey 4.3", false).unwrap();
+    let f9_der = ca.f9_der();
+    let (_, f9) = X509Certificate::from_der(&f9_der).unwrap();
+    assert!(f9.basic_constraints().unwrap().is_none());
+    let roots = enrollca::encoding::pem_certs(ca.root_pem().as_bytes()).unwrap();
+    let device = KeyPair::generate().unwrap();
+    let object = ca
+        .attest(&device, &YubiKeyLeaf::default(), KEY_AUTHORIZATION)
+        .unwrap();
+    let policy = YubiKeyPolicy::default();
+    verifier(&roots)
+        .verify(&object, &expected(&["5000001"], &policy))
+        .unwrap();
+}
+
+#[test]
 fn every_check_refuses_with_its_reason() {
     let f = fixture();
     let device = KeyPair::generate().unwrap();
@@ -412,4 +429,28 @@ fn every_check_refuses_with_its_reason() {
     let err = f.verifier.verify(&good, &apple_only).unwrap_err();
     assert!(matches!(err, AttestError::UnsupportedFormat(..)), "{err}");
     assert_eq!(serial_der(5_000_001), [0x02, 0x03, 0x4c, 0x4b, 0x41]);
+}
+
+#[test]
+fn the_fuzz_seeds_are_the_real_certificates() {
+    for entry in std::fs::read_dir(format!("{DIR}/der")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        assert_eq!(std::fs::read(&path).unwrap(), der(&name), "{name}");
+    }
+    // The attestation target's `step` seed: the real 5.7.4 chain with a placeholder signature.
+    let seed = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/vectors/attest/yubikey5-fw574-step.cbor"
+    ))
+    .unwrap();
+    assert_eq!(
+        seed,
+        real(&[
+            "yubikey5-fw574-9c-a",
+            "yubikey5-fw574-f9",
+            "yubico-piv-attestation-b-1",
+            "yubico-attestation-intermediate-b-1",
+        ])
+    );
 }

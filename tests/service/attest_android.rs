@@ -141,6 +141,25 @@ async fn an_android_device_enrols_and_each_false_attestation_is_refused() {
         "{shown}"
     );
 
+    // What `enrollca profile` tells the MDM's Android agent.
+    let guide = stdout(&server.cli_listening(&[
+        "profile",
+        "acme",
+        "--format",
+        "android",
+        "--client-identifier",
+        ANDROID_SERIAL,
+    ]));
+    for needed in [
+        format!("TLS of {}/acme/device/directory", server.https),
+        format!("\"value\": \"{ANDROID_SERIAL}\""),
+        "setAttestationChallenge(SHA-256(token".to_owned(),
+        "\"fmt\": \"android-key\"".to_owned(),
+        "a boot state in [\"verified\"]".to_owned(),
+    ] {
+        assert!(guide.contains(&needed), "`{needed}` in:\n{guide}");
+    }
+
     let now = OffsetDateTime::now_utc();
     type Make<'a> = Box<dyn Fn(&str) -> Vec<u8> + 'a>;
     let with = |change: &'static dyn Fn(&mut AndroidLeaf)| -> Make {

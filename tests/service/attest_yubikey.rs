@@ -101,6 +101,44 @@ async fn a_yubikey_enrols_and_each_false_attestation_is_refused() {
         "{shown}"
     );
 
+    // What `enrollca profile` tells the YubiKey's holder: the step command with this
+    // server's directory, the roots it serves over HTTP, and the profile's PIN demand.
+    let guide = stdout(&server.cli_listening(&[
+        "profile",
+        "acme",
+        "--format",
+        "yubikey",
+        "--client-identifier",
+        YUBIKEY_SERIAL,
+    ]));
+    assert!(
+        guide.contains(&format!(
+            "step ca certificate '5000001' yubikey.crt --acme {}/acme/device/directory",
+            server.https
+        )) && guide.contains("--pin-policy once (or always)"),
+        "{guide}"
+    );
+    let roots_url = format!("{}/roots.pem", server.http);
+    assert!(guide.contains(&format!("curl -fsS {roots_url}")), "{guide}");
+    let roots = reqwest::get(&roots_url).await.unwrap();
+    assert_eq!(roots.status(), 200);
+    assert!(roots.text().await.unwrap().contains("BEGIN CERTIFICATE"));
+    // The profile takes no Android devices: it says so instead of printing false steps.
+    let refused = server.cli(&[
+        "profile",
+        "acme",
+        "--format",
+        "android",
+        "--client-identifier",
+        YUBIKEY_SERIAL,
+    ]);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        why.contains("does not accept `android-key` attestations"),
+        "{why}"
+    );
+
     let now = OffsetDateTime::now_utc();
     let other_key = rcgen::KeyPair::generate().unwrap();
     type Make<'a> = Box<dyn Fn(&str) -> Vec<u8> + 'a>;

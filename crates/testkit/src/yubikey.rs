@@ -62,6 +62,12 @@ pub struct TestYubicoCa {
 impl TestYubicoCa {
     /// `label` goes into the root's name, so two test CAs are told apart.
     pub fn generate(label: &str) -> Result<Self, rcgen::Error> {
+        Self::generate_with(label, true)
+    }
+
+    /// As YubiKey 4.3 did when `f9_is_ca` is false: an `f9` certificate without
+    /// basicConstraints.
+    pub fn generate_with(label: &str, f9_is_ca: bool) -> Result<Self, rcgen::Error> {
         let ca = |cn: String, constraint| {
             let mut p = CertificateParams::default();
             p.is_ca = IsCa::Ca(constraint);
@@ -78,10 +84,13 @@ impl TestYubicoCa {
             KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?,
         )?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let params = ca(
+        let mut params = ca(
             "Yubico PIV Attestation".into(),
             BasicConstraints::Constrained(0),
         );
+        if !f9_is_ca {
+            params.is_ca = IsCa::NoCa;
+        }
         let f9_der = params.signed_by(&key, &root)?.der().to_vec();
         Ok(Self {
             root_pem: root.pem(),

@@ -8,13 +8,14 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    AcmeCommand, CaCommand, CertCommand, ChallengeCommand, Cli, Command, InitArgs, PayloadFormat,
-    ProfileCommand, RotateCommand, ScepCommand, StoreCommand, TokenCommand,
+    AcmeCommand, AcmeFormat, CaCommand, CertCommand, ChallengeCommand, Cli, Command, InitArgs,
+    PayloadFormat, ProfileCommand, RotateCommand, ScepCommand, StoreCommand, TokenCommand,
 };
 use crate::admin::{Backend, data_dir, dir_config};
 use crate::api::views::{CertView, ChallengeBody, IssueBody};
 use crate::api::{ClientIdentifierBody, EabBody, PrepareBody, RootBody, TokenBody};
 use crate::app::{ServeOptions, serve};
+use crate::attest::FormatName;
 use crate::ca::passphrase;
 use crate::ca::{KeyFamily, KeySpec};
 use crate::init::{InitOptions, Source, init};
@@ -243,9 +244,39 @@ async fn run_profile(cmd: ProfileCommand) -> anyhow::Result<()> {
                 key_size,
                 subject: &subject,
             };
+            // Devices that take no Apple payload: the steps their agent takes.
+            let accepts = |kind: FormatName| {
+                anyhow::ensure!(
+                    p.attestation_formats.contains(&kind),
+                    "ACME profile `{profile}` does not accept `{}` attestations \
+                     (attestation_formats = {:?}): add it first",
+                    kind.as_str(),
+                    p.attestation_formats
+                        .iter()
+                        .map(|f| f.as_str())
+                        .collect::<Vec<_>>()
+                );
+                Ok(())
+            };
+            let roots_url = format!("{}/roots.pem", config.listen.public_url());
+            let agent = payload::Agent {
+                directory_url: &directory_url,
+                roots_url: &roots_url,
+                identifier: &client_identifier,
+                subject: &subject,
+                profile: p,
+            };
             match format {
-                PayloadFormat::Plist => print!("{}", payload::to_xml(acme.profile_payload())?),
-                PayloadFormat::Ddm => print!("{}", acme.credential().document),
+                AcmeFormat::Plist => print!("{}", payload::to_xml(acme.profile_payload())?),
+                AcmeFormat::Ddm => print!("{}", acme.credential().document),
+                AcmeFormat::Android => {
+                    accepts(FormatName::AndroidKey)?;
+                    print!("{}", agent.android());
+                }
+                AcmeFormat::Yubikey => {
+                    accepts(FormatName::Step)?;
+                    print!("{}", agent.yubikey());
+                }
             }
         }
         ProfileCommand::Scep {

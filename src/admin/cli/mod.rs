@@ -88,7 +88,7 @@ enum ProfileCommand {
         #[command(flatten)]
         target: Target,
         #[arg(long, value_enum, default_value = "plist")]
-        format: PayloadFormat,
+        format: AcmeFormat,
         /// The ACME profile (it must offer device-attest-01).
         #[arg(long, default_value = "device")]
         profile: String,
@@ -138,7 +138,20 @@ enum ProfileCommand {
     },
 }
 
-/// How `enrollca profile` writes what it makes.
+/// How `enrollca profile acme` writes what it makes, by kind of device.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AcmeFormat {
+    /// A configuration profile payload, as an XML property list (Apple).
+    Plist,
+    /// A declarative device management credential (Apple; see `scep --format ddm`).
+    Ddm,
+    /// What an Android MDM agent (a device-owner app) does to enrol with `android-key`.
+    Android,
+    /// The step CLI command that enrols a YubiKey's PIV key with `step`.
+    Yubikey,
+}
+
+/// How `enrollca profile scep` writes what it makes.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum PayloadFormat {
     /// A configuration profile payload, as an XML property list.

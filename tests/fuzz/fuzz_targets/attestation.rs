@@ -1,14 +1,16 @@
 //! Untrusted device-attest-01 answers: the CBOR attestation object and the certificate chain
 //! inside it, verified against the vector roots (Apple's test root, Google's) at a time the
 //! vectors are valid. `RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz attestation
-//! CORPUS` (seed CORPUS from tests/vectors/attest: an Apple-style and a real Android object).
+//! CORPUS` (seed CORPUS from tests/vectors/attest: an Apple-style object, a real Android one
+//! and a real YubiKey chain in a `step` statement).
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
 
 use enrollca::attest::android::{Revoked, StatusList};
 use enrollca::attest::{
-    AndroidKey, AndroidPolicy, YubiKeyPolicy, Apple, Expected, FormatName, KeyType, Verifier, freshness_nonce,
+    AndroidKey, AndroidPolicy, Apple, Expected, FormatName, KeyType, Verifier, YubiKeyPiv,
+    YubiKeyPolicy, freshness_nonce,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -19,17 +21,21 @@ fn verifier() -> &'static Verifier {
         let root = include_bytes!("../../vectors/attest/root.pem");
         let roots = enrollca::encoding::pem_certs(root).unwrap();
         let android = AndroidKey::new(&[], StatusList::loaded(Revoked::default())).unwrap();
-        Verifier::new(vec![Arc::new(Apple::new(roots).unwrap()), Arc::new(android)])
+        Verifier::new(vec![
+            Arc::new(Apple::new(roots).unwrap()),
+            Arc::new(android),
+            Arc::new(YubiKeyPiv::new(&[]).unwrap()),
+        ])
     })
 }
 
 fuzz_target!(|data: &[u8]| {
     let expected = Expected {
         nonce: freshness_nonce("vector-token"),
-        key_authorization: "",
+        key_authorization: "vector-token.thumbprint",
         identifiers: &["C02VECTOR01"],
         key_types: &[KeyType::P256, KeyType::P384],
-        formats: &[FormatName::Apple, FormatName::AndroidKey],
+        formats: &[FormatName::Apple, FormatName::AndroidKey, FormatName::Step],
         android: &AndroidPolicy::default(),
         yubikey: &YubiKeyPolicy::default(),
         now: time::macros::datetime!(2027-06-01 0:00 UTC),
@@ -38,7 +44,8 @@ fuzz_target!(|data: &[u8]| {
         // Only the vector's genuine chain can pass; what passes names the ordered device.
         assert_eq!(a.facts.serial.as_deref(), Some("C02VECTOR01"));
     }
-    // The real Android chain is valid in 2025; it attests no serial, so nothing passes.
+    // The real Android chain is valid in 2025 and attests no serial; the real YubiKey chain
+    // carries no signature by its key over this key authorization: nothing else passes.
     let android = Expected {
         now: time::macros::datetime!(2025-06-01 0:00 UTC),
         ..expected

@@ -516,6 +516,22 @@ impl Server {
         all.extend(["--data", self.data.to_str().unwrap(), "--url", &self.https]);
         enrollca(&all, &[])
     }
+
+    /// `cli` with the listen addresses this server was given (tests bind ephemeral ports;
+    /// a deployment's config names its own), so URLs it prints are this server's.
+    pub fn cli_listening(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--data", self.data.to_str().unwrap(), "--url", &self.https]);
+        let http = self.http.trim_start_matches("http://");
+        let https = self.https.trim_start_matches("https://");
+        enrollca(
+            &all,
+            &[
+                ("ENROLLCA_LISTEN_HTTP", http),
+                ("ENROLLCA_LISTEN_HTTPS", https),
+            ],
+        )
+    }
 }
 
 impl Drop for Server {
