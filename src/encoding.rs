@@ -37,3 +37,19 @@ pub fn to_pem(label: &str, der: &[u8]) -> String {
     out.push_str(&format!("-----END {label}-----\n"));
     out
 }
+
+/// RFC 4043 PermanentIdentifier, the otherName a device certificate names its device by
+/// (and a TPM's AIK certificate may).
+#[derive(der::Sequence)]
+pub(crate) struct PermanentIdentifier<'a> {
+    #[asn1(optional = "true")]
+    pub(crate) identifier_value: Option<der::asn1::Utf8StringRef<'a>>,
+    #[asn1(optional = "true")]
+    pub(crate) assigner: Option<der::asn1::ObjectIdentifier>,
+}
+
+impl PermanentIdentifier<'_> {
+    /// id-on-permanentIdentifier.
+    pub(crate) const OID: der::asn1::ObjectIdentifier =
+        der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.8.3");
+}

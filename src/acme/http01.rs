@@ -99,13 +99,13 @@ impl Http01 {
             };
             AcmeError::new(ProblemType::Connection, format!("{url}: {detail}"))
         };
-        if let Ok(ip) = identifier.value.parse::<IpAddr>() {
-            if !self.targets.permits(ip) {
-                return Err(AcmeError::new(
-                    ProblemType::Connection,
-                    format!("{url}: {NOT_PERMITTED}"),
-                ));
-            }
+        if let Ok(ip) = identifier.value.parse::<IpAddr>()
+            && !self.targets.permits(ip)
+        {
+            return Err(AcmeError::new(
+                ProblemType::Connection,
+                format!("{url}: {NOT_PERMITTED}"),
+            ));
         }
         let mut response = self
             .client

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::model::ChallengeType;
-use crate::attest::{AndroidPolicy, FormatName, KeyType, YubiKeyPolicy};
+use crate::attest::{AndroidPolicy, FormatName, KeyType, TpmPolicy, YubiKeyPolicy};
 use crate::model::KeyFamily;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -78,12 +78,14 @@ pub struct AcmeProfile {
     /// device-attest-01 profiles: key types an attested key may have.
     pub attestation_key_types: Vec<KeyType>,
     /// device-attest-01 profiles: the attestation formats accepted (`apple`, `android-key`,
-    /// `step`).
+    /// `step`, `tpm`).
     pub attestation_formats: Vec<FormatName>,
     /// device-attest-01 profiles accepting `android-key`: what an Android device must show.
     pub android: AndroidPolicy,
     /// device-attest-01 profiles accepting `step`: what a YubiKey's key must demand.
     pub yubikey: YubiKeyPolicy,
+    /// device-attest-01 profiles accepting `tpm`: where the device identity is read, SHA-1.
+    pub tpm: TpmPolicy,
     /// device-attest-01 profiles: what a device orders as its permanent-identifier.
     pub permanent_identifier: PermanentIdentifier,
     /// device-attest-01 profiles: refuse a device that answers without an attestation.
@@ -176,6 +178,7 @@ impl Default for AcmeProfile {
             attestation_formats: vec![FormatName::Apple],
             android: AndroidPolicy::default(),
             yubikey: YubiKeyPolicy::default(),
+            tpm: TpmPolicy::default(),
             permanent_identifier: PermanentIdentifier::SerialOrUdid,
             require_attestation: true,
             device_inventory: DeviceInventory::Registered,

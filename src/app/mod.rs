@@ -16,7 +16,7 @@ use crate::acme::validation::Validators;
 use crate::acme::{AcmeService, Nonces, Profile};
 use crate::api::TokenHash;
 use crate::attest::android::StatusList;
-use crate::attest::{AndroidKey, Apple, FormatName, Verifier, YubiKeyPiv};
+use crate::attest::{AndroidKey, Apple, FormatName, Tpm, Verifier, YubiKeyPiv};
 use crate::ca::KeyAccess;
 use crate::ca::passphrase;
 use crate::ca::pkcs11::Pkcs11Access;
@@ -501,7 +501,13 @@ fn acme_service(
     let android =
         AndroidKey::new(&extra, status_list).context("acme.attestation_roots (android-key)")?;
     let yubikey = YubiKeyPiv::new(&extra).context("acme.attestation_roots (step)")?;
-    let attestation = Verifier::new(vec![Arc::new(apple), Arc::new(android), Arc::new(yubikey)]);
+    let tpm = Tpm::new(&extra).context("acme.attestation_roots (tpm)")?;
+    let attestation = Verifier::new(vec![
+        Arc::new(apple),
+        Arc::new(android),
+        Arc::new(yubikey),
+        Arc::new(tpm),
+    ]);
     let validators =
         Validators::new(&config.acme).context("setting up the challenge validators")?;
     Ok(AcmeService::new(
@@ -557,7 +563,7 @@ async fn sweep(
                 if !lease.held() {
                     continue;
                 }
-                if sweeps % ACCOUNT_SWEEP_EVERY == 0 {
+                if sweeps.is_multiple_of(ACCOUNT_SWEEP_EVERY) {
                     match acme.purge_abandoned_accounts().await {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(purged = n, "abandoned ACME accounts deleted"),

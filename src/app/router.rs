@@ -277,15 +277,14 @@ async fn ocsp(state: &AppState, der: &[u8], get: bool) -> axum::response::Respon
                 answer.der,
             )
                 .into_response();
-            if let (true, Some(age)) = (get, answer.max_age) {
-                if let Ok(v) = format!(
+            if let (true, Some(age)) = (get, answer.max_age)
+                && let Ok(v) = format!(
                     "max-age={}, public, no-transform, must-revalidate",
                     age.as_secs()
                 )
                 .parse()
-                {
-                    response.headers_mut().insert(header::CACHE_CONTROL, v);
-                }
+            {
+                response.headers_mut().insert(header::CACHE_CONTROL, v);
             }
             response
         }

@@ -1,12 +1,13 @@
 //! Device attestation: evidence, signed by a device maker's CA, that a key lives in a device's
 //! secure hardware and which device that is. Each attestation format (`apple`, `android-key`,
-//! `step`)
+//! `step`, `tpm`)
 //! is one `Format`; ACME sees only `Verifier` and what it returns.
 
 pub mod android;
 mod apple;
 mod chain;
 mod object;
+pub mod tpm;
 mod yubikey;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ pub use crate::model::DeviceFacts;
 pub use android::{AndroidKey, AndroidPolicy};
 pub use apple::Apple;
 pub use object::AttestationObject;
+pub use tpm::{Tpm, TpmIdentifier, TpmPolicy};
 pub use yubikey::{PinPolicy, PivExtensions, TouchPolicy, YubiKeyPiv, YubiKeyPolicy};
 
 use crate::csr::SubjectKey;
@@ -54,6 +56,8 @@ pub enum FormatName {
     AndroidKey,
     /// YubiKey PIV attestation, as step-ca defines it.
     Step,
+    /// TPM 2.0 key attestation (WebAuthn's `tpm`).
+    Tpm,
 }
 
 impl FormatName {
@@ -63,6 +67,7 @@ impl FormatName {
             Self::Apple => "apple",
             Self::AndroidKey => "android-key",
             Self::Step => "step",
+            Self::Tpm => "tpm",
         }
     }
 }
@@ -92,6 +97,7 @@ pub struct Expected<'a> {
     pub formats: &'a [FormatName],
     pub android: &'a AndroidPolicy,
     pub yubikey: &'a YubiKeyPolicy,
+    pub tpm: &'a TpmPolicy,
     pub now: OffsetDateTime,
 }
 

@@ -325,26 +325,18 @@ fn params(
     Ok(p)
 }
 
-/// RFC 4043 PermanentIdentifier; `assigner` is left out, as other ACME servers do.
-#[derive(der::Sequence)]
-struct PermanentIdentifier<'a> {
-    #[asn1(optional = "true")]
-    identifier_value: Option<der::asn1::Utf8StringRef<'a>>,
-    #[asn1(optional = "true")]
-    assigner: Option<der::asn1::ObjectIdentifier>,
-}
-
 /// A subjectAltName extension value holding one PermanentIdentifier otherName.
 fn permanent_identifier_san(value: &str) -> Result<Vec<u8>, IssueError> {
     use der::Encode;
     use x509_cert::ext::pkix::name::{GeneralName, OtherName};
     let encoding = |e: der::Error| IssueError::sign("encoding the PermanentIdentifier", e);
-    let id = PermanentIdentifier {
+    // `assigner` is left out, as other ACME servers do.
+    let id = crate::encoding::PermanentIdentifier {
         identifier_value: Some(der::asn1::Utf8StringRef::new(value).map_err(encoding)?),
         assigner: None,
     };
     let other = OtherName {
-        type_id: der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.8.3"),
+        type_id: crate::encoding::PermanentIdentifier::OID,
         value: der::Any::encode_from(&id).map_err(encoding)?,
     };
     x509_cert::ext::pkix::SubjectAltName(vec![GeneralName::OtherName(other)])

@@ -76,14 +76,12 @@ fn ensure_generated(
     pass: Option<&Passphrase>,
     issuer_fallback: (&[u8], &CaKey),
 ) -> anyhow::Result<()> {
-    if let Ok(certs) = read_certs(&dir.tls_cert()) {
-        if let Ok((_, cert)) = X509Certificate::from_der(&certs[0]) {
-            if cert.validity().not_after.to_datetime() - OffsetDateTime::now_utc() > RENEW_BEFORE
-                && dir.tls_key().is_file()
-            {
-                return Ok(());
-            }
-        }
+    if let Ok(certs) = read_certs(&dir.tls_cert())
+        && let Ok((_, cert)) = X509Certificate::from_der(&certs[0])
+        && cert.validity().not_after.to_datetime() - OffsetDateTime::now_utc() > RENEW_BEFORE
+        && dir.tls_key().is_file()
+    {
+        return Ok(());
     }
     let root_key = if dir.root_key().is_file() {
         Some(CaKey::load(&dir.root_key(), pass)?)

@@ -91,7 +91,7 @@ pub struct DeviceFacts {
     /// The package(s) that generated the key, comma-separated (Android).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attesting_app: Option<String>,
-    /// Firmware version, `major.minor.patch` (YubiKey).
+    /// Firmware version: `major.minor.patch` (YubiKey), as the AIK certificate states it (TPM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firmware: Option<String>,
     /// When the key asks for the PIN: `never`, `once`, `always`, `match-once`,
@@ -101,6 +101,12 @@ pub struct DeviceFacts {
     /// When the key asks for a touch: `never`, `always`, `cached` (YubiKey).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub touch_policy: Option<String>,
+    /// The TPM's manufacturer as its AIK certificate names it, e.g. `id:4E544300` (TPM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm_manufacturer: Option<String>,
+    /// The TPM's model, e.g. `NPCT75x` (TPM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm_model: Option<String>,
     /// The model's form factor, e.g. `usb-c-keychain` (YubiKey).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub form_factor: Option<String>,

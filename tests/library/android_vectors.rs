@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use enrollca::attest::android::{BootState, KeyDescription, Revoked, SecurityLevel, StatusList};
 use enrollca::attest::{
-    AndroidKey, AndroidPolicy, AttestError, Expected, FormatName, KeyType, Verifier, YubiKeyPolicy,
+    AndroidKey, AndroidPolicy, AttestError, Expected, FormatName, KeyType, TpmPolicy, Verifier,
+    YubiKeyPolicy,
 };
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -72,6 +73,7 @@ fn verify(
             formats: &[FormatName::AndroidKey],
             android: policy,
             yubikey: &YubiKeyPolicy::default(),
+            tpm: &TpmPolicy::default(),
             now,
         },
     )

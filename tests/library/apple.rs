@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use enrollca::attest::{
-    AndroidPolicy, Apple, AttestError, Expected, FormatName, KeyType, Verifier, YubiKeyPolicy,
-    freshness_nonce,
+    AndroidPolicy, Apple, AttestError, Expected, FormatName, KeyType, TpmPolicy, Verifier,
+    YubiKeyPolicy, freshness_nonce,
 };
 use enrollca_testkit::attestation::{Leaf, TestAttestationCa, object};
 use time::{Duration, OffsetDateTime};
@@ -44,6 +44,7 @@ fn expect<'a>(token: &str, identifier: &'a [&'a str]) -> Expected<'a> {
         formats: &[FormatName::Apple],
         android: Box::leak(Box::new(AndroidPolicy::default())),
         yubikey: Box::leak(Box::new(YubiKeyPolicy::default())),
+        tpm: Box::leak(Box::new(TpmPolicy::default())),
         now: OffsetDateTime::now_utc(),
     }
 }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use enrollca::attest::{
-    AndroidPolicy, Apple, AttestError, Expected, FormatName, KeyType, Verifier, YubiKeyPolicy,
-    freshness_nonce,
+    AndroidPolicy, Apple, AttestError, Expected, FormatName, KeyType, TpmPolicy, Verifier,
+    YubiKeyPolicy, freshness_nonce,
 };
 use time::macros::datetime;
 
@@ -27,6 +27,7 @@ fn expected() -> Expected<'static> {
         formats: &[FormatName::Apple],
         android: Box::leak(Box::new(AndroidPolicy::default())),
         yubikey: Box::leak(Box::new(YubiKeyPolicy::default())),
+        tpm: Box::leak(Box::new(TpmPolicy::default())),
         now: datetime!(2027-06-01 0:00 UTC),
     }
 }

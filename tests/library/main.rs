@@ -12,4 +12,5 @@ mod migrate;
 mod pki;
 mod scep_vectors;
 mod store_battery;
+mod tpm;
 mod yubikey;

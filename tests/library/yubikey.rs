@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use enrollca::attest::{
     AndroidPolicy, AttestError, Expected, FormatName, KeyType, PinPolicy, PivExtensions,
-    TouchPolicy, Verifier, YubiKeyPiv, YubiKeyPolicy,
+    TouchPolicy, TpmPolicy, Verifier, YubiKeyPiv, YubiKeyPolicy,
 };
 use enrollca_testkit::yubikey::{
     TestYubicoCa, YubiKeyLeaf, serial_der, sign_key_authorization, step_object,
@@ -40,6 +40,7 @@ fn expected<'a>(identifiers: &'a [&'a str], policy: &'a YubiKeyPolicy) -> Expect
         formats: &[FormatName::Step],
         android: Box::leak(Box::new(AndroidPolicy::default())),
         yubikey: policy,
+        tpm: Box::leak(Box::new(TpmPolicy::default())),
         now: OffsetDateTime::now_utc(),
     }
 }

@@ -235,7 +235,8 @@ mod tests {
     use super::*;
     use enrollca::attest::android::{Revoked, StatusList};
     use enrollca::attest::{
-        AndroidKey, AndroidPolicy, Expected, FormatName, KeyType, Verifier, YubiKeyPolicy,
+        AndroidKey, AndroidPolicy, Expected, FormatName, KeyType, TpmPolicy, Verifier,
+        YubiKeyPolicy,
     };
 
     #[test]
@@ -263,6 +264,7 @@ mod tests {
                     formats: &[FormatName::AndroidKey],
                     android: &AndroidPolicy::default(),
                     yubikey: &YubiKeyPolicy::default(),
+                    tpm: &TpmPolicy::default(),
                     now: OffsetDateTime::now_utc(),
                 },
             )

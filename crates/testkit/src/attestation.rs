@@ -180,7 +180,7 @@ mod tests {
 
     use super::*;
     use enrollca::attest::{
-        AndroidPolicy, Apple, Expected, FormatName, KeyType, Verifier, YubiKeyPolicy,
+        AndroidPolicy, Apple, Expected, FormatName, KeyType, TpmPolicy, Verifier, YubiKeyPolicy,
         freshness_nonce,
     };
 
@@ -221,6 +221,7 @@ mod tests {
             formats: &[FormatName::Apple],
             android: &AndroidPolicy::default(),
             yubikey: &YubiKeyPolicy::default(),
+            tpm: &TpmPolicy::default(),
             now: OffsetDateTime::now_utc(),
         };
         verifier

@@ -148,13 +148,14 @@ impl AcmeService {
                 att_obj: Some(att_obj),
                 ..
             } => {
-                let (verifier, token, key_types, formats, android, yubikey) = (
+                let (verifier, token, key_types, formats, android, yubikey, tpm) = (
                     Arc::clone(&self.attestation),
                     challenge.token.clone(),
                     profile.config.attestation_key_types.clone(),
                     profile.config.attestation_formats.clone(),
                     profile.config.android.clone(),
                     profile.config.yubikey.clone(),
+                    profile.config.tpm.clone(),
                 );
                 let key_authorization = format!("{token}.{thumbprint}");
                 let identifiers = identifiers.clone();
@@ -176,6 +177,7 @@ impl AcmeService {
                             formats: &formats,
                             android: &android,
                             yubikey: &yubikey,
+                            tpm: &tpm,
                             now,
                         },
                     )

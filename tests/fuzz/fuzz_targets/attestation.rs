@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use enrollca::attest::android::{Revoked, StatusList};
 use enrollca::attest::{
     AndroidKey, AndroidPolicy, Apple, Expected, FormatName, KeyType, Verifier, YubiKeyPiv,
-    YubiKeyPolicy, freshness_nonce,
+    TpmPolicy, YubiKeyPolicy, freshness_nonce,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -38,6 +38,7 @@ fuzz_target!(|data: &[u8]| {
         formats: &[FormatName::Apple, FormatName::AndroidKey, FormatName::Step],
         android: &AndroidPolicy::default(),
         yubikey: &YubiKeyPolicy::default(),
+        tpm: &TpmPolicy::default(),
         now: time::macros::datetime!(2027-06-01 0:00 UTC),
     };
     if let Ok(a) = verifier().verify(data, &expected) {
