@@ -8,9 +8,8 @@ use enrollca::attest::{
     AndroidPolicy, AttestError, Expected, FormatName, KeyType, PinPolicy, PivExtensions,
     TouchPolicy, TpmPolicy, Verifier, YubiKeyPiv, YubiKeyPolicy,
 };
-use enrollca_testkit::yubikey::{
-    TestYubicoCa, YubiKeyLeaf, serial_der, sign_key_authorization, step_object,
-};
+use enrollca_testkit::attestation::ecdsa_sha256;
+use enrollca_testkit::yubikey::{TestYubicoCa, YubiKeyLeaf, serial_der, step_object};
 use rcgen::{KeyPair, PKCS_ECDSA_P384_SHA384};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -238,7 +237,7 @@ fn every_check_refuses_with_its_reason() {
     let signed = |leaf: &YubiKeyLeaf, key_authorization: &str| {
         step_object(
             &[leaf_der(leaf), f.ca.f9_der()],
-            &sign_key_authorization(&device, key_authorization),
+            &ecdsa_sha256(&device, key_authorization.as_bytes()),
             -7,
         )
     };
@@ -256,7 +255,7 @@ fn every_check_refuses_with_its_reason() {
             "a signature by another key",
             step_object(
                 &[leaf_der(&YubiKeyLeaf::default()), f.ca.f9_der()],
-                &sign_key_authorization(&other, KEY_AUTHORIZATION),
+                &ecdsa_sha256(&other, KEY_AUTHORIZATION.as_bytes()),
                 -7,
             ),
             expected(&["5000001"], &lenient),
@@ -384,7 +383,7 @@ fn every_check_refuses_with_its_reason() {
             "an alg other than ES256",
             step_object(
                 &[leaf_der(&YubiKeyLeaf::default()), f.ca.f9_der()],
-                &sign_key_authorization(&device, KEY_AUTHORIZATION),
+                &ecdsa_sha256(&device, KEY_AUTHORIZATION.as_bytes()),
                 -35,
             ),
             expected(&["5000001"], &lenient),
@@ -394,7 +393,7 @@ fn every_check_refuses_with_its_reason() {
             "a bare DER signature (not wrapped in CBOR)",
             unwrapped_sig(
                 &[leaf_der(&YubiKeyLeaf::default()), f.ca.f9_der()],
-                sign_key_authorization(&device, KEY_AUTHORIZATION),
+                ecdsa_sha256(&device, KEY_AUTHORIZATION.as_bytes()),
             ),
             expected(&["5000001"], &lenient),
             "`sig` does not hold a CBOR byte string",

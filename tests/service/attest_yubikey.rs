@@ -9,9 +9,8 @@ use enrollca_testkit::harness as common;
 use common::acme::Client;
 use common::device::*;
 use common::*;
-use enrollca_testkit::yubikey::{
-    TestYubicoCa, YubiKeyLeaf, serial_der, sign_key_authorization, step_object,
-};
+use enrollca_testkit::attestation::ecdsa_sha256;
+use enrollca_testkit::yubikey::{TestYubicoCa, YubiKeyLeaf, serial_der, step_object};
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
@@ -146,7 +145,7 @@ async fn a_yubikey_enrols_and_each_false_attestation_is_refused() {
         let (ca, key) = (&ca, &key);
         Box::new(move |ka: &str| {
             let x5c = [ca.leaf(key, &leaf).unwrap(), ca.f9_der()];
-            step_object(&x5c, &sign_key_authorization(key, ka), -7)
+            step_object(&x5c, &ecdsa_sha256(key, ka.as_bytes()), -7)
         })
     };
     let cases: Vec<(&str, Make, &str)> = vec![
@@ -162,7 +161,7 @@ async fn a_yubikey_enrols_and_each_false_attestation_is_refused() {
             "signature by another key than the attested one",
             Box::new(|ka: &str| {
                 let x5c = [ca.leaf(&key, &YubiKeyLeaf::default()).unwrap(), ca.f9_der()];
-                step_object(&x5c, &sign_key_authorization(&other_key, ka), -7)
+                step_object(&x5c, &ecdsa_sha256(&other_key, ka.as_bytes()), -7)
             }),
             "proof of possession",
         ),
@@ -184,7 +183,7 @@ async fn a_yubikey_enrols_and_each_false_attestation_is_refused() {
             "f9 certificate missing",
             Box::new(|ka: &str| {
                 let x5c = [ca.leaf(&key, &YubiKeyLeaf::default()).unwrap()];
-                step_object(&x5c, &sign_key_authorization(&key, ka), -7)
+                step_object(&x5c, &ecdsa_sha256(&key, ka.as_bytes()), -7)
             }),
             "not a trusted attestation root",
         ),
@@ -216,7 +215,7 @@ async fn a_yubikey_enrols_and_each_false_attestation_is_refused() {
             "alg not ES256",
             Box::new(|ka: &str| {
                 let x5c = [ca.leaf(&key, &YubiKeyLeaf::default()).unwrap(), ca.f9_der()];
-                step_object(&x5c, &sign_key_authorization(&key, ka), -257)
+                step_object(&x5c, &ecdsa_sha256(&key, ka.as_bytes()), -257)
             }),
             "`alg` is not -7",
         ),

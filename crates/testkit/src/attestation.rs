@@ -157,6 +157,17 @@ impl TestAttestationCa {
     }
 }
 
+/// The DER ECDSA signature over SHA-256 of `message` (SHA-256 whatever the curve, as step's
+/// client signs a key authorization and a TPM signs certInfo).
+pub fn ecdsa_sha256(key: &KeyPair, message: &[u8]) -> Vec<u8> {
+    let pkey = openssl::pkey::PKey::private_key_from_der(&key.serialize_der())
+        .expect("an rcgen key loads");
+    let ec = pkey.ec_key().expect("an EC key");
+    openssl::ecdsa::EcdsaSig::sign(&openssl::sha::sha256(message), &ec)
+        .and_then(|s| s.to_der())
+        .expect("ECDSA signing in memory")
+}
+
 /// `{"fmt": fmt, "attStmt": {"x5c": [...]}}` as CBOR.
 pub fn object(fmt: &str, x5c: &[Vec<u8>]) -> Vec<u8> {
     let value = Value::Map(vec![

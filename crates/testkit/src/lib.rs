@@ -7,4 +7,5 @@ pub mod android;
 pub mod attestation;
 pub mod harness;
 pub mod scep;
+pub mod tpm;
 pub mod yubikey;

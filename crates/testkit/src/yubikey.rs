@@ -6,13 +6,13 @@
 
 use asn1_rs::ToDer;
 use ciborium::Value;
-use openssl::ecdsa::EcdsaSig;
-use openssl::pkey::PKey;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, CustomExtension, DnType, IsCa, Issuer,
     KeyPair, PKCS_ECDSA_P256_SHA256, PublicKeyData,
 };
 use time::{Duration, OffsetDateTime};
+
+use crate::attestation::ecdsa_sha256;
 
 /// Yubico's arc for PIV attestation extensions (1.3.6.1.4.1.41482.3).
 fn yubico_oid(last: u64) -> [u64; 9] {
@@ -146,21 +146,10 @@ impl TestYubicoCa {
         let x5c = [self.leaf(device_key, leaf)?, self.f9_der()];
         Ok(step_object(
             &x5c,
-            &sign_key_authorization(device_key, key_authorization),
+            &ecdsa_sha256(device_key, key_authorization.as_bytes()),
             -7,
         ))
     }
-}
-
-/// The DER ECDSA signature over SHA-256 of `key_authorization`, as step's client makes it
-/// (SHA-256 whatever the curve).
-pub fn sign_key_authorization(key: &KeyPair, key_authorization: &str) -> Vec<u8> {
-    let pkey = PKey::private_key_from_der(&key.serialize_der()).expect("an rcgen key loads");
-    let ec = pkey.ec_key().expect("an EC key");
-    let digest = openssl::sha::sha256(key_authorization.as_bytes());
-    EcdsaSig::sign(&digest, &ec)
-        .and_then(|s| s.to_der())
-        .expect("ECDSA signing in memory")
 }
 
 /// `{"fmt": "step", "attStmt": {"alg": alg, "sig": cbor(bstr sig), "x5c": [...]}}` as CBOR.
