@@ -287,7 +287,7 @@ challenges = ["device-attest-01"]
 issuer = "ecdsa"
 external_account_required = false
 attestation_key_types = ["p256", "p384"]
-attestation_formats = ["apple"]  # add "android-key" (Android), "step" (YubiKey PIV); see `enrollca profile`
+attestation_formats = ["apple"]  # add "android-key" (Android), "step" (YubiKey PIV), "tpm" (TPM 2.0); see `enrollca profile`
 permanent_identifier = "serial-or-udid"  # or "client-identifier": one-time values the MDM mints (POST /api/v1/acme/client-identifiers)
 require_attestation = true       # false (client-identifier only): a device that cannot attest enrols on its ClientIdentifier alone
 device_inventory = "registered"  # devices the MDM registered (PUT /api/v1/devices/ID); or "webhook"
@@ -300,6 +300,9 @@ subject_serial = false           # true: the attested serial number goes into th
 # [acme.profiles.device.yubikey]  # with "step":
 # require_pin = false             # true: only keys that demand the PIN (policy once/always)
 # require_touch = false           # true: only keys that demand a touch (policy always/cached)
+# [acme.profiles.device.tpm]      # with "tpm" (its AIK CA's or TPM makers' roots in attestation_roots):
+# identifier = "permanent-identifier"  # the AIK certificate's otherName naming the device, or "hardware-module-name"
+# accept_sha1 = false             # true: accept alg -65535 (RS1), as Windows' TPM attestations sign
 
 [events]
 # webhook_url = "https://mdm.internal/enrollca/events"   # every event POSTed, in order

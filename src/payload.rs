@@ -270,6 +270,37 @@ impl Agent<'_> {
         )
     }
 
+    /// What a TPM device runs: step CLI speaks the `tpm` format, with an AIK certificate
+    /// from the organisation's attestation CA.
+    pub(crate) fn tpm(&self) -> String {
+        let t = &self.profile.tpm;
+        format!(
+            "# TPM 2.0 key attestation (tpm): on the device, as an administrator\n\
+             curl -fsS {roots} -o enrollca-roots.pem\n\
+             step ca certificate '{id}' device.crt --acme {dir} \\\n  \
+               --attestation-uri 'tpmkms:name=enrollca-device;attest-by=ak' \\\n  \
+               --attestation-ca-url https://AIK-CA --root enrollca-roots.pem\n\
+             The AIK (here `ak`) must have a certificate from an AIK CA whose root is in\n\
+             acme.attestation_roots: empty subject, extended key usage tcg-kp-AIKCertificate,\n\
+             the TPM's manufacturer, model and version in its subjectAltName, and the device's\n\
+             {kind} `{id}` (registered with PUT /api/v1/devices/ID). The key must be\n\
+             generated in the TPM (fixedTPM, sensitiveDataOrigin), P-256 or P-384; certInfo's\n\
+             extraData is SHA-256 of the challenge's key authorization; {sha1}.\n",
+            roots = self.roots_url,
+            id = self.identifier,
+            dir = self.directory_url,
+            kind = match t.identifier {
+                crate::attest::TpmIdentifier::PermanentIdentifier => "PermanentIdentifier",
+                crate::attest::TpmIdentifier::HardwareModuleName => "HardwareModuleName",
+            },
+            sha1 = if t.accept_sha1 {
+                "RS1 (SHA-1) signatures are accepted"
+            } else {
+                "the AIK signs with RS256 or ES256 (SHA-1 is refused)"
+            },
+        )
+    }
+
     /// What a YubiKey's holder runs: step CLI speaks the `step` format.
     pub(crate) fn yubikey(&self) -> String {
         let y = &self.profile.yubikey;

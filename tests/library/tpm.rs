@@ -432,3 +432,21 @@ fn every_check_refuses_with_its_reason() {
         .verify(&genuine, &now(&["TPM-DEVICE-1"], &policy))
         .unwrap();
 }
+
+#[test]
+fn the_fuzz_seeds_are_the_real_structures() {
+    let object = AttestationObject::parse(&windows_hello()).unwrap();
+    for (name, member_name) in [
+        ("windows-hello-certinfo", "certInfo"),
+        ("windows-hello-pubarea", "pubArea"),
+    ] {
+        let seed = std::fs::read(format!("{DIR}/structures/{name}.bin")).unwrap();
+        assert_eq!(seed, member(&object, member_name), "{name}");
+    }
+    let seed = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/vectors/attest/tpm-windows-hello-nuvoton.cbor"
+    ))
+    .unwrap();
+    assert_eq!(seed, windows_hello());
+}

@@ -7,6 +7,7 @@ mod acme_challenges;
 mod acme_dns01;
 mod attest;
 mod attest_android;
+mod attest_tpm;
 mod attest_yubikey;
 mod connections;
 mod crl;

@@ -277,6 +277,10 @@ async fn run_profile(cmd: ProfileCommand) -> anyhow::Result<()> {
                     accepts(FormatName::Step)?;
                     print!("{}", agent.yubikey());
                 }
+                AcmeFormat::Tpm => {
+                    accepts(FormatName::Tpm)?;
+                    print!("{}", agent.tpm());
+                }
             }
         }
         ProfileCommand::Scep {
@@ -616,6 +620,8 @@ fn print_cert(c: &CertView, json: bool) -> anyhow::Result<()> {
             ("pin", a.pin_policy.clone()),
             ("touch", a.touch_policy.clone()),
             ("form", a.form_factor.clone()),
+            ("tpm", a.tpm_manufacturer.clone()),
+            ("tpm-model", a.tpm_model.clone()),
         ];
         let shown: Vec<String> = facts
             .iter()

@@ -149,6 +149,8 @@ enum AcmeFormat {
     Android,
     /// The step CLI command that enrols a YubiKey's PIV key with `step`.
     Yubikey,
+    /// The step CLI command that enrols a TPM-held key with `tpm`.
+    Tpm,
 }
 
 /// How `enrollca profile scep` writes what it makes.
