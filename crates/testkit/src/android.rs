@@ -11,7 +11,9 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::attestation::object;
+use std::path::Path;
+
+use crate::attestation::{load_issuer, object, read_file, save_files};
 
 /// The KeyDescription extension's OID.
 const KEY_DESCRIPTION: [u64; 10] = [1, 3, 6, 1, 4, 1, 11129, 2, 1, 17];
@@ -183,6 +185,36 @@ impl TestAndroidCa {
             intermediate_der,
             attestation_der,
             attestation: Issuer::new(params, key),
+        })
+    }
+
+    /// Writes it into `dir` for `load` (another process, e.g. the load generator, attests
+    /// with the CA a server was configured with).
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        let pem = |der: &[u8]| enrollca::encoding::to_pem("CERTIFICATE", der);
+        save_files(
+            dir,
+            &[
+                ("root.pem", self.root_pem.clone()),
+                ("intermediate.pem", pem(&self.intermediate_der)),
+                ("attestation.pem", pem(&self.attestation_der)),
+                ("attestation.key", self.attestation.key().serialize_pem()),
+            ],
+        )
+    }
+
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let (attestation, attestation_der) = load_issuer(dir, "attestation")?;
+        let intermediate = read_file(dir, "intermediate.pem")?;
+        let intermediate_der = enrollca::encoding::pem_certs(intermediate.as_bytes())?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("intermediate.pem holds no certificate"))?;
+        Ok(Self {
+            root_pem: read_file(dir, "root.pem")?,
+            intermediate_der,
+            attestation_der,
+            attestation,
         })
     }
 

@@ -82,20 +82,11 @@ impl TestAttestationCa {
     /// Reads `root.pem`, `intermediate.pem` and `intermediate.key` (PKCS#8) from `dir`: a
     /// test CA made elsewhere (the benchmark makes one with openssl).
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
-        let read = |name: &str| {
-            std::fs::read_to_string(dir.join(name))
-                .with_context(|| format!("reading {}", dir.join(name).display()))
-        };
-        let cert_pem = read("intermediate.pem")?;
-        let key = KeyPair::from_pem(&read("intermediate.key")?)?;
-        let der = enrollca::encoding::pem_certs(cert_pem.as_bytes())?
-            .into_iter()
-            .next()
-            .context("intermediate.pem holds no certificate")?;
+        let (intermediate, intermediate_der) = load_issuer(dir, "intermediate")?;
         Ok(Self {
-            root_pem: read("root.pem")?,
-            intermediate: Issuer::from_ca_cert_pem(&cert_pem, key)?,
-            intermediate_der: der,
+            root_pem: read_file(dir, "root.pem")?,
+            intermediate,
+            intermediate_der,
         })
     }
 
@@ -155,6 +146,37 @@ impl TestAttestationCa {
             &[self.leaf(device_key, leaf)?, self.intermediate_der()],
         ))
     }
+}
+
+/// Writes a test CA's files into `dir` (created): `(name, contents)` pairs.
+pub(crate) fn save_files(dir: &Path, files: &[(&str, String)]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, contents) in files {
+        std::fs::write(dir.join(name), contents)
+            .with_context(|| format!("writing {}", dir.join(name).display()))?;
+    }
+    Ok(())
+}
+
+/// Reads a file `save_files` wrote.
+pub(crate) fn read_file(dir: &Path, name: &str) -> anyhow::Result<String> {
+    std::fs::read_to_string(dir.join(name))
+        .with_context(|| format!("reading {}", dir.join(name).display()))
+}
+
+/// The issuer whose certificate (PEM) and PKCS#8 key are `NAME.pem` and `NAME.key` in `dir`,
+/// and its certificate in DER.
+pub(crate) fn load_issuer(
+    dir: &Path,
+    name: &str,
+) -> anyhow::Result<(Issuer<'static, KeyPair>, Vec<u8>)> {
+    let cert_pem = read_file(dir, &format!("{name}.pem"))?;
+    let key = KeyPair::from_pem(&read_file(dir, &format!("{name}.key"))?)?;
+    let der = enrollca::encoding::pem_certs(cert_pem.as_bytes())?
+        .into_iter()
+        .next()
+        .with_context(|| format!("{name}.pem holds no certificate"))?;
+    Ok((Issuer::from_ca_cert_pem(&cert_pem, key)?, der))
 }
 
 /// The DER ECDSA signature over SHA-256 of `message` (SHA-256 whatever the curve, as step's

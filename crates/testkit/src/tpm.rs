@@ -18,7 +18,9 @@ use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::{GeneralName, OtherName};
 use x509_cert::name::{RdnSequence, RelativeDistinguishedName};
 
-use crate::attestation::ecdsa_sha256;
+use std::path::Path;
+
+use crate::attestation::{ecdsa_sha256, load_issuer, read_file, save_files};
 
 /// TPMA_OBJECT bits.
 pub const FIXED_TPM: u32 = 0x0000_0002;
@@ -141,6 +143,25 @@ impl TestTpmCa {
         Ok(Self {
             root_pem,
             root: Issuer::new(p, key),
+        })
+    }
+
+    /// Writes it into `dir` for `load`.
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        save_files(
+            dir,
+            &[
+                ("root.pem", self.root_pem.clone()),
+                ("root.key", self.root.key().serialize_pem()),
+            ],
+        )
+    }
+
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let (root, _) = load_issuer(dir, "root")?;
+        Ok(Self {
+            root_pem: read_file(dir, "root.pem")?,
+            root,
         })
     }
 
@@ -277,4 +298,79 @@ pub fn tpm_object(
     let mut out = Vec::new();
     ciborium::into_writer(&value, &mut out).expect("writing CBOR to memory");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use enrollca::attest::android::{Revoked, StatusList};
+    use enrollca::attest::{
+        AndroidKey, AndroidPolicy, Expected, FormatName, KeyType, Tpm, TpmPolicy, Verifier,
+        YubiKeyPiv, YubiKeyPolicy,
+    };
+
+    use super::*;
+    use crate::android::{AndroidLeaf, TestAndroidCa};
+    use crate::yubikey::{TestYubicoCa, YubiKeyLeaf};
+
+    /// What the load generator relies on: a CA saved by one process attests, once loaded by
+    /// another, what a server trusting the saved root accepts.
+    #[test]
+    fn saved_test_cas_load_and_attest() {
+        let dir = tempfile::tempdir().unwrap();
+        let device = KeyPair::generate().unwrap();
+        let (token, ka) = ("tok", "tok.thumbprint");
+        let nonce = enrollca::attest::freshness_nonce(token);
+        let roots = |d: &std::path::Path| {
+            enrollca::encoding::pem_certs(&std::fs::read(d.join("root.pem")).unwrap()).unwrap()
+        };
+        let expected = |formats: &'static [FormatName]| Expected {
+            nonce,
+            key_authorization: ka,
+            identifiers: &["5000001", "TPM-DEVICE-1"],
+            key_types: &[KeyType::P256],
+            formats,
+            android: Box::leak(Box::new(AndroidPolicy::default())),
+            yubikey: Box::leak(Box::new(YubiKeyPolicy::default())),
+            tpm: Box::leak(Box::new(TpmPolicy::default())),
+            now: OffsetDateTime::now_utc(),
+        };
+
+        let d = dir.path().join("tpm");
+        TestTpmCa::generate("Saved").unwrap().save(&d).unwrap();
+        let object = TestTpmCa::load(&d)
+            .unwrap()
+            .attest(&device, &TpmLeaf::default(), ka)
+            .unwrap();
+        Verifier::new(vec![Arc::new(Tpm::new(&roots(&d)).unwrap())])
+            .verify(&object, &expected(&[FormatName::Tpm]))
+            .unwrap();
+
+        let d = dir.path().join("step");
+        TestYubicoCa::generate("Saved").unwrap().save(&d).unwrap();
+        let object = TestYubicoCa::load(&d)
+            .unwrap()
+            .attest(&device, &YubiKeyLeaf::default(), ka)
+            .unwrap();
+        Verifier::new(vec![Arc::new(YubiKeyPiv::new(&roots(&d)).unwrap())])
+            .verify(&object, &expected(&[FormatName::Step]))
+            .unwrap();
+
+        let d = dir.path().join("android");
+        TestAndroidCa::generate("Saved").unwrap().save(&d).unwrap();
+        let leaf = AndroidLeaf {
+            challenge: nonce.to_vec(),
+            serial: Some("5000001".into()),
+            ..AndroidLeaf::default()
+        };
+        let object = TestAndroidCa::load(&d)
+            .unwrap()
+            .attest(&device, &leaf)
+            .unwrap();
+        let android = AndroidKey::new(&roots(&d), StatusList::loaded(Revoked::default())).unwrap();
+        Verifier::new(vec![Arc::new(android)])
+            .verify(&object, &expected(&[FormatName::AndroidKey]))
+            .unwrap();
+    }
 }

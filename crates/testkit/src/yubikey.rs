@@ -12,7 +12,9 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::attestation::ecdsa_sha256;
+use std::path::Path;
+
+use crate::attestation::{ecdsa_sha256, load_issuer, read_file, save_files};
 
 /// Yubico's arc for PIV attestation extensions (1.3.6.1.4.1.41482.3).
 fn yubico_oid(last: u64) -> [u64; 9] {
@@ -96,6 +98,30 @@ impl TestYubicoCa {
             root_pem: root.pem(),
             f9_der,
             f9: Issuer::new(params, key),
+        })
+    }
+
+    /// Writes it into `dir` for `load`.
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        save_files(
+            dir,
+            &[
+                ("root.pem", self.root_pem.clone()),
+                (
+                    "f9.pem",
+                    enrollca::encoding::to_pem("CERTIFICATE", &self.f9_der),
+                ),
+                ("f9.key", self.f9.key().serialize_pem()),
+            ],
+        )
+    }
+
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let (f9, f9_der) = load_issuer(dir, "f9")?;
+        Ok(Self {
+            root_pem: read_file(dir, "root.pem")?,
+            f9_der,
+            f9,
         })
     }
 
