@@ -29,15 +29,17 @@ attestation_ca() {
 }
 
 # Registers devices bench-0 … bench-(COUNT-1), serials BENCH000000 …, in imports of 1000
-# (the most one takes): register_devices COUNT URL TOKEN [CURL ARGS…]
+# (the most one takes): register_devices COUNT URL TOKEN [CURL ARGS…]. SERIAL_PREFIX=P
+# registers p-0 …, serials P000000 … instead.
 register_devices() {
-  local count=$1 url=$2 token=$3 start end i
+  local count=$1 url=$2 token=$3 start end i prefix=${SERIAL_PREFIX:-BENCH}
   shift 3
   for start in $(seq 0 1000 $((count - 1))); do
     end=$((start + 999 < count - 1 ? start + 999 : count - 1))
     { printf '{"devices":['
       for i in $(seq "$start" "$end"); do
-        printf '%s{"id":"bench-%d","serial":"BENCH%06d"}' "$([ "$i" = "$start" ] || echo ,)" "$i" "$i"
+        printf '%s{"id":"%s-%d","serial":"%s%06d"}' "$([ "$i" = "$start" ] || echo ,)" \
+          "${prefix,,}" "$i" "$prefix" "$i"
       done
       printf ']}'; } >"$work/import.json"
     curl -fsS -H "authorization: Bearer $token" -H 'content-type: application/json' "$@" \

@@ -1,8 +1,9 @@
 //! ACME load generator: complete order flows against any RFC 8555 server (a new account, an
 //! order, its challenge, finalize, download). Either http-01 for a fresh name, answered by an
 //! in-process responder, or, with `--attestation-ca`, a device enrolment: a
-//! permanent-identifier order answered by device-attest-01 with a synthetic Apple-style
-//! attestation of a fresh device key. A flow counts only when the downloaded certificate
+//! permanent-identifier order answered by device-attest-01 with a synthetic attestation of a
+//! fresh device key in the `--format` asked for (Apple-style by default; `android-key`,
+//! `step`, `tpm` attest with a test CA `--make-attestation-ca` saved before the server started). A flow counts only when the downloaded certificate
 //! certifies the key of the CSR (and, for http-01, names the ordered identifier). Used by
 //! `benches/acme_vs_pebble.sh` and `benches/device_enrolment.sh`.
 //!
@@ -27,7 +28,10 @@ use clap::Parser;
 use enrollca::attest::freshness_nonce;
 use enrollca_loadgen::{Report, cpu_seconds};
 use enrollca_testkit::acme::{AccountKey, Http01Responder};
+use enrollca_testkit::android::{AndroidLeaf, TestAndroidCa};
 use enrollca_testkit::attestation::{Leaf, TestAttestationCa};
+use enrollca_testkit::tpm::{TestTpmCa, TpmLeaf};
+use enrollca_testkit::yubikey::{TestYubicoCa, YubiKeyLeaf, serial_der};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, header};
@@ -42,11 +46,11 @@ const MAX_FAILURES: usize = 20;
 #[command(about = "ACME http-01 order-flow load generator")]
 struct Args {
     /// Directory URL, e.g. https://127.0.0.1:8443/acme/default/directory
-    #[arg(long)]
-    directory: String,
+    #[arg(long, required_unless_present = "make_attestation_ca")]
+    directory: Option<String>,
     /// PEM file of the roots that sign the server's TLS certificate.
-    #[arg(long)]
-    ca_file: std::path::PathBuf,
+    #[arg(long, required_unless_present = "make_attestation_ca")]
+    ca_file: Option<std::path::PathBuf>,
     /// Port to answer http-01 on (127.0.0.1), where the server's validator connects.
     #[arg(long, required_unless_present = "attestation_ca")]
     http01_port: Option<u16>,
@@ -54,6 +58,13 @@ struct Args {
     /// `intermediate.pem`, `intermediate.key`; the server must trust the root).
     #[arg(long, conflicts_with = "http01_port")]
     attestation_ca: Option<std::path::PathBuf>,
+    /// The attestation format devices answer in.
+    #[arg(long, value_enum, default_value = "apple")]
+    format: Format,
+    /// Generate a test CA for `--format` (android-key, step, tpm) into `--attestation-ca`
+    /// and exit: the server is then configured to trust its `root.pem`.
+    #[arg(long, requires = "attestation_ca")]
+    make_attestation_ca: bool,
     /// Device serial numbers are `<prefix><N, 6 digits>` (the server's inventory must hold them).
     #[arg(long, default_value = "BENCH")]
     device_prefix: String,
@@ -83,18 +94,26 @@ struct Args {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let target = Arc::new(Target::new(&args.directory, &args.ca_file, args.timeout)?);
+    if args.make_attestation_ca {
+        let dir = args.attestation_ca.as_deref().context("--attestation-ca")?;
+        return AttestCa::make(args.format, dir);
+    }
+    let (directory, ca_file) = (
+        args.directory.as_deref().context("--directory")?,
+        args.ca_file.as_deref().context("--ca-file")?,
+    );
+    let target = Arc::new(Target::new(directory, ca_file, args.timeout)?);
     let mut setup = Conn::new(target.clone());
     let dir: Value = serde_json::from_slice(
         &setup
-            .send(Method::GET, &args.directory, None)
+            .send(Method::GET, directory, None)
             .await?
             .ok()?
             .body,
     )
     .context("the directory is not JSON")?;
     let mode = match (&args.attestation_ca, args.http01_port) {
-        (Some(dir), _) => Mode::Attest(Box::new(TestAttestationCa::load(dir)?)),
+        (Some(dir), _) => Mode::Attest(Box::new(AttestCa::load(args.format, dir)?)),
         (None, Some(port)) => Mode::Http01(
             Http01Responder::start(port)
                 .await
@@ -370,7 +389,90 @@ struct Ctx {
 enum Mode {
     Http01(Http01Responder),
     /// device-attest-01, with attestations signed by this test CA.
-    Attest(Box<TestAttestationCa>),
+    Attest(Box<AttestCa>),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Apple,
+    AndroidKey,
+    Step,
+    Tpm,
+}
+
+/// A test attestation CA of one format.
+enum AttestCa {
+    Apple(TestAttestationCa),
+    Android(TestAndroidCa),
+    Step(TestYubicoCa),
+    Tpm(TestTpmCa),
+}
+
+impl AttestCa {
+    /// Generates one into `dir` (Apple's is made with openssl by the benchmark).
+    fn make(format: Format, dir: &std::path::Path) -> anyhow::Result<()> {
+        match format {
+            Format::Apple => bail!("the apple test CA is made with openssl (benches/lib.sh)"),
+            Format::AndroidKey => TestAndroidCa::generate("Bench")?.save(dir),
+            Format::Step => TestYubicoCa::generate("Bench")?.save(dir),
+            Format::Tpm => TestTpmCa::generate("Bench")?.save(dir),
+        }
+    }
+
+    fn load(format: Format, dir: &std::path::Path) -> anyhow::Result<Self> {
+        Ok(match format {
+            Format::Apple => Self::Apple(TestAttestationCa::load(dir)?),
+            Format::AndroidKey => Self::Android(TestAndroidCa::load(dir)?),
+            Format::Step => Self::Step(TestYubicoCa::load(dir)?),
+            Format::Tpm => Self::Tpm(TestTpmCa::load(dir)?),
+        })
+    }
+
+    /// The attestation object a device with `serial` sends for a challenge.
+    fn attest(
+        &self,
+        key: &rcgen::KeyPair,
+        serial: &str,
+        token: &str,
+        key_authorization: &str,
+    ) -> anyhow::Result<Vec<u8>> {
+        Ok(match self {
+            Self::Apple(ca) => ca.attest(
+                key,
+                &Leaf {
+                    nonce: Some(freshness_nonce(token)),
+                    serial: Some(serial.to_owned()),
+                    ..Leaf::default()
+                },
+            )?,
+            Self::Android(ca) => ca.attest(
+                key,
+                &AndroidLeaf {
+                    challenge: freshness_nonce(token).to_vec(),
+                    serial: Some(serial.to_owned()),
+                    ..AndroidLeaf::default()
+                },
+            )?,
+            Self::Step(ca) => ca.attest(
+                key,
+                &YubiKeyLeaf {
+                    serial: Some(serial_der(
+                        serial.parse().context("a YubiKey serial is a number")?,
+                    )),
+                    ..YubiKeyLeaf::default()
+                },
+                key_authorization,
+            )?,
+            Self::Tpm(ca) => ca.attest(
+                key,
+                &TpmLeaf {
+                    permanent_identifier: Some(serial.to_owned()),
+                    ..TpmLeaf::default()
+                },
+                key_authorization,
+            )?,
+        })
+    }
 }
 
 /// One account's conversation: its key, its account URL and the nonce to use next.
@@ -434,14 +536,9 @@ impl Ctx {
         Ok(s)
     }
 
-    /// A device enrolment, as an Apple device performs it: its Secure Enclave key attested
-    /// for the challenge, then a CSR with that key.
-    async fn enrol(
-        &self,
-        conn: &mut Conn,
-        input: &Input,
-        ca: &TestAttestationCa,
-    ) -> anyhow::Result<Bytes> {
+    /// A device enrolment, as a device performs it: its hardware key attested for the
+    /// challenge, then a CSR with that key.
+    async fn enrol(&self, conn: &mut Conn, input: &Input, ca: &AttestCa) -> anyhow::Result<Bytes> {
         let mut s = self.account(conn, input).await?;
         let ids = json!({"identifiers": [{"type": "permanent-identifier", "value": input.name}]});
         let order = s.post(self.url("newOrder")?, Some(ids)).await?.json()?;
@@ -454,12 +551,13 @@ impl Ctx {
             bail!("no device-attest-01 challenge");
         }
         let token = challenge["token"].as_str().context("no token")?;
-        let leaf = Leaf {
-            nonce: Some(freshness_nonce(token)),
-            serial: Some(input.name.clone()),
-            ..Leaf::default()
-        };
-        let att_obj = URL_SAFE_NO_PAD.encode(ca.attest(&input.key, &leaf)?);
+        let attestation = ca.attest(
+            &input.key,
+            &input.name,
+            token,
+            &s.key.key_authorization(token),
+        )?;
+        let att_obj = URL_SAFE_NO_PAD.encode(attestation);
         let answered = s
             .post(
                 challenge["url"].as_str().context("no challenge URL")?,
