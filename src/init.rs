@@ -267,6 +267,8 @@ tls_alpn01_port = 443
 attestation_roots = []            # PEM roots trusted beside Apple's and Google's, for device-attest-01
 android_status_list = "https://android.googleapis.com/attestation/status"  # revoked Android attestation keys: URL or file
 android_status_refresh = "1h"     # read again this often (only when a profile accepts android-key)
+# attestation_revocations = "/etc/enrollca/revoked-attestations.json"  # your own withdrawn attestation certificates (any format), Google's list format: file or URL
+attestation_revocations_refresh = "1h"  # read again this often
 
 # One directory per profile: https://<host>/acme/<name>/directory.
 [acme.profiles.default]

@@ -22,8 +22,8 @@ pub struct AcmeSettings {
     /// The DNS server dns-01 asks for `_acme-challenge` TXT records; none: the system's
     /// (`/etc/resolv.conf`). Point it at a resolver that sees the zones clients publish to.
     pub dns01_resolver: Option<SocketAddr>,
-    /// Extra PEM root files trusted for device attestation, beside the built-in Apple and
-    /// Google roots.
+    /// Extra PEM root files trusted for device attestation, beside the built-in Apple,
+    /// Google and Yubico roots (a TPM's AIK CA or manufacturers' roots go here).
     pub attestation_roots: Vec<PathBuf>,
     /// Google's attestation status list (revoked Android attestation keys): a file path or
     /// an HTTP(S) URL, read when a profile accepts `android-key` and again every
@@ -31,6 +31,13 @@ pub struct AcmeSettings {
     pub android_status_list: String,
     #[serde(with = "humantime_serde")]
     pub android_status_refresh: Duration,
+    /// The operator's own list of withdrawn attestation certificates, in Google's status
+    /// list format (a file path or an HTTP(S) URL): an attestation of any format whose
+    /// chain holds a listed serial is refused. Read again every
+    /// `attestation_revocations_refresh`.
+    pub attestation_revocations: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub attestation_revocations_refresh: Duration,
     /// Named profiles, each served at `/acme/<name>/directory`. Setting any replaces the
     /// built-in `default` profile.
     pub profiles: BTreeMap<String, AcmeProfile>,
@@ -45,6 +52,8 @@ impl Default for AcmeSettings {
             attestation_roots: Vec::new(),
             android_status_list: GOOGLE_STATUS_LIST.to_owned(),
             android_status_refresh: Duration::from_secs(3600),
+            attestation_revocations: None,
+            attestation_revocations_refresh: Duration::from_secs(3600),
             profiles: BTreeMap::from([
                 ("default".to_owned(), AcmeProfile::development()),
                 ("device".to_owned(), AcmeProfile::device()),

@@ -15,7 +15,7 @@ use crate::acme::settings::DeviceInventory;
 use crate::acme::validation::Validators;
 use crate::acme::{AcmeService, Nonces, Profile};
 use crate::api::TokenHash;
-use crate::attest::android::StatusList;
+use crate::attest::status::StatusList;
 use crate::attest::{AndroidKey, Apple, FormatName, Tpm, Verifier, YubiKeyPiv};
 use crate::ca::KeyAccess;
 use crate::ca::passphrase;
@@ -268,8 +268,22 @@ pub async fn run(
             allow_single_des: config.scep.allow_single_des,
         },
     ));
-    let status_list = StatusList::default();
-    let mut acme = acme_service(&config, ca.clone(), backing.clone(), status_list.clone())?;
+    let (status_list, revocations) = (StatusList::default(), StatusList::default());
+    let mut acme = acme_service(
+        &config,
+        ca.clone(),
+        backing.clone(),
+        status_list.clone(),
+        revocations.clone(),
+    )?;
+    if let Some(source) = &config.acme.attestation_revocations {
+        tokio::spawn(crate::attest::status::follow(
+            source.clone(),
+            config.acme.attestation_revocations_refresh,
+            revocations,
+            shutdown.clone(),
+        ));
+    }
     let android = FormatName::AndroidKey;
     if config
         .acme
@@ -277,7 +291,7 @@ pub async fn run(
         .values()
         .any(|p| p.attests() && p.attestation_formats.contains(&android))
     {
-        tokio::spawn(crate::attest::android::follow_status(
+        tokio::spawn(crate::attest::status::follow(
             config.acme.android_status_list.clone(),
             config.acme.android_status_refresh,
             status_list,
@@ -451,6 +465,7 @@ fn acme_service(
     ca: Arc<Ca>,
     backing: Backing,
     status_list: StatusList,
+    revocations: StatusList,
 ) -> anyhow::Result<AcmeService> {
     let mut profiles = Vec::new();
     for (name, p) in &config.acme.profiles {
@@ -502,12 +517,15 @@ fn acme_service(
         AndroidKey::new(&extra, status_list).context("acme.attestation_roots (android-key)")?;
     let yubikey = YubiKeyPiv::new(&extra).context("acme.attestation_roots (step)")?;
     let tpm = Tpm::new(&extra).context("acme.attestation_roots (tpm)")?;
-    let attestation = Verifier::new(vec![
+    let mut attestation = Verifier::new(vec![
         Arc::new(apple),
         Arc::new(android),
         Arc::new(yubikey),
         Arc::new(tpm),
     ]);
+    if config.acme.attestation_revocations.is_some() {
+        attestation = attestation.with_revocations(revocations);
+    }
     let validators =
         Validators::new(&config.acme).context("setting up the challenge validators")?;
     Ok(AcmeService::new(

@@ -7,6 +7,7 @@ pub mod android;
 mod apple;
 mod chain;
 mod object;
+pub mod status;
 pub mod tpm;
 mod yubikey;
 
@@ -177,11 +178,22 @@ pub trait Format: Send + Sync {
 #[derive(Clone)]
 pub struct Verifier {
     formats: Vec<Arc<dyn Format>>,
+    /// The operator's withdrawn attestation certificates, whatever the format.
+    revocations: Option<status::StatusList>,
 }
 
 impl Verifier {
     pub fn new(formats: Vec<Arc<dyn Format>>) -> Self {
-        Self { formats }
+        Self {
+            formats,
+            revocations: None,
+        }
+    }
+
+    /// Refuses any attestation whose `x5c` holds a certificate `list` names.
+    pub fn with_revocations(mut self, list: status::StatusList) -> Self {
+        self.revocations = Some(list);
+        self
     }
 
     /// Parses the CBOR attestation object and verifies it with its format.
@@ -205,6 +217,24 @@ impl Verifier {
                 let names: Vec<_> = expected.formats.iter().map(|f| f.as_str()).collect();
                 AttestError::UnsupportedFormat(object.fmt.clone(), names.join(", "))
             })?;
+        if let Some(list) = &self.revocations {
+            let revoked = list.current().ok_or_else(|| {
+                AttestError::Unavailable(
+                    "acme.attestation_revocations has not been loaded yet".into(),
+                )
+            })?;
+            // A malformed x5c is the format's to report.
+            for (i, der) in chain::x5c(&object).unwrap_or_default().iter().enumerate() {
+                if let Ok((_, cert)) = x509_parser::parse_x509_certificate(der)
+                    && revoked.contains(cert.raw_serial())
+                {
+                    return Err(AttestError::Chain(format!(
+                        "x5c[{i}] (serial {}) is revoked in acme.attestation_revocations",
+                        cert.raw_serial_as_string()
+                    )));
+                }
+            }
+        }
         format.verify(&object, expected)
     }
 }

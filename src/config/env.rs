@@ -124,6 +124,14 @@ const KEYS: &[(&str, Apply)] = &[
             .collect();
         Ok(())
     }),
+    ("acme.attestation_revocations", |c, v| {
+        c.acme.attestation_revocations = non_empty(v);
+        Ok(())
+    }),
+    ("acme.attestation_revocations_refresh", |c, v| {
+        c.acme.attestation_revocations_refresh = parse_duration(v)?;
+        Ok(())
+    }),
     ("events.webhook_url", |c, v| {
         c.events.webhook_url = non_empty(v);
         Ok(())

@@ -208,6 +208,26 @@ mod tests {
     }
 
     #[test]
+    fn the_attestation_revocation_list_is_set_from_the_environment() {
+        let c = Config::load(
+            None,
+            env(&[
+                (
+                    "ENROLLCA_ACME_ATTESTATION_REVOCATIONS",
+                    "https://mdm.example/revoked.json",
+                ),
+                ("ENROLLCA_ACME_ATTESTATION_REVOCATIONS_REFRESH", "10min"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.acme.attestation_revocations.as_deref(),
+            Some("https://mdm.example/revoked.json")
+        );
+        assert_eq!(c.acme.attestation_revocations_refresh.as_secs(), 600);
+    }
+
+    #[test]
     fn env_errors_name_the_variable() {
         let err = Config::load(None, env(&[("ENROLLCA_LISTEN_HTTP", "localhost")]))
             .unwrap_err()

@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use enrollca::attest::android::{BootState, KeyDescription, Revoked, SecurityLevel, StatusList};
+use enrollca::attest::android::{BootState, KeyDescription, SecurityLevel};
+use enrollca::attest::status::{Revoked, StatusList};
 use enrollca::attest::{
     AndroidKey, AndroidPolicy, AttestError, Expected, FormatName, KeyType, TpmPolicy, Verifier,
     YubiKeyPolicy,

@@ -10,6 +10,7 @@ mod csr_vectors;
 mod issuance;
 mod migrate;
 mod pki;
+mod revocations;
 mod scep_vectors;
 mod store_battery;
 mod tpm;

@@ -2,7 +2,8 @@
 //! synthetic Yubico-style CA (root and a key's `f9` certificate) trusted through
 //! `acme.attestation_roots`, on a profile that takes Apple devices and YubiKeys and requires
 //! a PIN. A registered YubiKey enrols; each false attestation is refused with
-//! `badAttestationStatement` naming its check, and nothing is issued.
+//! `badAttestationStatement` naming its check, and nothing is issued; the operator's
+//! revocation list (a file re-read every second) refuses a withdrawn key.
 
 use enrollca_testkit::harness as common;
 
@@ -39,7 +40,21 @@ fn yubikey_server(tmp: &std::path::Path, ca: &TestYubicoCa) -> Server {
             "[acme.profiles.device.yubikey]",
             1,
         )
-        .replacen("# require_pin = false", "require_pin = true", 1);
+        .replacen("# require_pin = false", "require_pin = true", 1)
+        .replacen(
+            "# attestation_revocations = \"/etc/enrollca/revoked-attestations.json\"",
+            &format!(
+                "attestation_revocations = {:?}",
+                tmp.join("revoked.json").to_str().unwrap()
+            ),
+            1,
+        )
+        .replacen(
+            "attestation_revocations_refresh = \"1h\"",
+            "attestation_revocations_refresh = \"1s\"",
+            1,
+        );
+    std::fs::write(tmp.join("revoked.json"), r#"{"entries": {}}"#).unwrap();
     std::fs::write(&path, config).unwrap();
     Server::start(&data, &[])
 }
@@ -252,6 +267,35 @@ async fn a_yubikey_enrols_and_each_false_attestation_is_refused() {
         )
         .await;
     assert_eq!(resp.problem(), "rejectedIdentifier", "{}", resp.text);
+
+    // The operator withdraws this YubiKey's f9 certificate: its next attestation is refused
+    // once the list has been read again (every second here).
+    let f9_der = ca.f9_der();
+    let (_, f9) = x509_parser::parse_x509_certificate(&f9_der).unwrap();
+    std::fs::write(
+        tmp.path().join("revoked.json"),
+        format!(
+            r#"{{"entries": {{"{}": {{"status": "REVOKED"}}}}}}"#,
+            hex::encode(f9.raw_serial())
+        ),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let detail = loop {
+        let pending = order_for(&mut device, YUBIKEY_SERIAL).await;
+        let ka = device.key.key_authorization(&pending.token);
+        let att = ca.attest(&key, &YubiKeyLeaf::default(), &ka).unwrap();
+        let resp = answer(&mut device, &pending, &att).await;
+        if resp.status == 400 || std::time::Instant::now() > deadline {
+            assert_eq!(resp.problem(), "badAttestationStatement", "{}", resp.text);
+            break resp.body["detail"].as_str().unwrap().to_owned();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    assert!(
+        detail.contains("x5c[1]") && detail.contains("is revoked in acme.attestation_revocations"),
+        "{detail}"
+    );
 
     assert_eq!(
         certificate_count(&server).await,

@@ -265,7 +265,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use enrollca::attest::android::{Revoked, StatusList};
+    use enrollca::attest::status::{Revoked, StatusList};
     use enrollca::attest::{
         AndroidKey, AndroidPolicy, Expected, FormatName, KeyType, TpmPolicy, Verifier,
         YubiKeyPolicy,

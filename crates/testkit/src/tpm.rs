@@ -304,7 +304,7 @@ pub fn tpm_object(
 mod tests {
     use std::sync::Arc;
 
-    use enrollca::attest::android::{Revoked, StatusList};
+    use enrollca::attest::status::{Revoked, StatusList};
     use enrollca::attest::{
         AndroidKey, AndroidPolicy, Expected, FormatName, KeyType, Tpm, TpmPolicy, Verifier,
         YubiKeyPiv, YubiKeyPolicy,

@@ -6,14 +6,13 @@
 //! Apple. Every check is mandatory: a missing member is a failure.
 
 mod key_description;
-mod status;
 
 use serde::{Deserialize, Serialize};
 
 pub use key_description::{BootState, KeyDescription, KeyDescriptionError, SecurityLevel};
-pub use status::{Revoked, StatusList, follow as follow_status};
 
 use super::chain::{self, Anchors};
+use super::status::StatusList;
 use super::{
     AttestError, Attestation, AttestationObject, DeviceFacts, Expected, Format, FormatName,
 };

@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use enrollca::attest::android::{Revoked, StatusList};
+use enrollca::attest::status::{Revoked, StatusList};
 use enrollca::attest::{
     AndroidKey, AndroidPolicy, Apple, Expected, FormatName, KeyType, Tpm, TpmIdentifier, TpmPolicy,
     Verifier, YubiKeyPiv, YubiKeyPolicy, freshness_nonce,

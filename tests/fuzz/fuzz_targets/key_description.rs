@@ -4,7 +4,8 @@
 //! CORPUS from tests/vectors/android/key-descriptions; see README.md, Fuzzing).
 #![no_main]
 
-use enrollca::attest::android::{KeyDescription, Revoked};
+use enrollca::attest::android::KeyDescription;
+use enrollca::attest::status::Revoked;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -104,14 +104,9 @@ async fn main() -> anyhow::Result<()> {
     );
     let target = Arc::new(Target::new(directory, ca_file, args.timeout)?);
     let mut setup = Conn::new(target.clone());
-    let dir: Value = serde_json::from_slice(
-        &setup
-            .send(Method::GET, directory, None)
-            .await?
-            .ok()?
-            .body,
-    )
-    .context("the directory is not JSON")?;
+    let dir: Value =
+        serde_json::from_slice(&setup.send(Method::GET, directory, None).await?.ok()?.body)
+            .context("the directory is not JSON")?;
     let mode = match (&args.attestation_ca, args.http01_port) {
         (Some(dir), _) => Mode::Attest(Box::new(AttestCa::load(args.format, dir)?)),
         (None, Some(port)) => Mode::Http01(

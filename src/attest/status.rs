@@ -1,7 +1,9 @@
-//! Google's attestation status list: the serial numbers of attestation certificates (keys
-//! and intermediates) Google has revoked or suspended, as JSON (`{"entries": {"<serial in
-//! lowercase hex>": {"status": "REVOKED", ...}}}`). Read from a file or an HTTP(S) URL and
-//! refreshed; until a first list is loaded, android-key attestations are answered "try later".
+//! Attestation status lists: the serial numbers of attestation certificates (keys and
+//! intermediates) withdrawn from trust, in the JSON Google publishes its list in
+//! (`{"entries": {"<serial in lowercase hex>": {"status": "REVOKED", ...}}}`). Google's list
+//! covers android-key; an operator's own (`acme.attestation_revocations`) covers every
+//! format. Read from a file or an HTTP(S) URL and refreshed; until a first list is loaded,
+//! the attestations it covers are answered "try later".
 
 use std::collections::HashSet;
 use std::sync::Arc;
