@@ -37,17 +37,7 @@ roots=$(printf '"%s/%s/root.pem",' "$work" apple "$work" android-key "$work" ste
 sed -i -e "s|^attestation_roots = \[\]|attestation_roots = [${roots%,}]|" \
   -e 's|^attestation_formats = \["apple"\]|attestation_formats = ["apple", "android-key", "step", "tpm"]|' \
   -e "s|^android_status_list = .*|android_status_list = \"$work/status.json\"|" data/config.toml
-ENROLLCA_LOG_LEVEL=warn ENROLLCA_LISTEN_HTTP=127.0.0.1:18093 ENROLLCA_LISTEN_HTTPS=127.0.0.1:18446 \
-  ENROLLCA_LIMITS_CLIENT_RATE=0 ENROLLCA_LIMITS_ACCOUNT_ORDER_RATE=0 \
-  "$bin/enrollca" serve --data "$work/data" >enrollca.log 2>&1 </dev/null &
-pids+=($!)
-enrollca_pid=$!
-for _ in $(seq 100); do
-  curl -fsS -o /dev/null http://127.0.0.1:18093/healthz 2>/dev/null && break
-  sleep 0.1
-done
-kill -0 "$enrollca_pid" 2>/dev/null || { cat enrollca.log >&2; exit 1; }
-curl -fsS http://127.0.0.1:18093/roots.pem >roots.pem
+start_enrollca 18093 18446
 
 # Every pass enrols the same devices again (a re-enrolment is a full flow).
 token=$(cat data/admin-token)

@@ -31,17 +31,7 @@ attestation_ca att
 
 "$bin/enrollca" init --data "$work/data" >/dev/null
 sed -i "s|^attestation_roots = \[\]|attestation_roots = [\"$work/att/root.pem\"]|" data/config.toml
-ENROLLCA_LOG_LEVEL=warn ENROLLCA_LISTEN_HTTP=127.0.0.1:18092 ENROLLCA_LISTEN_HTTPS=127.0.0.1:18445 \
-  ENROLLCA_LIMITS_CLIENT_RATE=0 ENROLLCA_LIMITS_ACCOUNT_ORDER_RATE=0 \
-  "$bin/enrollca" serve --data "$work/data" >enrollca.log 2>&1 </dev/null &
-pids+=($!)
-enrollca_pid=$!
-for _ in $(seq 100); do
-  curl -fsS -o /dev/null http://127.0.0.1:18092/healthz 2>/dev/null && break
-  sleep 0.1
-done
-kill -0 "$enrollca_pid" 2>/dev/null || { cat enrollca.log >&2; exit 1; }
-curl -fsS http://127.0.0.1:18092/roots.pem >roots.pem
+start_enrollca 18092 18445
 
 token=$(cat data/admin-token)
 register_devices "$count" https://127.0.0.1:18445 "$token" --cacert "$work/data/ca/roots.pem"

@@ -46,3 +46,21 @@ register_devices() {
       --data @"$work/import.json" "$url/api/v1/devices" >/dev/null
   done
 }
+
+# Starts "$bin/enrollca serve" on "$work/data" at 127.0.0.1:HTTP and :HTTPS without rate
+# limits (one load generator, one address), waits until it answers, sets enrollca_pid and
+# fetches its roots into roots.pem: start_enrollca HTTP HTTPS
+start_enrollca() {
+  local http=$1 https=$2
+  ENROLLCA_LOG_LEVEL=warn ENROLLCA_LISTEN_HTTP=127.0.0.1:$http ENROLLCA_LISTEN_HTTPS=127.0.0.1:$https \
+    ENROLLCA_LIMITS_CLIENT_RATE=0 ENROLLCA_LIMITS_ACCOUNT_ORDER_RATE=0 \
+    "$bin/enrollca" serve --data "$work/data" >enrollca.log 2>&1 </dev/null &
+  pids+=($!)
+  enrollca_pid=$!
+  for _ in $(seq 100); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$http/healthz" 2>/dev/null && break
+    sleep 0.1
+  done
+  kill -0 "$enrollca_pid" 2>/dev/null || { cat enrollca.log >&2; exit 1; }
+  curl -fsS "http://127.0.0.1:$http/roots.pem" >roots.pem
+}

@@ -2,6 +2,16 @@
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+/// The SHA-256 fingerprints of the certificates in `pki/NAME`.
+fn fingerprints(name: &str) -> Vec<String> {
+    let pem = std::fs::read(format!("{}/pki/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    enrollca::encoding::pem_certs(&pem)
+        .unwrap()
+        .iter()
+        .map(|c| enrollca::encoding::fingerprint(c))
+        .collect()
+}
+
 #[test]
 fn apple_enterprise_attestation_root_fingerprint() {
     let pem = std::fs::read(concat!(
@@ -25,18 +35,8 @@ fn apple_enterprise_attestation_root_fingerprint() {
 
 #[test]
 fn google_hardware_attestation_root_fingerprints() {
-    let pem = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/pki/google-hardware-attestation-roots.pem"
-    ))
-    .unwrap();
-    let certs = enrollca::encoding::pem_certs(&pem).unwrap();
-    let fingerprints: Vec<String> = certs
-        .iter()
-        .map(|c| enrollca::encoding::fingerprint(c))
-        .collect();
     assert_eq!(
-        fingerprints,
+        fingerprints("google-hardware-attestation-roots.pem"),
         [
             // RSA-4096, serialNumber=f92009e853b6b045 (the 2022-2042 issue of the original key).
             "CE:DB:1C:B6:DC:89:6A:E5:EC:79:73:48:BC:E9:28:67:53:C2:B3:8E:E7:1C:E0:FB:E3:4A:9A:12:48:80:0D:FC",
@@ -48,18 +48,8 @@ fn google_hardware_attestation_root_fingerprints() {
 
 #[test]
 fn yubico_piv_attestation_root_fingerprints() {
-    let pem = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/pki/yubico-piv-attestation-roots.pem"
-    ))
-    .unwrap();
-    let certs = enrollca::encoding::pem_certs(&pem).unwrap();
-    let fingerprints: Vec<String> = certs
-        .iter()
-        .map(|c| enrollca::encoding::fingerprint(c))
-        .collect();
     assert_eq!(
-        fingerprints,
+        fingerprints("yubico-piv-attestation-roots.pem"),
         [
             // Yubico PIV Root CA Serial 263751, the 2018 issue (pathlen 1) of the original key:
             // YubiKeys before firmware 5.7.4.

@@ -7,7 +7,6 @@
 
 use enrollca_testkit::harness as common;
 
-use common::acme::Client;
 use common::device::*;
 use common::*;
 use enrollca_testkit::acme::Http01Responder;
@@ -29,39 +28,26 @@ fn leaf(token: &str) -> AndroidLeaf {
 }
 
 /// A server whose `device` profile takes Apple and Android devices, trusting `ca` and
-/// reading the status list from `list`.
+/// reading the status list from `list` every second.
 fn android_server(tmp: &std::path::Path, ca: &TestAndroidCa, list: &Http01Responder) -> Server {
-    let data = init_dir(tmp, &[], &[]);
-    let root = tmp.join("android-root.pem");
-    std::fs::write(&root, ca.root_pem()).unwrap();
-    let path = data.join("config.toml");
-    let config = std::fs::read_to_string(&path)
-        .unwrap()
-        .replacen(
-            "attestation_roots = []",
-            &format!("attestation_roots = [{:?}]", root.to_str().unwrap()),
-            1,
-        )
-        .replacen(
-            "\"https://android.googleapis.com/attestation/status\"",
-            &format!(
-                "\"http://127.0.0.1:{}/.well-known/acme-challenge/{STATUS}\"",
-                list.port
+    attesting_server(
+        tmp,
+        "android-key",
+        &ca.root_pem(),
+        &[
+            (
+                "\"https://android.googleapis.com/attestation/status\"",
+                format!(
+                    "\"http://127.0.0.1:{}/.well-known/acme-challenge/{STATUS}\"",
+                    list.port
+                ),
             ),
-            1,
-        )
-        .replacen(
-            "android_status_refresh = \"1h\"",
-            "android_status_refresh = \"1s\"",
-            1,
-        )
-        .replacen(
-            "attestation_formats = [\"apple\"]",
-            "attestation_formats = [\"apple\", \"android-key\"]",
-            1,
-        );
-    std::fs::write(&path, config).unwrap();
-    Server::start(&data, &[])
+            (
+                "android_status_refresh = \"1h\"",
+                "android_status_refresh = \"1s\"".into(),
+            ),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,13 +58,7 @@ async fn an_android_device_enrols_and_each_false_attestation_is_refused() {
     // The list is not there yet: the node cannot judge an Android attestation.
     let list = Http01Responder::start(0).await.unwrap();
     let server = android_server(tmp.path(), &ca, &list);
-    assert_eq!(
-        register(&server, "android-1", json!({"serial": ANDROID_SERIAL})).await,
-        201
-    );
-    let mut device = Client::new(&server, "device").await;
-    device.register().await;
-    let key = rcgen::KeyPair::generate().unwrap();
+    let (mut device, key) = registered_device(&server, "android-1", ANDROID_SERIAL).await;
 
     let pending = order_for(&mut device, ANDROID_SERIAL).await;
     let att = ca.attest(&key, &leaf(&pending.token)).unwrap();
@@ -108,24 +88,17 @@ async fn an_android_device_enrols_and_each_false_attestation_is_refused() {
     };
     assert_eq!(resp.status, 200, "{}", resp.text);
     assert_eq!(resp.body["status"], "valid");
-    let resp = finalize(&mut device, &pending, &key, "Android R5CT10ANDROID").await;
-    assert_eq!(resp.status, 200, "finalize: {}", resp.text);
-    assert_eq!(resp.body["status"], "valid");
-    let cert_url = resp.body["certificate"].as_str().unwrap().to_owned();
-    let chain = device.post(&cert_url, None).await.text;
-    let parts = split_pem(tmp.path(), "android", &chain);
-    assert_eq!(
-        permanent_identifier(&std::fs::read(&parts[0]).unwrap()),
-        ANDROID_SERIAL
-    );
-    let key_path = tmp.path().join("android.key");
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    assert_certifies_key(&parts[0], &key_path);
+    let cert = finish_enrolment(
+        &server,
+        &mut device,
+        &pending,
+        "android-1",
+        ANDROID_SERIAL,
+        &key,
+    )
+    .await;
 
     // The MDM sees what the hardware attested.
-    let view = server.get_json("/api/v1/devices/android-1").await;
-    let cert = &view["certificates"][0];
-    assert_eq!(cert["attested"], true);
     let facts = &cert["attestation"];
     assert_eq!(facts["format"], "android-key");
     assert_eq!(facts["serial"], ANDROID_SERIAL);
@@ -161,16 +134,15 @@ async fn an_android_device_enrols_and_each_false_attestation_is_refused() {
     }
 
     let now = OffsetDateTime::now_utc();
-    type Make<'a> = Box<dyn Fn(&str) -> Vec<u8> + 'a>;
-    let with = |change: &'static dyn Fn(&mut AndroidLeaf)| -> Make {
+    let with = |change: &'static dyn Fn(&mut AndroidLeaf)| -> MakeAttestation {
         let (ca, key) = (&ca, &key);
-        Box::new(move |t: &str| {
+        Box::new(move |t, _| {
             let mut l = leaf(t);
             change(&mut l);
             ca.attest(key, &l).unwrap()
         })
     };
-    let cases: Vec<(&str, Make, &str)> = vec![
+    let cases: Vec<(&str, MakeAttestation, &str)> = vec![
         (
             "challenge wrong",
             with(&|l| l.challenge = vec![7; 32]),
@@ -178,12 +150,12 @@ async fn an_android_device_enrols_and_each_false_attestation_is_refused() {
         ),
         (
             "unknown root",
-            Box::new(|t| stranger.attest(&key, &leaf(t)).unwrap()),
+            Box::new(|t, _| stranger.attest(&key, &leaf(t)).unwrap()),
             "not a trusted attestation root",
         ),
         (
             "leaf expired",
-            Box::new(|t| {
+            Box::new(|t, _| {
                 let l = AndroidLeaf {
                     not_before: now - Duration::days(3),
                     not_after: now - Duration::days(1),
@@ -195,7 +167,7 @@ async fn an_android_device_enrols_and_each_false_attestation_is_refused() {
         ),
         (
             "attestation key missing",
-            Box::new(|t| object("android-key", &[ca.leaf(&key, &leaf(t)).unwrap()])),
+            Box::new(|t, _| object("android-key", &[ca.leaf(&key, &leaf(t)).unwrap()])),
             "not a trusted attestation root",
         ),
         (
@@ -243,31 +215,13 @@ async fn an_android_device_enrols_and_each_false_attestation_is_refused() {
         ),
         (
             "fmt unknown",
-            Box::new(|t| object("tpm", &[ca.leaf(&key, &leaf(t)).unwrap()])),
+            Box::new(|t, _| object("tpm", &[ca.leaf(&key, &leaf(t)).unwrap()])),
             "format `tpm` is not supported (supported: apple, android-key)",
         ),
     ];
-    for (name, make, why) in &cases {
-        let pending = order_for(&mut device, ANDROID_SERIAL).await;
-        let resp = answer(&mut device, &pending, &make(&pending.token)).await;
-        assert_eq!(resp.status, 400, "{name}: {}", resp.text);
-        assert_eq!(resp.problem(), "badAttestationStatement", "{name}");
-        let detail = resp.body["detail"].as_str().unwrap();
-        assert!(detail.contains(why), "{name}: {detail}");
-        assert_eq!(
-            device.post(&pending.order_url, None).await.body["status"],
-            "invalid",
-            "{name}"
-        );
-    }
-
-    // A CSR for another key than the attested one.
-    let pending = order_for(&mut device, ANDROID_SERIAL).await;
-    let att = ca.attest(&key, &leaf(&pending.token)).unwrap();
-    assert_eq!(answer(&mut device, &pending, &att).await.status, 200);
-    let other = rcgen::KeyPair::generate().unwrap();
-    let resp = finalize(&mut device, &pending, &other, "x").await;
-    assert_eq!(resp.problem(), "badCSR", "{}", resp.text);
+    assert_each_refused(&mut device, ANDROID_SERIAL, &cases).await;
+    let genuine: MakeAttestation = Box::new(|t, _| ca.attest(&key, &leaf(t)).unwrap());
+    assert_foreign_csr_refused(&mut device, ANDROID_SERIAL, &genuine).await;
 
     // An Android serial the MDM never registered is not ordered at all.
     let url = device.url("newOrder");

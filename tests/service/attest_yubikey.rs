@@ -7,7 +7,6 @@
 
 use enrollca_testkit::harness as common;
 
-use common::acme::Client;
 use common::device::*;
 use common::*;
 use enrollca_testkit::attestation::ecdsa_sha256;
@@ -17,46 +16,31 @@ use time::{Duration, OffsetDateTime};
 
 const YUBIKEY_SERIAL: &str = "5000001";
 
-/// A server whose `device` profile takes Apple devices and YubiKeys with a PIN, trusting `ca`.
+/// A server whose `device` profile takes Apple devices and YubiKeys with a PIN, trusting
+/// `ca`, and reads the operator's revocation list from `tmp/revoked.json` every second.
 fn yubikey_server(tmp: &std::path::Path, ca: &TestYubicoCa) -> Server {
-    let data = init_dir(tmp, &[], &[]);
-    let root = tmp.join("yubico-root.pem");
-    std::fs::write(&root, ca.root_pem()).unwrap();
-    let path = data.join("config.toml");
-    let config = std::fs::read_to_string(&path)
-        .unwrap()
-        .replacen(
-            "attestation_roots = []",
-            &format!("attestation_roots = [{:?}]", root.to_str().unwrap()),
-            1,
-        )
-        .replacen(
-            "attestation_formats = [\"apple\"]",
-            "attestation_formats = [\"apple\", \"step\"]",
-            1,
-        )
-        .replacen(
-            "# [acme.profiles.device.yubikey]",
-            "[acme.profiles.device.yubikey]",
-            1,
-        )
-        .replacen("# require_pin = false", "require_pin = true", 1)
-        .replacen(
-            "# attestation_revocations = \"/etc/enrollca/revoked-attestations.json\"",
-            &format!(
-                "attestation_revocations = {:?}",
-                tmp.join("revoked.json").to_str().unwrap()
-            ),
-            1,
-        )
-        .replacen(
-            "attestation_revocations_refresh = \"1h\"",
-            "attestation_revocations_refresh = \"1s\"",
-            1,
-        );
     std::fs::write(tmp.join("revoked.json"), r#"{"entries": {}}"#).unwrap();
-    std::fs::write(&path, config).unwrap();
-    Server::start(&data, &[])
+    let revoked = tmp.join("revoked.json");
+    attesting_server(
+        tmp,
+        "step",
+        &ca.root_pem(),
+        &[
+            (
+                "# [acme.profiles.device.yubikey]",
+                "[acme.profiles.device.yubikey]".into(),
+            ),
+            ("# require_pin = false", "require_pin = true".into()),
+            (
+                "# attestation_revocations = \"/etc/enrollca/revoked-attestations.json\"",
+                format!("attestation_revocations = {:?}", revoked.to_str().unwrap()),
+            ),
+            (
+                "attestation_revocations_refresh = \"1h\"",
+                "attestation_revocations_refresh = \"1s\"".into(),
+            ),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,40 +49,21 @@ async fn a_yubikey_enrols_and_each_false_attestation_is_refused() {
     let ca = TestYubicoCa::generate("Test").unwrap();
     let stranger = TestYubicoCa::generate("Stranger").unwrap();
     let server = yubikey_server(tmp.path(), &ca);
-    assert_eq!(
-        register(&server, "yubikey-1", json!({"serial": YUBIKEY_SERIAL})).await,
-        201
-    );
-    let mut device = Client::new(&server, "device").await;
-    device.register().await;
-    let key = rcgen::KeyPair::generate().unwrap();
+    let (mut device, key) = registered_device(&server, "yubikey-1", YUBIKEY_SERIAL).await;
 
-    let pending = order_for(&mut device, YUBIKEY_SERIAL).await;
-    let key_authorization = device.key.key_authorization(&pending.token);
-    let att = ca
-        .attest(&key, &YubiKeyLeaf::default(), &key_authorization)
-        .unwrap();
-    let resp = answer(&mut device, &pending, &att).await;
-    assert_eq!(resp.status, 200, "{}", resp.text);
-    assert_eq!(resp.body["status"], "valid");
-    let resp = finalize(&mut device, &pending, &key, "YubiKey 5000001").await;
-    assert_eq!(resp.status, 200, "finalize: {}", resp.text);
-    assert_eq!(resp.body["status"], "valid");
-    let cert_url = resp.body["certificate"].as_str().unwrap().to_owned();
-    let chain = device.post(&cert_url, None).await.text;
-    let parts = split_pem(tmp.path(), "yubikey", &chain);
-    assert_eq!(
-        permanent_identifier(&std::fs::read(&parts[0]).unwrap()),
-        YUBIKEY_SERIAL
-    );
-    let key_path = tmp.path().join("yubikey.key");
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    assert_certifies_key(&parts[0], &key_path);
+    let genuine: MakeAttestation =
+        Box::new(|_, ka| ca.attest(&key, &YubiKeyLeaf::default(), ka).unwrap());
+    let cert = enrol_attested(
+        &server,
+        &mut device,
+        "yubikey-1",
+        YUBIKEY_SERIAL,
+        &key,
+        &genuine,
+    )
+    .await;
 
     // The MDM sees what the YubiKey attested.
-    let view = server.get_json("/api/v1/devices/yubikey-1").await;
-    let cert = &view["certificates"][0];
-    assert_eq!(cert["attested"], true);
     let facts = &cert["attestation"];
     assert_eq!(facts["format"], "step");
     assert_eq!(facts["serial"], YUBIKEY_SERIAL);
@@ -155,18 +120,17 @@ async fn a_yubikey_enrols_and_each_false_attestation_is_refused() {
 
     let now = OffsetDateTime::now_utc();
     let other_key = rcgen::KeyPair::generate().unwrap();
-    type Make<'a> = Box<dyn Fn(&str) -> Vec<u8> + 'a>;
-    let signed = |leaf: YubiKeyLeaf| -> Make {
+    let signed = |leaf: YubiKeyLeaf| -> MakeAttestation {
         let (ca, key) = (&ca, &key);
-        Box::new(move |ka: &str| {
+        Box::new(move |_, ka| {
             let x5c = [ca.leaf(key, &leaf).unwrap(), ca.f9_der()];
             step_object(&x5c, &ecdsa_sha256(key, ka.as_bytes()), -7)
         })
     };
-    let cases: Vec<(&str, Make, &str)> = vec![
+    let cases: Vec<(&str, MakeAttestation, &str)> = vec![
         (
             "signature over another challenge",
-            Box::new(|ka: &str| {
+            Box::new(|_, ka| {
                 ca.attest(&key, &YubiKeyLeaf::default(), &format!("x{ka}"))
                     .unwrap()
             }),
@@ -174,7 +138,7 @@ async fn a_yubikey_enrols_and_each_false_attestation_is_refused() {
         ),
         (
             "signature by another key than the attested one",
-            Box::new(|ka: &str| {
+            Box::new(|_, ka| {
                 let x5c = [ca.leaf(&key, &YubiKeyLeaf::default()).unwrap(), ca.f9_der()];
                 step_object(&x5c, &ecdsa_sha256(&other_key, ka.as_bytes()), -7)
             }),
@@ -182,7 +146,7 @@ async fn a_yubikey_enrols_and_each_false_attestation_is_refused() {
         ),
         (
             "unknown root",
-            Box::new(|ka: &str| stranger.attest(&key, &YubiKeyLeaf::default(), ka).unwrap()),
+            Box::new(|_, ka| stranger.attest(&key, &YubiKeyLeaf::default(), ka).unwrap()),
             "not a trusted attestation root",
         ),
         (
@@ -196,7 +160,7 @@ async fn a_yubikey_enrols_and_each_false_attestation_is_refused() {
         ),
         (
             "f9 certificate missing",
-            Box::new(|ka: &str| {
+            Box::new(|_, ka| {
                 let x5c = [ca.leaf(&key, &YubiKeyLeaf::default()).unwrap()];
                 step_object(&x5c, &ecdsa_sha256(&key, ka.as_bytes()), -7)
             }),
@@ -228,35 +192,15 @@ async fn a_yubikey_enrols_and_each_false_attestation_is_refused() {
         ),
         (
             "alg not ES256",
-            Box::new(|ka: &str| {
+            Box::new(|_, ka| {
                 let x5c = [ca.leaf(&key, &YubiKeyLeaf::default()).unwrap(), ca.f9_der()];
                 step_object(&x5c, &ecdsa_sha256(&key, ka.as_bytes()), -257)
             }),
             "`alg` is not -7",
         ),
     ];
-    for (name, make, why) in &cases {
-        let pending = order_for(&mut device, YUBIKEY_SERIAL).await;
-        let ka = device.key.key_authorization(&pending.token);
-        let resp = answer(&mut device, &pending, &make(&ka)).await;
-        assert_eq!(resp.status, 400, "{name}: {}", resp.text);
-        assert_eq!(resp.problem(), "badAttestationStatement", "{name}");
-        let detail = resp.body["detail"].as_str().unwrap();
-        assert!(detail.contains(why), "{name}: {detail}");
-        assert_eq!(
-            device.post(&pending.order_url, None).await.body["status"],
-            "invalid",
-            "{name}"
-        );
-    }
-
-    // A CSR for another key than the attested one.
-    let pending = order_for(&mut device, YUBIKEY_SERIAL).await;
-    let ka = device.key.key_authorization(&pending.token);
-    let att = ca.attest(&key, &YubiKeyLeaf::default(), &ka).unwrap();
-    assert_eq!(answer(&mut device, &pending, &att).await.status, 200);
-    let resp = finalize(&mut device, &pending, &other_key, "x").await;
-    assert_eq!(resp.problem(), "badCSR", "{}", resp.text);
+    assert_each_refused(&mut device, YUBIKEY_SERIAL, &cases).await;
+    assert_foreign_csr_refused(&mut device, YUBIKEY_SERIAL, &genuine).await;
 
     // A YubiKey serial the MDM never registered is not ordered at all.
     let url = device.url("newOrder");

@@ -209,3 +209,139 @@ pub async fn certificate_count(server: &Server) -> usize {
         .unwrap()
         .len()
 }
+
+/// Makes an attestation object for a challenge: from its token and the client's key
+/// authorization (formats use one or the other).
+pub type MakeAttestation<'a> = Box<dyn Fn(&str, &str) -> Vec<u8> + 'a>;
+
+/// A genuine device holding `key` enrols on `make`'s attestation: the challenge is valid at
+/// once, then as `finish_enrolment`.
+pub async fn enrol_attested(
+    server: &Server,
+    client: &mut Client,
+    device_id: &str,
+    identifier: &str,
+    key: &rcgen::KeyPair,
+    make: &MakeAttestation<'_>,
+) -> Value {
+    let pending = order_for(client, identifier).await;
+    let ka = client.key.key_authorization(&pending.token);
+    let resp = answer(client, &pending, &make(&pending.token, &ka)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    assert_eq!(resp.body["status"], "valid");
+    finish_enrolment(server, client, &pending, device_id, identifier, key).await
+}
+
+/// Finalizes an attested order: the certificate names the ordered identifier and certifies
+/// `key`. Returns it as the MDM's API shows it for device `device_id` (attested).
+pub async fn finish_enrolment(
+    server: &Server,
+    client: &mut Client,
+    pending: &Pending,
+    device_id: &str,
+    identifier: &str,
+    key: &rcgen::KeyPair,
+) -> Value {
+    let resp = finalize(client, pending, key, device_id).await;
+    assert_eq!(resp.status, 200, "finalize: {}", resp.text);
+    assert_eq!(resp.body["status"], "valid");
+    let cert_url = resp.body["certificate"].as_str().unwrap().to_owned();
+    let chain = client.post(&cert_url, None).await.text;
+    let dir = tempfile::tempdir().unwrap();
+    let parts = split_pem(dir.path(), "enrolled", &chain);
+    assert_eq!(
+        permanent_identifier(&std::fs::read(&parts[0]).unwrap()),
+        identifier
+    );
+    let key_path = dir.path().join("device.key");
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    assert_certifies_key(&parts[0], &key_path);
+    let view = server
+        .get_json(&format!("/api/v1/devices/{device_id}"))
+        .await;
+    let cert = view["certificates"][0].clone();
+    assert_eq!(cert["attested"], true, "{view}");
+    cert
+}
+
+/// Each `(name, attestation, reason)` answers a fresh order for `identifier`: refused with
+/// `badAttestationStatement` saying `reason`, and the order invalid.
+pub async fn assert_each_refused(
+    client: &mut Client,
+    identifier: &str,
+    cases: &[(&str, MakeAttestation<'_>, &str)],
+) {
+    for (name, make, why) in cases {
+        let pending = order_for(client, identifier).await;
+        let ka = client.key.key_authorization(&pending.token);
+        let resp = answer(client, &pending, &make(&pending.token, &ka)).await;
+        assert_eq!(resp.status, 400, "{name}: {}", resp.text);
+        assert_eq!(resp.problem(), "badAttestationStatement", "{name}");
+        let detail = resp.body["detail"].as_str().unwrap();
+        assert!(detail.contains(why), "{name}: {detail}");
+        assert_eq!(
+            client.post(&pending.order_url, None).await.body["status"],
+            "invalid",
+            "{name}"
+        );
+    }
+}
+
+/// A genuine attestation, then a CSR for another key than the attested one: `badCSR`.
+pub async fn assert_foreign_csr_refused(
+    client: &mut Client,
+    identifier: &str,
+    make: &MakeAttestation<'_>,
+) {
+    let pending = order_for(client, identifier).await;
+    let ka = client.key.key_authorization(&pending.token);
+    let resp = answer(client, &pending, &make(&pending.token, &ka)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    let other = rcgen::KeyPair::generate().unwrap();
+    let resp = finalize(client, &pending, &other, "x").await;
+    assert_eq!(resp.problem(), "badCSR", "{}", resp.text);
+}
+
+/// A server whose `device` profile accepts `format` beside Apple's, trusting `root_pem` for
+/// attestation, with `edits` (what the generated config says, what it should say) applied.
+pub fn attesting_server(
+    tmp: &Path,
+    format: &str,
+    root_pem: &str,
+    edits: &[(&str, String)],
+) -> Server {
+    let data = init_dir(tmp, &[], &[]);
+    let root = tmp.join(format!("{format}-root.pem"));
+    std::fs::write(&root, root_pem).unwrap();
+    let path = data.join("config.toml");
+    let mut config = std::fs::read_to_string(&path).unwrap();
+    let standard = [
+        (
+            "attestation_roots = []",
+            format!("attestation_roots = [{:?}]", root.to_str().unwrap()),
+        ),
+        (
+            "attestation_formats = [\"apple\"]",
+            format!("attestation_formats = [\"apple\", \"{format}\"]"),
+        ),
+    ];
+    for (from, to) in standard.iter().chain(edits) {
+        assert!(config.contains(from), "the generated config says `{from}`");
+        config = config.replacen(from, to, 1);
+    }
+    std::fs::write(&path, config).unwrap();
+    Server::start(&data, &[])
+}
+
+/// Registers device `id` with `serial` in the MDM's inventory; returns an ACME account on
+/// the `device` profile and the device's key.
+pub async fn registered_device(
+    server: &Server,
+    id: &str,
+    serial: &str,
+) -> (Client, rcgen::KeyPair) {
+    assert_eq!(register(server, id, json!({"serial": serial})).await, 201);
+    let mut client = Client::new(server, "device").await;
+    client.register().await;
+    (client, rcgen::KeyPair::generate().unwrap())
+}
