@@ -259,7 +259,7 @@ async fn run_profile(cmd: ProfileCommand) -> anyhow::Result<()> {
                 Ok(())
             };
             let roots_url = format!("{}/roots.pem", config.listen.public_url());
-            let agent = payload::Agent {
+            let agent = super::guide::Agent {
                 directory_url: &directory_url,
                 roots_url: &roots_url,
                 identifier: &client_identifier,

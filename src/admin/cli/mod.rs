@@ -2,6 +2,7 @@
 //! what each command does (`commands`).
 
 mod commands;
+mod guide;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
