@@ -77,26 +77,32 @@ impl StatusList {
 }
 
 /// Where the list comes from: `http://` or `https://` URLs are fetched, anything else is
-/// a file path.
-async fn fetch(source: &str, client: &reqwest::Client) -> Result<Revoked, String> {
+/// a file path. A list larger than `max` bytes is refused, whether or not its server said
+/// so in advance.
+async fn fetch(source: &str, client: &reqwest::Client, max: usize) -> Result<Revoked, String> {
     let bytes = if source.starts_with("https://") || source.starts_with("http://") {
-        let response = client
+        let mut response = client
             .get(source)
             .send()
             .await
             .and_then(|r| r.error_for_status())
             .map_err(|e| format!("fetching {source}: {e}"))?;
-        if response
-            .content_length()
-            .is_some_and(|l| l > MAX_LEN as u64)
-        {
-            return Err(format!("{source} is larger than {MAX_LEN} bytes"));
+        let too_large = || format!("{source} is larger than {max} bytes");
+        if response.content_length().is_some_and(|l| l > max as u64) {
+            return Err(too_large());
         }
-        response
-            .bytes()
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
             .map_err(|e| format!("reading {source}: {e}"))?
-            .to_vec()
+        {
+            if body.len() + chunk.len() > max {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        body
     } else {
         tokio::fs::read(source)
             .await
@@ -119,7 +125,7 @@ pub async fn follow(
         .expect("a reqwest client with a timeout builds");
     let retry = every.min(std::time::Duration::from_secs(30));
     loop {
-        let wait = match fetch(&source, &client).await {
+        let wait = match fetch(&source, &client, MAX_LEN).await {
             Ok(revoked) => {
                 tracing::info!(
                     source,
@@ -158,6 +164,45 @@ mod tests {
         // DER keeps a leading zero byte on a serial whose high bit is set.
         assert!(list.contains(&[0x00, 0x0a, 0x1b]));
         assert!(!list.contains(&[0x0a, 0x1c]));
+    }
+
+    /// A server that streams `chunks` of `size` bytes without announcing a length.
+    async fn chunked_server(chunks: usize, size: usize) -> String {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/status", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut request).await;
+            let mut reply = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+            for _ in 0..chunks {
+                reply.extend(format!("{size:x}\r\n").as_bytes());
+                reply.extend(std::iter::repeat_n(b' ', size));
+                reply.extend(b"\r\n");
+            }
+            reply.extend(b"0\r\n\r\n");
+            let _ = socket.write_all(&reply).await;
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_list_without_a_length_is_read_only_up_to_the_bound() {
+        let client = reqwest::Client::new();
+        let url = chunked_server(8, 1024).await;
+        let err = match fetch(&url, &client, 4096).await {
+            Err(e) => e,
+            Ok(_) => panic!("an 8 KiB body passed a 4 KiB bound"),
+        };
+        assert!(err.contains("is larger than 4096 bytes"), "{err}");
+        // Within the bound it is read whole (and is not a list: whitespace).
+        let url = chunked_server(2, 1024).await;
+        let err = match fetch(&url, &client, 4096).await {
+            Err(e) => e,
+            Ok(_) => panic!("whitespace is not a list"),
+        };
+        assert!(!err.contains("larger than"), "{err}");
     }
 
     #[test]
