@@ -35,6 +35,9 @@ pub enum KeyType {
     P256,
     #[serde(rename = "p384")]
     P384,
+    /// RSA of 2048 to 4096 bits (TPM and YubiKey keys often are).
+    #[serde(rename = "rsa")]
+    Rsa,
 }
 
 impl KeyType {
@@ -42,6 +45,7 @@ impl KeyType {
         match key {
             SubjectKey::EcP256 => Some(Self::P256),
             SubjectKey::EcP384 => Some(Self::P384),
+            SubjectKey::Rsa { bits: 2048..=4096 } => Some(Self::Rsa),
             _ => None,
         }
     }
@@ -111,7 +115,9 @@ impl Expected<'_> {
         let key = SubjectKey::of(spki)
             .ok()
             .and_then(KeyType::of)
-            .ok_or_else(|| AttestError::Key("the leaf's key is not P-256 or P-384".into()))?;
+            .ok_or_else(|| {
+                AttestError::Key("the key is not P-256, P-384 or RSA of 2048 to 4096 bits".into())
+            })?;
         if !self.key_types.contains(&key) {
             return Err(AttestError::Key(format!(
                 "{key:?} keys are not accepted by this profile (accepted: {:?})",

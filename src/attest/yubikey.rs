@@ -5,9 +5,9 @@
 //! the ACME key authorization instead: that proves the key answers this challenge now.
 //! Every check is mandatory: a missing member is a failure.
 //!
-//! Statement: `{"alg": -7, "sig": bstr, "x5c": [leaf, f9, …]}`, where `sig` holds a CBOR
-//! byte string wrapping the DER ECDSA signature over SHA-256 of the key authorization (step
-//! CLI signs that digest whatever the curve).
+//! Statement: `{"alg": -7 or -257, "sig": bstr, "x5c": [leaf, f9, …]}`, where `sig` holds a
+//! CBOR byte string wrapping the signature over SHA-256 of the key authorization (ECDSA, DER,
+//! for an EC key whatever the curve, as step CLI signs; RSASSA-PKCS1-v1_5 for RSA).
 
 use ciborium::Value;
 use ring::signature::{self, UnparsedPublicKey};
@@ -36,8 +36,10 @@ const SERIAL: &[u8] = &oid!(raw 1.3.6.1.4.1.41482.3.7);
 const POLICY: &[u8] = &oid!(raw 1.3.6.1.4.1.41482.3.8);
 const FORM_FACTOR: &[u8] = &oid!(raw 1.3.6.1.4.1.41482.3.9);
 
-/// COSE ES256: the only `alg` step's statement carries.
+/// COSE algorithms of the signature over the key authorization: ECDSA or RSASSA-PKCS1-v1_5,
+/// both over SHA-256.
 const ES256: i128 = -7;
+const RS256: i128 = -257;
 
 /// What a profile demands of a YubiKey beyond a genuine attestation.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,15 +245,14 @@ impl Format for YubiKeyPiv {
         object: &AttestationObject,
         expected: &Expected<'_>,
     ) -> Result<Attestation, AttestError> {
-        match object.member("alg") {
-            Some(Value::Integer(alg)) if i128::from(*alg) == ES256 => {}
-            Some(_) => {
+        let alg = match object.member("alg") {
+            Some(Value::Integer(alg)) => i128::from(*alg),
+            _ => {
                 return Err(AttestError::Malformed(
-                    "`alg` is not -7 (ES256, a signature over SHA-256)".into(),
+                    "`attStmt` has no integer `alg`".into(),
                 ));
             }
-            None => return Err(AttestError::Malformed("`attStmt` has no `alg`".into())),
-        }
+        };
         let sig = signature(object)?;
         let x5c = chain::x5c(object)?;
         let now = chain::asn1_now(expected.now)?;
@@ -260,13 +261,16 @@ impl Format for YubiKeyPiv {
 
         let spki = leaf.public_key();
         expected.accepts_key(spki)?;
-        let algorithm = match SubjectKey::of(spki) {
-            Ok(SubjectKey::EcP256) => &signature::ECDSA_P256_SHA256_ASN1,
-            Ok(SubjectKey::EcP384) => &signature::ECDSA_P384_SHA256_ASN1,
-            _ => {
-                return Err(AttestError::Key(
-                    "the leaf's key is not P-256 or P-384".into(),
-                ));
+        // The signature is over SHA-256 whatever the key: `alg` names its scheme.
+        let algorithm: &dyn signature::VerificationAlgorithm = match (SubjectKey::of(spki), alg) {
+            (Ok(SubjectKey::EcP256), ES256) => &signature::ECDSA_P256_SHA256_ASN1,
+            (Ok(SubjectKey::EcP384), ES256) => &signature::ECDSA_P384_SHA256_ASN1,
+            (Ok(SubjectKey::Rsa { .. }), RS256) => &signature::RSA_PKCS1_2048_8192_SHA256,
+            (_, alg) => {
+                return Err(AttestError::Malformed(format!(
+                    "`alg` {alg} does not fit the attested key (ES256, -7, for an EC key; \
+                     RS256, -257, for RSA)"
+                )));
             }
         };
         UnparsedPublicKey::new(algorithm, &spki.subject_public_key.data)

@@ -10,7 +10,7 @@ use enrollca::attest::{
     AndroidPolicy, AttestError, AttestationObject, Expected, FormatName, KeyType, Tpm,
     TpmIdentifier, TpmPolicy, Verifier, YubiKeyPolicy,
 };
-use enrollca_testkit::attestation::ecdsa_sha256;
+use enrollca_testkit::attestation::sign_sha256;
 use enrollca_testkit::tpm::{TestTpmCa, TpmLeaf, tpm_object};
 use rcgen::KeyPair;
 use time::macros::datetime;
@@ -189,6 +189,28 @@ fn a_synthetic_tpm_attestation_verifies_and_its_facts_are_recorded() {
     assert_eq!(a.facts.tpm_model.as_deref(), Some("TESTTPM"));
     assert_eq!(a.facts.firmware.as_deref(), Some("id:00010002"));
 
+    // An RSA key, as TPMs often hold: accepted where the profile lists `rsa`, refused where
+    // it does not.
+    let rsa = KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let object =
+        f.ca.attest(&rsa, &TpmLeaf::default(), "tok.thumbprint")
+            .unwrap();
+    let any_key = Expected {
+        key_types: &[KeyType::P256, KeyType::Rsa],
+        ..now(&["TPM-DEVICE-1"], &policy)
+    };
+    let a = f.verifier.verify(&object, &any_key).unwrap();
+    assert_eq!(a.spki, rcgen::PublicKeyData::subject_public_key_info(&rsa));
+    let err = f
+        .verifier
+        .verify(&object, &now(&["TPM-DEVICE-1"], &policy))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Rsa keys are not accepted by this profile"),
+        "{err}"
+    );
+
     // A profile that reads the device from a HardwareModuleName.
     let hw = TpmPolicy {
         identifier: TpmIdentifier::HardwareModuleName,
@@ -351,7 +373,7 @@ fn every_check_refuses_with_its_reason() {
             tpm_object(
                 std::slice::from_ref(aik),
                 -7,
-                &ecdsa_sha256(&device, cert_info),
+                &sign_sha256(&device, cert_info),
                 cert_info,
                 pub_area,
             ),

@@ -8,7 +8,7 @@ use enrollca::attest::{
     AndroidPolicy, AttestError, Expected, FormatName, KeyType, PinPolicy, PivExtensions,
     TouchPolicy, TpmPolicy, Verifier, YubiKeyPiv, YubiKeyPolicy,
 };
-use enrollca_testkit::attestation::ecdsa_sha256;
+use enrollca_testkit::attestation::sign_sha256;
 use enrollca_testkit::yubikey::{TestYubicoCa, YubiKeyLeaf, serial_der, step_object};
 use rcgen::{KeyPair, PKCS_ECDSA_P384_SHA384};
 use time::macros::datetime;
@@ -189,15 +189,20 @@ fn a_synthetic_yubikey_verifies_and_its_facts_are_recorded() {
         require_pin: true,
         require_touch: false,
     };
-    for alg in [&rcgen::PKCS_ECDSA_P256_SHA256, &PKCS_ECDSA_P384_SHA384] {
+    for alg in [
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+        &PKCS_ECDSA_P384_SHA384,
+        &rcgen::PKCS_RSA_SHA256,
+    ] {
         let device = KeyPair::generate_for(alg).unwrap();
         let object =
             f.ca.attest(&device, &YubiKeyLeaf::default(), KEY_AUTHORIZATION)
                 .unwrap();
-        let a = f
-            .verifier
-            .verify(&object, &expected(&["5000001"], &policy))
-            .unwrap();
+        let any_key = Expected {
+            key_types: &[KeyType::P256, KeyType::P384, KeyType::Rsa],
+            ..expected(&["5000001"], &policy)
+        };
+        let a = f.verifier.verify(&object, &any_key).unwrap();
         assert_eq!(
             a.spki,
             rcgen::PublicKeyData::subject_public_key_info(&device)
@@ -237,7 +242,7 @@ fn every_check_refuses_with_its_reason() {
     let signed = |leaf: &YubiKeyLeaf, key_authorization: &str| {
         step_object(
             &[leaf_der(leaf), f.ca.f9_der()],
-            &ecdsa_sha256(&device, key_authorization.as_bytes()),
+            &sign_sha256(&device, key_authorization.as_bytes()),
             -7,
         )
     };
@@ -255,7 +260,7 @@ fn every_check_refuses_with_its_reason() {
             "a signature by another key",
             step_object(
                 &[leaf_der(&YubiKeyLeaf::default()), f.ca.f9_der()],
-                &ecdsa_sha256(&other, KEY_AUTHORIZATION.as_bytes()),
+                &sign_sha256(&other, KEY_AUTHORIZATION.as_bytes()),
                 -7,
             ),
             expected(&["5000001"], &lenient),
@@ -383,17 +388,17 @@ fn every_check_refuses_with_its_reason() {
             "an alg other than ES256",
             step_object(
                 &[leaf_der(&YubiKeyLeaf::default()), f.ca.f9_der()],
-                &ecdsa_sha256(&device, KEY_AUTHORIZATION.as_bytes()),
+                &sign_sha256(&device, KEY_AUTHORIZATION.as_bytes()),
                 -35,
             ),
             expected(&["5000001"], &lenient),
-            "`alg` is not -7",
+            "`alg` -35 does not fit the attested key",
         ),
         (
             "a bare DER signature (not wrapped in CBOR)",
             unwrapped_sig(
                 &[leaf_der(&YubiKeyLeaf::default()), f.ca.f9_der()],
-                ecdsa_sha256(&device, KEY_AUTHORIZATION.as_bytes()),
+                sign_sha256(&device, KEY_AUTHORIZATION.as_bytes()),
             ),
             expected(&["5000001"], &lenient),
             "`sig` does not hold a CBOR byte string",
@@ -417,6 +422,38 @@ fn every_check_refuses_with_its_reason() {
             "{what}: `{err}` does not say `{reason}`"
         );
     }
+    // An RSA key: refused where the profile does not list `rsa`, and signed with ES256.
+    let rsa = KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let rsa_object =
+        f.ca.attest(&rsa, &YubiKeyLeaf::default(), KEY_AUTHORIZATION)
+            .unwrap();
+    let err = f
+        .verifier
+        .verify(&rsa_object, &expected(&["5000001"], &lenient))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Rsa keys are not accepted by this profile"),
+        "{err}"
+    );
+    let es256 = step_object(
+        &[
+            f.ca.leaf(&rsa, &YubiKeyLeaf::default()).unwrap(),
+            f.ca.f9_der(),
+        ],
+        &sign_sha256(&rsa, KEY_AUTHORIZATION.as_bytes()),
+        -7,
+    );
+    let any_key = Expected {
+        key_types: &[KeyType::P256, KeyType::Rsa],
+        ..expected(&["5000001"], &lenient)
+    };
+    let err = f.verifier.verify(&es256, &any_key).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`alg` -7 does not fit the attested key"),
+        "{err}"
+    );
     // And the good one passes, so each refusal above is its own check's.
     f.verifier
         .verify(&good, &expected(&["5000001"], &lenient))

@@ -33,6 +33,10 @@ async fn a_tpm_device_enrols_and_each_false_attestation_is_refused() {
                 "identifier = \"permanent-identifier\"".into(),
             ),
             ("# accept_sha1 = false", "accept_sha1 = false".into()),
+            (
+                "attestation_key_types = [\"p256\", \"p384\"]",
+                "attestation_key_types = [\"p256\", \"p384\", \"rsa\"]".into(),
+            ),
         ],
     );
     let (mut device, key) = registered_device(&server, "pc-1", TPM_DEVICE).await;
@@ -56,6 +60,25 @@ async fn a_tpm_device_enrols_and_each_false_attestation_is_refused() {
         ),
         "{shown}"
     );
+
+    // A TPM holding an RSA key, on a profile that accepts RSA.
+    let (mut pc2, _) = registered_device(&server, "pc-2", "TPM-DEVICE-2").await;
+    let rsa = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let leaf = || TpmLeaf {
+        permanent_identifier: Some("TPM-DEVICE-2".into()),
+        ..TpmLeaf::default()
+    };
+    let rsa_attestation: MakeAttestation = Box::new(|_, ka| ca.attest(&rsa, &leaf(), ka).unwrap());
+    let cert = enrol_attested(
+        &server,
+        &mut pc2,
+        "pc-2",
+        "TPM-DEVICE-2",
+        &rsa,
+        &rsa_attestation,
+    )
+    .await;
+    assert_eq!(cert["attestation"]["format"], "tpm");
 
     // What `enrollca profile` tells the device's enrolment agent.
     let guide = stdout(&server.cli_listening(&[
@@ -148,7 +171,7 @@ async fn a_tpm_device_enrols_and_each_false_attestation_is_refused() {
 
     assert_eq!(
         certificate_count(&server).await,
-        1,
-        "only the genuine enrolment"
+        2,
+        "only the genuine enrolments"
     );
 }

@@ -9,7 +9,7 @@ use enrollca_testkit::harness as common;
 
 use common::device::*;
 use common::*;
-use enrollca_testkit::attestation::ecdsa_sha256;
+use enrollca_testkit::attestation::sign_sha256;
 use enrollca_testkit::yubikey::{TestYubicoCa, YubiKeyLeaf, serial_der, step_object};
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
@@ -124,7 +124,7 @@ async fn a_yubikey_enrols_and_each_false_attestation_is_refused() {
         let (ca, key) = (&ca, &key);
         Box::new(move |_, ka| {
             let x5c = [ca.leaf(key, &leaf).unwrap(), ca.f9_der()];
-            step_object(&x5c, &ecdsa_sha256(key, ka.as_bytes()), -7)
+            step_object(&x5c, &sign_sha256(key, ka.as_bytes()), -7)
         })
     };
     let cases: Vec<(&str, MakeAttestation, &str)> = vec![
@@ -140,7 +140,7 @@ async fn a_yubikey_enrols_and_each_false_attestation_is_refused() {
             "signature by another key than the attested one",
             Box::new(|_, ka| {
                 let x5c = [ca.leaf(&key, &YubiKeyLeaf::default()).unwrap(), ca.f9_der()];
-                step_object(&x5c, &ecdsa_sha256(&other_key, ka.as_bytes()), -7)
+                step_object(&x5c, &sign_sha256(&other_key, ka.as_bytes()), -7)
             }),
             "proof of possession",
         ),
@@ -162,7 +162,7 @@ async fn a_yubikey_enrols_and_each_false_attestation_is_refused() {
             "f9 certificate missing",
             Box::new(|_, ka| {
                 let x5c = [ca.leaf(&key, &YubiKeyLeaf::default()).unwrap()];
-                step_object(&x5c, &ecdsa_sha256(&key, ka.as_bytes()), -7)
+                step_object(&x5c, &sign_sha256(&key, ka.as_bytes()), -7)
             }),
             "not a trusted attestation root",
         ),
@@ -194,9 +194,9 @@ async fn a_yubikey_enrols_and_each_false_attestation_is_refused() {
             "alg not ES256",
             Box::new(|_, ka| {
                 let x5c = [ca.leaf(&key, &YubiKeyLeaf::default()).unwrap(), ca.f9_der()];
-                step_object(&x5c, &ecdsa_sha256(&key, ka.as_bytes()), -257)
+                step_object(&x5c, &sign_sha256(&key, ka.as_bytes()), -257)
             }),
-            "`alg` is not -7",
+            "`alg` -257 does not fit the attested key",
         ),
     ];
     assert_each_refused(&mut device, YUBIKEY_SERIAL, &cases).await;

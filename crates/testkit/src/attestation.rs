@@ -179,15 +179,23 @@ pub(crate) fn load_issuer(
     Ok((Issuer::from_ca_cert_pem(&cert_pem, key)?, der))
 }
 
-/// The DER ECDSA signature over SHA-256 of `message` (SHA-256 whatever the curve, as step's
-/// client signs a key authorization and a TPM signs certInfo).
-pub fn ecdsa_sha256(key: &KeyPair, message: &[u8]) -> Vec<u8> {
+/// The signature over SHA-256 of `message` by `key`, as step's client signs a key
+/// authorization and a TPM signs certInfo: ECDSA (DER) whatever the curve, or
+/// RSASSA-PKCS1-v1_5.
+pub fn sign_sha256(key: &KeyPair, message: &[u8]) -> Vec<u8> {
     let pkey = openssl::pkey::PKey::private_key_from_der(&key.serialize_der())
         .expect("an rcgen key loads");
-    let ec = pkey.ec_key().expect("an EC key");
-    openssl::ecdsa::EcdsaSig::sign(&openssl::sha::sha256(message), &ec)
-        .and_then(|s| s.to_der())
-        .expect("ECDSA signing in memory")
+    let digest = openssl::sha::sha256(message);
+    if let Ok(ec) = pkey.ec_key() {
+        return openssl::ecdsa::EcdsaSig::sign(&digest, &ec)
+            .and_then(|s| s.to_der())
+            .expect("ECDSA signing in memory");
+    }
+    let mut signer =
+        openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &pkey).unwrap();
+    signer
+        .sign_oneshot_to_vec(message)
+        .expect("RSA signing in memory")
 }
 
 /// `{"fmt": fmt, "attStmt": {"x5c": [...]}}` as CBOR.

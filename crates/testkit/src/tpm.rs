@@ -20,7 +20,7 @@ use x509_cert::name::{RdnSequence, RelativeDistinguishedName};
 
 use std::path::Path;
 
-use crate::attestation::{ecdsa_sha256, load_issuer, read_file, save_files};
+use crate::attestation::{load_issuer, read_file, save_files, sign_sha256};
 
 /// TPMA_OBJECT bits.
 pub const FIXED_TPM: u32 = 0x0000_0002;
@@ -78,22 +78,37 @@ fn sized(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// TPMT_PUBLIC of a P-256 signing key (nameAlg SHA-256, ECDSA with SHA-256).
+/// TPMT_PUBLIC of a signing key (nameAlg SHA-256): P-256 with ECDSA, or RSA with RSASSA,
+/// both over SHA-256.
 pub fn pub_area(device_key: &KeyPair, attributes: u32) -> Vec<u8> {
-    let point = device_key.public_key_raw();
-    assert_eq!(point.len(), 65, "a P-256 key");
+    let rsa = device_key.algorithm() == &rcgen::PKCS_RSA_SHA256;
     let mut out = Vec::new();
-    out.extend(0x0023u16.to_be_bytes()); // type: TPM_ALG_ECC
+    out.extend(if rsa { 0x0001u16 } else { 0x0023 }.to_be_bytes()); // type: RSA or ECC
     out.extend(0x000bu16.to_be_bytes()); // nameAlg: TPM_ALG_SHA256
     out.extend(attributes.to_be_bytes());
     out.extend(sized(&[])); // authPolicy
     out.extend(0x0010u16.to_be_bytes()); // symmetric: TPM_ALG_NULL
-    out.extend(0x0018u16.to_be_bytes()); // scheme: TPM_ALG_ECDSA
-    out.extend(0x000bu16.to_be_bytes()); //   hashAlg: SHA-256
-    out.extend(0x0003u16.to_be_bytes()); // curveID: TPM_ECC_NIST_P256
-    out.extend(0x0010u16.to_be_bytes()); // kdf: TPM_ALG_NULL
-    out.extend(sized(&point[1..33]));
-    out.extend(sized(&point[33..]));
+    if rsa {
+        let spki = rcgen::PublicKeyData::subject_public_key_info(device_key);
+        let modulus = openssl::pkey::PKey::public_key_from_der(&spki)
+            .and_then(|k| k.rsa())
+            .map(|k| k.n().to_vec())
+            .expect("an RSA public key");
+        out.extend(0x0014u16.to_be_bytes()); // scheme: TPM_ALG_RSASSA
+        out.extend(0x000bu16.to_be_bytes()); //   hashAlg: SHA-256
+        out.extend(((modulus.len() * 8) as u16).to_be_bytes()); // keyBits
+        out.extend(0u32.to_be_bytes()); // exponent: the default, 65537
+        out.extend(sized(&modulus));
+    } else {
+        let point = device_key.public_key_raw();
+        assert_eq!(point.len(), 65, "a P-256 key");
+        out.extend(0x0018u16.to_be_bytes()); // scheme: TPM_ALG_ECDSA
+        out.extend(0x000bu16.to_be_bytes()); //   hashAlg: SHA-256
+        out.extend(0x0003u16.to_be_bytes()); // curveID: TPM_ECC_NIST_P256
+        out.extend(0x0010u16.to_be_bytes()); // kdf: TPM_ALG_NULL
+        out.extend(sized(&point[1..33]));
+        out.extend(sized(&point[33..]));
+    }
     out
 }
 
@@ -203,7 +218,7 @@ impl TestTpmCa {
             .unwrap_or_else(|| openssl::sha::sha256(key_authorization.as_bytes()).to_vec());
         let name = leaf.name.clone().unwrap_or_else(|| name(&pub_area));
         let cert_info = cert_info(leaf.magic, &extra, &name);
-        let sig = ecdsa_sha256(&aik, &cert_info);
+        let sig = sign_sha256(&aik, &cert_info);
         Ok(tpm_object(
             &[self.aik_cert(&aik, leaf)?],
             -7,

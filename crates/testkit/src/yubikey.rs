@@ -14,7 +14,7 @@ use time::{Duration, OffsetDateTime};
 
 use std::path::Path;
 
-use crate::attestation::{ecdsa_sha256, load_issuer, read_file, save_files};
+use crate::attestation::{load_issuer, read_file, save_files, sign_sha256};
 
 /// Yubico's arc for PIV attestation extensions (1.3.6.1.4.1.41482.3).
 fn yubico_oid(last: u64) -> [u64; 9] {
@@ -170,10 +170,16 @@ impl TestYubicoCa {
         key_authorization: &str,
     ) -> Result<Vec<u8>, rcgen::Error> {
         let x5c = [self.leaf(device_key, leaf)?, self.f9_der()];
+        // ES256 for an EC key, RS256 for RSA.
+        let alg = if device_key.algorithm() == &rcgen::PKCS_RSA_SHA256 {
+            -257
+        } else {
+            -7
+        };
         Ok(step_object(
             &x5c,
-            &ecdsa_sha256(device_key, key_authorization.as_bytes()),
-            -7,
+            &sign_sha256(device_key, key_authorization.as_bytes()),
+            alg,
         ))
     }
 }

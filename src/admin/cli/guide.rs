@@ -76,7 +76,7 @@ impl Agent<'_> {
              acme.attestation_roots: empty subject, extended key usage tcg-kp-AIKCertificate,\n\
              the TPM's manufacturer, model and version in its subjectAltName, and the device's\n\
              {kind} `{id}` (registered with PUT /api/v1/devices/ID). The key must be\n\
-             generated in the TPM (fixedTPM, sensitiveDataOrigin), P-256 or P-384; certInfo's\n\
+             generated in the TPM (fixedTPM, sensitiveDataOrigin), of a type the profile accepts; certInfo's\n\
              extraData is SHA-256 of the challenge's key authorization; {sha1}.\n",
             roots = self.roots_url,
             id = self.identifier,
@@ -109,7 +109,7 @@ impl Agent<'_> {
              step ca certificate '{id}' yubikey.crt --acme {dir} \\\n  \
                --attestation-uri 'yubikey:slot-id=9a' --root enrollca-roots.pem\n\
              The key in slot 9a is generated on the YubiKey (`ykman piv keys generate`{demand})\n\
-             and must be P-256 or P-384; its serial number ({id}) must be registered with\n\
+             and of a type the profile accepts; its serial number ({id}) must be registered with\n\
              PUT /api/v1/devices/ID. The YubiKey signs the challenge's key authorization, so\n\
              step asks for its PIN (and a touch, per its policy).\n",
             roots = self.roots_url,
