@@ -24,6 +24,9 @@ pub(super) struct Anchors {
     /// Whether the leaf's issuer may be an end entity: Android's attestation key signs the
     /// leaf under a certificate marked `CA:FALSE` (its chains are not RFC 5280 chains).
     leaf_issuer_may_be_end_entity: bool,
+    /// Intermediates (DER) that complete a chain the client sent short: a maker's CAs that
+    /// devices do not carry. Not anchors: each is checked like a certificate the client sent.
+    intermediates: Vec<Vec<u8>>,
     /// SHA-256 of certificates whose signature by a root has been verified.
     verified: Mutex<HashSet<[u8; 32]>>,
 }
@@ -61,6 +64,7 @@ impl Anchors {
             roots: Vec::new(),
             max_chain,
             leaf_issuer_may_be_end_entity: false,
+            intermediates: Vec::new(),
             verified: Mutex::new(HashSet::new()),
         }
     }
@@ -69,6 +73,19 @@ impl Anchors {
     pub(super) fn leaf_issuer_may_be_end_entity(mut self) -> Self {
         self.leaf_issuer_may_be_end_entity = true;
         self
+    }
+
+    /// Completes short chains with these intermediates (DER); none of them unless all parse.
+    pub(super) fn completed_by(mut self, ders: &[Vec<u8>]) -> Result<Self, AttestError> {
+        for der in ders {
+            if !matches!(X509Certificate::from_der(der), Ok(([], _))) {
+                return Err(AttestError::Anchor(
+                    "a shipped attestation intermediate is not a DER certificate".into(),
+                ));
+            }
+        }
+        self.intermediates.extend_from_slice(ders);
+        Ok(self)
     }
 
     /// Trusts more roots (DER); none of them unless all parse, so a caller adding one
@@ -87,10 +104,11 @@ impl Anchors {
         self.roots.len()
     }
 
-    /// Verifies `ders` (leaf first) up to a trust anchor, every certificate valid at `now`;
-    /// returns them parsed, leaf first, without a root the client appended.
+    /// Verifies `ders` (leaf first) up to a trust anchor, completed by our intermediates
+    /// where it stops short of one, every certificate valid at `now`; returns them parsed,
+    /// leaf first, without a root the client appended.
     pub(super) fn verify<'a>(
-        &self,
+        &'a self,
         ders: &'a [Vec<u8>],
         now: ASN1Time,
     ) -> Result<Vec<X509Certificate<'a>>, AttestError> {
@@ -111,6 +129,24 @@ impl Anchors {
         }
         if certs.is_empty() {
             return Err(AttestError::Chain("`x5c` is empty".into()));
+        }
+        while let Some(top) = certs.last()
+            && !self
+                .roots
+                .iter()
+                .any(|r| r.subject == top.issuer().as_raw())
+            && certs.len() < self.max_chain
+        {
+            let issuer = top.issuer().as_raw();
+            let Some(next) = self.intermediates.iter().find_map(|der| {
+                X509Certificate::from_der(der)
+                    .ok()
+                    .map(|(_, c)| c)
+                    .filter(|c| c.subject().as_raw() == issuer)
+            }) else {
+                break;
+            };
+            certs.push(next);
         }
         if certs.len() > self.max_chain {
             return Err(AttestError::Chain(format!(
@@ -147,7 +183,7 @@ impl Anchors {
         }
         let top_index = certs.len() - 1;
         let top = &certs[top_index];
-        self.anchored(top, &ders[top_index], now).map_err(|why| {
+        self.anchored(top, top.as_raw(), now).map_err(|why| {
             AttestError::Chain(format!("x5c[{top_index}] ({}): {why}", top.subject()))
         })?;
         Ok(certs)

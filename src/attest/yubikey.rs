@@ -25,6 +25,13 @@ use crate::csr::SubjectKey;
 /// `Yubico PIV Root CA Serial 263751` (firmware before 5.7.4) and `Yubico Attestation Root 1`.
 const YUBICO_ROOTS_PEM: &[u8] = include_bytes!("../../pki/yubico-piv-attestation-roots.pem");
 
+/// Yubico's intermediates between a 5.7.4+ key's `f9` certificate and `Yubico Attestation
+/// Root 1` (PIV Attestation A 1 and B 1, Attestation Intermediate A 1 and B 1; fingerprints
+/// asserted by `tests/library/pki.rs`): keys do not carry them, and a client that sends only
+/// `[leaf, f9]` is completed with them.
+const YUBICO_INTERMEDIATES_PEM: &[u8] =
+    include_bytes!("../../pki/yubico-piv-attestation-intermediates.pem");
+
 /// Longest chain accepted below the root: from firmware 5.7.4 the client sends the leaf,
 /// the device's `f9` certificate and Yubico's two intermediates.
 const MAX_CHAIN: usize = 4;
@@ -228,7 +235,11 @@ impl YubiKeyPiv {
             crate::encoding::pem_certs(YUBICO_ROOTS_PEM).expect("the shipped Yubico roots parse");
         // YubiKey 4.3's `f9` certificates carry no basicConstraints (YubiKey 5 added
         // `CA:TRUE`); the root signed them, which is what the chain must show.
-        let mut anchors = Anchors::new(MAX_CHAIN).leaf_issuer_may_be_end_entity();
+        let intermediates = crate::encoding::pem_certs(YUBICO_INTERMEDIATES_PEM)
+            .expect("the shipped Yubico intermediates parse");
+        let mut anchors = Anchors::new(MAX_CHAIN)
+            .leaf_issuer_may_be_end_entity()
+            .completed_by(&intermediates)?;
         anchors.trust(&yubico)?;
         anchors.trust(extra)?;
         Ok(Self { anchors })

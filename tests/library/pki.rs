@@ -59,3 +59,20 @@ fn yubico_piv_attestation_root_fingerprints() {
         ]
     );
 }
+
+#[test]
+fn yubico_piv_attestation_intermediate_fingerprints() {
+    assert_eq!(
+        fingerprints("yubico-piv-attestation-intermediates.pem"),
+        [
+            // Yubico PIV Attestation A 1, under Attestation Intermediate A 1.
+            "6D:E6:93:F0:53:76:F5:D8:CA:29:06:92:61:E1:C8:62:6C:75:D5:03:BD:2E:DB:FD:75:35:4C:AD:1F:72:28:70",
+            // Yubico Attestation Intermediate A 1, under Attestation Root 1.
+            "46:98:A1:D3:38:9C:3E:C6:00:16:C2:16:25:0F:1D:04:39:92:28:32:D6:51:42:32:74:36:37:6D:C2:94:2B:55",
+            // Yubico PIV Attestation B 1, under Attestation Intermediate B 1.
+            "2D:55:B7:99:8F:4E:42:56:9D:6D:8F:A3:82:B6:DC:77:D1:DA:CF:07:35:8B:19:70:11:63:89:29:22:B1:70:52",
+            // Yubico Attestation Intermediate B 1, under Attestation Root 1.
+            "D4:CC:3F:45:6F:DA:F4:E7:81:2A:21:AA:B1:DF:E9:D8:E2:7D:24:E2:FD:2D:6F:21:C9:94:01:09:F0:DA:A7:54",
+        ]
+    );
+}

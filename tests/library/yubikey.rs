@@ -108,14 +108,11 @@ fn real_chains_verify_to_the_shipped_roots_up_to_proof_of_possession() {
         .verify(&old, &at(datetime!(2052-05-01 0:00 UTC)))
         .unwrap_err();
     assert!(err.to_string().contains("expired"), "{err}");
-    // Without the intermediates a 5.7.4 chain reaches no root we trust.
+    // A client that sends only what the key holds, [leaf, f9]: completed with Yubico's
+    // shipped intermediates.
     let short = real(&["yubikey5-fw574-9c-a", "yubikey5-fw574-f9"]);
     let err = v.verify(&short, &at(now)).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("issuer (CN=Yubico PIV Attestation B 1) is not a trusted attestation root"),
-        "{err}"
-    );
+    assert!(matches!(err, AttestError::Proof(_)), "{err}");
     // A leaf under another key's f9 certificate: the signature does not verify.
     let crossed = real(&["yubikey5-fw574-9c-a", "yubikey5-fw526-f9"]);
     let err = v.verify(&crossed, &at(now)).unwrap_err();
