@@ -224,22 +224,9 @@ impl Verifier {
                 AttestError::UnsupportedFormat(object.fmt.clone(), names.join(", "))
             })?;
         if let Some(list) = &self.revocations {
-            let revoked = list.current().ok_or_else(|| {
-                AttestError::Unavailable(
-                    "acme.attestation_revocations has not been loaded yet".into(),
-                )
-            })?;
             // A malformed x5c is the format's to report.
-            for (i, der) in chain::x5c(&object).unwrap_or_default().iter().enumerate() {
-                if let Ok((_, cert)) = x509_parser::parse_x509_certificate(der)
-                    && revoked.contains(cert.raw_serial())
-                {
-                    return Err(AttestError::Chain(format!(
-                        "x5c[{i}] (serial {}) is revoked in acme.attestation_revocations",
-                        cert.raw_serial_as_string()
-                    )));
-                }
-            }
+            let x5c = chain::x5c(&object).unwrap_or_default();
+            list.check(&x5c, "acme.attestation_revocations")?;
         }
         format.verify(&object, expected)
     }

@@ -74,6 +74,27 @@ impl StatusList {
     pub fn current(&self) -> Option<Arc<Revoked>> {
         self.0.load_full()
     }
+
+    /// Refuses an attestation whose `x5c` holds a listed certificate (every one sent, a
+    /// root copy included: makers revoke intermediates); until a first list is loaded, says
+    /// "try later". `name` says which list in the refusal.
+    pub(super) fn check(&self, x5c: &[Vec<u8>], name: &str) -> Result<(), super::AttestError> {
+        use super::AttestError;
+        let revoked = self
+            .current()
+            .ok_or_else(|| AttestError::Unavailable(format!("{name} has not been loaded yet")))?;
+        for (i, der) in x5c.iter().enumerate() {
+            if let Ok((_, cert)) = x509_parser::parse_x509_certificate(der)
+                && revoked.contains(cert.raw_serial())
+            {
+                return Err(AttestError::Chain(format!(
+                    "x5c[{i}] (serial {}) is revoked in {name}",
+                    cert.raw_serial_as_string()
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where the list comes from: `http://` or `https://` URLs are fetched, anything else is

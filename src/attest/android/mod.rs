@@ -129,22 +129,8 @@ impl Format for AndroidKey {
         expected: &Expected<'_>,
     ) -> Result<Attestation, AttestError> {
         let x5c = chain::x5c(object)?;
-        let Some(revoked) = self.status.current() else {
-            return Err(AttestError::Unavailable(
-                "Google's attestation status list has not been loaded yet".into(),
-            ));
-        };
-        // Every certificate sent, a root copy included: Google revokes intermediates.
-        for (i, der) in x5c.iter().enumerate() {
-            if let Ok((_, cert)) = x509_parser::parse_x509_certificate(der)
-                && revoked.contains(cert.raw_serial())
-            {
-                return Err(AttestError::Chain(format!(
-                    "x5c[{i}] (serial {}) is revoked in Google's attestation status list",
-                    cert.raw_serial_as_string()
-                )));
-            }
-        }
+        self.status
+            .check(&x5c, "Google's attestation status list")?;
         let now = chain::asn1_now(expected.now)?;
         let leaf = self.anchors.verify(&x5c, now)?.swap_remove(0);
 
