@@ -13,7 +13,8 @@
 #   bash benches/cluster.sh [ENROLMENTS] [CONCURRENCY] [VALIDATIONS]   (default: 1000 16 20000)
 #
 # PG_STATEMENTS=1 also prints, after the one-node PostgreSQL pass, the statements it ran
-# (pg_stat_statements): calls per enrolment is what to cut.
+# (pg_stat_statements): calls per enrolment is what to cut. PG_EXTRA adds server options
+# (PG_EXTRA='-c fsync=off' shows what the commits' flushes cost).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${1:-1000}
@@ -43,7 +44,7 @@ fi
 "${as_pg[@]}" "$pgbin/initdb" -D "$work/pg/data" -U enrollca --auth=trust -E UTF8 --locale=C >/dev/null
 "${as_pg[@]}" "$pgbin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
   -o "-p 15432 -k $work/pg -c listen_addresses=127.0.0.1 -c max_connections=200 \
-      ${PG_STATEMENTS:+-c shared_preload_libraries=pg_stat_statements}" start >/dev/null
+      ${PG_STATEMENTS:+-c shared_preload_libraries=pg_stat_statements} ${PG_EXTRA:-}" start >/dev/null
 at_exit "${as_pg[*]} $pgbin/pg_ctl -D $work/pg/data -m immediate stop"
 postmaster=$(head -1 pg/data/postmaster.pid)
 

@@ -54,6 +54,17 @@ struct Shard {
     horizon: u64,
 }
 
+/// What using a nonce up comes to.
+#[derive(Debug)]
+pub enum Redeem {
+    /// Not one of ours, expired, or (in memory) used before.
+    Refused,
+    /// Used up in memory.
+    Used,
+    /// Used up once this write commits (it conflicts if the nonce was used before).
+    Record(DocWrite),
+}
+
 pub struct Nonces {
     key: ring::hmac::Key,
     used: Used,
@@ -132,20 +143,25 @@ impl Nonces {
         self.issue_at(self.now_ms())
     }
 
-    /// Uses `nonce` up: true only the first time, only for one we (or, shared, any node)
-    /// issued, and only before it expires.
-    pub async fn consume(&self, nonce: &str) -> Result<bool, StoreError> {
-        let Used::Store { store, .. } = &self.used else {
-            return Ok(self.consume_at(nonce, self.now_ms()));
+    /// Uses `nonce` up: accepted only the first time, only if we (or, shared, any node)
+    /// issued it, and only before it expires. A shared nonce is used up by the write
+    /// `Redeem::Record` carries, which the caller commits (with the read it needs next, in
+    /// one round trip); that write conflicts if the nonce was used before.
+    pub fn redeem(&self, nonce: &str) -> Redeem {
+        let Used::Store { .. } = &self.used else {
+            return match self.consume_at(nonce, self.now_ms()) {
+                true => Redeem::Used,
+                false => Redeem::Refused,
+            };
         };
-        let Some((id, issued)) = self.verify(nonce, self.now_ms()) else {
-            return Ok(false);
-        };
-        let used = DocWrite::put(DocKind::AcmeUsedNonce, &hex::encode(id), None, &issued);
-        match store.write_docs(vec![used]).await {
-            Ok(()) => Ok(true),
-            Err(StoreError::Conflict { .. }) => Ok(false),
-            Err(e) => Err(e),
+        match self.verify(nonce, self.now_ms()) {
+            Some((id, issued)) => Redeem::Record(DocWrite::put(
+                DocKind::AcmeUsedNonce,
+                &hex::encode(id),
+                None,
+                &issued,
+            )),
+            None => Redeem::Refused,
         }
     }
 
@@ -300,13 +316,23 @@ mod tests {
             Nonces::shared(&backing).await.unwrap(),
             Nonces::shared(&backing).await.unwrap(),
         );
+        // What the service does with a redeemed nonce: commit its record.
+        let consume = async |nonces: &Nonces, nonce: &str| match nonces.redeem(nonce) {
+            Redeem::Refused => false,
+            Redeem::Used => unreachable!("shared nonces are recorded in the store"),
+            Redeem::Record(write) => match store.write_docs(vec![write]).await {
+                Ok(()) => true,
+                Err(StoreError::Conflict { .. }) => false,
+                Err(e) => panic!("{e}"),
+            },
+        };
         let n = a.issue();
-        assert!(b.consume(&n).await.unwrap(), "issued by a, used on b");
-        assert!(!a.consume(&n).await.unwrap(), "and never again, anywhere");
-        assert!(!b.consume(&n).await.unwrap());
-        assert!(a.consume(&b.issue()).await.unwrap());
+        assert!(consume(&b, &n).await, "issued by a, used on b");
+        assert!(!consume(&a, &n).await, "and never again, anywhere");
+        assert!(!consume(&b, &n).await);
+        assert!(consume(&a, &b.issue()).await);
         // A process's own key is not the cluster's.
-        assert!(!a.consume(&Nonces::default().issue()).await.unwrap());
+        assert!(!consume(&a, &Nonces::default().issue()).await);
         assert_eq!(a.purge().await.unwrap(), 0, "nothing has expired yet");
         // One used long ago (its id says so) is forgotten; the two recent ones are kept.
         let old = a.issue_at(a.now_ms() - LIFETIME.as_millis() as u64 - 1);

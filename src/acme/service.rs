@@ -14,7 +14,7 @@ use super::error::{AcmeError, ProblemType};
 use super::in_flight::InFlight;
 use super::jws::{Jwk, Jws, KeyRef};
 use super::model::{Account, AccountStatus, Identifier, IdentifierType};
-use super::nonce::Nonces;
+use super::nonce::{Nonces, Redeem};
 use super::validation::Validators;
 use crate::acme::settings::AcmeProfile;
 use crate::attest::Verifier;
@@ -22,7 +22,7 @@ use crate::ca::Ca;
 use crate::inventory::Gate;
 use crate::policy::Template;
 use crate::rate::{Limiter, Rate};
-use crate::store::{Backing, Store, Stored};
+use crate::store::{Backing, Doc, DocKey, DocKind, Store, StoreError, Stored};
 
 /// A profile as the service uses it: its configuration, certificate template and, for
 /// device-attest-01 profiles, how devices are known to be ours.
@@ -193,19 +193,14 @@ impl AcmeService {
                 "the JWS has no nonce",
             ));
         };
-        if !self.nonces.consume(nonce).await? {
-            return Err(AcmeError::new(
-                ProblemType::BadNonce,
-                "the nonce is unknown, used or expired; retry with the one in Replay-Nonce",
-            ));
-        }
         match (&jws.header.key, key_use) {
             (KeyRef::Jwk(jwk), KeyUse::Jwk | KeyUse::Either) => {
+                self.use_nonce_then_read(nonce, None).await?;
                 jws.verify(jwk)?;
                 Ok(Signer::Key(jwk.clone()))
             }
             (KeyRef::Kid(kid), KeyUse::Kid | KeyUse::Either) => {
-                let account = self.account_by_kid(profile, kid).await?;
+                let account = self.account_by_kid(profile, kid, nonce).await?;
                 if account.value.status != AccountStatus::Valid {
                     return Err(AcmeError::unauthorized(format!(
                         "the account is {:?}",
@@ -224,6 +219,38 @@ impl AcmeService {
         }
     }
 
+    /// Uses a request's nonce up, then reads `read`: one round trip to a shared store, whose
+    /// write of the used nonce fails if any node used it before.
+    async fn use_nonce_then_read(
+        &self,
+        nonce: &str,
+        read: Option<DocKey>,
+    ) -> Result<Option<Doc>, AcmeError> {
+        let bad_nonce = || {
+            AcmeError::new(
+                ProblemType::BadNonce,
+                "the nonce is unknown, used or expired; retry with the one in Replay-Nonce",
+            )
+        };
+        let used = match self.nonces.redeem(nonce) {
+            Redeem::Refused => return Err(bad_nonce()),
+            Redeem::Used => Vec::new(),
+            Redeem::Record(write) => vec![write],
+        };
+        let result = match read {
+            Some(key) => self.store().write_then_read(used, &key).await,
+            None if used.is_empty() => Ok(None),
+            None => self.store().write_docs(used).await.map(|()| None),
+        };
+        match result {
+            Err(StoreError::Conflict {
+                kind: DocKind::AcmeUsedNonce,
+                ..
+            }) => Err(bad_nonce()),
+            other => Ok(other?),
+        }
+    }
+
     /// Like `authenticate`, for resources only an account may use.
     pub async fn account_signer(&self, req: &Signed) -> Result<Stored<Account>, AcmeError> {
         match self.authenticate(req, KeyUse::Kid).await? {
@@ -232,10 +259,13 @@ impl AcmeService {
         }
     }
 
+    /// The account `kid` names, read with the request's nonce used up (the nonce is used
+    /// even when there is no such account).
     async fn account_by_kid(
         &self,
         profile: &Profile,
         kid: &str,
+        nonce: &str,
     ) -> Result<Stored<Account>, AcmeError> {
         let missing = || {
             AcmeError::new(
@@ -244,11 +274,10 @@ impl AcmeService {
             )
         };
         let prefix = self.url(&profile.name, "account/");
-        let id = kid.strip_prefix(&prefix).ok_or_else(missing)?;
-        let account = super::repo::ACCOUNTS
-            .get(self.store().as_ref(), id)
-            .await?
-            .ok_or_else(missing)?;
+        let id = kid.strip_prefix(&prefix);
+        let read = id.map(|id| super::repo::ACCOUNTS.key(id));
+        let doc = self.use_nonce_then_read(nonce, read).await?;
+        let account = doc.ok_or_else(missing)?.decode::<Account>()?;
         if account.value.profile != profile.name {
             return Err(missing());
         }

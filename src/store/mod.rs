@@ -511,6 +511,19 @@ pub trait Store: Send + Sync + 'static {
         self.commit_docs(writes, None).await
     }
 
+    /// Applies `writes` as `write_docs` does, then reads `read`: on a shared store one round
+    /// trip where it would be two (a request's used nonce, then the account that signed it).
+    async fn write_then_read(
+        &self,
+        writes: Vec<DocWrite>,
+        read: &DocKey,
+    ) -> Result<Option<Doc>, StoreError> {
+        if !writes.is_empty() {
+            self.write_docs(writes).await?;
+        }
+        self.doc(read).await
+    }
+
     /// `write_docs` that also uses up a one-time challenge (as `insert_certificate` does), for
     /// requests that consume their challenge before any certificate exists (SCEP requests
     /// waiting for approval). `ChallengeUnavailable` if it is unknown, used, or expired at

@@ -603,6 +603,33 @@ async fn one_time_challenges_are_used_once_and_only_with_a_write() {
         ));
         assert!(store.challenge(&live).await.unwrap().is_some(), "{name}");
 
+        // Judged to the instant, not to the second: at .500, one that expired at .200 is
+        // refused, one that expires at .800 is used.
+        let at_half = |hash| {
+            let mut rec = record(None, 1);
+            rec.issued_at = now + Duration::milliseconds(500);
+            (rec, Linked::challenge(hash))
+        };
+        let (gone, soon) = (ChallengeHash::of(b"gone"), ChallengeHash::of(b"soon"));
+        store
+            .put_challenge(gone, rec(now + Duration::milliseconds(200)))
+            .await
+            .unwrap();
+        store
+            .put_challenge(soon, rec(now + Duration::milliseconds(800)))
+            .await
+            .unwrap();
+        let (rec_gone, linked) = at_half(gone);
+        assert!(
+            matches!(
+                store.insert_certificate(rec_gone, linked).await,
+                Err(StoreError::ChallengeUnavailable)
+            ),
+            "{name}"
+        );
+        let (rec_soon, linked) = at_half(soon);
+        store.insert_certificate(rec_soon, linked).await.unwrap();
+
         // Concurrent uses: exactly one wins, and the challenge is gone.
         let attempts: Vec<_> = (0..20)
             .map(|_| {
@@ -624,7 +651,7 @@ async fn one_time_challenges_are_used_once_and_only_with_a_write() {
         }
         assert_eq!(won, 1, "{name}");
         assert!(store.challenge(&live).await.unwrap().is_none());
-        assert_eq!(all_events(store.as_ref()).await.len(), 2);
+        assert_eq!(all_events(store.as_ref()).await.len(), 3);
     })
     .await;
 }
@@ -717,10 +744,52 @@ async fn documents_are_compare_and_swap_and_all_or_nothing() {
         ];
         for writes in stale {
             let err = store.write_docs(writes).await.unwrap_err();
-            assert!(matches!(err, StoreError::Conflict { .. }), "{name}: {err}");
+            // The refusal names the write that was not met.
+            assert!(
+                matches!(&err, StoreError::Conflict { kind: DocKind::AcmeOrder, id } if id == "o1"),
+                "{name}: {err}"
+            );
         }
         let z1 = DocKey::new(DocKind::AcmeAuthz, "z1");
         assert!(store.doc(&z1).await.unwrap().is_none(), "{name}");
+
+        // A write and the read after it (a used nonce, then the account): the read sees the
+        // store after the write; a refused write reads nothing and writes nothing.
+        let nonce = put(DocKind::AcmeUsedNonce, "n1", Expect::Absent, b"1");
+        let read = store
+            .write_then_read(vec![nonce.clone()], &order)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (read.value.as_slice(), read.version),
+            (&b"pending"[..], 1),
+            "{name}"
+        );
+        let err = store
+            .write_then_read(
+                vec![put(DocKind::AcmeAuthz, "z1", Expect::Absent, b"x"), nonce],
+                &order,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Conflict { kind: DocKind::AcmeUsedNonce, id } if id == "n1"),
+            "{name}: {err}"
+        );
+        assert!(store.doc(&z1).await.unwrap().is_none(), "{name}");
+        let absent = DocKey::new(DocKind::AcmeAccount, "nobody");
+        let fresh = put(DocKind::AcmeUsedNonce, "n2", Expect::Absent, b"2");
+        assert_eq!(
+            store.write_then_read(vec![fresh], &absent).await.unwrap(),
+            None,
+            "{name}"
+        );
+        let n2 = DocKey::new(DocKind::AcmeUsedNonce, "n2");
+        assert!(
+            store.doc(&n2).await.unwrap().is_some(),
+            "{name}: written though nothing was read"
+        );
 
         // Concurrent read-modify-write: exactly one of them wins.
         let racers: Vec<_> = (0..16)

@@ -27,13 +27,16 @@ struct CertColumns {
     record: Vec<Vec<u8>>,
 }
 
+/// hash, expires_at (s), expires_ns, record.
+type ChallengeColumns = (Vec<Vec<u8>>, Vec<i64>, Vec<i64>, Vec<Vec<u8>>);
+
 /// Each table's rows waiting to be inserted, as column arrays.
 #[derive(Default)]
 struct Pending {
     certs: CertColumns,
     events: (Vec<i64>, Vec<Vec<u8>>),
     issuers: (Vec<String>, Vec<Vec<u8>>),
-    challenges: (Vec<Vec<u8>>, Vec<i64>, Vec<Vec<u8>>),
+    challenges: ChallengeColumns,
     docs: (Vec<i16>, Vec<String>, Vec<i64>, Vec<Vec<u8>>),
     len: usize,
 }
@@ -69,7 +72,8 @@ impl Pending {
             Row::Challenge { hash, record } => {
                 self.challenges.0.push(hash);
                 self.challenges.1.push(record.expires_at.unix_timestamp());
-                self.challenges.2.push(encode(&*record));
+                self.challenges.2.push(super::unix_ns(record.expires_at));
+                self.challenges.3.push(encode(&*record));
             }
             Row::Doc {
                 kind,
@@ -122,9 +126,9 @@ impl Pending {
                 vec![&i.0, &i.1],
             ),
             (
-                "INSERT INTO challenges (hash, expires_at, record) \
-                 SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bytea[])",
-                vec![&ch.0, &ch.1, &ch.2],
+                "INSERT INTO challenges (hash, expires_at, expires_ns, record) \
+                 SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bigint[], $4::bytea[])",
+                vec![&ch.0, &ch.1, &ch.2, &ch.3],
             ),
             (
                 "INSERT INTO docs (kind, id, version, value) \
@@ -246,7 +250,7 @@ async fn read_rows(
                 .map_err(read)?;
             for r in &rows {
                 after = r.get(0);
-                visit(Row::Event(Box::new(decode("events", r.get(1))?)));
+                visit(Row::Event(Box::new(super::event_row(r)?)));
             }
             if (rows.len() as i64) < PAGE {
                 break;

@@ -12,8 +12,14 @@ use crate::error::cause;
 use crate::store::StoreError;
 
 /// Every migration, in order; a version is never edited once released, only followed.
-const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "initial", include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial", include_str!("migrations/0001_initial.sql")),
+    (
+        2,
+        "one round trip",
+        include_str!("migrations/0002_one_round_trip.sql"),
+    ),
+];
 
 /// The advisory lock every enrollca node takes to migrate ("enrollca" in ASCII).
 const LOCK: i64 = 0x656e_726f_6c6c_6361;

@@ -1,9 +1,11 @@
 //! PostgreSQL backend: several enrollca nodes over one database.
 //!
-//! Every write is one transaction under READ COMMITTED. What must not race is made safe by
-//! the database, not by a node: a serial is the certificates' primary key, a one-time
-//! challenge is used up by deleting its row (a second user finds none), a document is written
-//! only at the version the caller read (`UPDATE … WHERE version = $v`), and an issuer's row is
+//! Every write is one transaction under READ COMMITTED; those a request makes (documents,
+//! a certificate with what commits with it) are one call of a function the migrations define,
+//! so each costs one round trip and one statement. What must not race is made safe by the
+//! database, not by a node: a serial is the certificates' primary key, a one-time challenge
+//! is used up by deleting its row (a second user finds none), a document is written only at
+//! the version the caller read (`UPDATE … WHERE version = $v`), and an issuer's row is
 //! locked while a rotation step checks its state. Events take their numbers from the one-row
 //! `feed` table, locked as the last step before the commit, so numbers are handed out in
 //! commit order: the feed has no gaps and no reader sees event n+1 before event n, whichever
@@ -19,9 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{
-    GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts,
-};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio_postgres::error::SqlState;
@@ -44,7 +44,8 @@ mod target;
 use target::PgConfig;
 pub use target::PgTarget;
 
-/// The channel a commit that appends events notifies, with the newest sequence number.
+/// The channel a commit that appends events notifies, with the newest sequence number
+/// (`enrollca_append` in the migrations names it too).
 const CHANNEL: &str = "enrollca_events";
 /// Most certificates one sweep transaction notes (as sled's writer batches).
 const SWEEP_BATCH: i64 = 512;
@@ -175,22 +176,86 @@ impl PgStore {
     }
 
     /// Runs one statement on a pooled connection, prepared once per connection (deadpool's
-    /// statement cache); `what` names it in errors.
+    /// statement cache), again when the database aborted it for a deadlock or a serialization
+    /// conflict; `what` names it in errors.
     async fn query(
         &self,
         what: &str,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        self.call(what, sql, params, |_| None).await
+    }
+
+    /// `query` for a function that may refuse (an error of class EC): `refusal` says what
+    /// the caller is told then.
+    async fn call(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        refusal: impl Fn(&tokio_postgres::Error) -> Option<StoreError>,
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(sql)
             .await
             .map_err(|e| backend(what, e))?;
-        client
-            .query(&statement, params)
-            .await
-            .map_err(|e| backend(what, e))
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match client.query(&statement, params).await {
+                Ok(rows) => return Ok(rows),
+                Err(e) => {
+                    if let Some(refused) = refusal(&e) {
+                        return Err(refused);
+                    }
+                    if retryable(&e) && attempt < ATTEMPTS {
+                        tracing::debug!(what, attempt, error = %e, "statement aborted; trying again");
+                        continue;
+                    }
+                    return Err(backend(what, e));
+                }
+            }
+        }
+    }
+
+    /// Uses up a challenge, applies document writes and reads a document (each if asked), in
+    /// one statement (`enrollca_commit`).
+    async fn commit(
+        &self,
+        writes: &[DocWrite],
+        consume: Option<UseUp>,
+        read: Option<&DocKey>,
+    ) -> Result<Option<Doc>, StoreError> {
+        let w = Writes::new(writes);
+        let (hash, at_ns) = use_up_params(consume);
+        let read_kind = read.map(|k| i16::from(k.kind.tag()));
+        let read_id = read.map(|k| k.id.as_str());
+        let rows = self
+            .call(
+                "writing documents",
+                "SELECT doc_version, doc_value FROM enrollca_commit($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    &hash,
+                    &at_ns,
+                    &w.kinds,
+                    &w.ids,
+                    &w.expects,
+                    &w.values,
+                    &read_kind,
+                    &read_id,
+                ],
+                |e| refusal(e, writes, None),
+            )
+            .await?;
+        Ok(rows.first().map(|row| {
+            let version: i64 = row.get(0);
+            Doc {
+                value: row.get(1),
+                version: version as u64,
+            }
+        }))
     }
 
     /// `query` for at most one row.
@@ -228,8 +293,8 @@ impl PgStore {
             attempt += 1;
             let result = async {
                 let tx = client.transaction().await?;
-                let (value, mut events) = op(&tx).await?;
-                let last = append(&tx, &mut events).await?;
+                let (value, events) = op(&tx).await?;
+                let last = append(&tx, &events).await?;
                 tx.commit().await?;
                 Ok((value, last))
             }
@@ -327,41 +392,28 @@ fn raise(announce: &watch::Sender<Seq>, seq: Seq) {
 
 /// Numbers `events` from the feed, stores them and notifies the other nodes (delivered at
 /// commit). The feed row stays locked until the commit: this is what orders the feed.
-async fn append(tx: &Tx<'_>, events: &mut [Event]) -> TxResult<Seq> {
+async fn append(tx: &Tx<'_>, events: &[Event]) -> TxResult<Seq> {
     if events.is_empty() {
         return Ok(0);
     }
-    let n = int(events.len() as u64);
+    let bodies: Vec<Vec<u8>> = events.iter().map(encode).collect();
     let last: i64 = tx
         .query_one(
-            &tx.prepare_cached("UPDATE feed SET last = last + $1 RETURNING last")
-                .await?,
-            &[&n],
+            &tx.prepare_cached("SELECT enrollca_append($1)").await?,
+            &[&bodies],
         )
         .await?
         .get(0);
-    let first = last - n + 1;
-    let mut seqs = Vec::with_capacity(events.len());
-    let mut bodies = Vec::with_capacity(events.len());
-    for (i, e) in events.iter_mut().enumerate() {
-        e.seq = (first + i as i64) as Seq;
-        seqs.push(first + i as i64);
-        bodies.push(encode(e));
-    }
-    tx.execute(
-        &tx.prepare_cached(
-            "INSERT INTO events (seq, event) SELECT * FROM unnest($1::bigint[], $2::bytea[])",
-        )
-        .await?,
-        &[&seqs, &bodies],
-    )
-    .await?;
-    tx.execute(
-        &tx.prepare_cached("SELECT pg_notify($1, $2)").await?,
-        &[&CHANNEL, &last.to_string()],
-    )
-    .await?;
     Ok(last as Seq)
+}
+
+/// An event as stored: its number is its row's (a body written in the same statement that
+/// numbers it cannot hold it).
+fn event_row(row: &tokio_postgres::Row) -> Result<Event, StoreError> {
+    let seq: i64 = row.get(0);
+    let mut event: Event = decode("events", row.get(1))?;
+    event.seq = seq as Seq;
+    Ok(event)
 }
 
 fn event(rec: &CertRecord, kind: EventKind, at: OffsetDateTime) -> Event {
@@ -375,88 +427,67 @@ fn event(rec: &CertRecord, kind: EventKind, at: OffsetDateTime) -> Event {
     }
 }
 
-/// Uses up a one-time challenge: deletes its row (so a concurrent user finds none) and
-/// refuses, rolling the delete back, when it was missing or expired at `at`.
-async fn use_up(tx: &Tx<'_>, consume: Option<UseUp>) -> TxResult<()> {
-    let Some(UseUp { challenge, at }) = consume else {
-        return Ok(());
-    };
-    let row = tx
-        .query_opt(
-            &tx.prepare_cached("DELETE FROM challenges WHERE hash = $1 RETURNING record")
-                .await?,
-            &[&challenge.as_bytes().as_slice()],
-        )
-        .await?;
-    let live = row.is_some_and(|row| {
-        decode::<ChallengeRecord>("challenges", row.get(0)).is_ok_and(|c| c.is_live(at))
-    });
-    if live {
-        Ok(())
-    } else {
-        refused(StoreError::ChallengeUnavailable)
+/// An instant as the functions compare it: Unix nanoseconds (enough until 2262).
+fn unix_ns(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Document writes as the functions take them (`enrollca_apply`): one array per column.
+struct Writes<'a> {
+    kinds: Vec<i16>,
+    ids: Vec<&'a str>,
+    /// `None` expects the document absent.
+    expects: Vec<Option<i64>>,
+    /// `None` deletes it.
+    values: Vec<Option<&'a [u8]>>,
+}
+
+impl<'a> Writes<'a> {
+    fn new(writes: &'a [DocWrite]) -> Self {
+        Self {
+            kinds: writes.iter().map(|w| i16::from(w.key.kind.tag())).collect(),
+            ids: writes.iter().map(|w| w.key.id.as_str()).collect(),
+            expects: writes
+                .iter()
+                .map(|w| match w.expect {
+                    Expect::Absent => None,
+                    Expect::Version(v) => Some(int(v)),
+                })
+                .collect(),
+            values: writes.iter().map(|w| w.value.as_deref()).collect(),
+        }
     }
 }
 
-/// Applies document writes in order, each only if the document is as its writer expects;
-/// on a transaction, or, for one write alone, on a connection (one statement is atomic).
-async fn write_docs(tx: &impl GenericClient, writes: &[DocWrite]) -> TxResult<()> {
-    for w in writes {
-        let kind = i16::from(w.key.kind.tag());
-        let id = w.key.id.as_str();
-        let met = match (w.expect, &w.value) {
-            (Expect::Absent, Some(value)) => {
-                tx.execute(
-                    &tx.prepare_cached(
-                        "INSERT INTO docs (kind, id, version, value) VALUES ($1, $2, 1, $3) \
-                     ON CONFLICT DO NOTHING",
-                    )
-                    .await?,
-                    &[&kind, &id, value],
-                )
-                .await?
-                    == 1
-            }
-            (Expect::Absent, None) => tx
-                .query_opt(
-                    &tx.prepare_cached("SELECT 1 FROM docs WHERE kind = $1 AND id = $2")
-                        .await?,
-                    &[&kind, &id],
-                )
-                .await?
-                .is_none(),
-            (Expect::Version(v), Some(value)) => {
-                tx.execute(
-                    &tx.prepare_cached(
-                        "UPDATE docs SET version = version + 1, value = $3 \
-                     WHERE kind = $1 AND id = $2 AND version = $4",
-                    )
-                    .await?,
-                    &[&kind, &id, value, &int(v)],
-                )
-                .await?
-                    == 1
-            }
-            (Expect::Version(v), None) => {
-                tx.execute(
-                    &tx.prepare_cached(
-                        "DELETE FROM docs WHERE kind = $1 AND id = $2 AND version = $3",
-                    )
-                    .await?,
-                    &[&kind, &id, &int(v)],
-                )
-                .await?
-                    == 1
-            }
-        };
-        if !met {
-            return refused(StoreError::Conflict {
-                kind: w.key.kind,
-                id: w.key.id.clone(),
-            });
+/// The challenge a function uses up, and when: both `NULL` when none.
+fn use_up_params(consume: Option<UseUp>) -> (Option<Vec<u8>>, i64) {
+    consume.map_or((None, 0), |u| {
+        (Some(u.challenge.as_bytes().to_vec()), unix_ns(u.at))
+    })
+}
+
+/// A refusal the functions raise (class EC, see the migration), as the caller is told it.
+fn refusal(
+    e: &tokio_postgres::Error,
+    writes: &[DocWrite],
+    serial: Option<&Serial>,
+) -> Option<StoreError> {
+    let db = e.as_db_error()?;
+    match db.code().code() {
+        "EC001" => {
+            let write = db
+                .detail()
+                .and_then(|d| d.parse::<usize>().ok())
+                .and_then(|i| writes.get(i.checked_sub(1)?))?;
+            Some(StoreError::Conflict {
+                kind: write.key.kind,
+                id: write.key.id.clone(),
+            })
         }
+        "EC002" => Some(StoreError::ChallengeUnavailable),
+        "EC003" => serial.map(|s| StoreError::DuplicateSerial(s.clone())),
+        _ => None,
     }
-    Ok(())
 }
 
 /// What a revoked certificate's `revocation` column holds.
@@ -470,50 +501,6 @@ fn revocation(rec: &CertRecord) -> Option<Vec<u8>> {
             not_after: rec.not_after,
         })),
     }
-}
-
-async fn insert_tx(tx: &Tx<'_>, rec: &CertRecord, linked: &Linked) -> TxResult<((), Vec<Event>)> {
-    use_up(
-        tx,
-        linked.consume.map(|challenge| UseUp {
-            challenge,
-            at: rec.issued_at,
-        }),
-    )
-    .await?;
-    write_docs(tx, &linked.docs).await?;
-    let serial = rec.serial.as_bytes();
-    let inserted = tx
-        .execute(
-            &tx.prepare_cached(
-                "INSERT INTO certs (serial, issuer, device, not_after, revocation, expired_due, \
-             expiring_due, record) VALUES ($1, $2, $3, $4, $5, true, true, $6) \
-             ON CONFLICT DO NOTHING",
-            )
-            .await?,
-            &[
-                &serial,
-                &rec.issuer.as_str(),
-                &rec.device.as_ref().map(|d| d.as_str()),
-                &rec.not_after.unix_timestamp(),
-                &revocation(rec),
-                &encode(rec),
-            ],
-        )
-        .await?;
-    if inserted == 0 {
-        return refused(StoreError::DuplicateSerial(rec.serial.clone()));
-    }
-    // What a renewal replaces will not need renewing.
-    if let Some(old) = &rec.replaces {
-        tx.execute(
-            &tx.prepare_cached("UPDATE certs SET expiring_due = false WHERE serial = $1")
-                .await?,
-            &[&old.as_bytes()],
-        )
-        .await?;
-    }
-    Ok(((), vec![event(rec, rec.issuance_event(), rec.issued_at)]))
 }
 
 async fn revoke_tx(
@@ -665,14 +652,38 @@ impl Store for PgStore {
         record: CertRecord,
         linked: Linked,
     ) -> Result<Seq, StoreError> {
-        let record = Arc::new(record);
-        let linked = Arc::new(linked);
-        let ((), seq) = self
-            .transact("recording a certificate", move |tx| {
-                let (record, linked) = (record.clone(), linked.clone());
-                Box::pin(async move { insert_tx(tx, &record, &linked).await })
-            })
+        let w = Writes::new(&linked.docs);
+        let (hash, at_ns) = use_up_params(linked.consume.map(|challenge| UseUp {
+            challenge,
+            at: record.issued_at,
+        }));
+        let serial = record.serial.as_bytes();
+        let issued = event(&record, record.issuance_event(), record.issued_at);
+        let rows = self
+            .call(
+                "recording a certificate",
+                "SELECT enrollca_issue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                &[
+                    &hash,
+                    &at_ns,
+                    &w.kinds,
+                    &w.ids,
+                    &w.expects,
+                    &w.values,
+                    &serial,
+                    &record.issuer.as_str(),
+                    &record.device.as_ref().map(|d| d.as_str()),
+                    &record.not_after.unix_timestamp(),
+                    &revocation(&record),
+                    &encode(&record),
+                    &record.replaces.as_ref().map(|s| s.as_bytes()),
+                    &encode(&issued),
+                ],
+                |e| refusal(e, &linked.docs, Some(&record.serial)),
+            )
             .await?;
+        let seq = rows.first().map_or(0, |row| row.get::<_, i64>(0)) as Seq;
+        raise(&self.announce, seq);
         Ok(seq)
     }
 
@@ -721,27 +732,15 @@ impl Store for PgStore {
         writes: Vec<DocWrite>,
         consume: Option<UseUp>,
     ) -> Result<(), StoreError> {
-        // One write is one statement: no transaction around it (a used nonce, a CAS update),
-        // which spares two round trips and two statements.
-        if let ([write], None) = (writes.as_slice(), &consume) {
-            let client = self.client().await?;
-            return match write_docs(&client, std::slice::from_ref(write)).await {
-                Ok(()) => Ok(()),
-                Err(TxError::Refused(e)) => Err(e),
-                Err(TxError::Db(e)) => Err(backend("writing a document", e)),
-            };
-        }
-        let writes = Arc::new(writes);
-        self.transact("writing documents", move |tx| {
-            let writes = writes.clone();
-            Box::pin(async move {
-                use_up(tx, consume).await?;
-                write_docs(tx, &writes).await?;
-                Ok(((), Vec::new()))
-            })
-        })
-        .await
-        .map(drop)
+        self.commit(&writes, consume, None).await.map(drop)
+    }
+
+    async fn write_then_read(
+        &self,
+        writes: Vec<DocWrite>,
+        read: &DocKey,
+    ) -> Result<Option<Doc>, StoreError> {
+        self.commit(&writes, None, Some(read)).await
     }
 
     async fn put_challenge(
@@ -751,12 +750,14 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         self.execute(
             "storing a challenge",
-            "INSERT INTO challenges (hash, expires_at, record) VALUES ($1, $2, $3) \
-                 ON CONFLICT (hash) DO UPDATE SET expires_at = EXCLUDED.expires_at, \
+            "INSERT INTO challenges (hash, expires_at, expires_ns, record) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO UPDATE SET \
+                 expires_at = EXCLUDED.expires_at, expires_ns = EXCLUDED.expires_ns, \
                  record = EXCLUDED.record",
             &[
                 &hash.as_bytes().as_slice(),
                 &record.expires_at.unix_timestamp(),
+                &unix_ns(record.expires_at),
                 &encode(&record),
             ],
         )
@@ -912,12 +913,12 @@ impl Store for PgStore {
         let limit = int(limit.clamp(1, MAX_PAGE) as u64);
         self.query(
             "reading the feed",
-            "SELECT event FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            "SELECT seq, event FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
             &[&int(after), &limit],
         )
         .await?
         .iter()
-        .map(|row| decode("events", row.get(0)))
+        .map(event_row)
         .collect()
     }
 
