@@ -1,6 +1,6 @@
 //! Anti-replay nonces (RFC 8555 §6.5): single use, expiring, and free to hand out.
 //!
-//! A nonce is its issue time, random bytes, and a MAC over both. Issuing one stores nothing,
+//! A nonce is its issue time, random bytes, its epoch, and a MAC over them. Issuing one stores nothing,
 //! so unauthenticated `new-nonce` requests, however many, cost no memory and push no
 //! client's nonce out. Only nonces that were used are remembered, until they expire.
 //!
@@ -10,11 +10,16 @@
 //! after `badNonce`, as it must), so a replay is never accepted. A restart draws a new key,
 //! which costs clients one `badNonce` retry each.
 //!
-//! Several nodes (a shared store) share the key through the store and record each used
-//! nonce there, written only if absent: a nonce issued by any node is accepted by every node,
-//! once. Their times are the wall clock's, which the nodes share.
+//! Several nodes (a shared store) share the key through the store, which uses each nonce up
+//! (`Store::use_nonce`) in the same round trip as the read the request needs next: a nonce
+//! issued by any node is accepted by every node, once. Their times are the wall clock's,
+//! which the nodes share. A nonce carries the store's nonce epoch, which changes when the
+//! store has lost its used nonces (a crash of PostgreSQL, which keeps them unlogged): what
+//! was issued before is refused, at the cost of one `badNonce` retry per client, as after a
+//! restart of a single process.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,7 +29,7 @@ use rand::RngCore;
 use subtle::ConstantTimeEq;
 
 use crate::clock::Clock;
-use crate::store::{Backing, DocKind, DocPages, DocWrite, Store, StoreError};
+use crate::store::{Backing, DocKind, DocWrite, Store, StoreError, UsedNonce};
 
 /// How long a nonce stays usable.
 const LIFETIME: Duration = Duration::from_secs(30 * 60);
@@ -36,8 +41,11 @@ const BUCKET_MS: u64 = 60_000;
 
 const TIME: usize = 8;
 const RANDOM: usize = 8;
+const EPOCH: usize = 8;
 const TAG: usize = 16;
-const LEN: usize = TIME + RANDOM + TAG;
+/// What the MAC covers.
+const SIGNED: usize = TIME + RANDOM + EPOCH;
+const LEN: usize = SIGNED + TAG;
 
 /// The shared MAC key's document id (of kind `AcmeNonceKey`).
 const SHARED_KEY: &str = "hmac-sha256";
@@ -61,8 +69,8 @@ pub enum Redeem {
     Refused,
     /// Used up in memory.
     Used,
-    /// Used up once this write commits (it conflicts if the nonce was used before).
-    Record(DocWrite),
+    /// Shared: used up when the store says so (`Store::use_nonce`).
+    Shared(UsedNonce),
 }
 
 pub struct Nonces {
@@ -83,6 +91,8 @@ enum Used {
     Store {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
+        /// The store's nonce epoch as last heard, which new nonces carry.
+        epoch: AtomicU64,
     },
 }
 
@@ -129,11 +139,13 @@ impl Nonces {
                 Err(e) => return Err(e),
             }
         };
+        let epoch = store.use_nonce(None, None).await?.epoch;
         Ok(Self {
             key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
             used: Used::Store {
                 store: store.clone(),
                 clock: backing.clock.clone(),
+                epoch: AtomicU64::new(epoch),
             },
         })
     }
@@ -144,9 +156,9 @@ impl Nonces {
     }
 
     /// Uses `nonce` up: accepted only the first time, only if we (or, shared, any node)
-    /// issued it, and only before it expires. A shared nonce is used up by the write
-    /// `Redeem::Record` carries, which the caller commits (with the read it needs next, in
-    /// one round trip); that write conflicts if the nonce was used before.
+    /// issued it, and only before it expires. A shared nonce is checked here (MAC, expiry)
+    /// and used up by the store, which the caller asks (with the read it needs next, in one
+    /// round trip), then tells `learn` what the store said.
     pub fn redeem(&self, nonce: &str) -> Redeem {
         let Used::Store { .. } = &self.used else {
             return match self.consume_at(nonce, self.now_ms()) {
@@ -155,47 +167,26 @@ impl Nonces {
             };
         };
         match self.verify(nonce, self.now_ms()) {
-            Some((id, issued)) => Redeem::Record(DocWrite::put(
-                DocKind::AcmeUsedNonce,
-                &hex::encode(id),
-                None,
-                &issued,
-            )),
+            Some((id, _, epoch)) => Redeem::Shared(UsedNonce { epoch, id }),
             None => Redeem::Refused,
         }
     }
 
+    /// The store's current nonce epoch, as `Store::use_nonce` answered: nonces issued from
+    /// now on carry it.
+    pub fn learn(&self, store_epoch: u64) {
+        if let Used::Store { epoch, .. } = &self.used {
+            epoch.store(store_epoch, Ordering::Relaxed);
+        }
+    }
+
     /// Forgets used nonces that have expired (shared nonces only; memory forgets by itself).
-    /// Their ids start with the issue time, so the oldest come first.
     pub async fn purge(&self) -> Result<usize, StoreError> {
         let Used::Store { store, .. } = &self.used else {
             return Ok(0);
         };
         let expired_before = self.now_ms().saturating_sub(LIFETIME.as_millis() as u64);
-        let mut pages = DocPages::new(store.as_ref(), DocKind::AcmeUsedNonce);
-        let mut purged = 0;
-        while let Some(page) = pages.next().await? {
-            let mut gone = Vec::new();
-            let mut done = false;
-            for (id, doc) in page {
-                let issued = hex::decode(&id)
-                    .ok()
-                    .and_then(|b| Some(u64::from_be_bytes(b.get(..TIME)?.try_into().ok()?)));
-                if issued.is_some_and(|t| t >= expired_before) {
-                    done = true;
-                    break;
-                }
-                gone.push(DocWrite::delete(DocKind::AcmeUsedNonce, &id, doc.version));
-            }
-            purged += gone.len();
-            if !gone.is_empty() {
-                store.write_docs(gone).await?;
-            }
-            if done {
-                break;
-            }
-        }
-        Ok(purged)
+        store.purge_nonces(expired_before).await
     }
 
     fn now_ms(&self) -> u64 {
@@ -208,31 +199,38 @@ impl Nonces {
     }
 
     fn issue_at(&self, now_ms: u64) -> String {
+        let epoch = match &self.used {
+            Used::Memory { .. } => 0,
+            Used::Store { epoch, .. } => epoch.load(Ordering::Relaxed),
+        };
         let mut nonce = [0u8; LEN];
         nonce[..TIME].copy_from_slice(&now_ms.to_be_bytes());
         rand::thread_rng().fill_bytes(&mut nonce[TIME..TIME + RANDOM]);
-        let tag = ring::hmac::sign(&self.key, &nonce[..TIME + RANDOM]);
-        nonce[TIME + RANDOM..].copy_from_slice(&tag.as_ref()[..TAG]);
+        nonce[TIME + RANDOM..SIGNED].copy_from_slice(&epoch.to_be_bytes());
+        let tag = ring::hmac::sign(&self.key, &nonce[..SIGNED]);
+        nonce[SIGNED..].copy_from_slice(&tag.as_ref()[..TAG]);
         URL_SAFE_NO_PAD.encode(nonce)
     }
 
-    /// A nonce we issued that has not expired at `now_ms`: its id and issue time.
-    fn verify(&self, nonce: &str, now_ms: u64) -> Option<(Id, u64)> {
+    /// A nonce we issued that has not expired at `now_ms`: its id, issue time and epoch.
+    fn verify(&self, nonce: &str, now_ms: u64) -> Option<(Id, u64, u64)> {
         let mut raw = [0u8; LEN];
         match URL_SAFE_NO_PAD.decode(nonce) {
             Ok(bytes) if bytes.len() == LEN => raw.copy_from_slice(&bytes),
             _ => return None,
         }
-        let (id, tag) = raw.split_at(TIME + RANDOM);
-        let expected = ring::hmac::sign(&self.key, id);
+        let (signed, tag) = raw.split_at(SIGNED);
+        let expected = ring::hmac::sign(&self.key, signed);
         if !bool::from(expected.as_ref()[..TAG].ct_eq(tag)) {
             return None;
         }
+        let (id, epoch) = signed.split_at(TIME + RANDOM);
         let issued = u64::from_be_bytes(id[..TIME].try_into().expect("TIME bytes"));
         if issued > now_ms || now_ms - issued >= LIFETIME.as_millis() as u64 {
             return None;
         }
-        Some((id.try_into().expect("TIME + RANDOM bytes"), issued))
+        let epoch = u64::from_be_bytes(epoch.try_into().expect("EPOCH bytes"));
+        Some((id.try_into().expect("TIME + RANDOM bytes"), issued, epoch))
     }
 
     /// Uses a nonce up in memory (this process alone).
@@ -243,7 +241,7 @@ impl Nonces {
         else {
             unreachable!("shared nonces are used up in the store");
         };
-        let Some((id, issued)) = self.verify(nonce, now_ms) else {
+        let Some((id, issued, _)) = self.verify(nonce, now_ms) else {
             return false;
         };
         let mut shard = shards[usize::from(id[TIME]) % SHARDS]
@@ -316,15 +314,15 @@ mod tests {
             Nonces::shared(&backing).await.unwrap(),
             Nonces::shared(&backing).await.unwrap(),
         );
-        // What the service does with a redeemed nonce: commit its record.
+        // What the service does with a redeemed nonce: the store uses it up.
         let consume = async |nonces: &Nonces, nonce: &str| match nonces.redeem(nonce) {
             Redeem::Refused => false,
-            Redeem::Used => unreachable!("shared nonces are recorded in the store"),
-            Redeem::Record(write) => match store.write_docs(vec![write]).await {
-                Ok(()) => true,
-                Err(StoreError::Conflict { .. }) => false,
-                Err(e) => panic!("{e}"),
-            },
+            Redeem::Used => unreachable!("shared nonces are used up by the store"),
+            Redeem::Shared(used) => {
+                let outcome = store.use_nonce(Some(&used), None).await.unwrap();
+                nonces.learn(outcome.epoch);
+                outcome.fresh
+            }
         };
         let n = a.issue();
         assert!(consume(&b, &n).await, "issued by a, used on b");
@@ -334,16 +332,40 @@ mod tests {
         // A process's own key is not the cluster's.
         assert!(!consume(&a, &Nonces::default().issue()).await);
         assert_eq!(a.purge().await.unwrap(), 0, "nothing has expired yet");
-        // One used long ago (its id says so) is forgotten; the two recent ones are kept.
+        // One used long ago is forgotten; the two recent ones are kept.
         let old = a.issue_at(a.now_ms() - LIFETIME.as_millis() as u64 - 1);
-        let (id, issued) = a
+        let (id, _, epoch) = a
             .verify(&old, a.now_ms() - LIFETIME.as_millis() as u64)
             .unwrap();
-        let used = DocWrite::put(DocKind::AcmeUsedNonce, &hex::encode(id), None, &issued);
-        store.write_docs(vec![used]).await.unwrap();
+        let used = UsedNonce { epoch, id };
+        assert!(store.use_nonce(Some(&used), None).await.unwrap().fresh);
         assert_eq!(a.purge().await.unwrap(), 1);
         let left = store.all_docs(DocKind::AcmeUsedNonce, "").await.unwrap();
         assert_eq!(left.len(), 2);
+    }
+
+    /// A nonce carries its epoch under the MAC: one altered to another epoch is not ours.
+    #[tokio::test]
+    async fn a_nonce_carries_its_epoch_under_the_mac() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let nonces = Nonces::shared(&Backing::system(store)).await.unwrap();
+        let n = nonces.issue();
+        let Redeem::Shared(used) = nonces.redeem(&n) else {
+            panic!("a shared nonce");
+        };
+        assert_eq!(used.epoch, crate::store::DURABLE_NONCE_EPOCH);
+        nonces.learn(7);
+        let Redeem::Shared(used) = nonces.redeem(&nonces.issue()) else {
+            panic!("a shared nonce");
+        };
+        assert_eq!(used.epoch, 7, "issued in the epoch last learnt");
+        let mut raw = URL_SAFE_NO_PAD.decode(&n).unwrap();
+        raw[TIME + RANDOM + EPOCH - 1] ^= 1;
+        assert!(matches!(
+            nonces.redeem(&URL_SAFE_NO_PAD.encode(raw)),
+            Redeem::Refused
+        ));
     }
 
     #[test]

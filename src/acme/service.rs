@@ -22,7 +22,7 @@ use crate::ca::Ca;
 use crate::inventory::Gate;
 use crate::policy::Template;
 use crate::rate::{Limiter, Rate};
-use crate::store::{Backing, Doc, DocKey, DocKind, Store, StoreError, Stored};
+use crate::store::{Backing, Doc, DocKey, Store, Stored};
 
 /// A profile as the service uses it: its configuration, certificate template and, for
 /// device-attest-01 profiles, how devices are known to be ours.
@@ -219,8 +219,8 @@ impl AcmeService {
         }
     }
 
-    /// Uses a request's nonce up, then reads `read`: one round trip to a shared store, whose
-    /// write of the used nonce fails if any node used it before.
+    /// Uses a request's nonce up and reads `read`: one round trip to a shared store, which
+    /// refuses a nonce any node used before.
     async fn use_nonce_then_read(
         &self,
         nonce: &str,
@@ -232,22 +232,20 @@ impl AcmeService {
                 "the nonce is unknown, used or expired; retry with the one in Replay-Nonce",
             )
         };
-        let used = match self.nonces.redeem(nonce) {
-            Redeem::Refused => return Err(bad_nonce()),
-            Redeem::Used => Vec::new(),
-            Redeem::Record(write) => vec![write],
-        };
-        let result = match read {
-            Some(key) => self.store().write_then_read(used, &key).await,
-            None if used.is_empty() => Ok(None),
-            None => self.store().write_docs(used).await.map(|()| None),
-        };
-        match result {
-            Err(StoreError::Conflict {
-                kind: DocKind::AcmeUsedNonce,
-                ..
-            }) => Err(bad_nonce()),
-            other => Ok(other?),
+        match self.nonces.redeem(nonce) {
+            Redeem::Refused => Err(bad_nonce()),
+            Redeem::Used => match read {
+                Some(key) => Ok(self.store().doc(&key).await?),
+                None => Ok(None),
+            },
+            Redeem::Shared(used) => {
+                let outcome = self.store().use_nonce(Some(&used), read.as_ref()).await?;
+                self.nonces.learn(outcome.epoch);
+                match outcome.fresh {
+                    true => Ok(outcome.doc),
+                    false => Err(bad_nonce()),
+                }
+            }
         }
     }
 

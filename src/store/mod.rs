@@ -226,6 +226,36 @@ pub struct UseUp {
     pub at: OffsetDateTime,
 }
 
+/// The epoch of a store that never forgets a used nonce.
+pub const DURABLE_NONCE_EPOCH: u64 = 1;
+
+/// A shared ACME nonce being used: the epoch it was issued in, and what it is remembered by
+/// (its issue time in Unix ms, big-endian, then its random part: ids sort by issue time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsedNonce {
+    pub epoch: u64,
+    pub id: [u8; 16],
+}
+
+impl UsedNonce {
+    /// The issue time (Unix ms) of a used nonce's hex id, as the document store keys it.
+    fn issued_ms_of(hex_id: &str) -> Option<u64> {
+        let bytes = hex::decode(hex_id).ok()?;
+        Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
+    }
+}
+
+/// What `Store::use_nonce` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonceOutcome {
+    /// The store's current nonce epoch: the one to issue nonces in.
+    pub epoch: u64,
+    /// The nonce was used up now (it was of this epoch, and unused).
+    pub fresh: bool,
+    /// The document read, if one was asked for and exists.
+    pub doc: Option<Doc>,
+}
+
 /// A document's address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DocKey {
@@ -511,17 +541,71 @@ pub trait Store: Send + Sync + 'static {
         self.commit_docs(writes, None).await
     }
 
-    /// Applies `writes` as `write_docs` does, then reads `read`: on a shared store one round
-    /// trip where it would be two (a request's used nonce, then the account that signed it).
-    async fn write_then_read(
+    /// Uses up an ACME nonce the nodes of a cluster share (if one is given) and reads `read`
+    /// (if asked), in one round trip on a shared store. The nonce counts only if it is of the
+    /// store's current nonce epoch and was not used before. A store that may forget used
+    /// nonces (PostgreSQL keeps them unlogged, and a crash or a failover empties that table)
+    /// starts a new epoch when it finds them gone, so that no nonce issued before is accepted
+    /// again; a store that never forgets them has one epoch.
+    async fn use_nonce(
         &self,
-        writes: Vec<DocWrite>,
-        read: &DocKey,
-    ) -> Result<Option<Doc>, StoreError> {
-        if !writes.is_empty() {
-            self.write_docs(writes).await?;
+        nonce: Option<&UsedNonce>,
+        read: Option<&DocKey>,
+    ) -> Result<NonceOutcome, StoreError> {
+        let fresh = match nonce {
+            None => false,
+            Some(n) if n.epoch != DURABLE_NONCE_EPOCH => false,
+            Some(n) => {
+                let used = DocWrite::put(DocKind::AcmeUsedNonce, &hex::encode(n.id), None, &());
+                match self.write_docs(vec![used]).await {
+                    Ok(()) => true,
+                    Err(StoreError::Conflict { .. }) => false,
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let doc = match read {
+            Some(key) => self.doc(key).await?,
+            None => None,
+        };
+        Ok(NonceOutcome {
+            epoch: DURABLE_NONCE_EPOCH,
+            fresh,
+            doc,
+        })
+    }
+
+    /// Forgets the used nonces issued before `before_ms` (Unix ms), which have expired;
+    /// returns how many.
+    async fn purge_nonces(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let mut purged = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .docs(DocKind::AcmeUsedNonce, "", after.as_deref(), MAX_PAGE)
+                .await?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            let mut gone = Vec::new();
+            let mut done = false;
+            for (id, doc) in page {
+                if UsedNonce::issued_ms_of(&id).is_some_and(|t| t >= before_ms) {
+                    done = true;
+                    break;
+                }
+                gone.push(DocWrite::delete(DocKind::AcmeUsedNonce, &id, doc.version));
+            }
+            purged += gone.len();
+            if !gone.is_empty() {
+                self.write_docs(gone).await?;
+            }
+            if done {
+                break;
+            }
         }
-        self.doc(read).await
+        Ok(purged)
     }
 
     /// `write_docs` that also uses up a one-time challenge (as `insert_certificate` does), for

@@ -14,7 +14,7 @@ use enrollca::revocation::RevocationReason;
 use enrollca::store::{
     CertQuery, CertRecord, CertState, CertStatus, DeviceId, DocCache, DocKey, DocKind, DocWrite,
     EventKind, Expect, IssuerChange, IssuerRecord, IssuerState, Linked, PgStore, PgTarget,
-    Protocol, SledStore, Standing, Store, StoreError, UseUp,
+    Protocol, SledStore, Standing, Store, StoreError, UseUp, UsedNonce,
 };
 use enrollca_testkit::harness::postgres;
 use time::{Duration, OffsetDateTime};
@@ -753,44 +753,6 @@ async fn documents_are_compare_and_swap_and_all_or_nothing() {
         let z1 = DocKey::new(DocKind::AcmeAuthz, "z1");
         assert!(store.doc(&z1).await.unwrap().is_none(), "{name}");
 
-        // A write and the read after it (a used nonce, then the account): the read sees the
-        // store after the write; a refused write reads nothing and writes nothing.
-        let nonce = put(DocKind::AcmeUsedNonce, "n1", Expect::Absent, b"1");
-        let read = store
-            .write_then_read(vec![nonce.clone()], &order)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (read.value.as_slice(), read.version),
-            (&b"pending"[..], 1),
-            "{name}"
-        );
-        let err = store
-            .write_then_read(
-                vec![put(DocKind::AcmeAuthz, "z1", Expect::Absent, b"x"), nonce],
-                &order,
-            )
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&err, StoreError::Conflict { kind: DocKind::AcmeUsedNonce, id } if id == "n1"),
-            "{name}: {err}"
-        );
-        assert!(store.doc(&z1).await.unwrap().is_none(), "{name}");
-        let absent = DocKey::new(DocKind::AcmeAccount, "nobody");
-        let fresh = put(DocKind::AcmeUsedNonce, "n2", Expect::Absent, b"2");
-        assert_eq!(
-            store.write_then_read(vec![fresh], &absent).await.unwrap(),
-            None,
-            "{name}"
-        );
-        let n2 = DocKey::new(DocKind::AcmeUsedNonce, "n2");
-        assert!(
-            store.doc(&n2).await.unwrap().is_some(),
-            "{name}: written though nothing was read"
-        );
-
         // Concurrent read-modify-write: exactly one of them wins.
         let racers: Vec<_> = (0..16)
             .map(|i| {
@@ -1225,4 +1187,145 @@ async fn expiring_is_noted_once_for_certificates_still_to_renew() {
         }
     })
     .await;
+}
+
+/// A used nonce, as a node names it: issued at `issued_ms`, in `epoch`.
+pub(crate) fn nonce(epoch: u64, issued_ms: u64) -> UsedNonce {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&issued_ms.to_be_bytes());
+    id[8..].copy_from_slice(&rand::random::<[u8; 8]>());
+    UsedNonce { epoch, id }
+}
+
+/// ACME nonces the nodes share: each is used once, wherever it is presented, and only in the
+/// epoch it was issued in; the read that comes with it sees the store; expired ones are
+/// forgotten, and only those.
+#[tokio::test]
+async fn shared_nonces_are_used_once_in_their_epoch_with_the_read_beside_them() {
+    for_each_backend(|open, name, dir| async move {
+        let store = open(dir.path()).await;
+        let account = DocKey::new(DocKind::AcmeAccount, "a1");
+        store
+            .write_docs(vec![put(
+                DocKind::AcmeAccount,
+                "a1",
+                Expect::Absent,
+                b"account",
+            )])
+            .await
+            .unwrap();
+        let first = store.use_nonce(None, None).await.unwrap();
+        assert!(!first.fresh && first.doc.is_none(), "{name}");
+        let epoch = first.epoch;
+        assert_eq!(
+            store.use_nonce(None, None).await.unwrap().epoch,
+            epoch,
+            "{name}: stable"
+        );
+
+        let now_ms = OffsetDateTime::now_utc().unix_timestamp() as u64 * 1000;
+        let n = nonce(epoch, now_ms);
+        let used = store.use_nonce(Some(&n), Some(&account)).await.unwrap();
+        assert!(used.fresh, "{name}");
+        assert_eq!(
+            used.doc.map(|d| d.value),
+            Some(b"account".to_vec()),
+            "{name}"
+        );
+        let again = store.use_nonce(Some(&n), Some(&account)).await.unwrap();
+        assert!(!again.fresh, "{name}: a nonce is used once");
+        let elsewhere = nonce(epoch.wrapping_add(1), now_ms);
+        assert!(
+            !store.use_nonce(Some(&elsewhere), None).await.unwrap().fresh,
+            "{name}: not in another epoch"
+        );
+        let absent = DocKey::new(DocKind::AcmeAccount, "nobody");
+        let other = store
+            .use_nonce(Some(&nonce(epoch, now_ms)), Some(&absent))
+            .await
+            .unwrap();
+        assert!(other.fresh && other.doc.is_none(), "{name}");
+
+        // Presented to many requests at once: exactly one uses it.
+        let raced = nonce(epoch, now_ms);
+        let racers: Vec<_> = (0..16)
+            .map(|_| {
+                let (store, raced) = (store.clone(), raced.clone());
+                tokio::spawn(async move { store.use_nonce(Some(&raced), None).await })
+            })
+            .collect();
+        let mut won = 0;
+        for r in racers {
+            won += usize::from(r.await.unwrap().unwrap().fresh);
+        }
+        assert_eq!(won, 1, "{name}");
+
+        // Purged: those issued before the cut, not the others (still refused when replayed).
+        let old = nonce(epoch, now_ms - 3_600_000);
+        assert!(
+            store.use_nonce(Some(&old), None).await.unwrap().fresh,
+            "{name}"
+        );
+        assert_eq!(
+            store.purge_nonces(now_ms - 60_000).await.unwrap(),
+            1,
+            "{name}"
+        );
+        assert!(
+            !store.use_nonce(Some(&n), None).await.unwrap().fresh,
+            "{name}: kept"
+        );
+    })
+    .await;
+}
+
+/// PostgreSQL keeps used nonces unlogged, and a crash empties them: the store then starts a
+/// new nonce epoch, so a nonce used before the crash is refused after it (not accepted a
+/// second time), and new nonces work. What was committed durably is all there.
+#[tokio::test]
+async fn a_crash_of_postgres_forgets_used_nonces_and_starts_a_new_epoch() {
+    let cluster = postgres::Cluster::private();
+    let url = cluster.database("nonce_crash");
+    let store = PgStore::connect(PgTarget::parse(&url).unwrap(), 2)
+        .await
+        .unwrap();
+    let epoch = store.use_nonce(None, None).await.unwrap().epoch;
+    let now_ms = OffsetDateTime::now_utc().unix_timestamp() as u64 * 1000;
+    let used = nonce(epoch, now_ms);
+    let unused = nonce(epoch, now_ms);
+    assert!(store.use_nonce(Some(&used), None).await.unwrap().fresh);
+    let rec = record(Some("dev-1"), 1);
+    store
+        .insert_certificate(rec.clone(), Linked::default())
+        .await
+        .unwrap();
+
+    cluster.crash_and_recover();
+    let left = cluster.psql("nonce_crash", "SELECT count(*) FROM used_nonces");
+    assert_eq!(left.trim(), "0", "the crash emptied the unlogged table");
+    // The pool's connections died with the server; the next statement gets a new one.
+    let mut after = None;
+    for _ in 0..50 {
+        match store.use_nonce(Some(&used), None).await {
+            Ok(outcome) => {
+                after = Some(outcome);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    let after = after.expect("the store answers again after the restart");
+    assert!(
+        !after.fresh,
+        "a nonce used before the crash is not accepted again"
+    );
+    assert_ne!(after.epoch, epoch, "a new epoch");
+    assert!(
+        !store.use_nonce(Some(&unused), None).await.unwrap().fresh,
+        "nor one issued before it and never used"
+    );
+    let fresh = nonce(after.epoch, now_ms);
+    assert!(store.use_nonce(Some(&fresh), None).await.unwrap().fresh);
+    assert!(!store.use_nonce(Some(&fresh), None).await.unwrap().fresh);
+    assert_eq!(store.certificate(&rec.serial).await.unwrap(), Some(rec));
 }

@@ -30,8 +30,8 @@ use tokio_postgres::types::ToSql;
 use super::codec::{decode, encode};
 use super::{
     CertQuery, CertRecord, CertStatus, ChallengeHash, ChallengeRecord, Doc, DocKey, DocKind,
-    DocWrite, Event, EventKind, Expect, IssuerChange, IssuerRecord, Linked, MAX_PAGE, Page,
-    Revoked, Seq, Store, StoreError, UseUp,
+    DocWrite, Event, EventKind, Expect, IssuerChange, IssuerRecord, Linked, MAX_PAGE, NonceOutcome,
+    Page, Revoked, Seq, Store, StoreError, UseUp, UsedNonce,
 };
 use crate::error::cause;
 use crate::model::{IssuerId, RevocationReason, Serial, Standing};
@@ -220,42 +220,19 @@ impl PgStore {
         }
     }
 
-    /// Uses up a challenge, applies document writes and reads a document (each if asked), in
-    /// one statement (`enrollca_commit`).
-    async fn commit(
-        &self,
-        writes: &[DocWrite],
-        consume: Option<UseUp>,
-        read: Option<&DocKey>,
-    ) -> Result<Option<Doc>, StoreError> {
+    /// Uses up a challenge (if asked) and applies document writes, in one statement
+    /// (`enrollca_commit`).
+    async fn commit(&self, writes: &[DocWrite], consume: Option<UseUp>) -> Result<(), StoreError> {
         let w = Writes::new(writes);
         let (hash, at_ns) = use_up_params(consume);
-        let read_kind = read.map(|k| i16::from(k.kind.tag()));
-        let read_id = read.map(|k| k.id.as_str());
-        let rows = self
-            .call(
-                "writing documents",
-                "SELECT doc_version, doc_value FROM enrollca_commit($1, $2, $3, $4, $5, $6, $7, $8)",
-                &[
-                    &hash,
-                    &at_ns,
-                    &w.kinds,
-                    &w.ids,
-                    &w.expects,
-                    &w.values,
-                    &read_kind,
-                    &read_id,
-                ],
-                |e| refusal(e, writes, None),
-            )
-            .await?;
-        Ok(rows.first().map(|row| {
-            let version: i64 = row.get(0);
-            Doc {
-                value: row.get(1),
-                version: version as u64,
-            }
-        }))
+        self.call(
+            "writing documents",
+            "SELECT enrollca_commit($1, $2, $3, $4, $5, $6)",
+            &[&hash, &at_ns, &w.kinds, &w.ids, &w.expects, &w.values],
+            |e| refusal(e, writes, None),
+        )
+        .await
+        .map(drop)
     }
 
     /// `query` for at most one row.
@@ -732,15 +709,57 @@ impl Store for PgStore {
         writes: Vec<DocWrite>,
         consume: Option<UseUp>,
     ) -> Result<(), StoreError> {
-        self.commit(&writes, consume, None).await.map(drop)
+        self.commit(&writes, consume).await
     }
 
-    async fn write_then_read(
+    async fn use_nonce(
         &self,
-        writes: Vec<DocWrite>,
-        read: &DocKey,
-    ) -> Result<Option<Doc>, StoreError> {
-        self.commit(&writes, None, Some(read)).await
+        nonce: Option<&UsedNonce>,
+        read: Option<&DocKey>,
+    ) -> Result<NonceOutcome, StoreError> {
+        // Epochs are random: a new one must differ from every one before it, which a
+        // sequence cannot promise after a crash (its advance may not have reached the disk).
+        let candidate = i64::from_be_bytes(rand::random());
+        let rows = self
+            .query(
+                "using a nonce",
+                "SELECT current_epoch, fresh, doc_version, doc_value \
+                 FROM enrollca_use_nonce($1, $2, $3, $4, $5)",
+                &[
+                    &nonce.map(|n| n.epoch as i64),
+                    &nonce.map(|n| n.id.as_slice()),
+                    &candidate,
+                    &read.map(|k| i16::from(k.kind.tag())),
+                    &read.map(|k| k.id.as_str()),
+                ],
+            )
+            .await?;
+        let row = rows.first().ok_or_else(|| StoreError::Corrupt {
+            tree: "used_nonces",
+            message: "enrollca_use_nonce returned no row".into(),
+        })?;
+        let epoch: i64 = row.get(0);
+        let version: Option<i64> = row.get(2);
+        Ok(NonceOutcome {
+            epoch: epoch as u64,
+            fresh: row.get(1),
+            doc: version.map(|v| Doc {
+                value: row.get(3),
+                version: v as u64,
+            }),
+        })
+    }
+
+    async fn purge_nonces(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let rows = self
+            .query(
+                "purging used nonces",
+                "WITH gone AS (DELETE FROM used_nonces WHERE id < $1 RETURNING 1) \
+                 SELECT count(*) FROM gone",
+                &[&before_ms.to_be_bytes().as_slice()],
+            )
+            .await?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)) as usize)
     }
 
     async fn put_challenge(

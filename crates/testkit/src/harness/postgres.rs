@@ -150,6 +150,21 @@ impl Cluster {
         assert!(out.status.success(), "pg_ctl stop: {}", text(&out));
     }
 
+    /// Crashes the server and starts it again: `-m immediate` skips the shutdown checkpoint,
+    /// so the start recovers from the WAL, as after a power cut, and empties unlogged tables.
+    pub fn crash_and_recover(&self) {
+        let out = self.tool(
+            "pg_ctl",
+            &["-D", path(&self.data), "-m", "immediate", "-w", "stop"],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl stop -m immediate: {}",
+            text(&out)
+        );
+        self.start();
+    }
+
     /// Starts it again after `stop`, on the same port.
     pub fn start(&self) {
         self.pg_ctl_start();
