@@ -32,32 +32,7 @@ cd "$work"
 # The attestation CA the nodes trust.
 attestation_ca att
 
-# A private PostgreSQL cluster (as the postgres user when run as root).
-pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-as_pg=()
-[ "$(id -u)" = 0 ] && as_pg=(runuser -u postgres --)
-mkdir pg
-if [ "$(id -u)" = 0 ]; then
-  chmod o+x "$work"   # mktemp's 0700 would keep the postgres user out
-  chown postgres:postgres pg
-fi
-"${as_pg[@]}" "$pgbin/initdb" -D "$work/pg/data" -U enrollca --auth=trust -E UTF8 --locale=C >/dev/null
-"${as_pg[@]}" "$pgbin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
-  -o "-p 15432 -k $work/pg -c listen_addresses=127.0.0.1 -c max_connections=200 \
-      ${PG_STATEMENTS:+-c shared_preload_libraries=pg_stat_statements} ${PG_EXTRA:-}" start >/dev/null
-at_exit "${as_pg[*]} $pgbin/pg_ctl -D $work/pg/data -m immediate stop"
-postmaster=$(head -1 pg/data/postmaster.pid)
-
-# CPU seconds of a process (and of its reaped children, for the postmaster).
-cpu() { awk '{printf "%.2f", ($14 + $15 + $16 + $17) / 100}' "/proc/$1/stat"; }
-pg_cpu() {
-  local total
-  total=$(cpu "$postmaster")
-  for p in $(cat /proc/"$postmaster"/task/*/children 2>/dev/null); do
-    total=$(echo "$total + $(awk '{printf "%.2f", ($14 + $15) / 100}' /proc/$p/stat 2>/dev/null || echo 0)" | bc)
-  done
-  echo "$total"
-}
+start_postgres 15432 ${PG_STATEMENTS:+-c shared_preload_libraries=pg_stat_statements} ${PG_EXTRA:-}
 
 port=18100
 start_node() { # DATA ENV... → sets `node` to "PID HTTP HTTPS" (not in a subshell: `pids` and
@@ -186,7 +161,8 @@ psql_bench() { "${as_pg[@]}" "$pgbin/psql" -h 127.0.0.1 -p 15432 -U enrollca -d 
 [ -n "${PG_STATEMENTS:-}" ] && psql_bench -qc "CREATE EXTENSION pg_stat_statements"
 pass pg 1
 [ -n "${PG_STATEMENTS:-}" ] && psql_bench -c "SELECT round(calls::numeric / $count, 1) AS \"per enrolment\",
-  left(regexp_replace(query, '\s+', ' ', 'g'), 100) AS statement
+  round((total_exec_time * 1000 / calls)::numeric) AS \"us each\",
+  left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS statement
   FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY calls DESC"
 validation_set "$http" "$token" validate.pem
 validate_pass pg 1 "$http"

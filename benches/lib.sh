@@ -64,3 +64,38 @@ start_enrollca() {
   kill -0 "$enrollca_pid" 2>/dev/null || { cat enrollca.log >&2; exit 1; }
   curl -fsS "http://127.0.0.1:$http/roots.pem" >roots.pem
 }
+
+# A private PostgreSQL cluster in $work/pg, as a deployment runs it (fsync and
+# synchronous_commit on), as the postgres user when run as root: start_postgres PORT
+# [SERVER OPTIONS…]. Sets `pgbin`, `as_pg` (the prefix that runs its tools) and `postmaster`.
+start_postgres() {
+  local port=$1
+  shift
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  as_pg=()
+  [ "$(id -u)" = 0 ] && as_pg=(runuser -u postgres --)
+  mkdir "$work/pg"
+  if [ "$(id -u)" = 0 ]; then
+    chmod o+x "$work"   # mktemp's 0700 would keep the postgres user out
+    chown postgres:postgres "$work/pg"
+  fi
+  "${as_pg[@]}" "$pgbin/initdb" -D "$work/pg/data" -U enrollca --auth=trust -E UTF8 --locale=C >/dev/null
+  "${as_pg[@]}" "$pgbin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
+    -o "-p $port -k $work/pg -c listen_addresses=127.0.0.1 -c max_connections=200 $*" start >/dev/null
+  at_exit "${as_pg[*]} $pgbin/pg_ctl -D $work/pg/data -m immediate stop"
+  postmaster=$(head -1 "$work/pg/data/postmaster.pid")
+}
+
+# CPU seconds of a process (and of its reaped children, for the postmaster).
+cpu() { awk '{printf "%.2f", ($14 + $15 + $16 + $17) / 100}' "/proc/$1/stat"; }
+
+# CPU seconds of the cluster start_postgres started: the postmaster, every backend and
+# background process, and those already reaped.
+pg_cpu() {
+  local total
+  total=$(cpu "$postmaster")
+  for p in $(cat /proc/"$postmaster"/task/*/children 2>/dev/null); do
+    total=$(echo "$total + $(awk '{printf "%.2f", ($14 + $15) / 100}' /proc/$p/stat 2>/dev/null || echo 0)" | bc)
+  done
+  echo "$total"
+}
