@@ -139,7 +139,7 @@ impl Nonces {
                 Err(e) => return Err(e),
             }
         };
-        let epoch = store.use_nonce(None, None).await?.epoch;
+        let epoch = store.use_nonce(None, &[]).await?.epoch;
         Ok(Self {
             key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
             used: Used::Store {
@@ -319,7 +319,7 @@ mod tests {
             Redeem::Refused => false,
             Redeem::Used => unreachable!("shared nonces are used up by the store"),
             Redeem::Shared(used) => {
-                let outcome = store.use_nonce(Some(&used), None).await.unwrap();
+                let outcome = store.use_nonce(Some(&used), &[]).await.unwrap();
                 nonces.learn(outcome.epoch);
                 outcome.fresh
             }
@@ -338,7 +338,7 @@ mod tests {
             .verify(&old, a.now_ms() - LIFETIME.as_millis() as u64)
             .unwrap();
         let used = UsedNonce { epoch, id };
-        assert!(store.use_nonce(Some(&used), None).await.unwrap().fresh);
+        assert!(store.use_nonce(Some(&used), &[]).await.unwrap().fresh);
         assert_eq!(a.purge().await.unwrap(), 1);
         let left = store.all_docs(DocKind::AcmeUsedNonce, "").await.unwrap();
         assert_eq!(left.len(), 2);

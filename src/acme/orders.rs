@@ -305,48 +305,53 @@ impl AcmeService {
 
     /// An order read by its owner.
     pub async fn order(&self, req: &Signed, id: &str) -> Result<OrderView, AcmeError> {
-        let account = self.account_signer(req).await?.value;
-        let order = self.owned_order(&account, id).await?;
+        let (_, order) = self.signed_order(req, id).await?;
         self.view(order.value).await
     }
 
-    async fn owned_order(&self, account: &Account, id: &str) -> Result<Stored<Order>, AcmeError> {
-        self.owned(account, (&ORDERS, "order"), id, |o: &Order| &o.account)
+    /// The account that signed `req` and its order `id`.
+    async fn signed_order(
+        &self,
+        req: &Signed,
+        id: &str,
+    ) -> Result<(Account, Stored<Order>), AcmeError> {
+        self.signed_resource(req, (&ORDERS, "order"), id, |o: &Order| &o.account)
             .await
     }
 
-    async fn owned_authz(
+    /// The account that signed `req` and its authorization `id`.
+    async fn signed_authz(
         &self,
-        account: &Account,
+        req: &Signed,
         id: &str,
-    ) -> Result<Stored<Authorization>, AcmeError> {
-        self.owned(
-            account,
-            (&AUTHZS, "authorization"),
-            id,
-            |a: &Authorization| &a.account,
-        )
+    ) -> Result<(Account, Stored<Authorization>), AcmeError> {
+        self.signed_resource(req, (&AUTHZS, "authorization"), id, |a: &Authorization| {
+            &a.account
+        })
         .await
     }
 
-    /// A resource of `account`'s; another account's is `unauthorized`, a missing one 404.
-    async fn owned<T: serde::de::DeserializeOwned>(
+    /// The account that signed `req` and the resource of the account's it is about, read
+    /// with the nonce in one round trip; another account's is `unauthorized`, a missing one 404.
+    async fn signed_resource<T: serde::de::DeserializeOwned>(
         &self,
-        account: &Account,
+        req: &Signed,
         (collection, what): (&Collection<T>, &str),
         id: &str,
         owner: fn(&T) -> &String,
-    ) -> Result<Stored<T>, AcmeError> {
-        let doc = collection
-            .get(self.store().as_ref(), id)
-            .await?
-            .ok_or_else(|| AcmeError::not_found(what))?;
-        if *owner(&doc.value) != account.id {
+    ) -> Result<(Account, Stored<T>), AcmeError> {
+        let (account, doc) = self
+            .account_signer_reading(req, Some(collection.key(id)))
+            .await?;
+        let doc = doc
+            .ok_or_else(|| AcmeError::not_found(what))?
+            .decode::<T>()?;
+        if *owner(&doc.value) != account.value.id {
             return Err(AcmeError::unauthorized(format!(
                 "the {what} belongs to another account"
             )));
         }
-        Ok(doc)
+        Ok((account.value, doc))
     }
 
     async fn view(&self, order: Order) -> Result<OrderView, AcmeError> {

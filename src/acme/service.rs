@@ -180,6 +180,18 @@ impl AcmeService {
     /// Checks a request's envelope and signature: the URL it was signed for, its nonce, its
     /// key (and account). Every check is a rejection when it fails; none is skipped.
     pub async fn authenticate(&self, req: &Signed, key_use: KeyUse) -> Result<Signer, AcmeError> {
+        Ok(self.authenticate_reading(req, key_use, None).await?.0)
+    }
+
+    /// `authenticate`, reading `resource` (the order or authorization the request is about)
+    /// with the nonce and the account: one round trip to a shared store. The document is
+    /// returned only once every check has passed.
+    async fn authenticate_reading(
+        &self,
+        req: &Signed,
+        key_use: KeyUse,
+        resource: Option<DocKey>,
+    ) -> Result<(Signer, Option<Doc>), AcmeError> {
         let (profile, jws, request_url) = (&*req.profile, &req.jws, req.url.as_str());
         if jws.header.url != request_url {
             return Err(AcmeError::unauthorized(format!(
@@ -195,12 +207,14 @@ impl AcmeService {
         };
         match (&jws.header.key, key_use) {
             (KeyRef::Jwk(jwk), KeyUse::Jwk | KeyUse::Either) => {
-                self.use_nonce_then_read(nonce, None).await?;
+                let mut docs = self
+                    .use_nonce_reading(nonce, resource.into_iter().collect())
+                    .await?;
                 jws.verify(jwk)?;
-                Ok(Signer::Key(jwk.clone()))
+                Ok((Signer::Key(jwk.clone()), docs.pop().flatten()))
             }
             (KeyRef::Kid(kid), KeyUse::Kid | KeyUse::Either) => {
-                let account = self.account_by_kid(profile, kid, nonce).await?;
+                let (account, doc) = self.account_by_kid(profile, kid, nonce, resource).await?;
                 if account.value.status != AccountStatus::Valid {
                     return Err(AcmeError::unauthorized(format!(
                         "the account is {:?}",
@@ -208,7 +222,7 @@ impl AcmeService {
                     )));
                 }
                 jws.verify(&account.value.key)?;
-                Ok(Signer::Account(account))
+                Ok((Signer::Account(account), doc))
             }
             (KeyRef::Jwk(_), KeyUse::Kid) => Err(AcmeError::malformed(
                 "this resource needs `kid` (the account URL), not `jwk`",
@@ -219,13 +233,13 @@ impl AcmeService {
         }
     }
 
-    /// Uses a request's nonce up and reads `read`: one round trip to a shared store, which
-    /// refuses a nonce any node used before.
-    async fn use_nonce_then_read(
+    /// Uses a request's nonce up and reads `reads`: one round trip to a shared store, which
+    /// refuses a nonce any node used before. One document (or `None`) per key, in order.
+    async fn use_nonce_reading(
         &self,
         nonce: &str,
-        read: Option<DocKey>,
-    ) -> Result<Option<Doc>, AcmeError> {
+        reads: Vec<DocKey>,
+    ) -> Result<Vec<Option<Doc>>, AcmeError> {
         let bad_nonce = || {
             AcmeError::new(
                 ProblemType::BadNonce,
@@ -234,15 +248,18 @@ impl AcmeService {
         };
         match self.nonces.redeem(nonce) {
             Redeem::Refused => Err(bad_nonce()),
-            Redeem::Used => match read {
-                Some(key) => Ok(self.store().doc(&key).await?),
-                None => Ok(None),
-            },
+            Redeem::Used => {
+                let mut docs = Vec::with_capacity(reads.len());
+                for key in &reads {
+                    docs.push(self.store().doc(key).await?);
+                }
+                Ok(docs)
+            }
             Redeem::Shared(used) => {
-                let outcome = self.store().use_nonce(Some(&used), read.as_ref()).await?;
+                let outcome = self.store().use_nonce(Some(&used), &reads).await?;
                 self.nonces.learn(outcome.epoch);
                 match outcome.fresh {
-                    true => Ok(outcome.doc),
+                    true => Ok(outcome.docs),
                     false => Err(bad_nonce()),
                 }
             }
@@ -251,20 +268,33 @@ impl AcmeService {
 
     /// Like `authenticate`, for resources only an account may use.
     pub async fn account_signer(&self, req: &Signed) -> Result<Stored<Account>, AcmeError> {
-        match self.authenticate(req, KeyUse::Kid).await? {
-            Signer::Account(a) => Ok(a),
-            Signer::Key(_) => unreachable!("KeyUse::Kid yields an account"),
+        Ok(self.account_signer_reading(req, None).await?.0)
+    }
+
+    /// `account_signer` that also reads `resource`, as `authenticate_reading` does.
+    pub(super) async fn account_signer_reading(
+        &self,
+        req: &Signed,
+        resource: Option<DocKey>,
+    ) -> Result<(Stored<Account>, Option<Doc>), AcmeError> {
+        match self
+            .authenticate_reading(req, KeyUse::Kid, resource)
+            .await?
+        {
+            (Signer::Account(a), doc) => Ok((a, doc)),
+            (Signer::Key(_), _) => unreachable!("KeyUse::Kid yields an account"),
         }
     }
 
-    /// The account `kid` names, read with the request's nonce used up (the nonce is used
-    /// even when there is no such account).
+    /// The account `kid` names and `resource`, read with the request's nonce used up (the
+    /// nonce is used even when there is no such account).
     async fn account_by_kid(
         &self,
         profile: &Profile,
         kid: &str,
         nonce: &str,
-    ) -> Result<Stored<Account>, AcmeError> {
+        resource: Option<DocKey>,
+    ) -> Result<(Stored<Account>, Option<Doc>), AcmeError> {
         let missing = || {
             AcmeError::new(
                 ProblemType::AccountDoesNotExist,
@@ -272,14 +302,23 @@ impl AcmeService {
             )
         };
         let prefix = self.url(&profile.name, "account/");
-        let id = kid.strip_prefix(&prefix);
-        let read = id.map(|id| super::repo::ACCOUNTS.key(id));
-        let doc = self.use_nonce_then_read(nonce, read).await?;
-        let account = doc.ok_or_else(missing)?.decode::<Account>()?;
+        let Some(id) = kid.strip_prefix(&prefix) else {
+            self.use_nonce_reading(nonce, Vec::new()).await?;
+            return Err(missing());
+        };
+        let reads = std::iter::once(super::repo::ACCOUNTS.key(id))
+            .chain(resource)
+            .collect();
+        let mut docs = self.use_nonce_reading(nonce, reads).await?.into_iter();
+        let account = docs
+            .next()
+            .flatten()
+            .ok_or_else(missing)?
+            .decode::<Account>()?;
         if account.value.profile != profile.name {
             return Err(missing());
         }
-        Ok(account)
+        Ok((account, docs.next().flatten()))
     }
 }
 

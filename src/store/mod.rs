@@ -252,8 +252,8 @@ pub struct NonceOutcome {
     pub epoch: u64,
     /// The nonce was used up now (it was of this epoch, and unused).
     pub fresh: bool,
-    /// The document read, if one was asked for and exists.
-    pub doc: Option<Doc>,
+    /// The documents asked for, in order (`None`: there is none).
+    pub docs: Vec<Option<Doc>>,
 }
 
 /// A document's address.
@@ -541,8 +541,9 @@ pub trait Store: Send + Sync + 'static {
         self.commit_docs(writes, None).await
     }
 
-    /// Uses up an ACME nonce the nodes of a cluster share (if one is given) and reads `read`
-    /// (if asked), in one round trip on a shared store. The nonce counts only if it is of the
+    /// Uses up an ACME nonce the nodes of a cluster share (if one is given) and reads
+    /// documents (a signed request's account and the resource it is about), in one round
+    /// trip on a shared store. The nonce counts only if it is of the
     /// store's current nonce epoch and was not used before. A store that may forget used
     /// nonces (PostgreSQL keeps them unlogged, and a crash or a failover empties that table)
     /// starts a new epoch when it finds them gone, so that no nonce issued before is accepted
@@ -550,7 +551,7 @@ pub trait Store: Send + Sync + 'static {
     async fn use_nonce(
         &self,
         nonce: Option<&UsedNonce>,
-        read: Option<&DocKey>,
+        reads: &[DocKey],
     ) -> Result<NonceOutcome, StoreError> {
         let fresh = match nonce {
             None => false,
@@ -564,14 +565,14 @@ pub trait Store: Send + Sync + 'static {
                 }
             }
         };
-        let doc = match read {
-            Some(key) => self.doc(key).await?,
-            None => None,
-        };
+        let mut docs = Vec::with_capacity(reads.len());
+        for key in reads {
+            docs.push(self.doc(key).await?);
+        }
         Ok(NonceOutcome {
             epoch: DURABLE_NONCE_EPOCH,
             fresh,
-            doc,
+            docs,
         })
     }
 

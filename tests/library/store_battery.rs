@@ -1214,44 +1214,38 @@ async fn shared_nonces_are_used_once_in_their_epoch_with_the_read_beside_them() 
             )])
             .await
             .unwrap();
-        let first = store.use_nonce(None, None).await.unwrap();
-        assert!(!first.fresh && first.doc.is_none(), "{name}");
+        let first = store.use_nonce(None, &[]).await.unwrap();
+        assert!(!first.fresh && first.docs.is_empty(), "{name}");
         let epoch = first.epoch;
         assert_eq!(
-            store.use_nonce(None, None).await.unwrap().epoch,
+            store.use_nonce(None, &[]).await.unwrap().epoch,
             epoch,
             "{name}: stable"
         );
 
+        // The documents come back in the order asked, a missing one as None.
+        let absent = DocKey::new(DocKind::AcmeOrder, "nothing");
+        let reads = [absent.clone(), account.clone()];
         let now_ms = OffsetDateTime::now_utc().unix_timestamp() as u64 * 1000;
         let n = nonce(epoch, now_ms);
-        let used = store.use_nonce(Some(&n), Some(&account)).await.unwrap();
+        let used = store.use_nonce(Some(&n), &reads).await.unwrap();
         assert!(used.fresh, "{name}");
-        assert_eq!(
-            used.doc.map(|d| d.value),
-            Some(b"account".to_vec()),
-            "{name}"
-        );
-        let again = store.use_nonce(Some(&n), Some(&account)).await.unwrap();
+        let values: Vec<_> = used.docs.into_iter().map(|d| d.map(|d| d.value)).collect();
+        assert_eq!(values, [None, Some(b"account".to_vec())], "{name}");
+        let again = store.use_nonce(Some(&n), &reads).await.unwrap();
         assert!(!again.fresh, "{name}: a nonce is used once");
         let elsewhere = nonce(epoch.wrapping_add(1), now_ms);
         assert!(
-            !store.use_nonce(Some(&elsewhere), None).await.unwrap().fresh,
+            !store.use_nonce(Some(&elsewhere), &[]).await.unwrap().fresh,
             "{name}: not in another epoch"
         );
-        let absent = DocKey::new(DocKind::AcmeAccount, "nobody");
-        let other = store
-            .use_nonce(Some(&nonce(epoch, now_ms)), Some(&absent))
-            .await
-            .unwrap();
-        assert!(other.fresh && other.doc.is_none(), "{name}");
 
         // Presented to many requests at once: exactly one uses it.
         let raced = nonce(epoch, now_ms);
         let racers: Vec<_> = (0..16)
             .map(|_| {
                 let (store, raced) = (store.clone(), raced.clone());
-                tokio::spawn(async move { store.use_nonce(Some(&raced), None).await })
+                tokio::spawn(async move { store.use_nonce(Some(&raced), &[]).await })
             })
             .collect();
         let mut won = 0;
@@ -1263,7 +1257,7 @@ async fn shared_nonces_are_used_once_in_their_epoch_with_the_read_beside_them() 
         // Purged: those issued before the cut, not the others (still refused when replayed).
         let old = nonce(epoch, now_ms - 3_600_000);
         assert!(
-            store.use_nonce(Some(&old), None).await.unwrap().fresh,
+            store.use_nonce(Some(&old), &[]).await.unwrap().fresh,
             "{name}"
         );
         assert_eq!(
@@ -1272,7 +1266,7 @@ async fn shared_nonces_are_used_once_in_their_epoch_with_the_read_beside_them() 
             "{name}"
         );
         assert!(
-            !store.use_nonce(Some(&n), None).await.unwrap().fresh,
+            !store.use_nonce(Some(&n), &[]).await.unwrap().fresh,
             "{name}: kept"
         );
     })
@@ -1289,11 +1283,11 @@ async fn a_crash_of_postgres_forgets_used_nonces_and_starts_a_new_epoch() {
     let store = PgStore::connect(PgTarget::parse(&url).unwrap(), 2)
         .await
         .unwrap();
-    let epoch = store.use_nonce(None, None).await.unwrap().epoch;
+    let epoch = store.use_nonce(None, &[]).await.unwrap().epoch;
     let now_ms = OffsetDateTime::now_utc().unix_timestamp() as u64 * 1000;
     let used = nonce(epoch, now_ms);
     let unused = nonce(epoch, now_ms);
-    assert!(store.use_nonce(Some(&used), None).await.unwrap().fresh);
+    assert!(store.use_nonce(Some(&used), &[]).await.unwrap().fresh);
     let rec = record(Some("dev-1"), 1);
     store
         .insert_certificate(rec.clone(), Linked::default())
@@ -1306,7 +1300,7 @@ async fn a_crash_of_postgres_forgets_used_nonces_and_starts_a_new_epoch() {
     // The pool's connections died with the server; the next statement gets a new one.
     let mut after = None;
     for _ in 0..50 {
-        match store.use_nonce(Some(&used), None).await {
+        match store.use_nonce(Some(&used), &[]).await {
             Ok(outcome) => {
                 after = Some(outcome);
                 break;
@@ -1321,11 +1315,11 @@ async fn a_crash_of_postgres_forgets_used_nonces_and_starts_a_new_epoch() {
     );
     assert_ne!(after.epoch, epoch, "a new epoch");
     assert!(
-        !store.use_nonce(Some(&unused), None).await.unwrap().fresh,
+        !store.use_nonce(Some(&unused), &[]).await.unwrap().fresh,
         "nor one issued before it and never used"
     );
     let fresh = nonce(after.epoch, now_ms);
-    assert!(store.use_nonce(Some(&fresh), None).await.unwrap().fresh);
-    assert!(!store.use_nonce(Some(&fresh), None).await.unwrap().fresh);
+    assert!(store.use_nonce(Some(&fresh), &[]).await.unwrap().fresh);
+    assert!(!store.use_nonce(Some(&fresh), &[]).await.unwrap().fresh);
     assert_eq!(store.certificate(&rec.serial).await.unwrap(), Some(rec));
 }

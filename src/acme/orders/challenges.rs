@@ -7,8 +7,7 @@ impl AcmeService {
     /// POST to an authorization: read it, or deactivate it.
     pub async fn authorization(&self, req: &Signed, id: &str) -> Result<Authorization, AcmeError> {
         let jws = &req.jws;
-        let account = self.account_signer(req).await?.value;
-        let authz = self.owned_authz(&account, id).await?;
+        let (_, authz) = self.signed_authz(req, id).await?;
         if jws.is_post_as_get() {
             return Ok(authz.value);
         }
@@ -46,9 +45,8 @@ impl AcmeService {
         kind: &str,
     ) -> Result<(Authorization, ChallengeType), AcmeError> {
         let jws = &req.jws;
-        let account = self.account_signer(req).await?.value;
+        let (account, authz) = self.signed_authz(req, authz_id).await?;
         let kind = ChallengeType::parse(kind).ok_or_else(|| AcmeError::not_found("challenge"))?;
-        let authz = self.owned_authz(&account, authz_id).await?;
         let challenge = authz
             .value
             .challenge(kind)

@@ -7,8 +7,7 @@ impl AcmeService {
     /// order's completion are one write.
     pub async fn finalize(&self, req: &Signed, id: &str) -> Result<OrderView, AcmeError> {
         let (profile, jws) = (&*req.profile, &req.jws);
-        let account = self.account_signer(req).await?.value;
-        let order = self.owned_order(&account, id).await?;
+        let (account, order) = self.signed_order(req, id).await?;
         // Read once: the status and, for a device, the proof the CSR is checked against.
         let authzs = self.order_authzs(&order.value).await?;
         let view = self.view_of(order.value.clone(), &authzs);

@@ -715,11 +715,13 @@ impl Store for PgStore {
     async fn use_nonce(
         &self,
         nonce: Option<&UsedNonce>,
-        read: Option<&DocKey>,
+        reads: &[DocKey],
     ) -> Result<NonceOutcome, StoreError> {
         // Epochs are random: a new one must differ from every one before it, which a
         // sequence cannot promise after a crash (its advance may not have reached the disk).
         let candidate = i64::from_be_bytes(rand::random());
+        let kinds: Vec<i16> = reads.iter().map(|k| i16::from(k.kind.tag())).collect();
+        let ids: Vec<&str> = reads.iter().map(|k| k.id.as_str()).collect();
         let rows = self
             .query(
                 "using a nonce",
@@ -729,24 +731,32 @@ impl Store for PgStore {
                     &nonce.map(|n| n.epoch as i64),
                     &nonce.map(|n| n.id.as_slice()),
                     &candidate,
-                    &read.map(|k| i16::from(k.kind.tag())),
-                    &read.map(|k| k.id.as_str()),
+                    &kinds,
+                    &ids,
                 ],
             )
             .await?;
-        let row = rows.first().ok_or_else(|| StoreError::Corrupt {
+        let first = rows.first().ok_or_else(|| StoreError::Corrupt {
             tree: "used_nonces",
             message: "enrollca_use_nonce returned no row".into(),
         })?;
-        let epoch: i64 = row.get(0);
-        let version: Option<i64> = row.get(2);
+        let epoch: i64 = first.get(0);
+        let fresh = first.get(1);
+        let docs = rows
+            .iter()
+            .take(reads.len())
+            .map(|row| {
+                let version: Option<i64> = row.get(2);
+                version.map(|v| Doc {
+                    value: row.get(3),
+                    version: v as u64,
+                })
+            })
+            .collect();
         Ok(NonceOutcome {
             epoch: epoch as u64,
-            fresh: row.get(1),
-            doc: version.map(|v| Doc {
-                value: row.get(3),
-                version: v as u64,
-            }),
+            fresh,
+            docs,
         })
     }
 

@@ -89,12 +89,13 @@ CREATE UNLOGGED TABLE nonce_epoch (
     epoch bigint NOT NULL
 );
 
--- Uses up a nonce issued in `_epoch` (if `_id` is not NULL) and reads one document (if
--- `_read_id` is not NULL): a signed request's nonce and the account that signed it. Starts
--- epoch `_candidate` (the caller's random draw) when there is none. Returns the current
--- epoch, whether the nonce was used up now, and the document.
+-- Uses up a nonce issued in `_epoch` (if `_id` is not NULL) and reads documents: a signed
+-- request's nonce, the account that signed it and the resource it is about. Starts epoch
+-- `_candidate` (the caller's random draw) when there is none. Returns a row per document
+-- asked for, in order (one row of NULLs when none is), each with the current epoch and
+-- whether the nonce was used up now.
 CREATE FUNCTION enrollca_use_nonce(
-    _epoch bigint, _id bytea, _candidate bigint, _read_kind smallint, _read_id text
+    _epoch bigint, _id bytea, _candidate bigint, _read_kinds smallint[], _read_ids text[]
 ) RETURNS TABLE (current_epoch bigint, fresh boolean, doc_version bigint, doc_value bytea)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -110,8 +111,14 @@ BEGIN
         INSERT INTO used_nonces (id) VALUES (_id) ON CONFLICT DO NOTHING;
         GET DIAGNOSTICS _n = ROW_COUNT;
     END IF;
-    RETURN QUERY SELECT _current, _n = 1, d.version, d.value
-        FROM (VALUES (1)) AS one LEFT JOIN docs d ON d.kind = _read_kind AND d.id = _read_id;
+    IF coalesce(array_length(_read_ids, 1), 0) = 0 THEN
+        RETURN QUERY SELECT _current, _n = 1, NULL::bigint, NULL::bytea;
+    ELSE
+        RETURN QUERY SELECT _current, _n = 1, d.version, d.value
+            FROM unnest(_read_kinds, _read_ids) WITH ORDINALITY AS k(kind, id, i)
+            LEFT JOIN docs d ON d.kind = k.kind AND d.id = k.id
+            ORDER BY k.i;
+    END IF;
 END
 $$;
 
