@@ -113,12 +113,13 @@ BEGIN
     END IF;
     IF coalesce(array_length(_read_ids, 1), 0) = 0 THEN
         RETURN QUERY SELECT _current, _n = 1, NULL::bigint, NULL::bytea;
-    ELSE
-        RETURN QUERY SELECT _current, _n = 1, d.version, d.value
-            FROM unnest(_read_kinds, _read_ids) WITH ORDINALITY AS k(kind, id, i)
-            LEFT JOIN docs d ON d.kind = k.kind AND d.id = k.id
-            ORDER BY k.i;
     END IF;
+    -- One primary-key lookup each (a join with the unnested keys may be planned as a scan).
+    FOR i IN 1 .. coalesce(array_length(_read_ids, 1), 0) LOOP
+        RETURN QUERY SELECT _current, _n = 1, d.version, d.value
+            FROM (VALUES (1)) AS one
+            LEFT JOIN docs d ON d.kind = _read_kinds[i] AND d.id = _read_ids[i];
+    END LOOP;
 END
 $$;
 
