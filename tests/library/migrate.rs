@@ -49,7 +49,8 @@ async fn a_copy_that_does_not_tally_is_rolled_back_and_a_good_one_committed() {
 
 /// An installation's database from before the write functions (schema 1), with a live
 /// one-time challenge and an event in it, is upgraded in place when a newer node starts:
-/// the challenge still works, once, and the feed goes on from where it was.
+/// the challenge still works, once, the feed goes on from where it was, and the used nonces
+/// of the old format are dropped.
 #[tokio::test]
 async fn a_database_at_schema_1_is_upgraded_in_place() {
     use enrollca::store::{ChallengeHash, ChallengeRecord, Event, EventKind, StoreError};
@@ -83,6 +84,7 @@ async fn a_database_at_schema_1_is_upgraded_in_place() {
              INSERT INTO challenges (hash, expires_at, record)
                  VALUES ('\\x{hash}', {expires}, '\\x{challenge}');
              INSERT INTO events (seq, event) VALUES (1, '\\x{event}');
+             INSERT INTO docs (kind, id, version, value) VALUES (16, 'used-nonce', 1, '\\x00');
              UPDATE feed SET last = 1;",
             schema = include_str!("../../src/store/postgres/migrations/0001_initial.sql"),
             hash = hex::encode(hash.as_bytes()),
@@ -100,6 +102,11 @@ async fn a_database_at_schema_1_is_upgraded_in_place() {
         "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations",
     );
     assert_eq!(versions.trim(), "1,2");
+    let nonces = cluster().psql(
+        "schema_1_upgrade",
+        "SELECT count(*) FROM docs WHERE kind = 16",
+    );
+    assert_eq!(nonces.trim(), "0", "used nonces of the old format are gone");
     assert_eq!(pg.events(0, 10).await.unwrap(), vec![event]);
 
     let mut new = record(Some("device-new"), 1);
